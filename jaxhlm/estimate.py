@@ -1,0 +1,107 @@
+"""From sufficient statistics to the maximum-likelihood estimates: one jitted, vmappable function.
+
+``fit_stats(stats, blocks, reml)`` runs EM warm-up, projected Newton on θ and a final rectification, then
+evaluates β̂, σ̂², Cov(β̂) and the deviance of the linear model (θ = 0) at the same statistics. It is the
+array-level entry point that :func:`jaxhlm.fit` wraps and that batched refits vmap over.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from . import covariance as cov
+from .deviance import (factorize, fixed_effects, fixed_effects_cov, loglik_at_sigma, objective,
+                       relative_factor, residual_variance)
+from .em import em_warmup
+from .optimize import Solution, minimise
+from .stats import GroupStats
+
+#: A bounded θ this small (relative to the largest |θ|; lme4's singularity tolerance) is set to exactly 0
+#: when that does not worsen the deviance beyond rounding.
+RECTIFY_TOL = 1e-4
+
+
+class Fit(NamedTuple):
+    """Estimates at the optimum (a pytree; every field gains a leading axis when vmapped)."""
+
+    solution: Solution  # the optimiser's answer and certificate (x = θ̂)
+    theta: Array  # θ̂ after rectification
+    deviance: Array  # d(θ̂): -2 log L (ML) or the REML criterion
+    deviance_linear: Array  # d(0): the same criterion for the linear model with the same X
+    beta: Array  # (p,) fixed effects
+    cov_beta: Array  # (p, p) (XᵀV⁻¹X)⁻¹
+    sigma2: Array  # residual variance
+
+
+def _rectify(theta: Array, d: Array, dev, lower: Array) -> tuple[Array, Array]:
+    """Snap tiny bounded θ to the boundary (exactly singular) if the deviance is no worse there."""
+    scale = jnp.maximum(jnp.max(jnp.abs(theta)), 1.0)
+    snapped = jnp.where((lower == 0) & (theta < RECTIFY_TOL * scale), 0.0, theta)
+    ds = dev(snapped)
+    ok = ds <= d + 1e-12 * jnp.abs(d)
+    return jnp.where(ok, snapped, theta), jnp.where(ok, jnp.minimum(ds, d), d)
+
+
+@partial(jax.jit, static_argnames=("blocks", "reml", "em_steps"))
+def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_steps: int = 20) -> Fit:
+    """Maximum-likelihood (or REML) fit of a two-level LMM from its sufficient statistics.
+
+    Args:
+      stats: :class:`~jaxhlm.stats.GroupStats` (padded or not).
+      blocks: the covariance structure, a tuple of :class:`~jaxhlm.covariance.Block` (static).
+      reml: fit by REML.
+      em_steps: EM iterations before Newton.
+    """
+    T = jnp.asarray(cov.templates(blocks))
+    lower = jnp.asarray(cov.theta_lower(blocks))
+    dev = lambda th: objective(factorize(relative_factor(th, T), stats), stats, reml)  # noqa: E731
+    theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), stats, T, blocks, em_steps)
+    sol = minimise(dev, theta0, lower)
+    theta, d = _rectify(sol.x, sol.value, dev, lower)
+    f = factorize(relative_factor(theta, T), stats)
+    s2 = residual_variance(f, stats, reml)
+    return Fit(
+        solution=sol, theta=theta, deviance=d, deviance_linear=dev(jnp.zeros_like(theta)),
+        beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2,
+    )
+
+
+class REInformation(NamedTuple):
+    """Observed information of the variance parameters in Stata's metric, and the delta-method Jacobian."""
+
+    hessian: Array  # ∂²ℓ/∂φ∂φᵀ of the β-profiled log likelihood, φ = (ln sd…, atanh r…, ln σ)
+    values: Array  # reported estimates: the blocks' var/cov entries, then var(Residual)
+    jacobian: Array  # ∂values/∂φ
+
+
+@partial(jax.jit, static_argnames=("blocks", "reml"))
+def re_information(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure, reml: bool = False
+                   ) -> REInformation:
+    """Hessian of ℓ(φ) = log L(β̂(φ), φ) at φ, with σ not profiled (Stata's VCE of the variance components).
+
+    ``phi`` ends with ln σ; ``edge`` is ±1 for a correlation held at ±1 (a boundary optimum), else 0.
+    """
+    n_re = phi.shape[0] - 1
+
+    def loglik(p: Array) -> Array:
+        root = cov.root_from_phi(blocks, p[:n_re], edge)
+        return loglik_at_sigma(root / jnp.exp(p[n_re]), p[n_re], stats, reml)
+
+    def values(p: Array) -> Array:
+        return jnp.concatenate([cov.reported(blocks, p[:n_re], edge), jnp.exp(2.0 * p[n_re:])])
+
+    return REInformation(jax.hessian(loglik)(phi), values(phi), jax.jacfwd(values)(phi))
+
+
+def phi_at(theta: np.ndarray, sigma2: float, blocks: cov.Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Σ, φ, edge) at θ̂: the random-effects covariance and its Stata-metric coordinates."""
+    Lam = np.tensordot(theta, cov.templates(blocks), axes=1)
+    sigma = sigma2 * Lam @ Lam.T
+    phi, edge = cov.phi_from_cov(blocks, sigma)
+    return sigma, np.append(phi, 0.5 * np.log(sigma2)), np.append(edge, 0.0)

@@ -1,0 +1,176 @@
+"""A bound-constrained Newton minimiser with the exact autodiff Hessian, as one pure JAX loop.
+
+Why Newton: θ has a handful of coordinates, and the exact Hessian is cheap (one forward-over-reverse pass
+per coordinate), so each step is nearly free and convergence is quadratic. Derivative-free optimisers stop
+short on flat likelihoods (lme4 on the three-slope HSB model stops 0.006 below the optimum).
+
+Why projected: optima on the boundary of the covariance space (a zero variance, a correlation of ±1, a
+rank-deficient Σ) are common. Bounds ``x >= lower`` are handled by Bertsekas' projected Newton method:
+coordinates at their bound whose gradient pushes outward are held fixed (the active set); the Newton step
+uses the eigenvalue-modified Hessian of the free coordinates; an Armijo search runs along the projected
+arc. The loop stops on a certificate (the Newton decrement), not after a fixed number of steps.
+
+The whole loop is a ``lax.while_loop``: it jits, vmaps over batches of problems and runs on any device.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+
+class RESULTS(enum.IntEnum):
+    """Why the minimiser stopped (optimistix-style result codes)."""
+
+    successful = 0
+    max_steps_reached = 1
+    line_search_failed = 2
+    nonfinite = 3
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    RESULTS.successful: "converged: Newton decrement below tolerance",
+    RESULTS.max_steps_reached: "did not converge: maximum number of Newton steps reached",
+    RESULTS.line_search_failed: "did not converge: the line search found no decrease",
+    RESULTS.nonfinite: "did not converge: the objective is not finite at the starting values",
+}
+
+
+class Solution(NamedTuple):
+    """The minimiser's answer and its convergence certificate (a pytree; batched when vmapped)."""
+
+    x: Array  # the minimiser
+    value: Array  # objective at x
+    grad: Array  # projected gradient at x (zero on active bounds)
+    min_eig: Array  # smallest eigenvalue of the Hessian on the free coordinates
+    free: Array  # bool mask of coordinates not held at a bound
+    steps: Array  # Newton steps taken
+    result: Array  # a RESULTS code
+
+
+class _State(NamedTuple):
+    x: Array
+    f: Array
+    g: Array  # gradient and Hessian at the last point where they were evaluated
+    H: Array
+    steps: Array
+    result: Array
+    done: Array
+
+
+def _free_mask(x: Array, g: Array, lower: Array) -> Array:
+    """Bertsekas' ε-active set: at (or within ε of) the bound and pushed outward means held."""
+    eps = jnp.minimum(1e-8, jnp.linalg.norm(x - jnp.maximum(x - g, lower)))
+    return ~((x - lower <= eps) & (g > 0))
+
+
+def _free_eigh(H: Array, free: Array) -> tuple[Array, Array]:
+    """Eigen-decomposition of H restricted to the free coordinates (held ones get a large eigenvalue)."""
+    big = jnp.max(jnp.abs(H)) + 1.0
+    both = free[:, None] & free[None, :]
+    return jnp.linalg.eigh(jnp.where(both, H, 0.0) + jnp.diag(jnp.where(free, 0.0, big)))
+
+
+def _step_direction(x: Array, g: Array, H: Array, free: Array, lower: Array) -> tuple[Array, Array, Array, Array]:
+    """(Newton direction, Newton decrement, smallest free eigenvalue, negative-curvature direction).
+
+    The Newton step on the free coordinates uses |eigenvalues| (floored), so it is a descent direction even
+    where H is indefinite. Where that step is negligible but the free Hessian still has negative curvature
+    (a saddle: e.g. a zero diagonal of Λ, where the deviance is even in its sign and the gradient vanishes),
+    the step follows the most negative eigenvector instead, oriented into the feasible region.
+    """
+    w, V = _free_eigh(H, free)
+    gf = jnp.where(free, g, 0.0)
+    floor = 1e-10 * (jnp.max(jnp.abs(H)) + 1.0)
+    d = -V @ ((V.T @ gf) / jnp.maximum(jnp.abs(w), floor))
+    decrement = -jnp.dot(gf, d)
+    v = V[:, 0]
+    at_bound = x - lower <= 1e-12
+    orient = jnp.sum(jnp.where(at_bound, v, 0.0)) + 1e-300 * jnp.sign(jnp.sum(v) + 1e-300)
+    sign = jnp.where(jnp.dot(g, v) != 0, -jnp.sign(jnp.dot(g, v)), jnp.where(orient < 0, -1.0, 1.0))
+    escape = sign * v * jnp.maximum(1.0, jnp.linalg.norm(x))
+    return d, decrement, w[0], escape
+
+
+def minimise(
+    fn: Callable[[Array], Array],
+    x0: Array,
+    lower: Array,
+    *,
+    max_steps: int = 200,
+    rtol: float = 1e-13,
+    atol: float = 1e-10,
+) -> Solution:
+    """Minimise a smooth scalar ``fn`` subject to ``x >= lower`` (use -inf for unbounded coordinates).
+
+    Stops when the Newton decrement gᵀH⁻¹g (the predicted decrease, twice) falls below
+    ``atol + rtol·|f|``: at that point the objective is within that amount of the local minimum.
+    """
+    def grad_twice(x: Array) -> tuple[Array, Array]:
+        g = jax.grad(fn)(x)
+        return g, g
+
+    derivatives = jax.jacfwd(grad_twice, has_aux=True)  # (H, g) from one trace
+
+    x0 = jnp.maximum(jnp.asarray(x0, jnp.float64), lower)
+    n = x0.shape[0]
+    f0 = fn(x0)
+    bad0 = ~jnp.isfinite(f0)
+    init = _State(x0, f0, jnp.zeros(n), jnp.zeros((n, n)), jnp.asarray(0),
+                  jnp.where(bad0, RESULTS.nonfinite, RESULTS.successful), bad0)
+
+    def cond(s: _State) -> Array:
+        return ~s.done
+
+    def body(s: _State) -> _State:
+        H, g = derivatives(s.x)
+        free = _free_mask(s.x, g, lower)
+        newton, decrement, min_eig, escape = _step_direction(s.x, g, H, free, lower)
+        tol = atol + rtol * jnp.abs(s.f)
+        saddle = min_eig < -1e-8 * (jnp.max(jnp.abs(H)) + 1.0)
+        converged = (decrement <= tol) & ~saddle
+        d = jnp.where((decrement <= tol) & saddle, escape, newton)
+
+        def armijo_cond(c: tuple[Array, Array, Array, Array]) -> Array:
+            _, xn, fn_, k = c
+            ok = fn_ < s.f + 1e-4 * jnp.minimum(jnp.dot(g, xn - s.x), 0.0)
+            return ~ok & (k < 60)
+
+        def armijo_body(c: tuple[Array, Array, Array, Array]) -> tuple[Array, Array, Array, Array]:
+            a, _, _, k = c
+            a = 0.5 * a
+            xn = jnp.maximum(s.x + a * d, lower)
+            return a, xn, fn(xn), k + 1
+
+        x1 = jnp.maximum(s.x + d, lower)
+        _, xn, fn_, k = jax.lax.while_loop(armijo_cond, armijo_body, (jnp.asarray(1.0), x1, fn(x1), 0))
+        stuck = (k >= 60) | ~jnp.isfinite(fn_)
+        # At the limit of floating-point resolution a tiny decrement with no decrease is convergence.
+        done = converged | stuck | (s.steps + 1 >= max_steps)
+        result = jnp.where(
+            converged | (stuck & (decrement <= 1e3 * tol) & ~saddle),
+            RESULTS.successful,
+            jnp.where(stuck, RESULTS.line_search_failed,
+                      jnp.where(done, RESULTS.max_steps_reached, RESULTS.successful)),
+        )
+        take = ~(converged | stuck)
+        pick = lambda new, old: jnp.where(take, new, old)  # noqa: E731
+        return _State(x=pick(xn, s.x), f=pick(fn_, s.f), g=g, H=H,
+                      steps=s.steps + take.astype(s.steps.dtype), result=result, done=done)
+
+    s = jax.lax.while_loop(cond, body, init)
+    # g and H belong to the last point where derivatives were taken; after a final accepted step
+    # (max_steps reached) that is one step behind, which the certificate then reports honestly as such.
+    free = _free_mask(s.x, s.g, lower)
+    return Solution(
+        x=s.x, value=s.f, grad=jnp.where(free, s.g, 0.0), min_eig=_free_eigh(s.H, free)[0][0], free=free,
+        steps=s.steps, result=s.result,
+    )
