@@ -1,0 +1,39 @@
+"""jaxhlm: hierarchical linear (mixed-effects) models in JAX.
+
+High level::
+
+    import jaxhlm
+    r = jaxhlm.fit("mathach ~ ses*sector + (1 + ses | id)", jaxhlm.datasets.hsb())
+    print(r.summary())
+
+Array level (jit / grad / vmap): :func:`group_stats`, :func:`profiled_deviance`, :func:`fit_stats`.
+"""
+
+from . import _config  # noqa: F401  (float64 and the compilation cache, before any array is made)
+from . import datasets as datasets
+from .covariance import Block as Block
+from .deviance import profiled_deviance as profiled_deviance
+from .errors import ComparisonError as ComparisonError
+from .errors import DataError as DataError
+from .errors import FormulaError as FormulaError
+from .errors import JaxhlmError as JaxhlmError
+from .estimate import Fit as Fit
+from .estimate import fit_stats as fit_stats
+from .pipeline import fit as fit
+from .formula import ModelSpec as ModelSpec
+from .formula import parse_formula as parse_formula
+from .optimize import RESULTS as RESULTS
+from .optimize import Solution as Solution
+from .results import MixedResult as MixedResult
+from .results import lrtest as lrtest
+from .stats import GroupStats as GroupStats
+from .stats import group_stats as group_stats
+from .stats import pad_groups as pad_groups
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Block", "ComparisonError", "DataError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
+    "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "lrtest", "pad_groups",
+    "parse_formula", "profiled_deviance",
+]

@@ -8,7 +8,7 @@ array-level entry point that :func:`jaxhlm.fit` wraps and that batched refits vm
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,7 @@ from . import covariance as cov
 from .deviance import (factorize, fixed_effects, fixed_effects_cov, loglik_at_sigma, objective,
                        relative_factor, residual_variance)
 from .em import em_warmup
-from .optimize import Solution, minimise
+from .optimize import Solution, certify, minimise
 from .stats import GroupStats
 
 #: A bounded θ this small (relative to the largest |θ|; lme4's singularity tolerance) is set to exactly 0
@@ -30,8 +30,8 @@ RECTIFY_TOL = 1e-4
 class Fit(NamedTuple):
     """Estimates at the optimum (a pytree; every field gains a leading axis when vmapped)."""
 
-    solution: Solution  # the optimiser's answer and certificate (x = θ̂)
-    theta: Array  # θ̂ after rectification
+    solution: Solution  # the optimiser's answer, certified at θ̂ (after rectification)
+    theta: Array  # θ̂
     deviance: Array  # d(θ̂): -2 log L (ML) or the REML criterion
     deviance_linear: Array  # d(0): the same criterion for the linear model with the same X
     beta: Array  # (p,) fixed effects
@@ -39,7 +39,7 @@ class Fit(NamedTuple):
     sigma2: Array  # residual variance
 
 
-def _rectify(theta: Array, d: Array, dev, lower: Array) -> tuple[Array, Array]:
+def _rectify(theta: Array, d: Array, dev: Callable[[Array], Array], lower: Array) -> tuple[Array, Array]:
     """Snap tiny bounded θ to the boundary (exactly singular) if the deviance is no worse there."""
     scale = jnp.maximum(jnp.max(jnp.abs(theta)), 1.0)
     snapped = jnp.where((lower == 0) & (theta < RECTIFY_TOL * scale), 0.0, theta)
@@ -63,7 +63,9 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     dev = lambda th: objective(factorize(relative_factor(th, T), stats), stats, reml)  # noqa: E731
     theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), stats, T, blocks, em_steps)
     sol = minimise(dev, theta0, lower)
-    theta, d = _rectify(sol.x, sol.value, dev, lower)
+    theta, _ = _rectify(sol.x, sol.value, dev, lower)
+    sol = certify(dev, theta, lower, sol.steps, sol.result)
+    d = sol.value
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
     return Fit(

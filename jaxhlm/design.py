@@ -1,0 +1,176 @@
+"""Build the numeric design (y, X, Z, groups) from a :class:`ModelSpec` and a DataFrame.
+
+This is one of the two places pandas lives (the other is rendering). It owns every data check: unknown
+variables, listwise deletion of missing values, non-numeric columns, too few groups, and exactly collinear
+fixed-effect columns, which are dropped later-column-first with a note as Stata does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import covariance as cov
+from .errors import DataError, FormulaError
+from .formula import INTERCEPT, ModelSpec
+
+#: A column whose residual norm after projection on the kept columns is below this fraction of its own
+#: norm is collinear (lme4's rank tolerance).
+COLLINEARITY_TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class Design:
+    """Numeric arrays of one model plus the names and notes that describe them."""
+
+    y: np.ndarray
+    X: np.ndarray
+    Z: np.ndarray
+    group: np.ndarray  # codes 0..n_groups-1
+    group_labels: np.ndarray
+    fe_names: tuple[str, ...]
+    re_names: tuple[str, ...]
+    blocks: cov.Structure
+    response: str
+    group_name: str
+    intercept: bool  # whether X has an intercept (excluded from the model Wald test)
+    omitted: tuple[str, ...] = ()
+    n_dropped: int = 0
+    notes: tuple[str, ...] = field(default=())
+    sample: str = ""  # fingerprint of the estimation sample (lrtest refuses to compare different ones)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_labels)
+
+    @property
+    def group_sizes(self) -> np.ndarray:
+        return np.bincount(self.group, minlength=self.n_groups)
+
+
+def _numeric(data: pd.DataFrame, name: str, role: str) -> np.ndarray:
+    col = data[name]
+    if pd.api.types.is_bool_dtype(col):
+        return col.to_numpy(dtype=float)
+    if not pd.api.types.is_numeric_dtype(col):
+        raise DataError(
+            f"the {role} {name!r} is not numeric (dtype {col.dtype}); recode it as numbers"
+            + (" or use it in the fixed part as C(" + name + ")" if role == "random-effect variable" else "")
+        )
+    return col.to_numpy(dtype=float)
+
+
+def _fixed_variables(spec: ModelSpec) -> set[str]:
+    import formulaic
+
+    try:
+        return set(formulaic.Formula(spec.fixed).required_variables)
+    except Exception as exc:  # formulaic's parser errors are of many types
+        raise FormulaError(f"cannot parse the fixed part {spec.fixed!r}: {exc}") from None
+
+
+def _check_columns(spec: ModelSpec, data: pd.DataFrame, fixed_vars: set[str]) -> None:
+    columns = set(map(str, data.columns))
+
+    def missing(names, what: str) -> None:
+        absent = sorted(n for n in names if n not in columns)
+        if absent:
+            listing = ", ".join(map(str, list(data.columns)[:20]))
+            raise FormulaError(
+                f"{what} {', '.join(map(repr, absent))} not found in the data; available columns: {listing}"
+            )
+
+    missing([spec.response], "response")
+    missing([spec.group], "grouping variable")
+    missing([n for t in spec.random for n in t.slopes], "random-effect variable")
+    missing(fixed_vars, "variable")
+
+
+def _drop_collinear(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Keep each column unless it lies in the span of the columns kept before it (Gram-Schmidt, twice)."""
+    basis: list[np.ndarray] = []
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        v = X[:, j].astype(float)
+        norm = np.linalg.norm(v)
+        for _ in range(2):
+            for b in basis:
+                v = v - (b @ v) * b
+        resid = np.linalg.norm(v)
+        if norm > 0 and resid > COLLINEARITY_TOL * norm:
+            basis.append(v / resid)
+            keep.append(j)
+    dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
+    return X[:, keep], [names[j] for j in keep], dropped
+
+
+def _sample_key(index: pd.Index, y: np.ndarray, group: np.ndarray) -> str:
+    h = hashlib.sha1()
+    h.update(pd.util.hash_pandas_object(index, index=False).to_numpy().tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    h.update(np.ascontiguousarray(group).tobytes())
+    return h.hexdigest()
+
+
+def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
+    """Validate ``data`` against ``spec`` and build the arrays; raise :class:`DataError` with a remedy."""
+    import formulaic
+
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    fixed_vars = _fixed_variables(spec)
+    _check_columns(spec, data, fixed_vars)
+    used = list(dict.fromkeys([spec.response, spec.group, *[n for t in spec.random for n in t.slopes],
+                               *sorted(fixed_vars)]))
+    complete = data[used].notna().all(axis=1)
+    n_dropped = int((~complete).sum())
+    frame = data.loc[complete]
+    if len(frame) == 0:
+        raise DataError("no observations left: every row has a missing value in a variable the model uses")
+    notes = []
+    if n_dropped:
+        notes.append(f"{n_dropped:,} observation{'s' if n_dropped > 1 else ''} dropped because of missing values")
+
+    y = _numeric(frame, spec.response, "response")
+    if np.ptp(y) == 0:
+        raise DataError(f"the response {spec.response!r} is constant; there is nothing to model")
+    codes, labels = pd.factorize(frame[spec.group], sort=True)
+    if len(labels) < 2:
+        raise DataError(
+            f"the grouping variable {spec.group!r} has {len(labels)} level; a mixed model needs at least two "
+            "groups (use ordinary regression for one)"
+        )
+
+    try:
+        X_df = formulaic.model_matrix(spec.fixed, frame, na_action="raise")
+    except Exception as exc:
+        raise FormulaError(f"cannot build the fixed-effects design from {spec.fixed!r}: {exc}") from None
+    names = [str(c) for c in X_df.columns]
+    if not names:
+        raise DataError("the fixed-effects design is empty; include at least an intercept")
+    X, kept, dropped = _drop_collinear(np.asarray(X_df, dtype=float), names)
+    notes += [f"note: {d} omitted because of collinearity" for d in dropped]
+    if not kept:
+        raise DataError("the fixed-effects design is singular: every column is zero")
+    if len(y) <= len(kept):
+        raise DataError(f"{len(y)} observations cannot identify {len(kept)} fixed effects plus variance components")
+
+    Z = np.column_stack([
+        np.ones(len(frame)) if n == INTERCEPT else _numeric(frame, n, "random-effect variable")
+        for t in spec.random for n in t.names
+    ])
+    ZtZ = Z.T @ Z
+    if np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < Z.shape[1]:
+        raise DataError(
+            f"the random-effects design ({', '.join(spec.re_names)}) is singular: its columns are collinear; "
+            "drop a redundant random effect"
+        )
+    return Design(
+        y=y, X=X, Z=Z, group=codes.astype(np.int64), group_labels=np.asarray(labels),
+        fe_names=tuple(kept), re_names=spec.re_names, blocks=spec.blocks, response=spec.response,
+        group_name=spec.group, intercept="Intercept" in kept, omitted=tuple(dropped), n_dropped=n_dropped,
+        notes=tuple(notes), sample=_sample_key(frame.index, y, codes),
+    )

@@ -1,0 +1,164 @@
+"""Parse lme4-style model formulas into a :class:`ModelSpec`.
+
+``y ~ fixed + (1 + x | g)`` — the fixed part is handed to formulaic unchanged (``a*b``, ``C(f)``, ``a:b``,
+``- 1``); each parenthesised term with a bar is a random-effects term: ``(1 | g)`` random intercept,
+``(1 + x | g)`` or ``(x | g)`` correlated intercept and slope, ``(0 + x | g)`` slope only, ``(1 + x || g)``
+uncorrelated. Terms on the same grouping factor form one block-diagonal covariance.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import covariance as cov
+from .errors import FormulaError
+
+INTERCEPT = "_cons"
+_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """Random effects of one term: slope variables (in order), whether there is an intercept, the group."""
+
+    slopes: tuple[str, ...]
+    intercept: bool
+    group: str
+    kind: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Effect names in Stata's order: slopes as listed, ``_cons`` last."""
+        return self.slopes + ((INTERCEPT,) if self.intercept else ())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model: what every front end (formula, Stata syntax, CLI) produces."""
+
+    response: str
+    fixed: str  # right-hand side for formulaic
+    random: tuple[RandomTerm, ...]
+    reml: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.random[0].group
+
+    @property
+    def blocks(self) -> cov.Structure:
+        return tuple(cov.Block(t.kind, len(t.names)) for t in self.random)
+
+    @property
+    def re_names(self) -> tuple[str, ...]:
+        return tuple(n for t in self.random for n in t.names)
+
+
+def _top_level_split(text: str, sep: str) -> list[str]:
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        c = text[i]
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        elif depth == 0 and text.startswith(sep, i):
+            parts.append(text[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _extract_random(rhs: str) -> tuple[str, list[str]]:
+    """Split the right-hand side into the fixed part and the bodies of ``( … | … )`` terms."""
+    fixed, bars, i = [], [], 0
+    while i < len(rhs):
+        if rhs[i] == "(":
+            depth, j = 0, i
+            while j < len(rhs):
+                depth += {"(": 1, ")": -1}.get(rhs[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            if depth != 0:
+                raise FormulaError(f"unbalanced parentheses in {rhs!r}")
+            body = rhs[i + 1:j]
+            if len(_top_level_split(body, "|")) > 1:
+                bars.append(body)
+                fixed.append(" ")
+            else:
+                fixed.append(rhs[i:j + 1])
+            i = j + 1
+        else:
+            fixed.append(rhs[i])
+            i += 1
+    text = "".join(fixed)
+    # Drop the '+' signs the removed terms leave dangling.
+    terms = [t.strip() for t in _top_level_split(text, "+")]
+    kept = [t for t in terms if t]
+    return " + ".join(kept).replace("+ -", "-"), bars
+
+
+def _parse_random(body: str, kind_override: str | None) -> RandomTerm:
+    double = "||" in body
+    lhs, _, group = body.partition("||" if double else "|")
+    group = group.strip()
+    if not _NAME.match(group):
+        raise FormulaError(f"grouping factor {group!r} in ({body}) must be a single variable name")
+    intercept, slopes = True, []
+    for tok in (t.strip() for t in re.split(r"(?=[+-])", lhs.replace(" ", ""))):
+        if tok in ("", "+"):
+            continue
+        sign, name = (tok[0], tok[1:]) if tok[0] in "+-" else ("+", tok)
+        if name in ("0", "1"):
+            intercept = (name == "1") == (sign == "+")
+        elif sign == "-":
+            raise FormulaError(f"cannot remove {name!r} in random term ({body}); list only the effects to include")
+        elif not _NAME.match(name):
+            raise FormulaError(
+                f"random-effect term {name!r} in ({body}) must be a variable name; create the column first"
+            )
+        elif name not in slopes:
+            slopes.append(name)
+    if not slopes and not intercept:
+        raise FormulaError(f"random term ({body}) has no effects")
+    q = len(slopes) + int(intercept)
+    if kind_override is not None:
+        kind = cov.canonical_kind(kind_override)
+    elif double:
+        kind = "independent"
+    else:
+        kind = "unstructured"
+    if q == 1:
+        kind = "identity"  # every structure coincides for one effect; Stata labels it Identity
+    return RandomTerm(tuple(slopes), intercept, group, kind)
+
+
+def parse_formula(formula: str, cov: str | None = None, reml: bool = False) -> ModelSpec:
+    """Parse ``response ~ fixed + (effects | group)``; ``cov`` overrides every random term's structure."""
+    if not isinstance(formula, str) or formula.count("~") != 1:
+        raise FormulaError(f"a formula needs exactly one '~' (response ~ predictors + (1 | group)); got {formula!r}")
+    lhs, rhs = (s.strip() for s in formula.split("~"))
+    if not _NAME.match(lhs):
+        raise FormulaError(f"the response {lhs!r} must be a single variable name")
+    fixed, bodies = _extract_random(rhs)
+    if not bodies:
+        raise FormulaError(
+            f"no random-effects term in {formula!r}; add one such as (1 | group) for a random intercept"
+        )
+    random = tuple(_parse_random(b, cov) for b in bodies)
+    groups = sorted({t.group for t in random})
+    if len(groups) > 1:
+        raise FormulaError(
+            f"random terms use several grouping factors ({', '.join(groups)}); jaxhlm fits two-level models "
+            "with one grouping factor"
+        )
+    dup = [n for t in random for n in t.names]
+    repeated = sorted({n for n in dup if dup.count(n) > 1})
+    if repeated:
+        raise FormulaError(f"random effect(s) {', '.join(repeated)} appear in more than one random term")
+    return ModelSpec(lhs, fixed or "1", random, reml)

@@ -1,0 +1,157 @@
+"""Inference at the optimum, by the conventions of Stata's ``mixed`` (ML and REML).
+
+* Fixed effects: SE from (XᵀV⁻¹X)⁻¹ with the variance parameters held fixed (not the inverse full Hessian,
+  which inflates them), z = b/SE, normal p-values and CIs.
+* Variance components: V_φ = inverse observed information of the β-profiled log likelihood in
+  φ = (ln sd, atanh r, ln σ); SEs by the delta method; CIs for variances on the log scale
+  (est·exp(∓z·SE/est)) and for covariances symmetric (est ∓ z·SE).
+* Where the optimum is singular the information of φ does not exist: a correlation at ±1 in a 2×2 block is
+  held fixed at the boundary (the other SEs are conditional on it), any other singular Σ (a zero variance,
+  a rank-deficient 3×3 Σ with interior correlations) leaves the SEs missing with a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats as sps
+
+from . import covariance as cov
+from .estimate import Fit, phi_at, re_information
+from .stats import GroupStats
+
+Z975 = float(sps.norm.ppf(0.975))
+SE_FAILED = "Standard-error calculation failed."
+
+
+@dataclass(frozen=True)
+class RandomEffects:
+    """The random-effects parameter table: labels, estimates, SEs (NaN where missing) and 95% CIs."""
+
+    labels: tuple[str, ...]
+    estimate: np.ndarray
+    se: np.ndarray
+    ci: np.ndarray  # (k, 2)
+    sigma: np.ndarray  # the q×q covariance matrix of the random effects
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def _singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[tuple[cov.Block, slice]]:
+    out, at = [], 0
+    for b in blocks:
+        s = slice(at, at + b.q)
+        w = np.linalg.eigvalsh(sigma[s, s])
+        if w[0] <= 1e-10 * max(w[-1], 1e-300):
+            out.append((b, s))
+        at += b.q
+    return out
+
+
+def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tuple[str, ...], reml: bool
+                   ) -> RandomEffects:
+    theta = np.asarray(fit.theta)
+    sigma2 = float(fit.sigma2)
+    sigma, phi, edge = phi_at(theta, sigma2, blocks)
+    labels = tuple(cov.labels(blocks, names)) + ("var(Residual)",)
+    is_var = np.append(cov.variance_mask(blocks), True)
+    warnings: list[str] = []
+    notes: list[str] = []
+
+    singular = _singular_blocks(blocks, sigma)
+    # A singular 2×2 unstructured block is a correlation of exactly ±1: SEs exist with it held there.
+    failed = any(not (b.kind == "unstructured" and b.q == 2) for b, _ in singular) or not np.all(np.isfinite(phi))
+    if not failed and np.any(edge != 0):
+        # φ coordinates and reported labels run in the same order (variances, then covariances).
+        pairs = [lab for lab, e in zip(cov.labels(blocks, names), edge) if e != 0]
+        notes.append(
+            "Note: " + ", ".join(p.replace("cov(", "corr(") for p in pairs)
+            + " estimated at the boundary (correlation ±1); the other standard errors hold it fixed there."
+        )
+    info = re_information(jnp.asarray(np.where(np.isfinite(phi), phi, 0.0)), jnp.asarray(edge), stats, blocks, reml)
+    values = np.asarray(info.values)
+    se = np.full(len(values), np.nan)
+    if not failed:
+        free = edge == 0
+        H = -np.asarray(info.hessian)[np.ix_(free, free)]
+        w = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([-1.0])
+        if w[0] <= 1e-12 * max(abs(w[-1]), 1.0):
+            failed = True
+        else:
+            V = np.zeros((len(phi), len(phi)))
+            V[np.ix_(free, free)] = np.linalg.inv(H)
+            J = np.asarray(info.jacobian)
+            se = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", J, V, J), 0.0, None))
+    if failed:
+        warnings.append(SE_FAILED)
+    # Estimates come from θ̂ itself (exact even where φ is infinite).
+    est = np.append(_reported_from_sigma(blocks, sigma), sigma2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(est > 0, se / est, np.nan)
+        lo = np.where(is_var, est * np.exp(-Z975 * ratio), est - Z975 * se)
+        hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
+    return RandomEffects(labels, est, se, np.column_stack([lo, hi]), sigma, tuple(warnings), tuple(notes))
+
+
+def _reported_from_sigma(blocks: cov.Structure, sigma: np.ndarray) -> np.ndarray:
+    out, at = [], 0
+    for b in blocks:
+        s = sigma[at:at + b.q, at:at + b.q]
+        if b.kind in ("identity", "exchangeable"):
+            out.append(s[0, 0])
+            if b.kind == "exchangeable":
+                out.append(s[0, 1])
+        else:
+            out.extend(np.diag(s))
+            if b.kind == "unstructured":
+                out.extend(s[i, j] for i, j in b.pairs)
+        at += b.q
+    return np.asarray(out, dtype=float)
+
+
+@dataclass(frozen=True)
+class ChiTest:
+    """A chi-squared test: statistic, degrees of freedom, p-value (and whether it is Stata's chibar2(01))."""
+
+    statistic: float
+    df: int
+    pvalue: float
+    chibar: bool = False
+
+
+def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray) -> np.ndarray:
+    """Columns: coef, SE, z, P>|z|, CI low, CI high."""
+    se = np.sqrt(np.diag(cov_beta))
+    z = beta / se
+    p = 2.0 * sps.norm.sf(np.abs(z))
+    return np.column_stack([beta, se, z, p, beta - Z975 * se, beta + Z975 * se])
+
+
+def linear_hypothesis(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray) -> ChiTest:
+    """Wald test of Rβ = r: (Rβ−r)ᵀ(R V Rᵀ)⁻¹(Rβ−r) ~ χ²(rank R); dependent rows are dropped as Stata does."""
+    diff = R @ beta - r
+    S = R @ cov_beta @ R.T
+    w, U = np.linalg.eigh(S)
+    keep = w > 1e-12 * max(w.max(), 1e-300)
+    stat = float(np.sum((U[:, keep].T @ diff) ** 2 / w[keep]))
+    df = int(keep.sum())
+    return ChiTest(stat, df, float(sps.chi2.sf(stat, df)))
+
+
+def model_wald(beta: np.ndarray, cov_beta: np.ndarray, intercept_index: int | None) -> ChiTest:
+    """Joint test that every fixed effect but the intercept is zero (the header's Wald chi2)."""
+    idx = [i for i in range(len(beta)) if i != intercept_index]
+    if not idx:
+        return ChiTest(float("nan"), 0, float("nan"))
+    R = np.eye(len(beta))[idx]
+    return linear_hypothesis(R, np.zeros(len(idx)), beta, cov_beta)
+
+
+def lr_vs_linear(deviance_linear: float, deviance: float, n_cov_params: int) -> ChiTest:
+    """LR test against the linear model: chibar2(01) for one variance component, else chi2(k) (conservative)."""
+    stat = max(float(deviance_linear - deviance), 0.0)
+    if n_cov_params == 1:
+        return ChiTest(stat, 1, 0.5 * float(sps.chi2.sf(stat, 1)) if stat > 0 else 1.0, chibar=True)
+    return ChiTest(stat, n_cov_params, float(sps.chi2.sf(stat, n_cov_params)))

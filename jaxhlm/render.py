@@ -1,0 +1,147 @@
+"""Text rendering in the layout and number formats of Stata's ``mixed`` output.
+
+The numerics never format strings; everything here reads finished numbers from a result.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .results import MixedResult
+
+WIDTH = 78
+DASH = "-" * WIDTH
+
+
+def stata_g(x: float, digits: int = 7) -> str:
+    """Stata's ``%9.0g``: ``digits`` digits in all, trailing zeros trimmed, no leading zero (``.2823452``)."""
+    if x is None or not math.isfinite(x):
+        return "."
+    if x == 0:
+        return "0"
+    ax = abs(x)
+    sign = "-" if x < 0 else ""
+    int_digits = len(str(int(ax))) if ax >= 1 else 0
+    if int_digits > digits or ax < 10.0 ** -(digits - 3):
+        return f"{x:.{max(digits - 5, 1)}e}"
+    s = f"{ax:.{digits - int_digits}f}"
+    if len(s.split(".")[0].lstrip("0")) > int_digits:  # rounding carried into a new integer digit
+        s = f"{ax:.{max(digits - int_digits - 1, 0)}f}"
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    if s.startswith("0."):
+        s = s[1:]
+    return sign + s
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _header_right(label: str, value: str) -> str:
+    return f"{label:<18}= {value:>10}"
+
+
+def header(r: "MixedResult") -> list[str]:
+    kind = "REML" if r.reml else "ML"
+    sizes = r.group_sizes
+    ll_label = "Log restricted-likelihood" if r.reml else "Log likelihood"
+    rows = [
+        (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs))),
+        (f"Group variable: {r.design.group_name}", _header_right("Number of groups", _fmt_int(r.ngroups))),
+        ("", "Obs per group:"),
+        ("", f"{'min':>14} = {_fmt_int(sizes['min']):>10}"),
+        ("", f"{'avg':>14} = {sizes['avg']:>10.1f}"),
+        ("", f"{'max':>14} = {_fmt_int(sizes['max']):>10}"),
+        ("", _header_right(f"Wald chi2({r.wald.df})", f"{r.wald.statistic:.2f}")),
+        (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", f"{r.wald.pvalue:.4f}")),
+    ]
+    return [f"{left:<48}{right}".rstrip() for left, right in rows]
+
+
+def _name_width(names: Sequence[str], floor: int = 12, cap: int = 32) -> int:
+    return min(max([floor, *map(len, names)]), cap)
+
+
+def _abbrev(name: str, width: int) -> str:
+    return name if len(name) <= width else name[: width - 1] + "~"
+
+
+def coefficient_table(r: "MixedResult") -> list[str]:
+    names = list(r.design.fe_names) + list(r.design.omitted)
+    w = _name_width([r.design.response, *names])
+    rule = "-" * (w + 1) + "+" + "-" * 64
+    head = f"{_abbrev(r.design.response, w):>{w}} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]"
+    lines = ["-" * (w + 66), head, rule]
+    table = r.coef_table
+    for name, (b, se, z, p, lo, hi) in zip(r.design.fe_names, table):
+        lines.append(
+            f"{_abbrev(name, w):>{w}} | {stata_g(b):>10} {stata_g(se):>10} {z:>8.2f} {p:>7.3f}"
+            f"    {stata_g(lo):>9}   {stata_g(hi):>9}"
+        )
+    for name in r.design.omitted:
+        lines.append(f"{_abbrev(name, w):>{w}} | {'0':>10}  (omitted)")
+    lines.append("-" * (w + 66))
+    return lines
+
+
+def random_table(r: "MixedResult") -> list[str]:
+    re = r.random_effects
+    lines = [DASH, "  Random-effects parameters  |   Estimate   Std. err.     [95% conf. interval]",
+             "-" * 29 + "+" + "-" * 48]
+    kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",
+             "unstructured": "Unstructured"}
+    at = 0
+    for b in r.design.blocks:
+        lines.append(f"{(r.design.group_name + ': ' + kinds[b.kind]):<28} |")
+        for k in range(at, at + b.n_phi):
+            lines.append(_re_row(re.labels[k], re.estimate[k], re.se[k], re.ci[k]))
+        at += b.n_phi
+    lines += ["-" * 29 + "+" + "-" * 48, _re_row(re.labels[-1], re.estimate[-1], re.se[-1], re.ci[-1]), DASH]
+    return lines
+
+
+def _re_row(label: str, est: float, se: float, ci: Sequence[float]) -> str:
+    return (f"{_abbrev(label, 28):>28} | {stata_g(est):>10} {stata_g(se):>10}    "
+            f"{stata_g(ci[0]):>10}  {stata_g(ci[1]):>10}")
+
+
+def lr_line(r: "MixedResult") -> list[str]:
+    t = r.lr_linear
+    if t.chibar:
+        left = f"LR test vs. linear model: chibar2(01) = {t.statistic:.2f}"
+        right = f"Prob >= chibar2 = {t.pvalue:.4f}"
+    else:
+        left = f"LR test vs. linear model: chi2({t.df}) = {t.statistic:.2f}"
+        right = f"Prob > chi2 = {t.pvalue:.4f}"
+    out = [left + right.rjust(max(WIDTH - len(left), len(right) + 1))]
+    if not t.chibar:
+        out += ["", "Note: LR test is conservative and provided only for reference."]
+    return out
+
+
+def summary_text(r: "MixedResult") -> str:
+    lines = [n for n in r.design.notes if n.startswith("note:")]
+    lines += [""] + header(r) + [""] + coefficient_table(r) + random_table(r) + lr_line(r)
+    extra = [n for n in r.design.notes if not n.startswith("note:")] + list(r.random_effects.notes)
+    extra += [f"Warning: {w}" for w in r.warnings]
+    if extra:
+        lines += [""] + extra
+    return "\n".join(lines)
+
+
+def ic_text(r: "MixedResult", name: str = ".") -> str:
+    ll = stata_g(r.llf, 7)
+    return "\n".join([
+        "Akaike's information criterion and Bayesian information criterion",
+        "",
+        "-" * 77,
+        "       Model |          N   ll(null)  ll(model)      df        AIC        BIC",
+        "-------------+---------------------------------------------------------------",
+        f"{_abbrev(name, 12):>12} | {_fmt_int(r.nobs):>10} {'.':>10} {ll:>10} {r.df_modelwc:>7} "
+        f"{stata_g(r.aic, 7):>10} {stata_g(r.bic, 7):>10}",
+        "-" * 77,
+        "Note: BIC uses N = number of observations. See [R] BIC note.",
+    ])

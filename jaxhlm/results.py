@@ -1,0 +1,378 @@
+"""Fitted-model results with statsmodels-style attribute names and Stata-style reports."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from . import covariance as cov
+from . import render
+from .design import Design
+from .errors import ComparisonError, JaxhlmError
+from .estimate import Fit
+from .formula import ModelSpec
+from .infer import ChiTest, RandomEffects, coefficient_table, linear_hypothesis
+from .optimize import RESULTS
+
+#: Newton decrement of the deviance above which a fit is not called converged: below it the log likelihood
+#: is within 5e-7 of the local maximum. (A raw gradient threshold would misjudge coordinates of very
+#: different scale.)
+DECREMENT_TOL = 1e-6
+
+_BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the boundary "
+                  "of the parameter space. If this is not true, then the reported test is conservative.")
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """The optimiser's certificate: why it stopped, how far from stationary, and the curvature there."""
+
+    result: RESULTS
+    steps: int
+    grad_norm: float  # max |projected gradient of the deviance|
+    decrement: float  # Newton decrement of the deviance at θ̂
+    min_eig: float  # smallest Hessian eigenvalue on the free θ coordinates
+
+    @property
+    def message(self) -> str:
+        return self.result.message
+
+
+@dataclass(frozen=True, eq=False)
+class MixedResult:
+    """A fitted two-level linear mixed model.
+
+    Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests), ``cov_params()``.
+    All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
+    ``conf_int()``. Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
+    """
+
+    spec: ModelSpec
+    design: Design
+    fit: Fit
+    random_effects: RandomEffects
+    wald: ChiTest
+    lr_linear: ChiTest
+    convergence: Convergence
+
+    # ---- sizes ----------------------------------------------------------------------------------
+    @property
+    def reml(self) -> bool:
+        return self.spec.reml
+
+    @property
+    def nobs(self) -> int:
+        return int(len(self.design.y))
+
+    @property
+    def ngroups(self) -> int:
+        return self.design.n_groups
+
+    @property
+    def group_sizes(self) -> dict[str, float]:
+        s = self.design.group_sizes
+        return {"min": int(s.min()), "avg": float(s.mean()), "max": int(s.max())}
+
+    # ---- fixed effects --------------------------------------------------------------------------
+    @cached_property
+    def coef_table(self) -> np.ndarray:
+        return coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
+
+    @property
+    def fe_params(self) -> pd.Series:
+        return pd.Series(self.coef_table[:, 0], index=list(self.design.fe_names), name="coef")
+
+    @property
+    def bse_fe(self) -> pd.Series:
+        return pd.Series(self.coef_table[:, 1], index=list(self.design.fe_names), name="se")
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """z statistics of the fixed effects."""
+        return pd.Series(self.coef_table[:, 2], index=list(self.design.fe_names), name="z")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        return pd.Series(self.coef_table[:, 3], index=list(self.design.fe_names), name="P>|z|")
+
+    def cov_params(self) -> pd.DataFrame:
+        """(XᵀV⁻¹X)⁻¹, the covariance of the fixed effects."""
+        names = list(self.design.fe_names)
+        return pd.DataFrame(np.asarray(self.fit.cov_beta), index=names, columns=names)
+
+    # ---- all parameters -------------------------------------------------------------------------
+    @property
+    def params(self) -> pd.Series:
+        re = self.random_effects
+        return pd.Series(np.concatenate([self.coef_table[:, 0], re.estimate]),
+                         index=list(self.design.fe_names) + list(re.labels), name="coef")
+
+    @property
+    def bse(self) -> pd.Series:
+        re = self.random_effects
+        return pd.Series(np.concatenate([self.coef_table[:, 1], re.se]),
+                         index=list(self.design.fe_names) + list(re.labels), name="se")
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald intervals: symmetric for fixed effects and covariances, log-scale for variances (Stata's)."""
+        z = float(sps.norm.ppf(1 - alpha / 2))
+        b, se = self.params.to_numpy(), self.bse.to_numpy()
+        is_var = np.concatenate([np.zeros(len(self.design.fe_names), bool),
+                                 cov.variance_mask(self.design.blocks), [True]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lo = np.where(is_var, b * np.exp(-z * se / b), b - z * se)
+            hi = np.where(is_var, b * np.exp(z * se / b), b + z * se)
+        return pd.DataFrame({"lower": lo, "upper": hi}, index=self.params.index)
+
+    # ---- variance components --------------------------------------------------------------------
+    @property
+    def cov_re(self) -> pd.DataFrame:
+        names = list(self.design.re_names)
+        return pd.DataFrame(self.random_effects.sigma, index=names, columns=names)
+
+    @property
+    def scale(self) -> float:
+        """σ², the residual variance."""
+        return float(self.fit.sigma2)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """The relative covariance factor parameters θ̂ (lme4's metric; random-effect order as ``re_names``)."""
+        return np.asarray(self.fit.theta)
+
+    # ---- fit ------------------------------------------------------------------------------------
+    @property
+    def llf(self) -> float:
+        """Log likelihood (the restricted log likelihood for REML fits)."""
+        return -0.5 * float(self.fit.deviance)
+
+    @property
+    def df_modelwc(self) -> int:
+        """Estimated parameters: fixed effects, variance components and the residual variance."""
+        return len(self.design.fe_names) + cov.n_cov_params(self.design.blocks) + 1
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.llf + 2.0 * self.df_modelwc
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.llf + math.log(self.nobs) * self.df_modelwc
+
+    @property
+    def converged(self) -> bool:
+        c = self.convergence
+        return c.result == RESULTS.successful and c.decrement <= DECREMENT_TOL
+
+    @property
+    def singular(self) -> bool:
+        """The optimum lies on the boundary: a bounded θ is 0, so Σ is singular (lme4's isSingular)."""
+        lower = cov.theta_lower(self.design.blocks)
+        return bool(np.any((lower == 0) & (self.theta == 0)))
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        out = list(self.random_effects.warnings)
+        if not self.converged:
+            c = self.convergence
+            out.append(f"convergence not achieved ({c.message}; max |gradient| {c.grad_norm:.2g}, "
+                       f"Newton decrement {c.decrement:.2g}).")
+        if self.singular and not self.random_effects.warnings:
+            out.append("the fit is singular: a variance component or correlation is on the boundary.")
+        return tuple(out)
+
+    def ic(self) -> pd.DataFrame:
+        """Stata's ``estat ic``: N is the number of observations."""
+        return pd.DataFrame({"N": [self.nobs], "ll(null)": [np.nan], "ll(model)": [self.llf],
+                             "df": [self.df_modelwc], "AIC": [self.aic], "BIC": [self.bic]})
+
+    # ---- tests ----------------------------------------------------------------------------------
+    def test(self, constraints: str | Sequence[str], accumulate: "WaldTest | None" = None) -> "WaldTest":
+        """Wald test of linear constraints on the fixed effects, e.g. ``["C(sized)[T.2] = C(sized)[T.3]"]``.
+
+        Each constraint is ``expr = expr`` (or ``expr``, meaning ``= 0``) with terms ``[number*]name``.
+        ``accumulate`` stacks these rows under a previous test's rows, as Stata's ``test …, accumulate``.
+        """
+        if isinstance(constraints, str):
+            constraints = [constraints]
+        names = list(self.design.fe_names)
+        rows = [] if accumulate is None else list(accumulate.rows)
+        rows += [_parse_constraint(c, names, self.design.omitted) for c in constraints]
+        R = np.array([r for r, _, _ in rows])
+        q = np.array([v for _, v, _ in rows])
+        res = linear_hypothesis(R, q, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
+        return WaldTest(tuple(rows), res.statistic, res.df, res.pvalue, self.design.response)
+
+    # ---- output ---------------------------------------------------------------------------------
+    def summary(self) -> "Summary":
+        return Summary(render.summary_text(self))
+
+    def __str__(self) -> str:
+        return render.summary_text(self)
+
+    def to_frame(self) -> dict[str, pd.DataFrame]:
+        """The coefficient and random-effects tables as DataFrames."""
+        t = self.coef_table
+        fixed = pd.DataFrame(t, index=list(self.design.fe_names),
+                             columns=["coef", "std_err", "z", "p", "ci_lower", "ci_upper"])
+        re = self.random_effects
+        random = pd.DataFrame({"estimate": re.estimate, "std_err": re.se, "ci_lower": re.ci[:, 0],
+                               "ci_upper": re.ci[:, 1]}, index=list(re.labels))
+        return {"fixed": fixed, "random": random}
+
+    def to_dict(self) -> dict:
+        """The JSON document of ``jaxhlm fit --json``."""
+        nan_none = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
+        re = self.random_effects
+        return {
+            "llf": self.llf, "nobs": self.nobs, "ngroups": self.ngroups, "converged": self.converged,
+            "singular": self.singular, "reml": self.reml,
+            "fixed": {n: {"coef": float(b), "se": float(s)}
+                      for n, b, s in zip(self.design.fe_names, self.coef_table[:, 0], self.coef_table[:, 1])},
+            "random": {lab: {"estimate": float(e), "se": nan_none(s)}
+                       for lab, e, s in zip(re.labels, re.estimate, re.se)},
+            "aic": self.aic, "bic": self.bic,
+            "omitted": list(self.design.omitted), "n_dropped": self.design.n_dropped,
+            "warnings": list(self.warnings),
+        }
+
+
+class Summary(str):
+    """The Stata-style report; prints as text."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+# ---- linear hypotheses ------------------------------------------------------------------------------
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _split_terms(expr: str) -> list[str]:
+    """Split at top-level + and - (not inside brackets), keeping each sign with its term."""
+    terms, depth, cur = [], 0, ""
+    for i, c in enumerate(expr):
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        if depth == 0 and c in "+-" and cur.strip() and not re.search(r"\d[eE]$", cur.strip()):
+            terms.append(cur)
+            cur = ""
+        cur += c
+    if cur.strip():
+        terms.append(cur)
+    return [t.replace(" ", "") for t in terms]
+
+
+def _linear(expr: str, names: list[str], omitted: Iterable[str], text: str) -> tuple[np.ndarray, float]:
+    vec, const = np.zeros(len(names)), 0.0
+    for term in _split_terms(expr):
+        sign = -1.0 if term.startswith("-") else 1.0
+        term = term.lstrip("+-")
+        if _NUMBER.match(term):
+            const += sign * float(term)
+            continue
+        coef, name = 1.0, term
+        if "*" in term:
+            a, _, b = term.partition("*")
+            coef, name = (float(a), b) if _NUMBER.match(a) else (float(b), a) if _NUMBER.match(b) else (None, term)
+            if coef is None:
+                raise JaxhlmError(f"constraint {text!r}: {term!r} is not linear in the coefficients")
+        if name == "_cons":
+            name = "Intercept"
+        if name not in names:
+            why = " (omitted because of collinearity)" if name in omitted else ""
+            raise JaxhlmError(
+                f"constraint {text!r}: {name!r} is not a coefficient of the model{why}; coefficients: "
+                + ", ".join(names)
+            )
+        vec[names.index(name)] += sign * coef
+    return vec, const
+
+
+def _parse_constraint(text: str, names: list[str], omitted: Iterable[str]) -> tuple[np.ndarray, float, str]:
+    sides = text.split("=")
+    if len(sides) > 2:
+        raise JaxhlmError(f"constraint {text!r} has more than one '='")
+    lhs, rhs = (sides[0], sides[1]) if len(sides) == 2 else (sides[0], "0")
+    a, ca = _linear(lhs, names, omitted, text)
+    b, cb = _linear(rhs, names, omitted, text)
+    row = a - b
+    if not np.any(row):
+        raise JaxhlmError(f"constraint {text!r} involves no coefficient")
+    return row, cb - ca, text.strip()
+
+
+@dataclass(frozen=True)
+class WaldTest:
+    """A joint Wald chi-squared test of linear constraints (Stata's ``test``)."""
+
+    rows: tuple[tuple[np.ndarray, float, str], ...]
+    statistic: float
+    df: int
+    pvalue: float
+    response: str = ""
+
+    @property
+    def constraints(self) -> list[str]:
+        return [t for _, _, t in self.rows]
+
+    def __str__(self) -> str:
+        lines = [f" ({k + 1:>2})  {c}" for k, c in enumerate(self.constraints)]
+        return "\n".join(lines + ["", f"           chi2({self.df:>3}) = {self.statistic:>8.2f}",
+                                  f"         Prob > chi2 = {self.pvalue:>10.4f}"])
+
+
+@dataclass(frozen=True)
+class LRTest:
+    """Likelihood-ratio test of a nested pair of fitted models (Stata's ``lrtest``)."""
+
+    statistic: float
+    df: int
+    pvalue: float
+
+    def __str__(self) -> str:
+        return "\n".join(["Likelihood-ratio test", "", f" LR chi2({self.df}) = {self.statistic:>6.2f}",
+                          f"Prob > chi2 = {self.pvalue:.4f}", "", _BOUNDARY_NOTE])
+
+
+def lrtest(small: MixedResult, big: MixedResult) -> LRTest:
+    """LR test of two models fitted to the same observations; the one with fewer parameters is the null.
+
+    df is the difference in estimated parameters (as ``estat ic`` counts them). The test is conservative when
+    the null puts a variance on the boundary, as the printed note says.
+    """
+    for m in (small, big):
+        if not isinstance(m, MixedResult):
+            raise ComparisonError(f"lrtest needs two fitted models, got {type(m).__name__}")
+    if small.design.sample != big.design.sample:
+        raise ComparisonError(
+            f"the models were fitted on different observations ({small.nobs:,} vs {big.nobs:,} rows, or different "
+            "rows/responses); refit both on the same sample (drop missing values first)"
+        )
+    if small.reml != big.reml:
+        raise ComparisonError("one model was fitted by REML and the other by ML; refit both the same way")
+    if small.reml and small.design.fe_names != big.design.fe_names:
+        raise ComparisonError("REML likelihoods of models with different fixed effects are not comparable; "
+                              "refit both with reml=False")
+    if small.df_modelwc == big.df_modelwc:
+        raise ComparisonError("the models have the same number of parameters, so neither is nested in the other")
+    if small.df_modelwc > big.df_modelwc:
+        small, big = big, small
+    stat = 2.0 * (big.llf - small.llf)
+    if stat < -1e-6:
+        raise ComparisonError(
+            f"the larger model has the lower log likelihood ({big.llf:.3f} < {small.llf:.3f}): the models are "
+            "not nested, or a fit did not converge"
+        )
+    stat = max(stat, 0.0)
+    df = big.df_modelwc - small.df_modelwc
+    return LRTest(stat, df, float(sps.chi2.sf(stat, df)))
