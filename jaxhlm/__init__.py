@@ -11,6 +11,7 @@ Array level (jit / grad / vmap): :func:`group_stats`, :func:`profiled_deviance`,
 
 from . import _config  # noqa: F401  (float64 and the compilation cache, before any array is made)
 from . import datasets as datasets
+from . import covariance as covariance
 from .covariance import Block as Block
 from .deviance import profiled_deviance as profiled_deviance
 from .errors import ComparisonError as ComparisonError

@@ -1,0 +1,32 @@
+# Everything installs into .venv on first use; `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) experiments/replicate_hsb.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+$(VENV)/.bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	@Rscript -e 'library(lme4)' >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq r-cran-lme4 >/dev/null) || echo "lme4 not installed: the benchmark will skip it"; }
+	touch $(VENV)/.bench
+
+bench: $(VENV)/.bench
+	$(PY) experiments/bench_hsb.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
