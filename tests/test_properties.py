@@ -1,0 +1,111 @@
+"""Property tests: the sufficient-statistic likelihood equals the dense one, and the fit ignores row order
+and group labels."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import stats as sps
+
+import jaxhlm
+from jaxhlm import covariance as cov
+from jaxhlm.deviance import LOG_2PI, profiled_deviance
+from jaxhlm.stats import group_stats, pad_groups
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def problems(draw):
+    """A small random two-level data set: 3-8 groups of 2-7 rows, two covariates, a q-effect random part."""
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    m = draw(st.integers(3, 8))
+    sizes = rng.integers(2, 8, size=m)
+    g = np.repeat(np.arange(m), sizes)
+    n = len(g)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    kind = draw(st.sampled_from(["identity", "independent", "exchangeable", "unstructured"]))
+    q = 1 if kind == "identity" else 2
+    X = np.column_stack([np.ones(n), x1, x2])
+    Z = np.column_stack([x1, np.ones(n)])[:, 2 - q:]
+    blocks = (cov.Block(kind, q),)
+    theta = rng.uniform(0.05, 1.5, size=cov.Block(kind, q).n_theta)
+    if kind == "unstructured":
+        theta[1] = rng.normal()
+    u = rng.normal(size=(m, q)) * 0.8
+    y = X @ np.array([1.0, 0.5, -0.3]) + np.sum(Z * u[g], axis=1) + rng.normal(size=n)
+    return X, Z, y, g, blocks, theta, seed
+
+
+def dense_deviance(X, Z, y, g, blocks, theta, reml):
+    """−2 log L with β and σ² profiled out, by brute force on V = ZΣZᵀ + σ²I (relative scale)."""
+    lam = np.tensordot(theta, cov.templates(blocks), 1)
+    n, p = X.shape
+    Zfull = np.zeros((n, Z.shape[1] * (g.max() + 1)))
+    for j in range(g.max() + 1):
+        rows = g == j
+        Zfull[rows, j * Z.shape[1]:(j + 1) * Z.shape[1]] = Z[rows] @ lam
+    V = Zfull @ Zfull.T + np.eye(n)
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    beta = np.linalg.solve(XtViX, X.T @ Vi @ y)
+    r = y - X @ beta
+    r2 = r @ Vi @ r
+    logdet = np.linalg.slogdet(V)[1]
+    nu = n - p if reml else n
+    d = logdet + nu * (1 + LOG_2PI + np.log(r2 / nu))
+    return d + np.linalg.slogdet(XtViX)[1] if reml else d
+
+
+@SETTINGS
+@given(problems(), st.booleans())
+def test_profiled_deviance_equals_dense(problem, reml):
+    X, Z, y, g, blocks, theta, _ = problem
+    stats = group_stats(pad_groups(X, Z, y, g, g.max() + 1))
+    ours = float(profiled_deviance(jnp.asarray(theta), stats, jnp.asarray(cov.templates(blocks)), reml=reml))
+    assert ours == pytest.approx(dense_deviance(X, Z, y, g, blocks, theta, reml), rel=1e-10, abs=1e-9)
+
+
+def _frame(X, Z, y, g):
+    return pd.DataFrame({"y": y, "x1": X[:, 1], "x2": X[:, 2], "g": g})
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.randoms(use_true_random=False))
+def test_fit_invariant_to_row_order_and_labels(problem, rnd):
+    X, Z, y, g, blocks, _, _ = problem
+    df = _frame(X, Z, y, g)
+    formula = "y ~ x1 + x2 + (1 + x1 | g)" if blocks[0].q == 2 else "y ~ x1 + x2 + (1 | g)"
+    a = jaxhlm.fit(formula, df)
+    order = list(range(len(df)))
+    rnd.shuffle(order)
+    m = int(g.max()) + 1
+    labels = {k: f"school-{v}" for k, v in zip(range(m), rnd.sample(range(100, 200), m))}
+    shuffled = df.iloc[order].assign(g=lambda d: d["g"].map(labels)).reset_index(drop=True)
+    b = jaxhlm.fit(formula, shuffled)
+    assert b.llf == pytest.approx(a.llf, abs=1e-7 * max(1.0, abs(a.llf)))
+    np.testing.assert_allclose(b.fe_params.to_numpy(), a.fe_params.to_numpy(), rtol=1e-4, atol=1e-6)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_fitted_llf_is_the_gaussian_likelihood(problem):
+    """At the estimates, llf is Σ_j log N(y_j; X_j β̂, Z_j Σ̂ Z_jᵀ + σ̂² I)."""
+    X, Z, y, g, blocks, _, _ = problem
+    df = _frame(X, Z, y, g)
+    formula = "y ~ x1 + x2 + (1 + x1 | g)" if blocks[0].q == 2 else "y ~ x1 + x2 + (1 | g)"
+    r = jaxhlm.fit(formula, df)
+    beta = r.fe_params.to_numpy()
+    sigma = r.cov_re.to_numpy()
+    Zr = np.column_stack([X[:, 1], np.ones(len(y))])[:, 2 - sigma.shape[0]:]
+    total = 0.0
+    for j in np.unique(g):
+        rows = g == j
+        V = Zr[rows] @ sigma @ Zr[rows].T + r.scale * np.eye(rows.sum())
+        total += sps.multivariate_normal(X[rows] @ beta, V, allow_singular=True).logpdf(y[rows])
+    assert total == pytest.approx(r.llf, abs=1e-6 * max(1.0, abs(r.llf)))
