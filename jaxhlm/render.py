@@ -6,6 +6,7 @@ The numerics never format strings; everything here reads finished numbers from a
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
@@ -52,9 +53,9 @@ def header(r: "MixedResult") -> list[str]:
         (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs))),
         (f"Group variable: {r.design.group_name}", _header_right("Number of groups", _fmt_int(r.ngroups))),
         ("", "Obs per group:"),
-        ("", f"{'min':>14} = {_fmt_int(sizes['min']):>10}"),
-        ("", f"{'avg':>14} = {sizes['avg']:>10.1f}"),
-        ("", f"{'max':>14} = {_fmt_int(sizes['max']):>10}"),
+        ("", f"{'min':>17} = {_fmt_int(sizes['min']):>10}"),
+        ("", f"{'avg':>17} = {sizes['avg']:>10.1f}"),
+        ("", f"{'max':>17} = {_fmt_int(sizes['max']):>10}"),
         ("", _header_right(f"Wald chi2({r.wald.df})", f"{r.wald.statistic:.2f}")),
         (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", f"{r.wald.pvalue:.4f}")),
     ]
@@ -128,7 +129,7 @@ def summary_text(r: "MixedResult") -> str:
     extra = [n for n in r.design.notes if not n.startswith("note:")] + list(r.random_effects.notes)
     extra += [f"Warning: {w}" for w in r.warnings]
     if extra:
-        lines += [""] + extra
+        lines += [""] + [textwrap.fill(e, WIDTH, subsequent_indent="         ") for e in extra]
     return "\n".join(lines)
 
 

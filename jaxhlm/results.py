@@ -26,8 +26,9 @@ from .optimize import RESULTS
 #: different scale.)
 DECREMENT_TOL = 1e-6
 
-_BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the boundary "
-                  "of the parameter space. If this is not true, then the reported test is conservative.")
+_BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
+                  "boundary of the parameter space. If this is not true, then the reported test is\n"
+                  "conservative.")
 
 
 @dataclass(frozen=True)
