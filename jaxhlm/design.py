@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from .formula import INTERCEPT, ModelSpec
 COLLINEARITY_TOL = 1e-7
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Design:
     """Numeric arrays of one model plus the names and notes that describe them."""
 
@@ -63,16 +64,17 @@ def _numeric(data: pd.DataFrame, name: str, role: str) -> np.ndarray:
     return col.to_numpy(dtype=float)
 
 
-def _fixed_variables(spec: ModelSpec) -> set[str]:
+@lru_cache(maxsize=256)
+def _fixed_variables(fixed: str) -> frozenset[str]:
     import formulaic
 
     try:
-        return set(formulaic.Formula(spec.fixed).required_variables)
+        return frozenset(formulaic.Formula(fixed).required_variables)
     except Exception as exc:  # formulaic's parser errors are of many types
-        raise FormulaError(f"cannot parse the fixed part {spec.fixed!r}: {exc}") from None
+        raise FormulaError(f"cannot parse the fixed part {fixed!r}: {exc}") from None
 
 
-def _check_columns(spec: ModelSpec, data: pd.DataFrame, fixed_vars: set[str]) -> None:
+def _check_columns(spec: ModelSpec, data: pd.DataFrame, fixed_vars: frozenset[str]) -> None:
     columns = set(map(str, data.columns))
 
     def missing(names, what: str) -> None:
@@ -115,16 +117,30 @@ def _sample_key(index: pd.Index, y: np.ndarray, group: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
+def used_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
+    """The columns the model reads, after checking that they exist (a :class:`FormulaError` names any absent)."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    fixed_vars = _fixed_variables(spec.fixed)
+    _check_columns(spec, data, fixed_vars)
+    return list(dict.fromkeys([spec.response, spec.group, *[n for t in spec.random for n in t.slopes],
+                               *sorted(fixed_vars)]))
+
+
+def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
+    """A content hash of the given columns (values, dtypes and row index): equal data, equal design."""
+    frame = data[columns]
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_design(spec: ModelSpec, data: pd.DataFrame, used: list[str] | None = None) -> Design:
     """Validate ``data`` against ``spec`` and build the arrays; raise :class:`DataError` with a remedy."""
     import formulaic
 
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    fixed_vars = _fixed_variables(spec)
-    _check_columns(spec, data, fixed_vars)
-    used = list(dict.fromkeys([spec.response, spec.group, *[n for t in spec.random for n in t.slopes],
-                               *sorted(fixed_vars)]))
+    used = used_columns(spec, data) if used is None else used
     complete = data[used].notna().all(axis=1)
     n_dropped = int((~complete).sum())
     frame = data.loc[complete]

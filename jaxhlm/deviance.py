@@ -82,7 +82,8 @@ def _chol_solve_small(M: Array, B: Array) -> tuple[Array, Array]:
     return logdiag, jnp.stack(x, axis=-2)
 
 
-def _chol_solve(M: Array, B: Array) -> tuple[Array, Array]:
+def chol_solve(M: Array, B: Array) -> tuple[Array, Array]:
+    """(Σ log diag L, L⁻¹B) for a batch of small SPD matrices M = LLᵀ."""
     if M.shape[-1] <= _UNROLL_MAX_Q:
         return _chol_solve_small(M, B)
     L = jnp.linalg.cholesky(M)
@@ -98,7 +99,7 @@ def factorize(Lam: Array, stats: GroupStats) -> Factor:
     rhs = jnp.concatenate(
         [jnp.einsum("ji,gjk->gik", Lam, stats.ZtX), jnp.einsum("ji,gj->gi", Lam, stats.Zty)[..., None]], axis=-1
     )
-    logdiag, sol = _chol_solve(M, rhs)
+    logdiag, sol = chol_solve(M, rhs)
     RZX, cu = sol[..., :-1], sol[..., -1]
     A = stats.XtX - jnp.einsum("gqi,gqj->ij", RZX, RZX)
     RX = jnp.linalg.cholesky(A)

@@ -19,10 +19,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.scipy.linalg import cho_solve
 
 from . import covariance as cov
-from .deviance import factorize, fixed_effects, relative_factor, residual_variance
+from .deviance import chol_solve, factorize, fixed_effects, relative_factor, residual_variance
 from .stats import GroupStats
 
 
@@ -33,14 +32,16 @@ def em_step(theta: Array, stats: GroupStats, templates: Array, blocks: cov.Struc
     beta = fixed_effects(f)
     s2 = residual_variance(f, stats, reml=False)
     M = jnp.einsum("ji,gjk,kl->gil", Lam, stats.ZtZ, Lam) + jnp.eye(q)
-    L = jnp.linalg.cholesky(M)
+    # With W = L⁻¹Λᵀ and c = L⁻¹Λᵀ(Zᵀy − ZᵀXβ): Λ(E[u]E[u]ᵀ + Var u)Λᵀ = Wᵀ(ccᵀ + σ²I)W.
     rhs = jnp.einsum("ji,gj->gi", Lam, stats.Zty - stats.ZtX @ beta)
-    u = cho_solve((L, True), rhs[..., None])[..., 0]
-    Minv = cho_solve((L, True), jnp.broadcast_to(jnp.eye(q), M.shape))
-    # Padded groups (ZᵀZ = 0) have u = 0 and M⁻¹ = I: exclude them from the mean.
+    B = jnp.concatenate([rhs[..., None], jnp.broadcast_to(Lam.T, M.shape)], axis=-1)
+    _, sol = chol_solve(M, B)
+    c, W = sol[..., 0], sol[..., 1:]
+    Wc = jnp.einsum("gji,gj->gi", W, c)
+    S = s2 * jnp.einsum("gji,gjk->gik", W, W) + Wc[:, :, None] * Wc[:, None, :]
+    # Padded groups (ZᵀZ = 0) contribute nothing but would count in the mean: exclude them.
     real = jnp.any(stats.ZtZ != 0, axis=(1, 2))
-    Euu = jnp.einsum("g,gij->ij", real, jnp.einsum("gi,gj->gij", u, u) + s2 * Minv) / jnp.sum(real)
-    return cov.theta_from_cov(blocks, (Lam @ Euu @ Lam.T) / s2)
+    return cov.theta_from_cov(blocks, jnp.einsum("g,gij->ij", real, S) / (jnp.sum(real) * s2))
 
 
 def em_warmup(theta0: Array, stats: GroupStats, templates: Array, blocks: cov.Structure, steps: int = 20) -> Array:

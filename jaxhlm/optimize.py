@@ -171,7 +171,7 @@ def minimise(
         heading = jnp.isfinite(lower) & (d < 0)
         x_snap = jnp.where(heading, lower, x1)
         f_snap = jnp.where(jnp.any(heading), fn(x_snap), jnp.inf)
-        snap = f_snap < f1
+        snap = (f_snap < f1) | (f_snap < s.f + 1e-4 * jnp.minimum(jnp.dot(g, x_snap - s.x), 0.0))
         x1, f1 = jnp.where(snap, x_snap, x1), jnp.where(snap, f_snap, f1)
         _, xn, fn_, k = jax.lax.while_loop(armijo_cond, armijo_body, (jnp.asarray(1.0), x1, f1, 0))
         stuck = (k >= 60) | ~jnp.isfinite(fn_)

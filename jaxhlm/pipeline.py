@@ -2,25 +2,59 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from functools import partial
+
 import jax
 import numpy as np
 import pandas as pd
 
 from . import covariance as cov
-from .design import Design, build_design
+from .design import Design, build_design, fingerprint, used_columns
 from .estimate import Fit, fit_stats
 from .formula import ModelSpec, parse_formula
 from .infer import lr_vs_linear, model_wald, random_effects
 from .optimize import RESULTS
 from .results import Convergence, MixedResult
-from .stats import GroupStats, bucket, group_stats, pad_groups, pad_stats
+from .stats import GroupedData, GroupStats, bucket, group_stats, pad_groups, pad_stats
+
+
+#: Prepared (design, statistics) pairs of recent models, keyed by the model's data-relevant parts and a
+#: content hash of the columns it reads. Model building refits many models on one data set (and the same
+#: model by ML and REML); this skips rebuilding their designs. Content-keyed, so edited data never hits.
+_PREPARED: OrderedDict[tuple, tuple[Design, GroupStats]] = OrderedDict()
+PREPARED_CACHE_SIZE = 16
+
+
+def prepare(spec: ModelSpec, data: pd.DataFrame) -> tuple[Design, GroupStats]:
+    """Design and sufficient statistics for ``spec`` on ``data`` (cached; see ``_PREPARED``)."""
+    used = used_columns(spec, data)
+    key = (spec.response, spec.fixed, spec.random, fingerprint(data, used))
+    hit = _PREPARED.get(key)
+    if hit is not None:
+        _PREPARED.move_to_end(key)
+        return hit
+    design = build_design(spec, data, used)
+    prepared = _PREPARED[key] = (design, design_stats(design))
+    if len(_PREPARED) > PREPARED_CACHE_SIZE:
+        _PREPARED.popitem(last=False)
+    return prepared
+
+
+def clear_cache() -> None:
+    """Forget prepared designs (for timing the uncached path, or to free memory)."""
+    _PREPARED.clear()
 
 
 def design_stats(design: Design) -> GroupStats:
     """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code."""
     data = pad_groups(design.X, design.Z, design.y, design.group, design.n_groups)
-    stats = group_stats(data)
-    return pad_stats(stats, bucket(design.n_groups, 8), bucket(design.X.shape[1]))
+    return _padded_stats(data, bucket(design.n_groups, 8), bucket(design.X.shape[1]))
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _padded_stats(data: GroupedData, n_groups: int, n_fixed: int) -> GroupStats:
+    return pad_stats(group_stats(data), n_groups, n_fixed)
 
 
 def fit(formula: str, data: pd.DataFrame, reml: bool = False, cov: str | None = None) -> MixedResult:
@@ -46,8 +80,7 @@ def fit(formula: str, data: pd.DataFrame, reml: bool = False, cov: str | None = 
 
 def fit_spec(spec: ModelSpec, data: pd.DataFrame) -> MixedResult:
     """Fit a parsed :class:`~jaxhlm.formula.ModelSpec` (the entry point every front end shares)."""
-    design = build_design(spec, data)
-    stats = design_stats(design)
+    design, stats = prepare(spec, data)
     raw = jax.device_get(fit_stats(stats, design.blocks, spec.reml))
     p = design.X.shape[1]
     f = Fit(solution=raw.solution, theta=np.asarray(raw.theta), deviance=raw.deviance,

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 from . import covariance as cov
 from . import render
@@ -123,7 +123,7 @@ class MixedResult:
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
         """Wald intervals: symmetric for fixed effects and covariances, log-scale for variances (Stata's)."""
-        z = float(sps.norm.ppf(1 - alpha / 2))
+        z = float(special.ndtri(1 - alpha / 2))
         b, se = self.params.to_numpy(), self.bse.to_numpy()
         is_var = np.concatenate([np.zeros(len(self.design.fe_names), bool),
                                  cov.variance_mask(self.design.blocks), [True]])
@@ -376,4 +376,4 @@ def lrtest(small: MixedResult, big: MixedResult) -> LRTest:
         )
     stat = max(stat, 0.0)
     df = big.df_modelwc - small.df_modelwc
-    return LRTest(stat, df, float(sps.chi2.sf(stat, df)))
+    return LRTest(stat, df, float(special.chdtrc(df, stat)))
