@@ -48,6 +48,13 @@ def _rectify(theta: Array, d: Array, dev: Callable[[Array], Array], lower: Array
     return jnp.where(ok, snapped, theta), jnp.where(ok, jnp.minimum(ds, d), d)
 
 
+@partial(jax.jit, static_argnames="reml")
+def _deviance(theta: Array, stats: GroupStats, templates: Array, reml: bool) -> Array:
+    # A nested jit: the optimiser evaluates the deviance (and its derivatives) at many call sites, and each
+    # would otherwise be traced and lowered anew; as a jitted callee it is traced once per transformation.
+    return objective(factorize(relative_factor(theta, templates), stats), stats, reml)
+
+
 @partial(jax.jit, static_argnames=("blocks", "reml", "em_steps"))
 def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_steps: int = 20) -> Fit:
     """Maximum-likelihood (or REML) fit of a two-level LMM from its sufficient statistics.
@@ -60,7 +67,7 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     """
     T = jnp.asarray(cov.templates(blocks))
     lower = jnp.asarray(cov.theta_lower(blocks))
-    dev = lambda th: objective(factorize(relative_factor(th, T), stats), stats, reml)  # noqa: E731
+    dev = lambda th: _deviance(th, stats, T, reml)  # noqa: E731
     theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), stats, T, blocks, em_steps)
     sol = minimise(dev, theta0, lower)
     theta, _ = _rectify(sol.x, sol.value, dev, lower)
