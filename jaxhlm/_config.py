@@ -17,7 +17,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 
-def _cache_dir() -> Path | None:
+def _chosen_dir() -> Path | None:
     if os.environ.get("JAXHLM_NO_CACHE", "").strip() not in ("", "0"):
         return None
     if jax.config.jax_compilation_cache_dir:
@@ -28,17 +28,23 @@ def _cache_dir() -> Path | None:
     return Path(root)
 
 
-def _enable_cache() -> None:
-    path = _cache_dir()
+def _enable_cache() -> Path | None:
+    path = _chosen_dir()
     if path is None:
-        return
+        return None
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return  # read-only home: run uncached rather than fail
+        return None  # read-only home: run uncached rather than fail
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
 
 
-_enable_cache()
+_CACHE_DIR = _enable_cache()
+
+
+def cache_dir() -> Path | None:
+    """The XLA compilation cache jaxhlm set up, or None when its caches are off."""
+    return _CACHE_DIR

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import special
 
 from . import covariance as cov
+from . import tracecache
 from .estimate import Fit, phi_at, re_information
 from .stats import GroupStats
 
@@ -70,10 +71,10 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
             "Note: " + ", ".join(p.replace("cov(", "corr(") for p in pairs)
             + " estimated at the boundary (correlation ±1); the other standard errors hold it fixed there."
         )
-    info = re_information(jnp.asarray(np.where(np.isfinite(phi), phi, 0.0)), jnp.asarray(edge), stats, blocks, reml)
-    values = np.asarray(info.values)
-    se = np.full(len(values), np.nan)
+    se = np.full(len(labels), np.nan)
     if not failed:
+        info = tracecache.call(re_information, {"blocks": blocks, "reml": reml}, jnp.asarray(phi),
+                               jnp.asarray(edge), stats)
         free = edge == 0
         H = -np.asarray(info.hessian)[np.ix_(free, free)]
         w = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([-1.0])

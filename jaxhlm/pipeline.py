@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from functools import partial
 
 import jax
 import numpy as np
 import pandas as pd
 
 from . import covariance as cov
+from . import tracecache
 from .design import Design, build_design, fingerprint, used_columns
 from .estimate import Fit, fit_stats
 from .formula import ModelSpec, parse_formula
@@ -49,10 +49,10 @@ def clear_cache() -> None:
 def design_stats(design: Design) -> GroupStats:
     """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code."""
     data = pad_groups(design.X, design.Z, design.y, design.group, design.n_groups)
-    return _padded_stats(data, bucket(design.n_groups, 8), bucket(design.X.shape[1]))
+    return tracecache.call(_padded_stats, {"n_groups": bucket(design.n_groups, 8),
+                                           "n_fixed": bucket(design.X.shape[1])}, data)
 
 
-@partial(jax.jit, static_argnums=(1, 2))
 def _padded_stats(data: GroupedData, n_groups: int, n_fixed: int) -> GroupStats:
     return pad_stats(group_stats(data), n_groups, n_fixed)
 
@@ -81,7 +81,7 @@ def fit(formula: str, data: pd.DataFrame, reml: bool = False, cov: str | None = 
 def fit_spec(spec: ModelSpec, data: pd.DataFrame) -> MixedResult:
     """Fit a parsed :class:`~jaxhlm.formula.ModelSpec` (the entry point every front end shares)."""
     design, stats = prepare(spec, data)
-    raw = jax.device_get(fit_stats(stats, design.blocks, spec.reml))
+    raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
     p = design.X.shape[1]
     f = Fit(solution=raw.solution, theta=np.asarray(raw.theta), deviance=raw.deviance,
             deviance_linear=raw.deviance_linear, beta=np.asarray(raw.beta)[:p],

@@ -129,7 +129,7 @@ def summary_text(r: "MixedResult") -> str:
     extra = [n for n in r.design.notes if not n.startswith("note:")] + list(r.random_effects.notes)
     extra += [f"Warning: {w}" for w in r.warnings]
     if extra:
-        lines += [""] + [textwrap.fill(e, WIDTH, subsequent_indent="         ") for e in extra]
+        lines += [""] + [textwrap.fill(e, WIDTH, subsequent_indent=" " * (e.find(": ") + 2)) for e in extra]
     return "\n".join(lines)
 
 
