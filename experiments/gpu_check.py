@@ -1,0 +1,99 @@
+"""GPU check: the six models of the reference log on the accelerator, against the exact optimum, with the
+same script on the same machine's CPU as the timing baseline.
+
+Usage (on a machine with CUDA JAX): ``python experiments/gpu_check.py [--out results.json]``.
+The script re-runs itself with ``JAX_PLATFORMS=cpu`` for the baseline, so both timings come from one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+MODELS = {
+    "M1": " + (ses + female | id)", "M2 (sesrandom)": " + (ses | id)", "M3 (noslope)": " + (1 | id)",
+    "M4 (femalerandom)": " + (female | id)",
+}
+BASE = "mathach ~ ses*sector + ses*C(sized) + female*sector + female*C(sized)"
+OTHER = {"M5": "mathach ~ ses*sector + female*C(sized) + (1 | id)",
+         "M6 (final)": "mathach ~ ses*sector + female*sized_1 + (1 | id)"}
+
+
+def run_here(repeats: int) -> dict:
+    import jax
+
+    import jaxhlm
+    import stata_log
+
+    df = jaxhlm.datasets.hsb()
+    df["sized_1"] = (df["sized"] == 1).astype(int)
+    formulas = {k: BASE + v for k, v in MODELS.items()} | OTHER
+    out = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()], "models": {}}
+    for name, formula in formulas.items():
+        t = time.perf_counter()
+        r = jaxhlm.fit(formula, df)
+        first = time.perf_counter() - t
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            r = jaxhlm.fit(formula, df)
+            times.append(time.perf_counter() - t)
+        exact = stata_log.exact_optimum(name)["llf"]
+        out["models"][name] = {"llf": r.llf, "exact_llf": exact, "gap": r.llf - exact, "converged": r.converged,
+                               "singular": r.singular, "first_s": first, "warm_ms": statistics.median(times) * 1e3}
+    # The array-level deviance, vmapped over a batch of θ, as an ML pipeline would call it.
+    import jax.numpy as jnp
+
+    from jaxhlm.pipeline import prepare
+
+    design, stats = prepare(jaxhlm.parse_formula(BASE + MODELS["M2 (sesrandom)"]), df)
+    T = jnp.asarray(jaxhlm.covariance.templates(design.blocks))
+    thetas = jnp.abs(jax.random.normal(jax.random.PRNGKey(0), (4096, 3))) * 0.3
+    batched = jax.jit(jax.vmap(lambda th: jaxhlm.profiled_deviance(th, stats, T)))
+    batched(thetas).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(10):
+        batched(thetas).block_until_ready()
+    out["vmap_deviance_4096_ms"] = (time.perf_counter() - t) / 10 * 1e3
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--out")
+    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.inner:
+        print(json.dumps(run_here(args.repeats)))
+        return
+    accel = run_here(args.repeats)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cpu = json.loads(subprocess.run([sys.executable, __file__, "--inner", "--repeats", str(args.repeats)],
+                                    env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    print(f"accelerator: {accel['backend']} {accel['devices']}; baseline: {cpu['backend']} on the same machine")
+    print(f"{'model':<20}{'LL - exact':>12}{'conv':>6}{'first s':>9}{'warm ms':>9}{'cpu ms':>9}{'cpu/acc':>9}")
+    ok = True
+    for name, a in accel["models"].items():
+        c = cpu["models"][name]
+        ok &= abs(a["gap"]) < 1e-6 and a["converged"] and abs(c["gap"]) < 1e-6
+        print(f"{name:<20}{a['gap']:>12.2e}{str(a['converged']):>6}{a['first_s']:>9.2f}{a['warm_ms']:>9.1f}"
+              f"{c['warm_ms']:>9.1f}{c['warm_ms'] / a['warm_ms']:>9.2f}")
+    print(f"vmapped deviance over 4096 θ: accelerator {accel['vmap_deviance_4096_ms']:.2f} ms, "
+          f"cpu {cpu['vmap_deviance_4096_ms']:.2f} ms")
+    print(f"all log likelihoods within 1e-6 of the exact optimum on both: {ok}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"accelerator": accel, "cpu": cpu}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Formula front end and covariance structures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaxhlm
+from jaxhlm.formula import RandomTerm, parse_formula
+
+
+@pytest.mark.parametrize(
+    "formula, fixed, terms",
+    [
+        ("y ~ x + (1 | g)", "x", [RandomTerm((), True, "g", "identity")]),
+        ("y ~ x + (1 + x | g)", "x", [RandomTerm(("x",), True, "g", "unstructured")]),
+        ("y ~ x + (x | g)", "x", [RandomTerm(("x",), True, "g", "unstructured")]),
+        ("y ~ x + (0 + x | g)", "x", [RandomTerm(("x",), False, "g", "identity")]),
+        ("y ~ x + (x - 1 | g)", "x", [RandomTerm(("x",), False, "g", "identity")]),
+        ("y ~ x + (1 + x || g)", "x", [RandomTerm(("x",), True, "g", "independent")]),
+        ("y ~ a*C(b) + (1 | g) - 1", "a*C(b) - 1", [RandomTerm((), True, "g", "identity")]),
+        ("y ~ (1 | g) + (0 + x | g)", "1",
+         [RandomTerm((), True, "g", "identity"), RandomTerm(("x",), False, "g", "identity")]),
+    ],
+)
+def test_parse(formula, fixed, terms):
+    spec = parse_formula(formula)
+    assert spec.response == "y" and spec.fixed == fixed and list(spec.random) == terms
+
+
+def test_stata_order_puts_cons_last():
+    spec = parse_formula("y ~ x + (1 + x + z | g)")
+    assert spec.re_names == ("x", "z", "_cons")
+
+
+@pytest.mark.parametrize("name, kind", [("unstr", "unstructured"), ("ind", "independent"), ("exch", "exchangeable"),
+                                        ("id", "identity"), ("Unstructured", "unstructured")])
+def test_cov_argument_accepts_stata_names(name, kind):
+    assert parse_formula("y ~ x + (1 + x | g)", cov=name).random[0].kind == kind
+
+
+@pytest.fixture(scope="module")
+def data(hsb):
+    return hsb[hsb["id"].isin(hsb["id"].unique()[:60])]
+
+
+def test_double_bar_equals_independent_and_separate_terms(data):
+    a = jaxhlm.fit("mathach ~ ses + (1 + ses || id)", data)
+    b = jaxhlm.fit("mathach ~ ses + (1 + ses | id)", data, cov="independent")
+    c = jaxhlm.fit("mathach ~ ses + (1 | id) + (0 + ses | id)", data)
+    assert a.llf == pytest.approx(b.llf, abs=1e-8) and a.llf == pytest.approx(c.llf, abs=1e-8)
+    assert list(a.random_effects.labels) == ["var(ses)", "var(_cons)", "var(Residual)"]
+    assert list(c.random_effects.labels) == ["var(_cons)", "var(ses)", "var(Residual)"]
+    np.testing.assert_allclose(np.diag(a.cov_re), np.diag(c.cov_re)[::-1], rtol=1e-5)
+    assert a.cov_re.loc["ses", "_cons"] == 0.0
+    assert a.df_modelwc == 2 + 2 + 1
+
+
+def test_structures_are_nested(data):
+    """identity ⊂ exchangeable ⊂ unstructured and identity ⊂ independent ⊂ unstructured: the log likelihoods order."""
+    ll = {k: jaxhlm.fit("mathach ~ ses + (1 + ses | id)", data, cov=k).llf
+          for k in ("identity", "independent", "exchangeable", "unstructured")}
+    tol = 1e-7
+    assert ll["identity"] <= ll["independent"] + tol <= ll["unstructured"] + 2 * tol
+    assert ll["identity"] <= ll["exchangeable"] + tol <= ll["unstructured"] + 2 * tol
+
+
+def test_exchangeable_parameters(data):
+    r = jaxhlm.fit("mathach ~ ses + (1 + ses | id)", data, cov="exchangeable")
+    S = r.cov_re.to_numpy()
+    assert S[0, 0] == pytest.approx(S[1, 1], rel=1e-12)
+    assert list(r.random_effects.labels) == ["var(ses _cons)", "cov(ses _cons)", "var(Residual)"]
+    np.testing.assert_allclose(r.random_effects.estimate[:2], [S[0, 0], S[0, 1]], rtol=1e-12)
+    assert r.df_modelwc == 2 + 2 + 1
+
+
+def test_identity_with_two_effects(data):
+    r = jaxhlm.fit("mathach ~ ses + (1 + ses | id)", data, cov="identity")
+    S = r.cov_re.to_numpy()
+    assert S[0, 1] == 0 and S[0, 0] == pytest.approx(S[1, 1], rel=1e-12)
+    assert r.lr_linear.chibar  # one variance component: Stata's chibar2(01)
+
+
+def test_reml_differs_from_ml_and_is_reported(data):
+    ml = jaxhlm.fit("mathach ~ ses + (1 | id)", data)
+    reml = jaxhlm.fit("mathach ~ ses + (1 | id)", data, reml=True)
+    assert reml.reml and not ml.reml
+    assert reml.random_effects.estimate[0] > ml.random_effects.estimate[0]  # REML corrects ML's downward bias
+    with pytest.raises(jaxhlm.ComparisonError, match="REML"):
+        jaxhlm.lrtest(ml, reml)
+
+
+def test_conf_int_and_params_align(data):
+    r = jaxhlm.fit("mathach ~ ses + (1 + ses | id)", data)
+    ci = r.conf_int()
+    assert list(ci.index) == list(r.params.index)
+    frame = r.to_frame()
+    np.testing.assert_allclose(ci.loc["ses"].to_numpy(), frame["fixed"].loc["ses", ["ci_lower", "ci_upper"]].to_numpy())
+    np.testing.assert_allclose(ci.iloc[-1].to_numpy(), frame["random"].iloc[-1][["ci_lower", "ci_upper"]].to_numpy(),
+                               rtol=1e-12)
