@@ -229,6 +229,20 @@ def theta_from_cov(blocks: Structure, rel: Array) -> Array:
     return jnp.concatenate([b.theta_from_cov(rel[s, s]) for b, s in zip(blocks, qs)])
 
 
+def theta_even(blocks: Structure) -> np.ndarray:
+    """Coordinates in which ΛΛᵀ, hence the likelihood, is even: θ_k → −θ_k changes nothing.
+
+    That holds when every cross term T_k T_lᵀ + T_l T_kᵀ (l ≠ k) of ΛΛᵀ = Σ θ_k θ_l T_k T_lᵀ vanishes: a
+    column of Λ that holds θ_k alone (the last diagonal of an unstructured block, every independent or
+    identity parameter, both exchangeable ones).
+    """
+    T = templates(blocks)
+    cross = np.einsum("kij,lmj->klim", T, T)
+    cross = np.abs(cross + cross.transpose(1, 0, 3, 2)).sum(axis=(2, 3))
+    np.fill_diagonal(cross, 0.0)
+    return (cross.max(axis=1) < 1e-12) & (theta_lower(blocks) == 0)
+
+
 def theta_lower(blocks: Structure) -> np.ndarray:
     return np.concatenate([b.lower() for b in blocks])
 

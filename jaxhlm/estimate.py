@@ -69,7 +69,7 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     lower = jnp.asarray(cov.theta_lower(blocks))
     dev = lambda th: _deviance(th, stats, T, reml)  # noqa: E731
     theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), stats, T, blocks, em_steps)
-    sol = minimise(dev, theta0, lower)
+    sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)))
     theta, _ = _rectify(sol.x, sol.value, dev, lower)
     sol = certify(dev, theta, lower, sol.steps, sol.result)
     d = sol.value
