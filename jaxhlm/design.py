@@ -128,11 +128,24 @@ def used_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
 
 
 def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
-    """A content hash of the given columns (values, dtypes and row index): equal data, equal design."""
-    frame = data[columns]
+    """A content hash of the given columns (names, dtypes, values) and the row index: equal data, equal design.
+
+    Numeric columns are hashed from their raw bytes (no copy of the frame); others through pandas' hashing.
+    """
     h = hashlib.blake2b(digest_size=16)
-    h.update(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
-    h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    index = data.index
+    if isinstance(index, pd.RangeIndex):
+        h.update(repr((index.start, index.stop, index.step)).encode())
+    else:
+        h.update(pd.util.hash_array(np.asarray(index, dtype=object)).tobytes())
+    for name in columns:
+        col = data[name]
+        h.update(f"{name}:{col.dtype}".encode())
+        values = col.to_numpy()
+        if values.dtype.kind in "biufcmM":
+            h.update(np.ascontiguousarray(values).tobytes())
+        else:
+            h.update(pd.util.hash_array(values.astype(object)).tobytes())
     return h.hexdigest()
 
 
