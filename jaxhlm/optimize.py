@@ -60,8 +60,6 @@ class Solution(NamedTuple):
 class _State(NamedTuple):
     x: Array
     f: Array
-    g: Array  # gradient and Hessian at the last point where they were evaluated
-    H: Array
     steps: Array
     result: Array
     done: Array
@@ -138,11 +136,9 @@ def minimise(
     derivatives = jax.jacfwd(grad_twice, has_aux=True)  # (H, g) from one trace
 
     x0 = jnp.maximum(jnp.asarray(x0, jnp.float64), lower)
-    n = x0.shape[0]
     f0 = fn(x0)
     bad0 = ~jnp.isfinite(f0)
-    init = _State(x0, f0, jnp.zeros(n), jnp.zeros((n, n)), jnp.asarray(0),
-                  jnp.where(bad0, RESULTS.nonfinite, RESULTS.successful), bad0)
+    init = _State(x0, f0, jnp.asarray(0), jnp.where(bad0, RESULTS.nonfinite, RESULTS.successful), bad0)
 
     def cond(s: _State) -> Array:
         return ~s.done
@@ -199,8 +195,8 @@ def minimise(
         )
         take = ~(converged | stuck)
         pick = lambda new, old: jnp.where(take, new, old)  # noqa: E731
-        return _State(x=pick(xn, s.x), f=pick(fn_, s.f), g=g, H=H,
-                      steps=s.steps + take.astype(s.steps.dtype), result=result, done=done)
+        return _State(x=pick(xn, s.x), f=pick(fn_, s.f), steps=s.steps + take.astype(s.steps.dtype),
+                      result=result, done=done)
 
     s = jax.lax.while_loop(cond, body, init)
     return certify(fn, s.x, lower, s.steps, s.result)

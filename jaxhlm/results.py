@@ -86,22 +86,25 @@ class MixedResult:
     def coef_table(self) -> np.ndarray:
         return coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
 
+    def _fixed_column(self, j: int, name: str) -> pd.Series:
+        return pd.Series(self.coef_table[:, j], index=list(self.design.fe_names), name=name)
+
     @property
     def fe_params(self) -> pd.Series:
-        return pd.Series(self.coef_table[:, 0], index=list(self.design.fe_names), name="coef")
+        return self._fixed_column(0, "coef")
 
     @property
     def bse_fe(self) -> pd.Series:
-        return pd.Series(self.coef_table[:, 1], index=list(self.design.fe_names), name="se")
+        return self._fixed_column(1, "se")
 
     @property
     def tvalues(self) -> pd.Series:
         """z statistics of the fixed effects."""
-        return pd.Series(self.coef_table[:, 2], index=list(self.design.fe_names), name="z")
+        return self._fixed_column(2, "z")
 
     @property
     def pvalues(self) -> pd.Series:
-        return pd.Series(self.coef_table[:, 3], index=list(self.design.fe_names), name="P>|z|")
+        return self._fixed_column(3, "P>|z|")
 
     def cov_params(self) -> pd.DataFrame:
         """(XᵀV⁻¹X)⁻¹, the covariance of the fixed effects."""
