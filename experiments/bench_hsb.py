@@ -57,7 +57,8 @@ def timed(fn, repeats: int) -> tuple[object, float]:
 def bench_jaxhlm(df, repeats):
     res = {}
     for name, (fixed, slopes) in FIXED.items():
-        r, t = timed(lambda: jaxhlm.fit(lme4_formula(fixed, slopes), df), repeats)
+        formula = lme4_formula(fixed, slopes)
+        r, t = timed(lambda formula=formula: jaxhlm.fit(formula, df), repeats)
         res[name] = (r.llf, t)
     return res
 
@@ -93,7 +94,7 @@ def bench_mixedlm(df, repeats):
     res = {}
     for name, (fixed, slopes) in FIXED.items():
         f = lme4_formula(fixed.replace("C(sized)", "sized"), slopes)
-        r, t = timed(lambda: mixedlm.lmer(f, d, REML=False), max(1, repeats // 2))
+        r, t = timed(lambda f=f: mixedlm.lmer(f, d, REML=False), max(1, repeats // 2))
         res[name] = (float(r.logLik().value), t)
     return res
 

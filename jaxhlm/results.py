@@ -262,7 +262,7 @@ _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 def _split_terms(expr: str) -> list[str]:
     """Split at top-level + and - (not inside brackets), keeping each sign with its term."""
     terms, depth, cur = [], 0, ""
-    for i, c in enumerate(expr):
+    for c in expr:
         if c in "([":
             depth += 1
         elif c in ")]":

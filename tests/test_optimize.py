@@ -6,7 +6,6 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import jaxhlm
 from jaxhlm.optimize import RESULTS, minimise

@@ -82,7 +82,8 @@ def test_fixed_effects(log_models, k):
             assert row.std_err == pytest.approx(se_ex, rel=2e-7), stata
             assert sig(row.coef, b, 4) and sig(row.std_err, se, 3), stata  # what the log's digits allow
         else:
-            for ours, theirs in zip((row.coef, row.std_err, row.ci_lower, row.ci_upper), (b, se, lo, hi)):
+            ours_row = (row.coef, row.std_err, row.ci_lower, row.ci_upper)
+            for ours, theirs in zip(ours_row, (b, se, lo, hi), strict=True):
                 assert sig(ours, theirs), (stata, ours, theirs)
 
 
@@ -101,7 +102,7 @@ def test_random_effects(log_models, k):
         theta = np.array(ex["theta"])
         lam = np.tensordot(theta, jaxhlm.covariance.templates(r.design.blocks), 1)
         np.testing.assert_allclose(r.cov_re.to_numpy(), ex["sigma2"] * lam @ lam.T, rtol=1e-6, atol=1e-9)
-        for lab, (est, *_rest) in zip(labels, p.random.values()):
+        for lab, (est, *_rest) in zip(labels, p.random.values(), strict=True):
             assert sig(re.loc[lab, "estimate"], est, 3)
         return
     assert not p.se_failed and not r.random_effects.warnings
@@ -114,17 +115,17 @@ def test_random_effects(log_models, k):
             assert any("corr(ses,_cons)" in n for n in r.random_effects.notes)
         else:  # M4: Stata's printed values are good to ~4 significant digits (conventions §4)
             for lab, vals in p.random.items():
-                assert all(sig(a, b, 3) for a, b in zip(re.loc[lab].to_numpy(), vals)), lab
+                assert all(sig(a, b, 3) for a, b in zip(re.loc[lab].to_numpy(), vals, strict=True)), lab
         return
     for lab, vals in p.random.items():
-        for ours, theirs in zip(re.loc[lab].to_numpy(), vals):
+        for ours, theirs in zip(re.loc[lab].to_numpy(), vals, strict=True):
             assert sig(ours, theirs), (lab, ours, theirs)
 
 
 def test_estat_ic(log_models):
     rows = stata_log.estat_ic()
-    for (name, n, ll, df, aic, bic), model in zip(rows, ["M2 (sesrandom)", "M3 (noslope)", "M4 (femalerandom)",
-                                                         "M6 (final)"]):
+    for (_, n, ll, df, aic, bic), model in zip(rows, ["M2 (sesrandom)", "M3 (noslope)", "M4 (femalerandom)",
+                                                         "M6 (final)"], strict=True):
         ic = log_models[model].ic().iloc[0]
         assert (ic["N"], ic["df"]) == (n, df)
         assert printed(ic["ll(model)"], ll, 2) and printed(ic["AIC"], aic, 2) and printed(ic["BIC"], bic, 2)
@@ -134,7 +135,7 @@ def test_lrtest(log_models):
     m = log_models
     pairs = [("M2 (sesrandom)", "M3 (noslope)"), ("M3 (noslope)", "M4 (femalerandom)"),
              ("M6 (final)", "M4 (femalerandom)"), ("M6 (final)", "M2 (sesrandom)")]
-    for (a, b), (stat, df, pval) in zip(pairs, stata_log.lrtests()):
+    for (a, b), (stat, df, pval) in zip(pairs, stata_log.lrtests(), strict=True):
         t = jaxhlm.lrtest(m[a], m[b])
         assert t.df == df and printed(t.statistic, stat, 2) and printed(t.pvalue, pval, 4)
         assert "conservative" in str(t)
@@ -148,7 +149,7 @@ def test_wald_tests_accumulate(log_models):
     t3 = m3.test("ses:C(sized)[T.3]", accumulate=t2)
     t4 = m5.test("C(sized)[T.2] = C(sized)[T.3]")
     t5 = m5.test("female:C(sized)[T.2] = female:C(sized)[T.3]", accumulate=t4)
-    for t, (df, chi2, p) in zip([t1, t2, t3, t4, t5], expected):
+    for t, (df, chi2, p) in zip([t1, t2, t3, t4, t5], expected, strict=True):
         assert t.df == df and printed(t.statistic, chi2, 2) and printed(t.pvalue, p, 4)
     assert t3.constraints == ["female:sector = 0", "ses:C(sized)[T.2] = 0", "ses:C(sized)[T.3]"]
     # A joint test given at once equals the accumulated one.
