@@ -79,6 +79,7 @@ class Block:
     # ---- fitting metric -------------------------------------------------------------------------
     @property
     def n_theta(self) -> int:
+        """Parameters of the block: θ, Stata's φ and the reported var/cov table all have this many."""
         return {"identity": 1, "independent": self.q, "exchangeable": 2,
                 "unstructured": self.q * (self.q + 1) // 2}[self.kind]
 
@@ -126,17 +127,18 @@ class Block:
 
     # ---- reporting metric -----------------------------------------------------------------------
     @property
-    def n_cov_params(self) -> int:
-        """Variance/covariance parameters the block estimates (what LR tests and information criteria count)."""
-        return self.n_theta
-
-    @property
     def pairs(self) -> list[tuple[int, int]]:
         return list(combinations(range(self.q), 2))
 
     @property
-    def n_phi(self) -> int:
-        return self.n_theta
+    def entries(self) -> tuple[list[int], list[int]]:
+        """(rows, columns) of the Σ entries Stata prints, in its order: variances, then covariances."""
+        if self.kind == "identity":
+            return [0], [0]
+        if self.kind == "exchangeable":
+            return [0, 0], [0, 1]
+        cells = [(k, k) for k in range(self.q)] + (self.pairs if self.kind == "unstructured" else [])
+        return [i for i, _ in cells], [j for _, j in cells]
 
     def phi_from_cov(self, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(φ, edge): Stata's (ln sd, atanh r) for this block's Σ; edge = ±1 where a correlation is ±1."""
@@ -158,7 +160,7 @@ class Block:
         return np.concatenate([lead, atr]), np.concatenate([np.zeros(len(lead)), edge])
 
     def _sd_r(self, phi: Array, edge: Array) -> tuple[Array, Array]:
-        n_sd = {"identity": 1, "independent": self.q, "exchangeable": 1, "unstructured": self.q}[self.kind]
+        n_sd = self.n_variances
         sd = jnp.exp(phi[:n_sd])
         r = jnp.where(edge[n_sd:] != 0, edge[n_sd:], jnp.tanh(phi[n_sd:]))
         return sd, r
@@ -179,15 +181,15 @@ class Block:
             corr = corr.at[i, j].set(r[k]).at[j, i].set(r[k])
         return sd[:, None] * _psd_cholesky(corr)
 
+    def pick(self, sigma):  # noqa: ANN001, ANN201  (numpy in, numpy out; jax in, jax out)
+        """The estimates Stata prints for this block's Σ (see :attr:`entries`)."""
+        rows, cols = self.entries
+        return sigma[rows, cols]
+
     def reported(self, phi: Array, edge: Array) -> Array:
-        """The estimates Stata prints, in its order: variances, then covariances."""
-        sd, r = self._sd_r(phi, edge)
-        if self.kind in ("identity", "independent"):
-            return sd**2
-        if self.kind == "exchangeable":
-            return jnp.stack([sd[0] ** 2, r[0] * sd[0] ** 2])
-        covs = [r[k] * sd[i] * sd[j] for k, (i, j) in enumerate(self.pairs)]
-        return jnp.concatenate([sd**2, jnp.stack(covs)]) if covs else sd**2
+        """:meth:`pick` of Σ(φ): the reported estimates as a function of φ (for the delta method)."""
+        root = self.root_from_phi(phi, edge)
+        return self.pick(root @ root.T)
 
     def labels(self, names: Sequence[str]) -> list[str]:
         if self.kind in ("identity", "exchangeable") and self.q > 1:
@@ -200,7 +202,8 @@ class Block:
 
     @property
     def n_variances(self) -> int:
-        """How many leading entries of :meth:`reported` are variances (the rest are covariances)."""
+        """How many leading entries of :meth:`pick` are variances (the rest are covariances); also the
+        number of ln sd coordinates leading φ."""
         return {"identity": 1, "independent": self.q, "exchangeable": 1, "unstructured": self.q}[self.kind]
 
 
@@ -252,7 +255,8 @@ def theta_start(blocks: Structure) -> np.ndarray:
 
 
 def n_cov_params(blocks: Structure) -> int:
-    return sum(b.n_cov_params for b in blocks)
+    """Variance/covariance parameters estimated (what LR tests and information criteria count)."""
+    return sum(b.n_theta for b in blocks)
 
 
 def _slices(blocks: Structure, size) -> list[slice]:
@@ -270,7 +274,7 @@ def phi_from_cov(blocks: Structure, sigma: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def root_from_phi(blocks: Structure, phi: Array, edge: Array) -> Array:
-    ps = _slices(blocks, lambda b: b.n_phi)
+    ps = _slices(blocks, lambda b: b.n_theta)
     roots = [b.root_from_phi(phi[s], edge[s]) for b, s in zip(blocks, ps)]
     return jnp.asarray(roots[0]) if len(roots) == 1 else jax_block_diag(roots)
 
@@ -286,8 +290,14 @@ def jax_block_diag(mats: Sequence[Array]) -> Array:
 
 
 def reported(blocks: Structure, phi: Array, edge: Array) -> Array:
-    ps = _slices(blocks, lambda b: b.n_phi)
+    ps = _slices(blocks, lambda b: b.n_theta)
     return jnp.concatenate([b.reported(phi[s], edge[s]) for b, s in zip(blocks, ps)])
+
+
+def pick(blocks: Structure, sigma: np.ndarray) -> np.ndarray:
+    """The reported var/cov estimates of a full (block-diagonal) Σ."""
+    qs = _slices(blocks, lambda b: b.q)
+    return np.concatenate([b.pick(sigma[s, s]) for b, s in zip(blocks, qs)])
 
 
 def labels(blocks: Structure, names: Sequence[str]) -> list[str]:
@@ -297,4 +307,4 @@ def labels(blocks: Structure, names: Sequence[str]) -> list[str]:
 
 def variance_mask(blocks: Structure) -> np.ndarray:
     """True for entries of :func:`reported` that are variances (CI on the log scale), False for covariances."""
-    return np.concatenate([np.arange(b.n_phi) < b.n_variances for b in blocks])
+    return np.concatenate([np.arange(b.n_theta) < b.n_variances for b in blocks])

@@ -41,7 +41,7 @@ class Design:
     omitted: tuple[str, ...] = ()
     n_dropped: int = 0
     notes: tuple[str, ...] = field(default=())
-    sample: str = ""  # fingerprint of the estimation sample (lrtest refuses to compare different ones)
+    sample: str = ""  # fingerprint of the estimation sample: rows, response, groups (lrtest compares them)
 
     @property
     def n_groups(self) -> int:
@@ -107,14 +107,6 @@ def _drop_collinear(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[s
             keep.append(j)
     dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
     return X[:, keep], [names[j] for j in keep], dropped
-
-
-def _sample_key(index: pd.Index, y: np.ndarray, group: np.ndarray) -> str:
-    h = hashlib.sha1()
-    h.update(pd.util.hash_pandas_object(index, index=False).to_numpy().tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    h.update(np.ascontiguousarray(group).tobytes())
-    return h.hexdigest()
 
 
 def used_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
@@ -201,5 +193,5 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, used: list[str] | None = N
         y=y, X=X, Z=Z, group=codes.astype(np.int64), group_labels=np.asarray(labels),
         fe_names=tuple(kept), re_names=spec.re_names, blocks=spec.blocks, response=spec.response,
         group_name=spec.group, intercept="Intercept" in kept, omitted=tuple(dropped), n_dropped=n_dropped,
-        notes=tuple(notes), sample=_sample_key(frame.index, y, codes),
+        notes=tuple(notes), sample=fingerprint(frame, [spec.response, spec.group]),
     )

@@ -40,13 +40,12 @@ class RandomEffects:
     notes: tuple[str, ...]
 
 
-def _singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[tuple[cov.Block, slice]]:
+def _singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]:
     out, at = [], 0
     for b in blocks:
-        s = slice(at, at + b.q)
-        w = np.linalg.eigvalsh(sigma[s, s])
+        w = np.linalg.eigvalsh(sigma[at:at + b.q, at:at + b.q])
         if w[0] <= 1e-10 * max(w[-1], 1e-300):
-            out.append((b, s))
+            out.append(b)
         at += b.q
     return out
 
@@ -63,7 +62,7 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
 
     singular = _singular_blocks(blocks, sigma)
     # A singular 2×2 unstructured block is a correlation of exactly ±1: SEs exist with it held there.
-    failed = any(not (b.kind == "unstructured" and b.q == 2) for b, _ in singular) or not np.all(np.isfinite(phi))
+    failed = any(not (b.kind == "unstructured" and b.q == 2) for b in singular) or not np.all(np.isfinite(phi))
     if not failed and np.any(edge != 0):
         # φ coordinates and reported labels run in the same order (variances, then covariances).
         pairs = [lab for lab, e in zip(cov.labels(blocks, names), edge) if e != 0]
@@ -88,28 +87,12 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
     if failed:
         warnings.append(SE_FAILED)
     # Estimates come from θ̂ itself (exact even where φ is infinite).
-    est = np.append(_reported_from_sigma(blocks, sigma), sigma2)
+    est = np.append(cov.pick(blocks, sigma), sigma2)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(est > 0, se / est, np.nan)
         lo = np.where(is_var, est * np.exp(-Z975 * ratio), est - Z975 * se)
         hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
     return RandomEffects(labels, est, se, np.column_stack([lo, hi]), sigma, tuple(warnings), tuple(notes))
-
-
-def _reported_from_sigma(blocks: cov.Structure, sigma: np.ndarray) -> np.ndarray:
-    out, at = [], 0
-    for b in blocks:
-        s = sigma[at:at + b.q, at:at + b.q]
-        if b.kind in ("identity", "exchangeable"):
-            out.append(s[0, 0])
-            if b.kind == "exchangeable":
-                out.append(s[0, 1])
-        else:
-            out.extend(np.diag(s))
-            if b.kind == "unstructured":
-                out.extend(s[i, j] for i, j in b.pairs)
-        at += b.q
-    return np.asarray(out, dtype=float)
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,9 @@ def random_table(r: "MixedResult") -> list[str]:
     at = 0
     for b in r.design.blocks:
         lines.append(f"{(r.design.group_name + ': ' + kinds[b.kind]):<28} |")
-        for k in range(at, at + b.n_phi):
+        for k in range(at, at + b.n_theta):
             lines.append(_re_row(re.labels[k], re.estimate[k], re.se[k], re.ci[k]))
-        at += b.n_phi
+        at += b.n_theta
     lines += ["-" * 29 + "+" + "-" * 48, _re_row(re.labels[-1], re.estimate[-1], re.se[-1], re.ci[-1]), DASH]
     return lines
 
