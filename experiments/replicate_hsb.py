@@ -74,7 +74,7 @@ def main() -> None:
               f"{p.lr_stat:>10.2f}{r.lr_linear.statistic:>9.2f}")
     print("\nM1 and sesrandom: Stata stopped short of the boundary optimum, so its Wald chi2 and variance-component"
           "\nstandard errors differ in the last digits; jaxhlm reports the exact optimum (see README).")
-    print(f"\nSix models fitted and reported in {elapsed:.1f} s (including compilation on a cold cache).")
+    print(f"\nSix models fitted and reported in {elapsed:.1f} s (including tracing and compilation where the caches were cold).")
 
 
 if __name__ == "__main__":
