@@ -27,6 +27,7 @@ from .optimize import RESULTS as RESULTS
 from .optimize import Solution as Solution
 from .results import MixedResult as MixedResult
 from .results import lrtest as lrtest
+from .stata import mixed as mixed
 from .stats import GroupStats as GroupStats
 from .stats import group_stats as group_stats
 from .stats import pad_groups as pad_groups
@@ -36,5 +37,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Block", "ComparisonError", "DataError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
     "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "lrtest", "pad_groups",
-    "parse_formula", "profiled_deviance",
+    "mixed", "parse_formula", "profiled_deviance",
 ]

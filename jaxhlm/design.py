@@ -2,7 +2,9 @@
 
 This is one of the two places pandas lives (the other is rendering). It owns every data check: unknown
 variables, listwise deletion of missing values, non-numeric columns, too few groups, and exactly collinear
-fixed-effect columns, which are dropped later-column-first with a note as Stata does.
+fixed-effect columns, which are dropped later-column-first (the constant kept first) with a note as Stata
+does. The fixed part is either formulaic syntax (lme4-style formulas) or Stata factor-variable terms
+(:mod:`jaxhlm.factor`); both yield the same :class:`~jaxhlm.factor.Coef` layout.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from . import covariance as cov
+from . import factor
 from .errors import DataError, FormulaError
-from .formula import INTERCEPT, ModelSpec
+from .factor import CONSTANT, Coef, FixedTerms
+from .formula import ModelSpec
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -32,16 +36,25 @@ class Design:
     Z: np.ndarray
     group: np.ndarray  # codes 0..n_groups-1
     group_labels: np.ndarray
-    fe_names: tuple[str, ...]
+    coefs: tuple[Coef, ...]  # every fixed-effect column in display order, omitted and empty ones included
     re_names: tuple[str, ...]
     blocks: cov.Structure
     response: str
     group_name: str
-    intercept: bool  # whether X has an intercept (excluded from the model Wald test)
-    omitted: tuple[str, ...] = ()
+    constant: str | None  # name of the constant column (excluded from the model Wald test), if any
     n_dropped: int = 0
     notes: tuple[str, ...] = field(default=())
     sample: str = ""  # fingerprint of the estimation sample: rows, response, groups (lrtest compares them)
+
+    @property
+    def fe_names(self) -> tuple[str, ...]:
+        """Names of the estimated fixed effects (the columns of X)."""
+        return tuple(c.name for c in self.coefs if not c.status)
+
+    @property
+    def omitted(self) -> tuple[str, ...]:
+        """Columns left out because they are collinear with others or identify no observations."""
+        return tuple(c.name for c in self.coefs if c.status)
 
     @property
     def n_groups(self) -> int:
@@ -65,13 +78,25 @@ def _numeric(data: pd.DataFrame, name: str, role: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _fixed_variables(fixed: str) -> frozenset[str]:
+def _fixed_variables(fixed: str | FixedTerms) -> frozenset[str]:
+    if isinstance(fixed, FixedTerms):
+        return fixed.variables
     import formulaic
 
     try:
         return frozenset(formulaic.Formula(fixed).required_variables)
     except Exception as exc:  # formulaic's parser errors are of many types
         raise FormulaError(f"cannot parse the fixed part {fixed!r}: {exc}") from None
+
+
+def _formulaic_columns(fixed: str, frame: pd.DataFrame) -> tuple[np.ndarray, list[Coef]]:
+    import formulaic
+
+    try:
+        X_df = formulaic.model_matrix(fixed, frame, na_action="raise")
+    except Exception as exc:
+        raise FormulaError(f"cannot build the fixed-effects design from {fixed!r}: {exc}") from None
+    return np.asarray(X_df, dtype=float), [Coef(str(c), order=str(c).count(":") + 1) for c in X_df.columns]
 
 
 def _check_columns(spec: ModelSpec, data: pd.DataFrame, fixed_vars: frozenset[str]) -> None:
@@ -91,11 +116,12 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame, fixed_vars: frozenset[st
     missing(fixed_vars, "variable")
 
 
-def _drop_collinear(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Keep each column unless it lies in the span of the columns kept before it (Gram-Schmidt, twice)."""
+def _independent(X: np.ndarray, order: list[int]) -> set[int]:
+    """Columns kept when each, in ``order``, is dropped if it lies in the span of those kept before it
+    (Gram-Schmidt, twice)."""
     basis: list[np.ndarray] = []
-    keep: list[int] = []
-    for j in range(X.shape[1]):
+    keep: set[int] = set()
+    for j in order:
         v = X[:, j].astype(float)
         norm = np.linalg.norm(v)
         for _ in range(2):
@@ -104,9 +130,26 @@ def _drop_collinear(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[s
         resid = np.linalg.norm(v)
         if norm > 0 and resid > COLLINEARITY_TOL * norm:
             basis.append(v / resid)
-            keep.append(j)
-    dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
-    return X[:, keep], [names[j] for j in keep], dropped
+            keep.add(j)
+    return keep
+
+
+def _mark_dependent(X: np.ndarray, coefs: list[Coef], constant: str | None) -> tuple[np.ndarray, list[Coef], list[str]]:
+    """Mark empty and collinear columns; the constant is considered first, then the columns in order."""
+    names = [c.name for c in coefs]
+    order = [j for j, c in enumerate(coefs) if not c.status]
+    if constant in names:
+        order.sort(key=lambda j: names[j] != constant)
+    keep = _independent(X, order)
+    notes = []
+    for j, c in enumerate(coefs):
+        if c.status == "empty":
+            notes.append(f"note: {c.name} identifies no observations in the sample.")
+        elif j not in keep:
+            coefs[j] = Coef(c.name, c.group, c.level, c.order, "omitted")
+            notes.append(f"note: {c.name} omitted because of collinearity.")
+    kept = [j for j in range(len(coefs)) if j in keep]
+    return X[:, kept], coefs, notes
 
 
 def used_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
@@ -143,8 +186,6 @@ def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
 
 def build_design(spec: ModelSpec, data: pd.DataFrame, used: list[str] | None = None) -> Design:
     """Validate ``data`` against ``spec`` and build the arrays; raise :class:`DataError` with a remedy."""
-    import formulaic
-
     used = used_columns(spec, data) if used is None else used
     complete = data[used].notna().all(axis=1)
     n_dropped = int((~complete).sum())
@@ -165,22 +206,24 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, used: list[str] | None = N
             "groups (use ordinary regression for one)"
         )
 
-    try:
-        X_df = formulaic.model_matrix(spec.fixed, frame, na_action="raise")
-    except Exception as exc:
-        raise FormulaError(f"cannot build the fixed-effects design from {spec.fixed!r}: {exc}") from None
-    names = [str(c) for c in X_df.columns]
-    if not names:
-        raise DataError("the fixed-effects design is empty; include at least an intercept")
-    X, kept, dropped = _drop_collinear(np.asarray(X_df, dtype=float), names)
-    notes += [f"note: {d} omitted because of collinearity" for d in dropped]
-    if not kept:
+    if isinstance(spec.fixed, FixedTerms):
+        X, coefs = factor.expand(spec.fixed, frame)
+        constant = CONSTANT if spec.fixed.constant else None
+    else:
+        X, coefs = _formulaic_columns(spec.fixed, frame)
+        constant = "Intercept" if any(c.name == "Intercept" for c in coefs) else None
+    if not coefs:
+        raise DataError("the fixed-effects design is empty; include at least a constant")
+    X, coefs, dependent = _mark_dependent(X, coefs, constant)
+    notes = dependent + notes
+    p = X.shape[1]
+    if p == 0:
         raise DataError("the fixed-effects design is singular: every column is zero")
-    if len(y) <= len(kept):
-        raise DataError(f"{len(y)} observations cannot identify {len(kept)} fixed effects plus variance components")
+    if len(y) <= p:
+        raise DataError(f"{len(y)} observations cannot identify {p} fixed effects plus variance components")
 
     Z = np.column_stack([
-        np.ones(len(frame)) if n == INTERCEPT else _numeric(frame, n, "random-effect variable")
+        np.ones(len(frame)) if n == CONSTANT else _numeric(frame, n, "random-effect variable")
         for t in spec.random for n in t.names
     ])
     ZtZ = Z.T @ Z
@@ -191,7 +234,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, used: list[str] | None = N
         )
     return Design(
         y=y, X=X, Z=Z, group=codes.astype(np.int64), group_labels=np.asarray(labels),
-        fe_names=tuple(kept), re_names=spec.re_names, blocks=spec.blocks, response=spec.response,
-        group_name=spec.group, intercept="Intercept" in kept, omitted=tuple(dropped), n_dropped=n_dropped,
+        coefs=tuple(coefs), re_names=spec.re_names, blocks=spec.blocks, response=spec.response,
+        group_name=spec.group, constant=constant, n_dropped=n_dropped,
         notes=tuple(notes), sample=fingerprint(frame, [spec.response, spec.group]),
     )

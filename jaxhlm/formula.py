@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from . import covariance as cov
 from .errors import FormulaError
+from .factor import CONSTANT, FixedTerms
 
-INTERCEPT = "_cons"
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 
 
@@ -30,7 +30,7 @@ class RandomTerm:
     @property
     def names(self) -> tuple[str, ...]:
         """Effect names in Stata's order: slopes as listed, ``_cons`` last."""
-        return self.slopes + ((INTERCEPT,) if self.intercept else ())
+        return self.slopes + ((CONSTANT,) if self.intercept else ())
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,23 @@ class ModelSpec:
     """A parsed model: what every front end (formula, Stata syntax, CLI) produces."""
 
     response: str
-    fixed: str  # right-hand side for formulaic
+    fixed: str | FixedTerms  # formulaic right-hand side, or Stata factor-variable terms
     random: tuple[RandomTerm, ...]
     reml: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.random:
+            raise FormulaError("the model has no random effects; add a random intercept for the grouping variable")
+        groups = sorted({t.group for t in self.random})
+        if len(groups) > 1:
+            raise FormulaError(
+                f"random effects use several grouping variables ({', '.join(groups)}); jaxhlm fits two-level "
+                "models with one grouping variable"
+            )
+        dup = [n for t in self.random for n in t.names]
+        repeated = sorted({n for n in dup if dup.count(n) > 1})
+        if repeated:
+            raise FormulaError(f"random effect(s) {', '.join(repeated)} appear in more than one random term")
 
     @property
     def group(self) -> str:
@@ -126,15 +140,15 @@ def _parse_random(body: str, kind_override: str | None) -> RandomTerm:
             slopes.append(name)
     if not slopes and not intercept:
         raise FormulaError(f"random term ({body}) has no effects")
-    q = len(slopes) + int(intercept)
-    if kind_override is not None:
-        kind = cov.canonical_kind(kind_override)
-    elif double:
-        kind = "independent"
-    else:
-        kind = "unstructured"
-    if q == 1:
-        kind = "identity"  # every structure coincides for one effect; Stata labels it Identity
+    kind = kind_override if kind_override is not None else "independent" if double else "unstructured"
+    return random_term(slopes, intercept, group, kind)
+
+
+def random_term(slopes: list[str], intercept: bool, group: str, kind: str) -> RandomTerm:
+    """A random term with its structure's canonical name; one effect is always Identity (every structure
+    coincides, and Stata labels it so)."""
+    kind = cov.canonical_kind(kind)
+    kind = "identity" if len(slopes) + int(intercept) == 1 else kind
     return RandomTerm(tuple(slopes), intercept, group, kind)
 
 
@@ -150,15 +164,4 @@ def parse_formula(formula: str, cov: str | None = None, reml: bool = False) -> M
         raise FormulaError(
             f"no random-effects term in {formula!r}; add one such as (1 | group) for a random intercept"
         )
-    random = tuple(_parse_random(b, cov) for b in bodies)
-    groups = sorted({t.group for t in random})
-    if len(groups) > 1:
-        raise FormulaError(
-            f"random terms use several grouping factors ({', '.join(groups)}); jaxhlm fits two-level models "
-            "with one grouping factor"
-        )
-    dup = [n for t in random for n in t.names]
-    repeated = sorted({n for n in dup if dup.count(n) > 1})
-    if repeated:
-        raise FormulaError(f"random effect(s) {', '.join(repeated)} appear in more than one random term")
-    return ModelSpec(lhs, fixed or "1", random, reml)
+    return ModelSpec(lhs, fixed or "1", tuple(_parse_random(b, cov) for b in bodies), reml)

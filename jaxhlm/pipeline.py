@@ -90,7 +90,7 @@ def fit_spec(spec: ModelSpec, data: pd.DataFrame) -> MixedResult:
     conv = Convergence(RESULTS(int(sol.result)), int(sol.steps), float(np.max(np.abs(sol.grad), initial=0.0)),
                        float(sol.decrement), float(sol.min_eig))
     re = random_effects(f, stats, design.blocks, design.re_names, spec.reml)
-    icpt = design.fe_names.index("Intercept") if design.intercept else None
+    icpt = design.fe_names.index(design.constant) if design.constant else None
     return MixedResult(
         spec=spec, design=design, fit=f, random_effects=re,
         wald=model_wald(f.beta, f.cov_beta, icpt),

@@ -10,6 +10,7 @@ import textwrap
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
+    from .factor import Coef
     from .results import MixedResult
 
 WIDTH = 78
@@ -70,20 +71,40 @@ def _abbrev(name: str, width: int) -> str:
     return name if len(name) <= width else name[: width - 1] + "~"
 
 
+def _coef_rows(coefs: Sequence["Coef"]) -> list[tuple[str, "Coef | None"]]:
+    """(label, coef) rows with Stata's factor-variable layout: a header row over each group's levels, and a
+    blank separator around groups and between rows of different interaction order. Header and separator rows
+    carry no coef."""
+    rows: list[tuple[str, Coef | None]] = []
+    prev: Coef | None = None
+    for c in coefs:
+        new_group = c.group is not None and (prev is None or prev.group != c.group)
+        if prev is not None and (new_group or (c.group is None and (prev.group is not None or prev.order != c.order))):
+            rows.append(("", None))
+        if new_group:
+            rows.append((c.group, None))
+        rows.append((c.level if c.group is not None else c.name, c))
+        prev = c
+    return rows
+
+
 def coefficient_table(r: "MixedResult") -> list[str]:
-    names = list(r.design.fe_names) + list(r.design.omitted)
-    w = _name_width([r.design.response, *names])
+    rows = _coef_rows(r.design.coefs)
+    w = _name_width([r.design.response, *(label for label, _ in rows)])
     rule = "-" * (w + 1) + "+" + "-" * 64
     head = f"{_abbrev(r.design.response, w):>{w}} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]"
     lines = ["-" * (w + 66), head, rule]
-    table = r.coef_table
-    for name, (b, se, z, p, lo, hi) in zip(r.design.fe_names, table):
-        lines.append(
-            f"{_abbrev(name, w):>{w}} | {stata_g(b):>10} {stata_g(se):>10} {z:>8.2f} {p:>7.3f}"
-            f"    {stata_g(lo):>9}   {stata_g(hi):>9}"
-        )
-    for name in r.design.omitted:
-        lines.append(f"{_abbrev(name, w):>{w}} | {'0':>10}  (omitted)")
+    table = dict(zip(r.design.fe_names, r.coef_table))
+    for label, c in rows:
+        text = f"{_abbrev(label, w - 1):>{w - 1}} " if c is not None and c.group is not None else f"{_abbrev(label, w):>{w}}"
+        if c is None:
+            lines.append(f"{text} |")
+        elif c.status:
+            lines.append(f"{text} | {'0':>10}  ({c.status})")
+        else:
+            b, se, z, p, lo, hi = table[c.name]
+            lines.append(f"{text} | {stata_g(b):>10} {stata_g(se):>10} {z:>8.2f} {p:>7.3f}"
+                         f"    {stata_g(lo):>9}   {stata_g(hi):>9}")
     lines.append("-" * (w + 66))
     return lines
 

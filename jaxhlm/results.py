@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -199,20 +199,20 @@ class MixedResult:
 
     # ---- tests ----------------------------------------------------------------------------------
     def test(self, constraints: str | Sequence[str], accumulate: "WaldTest | None" = None) -> "WaldTest":
-        """Wald test of linear constraints on the fixed effects, e.g. ``["C(sized)[T.2] = C(sized)[T.3]"]``.
+        """Wald test of linear constraints on the fixed effects, e.g. ``["2.sized = 3.sized"]``.
 
-        Each constraint is ``expr = expr`` (or ``expr``, meaning ``= 0``) with terms ``[number*]name``.
+        Each constraint is ``expr = expr`` (or ``expr``, meaning ``= 0``) with terms ``[number*]name``; a name
+        may be written ``[eq]name`` or ``_b[name]`` as in Stata, and ``_cons`` names the constant.
         ``accumulate`` stacks these rows under a previous test's rows, as Stata's ``test …, accumulate``.
         """
         if isinstance(constraints, str):
             constraints = [constraints]
-        names = list(self.design.fe_names)
         rows = [] if accumulate is None else list(accumulate.rows)
-        rows += [_parse_constraint(c, names, self.design.omitted) for c in constraints]
-        R = np.array([r for r, _, _ in rows])
-        q = np.array([v for _, v, _ in rows])
+        rows += [_parse_constraint(c, self.design) for c in constraints]
+        R = np.array([r for r, _ in rows])
+        q = np.array([v for _, v in rows])
         res = linear_hypothesis(R, q, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
-        return WaldTest(tuple(rows), res.statistic, res.df, res.pvalue, self.design.response)
+        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, res.statistic, res.df, res.pvalue)
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -257,6 +257,7 @@ class Summary(str):
 
 # ---- linear hypotheses ------------------------------------------------------------------------------
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_B = re.compile(r"^_b\[(?:(?P<eq>[^:\]]+):)?(?P<name>[^\]]+)\]$|^\[(?P<eq2>[^\]]+)\](?P<name2>.+)$")
 
 
 def _split_terms(expr: str) -> list[str]:
@@ -276,8 +277,26 @@ def _split_terms(expr: str) -> list[str]:
     return [t.replace(" ", "") for t in terms]
 
 
-def _linear(expr: str, names: list[str], omitted: Iterable[str], text: str) -> tuple[np.ndarray, float]:
-    vec, const = np.zeros(len(names)), 0.0
+def _coefficient(token: str, design: Design, text: str) -> int:
+    """Index of the fixed effect ``token`` names (``x``, ``[eq]x``, ``_b[x]``, ``_b[eq:x]``, ``_cons``)."""
+    name = token
+    if m := _B.match(token):
+        eq, name = (m["eq"], m["name"]) if m["name"] else (m["eq2"], m["name2"])
+        if eq is not None and eq != design.response:
+            raise JaxhlmError(f"constraint {text!r}: equation [{eq}] not found; the model's equation is "
+                              f"[{design.response}]")
+    names = list(design.fe_names)
+    if name == "_cons" and design.constant:
+        name = design.constant
+    if name not in names:
+        why = " (omitted because of collinearity)" if name in design.omitted else ""
+        raise JaxhlmError(f"constraint {text!r}: {name!r} is not a coefficient of the model{why}; coefficients: "
+                          + ", ".join(names))
+    return names.index(name)
+
+
+def _linear(expr: str, design: Design, text: str) -> tuple[np.ndarray, float]:
+    vec, const = np.zeros(len(design.fe_names)), 0.0
     for term in _split_terms(expr):
         sign = -1.0 if term.startswith("-") else 1.0
         term = term.lstrip("+-")
@@ -290,44 +309,51 @@ def _linear(expr: str, names: list[str], omitted: Iterable[str], text: str) -> t
             coef, name = (float(a), b) if _NUMBER.match(a) else (float(b), a) if _NUMBER.match(b) else (None, term)
             if coef is None:
                 raise JaxhlmError(f"constraint {text!r}: {term!r} is not linear in the coefficients")
-        if name == "_cons":
-            name = "Intercept"
-        if name not in names:
-            why = " (omitted because of collinearity)" if name in omitted else ""
-            raise JaxhlmError(
-                f"constraint {text!r}: {name!r} is not a coefficient of the model{why}; coefficients: "
-                + ", ".join(names)
-            )
-        vec[names.index(name)] += sign * coef
+        vec[_coefficient(name, design, text)] += sign * coef
     return vec, const
 
 
-def _parse_constraint(text: str, names: list[str], omitted: Iterable[str]) -> tuple[np.ndarray, float, str]:
+def _parse_constraint(text: str, design: Design) -> tuple[np.ndarray, float]:
     sides = text.split("=")
     if len(sides) > 2:
         raise JaxhlmError(f"constraint {text!r} has more than one '='")
     lhs, rhs = (sides[0], sides[1]) if len(sides) == 2 else (sides[0], "0")
-    a, ca = _linear(lhs, names, omitted, text)
-    b, cb = _linear(rhs, names, omitted, text)
+    if not lhs.strip() or not rhs.strip():
+        raise JaxhlmError(f"constraint {text!r} has an empty side")
+    a, ca = _linear(lhs, design, text)
+    b, cb = _linear(rhs, design, text)
     row = a - b
     if not np.any(row):
         raise JaxhlmError(f"constraint {text!r} involves no coefficient")
-    return row, cb - ca, text.strip()
+    return row, cb - ca
+
+
+def constraint_text(row: np.ndarray, value: float, names: Sequence[str], response: str) -> str:
+    """Stata's display of a constraint: ``[mathach]2.sized - [mathach]3.sized = 0``."""
+    parts = []
+    for c, name in zip(row, names):
+        if c == 0:
+            continue
+        mag = "" if abs(c) == 1 else f"{render.stata_g(abs(c))}*"
+        sign = ("-" if c < 0 else "") if not parts else ("- " if c < 0 else "+ ")
+        parts.append(f"{sign}{mag}[{response}]{name}")
+    return f"{' '.join(parts)} = {render.stata_g(value)}"
 
 
 @dataclass(frozen=True)
 class WaldTest:
     """A joint Wald chi-squared test of linear constraints (Stata's ``test``)."""
 
-    rows: tuple[tuple[np.ndarray, float, str], ...]
+    rows: tuple[tuple[np.ndarray, float], ...]
+    names: tuple[str, ...]
+    response: str
     statistic: float
     df: int
     pvalue: float
-    response: str = ""
 
     @property
     def constraints(self) -> list[str]:
-        return [t for _, _, t in self.rows]
+        return [constraint_text(r, v, self.names, self.response) for r, v in self.rows]
 
     def __str__(self) -> str:
         lines = [f" ({k + 1:>2})  {c}" for k, c in enumerate(self.constraints)]

@@ -28,7 +28,7 @@ def small(hsb):
         ("mathach ~ ses + (1 | school)", jaxhlm.FormulaError, ["grouping variable", "'school'"]),
         ("mathach ~ ses", jaxhlm.FormulaError, ["no random-effects term", "(1 | group)"]),
         ("mathach ses (1 | id)", jaxhlm.FormulaError, ["'~'"]),
-        ("mathach ~ ses + (1 | id) + (1 | sector)", jaxhlm.FormulaError, ["grouping factors"]),
+        ("mathach ~ ses + (1 | id) + (1 | sector)", jaxhlm.FormulaError, ["grouping variables"]),
         ("mathach ~ 0 + (1 | id)", jaxhlm.DataError, ["fixed-effects design is empty"]),
     ],
 )

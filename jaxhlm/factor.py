@@ -1,0 +1,189 @@
+"""Stata factor-variable terms (``i.``, ``ib#.``, ``c.``, ``#``) and their expansion into design columns.
+
+The Stata front end (:mod:`jaxhlm.stata`) parses a varlist into :class:`FixedTerms`; :func:`expand` turns them
+into the columns of X with Stata's names, base levels and display layout, using the levels present in the
+estimation sample.
+
+Base cells follow the model's hierarchy, as Stata's do. In a term, a cell whose factors are at their base
+levels is left out when the lower-order term made of its remaining components is also in the model; for a
+main effect that lower-order term is empty and the base level is always left out. So ``i.a##i.b`` keeps only
+the non-base cells of ``a#b``, ``i.a#c.x`` without ``c.x`` keeps every level of ``a``, and ``i.a#i.b`` alone
+keeps every cell but the one where both are at base.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+#: Base-level choices besides an explicit level: ``ib(first).``, ``ib(last).``, ``ib(freq).``, ``ibn.``.
+BASE_RULES = ("first", "last", "freq", "none")
+
+
+@dataclass(frozen=True)
+class FVar:
+    """One variable in a term: a factor (indicators of its levels) or a continuous variable."""
+
+    name: str
+    factor: bool
+    base: int | str | None = None  # factor base level: None = lowest, a level, or one of BASE_RULES
+
+    def __str__(self) -> str:
+        if not self.factor:
+            return f"c.{self.name}"
+        if self.base is None:
+            return f"i.{self.name}"
+        if self.base == "none":
+            return f"ibn.{self.name}"
+        return f"ib{self.base}.{self.name}" if isinstance(self.base, int) else f"ib({self.base}).{self.name}"
+
+
+@dataclass(frozen=True)
+class Term:
+    """A main effect or an interaction; factors come first, as Stata orders them (``sized#c.ses``)."""
+
+    vars: tuple[FVar, ...]
+
+    @property
+    def key(self) -> frozenset[tuple[str, bool]]:
+        """The term's identity for hierarchy checks: which variables, each as factor or continuous."""
+        return frozenset((v.name, v.factor) for v in self.vars)
+
+    @property
+    def header(self) -> str:
+        """The term's label: ``sized``, ``sized#c.ses``, ``female#sector``, ``c.ses#c.sector``, ``ses``."""
+        if len(self.vars) == 1:
+            return self.vars[0].name
+        return "#".join(v.name if v.factor else f"c.{v.name}" for v in self.vars)
+
+    def __str__(self) -> str:
+        return "#".join(map(str, self.vars))
+
+
+def term(*fvars: FVar) -> Term:
+    """A term with Stata's component order: factors first, continuous after, each group as written."""
+    return Term(tuple(v for v in fvars if v.factor) + tuple(v for v in fvars if not v.factor))
+
+
+@dataclass(frozen=True)
+class FixedTerms:
+    """The fixed part of a Stata model: terms in expansion order, and whether there is a constant."""
+
+    terms: tuple[Term, ...]
+    constant: bool = True
+
+    @classmethod
+    def of(cls, terms: list[Term], constant: bool = True) -> "FixedTerms":
+        """Repeated terms with a factor vanish, as in Stata's expansion; a repeated continuous term stays (and is
+        later omitted because of collinearity, with a note)."""
+        kept: list[Term] = []
+        for t in terms:
+            if any(v.factor for v in t.vars) and t in kept:
+                continue
+            kept.append(t)
+        return cls(tuple(kept), constant)
+
+    @property
+    def variables(self) -> frozenset[str]:
+        return frozenset(v.name for t in self.terms for v in t.vars)
+
+    def __str__(self) -> str:
+        return " ".join(map(str, self.terms)) + ("" if self.constant else ", noconstant")
+
+
+@dataclass(frozen=True)
+class Coef:
+    """One fixed-effect column as the coefficient table shows it.
+
+    ``group`` is the header of a factor-variable group (``sized#c.ses``) under which the row reads ``level``
+    (``2``); inline rows have ``group=None``. ``order`` is the number of variables in the term (a separator
+    goes between rows of different order). ``status`` is ``""``, ``"omitted"`` (collinear) or ``"empty"``.
+    """
+
+    name: str
+    group: str | None = None
+    level: str = ""
+    order: int = 1
+    status: str = ""
+
+
+CONSTANT = "_cons"
+
+
+def _levels(frame: pd.DataFrame, v: FVar) -> np.ndarray:
+    col = frame[v.name]
+    if pd.api.types.is_bool_dtype(col):
+        col = col.astype(int)
+    if not pd.api.types.is_numeric_dtype(col):
+        raise DataError(f"factor variable {v.name!r} is not numeric (dtype {col.dtype}); i. needs non-negative "
+                        "integer codes: recode it first")
+    values = col.to_numpy(dtype=float)
+    bad = values[(values != np.round(values)) | (values < 0)]
+    if bad.size:
+        raise DataError(f"factor variable {v.name!r} has values that are not non-negative integers (e.g. "
+                        f"{bad[0]:g}); i. needs integer codes 0, 1, 2, …: recode it or use c.{v.name}")
+    return np.unique(values).astype(np.int64)
+
+
+def _base(frame: pd.DataFrame, v: FVar, levels: np.ndarray) -> int | None:
+    if v.base is None or v.base == "first":
+        return int(levels[0])
+    if v.base == "last":
+        return int(levels[-1])
+    if v.base == "none":
+        return None
+    if v.base == "freq":
+        counts = frame[v.name].astype(float).value_counts()
+        return int(counts[counts == counts.max()].index.min())
+    if v.base not in levels:
+        raise DataError(f"base level {v.base} of {v.name!r} does not occur in the estimation sample; its levels "
+                        f"are {' '.join(map(str, levels))}")
+    return int(v.base)
+
+
+def expand(fixed: FixedTerms, frame: pd.DataFrame) -> tuple[np.ndarray, list[Coef]]:
+    """The columns of X and their :class:`Coef` rows, the constant last (named ``_cons``)."""
+    keys = {t.key for t in fixed.terms}
+    columns: list[np.ndarray] = []
+    coefs: list[Coef] = []
+    for t in fixed.terms:
+        factors = [v for v in t.vars if v.factor]
+        levels = [_levels(frame, v) for v in factors]
+        bases = [_base(frame, v, lv) for v, lv in zip(factors, levels)]
+        continuous = np.ones(len(frame))
+        for v in t.vars:
+            if not v.factor:
+                continuous = continuous * frame[v.name].to_numpy(dtype=float)
+        cells = []
+        for cell in itertools.product(*levels):
+            at_base = {(v.name, True) for v, lv, b in zip(factors, cell, bases) if lv == b}
+            rest = t.key - at_base
+            if at_base and (not rest or rest in keys):
+                continue
+            cells.append(cell)
+        inline = not factors or (len(t.vars) == 1 and len(cells) == 1)
+        for cell in cells:
+            indicator = np.ones(len(frame), dtype=bool)
+            parts, lv = [], iter(cell)
+            for v in t.vars:
+                if v.factor:
+                    level = next(lv)
+                    indicator &= frame[v.name].to_numpy(dtype=float) == level
+                    parts.append(f"{level}.{v.name}")
+                else:
+                    parts.append(f"c.{v.name}" if len(t.vars) > 1 else v.name)
+            name = "#".join(parts)
+            empty = bool(factors) and not indicator.any()
+            columns.append(continuous * indicator)
+            coefs.append(Coef(name, None if inline else t.header, " ".join(map(str, cell)), len(t.vars),
+                              "empty" if empty else ""))
+    if fixed.constant:
+        columns.append(np.ones(len(frame)))
+        coefs.append(Coef(CONSTANT))
+    X = np.column_stack(columns) if columns else np.zeros((len(frame), 0))
+    return X, coefs

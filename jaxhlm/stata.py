@@ -1,0 +1,301 @@
+"""Stata's ``mixed`` syntax: a thin front end that turns a command into a :class:`~jaxhlm.formula.ModelSpec`.
+
+``mixed depvar fe_varlist [, noconstant] || group: [re_varlist] [, covariance(...) noconstant] [, mle reml]``
+
+The fixed part is a Stata factor-variable varlist: ``i.x``, ``ib2.x``, ``ib(last).x``, ``ibn.x``, ``c.x``,
+``a#b``, ``a##b``, parentheses (``i.(a b)``, ``a##(b c.x)``), and variable lists with Stata's name
+abbreviations, wildcards (``x*``) and ranges (``x1-x3``), resolved against the data's columns as Stata does.
+A bare variable is continuous unless it takes part in an interaction. Random effects default to
+``covariance(independent)``, as in Stata.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import re
+from typing import Sequence
+
+import pandas as pd
+
+from .errors import FormulaError
+from .factor import FixedTerms, FVar, Term, term
+from .formula import ModelSpec, random_term
+from .results import MixedResult
+
+_TOKEN = re.compile(
+    r"\s+|(?P<ff>##)|(?P<f>#)|(?P<open>\()|(?P<close>\))"
+    r"|(?P<op>(?:ibn|ib\((?:first|last|freq|\d+)\)|ib\d+|b\d+|i|c)\.)"
+    r"|(?P<name>[A-Za-z_*?~][\w*?~]*(?:-[A-Za-z_][\w]*)?)"
+)
+#: Options: (full name, shortest abbreviation Stata accepts).
+_COV = ("covariance", "cov")
+_NOCONS = ("noconstant", "noc")
+_GLOBAL = {"mle": ("mle", "mle"), "reml": ("reml", "reml"), "nolog": ("nolog", "nolo"), "log": ("log", "log"),
+           "variance": ("variance", "var")}
+_KINDS = {"identity": "id", "independent": "ind", "exchangeable": "ex", "unstructured": "un"}
+
+
+def _abbrev(word: str, full: str, shortest: str) -> bool:
+    return full.startswith(word) and len(word) >= len(shortest)
+
+
+class Columns:
+    """The data's variable names, for resolving Stata varlists: exact names, unique abbreviations, wildcards
+    (``*``, ``?``, ``~``) and ranges (``a-b`` in column order)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = [str(n) for n in names]
+
+    def resolve(self, token: str) -> list[str]:
+        if token in self.names:
+            return [token]
+        if "-" in token:
+            a, b = (self.resolve(t)[0] for t in token.split("-", 1))
+            i, j = self.names.index(a), self.names.index(b)
+            if i > j:
+                raise FormulaError(f"variable range {token}: {a} comes after {b} in the data")
+            return self.names[i:j + 1]
+        if any(c in token for c in "*?~"):
+            hits = [n for n in self.names if fnmatch.fnmatchcase(n, token.replace("~", "*"))]
+            if not hits or ("~" in token and len(hits) > 1):
+                raise FormulaError(f"variable {token} not found" if not hits else f"{token} ambiguous abbreviation")
+            return hits
+        hits = [n for n in self.names if n.startswith(token)]
+        if len(hits) == 1:
+            return hits
+        if hits:
+            raise FormulaError(f"{token} ambiguous abbreviation (matches {', '.join(hits[:6])})")
+        raise FormulaError(f"variable {token} not found; the data have: {', '.join(self.names[:30])}")
+
+    def one(self, token: str, role: str) -> str:
+        hits = self.resolve(token)
+        if len(hits) != 1:
+            raise FormulaError(f"the {role} must be one variable; {token} means {' '.join(hits)}")
+        return hits[0]
+
+
+# ---- factor-variable varlists --------------------------------------------------------------------------
+Leaf = tuple[str, object]  # (variable, operator): None (bare), "c", or ("i", base)
+
+
+def _operator(text: str) -> object:
+    op = text[:-1]
+    if op == "c":
+        return "c"
+    if op == "i":
+        return ("i", None)
+    if op == "ibn":
+        return ("i", "none")
+    base = op[3:-1] if op.startswith("ib(") else op.lstrip("ib")
+    return ("i", int(base) if base.isdigit() else base)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            bad = text[pos:].split()[0]
+            raise FormulaError(f"invalid term {bad!r} in {text.strip()!r}: use variable names with the "
+                               "operators i., ib#., ib(first|last|freq)., ibn., c., # and ##")
+        if m.lastgroup:
+            out.append((m.lastgroup, m.group()))
+        pos = m.end()
+    return out
+
+
+class _VarlistParser:
+    """Recursive descent over the tokens of a factor-variable varlist."""
+
+    def __init__(self, text: str, columns: Columns):
+        self.text, self.columns, self.toks, self.i = text, columns, _tokens(text), 0
+
+    def peek(self) -> str | None:
+        return self.toks[self.i][0] if self.i < len(self.toks) else None
+
+    def take(self) -> tuple[str, str]:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def items(self, closing: bool = False) -> list[Term]:
+        terms: list[Term] = []
+        while self.peek() not in (None, "close"):
+            terms += self.chain()
+        if closing:
+            if self.peek() != "close":
+                raise FormulaError(f"unbalanced parentheses in {self.text.strip()!r}")
+            self.take()
+        elif self.peek() == "close":
+            raise FormulaError(f"unbalanced parentheses in {self.text.strip()!r}")
+        return terms
+
+    def unit(self, op: object = None) -> list[tuple[Leaf, ...]]:
+        kind, text = self.take() if self.peek() is not None else (None, "")
+        if kind == "op":
+            if op is not None:
+                raise FormulaError(f"two operators in a row at {text!r} in {self.text.strip()!r}")
+            return self.unit(_operator(text))
+        if kind == "name":
+            return [((name, op),) for name in self.columns.resolve(text)]
+        if kind == "open":
+            inner: list[tuple[Leaf, ...]] = []
+            start = self.i
+            while self.peek() not in (None, "close"):
+                inner += [tuple((n, o if o is not None else op) for n, o in leaves) for leaves in self.chain_raw()]
+            if self.peek() != "close":
+                raise FormulaError(f"unbalanced parentheses in {self.text.strip()!r}")
+            self.take()
+            if self.i == start + 1:
+                raise FormulaError(f"empty parentheses in {self.text.strip()!r}")
+            return inner
+        raise FormulaError(f"a variable is missing before or after {text or 'the end'!r} in {self.text.strip()!r}")
+
+    def chain_raw(self) -> list[tuple[Leaf, ...]]:
+        """One chain ``u1 # u2 ## u3 …`` as leaf tuples, bare leaves resolved by whether it interacts."""
+        parts: list[list[tuple[Leaf, ...]]] = [self.unit()]
+        seps: list[str] = []
+        while self.peek() in ("f", "ff"):
+            seps.append(self.take()[0])
+            parts.append(self.unit())
+        interacts = bool(seps)
+        # '#' binds tighter than '##': multiply the '#' runs, then take the full factorial of the runs.
+        runs, run = [], parts[0]
+        for sep, part in zip(seps, parts[1:]):
+            if sep == "f":
+                run = [a + b for a, b in itertools.product(run, part)]
+            else:
+                runs.append(run)
+                run = part
+        runs.append(run)
+        out: list[tuple[Leaf, ...]] = []
+        for pick in itertools.product(*runs):
+            for size in range(1, len(pick) + 1):
+                for combo in itertools.combinations(pick, size):
+                    leaves = tuple(leaf for part in combo for leaf in part)
+                    leaves = tuple((n, o if o is not None else (("i", None) if interacts else None))
+                                   for n, o in leaves)
+                    if leaves not in out:
+                        out.append(leaves)
+        return out
+
+    def chain(self) -> list[Term]:
+        return [term(*(FVar(n, o not in (None, "c"), None if o in (None, "c") else o[1]) for n, o in leaves))
+                for leaves in self.chain_raw()]
+
+
+def parse_varlist(text: str, columns: Columns) -> list[Term]:
+    """The terms of a factor-variable varlist, in Stata's expansion order."""
+    return _VarlistParser(text, columns).items()
+
+
+# ---- the command ----------------------------------------------------------------------------------------
+def _split_top(text: str, sep: str) -> list[str]:
+    parts, depth, cur, i = [], 0, "", 0
+    while i < len(text):
+        c = text[i]
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth == 0 and text.startswith(sep, i):
+            parts.append(cur)
+            cur, i = "", i + len(sep)
+            continue
+        cur += c
+        i += 1
+    return parts + [cur]
+
+
+def _options(text: str) -> list[tuple[str, str | None]]:
+    out = []
+    for m in re.finditer(r"([A-Za-z_]\w*)(?:\(([^)]*)\))?|(\S)", text):
+        if m.group(3):
+            raise FormulaError(f"invalid option text {text.strip()!r}")
+        out.append((m.group(1).lower(), m.group(2)))
+    return out
+
+
+def _covariance(arg: str | None) -> str:
+    word = (arg or "").strip().lower()
+    for kind, shortest in _KINDS.items():
+        if word and _abbrev(word, kind, shortest):
+            return kind
+    raise FormulaError(f"covariance({arg}) is not a covariance structure; use identity, independent, "
+                       "exchangeable or unstructured (abbreviated id, ind, exch, unstr)")
+
+
+def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
+    """Parse a ``mixed`` command (the word ``mixed`` optional) against the data's variable names."""
+    cols = Columns(columns)
+    text = re.sub(r"^\s*(?:xt)?mixed\b", "", " ".join(command.split()))
+    equations = _split_top(text, "||")
+    if len(equations) < 2:
+        raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
+                           "by id")
+    reml = False
+    fixed_text, _, fixed_opts = equations[0].partition(",")
+    constant = True
+    for name, arg in _options(fixed_opts):
+        if _abbrev(name, *_NOCONS) and arg is None:
+            constant = False
+        else:
+            reml = _global_option(name, arg, reml)
+    words = fixed_text.split(None, 1)
+    if not words:
+        raise FormulaError("mixed needs a dependent variable: mixed depvar [indepvars] || group: [varlist]")
+    if not re.fullmatch(r"[A-Za-z_][\w*?~]*", words[0]):
+        raise FormulaError(f"the dependent variable {words[0]} must be a plain variable name")
+    response = cols.one(words[0], "dependent variable")
+    fixed = FixedTerms.of(parse_varlist(words[1] if len(words) > 1 else "", cols), constant)
+    random = []
+    for eq in equations[1:]:
+        body, _, opts = eq.partition(",")
+        if ":" not in body:
+            raise FormulaError(f"random-effects equation {eq.strip()!r} needs a level variable and a colon, "
+                               "e.g. '|| id: ses'")
+        level, _, varlist = body.partition(":")
+        if level.strip() == "_all":
+            raise FormulaError("'_all:' (crossed random effects) is not supported; jaxhlm fits two-level models")
+        group = cols.one(level.strip(), "level variable")
+        kind, intercept = "independent", True
+        for name, arg in _options(opts):
+            if _abbrev(name, *_COV):
+                kind = _covariance(arg)
+            elif _abbrev(name, *_NOCONS) and arg is None:
+                intercept = False
+            else:
+                reml = _global_option(name, arg, reml)
+        if any(k in ("op", "f", "ff", "open") for k, _ in _tokens(varlist)):
+            raise FormulaError(f"factor-variable notation is not allowed in the random part ({varlist.strip()}); "
+                               "create the variables first (tabulate x, generate(x_))")
+        slopes = [n for tok in varlist.split() for n in cols.resolve(tok)]
+        if not slopes and not intercept:
+            raise FormulaError(f"random-effects equation {eq.strip()!r} has no effects")
+        random.append(random_term(slopes, intercept, group, kind))
+    return ModelSpec(response, fixed, tuple(random), reml)
+
+
+def _global_option(name: str, arg: str | None, reml: bool) -> bool:
+    """Apply an estimation option; returns whether the fit is REML."""
+    for key, (full, shortest) in _GLOBAL.items():
+        if arg is None and _abbrev(name, full, shortest):
+            return True if key == "reml" else False if key == "mle" else reml
+    shown = name + (f"({arg})" if arg is not None else "")
+    raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, nolog, and per equation "
+                       "covariance(identity|independent|exchangeable|unstructured) and noconstant")
+
+
+def mixed(command: str, data: pd.DataFrame) -> MixedResult:
+    """Fit a model written in Stata's ``mixed`` syntax; the result reports with Stata's names and layout.
+
+    Example:
+      >>> import jaxhlm
+      >>> r = jaxhlm.mixed("mathach c.ses##i.sector || id: ses, cov(unstr)", jaxhlm.datasets.hsb())
+      >>> list(r.fe_params.index)
+      ['ses', '1.sector', '1.sector#c.ses', '_cons']
+    """
+    from .errors import DataError
+    from .pipeline import fit_spec
+
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    return fit_spec(parse_mixed(command, data.columns), data)
