@@ -167,3 +167,33 @@ def ic_text(r: "MixedResult", name: str = ".") -> str:
         "-" * 77,
         "Note: BIC uses N = number of observations. See [R] BIC note.",
     ])
+
+
+def _wrap_label(label: str, width: int) -> list[str]:
+    """Stata's tabulate header: the label over several lines, broken at spaces, or after '==' in a long word."""
+    lines: list[str] = []
+    for word in label.split():
+        while len(word) > width:
+            cut = word.find("==") + 2 if 0 < word.find("==") + 2 <= width else width
+            lines.append(word[:cut])
+            word = word[cut:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width and not lines[-1].endswith("=="):
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) -> str:
+    """Stata's one-way ``tabulate``: frequency, percent and cumulative percent of each level."""
+    total = int(sum(counts))
+    head = _wrap_label(label, 10)
+    lines = [f"{h:>11} |" for h in head[:-1]]
+    lines += [f"{head[-1]:>11} |      Freq.     Percent        Cum.", "-" * 12 + "+" + "-" * 35]
+    cum = 0
+    for level, n in zip(levels, counts):
+        cum += n
+        lines.append(f"{stata_g(float(level)):>11} |{_fmt_int(int(n)):>11}{100 * n / total:>12.2f}"
+                     f"{100 * cum / total:>12.2f}")
+    lines += ["-" * 12 + "+" + "-" * 35, f"{'Total':>11} |{_fmt_int(total):>11}{100:>12.2f}"]
+    return "\n".join(lines)

@@ -357,8 +357,8 @@ class WaldTest:
 
     def __str__(self) -> str:
         lines = [f" ({k + 1:>2})  {c}" for k, c in enumerate(self.constraints)]
-        return "\n".join(lines + ["", f"           chi2({self.df:>3}) = {self.statistic:>8.2f}",
-                                  f"         Prob > chi2 = {self.pvalue:>10.4f}"])
+        return "\n".join(lines + ["", f"           chi2({self.df:>3}) ={self.statistic:>8.2f}",
+                                  f"         Prob > chi2 ={self.pvalue:>10.4f}"])
 
 
 @dataclass(frozen=True)
@@ -368,35 +368,37 @@ class LRTest:
     statistic: float
     df: int
     pvalue: float
+    assumption: str = ""  # "A nested within B" when the models were named
 
     def __str__(self) -> str:
-        return "\n".join(["Likelihood-ratio test", "", f" LR chi2({self.df}) = {self.statistic:>6.2f}",
-                          f"Prob > chi2 = {self.pvalue:.4f}", "", _BOUNDARY_NOTE])
+        head = ["Likelihood-ratio test"] + ([f"Assumption: {self.assumption}"] if self.assumption else [])
+        return "\n".join(head + ["", f" LR chi2({self.df}) = {self.statistic:>6.2f}",
+                                  f"Prob > chi2 = {self.pvalue:.4f}", "", _BOUNDARY_NOTE])
 
 
-def lrtest(small: MixedResult, big: MixedResult) -> LRTest:
+def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None) -> LRTest:
     """LR test of two models fitted to the same observations; the one with fewer parameters is the null.
 
     df is the difference in estimated parameters (as ``estat ic`` counts them). The test is conservative when
-    the null puts a variance on the boundary, as the printed note says.
+    the null puts a variance on the boundary, as the printed note says. ``names`` (of ``a`` and ``b``) add
+    Stata's "Assumption: small nested within big" line.
     """
-    for m in (small, big):
+    for m in (a, b):
         if not isinstance(m, MixedResult):
             raise ComparisonError(f"lrtest needs two fitted models, got {type(m).__name__}")
-    if small.design.sample != big.design.sample:
+    if a.design.sample != b.design.sample:
         raise ComparisonError(
-            f"the models were fitted on different observations ({small.nobs:,} vs {big.nobs:,} rows, or different "
+            f"the models were fitted on different observations ({a.nobs:,} vs {b.nobs:,} rows, or different "
             "rows/responses); refit both on the same sample (drop missing values first)"
         )
-    if small.reml != big.reml:
+    if a.reml != b.reml:
         raise ComparisonError("one model was fitted by REML and the other by ML; refit both the same way")
-    if small.reml and small.design.fe_names != big.design.fe_names:
+    if a.reml and a.design.fe_names != b.design.fe_names:
         raise ComparisonError("REML likelihoods of models with different fixed effects are not comparable; "
                               "refit both with reml=False")
-    if small.df_modelwc == big.df_modelwc:
+    if a.df_modelwc == b.df_modelwc:
         raise ComparisonError("the models have the same number of parameters, so neither is nested in the other")
-    if small.df_modelwc > big.df_modelwc:
-        small, big = big, small
+    (small, small_name), (big, big_name) = sorted(zip((a, b), names or ("", "")), key=lambda m: m[0].df_modelwc)
     stat = 2.0 * (big.llf - small.llf)
     if stat < -1e-6:
         raise ComparisonError(
@@ -405,4 +407,5 @@ def lrtest(small: MixedResult, big: MixedResult) -> LRTest:
         )
     stat = max(stat, 0.0)
     df = big.df_modelwc - small.df_modelwc
-    return LRTest(stat, df, float(special.chdtrc(df, stat)))
+    return LRTest(stat, df, float(special.chdtrc(df, stat)),
+                  f"{small_name} nested within {big_name}" if names else "")

@@ -191,7 +191,8 @@ def parse_varlist(text: str, columns: Columns) -> list[Term]:
 
 
 # ---- the command ----------------------------------------------------------------------------------------
-def _split_top(text: str, sep: str) -> list[str]:
+def split_top(text: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside parentheses."""
     parts, depth, cur, i = [], 0, "", 0
     while i < len(text):
         c = text[i]
@@ -205,7 +206,8 @@ def _split_top(text: str, sep: str) -> list[str]:
     return parts + [cur]
 
 
-def _options(text: str) -> list[tuple[str, str | None]]:
+def options(text: str) -> list[tuple[str, str | None]]:
+    """Stata options ``name`` or ``name(argument)``, lower-cased names."""
     out = []
     for m in re.finditer(r"([A-Za-z_]\w*)(?:\(([^)]*)\))?|(\S)", text):
         if m.group(3):
@@ -227,14 +229,14 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     """Parse a ``mixed`` command (the word ``mixed`` optional) against the data's variable names."""
     cols = Columns(columns)
     text = re.sub(r"^\s*(?:xt)?mixed\b", "", " ".join(command.split()))
-    equations = _split_top(text, "||")
+    equations = split_top(text, "||")
     if len(equations) < 2:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
     reml = False
     fixed_text, _, fixed_opts = equations[0].partition(",")
     constant = True
-    for name, arg in _options(fixed_opts):
+    for name, arg in options(fixed_opts):
         if _abbrev(name, *_NOCONS) and arg is None:
             constant = False
         else:
@@ -257,7 +259,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
             raise FormulaError("'_all:' (crossed random effects) is not supported; jaxhlm fits two-level models")
         group = cols.one(level.strip(), "level variable")
         kind, intercept = "independent", True
-        for name, arg in _options(opts):
+        for name, arg in options(opts):
             if _abbrev(name, *_COV):
                 kind = _covariance(arg)
             elif _abbrev(name, *_NOCONS) and arg is None:

@@ -13,21 +13,30 @@ os.environ.setdefault("JAXHLM_CACHE_DIR", str(Path(__file__).parents[1] / ".jax_
 
 import jaxhlm  # noqa: E402
 
-BASE = "mathach ~ ses*sector + ses*C(sized) + female*sector + female*C(sized)"
-#: The log's six models in lme4/formulaic syntax; keys as in the conventions (M1..M6).
+BASE = "mathach c.ses##c.sector c.ses##i.sized i.female##i.sector i.female##i.sized"
+#: The log's six models in Stata syntax, as the log runs them; keys as in the conventions (M1..M6).
 MODELS = {
-    "M1": BASE + " + (ses + female | id)",
-    "M2 (sesrandom)": BASE + " + (ses | id)",
-    "M3 (noslope)": BASE + " + (1 | id)",
-    "M4 (femalerandom)": BASE + " + (female | id)",
-    "M5": "mathach ~ ses*sector + female*C(sized) + (1 | id)",
-    "M6 (final)": "mathach ~ ses*sector + female*sized_1 + (1 | id)",
+    "M1": BASE + " || id: ses female, cov(unstr)",
+    "M2 (sesrandom)": BASE + " || id: ses, cov(unstr)",
+    "M3 (noslope)": BASE + " || id:",
+    "M4 (femalerandom)": BASE + " || id: female, cov(unstr)",
+    "M5": "mathach c.ses##c.sector i.female##i.sized || id:",
+    "M6 (final)": "mathach c.ses##c.sector i.female##i.sized_1 || id:",
 }
 #: The log prints M3 twice; printout k of the log is MODELS[PRINTOUT[k]].
 PRINTOUT = ["M1", "M2 (sesrandom)", "M3 (noslope)", "M4 (femalerandom)", "M3 (noslope)", "M5", "M6 (final)"]
 
-#: Stata coefficient names -> the names the formulas above produce.
-STATA_NAMES = {
+#: The same models as lme4-style formulas, and the names formulaic gives Stata's coefficients.
+FORMULA_BASE = "mathach ~ ses*sector + ses*C(sized) + female*sector + female*C(sized)"
+FORMULAS = {
+    "M1": FORMULA_BASE + " + (ses + female | id)",
+    "M2 (sesrandom)": FORMULA_BASE + " + (ses | id)",
+    "M3 (noslope)": FORMULA_BASE + " + (1 | id)",
+    "M4 (femalerandom)": FORMULA_BASE + " + (female | id)",
+    "M5": "mathach ~ ses*sector + female*C(sized) + (1 | id)",
+    "M6 (final)": "mathach ~ ses*sector + female*sized_1 + (1 | id)",
+}
+FORMULAIC_NAMES = {
     "ses": "ses", "sector": "sector", "c.ses#c.sector": "ses:sector", "2.sized": "C(sized)[T.2]",
     "3.sized": "C(sized)[T.3]", "2.sized#c.ses": "ses:C(sized)[T.2]", "3.sized#c.ses": "ses:C(sized)[T.3]",
     "1.female": "female", "1.female#1.sector": "female:sector", "1.female#2.sized": "female:C(sized)[T.2]",
@@ -44,4 +53,4 @@ def hsb():
 
 @pytest.fixture(scope="session")
 def log_models(hsb):
-    return {name: jaxhlm.fit(formula, hsb) for name, formula in MODELS.items()}
+    return {name: jaxhlm.mixed(command, hsb) for name, command in MODELS.items()}

@@ -51,13 +51,14 @@ def _maybe(x: str) -> float | None:
     return None if x == "." else float(x)
 
 
-def printouts() -> list[Printout]:
-    text = LOG.read_text()
+def printouts(text: str | None = None) -> list[Printout]:
+    """Every ``mixed`` printout of ``text`` (default: the reference log)."""
+    text = LOG.read_text() if text is None else text
     chunks = re.split(r"\n\s*\.\s+mixed\s+", text)[1:]
     out = []
     for chunk in chunks:
         lines = chunk.splitlines()
-        p = Printout(command="mixed " + " ".join(l.strip() for l in lines[:3] if not l.startswith("note")))
+        p = Printout(command="mixed " + " ".join(s.strip() for s in lines[:3] if not s.startswith("note")))
         header = None
         for line in lines:
             s = line.rstrip()
@@ -109,25 +110,41 @@ def after(command_fragment: str) -> str:
     return text[text.index(command_fragment):]
 
 
-def lrtests() -> list[tuple[float, int, float]]:
-    """(LR chi2, df, p) of each ``lrtest`` in order."""
-    text = LOG.read_text()
-    return [(float(s), int(d), float(p)) for d, s, p in
-            re.findall(r"LR chi2\((\d+)\) =\s+([\d.]+)\s*\n\s*\n?Prob > chi2 = ([\d.]+)", text)]
+def lrtests(text: str | None = None) -> list[tuple[str, float, int, float]]:
+    """(assumption, LR chi2, df, p) of each ``lrtest`` in order."""
+    text = LOG.read_text() if text is None else text
+    return [(a.strip(), float(s), int(d), float(p)) for a, d, s, p in
+            re.findall(r"Assumption: (.*?)\n\s*\n?\s*LR chi2\((\d+)\) =\s+([\d.]+)\s*\n\s*\n?Prob > chi2 = ([\d.]+)",
+                       text)]
 
 
-def estat_ic() -> list[tuple[str, int, float, int, float, float]]:
+def estat_ic(text: str | None = None) -> list[tuple[str, int, float, int, float, float]]:
     """(model, N, ll(model), df, AIC, BIC) of each ``estat ic`` in order."""
-    text = LOG.read_text()
+    text = LOG.read_text() if text is None else text
     rows = re.findall(r"^\s*(\S+) \|\s+([\d,]+)\s+\.\s+(-[\d.]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s*$", text, re.M)
     return [(m, int(n.replace(",", "")), float(ll), int(df), float(a), float(b)) for m, n, ll, df, a, b in rows]
 
 
-def tests() -> list[tuple[int, float, float]]:
-    """(df, chi2, p) of each ``test`` in order."""
-    text = LOG.read_text()
-    return [(int(d), float(c), float(p)) for d, c, p in
-            re.findall(r"^\s+chi2\(\s*(\d+)\) =\s+([\d.]+)\s*\n\s*\n?\s*Prob > chi2 =\s+([\d.]+)", text, re.M)]
+def tests(text: str | None = None) -> list[tuple[list[str], int, float, float]]:
+    """(constraint lines, df, chi2, p) of each ``test`` in order."""
+    text = LOG.read_text() if text is None else text
+    out = []
+    for block in re.split(r"\n\s*\.\s+test\s", text)[1:]:
+        lines = re.findall(r"^\s*\(\s*\d+\)\s+(.*?)\s*$", block, re.M)
+        d, c, p = re.search(r"^\s+chi2\(\s*(\d+)\) =\s+([\d.]+)\s*\n\s*(?:\d+\s*\n)?\s*\n?\s*Prob > chi2 =\s+([\d.]+)",
+                            block, re.M).groups()
+        out.append((lines, int(d), float(c), float(p)))
+    return out
+
+
+def tabulations(text: str | None = None) -> list[list[tuple[str, int, float, float]]]:
+    """(level, Freq., Percent, Cum.) rows of each one-way ``tabulate`` in order."""
+    text = LOG.read_text() if text is None else text
+    out = []
+    for block in re.split(r"\n\s*\.\s+tab\w*\s", text)[1:]:
+        rows = re.findall(r"^\s*(\S+) \|\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s*$", block, re.M)
+        out.append([(lv, int(n.replace(",", "")), float(pc), float(cu)) for lv, n, pc, cu in rows])
+    return out
 
 
 # ---- the exact optimum and its inference, from the conventions that accompany the log --------------------

@@ -171,9 +171,9 @@ def test_cli_json_and_report(capsys):
 
 
 def test_cli_json_null_se_for_failed_fit(capsys):
-    from conftest import MODELS
+    from conftest import FORMULAS
 
-    code, out, _ = _cli(["fit", MODELS["M1"], "--json"], capsys)
+    code, out, _ = _cli(["fit", FORMULAS["M1"], "--json"], capsys)
     doc = json.loads(out)
     assert code == 0 and doc["singular"] is True
     assert all(v["se"] is None for v in doc["random"].values())

@@ -16,7 +16,7 @@ import pytest
 
 import jaxhlm
 import stata_log
-from conftest import MODELS, PRINTOUT, STATA_NAMES
+from conftest import FORMULAIC_NAMES, FORMULAS, MODELS, PRINTOUT
 
 PRINTOUTS = stata_log.printouts()
 EXACT_FE = ("M1", "M2 (sesrandom)", "M4 (femalerandom)")  # Stata's digits not reproducible (conventions §0)
@@ -62,7 +62,7 @@ def test_exact_optimum(log_models, model):
     np.testing.assert_allclose(r.theta, ex["theta"], atol=2e-6)
     assert r.scale == pytest.approx(ex["sigma2"], rel=1e-7)
     for stata, b in ex["beta"].items():
-        assert r.fe_params[STATA_NAMES[stata]] == pytest.approx(b, rel=1e-6, abs=1e-8), stata
+        assert r.fe_params[stata] == pytest.approx(b, rel=1e-6, abs=1e-8), stata
     assert r.singular == (model in ("M1", "M2 (sesrandom)"))
 
 
@@ -71,10 +71,11 @@ def test_fixed_effects(log_models, k):
     p, model = PRINTOUTS[k], PRINTOUT[k]
     r = log_models[model]
     table = r.to_frame()["fixed"]
-    assert sorted(table.index) == sorted(STATA_NAMES[n] for n in p.coef)
+    assert list(table.index) == list(p.coef)
+    assert r.design.omitted == tuple(p.omitted)
     exact = stata_log.fixed_at_mle(model)
     for stata, (b, se, z, pz, lo, hi) in p.coef.items():
-        row = table.loc[STATA_NAMES[stata]]
+        row = table.loc[stata]
         assert printed(row.z, z, 2) and printed(row.p, pz, 3), stata
         if model in EXACT_FE:
             b_ex, se_ex = exact[stata]
@@ -135,23 +136,36 @@ def test_lrtest(log_models):
     m = log_models
     pairs = [("M2 (sesrandom)", "M3 (noslope)"), ("M3 (noslope)", "M4 (femalerandom)"),
              ("M6 (final)", "M4 (femalerandom)"), ("M6 (final)", "M2 (sesrandom)")]
-    for (a, b), (stat, df, pval) in zip(pairs, stata_log.lrtests(), strict=True):
-        t = jaxhlm.lrtest(m[a], m[b])
+    names = {"M2 (sesrandom)": "sesrandom", "M3 (noslope)": "noslope", "M4 (femalerandom)": "femalerandom",
+             "M6 (final)": "."}
+    for (a, b), (assumption, stat, df, pval) in zip(pairs, stata_log.lrtests(), strict=True):
+        t = jaxhlm.lrtest(m[a], m[b], names=(names[a], names[b]))
         assert t.df == df and printed(t.statistic, stat, 2) and printed(t.pvalue, pval, 4)
-        assert "conservative" in str(t)
+        assert t.assumption == assumption and "conservative" in str(t)
 
 
 def test_wald_tests_accumulate(log_models):
     expected = stata_log.tests()
     m3, m5 = log_models["M3 (noslope)"], log_models["M5"]
-    t1 = m3.test("female:sector = 0")
-    t2 = m3.test("ses:C(sized)[T.2] = 0", accumulate=t1)
-    t3 = m3.test("ses:C(sized)[T.3]", accumulate=t2)
-    t4 = m5.test("C(sized)[T.2] = C(sized)[T.3]")
-    t5 = m5.test("female:C(sized)[T.2] = female:C(sized)[T.3]", accumulate=t4)
-    for t, (df, chi2, p) in zip([t1, t2, t3, t4, t5], expected, strict=True):
+    t1 = m3.test("1.female#1.sector = 0")
+    t2 = m3.test("2.sized#c.ses = 0", accumulate=t1)
+    t3 = m3.test("[mathach]3.sized#c.ses", accumulate=t2)
+    t4 = m5.test("2.sized = 3.sized")
+    t5 = m5.test("_b[1.female#2.sized] = 1.female#3.sized", accumulate=t4)
+    for t, (lines, df, chi2, p) in zip([t1, t2, t3, t4, t5], expected, strict=True):
+        assert t.constraints == lines
         assert t.df == df and printed(t.statistic, chi2, 2) and printed(t.pvalue, p, 4)
-    assert t3.constraints == ["female:sector = 0", "ses:C(sized)[T.2] = 0", "ses:C(sized)[T.3]"]
     # A joint test given at once equals the accumulated one.
-    joint = m3.test(["female:sector", "ses:C(sized)[T.2]", "ses:C(sized)[T.3]"])
+    joint = m3.test(["1.female#1.sector", "2.sized#c.ses", "3.sized#c.ses"])
     assert joint.statistic == pytest.approx(t3.statistic, rel=1e-12)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_formula_front_end_agrees(hsb, log_models, model):
+    """The lme4-style formula of each model builds the same design under formulaic's names: same fit."""
+    r, s = jaxhlm.fit(FORMULAS[model], hsb), log_models[model]
+    assert r.llf == pytest.approx(s.llf, abs=1e-8)
+    assert sorted(r.design.fe_names) == sorted(FORMULAIC_NAMES[n] for n in s.design.fe_names)
+    for name in s.design.fe_names:
+        assert r.fe_params[FORMULAIC_NAMES[name]] == pytest.approx(s.fe_params[name], rel=1e-6, abs=1e-9), name
+        assert r.bse_fe[FORMULAIC_NAMES[name]] == pytest.approx(s.bse_fe[name], rel=1e-6), name

@@ -1,0 +1,282 @@
+"""Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
+
+``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic``, ``test``, ``tabulate`` (with
+``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing here). Comments
+(``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed with ``. ``
+and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run with
+the line number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import render
+from .errors import JaxhlmError
+from .results import MixedResult, WaldTest, lrtest
+from .stata import Columns, options, parse_mixed, split_top
+
+
+class DoFileError(JaxhlmError):
+    """A do-file command failed; ``line`` is its first line and ``output`` what ran before it printed."""
+
+    def __init__(self, message: str, line: int, output: str = ""):
+        super().__init__(f"line {line}: {message}")
+        self.line, self.output = line, output
+
+
+@dataclass
+class Command:
+    text: str  # the command with comments removed and continuation lines joined
+    echo: list[str]  # the lines as Stata echoes them
+    line: int
+
+
+def commands(text: str) -> list[Command]:
+    """Split a do-file into commands, dropping comments and joining ``///`` continuations."""
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group().count("\n"), text, flags=re.S)
+    out: list[Command] = []
+    pending: Command | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        code = re.sub(r"(^|\s)//.*$", "", raw) if "///" not in raw else raw
+        cont = re.search(r"(^|\s)///.*$", code)
+        if cont:
+            code = code[: cont.start()]
+        if pending is None:
+            if not code.strip() or code.lstrip().startswith("*"):
+                if raw.strip():
+                    out.append(Command("", [raw.strip()], number))  # a comment, echoed as Stata does
+                continue
+            pending = Command(code.strip(), [raw.rstrip() if cont else code.strip()], number)
+        else:
+            pending.text += " " + code.strip()
+            pending.echo.append(raw.rstrip() if cont else code.strip())
+        if not cont:
+            out.append(pending)
+            pending = None
+    if pending is not None:
+        out.append(pending)
+    return out
+
+
+def _abbrev(word: str, full: str, shortest: int) -> bool:
+    return len(word) >= shortest and full.startswith(word)
+
+
+@dataclass
+class Session:
+    """The state a do-file builds up: the data, the active and stored estimates, the last test."""
+
+    data: pd.DataFrame
+    base_dir: Path = field(default_factory=Path.cwd)
+    labels: dict[str, str] = field(default_factory=dict)
+    changed: bool = False
+    active: MixedResult | None = None
+    active_name: str = "."  # '.' until `estimates store` names the active results
+    stored: dict[str, MixedResult] = field(default_factory=dict)
+    last_test: tuple[MixedResult, WaldTest] | None = None
+
+    # ---- commands -------------------------------------------------------------------------------
+    def run(self, cmd: str, args: str) -> str:
+        for name, shortest, method in _COMMANDS:
+            if _abbrev(cmd, name, shortest):
+                return method(self, args)
+        raise JaxhlmError(f"command {cmd} is not supported; jaxhlm runs " + ", ".join(n for n, _, _ in _COMMANDS))
+
+    def use(self, args: str) -> str:
+        target, _, opts = args.partition(",")
+        clear = any(_abbrev(o, "clear", 5) for o, _ in options(opts))
+        path = target.strip().strip('"')
+        if not path:
+            raise JaxhlmError("use needs a file name: use FILE.csv [, clear]")
+        if self.changed and not clear:
+            raise JaxhlmError("no; dataset in memory has changed since last saved (add ', clear' to use)")
+        file = Path(path) if Path(path).is_absolute() or Path(path).exists() else self.base_dir / path
+        if file.suffix.lower() != ".csv":
+            raise JaxhlmError(f"use reads CSV files; save {path} as CSV (export delimited) first")
+        if not file.is_file():
+            raise JaxhlmError(f"file {path} not found")
+        from .datasets import read_csv
+
+        self.data, self.labels, self.changed = read_csv(str(file)), {}, False
+        self.active, self.active_name, self.stored, self.last_test = None, ".", {}, None
+        return ""
+
+    def mixed(self, args: str) -> str:
+        if not args.strip():
+            return str(self._active())  # replay
+        from .pipeline import fit_spec
+
+        self.active = fit_spec(parse_mixed(args, self.data.columns), self.data)
+        self.active_name = "."
+        return str(self.active)
+
+    def estimates(self, args: str) -> str:
+        sub, _, rest = args.strip().partition(" ")
+        name = rest.strip()
+        if _abbrev(sub, "store", 3):
+            if not re.fullmatch(r"[A-Za-z_]\w*", name):
+                raise JaxhlmError("estimates store needs a name: estimates store NAME")
+            self.stored[name] = self._active()
+            self.active_name = name
+            return ""
+        if _abbrev(sub, "restore", 1):
+            self.active, self.active_name = self._stored(name), name
+            return ""
+        raise JaxhlmError(f"estimates {sub} is not supported; use estimates store NAME or estimates restore NAME")
+
+    def estat(self, args: str) -> str:
+        if args.split() != ["ic"]:
+            raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic is")
+        return render.ic_text(self._active(), self.active_name)
+
+    def lrtest(self, args: str) -> str:
+        names = args.partition(",")[0].split()
+        if len(names) == 1:
+            names.append(".")
+        if len(names) != 2:
+            raise JaxhlmError("lrtest compares two models: lrtest A B (a '.' is the active model)")
+        models = [self._active() if n == "." else self._stored(n) for n in names]
+        result = lrtest(models[0], models[1], names=(names[0], names[1]))
+        self.active_name = "."  # Stata's lrtest leaves the active results unnamed
+        return str(result)
+
+    def test(self, args: str) -> str:
+        body, _, opts = args.partition(",")
+        accumulate = False
+        for o, _ in options(opts):
+            if not _abbrev(o, "accumulate", 1):
+                raise JaxhlmError(f"option {o} not allowed; test accepts accumulate")
+            accumulate = True
+        model = self._active()
+        previous = None
+        if accumulate:
+            if self.last_test is None or self.last_test[0] is not model:
+                raise JaxhlmError("nothing to accumulate: no earlier test of the active estimates")
+            previous = self.last_test[1]
+        result = model.test(_constraints(body), accumulate=previous)
+        self.last_test = (model, result)
+        return str(result)
+
+    def tabulate(self, args: str) -> str:
+        body, _, opts = args.partition(",")
+        names = [n for tok in body.split() for n in Columns(self.data.columns).resolve(tok)]
+        if len(names) != 1:
+            raise JaxhlmError("tabulate here makes one-way tables: tabulate VAR [, generate(STUB)]")
+        var = names[0]
+        stub = None
+        for o, arg in options(opts):
+            if _abbrev(o, "generate", 3) and arg:
+                stub = arg.strip()
+            else:
+                raise JaxhlmError(f"option {o} not allowed; tabulate accepts generate(STUB)")
+        col = self.data[var]
+        counts = col.dropna().value_counts().sort_index()
+        if counts.empty:
+            raise JaxhlmError("no observations")
+        if stub is not None:
+            self._generate(var, stub, counts.index)
+        return render.tabulate_text(self.labels.get(var, var), list(counts.index), list(counts.to_numpy()))
+
+    def _generate(self, var: str, stub: str, levels: pd.Index) -> None:
+        new = [f"{stub}{k}" for k in range(1, len(levels) + 1)]
+        clash = [n for n in new if n in self.data.columns]
+        if clash:
+            raise JaxhlmError(f"variable {clash[0]} already defined")
+        col = self.data[var]
+        fresh = {}
+        for name, level in zip(new, levels):
+            fresh[name] = np.where(col.isna(), np.nan, (col == level).astype(float))
+            shown = f"{level:.4f}" if isinstance(level, (int, float, np.number)) else str(level)
+            self.labels[name] = f"{var}=={shown}"
+        self.data = self.data.assign(**fresh)
+        self.changed = True
+
+    def quietly(self, args: str) -> str:
+        cmd, _, rest = args.strip().lstrip(":").strip().partition(" ")
+        self.run(cmd, rest)
+        return ""
+
+    def version(self, args: str) -> str:
+        return ""
+
+    def set(self, args: str) -> str:
+        if args.split()[:1] != ["more"]:
+            raise JaxhlmError(f"set {args.strip()} is not supported; only set more (which changes nothing here)")
+        return ""
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _active(self) -> MixedResult:
+        if self.active is None:
+            raise JaxhlmError("last estimates not found; run mixed first")
+        return self.active
+
+    def _stored(self, name: str) -> MixedResult:
+        if name not in self.stored:
+            known = ", ".join(self.stored) or "none stored yet"
+            raise JaxhlmError(f"estimation result {name} not found (stored: {known})")
+        return self.stored[name]
+
+
+#: (command, shortest abbreviation, handler), as Stata abbreviates them.
+_COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
+    ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
+    ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
+    ("test", 4, Session.test), ("tabulate", 2, Session.tabulate), ("quietly", 3, Session.quietly),
+    ("version", 4, Session.version), ("set", 3, Session.set),
+]
+
+
+def _constraints(body: str) -> list[str]:
+    """``test``'s forms: ``(exp=exp) (exp=exp)``, ``exp=exp[=exp…]``, or a coefficient list (each = 0)."""
+    body = body.strip()
+    if not body:
+        raise JaxhlmError("test needs a constraint: test EXP = EXP, or test COEF [COEF ...]")
+    if body.startswith("("):
+        groups = [g.strip() for g in split_top(body, " ") if g.strip()]
+        if not all(g.startswith("(") and g.endswith(")") for g in groups):
+            raise JaxhlmError(f"test {body}: write each constraint in parentheses, e.g. test (a = 0) (b = c)")
+        return [c for g in groups for c in _constraints(g[1:-1])]
+    if "=" in body:
+        sides = body.split("=")
+        return [f"{sides[0]} = {s}" for s in sides[1:]]
+    return [f"{name} = 0" for name in body.split()]
+
+
+def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path | None = None,
+           write: Callable[[str], None] | None = None) -> str:
+    """Run a do-file's commands on ``data`` (default: the bundled HSB data) and return the log.
+
+    ``write`` receives the log as it is produced (the command line prints it). A failing command raises
+    :class:`DoFileError` with its line number; the log up to it is in the error's ``output``.
+    """
+    if data is None:
+        from . import datasets
+
+        data = datasets.hsb()
+    session = Session(data, Path(base_dir) if base_dir is not None else Path.cwd())
+    log: list[str] = []
+
+    def emit(chunk: str) -> None:
+        log.append(chunk)
+        if write is not None:
+            write(chunk)
+
+    for cmd in commands(text):
+        emit("\n".join([f". {cmd.echo[0]}"] + [f"> {e}" for e in cmd.echo[1:]]) + "\n")
+        if not cmd.text:
+            continue
+        name, _, args = cmd.text.partition(" ")
+        try:
+            output = session.run(name, args)
+        except JaxhlmError as exc:
+            raise DoFileError(str(exc), cmd.line, "".join(log)) from None
+        if output:
+            emit("\n" + output.strip("\n") + "\n\n")
+    return "".join(log)
