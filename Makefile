@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) experiments/replicate_hsb.py
+	$(VENV)/bin/jaxhlm run examples/hsb_model_building.do
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -40,7 +40,8 @@ class Command:
 
 def commands(text: str) -> list[Command]:
     """Split a do-file into commands, dropping comments and joining ``///`` continuations."""
-    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group().count("\n"), text, flags=re.S)
+    # A block comment that spans lines joins them, as in Stata: each of its line breaks becomes a continuation.
+    text = re.sub(r"/\*.*?\*/", lambda m: " ///\n" * m.group().count("\n") or " ", text, flags=re.S)
     out: list[Command] = []
     pending: Command | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -50,7 +51,7 @@ def commands(text: str) -> list[Command]:
             code = code[: cont.start()]
         if pending is None:
             if not code.strip() or code.lstrip().startswith("*"):
-                if raw.strip():
+                if raw.lstrip().startswith(("*", "//")):
                     out.append(Command("", [raw.strip()], number))  # a comment, echoed as Stata does
                 continue
             pending = Command(code.strip(), [raw.rstrip() if cont else code.strip()], number)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, FormulaError
 
 #: Base-level choices besides an explicit level: ``ib(first).``, ``ib(last).``, ``ib(freq).``, ``ibn.``.
 BASE_RULES = ("first", "last", "freq", "none")
@@ -81,6 +81,11 @@ class FixedTerms:
     def of(cls, terms: list[Term], constant: bool = True) -> "FixedTerms":
         """Repeated terms with a factor vanish, as in Stata's expansion; a repeated continuous term stays (and is
         later omitted because of collinearity, with a note)."""
+        bases: dict[str, int | str | None] = {}
+        for v in (v for t in terms for v in t.vars if v.factor):
+            if bases.setdefault(v.name, v.base) != v.base:
+                raise FormulaError(f"{v.name} has two base levels ({FVar(v.name, True, bases[v.name])} and {v}); "
+                                   "give it the same one everywhere")
         kept: list[Term] = []
         for t in terms:
             if any(v.factor for v in t.vars) and t in kept:

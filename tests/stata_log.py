@@ -54,7 +54,7 @@ def _maybe(x: str) -> float | None:
 def printouts(text: str | None = None) -> list[Printout]:
     """Every ``mixed`` printout of ``text`` (default: the reference log)."""
     text = LOG.read_text() if text is None else text
-    chunks = re.split(r"\n\s*\.\s+mixed\s+", text)[1:]
+    chunks = re.split(r"(?m)^\s*\.\s+mixed\s+", text)[1:]
     out = []
     for chunk in chunks:
         lines = chunk.splitlines()
@@ -129,7 +129,7 @@ def tests(text: str | None = None) -> list[tuple[list[str], int, float, float]]:
     """(constraint lines, df, chi2, p) of each ``test`` in order."""
     text = LOG.read_text() if text is None else text
     out = []
-    for block in re.split(r"\n\s*\.\s+test\s", text)[1:]:
+    for block in re.split(r"(?m)^\s*\.\s+test\s", text)[1:]:
         lines = re.findall(r"^\s*\(\s*\d+\)\s+(.*?)\s*$", block, re.M)
         d, c, p = re.search(r"^\s+chi2\(\s*(\d+)\) =\s+([\d.]+)\s*\n\s*(?:\d+\s*\n)?\s*\n?\s*Prob > chi2 =\s+([\d.]+)",
                             block, re.M).groups()
@@ -141,7 +141,7 @@ def tabulations(text: str | None = None) -> list[list[tuple[str, int, float, flo
     """(level, Freq., Percent, Cum.) rows of each one-way ``tabulate`` in order."""
     text = LOG.read_text() if text is None else text
     out = []
-    for block in re.split(r"\n\s*\.\s+tab\w*\s", text)[1:]:
+    for block in re.split(r"(?m)^\s*\.\s+tab\w*\s", text)[1:]:
         rows = re.findall(r"^\s*(\S+) \|\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s*$", block, re.M)
         out.append([(lv, int(n.replace(",", "")), float(pc), float(cu)) for lv, n, pc, cu in rows])
     return out
@@ -168,7 +168,9 @@ def exact_optimum(model: str) -> dict:
     """LL, θ, σ² and β of the exact ML optimum (conventions §2, "Reference optimum")."""
     sec = _section(rf"^#### {re.escape(model)}(?=\s|$).*$")
     beta_line = re.search(r"- beta: (.*)", sec).group(1)
+    sigma_line = re.search(r"- Sigma: (.*)", sec).group(1)
     return {
+        "sigma": {f"{k}": float(v) for k, v in re.findall(r"((?:var|cov)\([^)]*\)) = (-?[\d.e-]+)", sigma_line)},
         "llf": float(re.search(r"LL \(exact ML optimum\) = (-[\d.]+)", sec).group(1)),
         "theta": [float(t) for t in re.search(r"= \[([^\]]+)\]", sec).group(1).split(",")],
         "sigma2": float(re.search(r"sigma_e\^2 = ([\d.]+)", sec).group(1)),
