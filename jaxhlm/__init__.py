@@ -3,8 +3,10 @@
 High level::
 
     import jaxhlm
-    r = jaxhlm.fit("mathach ~ ses*sector + (1 + ses | id)", jaxhlm.datasets.hsb())
+    r = jaxhlm.mixed("mathach c.ses##i.sector || id: ses, cov(unstr)", jaxhlm.datasets.hsb())   # Stata syntax
+    r = jaxhlm.fit("mathach ~ ses*sector + (1 + ses | id)", jaxhlm.datasets.hsb())             # lme4 formula
     print(r.summary())
+    print(jaxhlm.run_do(open("analysis.do").read()))                                           # a do-file
 
 Array level (jit / grad / vmap): :func:`group_stats`, :func:`profiled_deviance`, :func:`fit_stats`.
 """
@@ -13,6 +15,8 @@ from . import _config  # noqa: F401  (float64 and the compilation cache, before 
 from . import datasets as datasets
 from . import covariance as covariance
 from .covariance import Block as Block
+from .dofile import DoFileError as DoFileError
+from .dofile import run_do as run_do
 from .deviance import profiled_deviance as profiled_deviance
 from .errors import ComparisonError as ComparisonError
 from .errors import DataError as DataError
@@ -35,7 +39,7 @@ from .stats import pad_groups as pad_groups
 __version__ = "0.1.0"
 
 __all__ = [
-    "Block", "ComparisonError", "DataError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
+    "Block", "ComparisonError", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
     "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "lrtest", "pad_groups",
-    "mixed", "parse_formula", "profiled_deviance",
+    "mixed", "parse_formula", "profiled_deviance", "run_do",
 ]

@@ -31,7 +31,7 @@ _TOKEN = re.compile(
 #: Options: (full name, shortest abbreviation Stata accepts).
 _COV = ("covariance", "cov")
 _NOCONS = ("noconstant", "noc")
-_GLOBAL = {"mle": ("mle", "mle"), "reml": ("reml", "reml"), "nolog": ("nolog", "nolo"), "log": ("log", "log"),
+_GLOBAL = {"mle": ("mle", "ml"), "reml": ("reml", "reml"), "nolog": ("nolog", "nolo"), "log": ("log", "log"),
            "variance": ("variance", "var")}
 _KINDS = {"identity": "id", "independent": "ind", "exchangeable": "ex", "unstructured": "un"}
 

@@ -104,9 +104,11 @@ def test_docstring_examples():
     import doctest
 
     import jaxhlm.pipeline
+    import jaxhlm.stata
 
-    result = doctest.testmod(jaxhlm.pipeline, raise_on_error=True)
-    assert result.failed == 0 and result.attempted == 3
+    for module, examples in ((jaxhlm.pipeline, 3), (jaxhlm.stata, 3)):
+        result = doctest.testmod(module, raise_on_error=True)
+        assert result.failed == 0 and result.attempted == examples
 
 
 def test_array_api_matches_formula_fit(hsb):
