@@ -14,6 +14,9 @@ Array level (jit / grad / vmap): :func:`group_stats`, :func:`profiled_deviance`,
 from . import _config  # noqa: F401  (float64 and the compilation cache, before any array is made)
 from . import datasets as datasets
 from . import covariance as covariance
+from .batch import bootstrap_lrtest as bootstrap_lrtest
+from .batch import refit_batch as refit_batch
+from .batch import simulate as simulate
 from .covariance import Block as Block
 from .dofile import DoFileError as DoFileError
 from .dofile import run_do as run_do
@@ -41,5 +44,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Block", "ComparisonError", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
     "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "lrtest", "pad_groups",
-    "mixed", "parse_formula", "profiled_deviance", "run_do",
+    "mixed", "parse_formula", "profiled_deviance", "run_do", "bootstrap_lrtest", "refit_batch", "simulate",
 ]

@@ -2,7 +2,9 @@
 
 ``jaxhlm fit FORMULA [--data FILE.csv] [--reml] [--cov KIND] [--json]`` — an lme4-style formula;
 ``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE.csv] [--json]`` — Stata syntax;
-``jaxhlm run FILE.do [--data FILE.csv]`` — a do-file, printed as a Stata log.
+``jaxhlm run FILE.do [--data FILE.csv]`` — a do-file, printed as a Stata log;
+``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE.csv]`` — parametric-bootstrap LR test of two
+nested models, each a Stata ``mixed`` command or an lme4 formula.
 
 Errors in the input go to stderr as one line and exit with status 2.
 """
@@ -36,12 +38,18 @@ def _parser() -> argparse.ArgumentParser:
                                    "tabulate) and print its log")
     r.add_argument("dofile", help="the do-file")
     r.add_argument("--data", help=data_help + "; a 'use' in the do-file replaces it")
+    b = sub.add_parser("bootstrap", help="parametric-bootstrap LR test of two nested models")
+    b.add_argument("small", help="the null model: Stata syntax ('mathach ses || id:') or a formula (with '~')")
+    b.add_argument("big", help="the alternative model, in the same syntax")
+    b.add_argument("--B", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    b.add_argument("--data", help=data_help)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import datasets, fit, mixed
+    from . import bootstrap_lrtest, datasets, fit, mixed
     from .dofile import DoFileError, run_do
     from .errors import JaxhlmError
 
@@ -55,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_do(path.read_text(), data, base_dir=path.parent, write=lambda s: print(s, end="", flush=True))
             except DoFileError as exc:
                 raise JaxhlmError(f"{args.dofile}, {exc}") from None
+            return 0
+        if args.command == "bootstrap":
+            if args.B < 1:
+                raise JaxhlmError(f"--B must be a positive number of replicates, got {args.B}")
+            small, big = (fit(m, data) if "~" in m else mixed(m, data) for m in (args.small, args.big))
+            print(bootstrap_lrtest(small, big, B=args.B, seed=args.seed, names=("small", "big")))
             return 0
         result = (fit(args.formula, data, reml=args.reml, cov=args.cov) if args.command == "fit"
                   else mixed(args.model, data))

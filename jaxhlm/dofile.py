@@ -138,13 +138,28 @@ class Session:
         return render.ic_text(self._active(), self.active_name)
 
     def lrtest(self, args: str) -> str:
-        names = args.partition(",")[0].split()
+        body, _, opts = args.partition(",")
+        names = body.split()
         if len(names) == 1:
             names.append(".")
         if len(names) != 2:
             raise JaxhlmError("lrtest compares two models: lrtest A B (a '.' is the active model)")
         models = [self._active() if n == "." else self._stored(n) for n in names]
-        result = lrtest(models[0], models[1], names=(names[0], names[1]))
+        boot: dict[str, int] = {}
+        for o, arg in options(opts):
+            if o in ("bootstrap", "seed") and arg is not None and arg.strip().isdigit():
+                boot[o] = int(arg)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; lrtest accepts bootstrap(#) and seed(#)")
+        if "seed" in boot and "bootstrap" not in boot:
+            raise JaxhlmError("seed() goes with bootstrap(#)")
+        if boot:
+            from .batch import bootstrap_lrtest
+
+            result: object = bootstrap_lrtest(models[0], models[1], B=boot["bootstrap"], seed=boot.get("seed", 0),
+                                              names=(names[0], names[1]))
+        else:
+            result = lrtest(models[0], models[1], names=(names[0], names[1]))
         self.active_name = "."  # Stata's lrtest leaves the active results unnamed
         return str(result)
 

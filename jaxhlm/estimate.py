@@ -55,8 +55,9 @@ def _deviance(theta: Array, stats: GroupStats, templates: Array, reml: bool) -> 
     return objective(factorize(relative_factor(theta, templates), stats), stats, reml)
 
 
-@partial(jax.jit, static_argnames=("blocks", "reml", "em_steps"))
-def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_steps: int = 20) -> Fit:
+@partial(jax.jit, static_argnames=("blocks", "reml", "em_steps", "max_steps"))
+def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_steps: int = 20,
+              start: Array | None = None, max_steps: int = 200) -> Fit:
     """Maximum-likelihood (or REML) fit of a two-level LMM from its sufficient statistics.
 
     Args:
@@ -64,12 +65,19 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
       blocks: the covariance structure, a tuple of :class:`~jaxhlm.covariance.Block` (static).
       reml: fit by REML.
       em_steps: EM iterations before Newton.
+      start: a θ to start Newton from when its deviance is lower than the EM warm start's. Newton only
+        descends, so the fit is then at least as good as ``start`` — what a likelihood-ratio test of a
+        nested pair needs (start the bigger model at the smaller model's optimum, and LR ≥ 0 is assured),
+        and what lets a batch resume the few replicates a first round of ``max_steps`` left unconverged.
+      max_steps: Newton steps at most (the result code says when they ran out).
     """
     T = jnp.asarray(cov.templates(blocks))
     lower = jnp.asarray(cov.theta_lower(blocks))
     dev = lambda th: _deviance(th, stats, T, reml)  # noqa: E731
     theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), stats, T, blocks, em_steps)
-    sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)))
+    if start is not None:
+        theta0 = jnp.where(dev(start) < dev(theta0), start, theta0)
+    sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps)
     theta, _ = _rectify(sol.x, sol.value, dev, lower)
     sol = certify(dev, theta, lower, sol.steps, sol.result)
     d = sol.value

@@ -78,7 +78,12 @@ def _free_mask(x: Array, g: Array, H: Array, lower: Array, eps_bar: float) -> Ar
 
 
 def _free_eigh(H: Array, free: Array) -> tuple[Array, Array]:
-    """Eigen-decomposition of H restricted to the free coordinates (held ones get a large eigenvalue)."""
+    """Eigen-decomposition of H restricted to the free coordinates (held ones get a large eigenvalue).
+
+    Non-finite entries are zeroed first: LAPACK's eigensolver can loop forever on a NaN, and in a batch
+    (vmap) a replicate that has already stopped still evaluates this at its frozen point.
+    """
+    H = jnp.where(jnp.isfinite(H), H, 0.0)
     big = jnp.max(jnp.abs(H)) + 1.0
     both = free[:, None] & free[None, :]
     return jnp.linalg.eigh(jnp.where(both, H, 0.0) + jnp.diag(jnp.where(free, 0.0, big)))

@@ -46,23 +46,26 @@ class GroupStats(NamedTuple):
     p: Array
 
 
+def slots(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Where each row goes in the padded layout: (group, slot within the group, largest group size)."""
+    counts = np.bincount(group, minlength=n_groups)
+    order = np.argsort(group, kind="stable")
+    slot = np.empty(len(group), dtype=np.int64)
+    slot[order] = np.arange(len(group)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[group[order]]
+    return group, slot, int(counts.max()) if len(counts) else 0
+
+
+def pad_rows(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Scatter row-wise values (rows first; any trailing shape) into (n_groups, n_max, …) slabs, zero-filled."""
+    g, slot, n_max = slots(group, n_groups)
+    out = np.zeros((n_groups, n_max) + values.shape[1:])
+    out[g, slot] = values
+    return out
+
+
 def pad_groups(X: np.ndarray, Z: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int) -> GroupedData:
     """Scatter row-wise arrays into per-group slabs. ``group`` holds codes 0..n_groups-1."""
-    order = np.argsort(group, kind="stable")
-    g = group[order]
-    counts = np.bincount(g, minlength=n_groups)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.arange(len(g)) - starts[g]
-    n_max = int(counts.max()) if len(counts) else 0
-    Xp = np.zeros((n_groups, n_max, X.shape[1]))
-    Zp = np.zeros((n_groups, n_max, Z.shape[1]))
-    yp = np.zeros((n_groups, n_max))
-    mp = np.zeros((n_groups, n_max))
-    Xp[g, slot] = X[order]
-    Zp[g, slot] = Z[order]
-    yp[g, slot] = y[order]
-    mp[g, slot] = 1.0
-    return GroupedData(jnp.asarray(Xp), jnp.asarray(Zp), jnp.asarray(yp), jnp.asarray(mp))
+    return GroupedData(*(jnp.asarray(pad_rows(a, group, n_groups)) for a in (X, Z, y, np.ones(len(y)))))
 
 
 @jax.jit

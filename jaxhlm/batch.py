@@ -1,0 +1,425 @@
+"""Batched refits: one design, many responses — simulation, refits and parametric-bootstrap LR tests.
+
+A response enters the likelihood only through Zⱼᵀy, Xᵀy and yᵀy; the rest of the sufficient statistics is
+shared by every replicate. So each replicate is reduced to those three first, and only the small
+θ-optimisation is batched (``vmap`` of :func:`~jaxhlm.estimate.fit_stats`): inside the batched while loop
+each replicate's state freezes once it has converged, so none is stopped early or iterated blindly.
+Batches run in chunks sized to the device's memory and are sharded across all local devices
+(``jax.shard_map`` over a one-axis mesh); replicate r always draws from ``fold_in(key, r)``, so results do
+not depend on the chunk size or the number of devices.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax import Array
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+from scipy import special
+
+from . import covariance as cov
+from .design import Design
+from .errors import ComparisonError, DataError
+from .estimate import Fit, _deviance, fit_stats
+from .optimize import RESULTS
+from .pipeline import design_stats
+from .results import DECREMENT_TOL, MixedResult, lrtest
+from .stats import GroupedData, GroupStats, pad_groups, pad_rows, slots
+
+#: Bytes of working memory one replicate needs, per padded observation (response, noise, products) and per
+#: group-parameter entry (the fit's factorisations and derivatives); chunks are sized from these.
+_BYTES_PER_ROW = 64
+_BYTES_PER_GROUP_ENTRY = 2_000
+
+
+# ---- pure JAX core ---------------------------------------------------------------------------------------
+class Shared(NamedTuple):
+    """What every replicate of one model shares: the padded design and its bucket-padded statistics."""
+
+    data: GroupedData  # X, Z, mask in group slabs (its y is not used)
+    base: GroupStats  # statistics of the fitted response; the response parts are replaced per replicate
+
+
+class Simulator(NamedTuple):
+    """A fitted model to draw responses from: y = Xβ + Zb + e, b ~ N(0, σ²ΛΛᵀ), e ~ N(0, σ²)."""
+
+    data: GroupedData
+    beta: Array  # (p,)
+    lam: Array  # (q, q) relative covariance factor Λ(θ̂)
+    sigma: Array  # σ̂
+
+
+class Replicate(NamedTuple):
+    """One refit, reduced to what batched callers report (every field gains a leading axis)."""
+
+    deviance: Array
+    theta: Array
+    beta: Array
+    sigma2: Array
+    converged: Array
+    singular: Array
+    exhausted: Array  # stopped by the step limit of its round: to be resumed from its θ
+
+
+#: Newton steps in a batch's first round. Most replicates converge within it; the few that need more (an
+#: optimum on a corr = ±1 ridge can take 50) are resumed in a second, smaller batch, so that a whole chunk
+#: does not iterate as long as its slowest replicate.
+FIRST_ROUND_STEPS = 16
+
+
+def with_response(shared: Shared, y: Array) -> GroupStats:
+    """The statistics of ``shared``'s design with the response ``y`` (padded like ``shared.data``)."""
+    X, Z, _, _ = shared.data
+    zty = jnp.einsum("gni,gn->gi", Z, y)
+    xty = jnp.einsum("gni,gn->i", X, y)
+    m, p = shared.base.Zty.shape[0], shared.base.Xty.shape[0]
+    return shared.base._replace(Zty=jnp.pad(zty, ((0, m - zty.shape[0]), (0, 0))),
+                                Xty=jnp.pad(xty, (0, p - xty.shape[0])), yty=jnp.sum(y * y))
+
+
+def simulate_one(key: Array, sim: Simulator) -> Array:
+    """One response drawn from the fitted model, in the padded layout (zero on padding rows)."""
+    X, Z, _, mask = sim.data
+    k_re, k_e = jax.random.split(key)
+    b = sim.sigma * jax.random.normal(k_re, (Z.shape[0], Z.shape[2])) @ sim.lam.T
+    e = sim.sigma * jax.random.normal(k_e, mask.shape)
+    return (jnp.einsum("gnp,p->gn", X, sim.beta) + jnp.einsum("gnq,gq->gn", Z, b) + e) * mask
+
+
+def summarise(fit: Fit, blocks: cov.Structure) -> Replicate:
+    sol = fit.solution
+    converged = (sol.result == RESULTS.successful) & (sol.decrement <= DECREMENT_TOL) & jnp.isfinite(fit.deviance)
+    lower = jnp.asarray(cov.theta_lower(blocks))
+    return Replicate(fit.deviance, fit.theta, fit.beta, fit.sigma2, converged,
+                     jnp.any((lower == 0) & (fit.theta == 0)), sol.result == RESULTS.max_steps_reached)
+
+
+def _refit_one(x: tuple[Array, Array], shared: Shared, blocks: cov.Structure, reml: bool, max_steps: int
+               ) -> Replicate:
+    y, start = x
+    return summarise(fit_stats(with_response(shared, y), blocks, reml, start=start, max_steps=max_steps), blocks)
+
+
+def _embed(theta: Array, small: cov.Structure, big: cov.Structure, index: tuple[int, ...]) -> Array:
+    """The big model's θ whose covariance is the small model's (zero for effects the small one lacks)."""
+    lam = jnp.tensordot(theta, jnp.asarray(cov.templates(small)), 1)
+    q = cov.q_total(big)
+    rel = jnp.zeros((q, q)).at[np.ix_(index, index)].set(lam @ lam.T)
+    return cov.theta_from_cov(big, rel)
+
+
+def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Shared, Shared],
+            blocks_small: cov.Structure, blocks_big: cov.Structure, index: tuple[int, ...], reml: bool,
+            max_steps: int) -> tuple[Replicate, Replicate]:
+    """Replicate r of the bootstrap: simulate under the small model, fit both. ``x`` = (r, θ_small start,
+    θ_big start); the big model starts from the better of its start, the small optimum and its EM start."""
+    r, start_small, start_big = x
+    key, sim, small, big = shared
+    y = simulate_one(jax.random.fold_in(key, r), sim)
+    f_small = fit_stats(with_response(small, y), blocks_small, reml, start=start_small, max_steps=max_steps)
+    s_big = with_response(big, y)
+    T = jnp.asarray(cov.templates(blocks_big))
+    embedded = _embed(f_small.theta, blocks_small, blocks_big, index)
+    better = jnp.where(_deviance(start_big, s_big, T, reml) < _deviance(embedded, s_big, T, reml), start_big, embedded)
+    f_big = fit_stats(s_big, blocks_big, reml, start=better, max_steps=max_steps)
+    return summarise(f_small, blocks_small), summarise(f_big, blocks_big)
+
+
+def _rounds(fn: Callable[..., Any], inputs: tuple[np.ndarray, ...], shared: Any, resume: Callable[[Any, Any], Any],
+            **kw: Any) -> Any:
+    """Run ``fn`` over ``inputs`` with :data:`FIRST_ROUND_STEPS`, then rerun the replicates it left exhausted
+    with the full step limit, resumed from where they stopped (``resume(inputs, outputs)`` gives the new
+    inputs). Each replicate's answer depends only on its own inputs, never on who shares its chunk."""
+    out = map_batched(fn, inputs, shared, max_steps=FIRST_ROUND_STEPS, **kw)
+    exhausted = np.zeros(len(inputs[0]), bool)
+    for rep in jax.tree.leaves(out, is_leaf=lambda a: isinstance(a, Replicate)):
+        exhausted |= np.asarray(rep.exhausted)
+    if exhausted.any():
+        again = jax.tree.map(lambda a: a[exhausted], resume(inputs, out))
+        kw = dict(kw, chunk=None, progress=False)
+        redo = map_batched(fn, again, shared, max_steps=200, **kw)
+        out = jax.tree.map(lambda a, b: _put(a, exhausted, b), out, redo)
+    return out
+
+
+def _put(a: np.ndarray, mask: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a[mask] = b
+    return a
+
+
+# ---- chunked, sharded execution ------------------------------------------------------------------------
+#: Replicates per device in one CPU chunk. Throughput per replicate is flat from 16 to 64 on CPU, and batches
+#: of 96 or more of the 12-coefficient HSB models stalled XLA's CPU runtime (jax 0.10) for minutes.
+CPU_CHUNK = 64
+
+
+def _chunk_size(per_replicate: int, n: int, n_devices: int, requested: int | None) -> int:
+    """Replicates per chunk: what a quarter of the device memory holds (at most 8,192; on CPU
+    :data:`CPU_CHUNK` per device), rounded to a power of two so that runs of different sizes share compiled
+    programs, and to a multiple of the device count."""
+    if requested is None:
+        device = jax.local_devices()[0]
+        stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+        limit = (stats or {}).get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        fit = max(1, int(limit * n_devices // 4 // max(per_replicate, 1)))
+        cap = CPU_CHUNK * n_devices if device.platform == "cpu" else 8192
+        requested = min(1 << max(0, math.ceil(math.log2(max(n, 1)))), 1 << int(math.log2(fit)), cap)
+    return max(n_devices, -(-int(requested) // n_devices) * n_devices)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, shown only on a terminal."""
+
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.label, self.total = label, total
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        if self.enabled:
+            filled = int(30 * done / self.total)
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done:,}/{self.total:,}")
+            sys.stderr.flush()
+            if done >= self.total:
+                sys.stderr.write("\n")
+
+
+def map_batched(fn: Callable[..., Any], inputs: Any, shared: Any, *, chunk: int | None = None,
+                per_replicate_bytes: int = 1 << 20, progress: bool = True, label: str = "replicates",
+                **static: Any) -> Any:
+    """``vmap(fn)`` over the leading axis of ``inputs`` (a pytree), in chunks sharded across the local devices.
+
+    ``fn(x, shared, **static)`` maps one input to a pytree of arrays; ``shared`` (a pytree of arrays) is
+    replicated to every device and ``static`` (hashable) is compiled in. Returns the stacked outputs as
+    NumPy arrays.
+    """
+    inputs = jax.tree.map(np.asarray, inputs)
+    n = jax.tree.leaves(inputs)[0].shape[0]
+    devices = jax.local_devices()
+    size = _chunk_size(per_replicate_bytes, n, len(devices), chunk)
+    mesh = Mesh(np.array(devices), ("replicates",))
+    run = _sharded(fn, tuple(sorted(static.items())), mesh)
+    bar = _Progress(label, n, progress)
+    parts = []
+    sharding = jax.sharding.NamedSharding(mesh, P("replicates"))
+    for start in range(0, n, size):
+        # The last chunk is padded (with copies of its last input) to the compiled shape.
+        part = jax.tree.map(lambda a: np.concatenate([a[start:start + size],
+                                                      np.repeat(a[min(start + size, n) - 1:][:1],
+                                                                max(0, start + size - n), axis=0)]), inputs)
+        out = run(jax.device_put(part, sharding), shared)
+        parts.append(jax.tree.map(lambda a, k=min(size, n - start): np.asarray(a)[:k], out))
+        bar.update(min(start + size, n))
+    return jax.tree.map(lambda *a: np.concatenate(a), *parts)
+
+
+@lru_cache(maxsize=32)
+def _sharded(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], mesh: Mesh) -> Callable[..., Any]:
+    """The jitted, sharded batch of ``fn``: each device vmaps over its own slice of the inputs."""
+    local = jax.vmap(partial(fn, **dict(static)), in_axes=(0, None))
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P("replicates"), P()), out_specs=P("replicates"),
+                                 check_vma=False))
+
+
+# ---- front ends --------------------------------------------------------------------------------------
+def _shared(design: Design) -> Shared:
+    data = pad_groups(design.X, design.Z, design.y, design.group, design.n_groups)
+    return Shared(data, design_stats(design))
+
+
+def _per_replicate_bytes(*designs: Design) -> int:
+    return sum(_BYTES_PER_ROW * design.n_groups * slots(design.group, design.n_groups)[2]
+               + _BYTES_PER_GROUP_ENTRY * design.n_groups * design.Z.shape[1] * (design.Z.shape[1] + design.X.shape[1])
+               for design in designs)
+
+
+def _simulator(result: MixedResult) -> Simulator:
+    d = result.design
+    lam = np.tensordot(result.theta, cov.templates(d.blocks), 1)
+    return Simulator(pad_groups(d.X, d.Z, d.y, d.group, d.n_groups), jnp.asarray(result.fit.beta),
+                     jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)))
+
+
+def _key(seed: int | Array) -> Array:
+    return jax.random.PRNGKey(seed) if isinstance(seed, (int, np.integer)) else jnp.asarray(seed)
+
+
+@partial(jax.jit, static_argnames="n")
+def _simulate(key: Array, sim: Simulator, n: int) -> Array:
+    return jax.vmap(lambda r: simulate_one(jax.random.fold_in(key, r), sim))(jnp.arange(n))
+
+
+def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
+    """``n`` responses drawn from the fitted model (random effects and residuals), as an (n, N) array.
+
+    Rows follow the estimation sample. Replicate r is drawn from ``fold_in(key(seed), r)``: the same seed
+    gives the same draws, and :func:`bootstrap_lrtest` with that seed fits exactly these responses.
+    """
+    d = result.design
+    g, slot, _ = slots(d.group, d.n_groups)
+    return _simulate(_key(seed), _simulator(result), int(n))[:, g, slot]
+
+
+@dataclass(frozen=True)
+class BatchFit:
+    """Refits of one model to many responses: arrays with one row per response, and :meth:`to_frame`."""
+
+    llf: np.ndarray
+    beta: np.ndarray  # (k, p), columns named by fe_names
+    varcomp: np.ndarray  # (k, r): the random-effects var/cov entries, then var(Residual)
+    sigma2: np.ndarray
+    theta: np.ndarray
+    converged: np.ndarray
+    singular: np.ndarray
+    fe_names: tuple[str, ...]
+    re_labels: tuple[str, ...]
+
+    def to_frame(self) -> pd.DataFrame:
+        cols = {"llf": self.llf, "converged": self.converged, "singular": self.singular}
+        cols.update({name: self.beta[:, j] for j, name in enumerate(self.fe_names)})
+        cols.update({label: self.varcomp[:, j] for j, label in enumerate(self.re_labels)})
+        return pd.DataFrame(cols)
+
+
+def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
+    p = design.X.shape[1]
+    theta = np.asarray(rep.theta)
+    lam = np.einsum("kt,tij->kij", theta, cov.templates(design.blocks))
+    sigma2 = np.asarray(rep.sigma2)
+    sigma = sigma2[:, None, None] * lam @ np.swapaxes(lam, 1, 2)
+    entries, at = [], 0
+    for b in design.blocks:
+        rows, cols = b.entries
+        entries.append(sigma[:, at + np.asarray(rows), at + np.asarray(cols)])
+        at += b.q
+    return BatchFit(
+        llf=-0.5 * np.asarray(rep.deviance), beta=np.asarray(rep.beta)[:, :p],
+        varcomp=np.column_stack(entries + [sigma2]), sigma2=sigma2, theta=theta,
+        converged=np.asarray(rep.converged), singular=np.asarray(rep.singular), fe_names=design.fe_names,
+        re_labels=tuple(cov.labels(design.blocks, design.re_names)) + ("var(Residual)",),
+    )
+
+
+def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progress: bool = True) -> BatchFit:
+    """Refit ``result``'s model (same design, same random-effects structure) to each column of ``Y``.
+
+    ``Y`` is (N, k): one response per column, rows in the estimation sample's order (N = ``result.nobs``).
+    """
+    d = result.design
+    Y = np.asarray(Y, dtype=float)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    if Y.ndim != 2 or Y.shape[0] != len(d.y):
+        raise DataError(f"Y must have one row per observation of the fit ({len(d.y):,}) and one column per "
+                        f"response; got shape {Y.shape}")
+    if not np.all(np.isfinite(Y)):
+        raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
+    padded = np.moveaxis(pad_rows(Y, d.group, d.n_groups), -1, 0)  # (k, m, n_max)
+    start = np.zeros((len(padded), cov.n_cov_params(d.blocks)))  # θ = 0 (the linear model): EM's start wins
+    rep = _rounds(_refit_one, (padded, start), _shared(d), lambda x, out: (x[0], out.theta), chunk=chunk,
+                  per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
+                  blocks=d.blocks, reml=result.reml)
+    return _batch_fit(rep, d)
+
+
+@dataclass(frozen=True)
+class BootstrapLRTest:
+    """A parametric-bootstrap LR test of nested models, with the asymptotic test beside it."""
+
+    statistic: float  # observed LR
+    pvalue: float  # (1 + #{LR* >= LR}) / (B_ok + 1) over the replicates whose refits converged
+    replicates: np.ndarray  # the B bootstrap LR statistics (NaN where a refit failed)
+    failed: int  # replicates with a failed or non-converged refit (left out of the p-value)
+    df: int
+    asymptotic_pvalue: float  # chi2(df) upper tail, as lrtest prints
+    chibar_pvalue: float | None  # chibar2(01) when the models differ by one variance parameter
+    seed: int | None
+    small_fits: BatchFit
+    big_fits: BatchFit
+    assumption: str = ""  # "A nested within B" when the models were named
+
+    @property
+    def B(self) -> int:
+        return len(self.replicates)
+
+    def __str__(self) -> str:
+        ok = self.B - self.failed
+        lines = [
+            "Parametric bootstrap likelihood-ratio test (jaxhlm extension of lrtest)",
+            *([f"Assumption: {self.assumption}"] if self.assumption else []),
+            "",
+            f" LR chi2({self.df}) = {self.statistic:>6.2f}",
+            f"Prob > chi2 = {self.asymptotic_pvalue:.4f}   (asymptotic)",
+        ]
+        if self.chibar_pvalue is not None:
+            lines.append(f"Prob >= chibar2 = {self.chibar_pvalue:.4f}   (asymptotic, 50:50 mixture)")
+        lines += [f"Bootstrap Prob >= LR = {self.pvalue:.4f}   ({ok:,} replicates"
+                  + (f"; seed {self.seed}" if self.seed is not None else "") + ")"]
+        if self.failed:
+            lines.append(f"Note: {self.failed:,} of {self.B:,} replicates had a refit that did not converge; "
+                         "they are left out of the bootstrap p-value.")
+        return "\n".join(lines)
+
+
+def _nesting(small: MixedResult, big: MixedResult) -> tuple[int, ...]:
+    """Where the small model's random effects sit among the big model's; refuses models that are not nested."""
+    ds, db = small.design, big.design
+    if ds.group_name != db.group_name or not set(ds.re_names) <= set(db.re_names):
+        raise ComparisonError("the bootstrap needs nested models: the smaller model's random effects "
+                              f"({', '.join(ds.re_names)} by {ds.group_name}) must all be in the bigger model's "
+                              f"({', '.join(db.re_names)} by {db.group_name})")
+    coef, *_ = np.linalg.lstsq(db.X, ds.X, rcond=None)
+    if np.linalg.norm(db.X @ coef - ds.X) > 1e-8 * max(np.linalg.norm(ds.X), 1.0):
+        raise ComparisonError("the bootstrap needs nested models: the smaller model's fixed effects must lie in "
+                              "the span of the bigger model's")
+    return tuple(db.re_names.index(n) for n in ds.re_names)
+
+
+def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: int = 0, *,
+                     names: tuple[str, str] | None = None, chunk: int | None = None, progress: bool = True
+                     ) -> BootstrapLRTest:
+    """Parametric bootstrap of the LR test of ``small`` nested in ``big`` (either order; ``names`` label them).
+
+    Simulates ``B`` responses from ``small`` (the null), refits both models to each, and compares the observed
+    LR with the B replicates: p = (1 + #{LR* ≥ LR}) / (B + 1). The bigger model starts from the smaller
+    one's optimum whenever that beats its own warm start, so no replicate's LR is negative. Refits that did
+    not converge are counted in ``failed`` and left out; the asymptotic p-values are reported beside.
+    """
+    observed = lrtest(small, big, names=names)  # same sample, same method, and which model is the smaller
+    if small.df_modelwc > big.df_modelwc:
+        small, big = big, small
+    index = _nesting(small, big)
+    ds, db = small.design, big.design
+    shared = (_key(seed), _simulator(small), _shared(ds), _shared(db))
+    B = int(B)
+    inputs = (np.arange(B), np.zeros((B, cov.n_cov_params(ds.blocks))), np.zeros((B, cov.n_cov_params(db.blocks))))
+    reps = _rounds(_lr_one, inputs, shared, lambda x, out: (x[0], out[0].theta, out[1].theta), chunk=chunk,
+                   per_replicate_bytes=_per_replicate_bytes(ds, db), progress=progress, label="bootstrap",
+                   blocks_small=ds.blocks, blocks_big=db.blocks, index=index, reml=small.reml)
+    rs, rb = reps
+    ok = np.asarray(rs.converged) & np.asarray(rb.converged)
+    lr = np.asarray(rs.deviance) - np.asarray(rb.deviance)
+    # The big model starts at the small one's optimum, so LR* >= 0 up to the rounding of two deviances of
+    # about 10⁴ (1e-9 here); a larger negative value would mean a failed fit and is counted as one.
+    rounding = 1e-10 * np.abs(np.asarray(rs.deviance))
+    ok &= lr >= -rounding
+    lr = np.where(ok, np.maximum(lr, 0.0), np.nan)
+    hits = int(np.sum(lr[ok] >= observed.statistic - 1e-8 * max(1.0, observed.statistic)))
+    df = observed.df
+    extra_variance = df == 1 and cov.n_cov_params(db.blocks) - cov.n_cov_params(ds.blocks) == 1
+    return BootstrapLRTest(
+        statistic=observed.statistic, pvalue=(1 + hits) / (int(ok.sum()) + 1), replicates=lr,
+        failed=int((~ok).sum()), df=df, asymptotic_pvalue=observed.pvalue,
+        chibar_pvalue=0.5 * float(special.chdtrc(1, observed.statistic)) if extra_variance else None,
+        seed=seed, small_fits=_batch_fit(rs, ds), big_fits=_batch_fit(rb, db), assumption=observed.assumption,
+    )
