@@ -213,6 +213,7 @@ def map_batched(fn: Callable[..., Any], inputs: Any, shared: Any, *, chunk: int 
     bar = _Progress(label, n, progress)
     parts = []
     sharding = jax.sharding.NamedSharding(mesh, P("replicates"))
+    shared = jax.device_put(shared, jax.sharding.NamedSharding(mesh, P()))  # a copy on every device
     for start in range(0, n, size):
         # The last chunk is padded (with copies of its last input) to the compiled shape.
         part = jax.tree.map(lambda a: np.concatenate([a[start:start + size],
