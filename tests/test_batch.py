@@ -128,3 +128,20 @@ def test_results_do_not_depend_on_chunks_or_devices(synthetic, tmp_path):
 def test_bootstrap_needs_nested_models(log_models):
     with pytest.raises(jaxhlm.ComparisonError, match="nested"):
         jaxhlm.bootstrap_lrtest(log_models["M4 (femalerandom)"], log_models["M2 (sesrandom)"], B=10)
+
+
+def test_dofile_and_cli_bootstrap(synthetic, tmp_path, capsys):
+    from jaxhlm.cli import main
+    from jaxhlm.dofile import DoFileError, run_do
+
+    log = run_do("mixed y x || g:\nest store a\nmixed y x || g: x\nlrtest a ., bootstrap(40) seed(3)\n", synthetic)
+    assert "Parametric bootstrap likelihood-ratio test (jaxhlm extension of lrtest)" in log
+    assert "Assumption: a nested within ." in log and "(40 replicates; seed 3)" in log
+    with pytest.raises(DoFileError, match="line 2: option bootstrap not allowed"):
+        run_do("mixed y x || g:\nlrtest . ., bootstrap(x)\n", synthetic)
+    path = tmp_path / "s.csv"
+    synthetic.to_csv(path, index=False)
+    assert main(["bootstrap", "y x || g:", "y ~ x + (x || g)", "--B", "40", "--seed", "3", "--data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Bootstrap Prob >= LR" in out and "Assumption: small nested within big" in out
+    assert main(["bootstrap", "y x || g:", "y x || g: x", "--B", "0", "--data", str(path)]) == 2
