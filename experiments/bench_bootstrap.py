@@ -72,7 +72,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     jaxhlm.bootstrap_lrtest(small, big, B=64, seed=99, progress=False)
-    print(f"jaxhlm: first call (compile, 64 replicates) {time.perf_counter() - t0:.1f} s")
+    print(f"jaxhlm: first call (compile and 64 replicates) {time.perf_counter() - t0:.1f} s")
     per_rep = {}
     for B in args.B:
         t0 = time.perf_counter()

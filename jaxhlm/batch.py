@@ -72,10 +72,12 @@ class Replicate(NamedTuple):
     exhausted: Array  # stopped by the step limit of its round: to be resumed from its θ
 
 
-#: Newton steps in a batch's first round. Most replicates converge within it; the few that need more (an
-#: optimum on a corr = ±1 ridge can take 50) are resumed in a second, smaller batch, so that a whole chunk
-#: does not iterate as long as its slowest replicate.
+#: Newton steps per round of a batch. Most replicates converge within one round; the few that need more (an
+#: optimum on a corr = ±1 ridge can take 50) are resumed in later rounds with only their kind, so that a
+#: whole chunk does not iterate as long as its slowest replicate. After MAX_ROUNDS a replicate still
+#: unconverged counts as failed (200 steps in all, the single-fit limit).
 FIRST_ROUND_STEPS = 16
+MAX_ROUNDS = 13
 
 
 def with_response(shared: Shared, y: Array) -> GroupStats:
@@ -137,19 +139,24 @@ def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Share
 
 
 def _rounds(fn: Callable[..., Any], inputs: tuple[np.ndarray, ...], shared: Any, resume: Callable[[Any, Any], Any],
-            **kw: Any) -> Any:
-    """Run ``fn`` over ``inputs`` with :data:`FIRST_ROUND_STEPS`, then rerun the replicates it left exhausted
-    with the full step limit, resumed from where they stopped (``resume(inputs, outputs)`` gives the new
-    inputs). Each replicate's answer depends only on its own inputs, never on who shares its chunk."""
-    out = map_batched(fn, inputs, shared, max_steps=FIRST_ROUND_STEPS, **kw)
-    exhausted = np.zeros(len(inputs[0]), bool)
-    for rep in jax.tree.leaves(out, is_leaf=lambda a: isinstance(a, Replicate)):
-        exhausted |= np.asarray(rep.exhausted)
-    if exhausted.any():
-        again = jax.tree.map(lambda a: a[exhausted], resume(inputs, out))
-        kw = dict(kw, chunk=None, progress=False)
-        redo = map_batched(fn, again, shared, max_steps=200, **kw)
-        out = jax.tree.map(lambda a, b: _put(a, exhausted, b), out, redo)
+            *, chunk: int | None, per_replicate_bytes: int, **kw: Any) -> Any:
+    """Run ``fn`` over ``inputs`` in rounds of :data:`FIRST_ROUND_STEPS` Newton steps: after each, the replicates
+    it left exhausted are resumed from where they stopped (``resume(inputs, outputs)`` gives their inputs),
+    until none is left or :data:`MAX_ROUNDS` have run. Every round reuses the first one's compiled program
+    and chunk size. Each replicate's answer depends only on its own inputs, never on who shares its chunk."""
+    n = len(inputs[0])
+    size = _chunk_size(per_replicate_bytes, n, jax.local_device_count(), chunk)
+    kw = dict(kw, chunk=size, per_replicate_bytes=per_replicate_bytes, max_steps=FIRST_ROUND_STEPS)
+    out = map_batched(fn, inputs, shared, **kw)
+    kw["progress"] = False
+    for _ in range(MAX_ROUNDS - 1):
+        exhausted = np.zeros(n, bool)
+        for rep in jax.tree.leaves(out, is_leaf=lambda a: isinstance(a, Replicate)):
+            exhausted |= np.asarray(rep.exhausted)
+        if not exhausted.any():
+            break
+        again = jax.tree.map(lambda a, m=exhausted: a[m], resume(inputs, out))
+        out = jax.tree.map(lambda a, b, m=exhausted: _put(a, m, b), out, map_batched(fn, again, shared, **kw))
     return out
 
 
