@@ -32,9 +32,9 @@ from . import covariance as cov
 from .design import Design
 from .errors import ComparisonError, DataError
 from .estimate import Fit, _deviance, fit_stats
-from .optimize import RESULTS
+from .optimize import RESULTS, converged
 from .pipeline import design_stats
-from .results import DECREMENT_TOL, MixedResult, lrtest
+from .results import MixedResult, lrtest
 from .stats import GroupedData, GroupStats, pad_groups, pad_rows, slots
 
 #: Bytes of working memory one replicate needs, per padded observation (response, noise, products) and per
@@ -101,10 +101,9 @@ def simulate_one(key: Array, sim: Simulator) -> Array:
 
 def summarise(fit: Fit, blocks: cov.Structure) -> Replicate:
     sol = fit.solution
-    converged = (sol.result == RESULTS.successful) & (sol.decrement <= DECREMENT_TOL) & jnp.isfinite(fit.deviance)
-    lower = jnp.asarray(cov.theta_lower(blocks))
-    return Replicate(fit.deviance, fit.theta, fit.beta, fit.sigma2, converged,
-                     jnp.any((lower == 0) & (fit.theta == 0)), sol.result == RESULTS.max_steps_reached)
+    return Replicate(fit.deviance, fit.theta, fit.beta, fit.sigma2,
+                     converged(sol.result, sol.decrement) & jnp.isfinite(fit.deviance),
+                     cov.on_boundary(blocks, fit.theta), sol.result == RESULTS.max_steps_reached)
 
 
 def _refit_one(x: tuple[Array, Array], shared: Shared, blocks: cov.Structure, reml: bool, max_steps: int

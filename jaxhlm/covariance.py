@@ -250,6 +250,11 @@ def theta_lower(blocks: Structure) -> np.ndarray:
     return np.concatenate([b.lower() for b in blocks])
 
 
+def on_boundary(blocks: Structure, theta: Array) -> Array:
+    """Whether a bounded θ is exactly 0, i.e. Σ is singular (lme4's isSingular); over the last axis."""
+    return ((theta_lower(blocks) == 0) & (theta == 0)).any(axis=-1)
+
+
 def theta_start(blocks: Structure) -> np.ndarray:
     return np.concatenate([b.theta_start() for b in blocks])
 

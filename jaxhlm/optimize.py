@@ -44,6 +44,17 @@ _MESSAGES = {
 }
 
 
+#: Newton decrement of the deviance above which a fit is not called converged: below it the log likelihood
+#: is within 5e-7 of the local maximum. (A raw gradient threshold would misjudge coordinates of very
+#: different scale.)
+DECREMENT_TOL = 1e-6
+
+
+def converged(result: Array, decrement: Array) -> Array:
+    """The convergence verdict on a certified solution (NumPy or JAX, batched or not)."""
+    return (result == RESULTS.successful) & (decrement <= DECREMENT_TOL)
+
+
 class Solution(NamedTuple):
     """The minimiser's answer and its convergence certificate (a pytree; batched when vmapped)."""
 

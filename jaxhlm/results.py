@@ -19,12 +19,7 @@ from .errors import ComparisonError, JaxhlmError
 from .estimate import Fit
 from .formula import ModelSpec
 from .infer import ChiTest, RandomEffects, coefficient_table, linear_hypothesis
-from .optimize import RESULTS
-
-#: Newton decrement of the deviance above which a fit is not called converged: below it the log likelihood
-#: is within 5e-7 of the local maximum. (A raw gradient threshold would misjudge coordinates of very
-#: different scale.)
-DECREMENT_TOL = 1e-6
+from .optimize import RESULTS, converged
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -172,14 +167,12 @@ class MixedResult:
 
     @property
     def converged(self) -> bool:
-        c = self.convergence
-        return c.result == RESULTS.successful and c.decrement <= DECREMENT_TOL
+        return bool(converged(self.convergence.result, self.convergence.decrement))
 
     @property
     def singular(self) -> bool:
         """The optimum lies on the boundary: a bounded θ is 0, so Σ is singular (lme4's isSingular)."""
-        lower = cov.theta_lower(self.design.blocks)
-        return bool(np.any((lower == 0) & (self.theta == 0)))
+        return bool(cov.on_boundary(self.design.blocks, self.theta))
 
     @property
     def warnings(self) -> tuple[str, ...]:
