@@ -20,7 +20,7 @@ import pandas as pd
 from . import render
 from .errors import JaxhlmError
 from .results import MixedResult, WaldTest, lrtest
-from .stata import Columns, options, parse_mixed, split_top
+from .stata import Columns, abbreviates, options, parse_mixed, split_top
 
 
 class DoFileError(JaxhlmError):
@@ -66,10 +66,6 @@ def commands(text: str) -> list[Command]:
     return out
 
 
-def _abbrev(word: str, full: str, shortest: int) -> bool:
-    return len(word) >= shortest and full.startswith(word)
-
-
 @dataclass
 class Session:
     """The state a do-file builds up: the data, the active and stored estimates, the last test."""
@@ -86,13 +82,13 @@ class Session:
     # ---- commands -------------------------------------------------------------------------------
     def run(self, cmd: str, args: str) -> str:
         for name, shortest, method in _COMMANDS:
-            if _abbrev(cmd, name, shortest):
+            if abbreviates(cmd, name, shortest):
                 return method(self, args)
         raise JaxhlmError(f"command {cmd} is not supported; jaxhlm runs " + ", ".join(n for n, _, _ in _COMMANDS))
 
     def use(self, args: str) -> str:
         target, _, opts = args.partition(",")
-        clear = any(_abbrev(o, "clear", 5) for o, _ in options(opts))
+        clear = any(abbreviates(o, "clear", 5) for o, _ in options(opts))
         path = target.strip().strip('"')
         if not path:
             raise JaxhlmError("use needs a file name: use FILE.csv [, clear]")
@@ -121,13 +117,13 @@ class Session:
     def estimates(self, args: str) -> str:
         sub, _, rest = args.strip().partition(" ")
         name = rest.strip()
-        if _abbrev(sub, "store", 3):
+        if abbreviates(sub, "store", 3):
             if not re.fullmatch(r"[A-Za-z_]\w*", name):
                 raise JaxhlmError("estimates store needs a name: estimates store NAME")
             self.stored[name] = self._active()
             self.active_name = name
             return ""
-        if _abbrev(sub, "restore", 1):
+        if abbreviates(sub, "restore", 1):
             self.active, self.active_name = self._stored(name), name
             return ""
         raise JaxhlmError(f"estimates {sub} is not supported; use estimates store NAME or estimates restore NAME")
@@ -167,7 +163,7 @@ class Session:
         body, _, opts = args.partition(",")
         accumulate = False
         for o, _ in options(opts):
-            if not _abbrev(o, "accumulate", 1):
+            if not abbreviates(o, "accumulate", 1):
                 raise JaxhlmError(f"option {o} not allowed; test accepts accumulate")
             accumulate = True
         model = self._active()
@@ -188,7 +184,7 @@ class Session:
         var = names[0]
         stub = None
         for o, arg in options(opts):
-            if _abbrev(o, "generate", 3) and arg:
+            if abbreviates(o, "generate", 3) and arg:
                 stub = arg.strip()
             else:
                 raise JaxhlmError(f"option {o} not allowed; tabulate accepts generate(STUB)")

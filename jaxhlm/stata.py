@@ -28,16 +28,17 @@ _TOKEN = re.compile(
     r"|(?P<op>(?:ibn|ib\((?:first|last|freq|\d+)\)|ib\d+|b\d+|i|c)\.)"
     r"|(?P<name>[A-Za-z_*?~][\w*?~]*(?:-[A-Za-z_][\w]*)?)"
 )
-#: Options: (full name, shortest abbreviation Stata accepts).
-_COV = ("covariance", "cov")
-_NOCONS = ("noconstant", "noc")
-_GLOBAL = {"mle": ("mle", "ml"), "reml": ("reml", "reml"), "nolog": ("nolog", "nolo"), "log": ("log", "log"),
-           "variance": ("variance", "var")}
-_KINDS = {"identity": "id", "independent": "ind", "exchangeable": "ex", "unstructured": "un"}
+#: Options: (full name, length of the shortest abbreviation Stata accepts).
+_COV = ("covariance", 3)
+_NOCONS = ("noconstant", 3)
+_GLOBAL = {"mle": ("mle", 2), "reml": ("reml", 4), "nolog": ("nolog", 4), "log": ("log", 3),
+           "variance": ("variance", 3)}
+_KINDS = {"identity": 2, "independent": 3, "exchangeable": 2, "unstructured": 2}
 
 
-def _abbrev(word: str, full: str, shortest: str) -> bool:
-    return full.startswith(word) and len(word) >= len(shortest)
+def abbreviates(word: str, full: str, shortest: int) -> bool:
+    """Whether ``word`` is Stata's abbreviation of ``full``: a prefix at least ``shortest`` letters long."""
+    return full.startswith(word) and len(word) >= shortest
 
 
 class Columns:
@@ -219,7 +220,7 @@ def options(text: str) -> list[tuple[str, str | None]]:
 def _covariance(arg: str | None) -> str:
     word = (arg or "").strip().lower()
     for kind, shortest in _KINDS.items():
-        if word and _abbrev(word, kind, shortest):
+        if word and abbreviates(word, kind, shortest):
             return kind
     raise FormulaError(f"covariance({arg}) is not a covariance structure; use identity, independent, "
                        "exchangeable or unstructured (abbreviated id, ind, exch, unstr)")
@@ -237,7 +238,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     fixed_text, _, fixed_opts = equations[0].partition(",")
     constant = True
     for name, arg in options(fixed_opts):
-        if _abbrev(name, *_NOCONS) and arg is None:
+        if abbreviates(name, *_NOCONS) and arg is None:
             constant = False
         else:
             reml = _global_option(name, arg, reml)
@@ -260,9 +261,9 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
         group = cols.one(level.strip(), "level variable")
         kind, intercept = "independent", True
         for name, arg in options(opts):
-            if _abbrev(name, *_COV):
+            if abbreviates(name, *_COV):
                 kind = _covariance(arg)
-            elif _abbrev(name, *_NOCONS) and arg is None:
+            elif abbreviates(name, *_NOCONS) and arg is None:
                 intercept = False
             else:
                 reml = _global_option(name, arg, reml)
@@ -279,7 +280,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
 def _global_option(name: str, arg: str | None, reml: bool) -> bool:
     """Apply an estimation option; returns whether the fit is REML."""
     for key, (full, shortest) in _GLOBAL.items():
-        if arg is None and _abbrev(name, full, shortest):
+        if arg is None and abbreviates(name, full, shortest):
             return True if key == "reml" else False if key == "mle" else reml
     shown = name + (f"({arg})" if arg is not None else "")
     raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, nolog, and per equation "
