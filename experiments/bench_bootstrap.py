@@ -63,7 +63,7 @@ def lme4_refits(k: int) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--B", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--B", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--lme4-B", type=int, default=200)
     ap.add_argument("--columns", type=int, default=1000)
     args = ap.parse_args()

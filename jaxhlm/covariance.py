@@ -71,10 +71,25 @@ def _psd_cholesky(a: Array) -> Array:
 
 @dataclass(frozen=True)
 class Block:
-    """One random-effects covariance block: a structure ``kind`` over ``q`` effects."""
+    """One random-effects covariance block: a structure ``kind`` over ``q`` effects.
+
+    ``lead`` (unstructured blocks) is the effect whose row comes first in the Cholesky factor that θ holds,
+    normally the intercept (lme4's layout). Why it matters: if an effect with almost no variance came first,
+    every later row of the factor could rotate freely without changing Σ much, and Newton would crawl along
+    that flat valley. On the HSB bootstrap, with ses ahead of _cons, a quarter of the refits under the null
+    needed 16 to 40 steps for a 0.015 change in the deviance.
+    """
 
     kind: str
     q: int
+    lead: int | None = None
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """The effects in the order of the factor's rows and columns."""
+        if self.kind != "unstructured" or self.lead is None:
+            return tuple(range(self.q))
+        return (self.lead,) + tuple(i for i in range(self.q) if i != self.lead)
 
     # ---- fitting metric -------------------------------------------------------------------------
     @property
@@ -84,7 +99,9 @@ class Block:
                 "unstructured": self.q * (self.q + 1) // 2}[self.kind]
 
     def templates(self) -> np.ndarray:
-        """T with Λ = Σ_k θ_k T_k. Unstructured θ is the lower triangle of Λ, column-major (as lme4)."""
+        """T with Λ = Σ_k θ_k T_k. Unstructured θ is the lower triangle of the Cholesky factor of Σ with
+        its effects in :attr:`order`, column-major (as lme4); Λ is that factor with rows and columns put
+        back in the effects' own order (ΛΛᵀ is all the likelihood needs, so Λ need not be triangular)."""
         q = self.q
         if self.kind == "identity":
             return np.eye(q)[None]
@@ -94,11 +111,11 @@ class Block:
             # Λ = α P⊥ + β P1 is a symmetric square root of (α² P⊥ + β² P1): any Λ with ΛΛᵀ = Σ/σ² works.
             p1 = np.full((q, q), 1.0 / q)
             return np.stack([np.eye(q) - p1, p1])
-        out = []
+        out, o = [], self.order
         for j in range(q):
             for i in range(j, q):
                 t = np.zeros((q, q))
-                t[i, j] = 1.0
+                t[o[i], o[j]] = 1.0
                 out.append(t)
         return np.stack(out)
 
@@ -122,7 +139,8 @@ class Block:
             v = jnp.mean(jnp.diagonal(rel))
             c = (jnp.sum(rel) - jnp.trace(rel)) / (q * (q - 1))
             return jnp.sqrt(jnp.maximum(jnp.stack([v - c, v + (q - 1) * c]), 0.0))
-        L = _psd_cholesky(rel)
+        o = np.asarray(self.order)
+        L = _psd_cholesky(rel[o[:, None], o[None, :]])
         return jnp.concatenate([L[j:, j] for j in range(q)])
 
     # ---- reporting metric -----------------------------------------------------------------------

@@ -8,22 +8,29 @@ With Σ = σ²ΛΛᵀ (Bates et al. 2015, lme4), per group
 
 .. math::
 
-    L_j L_j^\top = \Lambda^\top Z_j^\top Z_j \Lambda + I,\quad
-    c_j = L_j^{-1}\Lambda^\top Z_j^\top y,\quad R_{ZX,j} = L_j^{-1}\Lambda^\top Z_j^\top X_j,
+    L_j L_j^\top = \Lambda^\top Z_j^\top Z_j \Lambda + I,\qquad
+    S_j = \Lambda L_j^{-\top} L_j^{-1} \Lambda^\top = \Lambda (\Lambda^\top Z_j^\top Z_j \Lambda + I)^{-1}\Lambda^\top,
 
-    R_X R_X^\top = X^\top X - \sum_j R_{ZX,j}^\top R_{ZX,j},\quad
-    c_\beta = R_X^{-1}\big(X^\top y - \sum_j R_{ZX,j}^\top c_j\big),\quad
-    r^2 = y^\top y - \sum_j |c_j|^2 - |c_\beta|^2,
+and over groups, with the blocked factorisation of the penalised least-squares system collapsed onto X,
 
-and the deviance (−2 log likelihood with β and σ² profiled out) is
+.. math::
+
+    R_X R_X^\top = X^\top X - \sum_j X_j^\top Z_j\, S_j\, Z_j^\top X_j,\qquad
+    c_\beta = R_X^{-1}\big(X^\top y - \sum_j X_j^\top Z_j\, S_j\, Z_j^\top y_j\big),
+
+    r^2 = y^\top y - \sum_j y_j^\top Z_j\, S_j\, Z_j^\top y_j - |c_\beta|^2
+
+(the penalised residual sum of squares), and the deviance (−2 log likelihood with β and σ² profiled out) is
 
 .. math::
 
     d_{ML}(\theta) = \sum_j \log|L_j|^2 + n\,(1 + \log(2\pi r^2/n)),\qquad
     d_{REML}(\theta) = \sum_j \log|L_j|^2 + \log|R_X|^2 + (n-p)(1 + \log(2\pi r^2/(n-p))).
 
-The q×q factorisations are tiny and batched over groups; a generic batched Cholesky spends its time in
-dispatch, so for q <= 6 they are unrolled into elementwise arithmetic over the group axis.
+θ enters only through the q×q matrices S_j. The first sum is one product of the packed S_j with the fixed
+products of ZⱼᵀXⱼ (:func:`jaxhlm.stats.zx_products`), so in a batch of refits of one design it is a single
+matrix multiplication. The q×q factorisations are tiny and batched over groups; a generic batched Cholesky
+spends its time in dispatch, so for q <= 6 they are unrolled into elementwise arithmetic over the group axis.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.scipy.linalg import solve_triangular
 
@@ -92,19 +100,19 @@ def chol_solve(M: Array, B: Array) -> tuple[Array, Array]:
 
 
 def factorize(Lam: Array, stats: GroupStats) -> Factor:
-    """The blocked Cholesky factorisation of the penalised least-squares system at relative factor Λ."""
-    q = Lam.shape[0]
-    LtZtZL = jnp.einsum("ji,gjk,kl->gil", Lam, stats.ZtZ, Lam)
-    M = LtZtZL + jnp.eye(q)
-    rhs = jnp.concatenate(
-        [jnp.einsum("ji,gjk->gik", Lam, stats.ZtX), jnp.einsum("ji,gj->gi", Lam, stats.Zty)[..., None]], axis=-1
-    )
-    logdiag, sol = chol_solve(M, rhs)
-    RZX, cu = sol[..., :-1], sol[..., -1]
-    A = stats.XtX - jnp.einsum("gqi,gqj->ij", RZX, RZX)
+    """The factorisation of the penalised least-squares system at relative factor Λ (module docstring)."""
+    q, p = Lam.shape[0], stats.XtX.shape[0]
+    M = jnp.einsum("ji,gjk,kl->gil", Lam, stats.ZtZ, Lam) + jnp.eye(q)
+    logdiag, W = chol_solve(M, jnp.broadcast_to(Lam.T, M.shape))  # W = L⁻¹Λᵀ
+    S = jnp.einsum("gia,gib->gab", W, W)
+    a, b = np.triu_indices(q)
+    u, v = np.triu_indices(p)
+    packed = stats.XtX[u, v] - jnp.einsum("gk,gkl->l", S[:, a, b], stats.ZtX2)
+    A = jnp.zeros((p, p)).at[u, v].set(packed).at[v, u].set(packed)
+    Sy = jnp.einsum("gab,gb->ga", S, stats.Zty)
     RX = jnp.linalg.cholesky(A)
-    cb = solve_triangular(RX, stats.Xty - jnp.einsum("gqi,gq->i", RZX, cu), lower=True)
-    r2 = stats.yty - jnp.sum(cu**2) - jnp.sum(cb**2)
+    cb = solve_triangular(RX, stats.Xty - jnp.einsum("gqi,gq->i", stats.ZtX, Sy), lower=True)
+    r2 = stats.yty - jnp.sum(Sy * stats.Zty) - jnp.sum(cb**2)
     return Factor(
         logdet_L=2.0 * jnp.sum(logdiag),
         logdet_RX=2.0 * jnp.sum(jnp.log(jnp.diagonal(RX))),

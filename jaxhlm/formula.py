@@ -62,7 +62,8 @@ class ModelSpec:
 
     @property
     def blocks(self) -> cov.Structure:
-        return tuple(cov.Block(t.kind, len(t.names)) for t in self.random)
+        return tuple(cov.Block(t.kind, len(t.names), lead=len(t.names) - 1 if t.intercept and t.kind == "unstructured"
+                               else None) for t in self.random)
 
     @property
     def re_names(self) -> tuple[str, ...]:

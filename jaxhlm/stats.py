@@ -33,11 +33,13 @@ class GroupStats(NamedTuple):
     """Per-group and total cross-products of [Z X y]. A pytree: jit, vmap and shard it freely.
 
     ZtZ (m, q, q), ZtX (m, q, p), Zty (m, q), XtX (p, p), Xty (p,), yty (), n () observations,
-    p () the rank of X (columns added by :func:`pad_stats` are not counted).
+    p () the rank of X (columns added by :func:`pad_stats` are not counted), and ZtX2
+    (m, q(q+1)/2, p(p+1)/2): the products of ZⱼᵀXⱼ's rows that XᵀV⁻¹X is made of (:func:`zx_products`).
     """
 
     ZtZ: Array
     ZtX: Array
+    ZtX2: Array
     Zty: Array
     XtX: Array
     Xty: Array
@@ -68,13 +70,32 @@ def pad_groups(X: np.ndarray, Z: np.ndarray, y: np.ndarray, group: np.ndarray, n
     return GroupedData(*(jnp.asarray(pad_rows(a, group, n_groups)) for a in (X, Z, y, np.ones(len(y)))))
 
 
+def zx_products(ZtX: Array) -> Array:
+    """ZⱼᵀXⱼ[a]ᵀ ZⱼᵀXⱼ[b] (+ the transpose for a < b), packed over a <= b and over the upper triangle in p.
+
+    Why: XᵀV⁻¹X = XᵀX − Σⱼ ZtXⱼᵀ Sⱼ ZtXⱼ with Sⱼ = Λ(ΛᵀZⱼᵀZⱼΛ + I)⁻¹Λᵀ, and with these products it is
+    one matrix product of the packed Sⱼ (which depend on θ) with a fixed matrix. In a batch of refits of one
+    design that product is a single GEMM over the whole batch, where contracting ZtXⱼ itself would build a
+    (batch, m, q, p) intermediate at every evaluation (8x slower Hessians on the HSB bootstrap). Packed,
+    the contraction costs q(q+1)/2 · p(p+1)/2 per group, fewer flops than the unpacked q²p + qp².
+    """
+    q, p = ZtX.shape[-2:]
+    a, b = np.triu_indices(q)
+    u, v = np.triu_indices(p)
+    direct = ZtX[..., a, :][..., u] * ZtX[..., b, :][..., v]
+    swapped = ZtX[..., b, :][..., u] * ZtX[..., a, :][..., v]
+    return direct + jnp.where(jnp.asarray(a != b)[:, None], swapped, 0.0)
+
+
 @jax.jit
 def group_stats(data: GroupedData) -> GroupStats:
     """Reduce padded group slabs to the cross-products of [Z X y]."""
     X, Z, y, mask = data
+    ZtX = jnp.einsum("gni,gnj->gij", Z, X)
     return GroupStats(
         ZtZ=jnp.einsum("gni,gnj->gij", Z, Z),
-        ZtX=jnp.einsum("gni,gnj->gij", Z, X),
+        ZtX=ZtX,
+        ZtX2=zx_products(ZtX),
         Zty=jnp.einsum("gni,gn->gi", Z, y),
         XtX=jnp.einsum("gni,gnj->ij", X, X),
         Xty=jnp.einsum("gni,gn->i", X, y),
@@ -108,9 +129,11 @@ def pad_stats(stats: GroupStats, n_groups: int, n_fixed: int) -> GroupStats:
     if dm == 0 and dp == 0:
         return stats
     XtX = jnp.pad(stats.XtX, ((0, dp), (0, dp))) + jnp.diag(jnp.concatenate([jnp.zeros(p), jnp.ones(dp)]))
+    ZtX = jnp.pad(stats.ZtX, ((0, dm), (0, 0), (0, dp)))
     return GroupStats(
         ZtZ=jnp.pad(stats.ZtZ, ((0, dm), (0, 0), (0, 0))),
-        ZtX=jnp.pad(stats.ZtX, ((0, dm), (0, 0), (0, dp))),
+        ZtX=ZtX,
+        ZtX2=zx_products(ZtX),
         Zty=jnp.pad(stats.Zty, ((0, dm), (0, 0))),
         XtX=XtX,
         Xty=jnp.pad(stats.Xty, (0, dp)),

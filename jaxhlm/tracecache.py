@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 from jax import export
 
 from . import _config
@@ -57,6 +58,17 @@ def call(fn: Callable[..., Any], static: dict[str, Any], *args: Any) -> Any:
     return program(*args)
 
 
+@lru_cache(maxsize=1)
+def _load_lapack() -> None:
+    """Make jaxlib load its CPU LAPACK kernels, which it otherwise does only while lowering a linalg op.
+
+    A replayed program calls those kernels without lowering anything; in jaxlib 0.9 that call found no
+    kernel loaded and crashed the process (segmentation fault). Lowering (not compiling) one tiny
+    eigendecomposition loads them.
+    """
+    jax.jit(jnp.linalg.eigh).lower(jnp.eye(1))
+
+
 def _load_or_export(key: str, fn: Callable[..., Any], static: dict[str, Any], args: tuple) -> Callable[..., Any]:
     directory = _directory()
     target = jax.jit(partial(fn, **static))
@@ -65,7 +77,9 @@ def _load_or_export(key: str, fn: Callable[..., Any], static: dict[str, Any], ar
     path = directory / f"{key}.jaxexport"
     if path.is_file():
         try:
-            return jax.jit(export.deserialize(bytearray(path.read_bytes())).call)
+            exported = export.deserialize(bytearray(path.read_bytes()))
+            _load_lapack()
+            return jax.jit(exported.call)
         except Exception:  # a corrupt or incompatible entry is rebuilt below  # noqa: BLE001
             pass
     exported = export.export(target)(*args)

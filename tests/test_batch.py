@@ -67,7 +67,7 @@ def test_bootstrap_agrees_with_lme4(ses_bootstrap):
     p = reference["pvalue"]
     mc = np.sqrt(2 * p * (1 - p) / reference["B"])  # SE of the difference of two independent estimates
     assert abs(boot.pvalue - p) < 3 * mc
-    assert boot.failed <= 0.01 * boot.B  # reported in the result, never hidden
+    assert boot.failed == 0  # none needed (a count is reported, never hidden, when some do)
     assert np.nanmin(boot.replicates) >= 0.0
     assert boot.asymptotic_pvalue == pytest.approx(0.05637, abs=5e-5) and boot.df == 2
     assert "Bootstrap Prob >= LR" in str(boot) and "extension" in str(boot)

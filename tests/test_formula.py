@@ -125,3 +125,24 @@ def test_array_api_matches_formula_fit(hsb):
     ref = jaxhlm.fit("mathach ~ ses + (1 + ses | id)", hsb)
     assert -0.5 * float(fit.deviance) == pytest.approx(ref.llf, abs=1e-8)
     np.testing.assert_allclose(np.asarray(fit.beta), ref.fe_params.to_numpy(), rtol=1e-7)
+
+
+def test_a_fresh_process_replays_the_program_cache(tmp_path):
+    """The second process fits from the programs the first one stored (jaxhlm.tracecache): same answer, no crash.
+
+    jaxlib 0.9 loads its LAPACK kernels only while lowering a linear-algebra op, and a replayed program lowers
+    nothing, so replaying crashed the process until tracecache loads them first.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = ("import json, jaxhlm; r = jaxhlm.fit('mathach ~ ses + (1 + ses | id)', jaxhlm.datasets.hsb()); "
+              "print(json.dumps([r.llf, r.converged]))")
+    env = dict(os.environ, JAXHLM_CACHE_DIR=str(tmp_path / "xla"))
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
+    assert any((tmp_path / "xla-programs").iterdir())
+    first, second = (json.loads(r.stdout.splitlines()[-1]) for r in runs)
+    assert second == first and first[1] is True

@@ -33,8 +33,9 @@ def problems(draw):
     q = 1 if kind == "identity" else 2
     X = np.column_stack([np.ones(n), x1, x2])
     Z = np.column_stack([x1, np.ones(n)])[:, 2 - q:]
-    blocks = (cov.Block(kind, q),)
-    theta = rng.uniform(0.05, 1.5, size=cov.Block(kind, q).n_theta)
+    lead = draw(st.sampled_from([None, 0, 1])) if kind == "unstructured" else None
+    blocks = (cov.Block(kind, q, lead),)
+    theta = rng.uniform(0.05, 1.5, size=blocks[0].n_theta)
     if kind == "unstructured":
         theta[1] = rng.normal()
     u = rng.normal(size=(m, q)) * 0.8
@@ -69,6 +70,18 @@ def test_profiled_deviance_equals_dense(problem, reml):
     stats = group_stats(pad_groups(X, Z, y, g, g.max() + 1))
     ours = float(profiled_deviance(jnp.asarray(theta), stats, jnp.asarray(cov.templates(blocks)), reml=reml))
     assert ours == pytest.approx(dense_deviance(X, Z, y, g, blocks, theta, reml), rel=1e-10, abs=1e-9)
+
+
+@pytest.mark.parametrize("lead", [None, 0, 1, 2])
+def test_theta_from_cov_factors_the_lead_effect_first(lead):
+    block = cov.Block("unstructured", 3, lead)
+    A = np.random.default_rng(lead or 0).normal(size=(3, 3))
+    for sigma in (A @ A.T + 0.1 * np.eye(3), np.outer(A[0], A[0]) + np.outer(A[1], A[1])):  # full rank, rank 2
+        theta = np.asarray(block.theta_from_cov(jnp.asarray(sigma)))
+        lam = np.tensordot(theta, block.templates(), 1)
+        np.testing.assert_allclose(lam @ lam.T, sigma, atol=1e-12)
+        assert theta[0] == pytest.approx(np.sqrt(sigma[lead or 0, lead or 0]))
+        assert np.all(theta[block.lower() == 0] >= 0)
 
 
 def _frame(X, Z, y, g):
