@@ -337,7 +337,7 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
     padded = np.moveaxis(pad_rows(Y, d.group, d.n_groups), -1, 0)  # (k, m, n_max)
-    start = np.zeros((len(padded), cov.n_cov_params(d.blocks)))  # θ = 0 (the linear model): EM's start wins
+    start = np.tile(result.theta, (len(padded), 1))  # the fitted θ̂, where lme4's refit starts too
     rep = _rounds(_refit_one, (padded, start), _shared(d), lambda x, out: (x[0], out.theta), chunk=chunk,
                   per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
                   blocks=d.blocks, reml=result.reml)

@@ -128,8 +128,8 @@ def minimise(
     lower: Array,
     *,
     max_steps: int = 200,
-    rtol: float = 1e-19,
-    atol: float = 1e-14,
+    rtol: float = 1e-18,
+    atol: float = 1e-13,
     eps_bar: float = 1e-2,
     even: Array | None = None,
 ) -> Solution:
