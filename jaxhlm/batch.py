@@ -26,7 +26,7 @@ import pandas as pd
 from jax import Array
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
-from scipy import special
+from scipy import sparse, special
 
 from . import covariance as cov
 from .design import Design
@@ -35,7 +35,7 @@ from .estimate import Fit, _deviance, fit_stats
 from .optimize import RESULTS, converged
 from .pipeline import design_stats
 from .results import MixedResult, lrtest
-from .stats import GroupedData, GroupStats, pad_groups, pad_rows, slots
+from .stats import GroupedData, GroupStats, pad_groups, slots
 
 #: Bytes of working memory one replicate needs, per padded observation (response, noise, products) and per
 #: group-parameter entry (the fit's factorisations and derivatives); chunks are sized from these.
@@ -109,10 +109,12 @@ def summarise(fit: Fit, blocks: cov.Structure) -> Replicate:
                      cov.on_boundary(blocks, fit.theta), sol.result == RESULTS.max_steps_reached)
 
 
-def _refit_one(x: tuple[Array, Array], shared: Shared, blocks: cov.Structure, reml: bool, max_steps: int
-               ) -> Replicate:
-    y, start = x
-    return summarise(fit_stats(with_response(shared, y), blocks, reml, start=start, max_steps=max_steps), blocks)
+def _refit_one(x: tuple[Array, Array, Array, Array], shared: Shared, blocks: cov.Structure, reml: bool,
+               max_steps: int) -> Replicate:
+    """One column of :func:`refit_batch`: x = (Zᵀy, Xᵀy, yᵀy, θ start), padded like ``shared.base``."""
+    zty, xty, yty, start = x
+    stats = shared.base._replace(Zty=zty, Xty=xty, yty=yty)
+    return summarise(fit_stats(stats, blocks, reml, start=start, max_steps=max_steps), blocks)
 
 
 def _embed(theta: Array, small: cov.Structure, big: cov.Structure, index: tuple[int, ...]) -> Array:
@@ -323,6 +325,23 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     )
 
 
+def _response_stats(design: Design, Y: np.ndarray, base: GroupStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zⱼᵀy (k, m, q), Xᵀy (k, p) and yᵀy (k,) of the k columns of Y, zero-padded to ``base``'s shapes.
+
+    Why here, on the host, rather than per replicate on the device: a column enters the fit only through these,
+    which are a few hundred numbers, while its padded (groups × largest group) layout is tens of thousands;
+    building and shipping that layout cost more than the refits themselves.
+    """
+    n, q = design.Z.shape
+    rows = np.arange(n)
+    zty = np.stack([sparse.csr_array((design.Z[:, j], (design.group, rows)), shape=(design.n_groups, n)) @ Y
+                    for j in range(q)], axis=-1)  # (m, k, q): one sparse product per effect, no (n, k) temporaries
+    m, p = base.Zty.shape[0], base.Xty.shape[0]
+    zty = np.pad(np.moveaxis(zty, 1, 0), ((0, 0), (0, m - design.n_groups), (0, 0)))
+    xty = np.pad((design.X.T @ Y).T, ((0, 0), (0, p - design.X.shape[1])))
+    return zty, xty, np.einsum("nk,nk->k", Y, Y)
+
+
 def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progress: bool = True) -> BatchFit:
     """Refit ``result``'s model (same design, same random-effects structure) to each column of ``Y``.
 
@@ -336,9 +355,10 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
                         f"response; got shape {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
-    padded = np.moveaxis(pad_rows(Y, d.group, d.n_groups), -1, 0)  # (k, m, n_max)
-    start = np.tile(result.theta, (len(padded), 1))  # the fitted θ̂, where lme4's refit starts too
-    rep = _rounds(_refit_one, (padded, start), _shared(d), lambda x, out: (x[0], out.theta), chunk=chunk,
+    shared = _shared(d)
+    start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
+    inputs = (*_response_stats(d, Y, shared.base), start)
+    rep = _rounds(_refit_one, inputs, shared, lambda x, out: (*x[:3], out.theta), chunk=chunk,
                   per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
                   blocks=d.blocks, reml=result.reml)
     return _batch_fit(rep, d)
