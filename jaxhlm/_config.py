@@ -12,7 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
+# XLA's C++ runtime logs a warning ("Assume version compatibility…") for every program it loads from the
+# compilation cache that jaxhlm turns on; at level 2 only its errors reach stderr. Set before jax is imported,
+# and never over a level the user chose.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

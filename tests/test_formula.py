@@ -143,6 +143,7 @@ def test_a_fresh_process_replays_the_program_cache(tmp_path):
     env = dict(os.environ, JAXHLM_CACHE_DIR=str(tmp_path / "xla"))
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
+    assert runs[1].stderr == ""  # loading cached programs is silent (no XLA runtime warnings)
     assert any((tmp_path / "xla-programs").iterdir())
     first, second = (json.loads(r.stdout.splitlines()[-1]) for r in runs)
     assert second == first and first[1] is True
