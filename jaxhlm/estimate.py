@@ -65,8 +65,9 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
       blocks: the covariance structure, a tuple of :class:`~jaxhlm.covariance.Block` (static).
       reml: fit by REML.
       em_steps: EM iterations before Newton.
-      start: a θ to start Newton from when its deviance is lower than the EM warm start's. Newton only
-        descends, so the fit is then at least as good as ``start`` — what a likelihood-ratio test of a
+      start: a θ, or several stacked (k, n_theta): Newton starts from the one among them and the EM warm
+        start with the lowest finite deviance (EM's on a tie, then the first). Newton only descends, so the
+        fit is then at least as good as every ``start`` — what a likelihood-ratio test of a
         nested pair needs (start the bigger model at the smaller model's optimum, and LR ≥ 0 is assured),
         and what lets a batch resume the few replicates a first round of ``max_steps`` left unconverged.
       max_steps: Newton steps at most (the result code says when they ran out).
@@ -76,7 +77,9 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     dev = lambda th: _deviance(th, stats, T, reml)  # noqa: E731
     theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), stats, T, blocks, em_steps)
     if start is not None:
-        theta0 = jnp.where(dev(start) < dev(theta0), start, theta0)
+        candidates = jnp.concatenate([theta0[None], jnp.reshape(start, (-1, theta0.shape[0]))])
+        devs = jax.vmap(dev)(candidates)
+        theta0 = candidates[jnp.argmin(jnp.where(jnp.isnan(devs), jnp.inf, devs))]
     sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps)
     theta, _ = _rectify(sol.x, sol.value, dev, lower)
     sol = certify(dev, theta, lower, sol.steps, sol.result)
