@@ -28,6 +28,7 @@ $(VENV)/.bench: $(STAMP)
 bench: $(VENV)/.bench
 	$(PY) experiments/bench_hsb.py
 	$(PY) experiments/bench_bootstrap.py
+	$(PY) experiments/bench_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

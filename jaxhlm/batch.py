@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 from scipy import sparse, special
 
 from . import covariance as cov
-from .design import Design
+from .design import Design, Rows
 from .errors import ComparisonError, DataError
 from .estimate import Fit, fit_stats
 from .optimize import RESULTS, converged
@@ -245,21 +245,26 @@ def _sharded(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], mesh: 
 
 
 # ---- front ends --------------------------------------------------------------------------------------
+def _padded_rows(design: Design) -> GroupedData:
+    rows = design.rows()
+    return pad_groups(rows.X, rows.Z, rows.y, rows.group, design.n_groups)
+
+
 def _shared(design: Design) -> Shared:
-    data = pad_groups(design.X, design.Z, design.y, design.group, design.n_groups)
-    return Shared(data, design_stats(design))
+    return Shared(_padded_rows(design), design_stats(design))
 
 
 def _per_replicate_bytes(*designs: Design) -> int:
-    return sum(_BYTES_PER_ROW * design.n_groups * slots(design.group, design.n_groups)[2]
-               + _BYTES_PER_GROUP_ENTRY * design.n_groups * design.Z.shape[1] * (design.Z.shape[1] + design.X.shape[1])
+    return sum(_BYTES_PER_ROW * design.n_groups * int(design.group_sizes.max())
+               + _BYTES_PER_GROUP_ENTRY * design.n_groups * len(design.re_names)
+               * (len(design.re_names) + len(design.fe_names))
                for design in designs)
 
 
 def _simulator(result: MixedResult) -> Simulator:
     d = result.design
     lam = np.tensordot(result.theta, cov.templates(d.blocks), 1)
-    return Simulator(pad_groups(d.X, d.Z, d.y, d.group, d.n_groups), jnp.asarray(result.fit.beta),
+    return Simulator(_padded_rows(d), jnp.asarray(result.fit.beta),
                      jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)))
 
 
@@ -279,7 +284,7 @@ def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
     gives the same draws, and :func:`bootstrap_lrtest` with that seed fits exactly these responses.
     """
     d = result.design
-    g, slot, _ = slots(d.group, d.n_groups)
+    g, slot, _ = slots(d.rows().group, d.n_groups)
     return _simulate(_key(seed), _simulator(result), int(n))[:, g, slot]
 
 
@@ -305,7 +310,7 @@ class BatchFit:
 
 
 def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
-    p = design.X.shape[1]
+    p = len(design.fe_names)
     theta = np.asarray(rep.theta)
     lam = np.einsum("kt,tij->kij", theta, cov.templates(design.blocks))
     sigma2 = np.asarray(rep.sigma2)
@@ -323,20 +328,21 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     )
 
 
-def _response_stats(design: Design, Y: np.ndarray, base: GroupStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _response_stats(design: Design, rows: Rows, Y: np.ndarray, base: GroupStats
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zⱼᵀy (k, m, q), Xᵀy (k, p) and yᵀy (k,) of the k columns of Y, zero-padded to ``base``'s shapes.
 
     Why here, on the host, rather than per replicate on the device: a column enters the fit only through these,
     which are a few hundred numbers, while its padded (groups × largest group) layout is tens of thousands;
     building and shipping that layout cost more than the refits themselves.
     """
-    n, q = design.Z.shape
-    rows = np.arange(n)
-    zty = np.stack([sparse.csr_array((design.Z[:, j], (design.group, rows)), shape=(design.n_groups, n)) @ Y
+    n, q = rows.Z.shape
+    at = np.arange(n)
+    zty = np.stack([sparse.csr_array((rows.Z[:, j], (rows.group, at)), shape=(design.n_groups, n)) @ Y
                     for j in range(q)], axis=-1)  # (m, k, q): one sparse product per effect, no (n, k) temporaries
     m, p = base.Zty.shape[0], base.Xty.shape[0]
     zty = np.pad(np.moveaxis(zty, 1, 0), ((0, 0), (0, m - design.n_groups), (0, 0)))
-    xty = np.pad((design.X.T @ Y).T, ((0, 0), (0, p - design.X.shape[1])))
+    xty = np.pad((rows.X.T @ Y).T, ((0, 0), (0, p - rows.X.shape[1])))
     return zty, xty, np.einsum("nk,nk->k", Y, Y)
 
 
@@ -348,14 +354,14 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
     d = result.design
     Y = np.asarray(Y, dtype=float)
     Y = Y[:, None] if Y.ndim == 1 else Y
-    if Y.ndim != 2 or Y.shape[0] != len(d.y):
-        raise DataError(f"Y must have one row per observation of the fit ({len(d.y):,}) and one column per "
+    if Y.ndim != 2 or Y.shape[0] != d.nobs:
+        raise DataError(f"Y must have one row per observation of the fit ({d.nobs:,}) and one column per "
                         f"response; got shape {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
     shared = _shared(d)
     start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
-    inputs = (*_response_stats(d, Y, shared.base), start)
+    inputs = (*_response_stats(d, d.rows(), Y, shared.base), start)
     rep = _rounds(_refit_one, inputs, shared, lambda x, out: (*x[:3], out.theta), chunk=chunk,
                   per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
                   blocks=d.blocks, reml=result.reml)
@@ -408,8 +414,9 @@ def _nesting(small: MixedResult, big: MixedResult) -> tuple[int, ...]:
         raise ComparisonError("the bootstrap needs nested models: the smaller model's random effects "
                               f"({', '.join(ds.re_names)} by {ds.group_name}) must all be in the bigger model's "
                               f"({', '.join(db.re_names)} by {db.group_name})")
-    coef, *_ = np.linalg.lstsq(db.X, ds.X, rcond=None)
-    if np.linalg.norm(db.X @ coef - ds.X) > 1e-8 * max(np.linalg.norm(ds.X), 1.0):
+    xs, xb = ds.rows().X, db.rows().X
+    coef, *_ = np.linalg.lstsq(xb, xs, rcond=None)
+    if np.linalg.norm(xb @ coef - xs) > 1e-8 * max(np.linalg.norm(xs), 1.0):
         raise ComparisonError("the bootstrap needs nested models: the smaller model's fixed effects must lie in "
                               "the span of the bigger model's")
     return tuple(db.re_names.index(n) for n in ds.re_names)

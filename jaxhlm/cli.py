@@ -1,7 +1,8 @@
 """Command line.
 
-``jaxhlm fit FORMULA [--data FILE.csv] [--reml] [--cov KIND] [--json]`` — an lme4-style formula;
-``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE.csv] [--json]`` — Stata syntax;
+``jaxhlm fit FORMULA [--data FILE] [--chunksize N] [--reml] [--cov KIND] [--json]`` — an lme4-style formula;
+``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE] [--chunksize N] [--json]`` —
+Stata syntax. FILE is CSV or Parquet; with ``--chunksize`` a CSV file is read and reduced N rows at a time;
 ``jaxhlm run FILE.do [--data FILE.csv]`` — a do-file, printed as a Stata log;
 ``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE.csv]`` — parametric-bootstrap LR test of two
 nested models, each a Stata ``mixed`` command or an lme4 formula.
@@ -23,16 +24,19 @@ EXIT_INPUT = 2
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxhlm", description="Hierarchical linear models in JAX.")
     sub = ap.add_subparsers(dest="command", required=True)
-    data_help = "CSV file (default: the bundled High School and Beyond data)"
+    data_help = "CSV or Parquet file (default: the bundled High School and Beyond data)"
+    chunk_help = "read a CSV file this many rows at a time (for data larger than memory comfortably holds)"
     f = sub.add_parser("fit", help="fit a two-level linear mixed model and print a Stata-style report")
     f.add_argument("formula", help="lme4-style formula, e.g. 'mathach ~ ses + (1 + ses | id)'")
     f.add_argument("--data", help=data_help)
+    f.add_argument("--chunksize", type=int, help=chunk_help)
     f.add_argument("--reml", action="store_true", help="fit by restricted maximum likelihood")
     f.add_argument("--cov", help="covariance structure: identity, independent, exchangeable, unstructured")
     f.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     m = sub.add_parser("mixed", help="fit a model written in Stata's mixed syntax")
     m.add_argument("model", help="e.g. 'mathach c.ses##i.sector || id: ses, cov(unstr)'")
     m.add_argument("--data", help=data_help)
+    m.add_argument("--chunksize", type=int, help=chunk_help)
     m.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     r = sub.add_parser("run", help="run a Stata do-file (use, mixed, estimates store, lrtest, estat ic, test, "
                                    "tabulate) and print its log")
@@ -54,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import JaxhlmError
 
     try:
-        data = datasets.read_csv(args.data) if args.data else datasets.hsb()
+        streamed = args.command in ("fit", "mixed")  # one pass over the data: it may be read in chunks
+        data = (datasets.read(args.data, args.chunksize if streamed else None, in_memory=not streamed)
+                if args.data else datasets.hsb())
         if args.command == "run":
             path = Path(args.dofile)
             if not path.is_file():

@@ -1,17 +1,29 @@
-"""Build the numeric design (y, X, Z, groups) from a :class:`ModelSpec` and a DataFrame.
+"""Build a model's sufficient statistics from a :class:`ModelSpec` and data, chunk by chunk of rows.
 
 This is one of the two places pandas lives (the other is rendering). It owns every data check: unknown
 variables, listwise deletion of missing values, non-numeric columns, too few groups, and exactly collinear
 fixed-effect columns, which are dropped later-column-first (the constant kept first) with a note as Stata
 does. The fixed part is either formulaic syntax (lme4-style formulas) or Stata factor-variable terms
 (:mod:`jaxhlm.factor`); both yield the same :class:`~jaxhlm.factor.Coef` layout.
+
+Data arrive as a DataFrame, a dict of arrays, an iterator of DataFrame chunks or a Parquet file, and every
+kind goes through one loop: each chunk is encoded, its rows are reduced into a
+:class:`~jaxhlm.stats.Accumulator`, and the rows are dropped. Whatever needs the whole sample (the levels of
+factors, collinearity, the sorted group order) is decided at the end from the statistics, so a chunked fit
+gives the one-shot fit's estimates. The design keeps no rows: :meth:`Design.rows` rebuilds them from an
+in-memory source when batched refits need them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Union
 
 import numpy as np
 import pandas as pd
@@ -21,20 +33,35 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
+from .stats import Accumulator, HostStats
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
 COLLINEARITY_TOL = 1e-7
 
+#: Rows per chunk when a Parquet file is read.
+PARQUET_BATCH_ROWS = 1 << 20
+
+#: What :func:`build_design` reads: a DataFrame, a dict of equal-length arrays, an iterable of DataFrame
+#: chunks (e.g. ``pandas.read_csv(path, chunksize=...)``) or the path of a Parquet file.
+Data = Union[pd.DataFrame, Mapping[str, Any], Iterable[pd.DataFrame], str, os.PathLike]
+
 
 @dataclass(frozen=True, eq=False)
-class Design:
-    """Numeric arrays of one model plus the names and notes that describe them."""
+class Rows:
+    """The model's rows: y (N,), X (N, p), Z (N, q) and group codes (N,) in the estimation sample's order."""
 
     y: np.ndarray
     X: np.ndarray
     Z: np.ndarray
-    group: np.ndarray  # codes 0..n_groups-1
+    group: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """The sufficient statistics of one model on one sample, plus the names and notes that describe them."""
+
+    stats: HostStats  # fixed-effect columns as in fe_names, groups in group_labels order
     group_labels: np.ndarray
     coefs: tuple[Coef, ...]  # every fixed-effect column in display order, omitted and empty ones included
     re_names: tuple[str, ...]
@@ -45,6 +72,7 @@ class Design:
     n_dropped: int = 0
     notes: tuple[str, ...] = field(default=())
     sample: str = ""  # fingerprint of the estimation sample: rows, response, groups (lrtest compares them)
+    rebuild: Callable[[], Rows] | None = None  # the rows again, from an in-memory source
 
     @property
     def fe_names(self) -> tuple[str, ...]:
@@ -62,7 +90,18 @@ class Design:
 
     @property
     def group_sizes(self) -> np.ndarray:
-        return np.bincount(self.group, minlength=self.n_groups)
+        return self.stats.counts
+
+    @property
+    def nobs(self) -> int:
+        return self.stats.n
+
+    def rows(self) -> Rows:
+        """The rows behind the statistics (for simulation and batched refits), rebuilt from the fitted data."""
+        if self.rebuild is None:
+            raise DataError("this model was fitted from data read in chunks, so its rows are not at hand; fit it "
+                            "from a DataFrame (or a dict of arrays) to simulate from it or refit it in batches")
+        return self.rebuild()
 
 
 def _numeric(data: pd.DataFrame, name: str, role: str) -> np.ndarray:
@@ -89,23 +128,102 @@ def _fixed_variables(fixed: str | FixedTerms) -> frozenset[str]:
         raise FormulaError(f"cannot parse the fixed part {fixed!r}: {exc}") from None
 
 
-def _formulaic_columns(fixed: str, frame: pd.DataFrame) -> tuple[np.ndarray, list[Coef]]:
-    import formulaic
+class _Formulaic:
+    """Encodes chunks with formulaic: the first chunk fixes the encoding (levels, transform state)."""
 
-    try:
-        X_df = formulaic.model_matrix(fixed, frame, na_action="raise")
-    except Exception as exc:
-        raise FormulaError(f"cannot build the fixed-effects design from {fixed!r}: {exc}") from None
-    return np.asarray(X_df, dtype=float), [Coef(str(c), order=str(c).count(":") + 1) for c in X_df.columns]
+    def __init__(self, fixed: str):
+        self.fixed = fixed
+        self.spec: Any = None
+        self.names: list[str] = []
+
+    def columns(self, frame: pd.DataFrame) -> np.ndarray:
+        import formulaic
+        from formulaic.errors import DataMismatchWarning
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DataMismatchWarning)
+                if self.spec is None:
+                    X = formulaic.model_matrix(self.fixed, frame, na_action="raise")
+                    self.spec, self.names = X.model_spec, [str(c) for c in X.columns]
+                else:
+                    X = self.spec.get_model_matrix(frame, na_action="raise")
+        except DataMismatchWarning as exc:
+            raise DataError(f"the data has a level its encoding does not know ({exc}). Formula syntax encodes "
+                            "data read in chunks as it encoded the first chunk: give categorical columns all their "
+                            "levels up front (a pandas CategoricalDtype, e.g. read_csv(..., dtype={...})), use "
+                            "Stata syntax, or read the data at once") from None
+        except Exception as exc:  # formulaic's errors are of many types
+            raise FormulaError(f"cannot build the fixed-effects design from {self.fixed!r}: {exc}") from None
+        return np.asarray(X, dtype=float)
+
+    def check_chunked(self) -> None:
+        """Called when a second chunk arrives: what formulaic learned from the first must hold for all."""
+        if self.spec is not None and self.spec.transform_state:
+            raise DataError(f"{', '.join(self.spec.transform_state)} depend on the whole sample, but data read in "
+                            "chunks would compute them from the first chunk alone; compute the column beforehand")
+
+    def layout(self) -> list[tuple[int | None, Coef]]:
+        return [(j, Coef(name, order=name.count(":") + 1)) for j, name in enumerate(self.names)]
+
+    def constant(self) -> str | None:
+        return "Intercept" if "Intercept" in self.names else None
 
 
-def _check_columns(spec: ModelSpec, data: pd.DataFrame, fixed_vars: frozenset[str]) -> None:
-    columns = set(map(str, data.columns))
+class _Factors:
+    """Encodes chunks of Stata factor-variable terms: one column per cell of the levels seen so far (base cells
+    included), so a level first seen in a late chunk only adds columns; the layout is chosen at the end."""
+
+    def __init__(self, fixed: FixedTerms):
+        self.fixed = fixed
+        self.factors = {v.name: v for t in fixed.terms for v in t.vars if v.factor}
+        self.levels: dict[str, np.ndarray] = {name: np.zeros(0, np.int64) for name in self.factors}
+        self.counts: dict[str, dict[int, int]] = {name: {} for name in self.factors}
+        self.cells: list[factor.Cell] = []
+        self.observed: dict[factor.Cell, bool] = {}
+
+    def columns(self, frame: pd.DataFrame) -> np.ndarray:
+        for name, v in self.factors.items():
+            self.levels[name] = np.union1d(self.levels[name], factor.levels(frame, v))
+            for level, c in frame[name].astype(float).value_counts().items():
+                self.counts[name][int(level)] = self.counts[name].get(int(level), 0) + int(c)
+        known = set(self.cells)
+        self.cells += [c for c in factor.cells(self.fixed, self.levels) if c not in known]
+        # Column 0 is the constant (all ones; unused without one), then the cells in order of first
+        # appearance: a later chunk only appends columns, as the Accumulator requires.
+        X = np.empty((len(frame), 1 + len(self.cells)))
+        X[:, 0] = 1.0
+        for j, cell in enumerate(self.cells, start=1):
+            X[:, j], seen = factor.cell_column(self.fixed, cell, frame)
+            self.observed[cell] = self.observed.get(cell, False) or seen
+        return X
+
+    def check_chunked(self) -> None:
+        """Levels may grow from chunk to chunk (see the class docstring): nothing to check."""
+
+    def layout(self) -> list[tuple[int | None, Coef]]:
+        index = {cell: j for j, cell in enumerate(self.cells, start=1)}
+        rows = []
+        for cell, coef in factor.layout(self.fixed, self.levels, self.counts):
+            if cell is None:
+                rows.append((0, coef))
+            elif self.observed.get(cell, False):
+                rows.append((index[cell], coef))
+            else:
+                rows.append((None, Coef(coef.name, coef.group, coef.level, coef.order, "empty")))
+        return rows
+
+    def constant(self) -> str | None:
+        return CONSTANT if self.fixed.constant else None
+
+
+def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[str]) -> None:
+    present = set(columns)
 
     def missing(names, what: str) -> None:
-        absent = sorted(n for n in names if n not in columns)
+        absent = sorted(n for n in names if n not in present)
         if absent:
-            listing = ", ".join(map(str, list(data.columns)[:20]))
+            listing = ", ".join(columns[:20])
             raise FormulaError(
                 f"{what} {', '.join(map(repr, absent))} not found in the data; available columns: {listing}"
             )
@@ -116,48 +234,23 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame, fixed_vars: frozenset[st
     missing(fixed_vars, "variable")
 
 
-def _independent(X: np.ndarray, order: list[int]) -> set[int]:
-    """Columns kept when each, in ``order``, is dropped if it lies in the span of those kept before it
-    (Gram-Schmidt, twice)."""
-    basis: list[np.ndarray] = []
-    keep: set[int] = set()
+def _independent(R: np.ndarray, order: list[int]) -> set[int]:
+    """Columns kept when each, in ``order``, is dropped if it lies within tolerance of the span of those kept
+    before it. ``R`` is X's triangular factor: the last diagonal entry of the factor of R[:, kept + [j]] is
+    column j's distance from the span of the kept columns, exactly as on X."""
+    norms = np.sqrt(np.sum(R * R, axis=0))
+    keep: list[int] = []
     for j in order:
-        v = X[:, j].astype(float)
-        norm = np.linalg.norm(v)
-        for _ in range(2):
-            for b in basis:
-                v = v - (b @ v) * b
-        resid = np.linalg.norm(v)
-        if norm > 0 and resid > COLLINEARITY_TOL * norm:
-            basis.append(v / resid)
-            keep.add(j)
-    return keep
+        resid = abs(np.linalg.qr(R[:, keep + [j]], mode="r")[-1, -1])
+        if norms[j] > 0 and resid > COLLINEARITY_TOL * norms[j]:
+            keep.append(j)
+    return set(keep)
 
 
-def _mark_dependent(X: np.ndarray, coefs: list[Coef], constant: str | None) -> tuple[np.ndarray, list[Coef], list[str]]:
-    """Mark empty and collinear columns; the constant is considered first, then the columns in order."""
-    names = [c.name for c in coefs]
-    order = [j for j, c in enumerate(coefs) if not c.status]
-    if constant in names:
-        order.sort(key=lambda j: names[j] != constant)
-    keep = _independent(X, order)
-    notes = []
-    for j, c in enumerate(coefs):
-        if c.status == "empty":
-            notes.append(f"note: {c.name} identifies no observations in the sample.")
-        elif j not in keep:
-            coefs[j] = Coef(c.name, c.group, c.level, c.order, "omitted")
-            notes.append(f"note: {c.name} omitted because of collinearity.")
-    kept = [j for j in range(len(coefs)) if j in keep]
-    return X[:, kept], coefs, notes
-
-
-def used_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
+def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     """The columns the model reads, after checking that they exist (a :class:`FormulaError` names any absent)."""
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     fixed_vars = _fixed_variables(spec.fixed)
-    _check_columns(spec, data, fixed_vars)
+    _check_columns(spec, [str(c) for c in columns], fixed_vars)
     return list(dict.fromkeys([spec.response, spec.group, *[n for t in spec.random for n in t.slopes],
                                *sorted(fixed_vars)]))
 
@@ -184,57 +277,198 @@ def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
     return h.hexdigest()
 
 
-def build_design(spec: ModelSpec, data: pd.DataFrame, used: list[str] | None = None) -> Design:
-    """Validate ``data`` against ``spec`` and build the arrays; raise :class:`DataError` with a remedy."""
-    used = used_columns(spec, data) if used is None else used
-    complete = data[used].notna().all(axis=1)
-    n_dropped = int((~complete).sum())
-    frame = data.loc[complete]
+class _Sample:
+    """A fingerprint of the estimation sample (row labels, response, groups) that does not depend on how the
+    rows were split into chunks: each part is hashed as one stream."""
+
+    def __init__(self) -> None:
+        self.parts = [hashlib.blake2b(digest_size=16) for _ in range(3)]
+
+    def update(self, frame: pd.DataFrame, y: np.ndarray, group: str) -> None:
+        index, rows, groups = self.parts
+        index.update(pd.util.hash_array(np.asarray(frame.index)).tobytes())
+        rows.update(y.tobytes())
+        groups.update(pd.util.hash_array(frame[group].to_numpy()).tobytes())
+
+    def digest(self) -> str:
+        return hashlib.blake2b(b"".join(h.digest() for h in self.parts), digest_size=16).hexdigest()
+
+
+def _as_frame(data: Data) -> Data:
+    if isinstance(data, Mapping) and not isinstance(data, pd.DataFrame):
+        try:
+            return pd.DataFrame(data, copy=False)
+        except ValueError as exc:
+            raise DataError(f"a dict of data must hold equal-length 1-d arrays: {exc}") from None
+    return data
+
+
+def with_columns(data: Data) -> tuple[list[str], Data]:
+    """The data's column names, and the data to read from then (an iterator's first chunk put back)."""
+    data = _as_frame(data)
+    if isinstance(data, pd.DataFrame):
+        return [str(c) for c in data.columns], data
+    if isinstance(data, (str, os.PathLike)):
+        first = next(_parquet(os.fspath(data), rows=1), pd.DataFrame())
+        return [str(c) for c in first.columns], data
+    if isinstance(data, Iterable):
+        it = iter(data)
+        first = next(it, None)
+        if first is None:
+            raise DataError("the data has no chunks")
+        return [str(c) for c in _frame(first, 0).columns], itertools.chain([first], it)
+    return [], data  # chunks() names the problem
+
+
+def chunks(data: Data) -> tuple[Iterator[pd.DataFrame], pd.DataFrame | None]:
+    """The data as DataFrame chunks, and the DataFrame itself when it is in memory (for :meth:`Design.rows`)."""
+    data = _as_frame(data)
+    if isinstance(data, pd.DataFrame):
+        return iter([data]), data
+    if isinstance(data, (str, os.PathLike)):
+        return _parquet(os.fspath(data)), None
+    if isinstance(data, Iterable):
+        return (_frame(c, k) for k, c in enumerate(data)), None
+    raise DataError(f"data must be a pandas DataFrame, a dict of arrays, an iterable of DataFrame chunks or a "
+                    f"Parquet file path; got {type(data).__name__}")
+
+
+def _frame(chunk: Any, k: int) -> pd.DataFrame:
+    if not isinstance(chunk, pd.DataFrame):
+        raise DataError(f"chunk {k} of the data is a {type(chunk).__name__}, not a DataFrame")
+    return chunk
+
+
+def _parquet(path: str, rows: int | None = None) -> Iterator[pd.DataFrame]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError("reading Parquet needs pyarrow: pip install 'jaxhlm[parquet]'") from None
+    try:
+        source = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path!r} as a Parquet file: {exc}") from None
+    for batch in source.iter_batches(batch_size=rows or PARQUET_BATCH_ROWS):
+        yield batch.to_pandas()
+
+
+class _Groups:
+    """Codes for group labels in order of first appearance, across chunks."""
+
+    def __init__(self) -> None:
+        self.labels: pd.Index | None = None
+
+    def codes(self, values: pd.Series) -> np.ndarray:
+        local, uniques = pd.factorize(values)
+        if self.labels is None:
+            self.labels = pd.Index(uniques)
+            return local
+        at = self.labels.get_indexer(uniques)
+        new = at < 0
+        at[new] = len(self.labels) + np.arange(int(new.sum()))
+        self.labels = self.labels.append(pd.Index(uniques[new]))
+        return at[local]
+
+
+def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, groups: _Groups
+            ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """One chunk's complete rows and their (y, X, Z, provisional group codes); None if no row is complete."""
+    used = used_columns(spec, frame.columns)
+    complete = np.logical_and.reduce([frame[c].notna().to_numpy() for c in used])
+    if not complete.all():
+        frame = frame.loc[complete]
     if len(frame) == 0:
-        raise DataError("no observations left: every row has a missing value in a variable the model uses")
-    notes = []
-    if n_dropped:
-        notes.append(f"{n_dropped:,} observation{'s' if n_dropped > 1 else ''} dropped because of missing values")
-
+        return None
     y = _numeric(frame, spec.response, "response")
-    if np.ptp(y) == 0:
-        raise DataError(f"the response {spec.response!r} is constant; there is nothing to model")
-    codes, labels = pd.factorize(frame[spec.group], sort=True)
-    if len(labels) < 2:
-        raise DataError(
-            f"the grouping variable {spec.group!r} has {len(labels)} level; a mixed model needs at least two "
-            "groups (use ordinary regression for one)"
-        )
-
-    if isinstance(spec.fixed, FixedTerms):
-        X, coefs = factor.expand(spec.fixed, frame)
-        constant = CONSTANT if spec.fixed.constant else None
-    else:
-        X, coefs = _formulaic_columns(spec.fixed, frame)
-        constant = "Intercept" if any(c.name == "Intercept" for c in coefs) else None
-    if not coefs:
-        raise DataError("the fixed-effects design is empty; include at least a constant")
-    X, coefs, dependent = _mark_dependent(X, coefs, constant)
-    notes = dependent + notes
-    p = X.shape[1]
-    if p == 0:
-        raise DataError("the fixed-effects design is singular: every column is zero")
-    if len(y) <= p:
-        raise DataError(f"{len(y)} observations cannot identify {p} fixed effects plus variance components")
-
     Z = np.column_stack([
         np.ones(len(frame)) if n == CONSTANT else _numeric(frame, n, "random-effect variable")
         for t in spec.random for n in t.names
     ])
-    ZtZ = Z.T @ Z
-    if np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < Z.shape[1]:
+    return frame, y, encoder.columns(frame), Z, groups.codes(frame[spec.group])
+
+
+def build_design(spec: ModelSpec, data: Data) -> Design:
+    """Validate ``data`` against ``spec`` and reduce it to sufficient statistics; raise :class:`DataError`
+    with a remedy for bad input."""
+    parts, source = chunks(data)
+    encoder = _Formulaic(spec.fixed) if isinstance(spec.fixed, str) else _Factors(spec.fixed)
+    groups, sample, acc = _Groups(), _Sample(), Accumulator(len(spec.re_names))
+    n_rows, low, high = 0, np.inf, -np.inf
+    for k, frame in enumerate(parts):
+        if k == 1:
+            encoder.check_chunked()
+        n_rows += len(frame)
+        encoded = _encode(spec, frame, encoder, groups)
+        if encoded is not None:
+            frame, y, X, Z, codes = encoded
+            acc.add(X, Z, y, codes)
+            sample.update(frame, y, spec.group)
+            low, high = min(low, y.min()), max(high, y.max())
+    stats = acc.result()
+    n_dropped = n_rows - stats.n
+    if stats.n == 0:
+        raise DataError("no observations left: every row has a missing value in a variable the model uses")
+    if low == high:
+        raise DataError(f"the response {spec.response!r} is constant; there is nothing to model")
+    if len(groups.labels) < 2:
+        raise DataError(
+            f"the grouping variable {spec.group!r} has 1 level; a mixed model needs at least "
+            "two groups (use ordinary regression for one)"
+        )
+    layout = encoder.layout()
+    if not layout:
+        raise DataError("the fixed-effects design is empty; include at least a constant")
+    constant = encoder.constant()
+    kept, coefs, notes = _mark_dependent(stats.R, layout, constant)
+    p = len(kept)
+    if p == 0:
+        raise DataError("the fixed-effects design is singular: every column is zero")
+    if stats.n <= p:
+        raise DataError(f"{stats.n} observations cannot identify {p} fixed effects plus variance components")
+    ZtZ = stats.ZtZ.sum(axis=0)
+    if np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < ZtZ.shape[0]:
         raise DataError(
             f"the random-effects design ({', '.join(spec.re_names)}) is singular: its columns are collinear; "
             "drop a redundant random effect"
         )
-    return Design(
-        y=y, X=X, Z=Z, group=codes.astype(np.int64), group_labels=np.asarray(labels),
-        coefs=tuple(coefs), re_names=spec.re_names, blocks=spec.blocks, response=spec.response,
-        group_name=spec.group, constant=constant, n_dropped=n_dropped,
-        notes=tuple(notes), sample=fingerprint(frame, [spec.response, spec.group]),
+    if n_dropped:
+        notes.append(f"{n_dropped:,} observation{'s' if n_dropped > 1 else ''} dropped because of missing values")
+    order = np.asarray(groups.labels.argsort())
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+
+    def rebuild() -> Rows:
+        frame, y, X, Z, codes = _encode(spec, source, encoder, groups)  # type: ignore[misc]
+        check = _Sample()
+        check.update(frame, y, spec.group)
+        if check.digest() != design.sample:
+            raise DataError("the data changed after the fit; refit the model before simulating from it")
+        return Rows(y=y, X=X[:, kept], Z=Z, group=rank[codes])
+
+    design = Design(
+        stats=stats.select(kept, order), group_labels=np.asarray(groups.labels[order]), coefs=tuple(coefs),
+        re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
+        constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=sample.digest(),
+        rebuild=None if source is None else rebuild,
     )
+    return design
+
+
+def _mark_dependent(R: np.ndarray, layout: list[tuple[int | None, Coef]], constant: str | None
+                    ) -> tuple[list[int], list[Coef], list[str]]:
+    """Columns to keep (indices into R), every coefficient with its status, and Stata's notes: empty cells and
+    collinear columns; the constant is considered first, then the columns in order."""
+    candidates = [(j, c) for j, c in layout if j is not None]
+    order = sorted(candidates, key=lambda jc: jc[1].name != constant) if constant else candidates
+    keep = _independent(R, [j for j, _ in order])
+    coefs, notes, kept = [], [], []
+    for j, c in layout:
+        if c.status == "empty":
+            notes.append(f"note: {c.name} identifies no observations in the sample.")
+        elif j not in keep:
+            c = Coef(c.name, c.group, c.level, c.order, "omitted")
+            notes.append(f"note: {c.name} omitted because of collinearity.")
+        else:
+            kept.append(j)
+        coefs.append(c)
+    return kept, coefs, notes

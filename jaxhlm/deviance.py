@@ -107,8 +107,11 @@ def factorize(Lam: Array, stats: GroupStats) -> Factor:
     S = jnp.einsum("gia,gib->gab", W, W)
     a, b = np.triu_indices(q)
     u, v = np.triu_indices(p)
-    packed = stats.XtX[u, v] - jnp.einsum("gk,gkl->l", S[:, a, b], stats.ZtX2)
-    A = jnp.zeros((p, p)).at[u, v].set(packed).at[v, u].set(packed)
+    if stats.ZtX2.shape[-1]:
+        packed = stats.XtX[u, v] - jnp.einsum("gk,gkl->l", S[:, a, b], stats.ZtX2)
+        A = jnp.zeros((p, p)).at[u, v].set(packed).at[v, u].set(packed)
+    else:  # ZtX2 left out for size (stats.zx_products_if_small)
+        A = stats.XtX - jnp.einsum("gai,gab,gbj->ij", stats.ZtX, S, stats.ZtX)
     Sy = jnp.einsum("gab,gb->ga", S, stats.Zty)
     RX = jnp.linalg.cholesky(A)
     cb = solve_triangular(RX, stats.Xty - jnp.einsum("gqi,gq->i", stats.ZtX, Sy), lower=True)

@@ -1,8 +1,10 @@
 """Stata factor-variable terms (``i.``, ``ib#.``, ``c.``, ``#``) and their expansion into design columns.
 
-The Stata front end (:mod:`jaxhlm.stata`) parses a varlist into :class:`FixedTerms`; :func:`expand` turns them
+The Stata front end (:mod:`jaxhlm.stata`) parses a varlist into :class:`FixedTerms`; this module turns them
 into the columns of X with Stata's names, base levels and display layout, using the levels present in the
-estimation sample.
+estimation sample. Columns are built per cell (:func:`cell_column`) for every cell, base cells included, and
+the layout (:func:`layout`) is chosen once the whole sample's levels are known, so that data read in chunks,
+where a level may first occur in a late chunk, is expanded as if read at once.
 
 Base cells follow the model's hierarchy, as Stata's do. In a term, a cell whose factors are at their base
 levels is left out when the lower-order term made of its remaining components is also in the model; for a
@@ -120,7 +122,8 @@ class Coef:
 CONSTANT = "_cons"
 
 
-def _levels(frame: pd.DataFrame, v: FVar) -> np.ndarray:
+def levels(frame: pd.DataFrame, v: FVar) -> np.ndarray:
+    """The sorted integer levels of factor ``v`` present in ``frame`` (checked to be non-negative integers)."""
     col = frame[v.name]
     if pd.api.types.is_bool_dtype(col):
         col = col.astype(int)
@@ -135,7 +138,7 @@ def _levels(frame: pd.DataFrame, v: FVar) -> np.ndarray:
     return np.unique(values).astype(np.int64)
 
 
-def _base(frame: pd.DataFrame, v: FVar, levels: np.ndarray) -> int | None:
+def _base(v: FVar, levels: np.ndarray, counts: dict[int, int]) -> int | None:
     if v.base is None or v.base == "first":
         return int(levels[0])
     if v.base == "last":
@@ -143,52 +146,69 @@ def _base(frame: pd.DataFrame, v: FVar, levels: np.ndarray) -> int | None:
     if v.base == "none":
         return None
     if v.base == "freq":
-        counts = frame[v.name].astype(float).value_counts()
-        return int(counts[counts == counts.max()].index.min())
+        top = max(counts.values())
+        return min(level for level, c in counts.items() if c == top)
     if v.base not in levels:
         raise DataError(f"base level {v.base} of {v.name!r} does not occur in the estimation sample; its levels "
                         f"are {' '.join(map(str, levels))}")
     return int(v.base)
 
 
-def expand(fixed: FixedTerms, frame: pd.DataFrame) -> tuple[np.ndarray, list[Coef]]:
-    """The columns of X and their :class:`Coef` rows, the constant last (named ``_cons``)."""
+#: One cell of a term: (index of the term in :attr:`FixedTerms.terms`, the levels of its factors in order).
+Cell = tuple[int, tuple[int, ...]]
+
+
+def cells(fixed: FixedTerms, levels: dict[str, np.ndarray]) -> list[Cell]:
+    """Every cell of every term over ``levels`` (factor name → levels), base cells included."""
+    return [(i, cell) for i, t in enumerate(fixed.terms)
+            for cell in itertools.product(*(levels[v.name] for v in t.vars if v.factor))]
+
+
+def cell_column(fixed: FixedTerms, cell: Cell, frame: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """The column of ``cell`` in ``frame`` (indicator of its levels times its continuous variables), and
+    whether any row of ``frame`` is in the cell."""
+    t = fixed.terms[cell[0]]
+    column = np.ones(len(frame))
+    indicator = np.ones(len(frame), dtype=bool)
+    at = iter(cell[1])
+    for v in t.vars:
+        values = frame[v.name].to_numpy(dtype=float)
+        if v.factor:
+            indicator &= values == next(at)
+        else:
+            column = column * values
+    return column * indicator, bool(indicator.any())
+
+
+def layout(fixed: FixedTerms, levels: dict[str, np.ndarray], counts: dict[str, dict[int, int]]
+           ) -> list[tuple[Cell | None, Coef]]:
+    """The coefficient rows of X in Stata's order and names, each with its cell (``None`` for the constant, last).
+
+    ``levels`` are the sample's levels of each factor and ``counts`` their frequencies (for ``ib(freq).``).
+    Cells at base levels are left out by the rule in the module docstring.
+    """
     keys = {t.key for t in fixed.terms}
-    columns: list[np.ndarray] = []
-    coefs: list[Coef] = []
-    for t in fixed.terms:
+    rows: list[tuple[Cell | None, Coef]] = []
+    for i, t in enumerate(fixed.terms):
         factors = [v for v in t.vars if v.factor]
-        levels = [_levels(frame, v) for v in factors]
-        bases = [_base(frame, v, lv) for v, lv in zip(factors, levels)]
-        continuous = np.ones(len(frame))
-        for v in t.vars:
-            if not v.factor:
-                continuous = continuous * frame[v.name].to_numpy(dtype=float)
-        cells = []
-        for cell in itertools.product(*levels):
+        bases = [_base(v, levels[v.name], counts[v.name]) for v in factors]
+        kept = []
+        for cell in itertools.product(*(levels[v.name] for v in factors)):
             at_base = {(v.name, True) for v, lv, b in zip(factors, cell, bases) if lv == b}
             rest = t.key - at_base
             if at_base and (not rest or rest in keys):
                 continue
-            cells.append(cell)
-        inline = not factors or (len(t.vars) == 1 and len(cells) == 1)
-        for cell in cells:
-            indicator = np.ones(len(frame), dtype=bool)
+            kept.append(tuple(int(c) for c in cell))
+        inline = not factors or (len(t.vars) == 1 and len(kept) == 1)
+        for cell in kept:
             parts, lv = [], iter(cell)
             for v in t.vars:
                 if v.factor:
-                    level = next(lv)
-                    indicator &= frame[v.name].to_numpy(dtype=float) == level
-                    parts.append(f"{level}.{v.name}")
+                    parts.append(f"{next(lv)}.{v.name}")
                 else:
                     parts.append(f"c.{v.name}" if len(t.vars) > 1 else v.name)
-            name = "#".join(parts)
-            empty = bool(factors) and not indicator.any()
-            columns.append(continuous * indicator)
-            coefs.append(Coef(name, None if inline else t.header, " ".join(map(str, cell)), len(t.vars),
-                              "empty" if empty else ""))
+            rows.append(((i, cell), Coef("#".join(parts), None if inline else t.header, " ".join(map(str, cell)),
+                                         len(t.vars))))
     if fixed.constant:
-        columns.append(np.ones(len(frame)))
-        coefs.append(Coef(CONSTANT))
-    X = np.column_stack(columns) if columns else np.zeros((len(frame), 0))
-    return X, coefs
+        rows.append((None, Coef(CONSTANT)))
+    return rows

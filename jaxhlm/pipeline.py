@@ -10,13 +10,13 @@ import pandas as pd
 
 from . import covariance as cov
 from . import tracecache
-from .design import Design, build_design, fingerprint, used_columns
+from .design import Data, Design, build_design, fingerprint, used_columns
 from .estimate import Fit, fit_stats
 from .formula import ModelSpec, parse_formula
 from .infer import lr_vs_linear, model_wald, random_effects
 from .optimize import RESULTS
 from .results import Convergence, MixedResult
-from .stats import GroupedData, GroupStats, bucket, group_stats, pad_groups, pad_stats
+from .stats import GroupStats, bucket, device_stats
 
 
 #: Prepared (design, statistics) pairs of recent models, keyed by the model's data-relevant parts and a
@@ -26,15 +26,17 @@ _PREPARED: OrderedDict[tuple, tuple[Design, GroupStats]] = OrderedDict()
 PREPARED_CACHE_SIZE = 16
 
 
-def prepare(spec: ModelSpec, data: pd.DataFrame) -> tuple[Design, GroupStats]:
-    """Design and sufficient statistics for ``spec`` on ``data`` (cached; see ``_PREPARED``)."""
-    used = used_columns(spec, data)
-    key = (spec.response, spec.fixed, spec.random, fingerprint(data, used))
+def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
+    """Design and sufficient statistics for ``spec`` on ``data`` (DataFrames cached; see ``_PREPARED``)."""
+    if not isinstance(data, pd.DataFrame):
+        design = build_design(spec, data)
+        return design, design_stats(design)
+    key = (spec.response, spec.fixed, spec.random, fingerprint(data, used_columns(spec, data.columns)))
     hit = _PREPARED.get(key)
     if hit is not None:
         _PREPARED.move_to_end(key)
         return hit
-    design = build_design(spec, data, used)
+    design = build_design(spec, data)
     prepared = _PREPARED[key] = (design, design_stats(design))
     if len(_PREPARED) > PREPARED_CACHE_SIZE:
         _PREPARED.popitem(last=False)
@@ -48,22 +50,19 @@ def clear_cache() -> None:
 
 def design_stats(design: Design) -> GroupStats:
     """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code."""
-    data = pad_groups(design.X, design.Z, design.y, design.group, design.n_groups)
-    return tracecache.call(_padded_stats, {"n_groups": bucket(design.n_groups, 8),
-                                           "n_fixed": bucket(design.X.shape[1])}, data)
+    return device_stats(design.stats, bucket(design.n_groups, 8), bucket(len(design.fe_names)))
 
 
-def _padded_stats(data: GroupedData, n_groups: int, n_fixed: int) -> GroupStats:
-    return pad_stats(group_stats(data), n_groups, n_fixed)
-
-
-def fit(formula: str, data: pd.DataFrame, reml: bool = False, cov: str | None = None) -> MixedResult:
+def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None) -> MixedResult:
     """Fit a two-level linear mixed model by ML (default) or REML.
 
     Args:
       formula: lme4-style, e.g. ``"mathach ~ ses*sector + C(sized) + (1 + ses | id)"``. The fixed part is
         formulaic syntax; random terms are ``(1 | g)``, ``(1 + x | g)``, ``(0 + x | g)``, ``(1 + x || g)``.
-      data: a DataFrame. Rows with a missing value in any variable the model uses are dropped (and counted).
+      data: a DataFrame, a dict of arrays, an iterable of DataFrame chunks (e.g. ``pandas.read_csv(path,
+        chunksize=100_000)``; the statistics are summed chunk by chunk and the chunks are not kept) or the path
+        of a Parquet file (read in batches; needs pyarrow). Rows with a missing value in any variable the model
+        uses are dropped (and counted).
       reml: restricted maximum likelihood instead of ML.
       cov: covariance structure of every random term: ``"identity"``, ``"independent"``,
         ``"exchangeable"`` or ``"unstructured"`` (Stata's abbreviations accepted). Default: unstructured for
@@ -78,11 +77,11 @@ def fit(formula: str, data: pd.DataFrame, reml: bool = False, cov: str | None = 
     return fit_spec(parse_formula(formula, cov=cov, reml=reml), data)
 
 
-def fit_spec(spec: ModelSpec, data: pd.DataFrame) -> MixedResult:
+def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     """Fit a parsed :class:`~jaxhlm.formula.ModelSpec` (the entry point every front end shares)."""
     design, stats = prepare(spec, data)
     raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
-    p = design.X.shape[1]
+    p = len(design.fe_names)
     f = Fit(solution=raw.solution, theta=np.asarray(raw.theta), deviance=raw.deviance,
             deviance_linear=raw.deviance_linear, beta=np.asarray(raw.beta)[:p],
             cov_beta=np.asarray(raw.cov_beta)[:p, :p], sigma2=raw.sigma2)

@@ -65,7 +65,7 @@ class MixedResult:
 
     @property
     def nobs(self) -> int:
-        return int(len(self.design.y))
+        return self.design.nobs
 
     @property
     def ngroups(self) -> int:

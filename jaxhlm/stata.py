@@ -16,8 +16,8 @@ import itertools
 import re
 from typing import Sequence
 
-import pandas as pd
 
+from .design import Data
 from .errors import FormulaError
 from .factor import FixedTerms, FVar, Term, term
 from .formula import ModelSpec, random_term
@@ -287,8 +287,11 @@ def _global_option(name: str, arg: str | None, reml: bool) -> bool:
                        "covariance(identity|independent|exchangeable|unstructured) and noconstant")
 
 
-def mixed(command: str, data: pd.DataFrame) -> MixedResult:
+def mixed(command: str, data: Data) -> MixedResult:
     """Fit a model written in Stata's ``mixed`` syntax; the result reports with Stata's names and layout.
+
+    ``data`` is anything :func:`jaxhlm.fit` reads (a DataFrame, a dict of arrays, DataFrame chunks, a Parquet
+    path); factor levels first seen in a late chunk are handled as if the data were read at once.
 
     Example:
       >>> import jaxhlm
@@ -296,9 +299,8 @@ def mixed(command: str, data: pd.DataFrame) -> MixedResult:
       >>> list(r.fe_params.index)
       ['ses', '1.sector', '1.sector#c.ses', '_cons']
     """
-    from .errors import DataError
+    from .design import with_columns
     from .pipeline import fit_spec
 
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    return fit_spec(parse_mixed(command, data.columns), data)
+    columns, data = with_columns(data)
+    return fit_spec(parse_mixed(command, columns), data)

@@ -4,16 +4,24 @@ For a Gaussian two-level model the profiled deviance depends on the data only th
 cross-products ZⱼᵀZⱼ, ZⱼᵀXⱼ, Zⱼᵀyⱼ and the totals XᵀX, Xᵀy, yᵀy. Computing them once makes each deviance
 evaluation cost O(m q² p²), independent of the number of observations. A refit with a new response (a
 bootstrap replicate, another outcome) changes only the y-dependent parts.
+
+They are computed two ways, for two kinds of caller. :class:`Accumulator` streams rows on the host in blocks,
+with memory in proportion to one block whatever the group sizes: the fit's path, from data of any size or
+read in chunks. :func:`group_stats` is pure JAX over rows padded into per-group slabs: differentiable and
+vmappable with respect to X and y, for array-level users and for simulated responses in batched refits,
+whose designs are small enough to pad.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from scipy import sparse
 
 
 class GroupedData(NamedTuple):
@@ -34,7 +42,8 @@ class GroupStats(NamedTuple):
 
     ZtZ (m, q, q), ZtX (m, q, p), Zty (m, q), XtX (p, p), Xty (p,), yty (), n () observations,
     p () the rank of X (columns added by :func:`pad_stats` are not counted), and ZtX2
-    (m, q(q+1)/2, p(p+1)/2): the products of ZⱼᵀXⱼ's rows that XᵀV⁻¹X is made of (:func:`zx_products`).
+    (m, q(q+1)/2, p(p+1)/2): the products of ZⱼᵀXⱼ's rows that XᵀV⁻¹X is made of (:func:`zx_products`;
+    (m, 0, 0) when too large, see :func:`zx_products_if_small`).
     """
 
     ZtZ: Array
@@ -46,6 +55,124 @@ class GroupStats(NamedTuple):
     yty: Array
     n: Array
     p: Array
+
+
+#: ZtX2 is built only while it has at most this many entries (256 MiB): beyond, XᵀV⁻¹X contracts ZⱼᵀXⱼ directly
+#: at each evaluation, which costs a little more per evaluation but memory only in proportion to ZtX.
+ZX2_MAX_ENTRIES = 1 << 25
+
+
+@dataclass(frozen=True, eq=False)
+class HostStats:
+    """A sample's cross-products on the host, unpadded: what :class:`Accumulator` sums up.
+
+    ZtZ (m, q, q), ZtX (m, q, p), Zty (m, q) per group; R (p, p) the triangular factor of X (XᵀX = RᵀR, kept
+    as a factor because rank decisions on it are as accurate as on X itself); Xty (p,); yty; counts (m,).
+    """
+
+    ZtZ: np.ndarray
+    ZtX: np.ndarray
+    Zty: np.ndarray
+    R: np.ndarray
+    Xty: np.ndarray
+    yty: float
+    counts: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def select(self, columns: np.ndarray, groups: np.ndarray) -> "HostStats":
+        """The statistics of X[:, columns] with the groups reordered to ``groups``.
+
+        If X = QR then X[:, c] = Q R[:, c], so the factor of the chosen columns is that of R[:, c]: no data pass.
+        """
+        columns = np.asarray(columns, dtype=np.int64)
+        return HostStats(self.ZtZ[groups], self.ZtX[groups][:, :, columns], self.Zty[groups],
+                         _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups])
+
+
+def _triangular(A: np.ndarray) -> np.ndarray:
+    """The (p, p) upper-triangular R of A = QR, zero rows added when A has fewer rows than columns."""
+    R = np.linalg.qr(A, mode="r") if A.size else np.zeros((0, A.shape[1]))
+    return np.pad(R, ((0, A.shape[1] - R.shape[0]), (0, 0)))
+
+
+class Accumulator:
+    """Sums the per-group cross-products of [Z X y] over blocks of rows, as they arrive.
+
+    Why this way: memory. Padding rows into (groups × largest group) slabs costs 10⁵ × 10⁵ cells for one
+    group of 10⁵ rows beside 5×10⁴ groups of 2; here nothing is ever larger than one block of rows
+    (:data:`BLOCK`) or the statistics themselves. Per block and random effect a, the products Zⱼᵀ[Z X y] of
+    all groups are one sparse product (groups in the block × rows, one non-zero per row, equal to Z[:, a])
+    with the block: a single streaming pass in compiled code. XᵀX is kept as the R factor of X, updated by a
+    QR of [R; block] (TSQR), so collinearity is judged as accurately as on X itself. This runs on the host,
+    where the rows are: the device then receives the statistics (kilobytes to megabytes), never the rows.
+
+    Groups are integer codes in any order; X may gain columns from one call to the next (rows seen before
+    are zero in them, e.g. indicators of a level that had not occurred yet).
+    """
+
+    BLOCK = 1 << 16
+
+    def __init__(self, q: int):
+        self.q, self.m = q, 0
+        self.ZtZ, self.ZtX, self.Zty = np.zeros((0, q, q)), np.zeros((0, q, 0)), np.zeros((0, q))
+        self.counts = np.zeros(0, np.int64)
+        self.R, self.Xty, self.yty = np.zeros((0, 0)), np.zeros(0), 0.0
+
+    def add(self, X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray) -> None:
+        """Add rows: X (n, p), Z (n, q), y (n,), group codes (n,) from 0."""
+        self._grow(int(codes.max()) + 1 if len(codes) else 0, X.shape[1])
+        for start in range(0, len(y), self.BLOCK):
+            rows = slice(start, start + self.BLOCK)
+            self._block(X[rows], Z[rows], y[rows], codes[rows])
+
+    def _grow(self, m: int, p: int) -> None:
+        if m > len(self.counts):
+            extra = max(m, 2 * len(self.counts)) - len(self.counts)
+            self.ZtZ = np.concatenate([self.ZtZ, np.zeros((extra, self.q, self.q))])
+            self.ZtX = np.concatenate([self.ZtX, np.zeros((extra,) + self.ZtX.shape[1:])])
+            self.Zty = np.concatenate([self.Zty, np.zeros((extra, self.q))])
+            self.counts = np.concatenate([self.counts, np.zeros(extra, np.int64)])
+        self.m = max(self.m, m)
+        dp = p - self.R.shape[1]
+        if dp > 0:
+            self.ZtX = np.pad(self.ZtX, ((0, 0), (0, 0), (0, dp)))
+            self.R = np.pad(self.R, ((0, 0), (0, dp)))
+            self.Xty = np.pad(self.Xty, (0, dp))
+
+    def _block(self, X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray) -> None:
+        groups, local = np.unique(codes, return_inverse=True)
+        n, q = Z.shape
+        A = np.column_stack([Z, X, y])
+        pointers = np.arange(n + 1)
+        for a in range(q):
+            P = sparse.csc_array((Z[:, a], local, pointers), shape=(len(groups), n)) @ A
+            self.ZtZ[groups, a] += P[:, :q]
+            self.ZtX[groups, a] += P[:, q:-1]
+            self.Zty[groups, a] += P[:, -1]
+        self.counts[groups] += np.bincount(local)
+        self.R = np.linalg.qr(np.vstack([self.R, X]), mode="r")
+        self.Xty += X.T @ y
+        self.yty += float(y @ y)
+
+    def result(self) -> HostStats:
+        m = self.m
+        return HostStats(self.ZtZ[:m], self.ZtX[:m], self.Zty[:m], _triangular(self.R), self.Xty, self.yty,
+                         self.counts[:m])
+
+
+def device_stats(host: HostStats, n_groups: int, n_fixed: int) -> GroupStats:
+    """:class:`GroupStats` for the deviance, padded to ``n_groups`` groups and ``n_fixed`` columns (:func:`pad_stats`).
+
+    When ZtX2 would be too large (:func:`zx_products_if_small`), :func:`~jaxhlm.deviance.factorize`
+    contracts ZtX directly.
+    """
+    m, q, p = host.ZtX.shape
+    stats = GroupStats(ZtZ=host.ZtZ, ZtX=host.ZtX, ZtX2=np.zeros((m, 0, 0)), Zty=host.Zty, XtX=host.R.T @ host.R,
+                       Xty=host.Xty, yty=np.float64(host.yty), n=np.float64(host.n), p=np.float64(p))
+    return pad_stats(stats, n_groups, n_fixed)
 
 
 def slots(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -87,6 +214,14 @@ def zx_products(ZtX: Array) -> Array:
     return direct + jnp.where(jnp.asarray(a != b)[:, None], swapped, 0.0)
 
 
+def zx_products_if_small(ZtX: Array) -> Array:
+    """:func:`zx_products`, or an empty (m, 0, 0) array when that would exceed :data:`ZX2_MAX_ENTRIES` entries."""
+    m, q, p = ZtX.shape
+    if m * (q * (q + 1) // 2) * (p * (p + 1) // 2) > ZX2_MAX_ENTRIES:
+        return jnp.zeros((m, 0, 0))
+    return zx_products(ZtX)
+
+
 @jax.jit
 def group_stats(data: GroupedData) -> GroupStats:
     """Reduce padded group slabs to the cross-products of [Z X y]."""
@@ -95,7 +230,7 @@ def group_stats(data: GroupedData) -> GroupStats:
     return GroupStats(
         ZtZ=jnp.einsum("gni,gnj->gij", Z, Z),
         ZtX=ZtX,
-        ZtX2=zx_products(ZtX),
+        ZtX2=zx_products_if_small(ZtX),
         Zty=jnp.einsum("gni,gn->gi", Z, y),
         XtX=jnp.einsum("gni,gnj->ij", X, X),
         Xty=jnp.einsum("gni,gn->i", X, y),
@@ -122,22 +257,20 @@ def pad_stats(stats: GroupStats, n_groups: int, n_fixed: int) -> GroupStats:
 
     A padded group has ZⱼᵀZⱼ = 0, so its Lⱼ = I and it contributes nothing. A padded column has a unit
     diagonal in XᵀX and zeros elsewhere, so its coefficient is 0 and log|R_X| is unchanged; ``p`` keeps
-    the true rank for REML.
+    the true rank for REML. ZtX2 is rebuilt for the padded shapes (:func:`zx_products_if_small`).
     """
     m, q, p = stats.ZtX.shape
     dm, dp = n_groups - m, n_fixed - p
-    if dm == 0 and dp == 0:
-        return stats
     XtX = jnp.pad(stats.XtX, ((0, dp), (0, dp))) + jnp.diag(jnp.concatenate([jnp.zeros(p), jnp.ones(dp)]))
     ZtX = jnp.pad(stats.ZtX, ((0, dm), (0, 0), (0, dp)))
     return GroupStats(
         ZtZ=jnp.pad(stats.ZtZ, ((0, dm), (0, 0), (0, 0))),
         ZtX=ZtX,
-        ZtX2=zx_products(ZtX),
+        ZtX2=zx_products_if_small(ZtX),
         Zty=jnp.pad(stats.Zty, ((0, dm), (0, 0))),
         XtX=XtX,
         Xty=jnp.pad(stats.Xty, (0, dp)),
-        yty=stats.yty,
-        n=stats.n,
-        p=stats.p,
+        yty=jnp.asarray(stats.yty),
+        n=jnp.asarray(stats.n),
+        p=jnp.asarray(stats.p),
     )

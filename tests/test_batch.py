@@ -34,7 +34,7 @@ def test_simulate_is_reproducible_and_follows_the_model(log_models):
     a, b = jaxhlm.simulate(m, 200, seed=3), jaxhlm.simulate(m, 200, seed=3)
     assert a.shape == (200, m.nobs) and np.array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(jaxhlm.simulate(m, 200, seed=4)))
-    resid = np.asarray(a) - m.design.X @ m.fe_params.to_numpy()
+    resid = np.asarray(a) - m.design.rows().X @ m.fe_params.to_numpy()
     assert abs(resid.mean()) < 0.05
     total = float(m.cov_re.iloc[0, 0]) + m.scale  # var(_cons) + var(Residual)
     assert resid.var() == pytest.approx(total, rel=0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -20,15 +21,52 @@ def hsb() -> pd.DataFrame:
         return pd.read_csv(fh)
 
 
-def read_csv(path: str) -> pd.DataFrame:
-    """A CSV file with a header row, or a :class:`DataError` saying why it cannot be read."""
+_CSV_ERRORS = (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError)
+
+
+def _existing(path: str) -> Path:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file {path!r} not found")
+    return p
+
+
+def _csv_error(path: str, exc: Exception) -> DataError:
+    return DataError(f"cannot read {path!r} as CSV ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+
+
+def read(path: str, chunksize: int | None = None, in_memory: bool = False) -> pd.DataFrame | str | Iterator[pd.DataFrame]:
+    """A data file as the fit reads it: a Parquet path is passed on (the fit reads it in batches) unless
+    ``in_memory``; a CSV file is read whole, or lazily in chunks of ``chunksize`` rows."""
+    p = _existing(path)
+    if p.suffix.lower() == ".parquet":
+        if not in_memory:
+            return str(p)
+        try:
+            return pd.read_parquet(p)
+        except ImportError:
+            raise DataError("reading Parquet needs pyarrow: pip install 'jaxhlm[parquet]'") from None
+    if chunksize is None:
+        return read_csv(path)
+    if chunksize < 1:
+        raise DataError(f"the chunk size must be a positive number of rows, got {chunksize}")
+    return _csv_chunks(path, chunksize)
+
+
+def _csv_chunks(path: str, chunksize: int) -> Iterator[pd.DataFrame]:
+    try:
+        yield from pd.read_csv(path, chunksize=chunksize)
+    except _CSV_ERRORS as exc:
+        raise _csv_error(path, exc) from None
+
+
+def read_csv(path: str) -> pd.DataFrame:
+    """A CSV file with a header row, or a :class:`DataError` saying why it cannot be read."""
+    p = _existing(path)
     try:
         frame = pd.read_csv(p)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise DataError(f"cannot read {path!r} as CSV ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    except _CSV_ERRORS as exc:
+        raise _csv_error(path, exc) from None
     if frame.shape[1] < 2:
         raise DataError(f"{path!r} does not look like a CSV table (found {frame.shape[1]} column); "
                         "expected a header row and comma-separated columns")
