@@ -251,7 +251,7 @@ def _padded_rows(design: Design) -> GroupedData:
 
 
 def _shared(design: Design) -> Shared:
-    return Shared(_padded_rows(design), design_stats(design))
+    return Shared(_padded_rows(design), design_stats(design, packed=True))
 
 
 def _per_replicate_bytes(*designs: Design) -> int:

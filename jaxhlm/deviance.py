@@ -27,8 +27,8 @@ and over groups, with the blocked factorisation of the penalised least-squares s
     d_{ML}(\theta) = \sum_j \log|L_j|^2 + n\,(1 + \log(2\pi r^2/n)),\qquad
     d_{REML}(\theta) = \sum_j \log|L_j|^2 + \log|R_X|^2 + (n-p)(1 + \log(2\pi r^2/(n-p))).
 
-θ enters only through the q×q matrices S_j. The first sum is one product of the packed S_j with the fixed
-products of ZⱼᵀXⱼ (:func:`jaxhlm.stats.zx_products`), so in a batch of refits of one design it is a single
+θ enters only through the q×q matrices S_j. For batched refits the first sum is one product of the packed S_j
+with the fixed products of ZⱼᵀXⱼ (:func:`jaxhlm.stats.zx_products`), so in a batch of one design it is a single
 matrix multiplication. The q×q factorisations are tiny and batched over groups; a generic batched Cholesky
 spends its time in dispatch, so for q <= 6 they are unrolled into elementwise arithmetic over the group axis.
 """
@@ -110,7 +110,7 @@ def factorize(Lam: Array, stats: GroupStats) -> Factor:
     if stats.ZtX2.shape[-1]:
         packed = stats.XtX[u, v] - jnp.einsum("gk,gkl->l", S[:, a, b], stats.ZtX2)
         A = jnp.zeros((p, p)).at[u, v].set(packed).at[v, u].set(packed)
-    else:  # ZtX2 left out for size (stats.zx_products_if_small)
+    else:  # single fits, and batches whose ZtX2 would be too large (stats.packed_products)
         A = stats.XtX - jnp.einsum("gai,gab,gbj->ij", stats.ZtX, S, stats.ZtX)
     Sy = jnp.einsum("gab,gb->ga", S, stats.Zty)
     RX = jnp.linalg.cholesky(A)

@@ -48,9 +48,10 @@ def clear_cache() -> None:
     _PREPARED.clear()
 
 
-def design_stats(design: Design) -> GroupStats:
-    """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code."""
-    return device_stats(design.stats, bucket(design.n_groups, 8), bucket(len(design.fe_names)))
+def design_stats(design: Design, packed: bool = False) -> GroupStats:
+    """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code
+    (with ZtX2 if ``packed``: for batched refits, see :func:`~jaxhlm.stats.packed_products`)."""
+    return device_stats(design.stats, bucket(design.n_groups, 8), bucket(len(design.fe_names)), packed)
 
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None) -> MixedResult:

@@ -20,7 +20,7 @@ import jaxhlm
 from jaxhlm import covariance, tracecache
 from jaxhlm.deviance import profiled_deviance
 from jaxhlm.errors import DataError
-from jaxhlm.stats import Accumulator, GroupStats, group_stats, pad_groups
+from jaxhlm.stats import Accumulator, GroupStats, group_stats, packed_products, pad_groups
 
 STATA_MODEL = "mathach c.ses##c.sector c.ses##i.sized i.female##i.sized || id: ses, cov(unstr)"
 FORMULA_MODEL = "mathach ~ ses*sector + female*C(sized) + (1 + ses | id)"
@@ -245,15 +245,17 @@ def test_cli_reads_csv_in_chunks_and_parquet(hsb, tmp_path, capsys):
     assert code == 0 and json.loads(out)["llf"] == pytest.approx(a["llf"], abs=1e-8)
 
 
-def test_deviance_without_the_packed_products_is_the_same(hsb):
-    """Past ZX2_MAX_ENTRIES the statistics leave ZtX2 out and the deviance contracts ZtX directly."""
+def test_single_fits_and_batches_get_the_same_deviance_with_or_without_packed_products(hsb):
+    """Batched refits carry ZtX2 (one GEMM across a batch); single fits, and batches past ZX2_MAX_ENTRIES, leave it
+    out and contract ZtX directly. Both give one deviance."""
     r = jaxhlm.mixed(STATA_MODEL, hsb)
-    stats = jaxhlm.pipeline.design_stats(r.design)
-    assert stats.ZtX2.shape[-1] > 0
-    lean = stats._replace(ZtX2=jnp.zeros((stats.ZtX.shape[0], 0, 0)))
+    lean, packed = (jaxhlm.pipeline.design_stats(r.design, packed=b) for b in (False, True))
+    assert lean.ZtX2.shape[-1] == 0 and packed.ZtX2.shape[-1] > 0
     T = jnp.asarray(covariance.templates(r.design.blocks))
     for theta in (r.theta, 0.5 * r.theta + 0.1):
         for reml in (False, True):
-            full = profiled_deviance(jnp.asarray(theta), stats, T, reml)
-            assert float(profiled_deviance(jnp.asarray(theta), lean, T, reml)) == pytest.approx(float(full), rel=1e-12)
-    assert -0.5 * float(profiled_deviance(jnp.asarray(r.theta), lean, T)) == pytest.approx(r.llf, abs=1e-7)
+            a, b = (float(profiled_deviance(jnp.asarray(theta), s, T, reml)) for s in (lean, packed))
+            assert a == pytest.approx(b, rel=1e-12)
+    assert -0.5 * float(profiled_deviance(jnp.asarray(r.theta), packed, T)) == pytest.approx(r.llf, abs=1e-7)
+    too_big = jax.eval_shape(lambda z: packed_products(z, True), jax.ShapeDtypeStruct((10**6, 2, 10), jnp.float64))
+    assert too_big.shape == (10**6, 0, 0)
