@@ -45,7 +45,7 @@ cat("5", file = "/proc/self/clear_refs")
 t0 <- proc.time()[["elapsed"]]
 m <- lmer(y ~ x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + (1 + x1 | g), d, REML = FALSE)
 el <- proc.time()[["elapsed"]] - t0
-cat(sprintf('{"seconds": %.3f, "llf": %.6f, "peak": %.0f, "data": %.0f, "version": "%s"}\n', el,
+cat(sprintf('{"seconds": %.3f, "llf": %.9f, "peak": %.0f, "data": %.0f, "version": "%s"}\n', el,
             as.numeric(logLik(m)), peak(), data_bytes, packageVersion("lme4")))
 """
 
@@ -159,11 +159,11 @@ def _gib(res: dict | None) -> str:
 def deviance_scaling(sizes: list[int], q: int = 2, p: int = 10, repeats: int = 20) -> None:
     """Time per evaluation of the deviance and its gradient against the number of groups (it should be linear)."""
     sys.path.insert(0, str(ROOT))
+    import jaxhlm  # first: it sets XLA's log level before JAX loads
+    from jaxhlm.stats import HostStats, device_stats
+
     import jax
     import jax.numpy as jnp
-
-    import jaxhlm
-    from jaxhlm.stats import HostStats, device_stats
 
     blocks = jaxhlm.parse_formula("y ~ x + (1 + x | g)").blocks
     T = jnp.asarray(jaxhlm.covariance.templates(blocks))

@@ -1,10 +1,12 @@
-"""GPU check: the six models of the reference log on the accelerator, against the exact optimum, and the
-parametric bootstrap of the log's ses-slope test (sesrandom vs noslope) at B = 10⁴ and 10⁵, with the same
-script on the same machine's CPU as the timing baseline.
+"""GPU check: the six models of the reference log on the accelerator, against the exact optimum, the
+parametric bootstrap of the log's ses-slope test (sesrandom vs noslope) at B = 10⁴ and 10⁵, and fits of
+experiments/bench_scale.py's synthetic data at N = 10⁷ and 10⁸ rows, with the same script on the same
+machine's CPU as the timing baseline (bootstrap at B = 1,000 and N = 10⁷ only there).
 
 The bootstrap part reports the compile time (first call) apart from the timed runs, the p-values (to compare
 with lme4's at B = 1,000, tests/fixtures/lme4_bootstrap.json: 0.0270), failed refits and the smallest LR*.
-Usage (on a machine with CUDA JAX): ``python experiments/gpu_check.py [--B 10000 100000] [--out results.json]``.
+Usage (on a machine with CUDA JAX): ``python experiments/gpu_check.py [--B 10000 100000] [--scale 1e7 1e8]
+[--out results.json]``. At N = 10⁸ the data alone are 8.8 GB in memory; the statistics are summed on the host.
 The script re-runs itself with ``JAX_PLATFORMS=cpu`` for the baseline (bootstrap at B = 1,000 only), so
 every timing comes from one call.
 """
@@ -54,6 +56,27 @@ def bootstrap_here(Bs: list[int]) -> dict:
     return out
 
 
+def scale_here(sizes: list[str]) -> dict:
+    """Fit the synthetic scale data (random intercept and slope, 10 fixed effects, N/100 groups) at each size."""
+    import resource
+
+    import jaxhlm
+    from bench_scale import FIXED, generate
+
+    formula = "y ~ " + " + ".join(FIXED) + " + (1 + x1 | g)"
+    out = {}
+    for case in sizes:
+        frame = generate(case)
+        t = time.perf_counter()
+        r = jaxhlm.fit(formula, frame)
+        out[case] = {"seconds": time.perf_counter() - t, "llf": r.llf, "converged": r.converged,
+                     "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        print(json.dumps({"scale": {case: out[case]}}), flush=True)
+        del frame
+        jaxhlm.pipeline.clear_cache()
+    return out
+
+
 def run_here(repeats: int) -> dict:
     import jax
 
@@ -97,16 +120,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--B", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--scale", nargs="*", default=["1e7", "1e8"], help="synthetic data sizes to fit")
     ap.add_argument("--out")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "experiments"))
     if args.inner:
-        print(json.dumps(run_here(args.repeats) | {"bootstrap": bootstrap_here(args.B)}))
+        print(json.dumps(run_here(args.repeats) | {"bootstrap": bootstrap_here(args.B), "scale": scale_here(args.scale)}))
         return
     accel = run_here(args.repeats) | {"bootstrap": bootstrap_here(args.B)}
     print(json.dumps(accel["bootstrap"]), flush=True)  # kept if the CPU baseline below runs out of time
+    accel["scale"] = scale_here(args.scale)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cpu = json.loads(subprocess.run([sys.executable, __file__, "--inner", "--repeats", str(args.repeats), "--B", "1000"],
+    cpu = json.loads(subprocess.run([sys.executable, __file__, "--inner", "--repeats", str(args.repeats), "--B", "1000",
+                                     "--scale", *args.scale[:1]],
                                     env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
     print(f"accelerator: {accel['backend']} {accel['devices']}; baseline: {cpu['backend']} on the same machine")
     print(f"{'model':<20}{'LL - exact':>12}{'conv':>6}{'first s':>9}{'warm ms':>9}{'cpu ms':>9}{'cpu/acc':>9}")
@@ -125,6 +152,10 @@ def main() -> None:
         for run in boot["runs"]:
             print(f"  B = {run['B']:>7,}: {run['seconds']:7.2f} s, {run['ms_per_replicate']:.3f} ms/replicate, "
                   f"p = {run['pvalue']:.4f}, failed {run['failed']}, min LR* {run['min_lr']:.2e}")
+    for where, res in (("accelerator", accel), ("cpu", cpu)):
+        for case, run in res["scale"].items():
+            print(f"scale on the {where}: N = {float(case):.0e}: {run['seconds']:.1f} s, LL {run['llf']:.4f}, "
+                  f"converged {run['converged']}, max RSS {run['max_rss_gib']:.1f} GiB")
     if args.out:
         Path(args.out).write_text(json.dumps({"accelerator": accel, "cpu": cpu}, indent=2))
 
