@@ -99,12 +99,17 @@ def chol_solve(M: Array, B: Array) -> tuple[Array, Array]:
     return logdiag, solve_triangular(L, B, lower=True)
 
 
+def shrinkage(Lam: Array, ZtZ: Array) -> tuple[Array, Array]:
+    """(Σ log diag Lⱼ per group, Sⱼ) with LⱼLⱼᵀ = ΛᵀZⱼᵀZⱼΛ + I and Sⱼ = Λ(LⱼLⱼᵀ)⁻¹Λᵀ (module docstring)."""
+    M = jnp.einsum("ji,gjk,kl->gil", Lam, ZtZ, Lam) + jnp.eye(Lam.shape[0])
+    logdiag, W = chol_solve(M, jnp.broadcast_to(Lam.T, M.shape))  # W = L⁻¹Λᵀ
+    return logdiag, jnp.einsum("gia,gib->gab", W, W)
+
+
 def factorize(Lam: Array, stats: GroupStats) -> Factor:
     """The factorisation of the penalised least-squares system at relative factor Λ (module docstring)."""
     q, p = Lam.shape[0], stats.XtX.shape[0]
-    M = jnp.einsum("ji,gjk,kl->gil", Lam, stats.ZtZ, Lam) + jnp.eye(q)
-    logdiag, W = chol_solve(M, jnp.broadcast_to(Lam.T, M.shape))  # W = L⁻¹Λᵀ
-    S = jnp.einsum("gia,gib->gab", W, W)
+    logdiag, S = shrinkage(Lam, stats.ZtZ)
     a, b = np.triu_indices(q)
     u, v = np.triu_indices(p)
     if stats.ZtX2.shape[-1]:
@@ -123,6 +128,17 @@ def factorize(Lam: Array, stats: GroupStats) -> Factor:
         cb=cb,
         r2=r2,
     )
+
+
+def conditional_modes(Lam: Array, stats: GroupStats, beta: Array, sigma2: Array) -> tuple[Array, Array]:
+    """The random effects' conditional means b̂ⱼ = Sⱼ(Zⱼᵀyⱼ − ZⱼᵀXⱼβ) (the BLUPs at β = β̂) and conditional
+    covariances σ²Sⱼ given y, θ and β — what lme4's ``ranef(condVar = TRUE)`` reports.
+
+    Why Sⱼ: with Σ = σ²ΛΛᵀ, E[bⱼ | yⱼ] = ΣZⱼᵀVⱼ⁻¹(yⱼ − Xⱼβ) = Λ(ΛᵀZⱼᵀZⱼΛ + I)⁻¹ΛᵀZⱼᵀ(yⱼ − Xⱼβ), the statistics
+    the fit already holds; no row is touched.
+    """
+    _, S = shrinkage(Lam, stats.ZtZ)
+    return jnp.einsum("gab,gb->ga", S, stats.Zty - stats.ZtX @ beta), sigma2 * S
 
 
 def _dof(stats: GroupStats, reml: bool) -> Array:

@@ -8,18 +8,21 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from scipy import special
 
 from . import covariance as cov
 from . import render
+from .deviance import conditional_modes, relative_factor
 from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .estimate import Fit
 from .formula import ModelSpec
 from .infer import ChiTest, RandomEffects, coefficient_table, linear_hypothesis
 from .optimize import RESULTS, converged
+from .stats import device_stats
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -48,6 +51,7 @@ class MixedResult:
     Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests), ``cov_params()``.
     All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
     ``conf_int()``. Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
+    Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``.
     """
 
     spec: ModelSpec
@@ -145,6 +149,36 @@ class MixedResult:
     def theta(self) -> np.ndarray:
         """The relative covariance factor parameters θ̂ (lme4's metric; random-effect order as ``re_names``)."""
         return np.asarray(self.fit.theta)
+
+    # ---- the groups' random effects -----------------------------------------------------------------
+    @cached_property
+    def _modes(self) -> tuple[np.ndarray, np.ndarray]:
+        d = self.design
+        stats = device_stats(d.stats, d.n_groups, len(d.fe_names))
+        lam = relative_factor(jnp.asarray(self.theta), jnp.asarray(cov.templates(d.blocks)))
+        b, V = conditional_modes(lam, stats, jnp.asarray(self.fit.beta), jnp.asarray(self.scale))
+        return np.asarray(b), np.asarray(V)
+
+    def ranef(self) -> pd.DataFrame:
+        """Predicted random effects (BLUPs; lme4's ``ranef``): one row per group, one column per random effect."""
+        return pd.DataFrame(self._modes[0], index=pd.Index(self.design.group_labels, name=self.design.group_name),
+                            columns=list(self.design.re_names))
+
+    def ranef_cov(self) -> np.ndarray:
+        """(groups, q, q): each group's conditional covariance of its random effects given the data and the
+        estimates (lme4's ``condVar``), rows and columns as in :meth:`ranef`."""
+        return self._modes[1]
+
+    @property
+    def fittedvalues(self) -> np.ndarray:
+        """Xβ̂ + Zb̂ for the estimation sample, in its row order (rebuilt from the fitted data)."""
+        rows = self.design.rows()
+        return rows.X @ np.asarray(self.fit.beta) + np.einsum("nq,nq->n", rows.Z, self._modes[0][rows.group])
+
+    @property
+    def resid(self) -> np.ndarray:
+        """y − :attr:`fittedvalues` (conditional residuals)."""
+        return self.design.rows().y - self.fittedvalues
 
     # ---- fit ------------------------------------------------------------------------------------
     @property
