@@ -245,13 +245,9 @@ def _sharded(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], mesh: 
 
 
 # ---- front ends --------------------------------------------------------------------------------------
-def _padded_rows(design: Design) -> GroupedData:
-    rows = design.rows()
-    return pad_groups(rows.X, rows.Z, rows.y, rows.group, design.n_groups)
-
-
-def _shared(design: Design) -> Shared:
-    return Shared(_padded_rows(design), design_stats(design, packed=True))
+def _shared(design: Design, rows: Rows) -> Shared:
+    """``design``'s padded rows (``rows`` = ``design.rows()``, rebuilt once by the caller) and packed statistics."""
+    return Shared(pad_groups(rows.X, rows.Z, rows.y, rows.group, design.n_groups), design_stats(design, packed=True))
 
 
 def _per_replicate_bytes(*designs: Design) -> int:
@@ -261,11 +257,10 @@ def _per_replicate_bytes(*designs: Design) -> int:
                for design in designs)
 
 
-def _simulator(result: MixedResult) -> Simulator:
-    d = result.design
-    lam = np.tensordot(result.theta, cov.templates(d.blocks), 1)
-    return Simulator(_padded_rows(d), jnp.asarray(result.fit.beta),
-                     jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)))
+def _simulator(result: MixedResult, data: GroupedData) -> Simulator:
+    """Draws from ``result``'s fit on its padded rows ``data``."""
+    lam = np.tensordot(result.theta, cov.templates(result.design.blocks), 1)
+    return Simulator(data, jnp.asarray(result.fit.beta), jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)))
 
 
 def _key(seed: int | Array) -> Array:
@@ -284,8 +279,10 @@ def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
     gives the same draws, and :func:`bootstrap_lrtest` with that seed fits exactly these responses.
     """
     d = result.design
-    g, slot, _ = slots(d.rows().group, d.n_groups)
-    return _simulate(_key(seed), _simulator(result), int(n))[:, g, slot]
+    rows = d.rows()
+    g, slot, _ = slots(rows.group, d.n_groups)
+    data = pad_groups(rows.X, rows.Z, rows.y, rows.group, d.n_groups)
+    return _simulate(_key(seed), _simulator(result, data), int(n))[:, g, slot]
 
 
 @dataclass(frozen=True)
@@ -359,9 +356,10 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
                         f"response; got shape {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
-    shared = _shared(d)
+    rows = d.rows()
+    shared = _shared(d, rows)
     start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
-    inputs = (*_response_stats(d, d.rows(), Y, shared.base), start)
+    inputs = (*_response_stats(d, rows, Y, shared.base), start)
     rep = _rounds(_refit_one, inputs, shared, lambda x, out: (*x[:3], out.theta), chunk=chunk,
                   per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
                   blocks=d.blocks, reml=result.reml)
@@ -407,14 +405,13 @@ class BootstrapLRTest:
         return "\n".join(lines)
 
 
-def _nesting(small: MixedResult, big: MixedResult) -> tuple[int, ...]:
-    """Where the small model's random effects sit among the big model's; refuses models that are not nested."""
-    ds, db = small.design, big.design
+def _nesting(ds: Design, db: Design, xs: np.ndarray, xb: np.ndarray) -> tuple[int, ...]:
+    """Where the small model's random effects sit among the big model's; refuses models that are not nested
+    (``xs``, ``xb``: their fixed-effects designs)."""
     if ds.group_name != db.group_name or not set(ds.re_names) <= set(db.re_names):
         raise ComparisonError("the bootstrap needs nested models: the smaller model's random effects "
                               f"({', '.join(ds.re_names)} by {ds.group_name}) must all be in the bigger model's "
                               f"({', '.join(db.re_names)} by {db.group_name})")
-    xs, xb = ds.rows().X, db.rows().X
     coef, *_ = np.linalg.lstsq(xb, xs, rcond=None)
     if np.linalg.norm(xb @ coef - xs) > 1e-8 * max(np.linalg.norm(xs), 1.0):
         raise ComparisonError("the bootstrap needs nested models: the smaller model's fixed effects must lie in "
@@ -435,9 +432,11 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     observed = lrtest(small, big, names=names)  # same sample, same method, and which model is the smaller
     if small.df_modelwc > big.df_modelwc:
         small, big = big, small
-    index = _nesting(small, big)
     ds, db = small.design, big.design
-    shared = (_key(seed), _simulator(small), _shared(ds), _shared(db))
+    rows_small, rows_big = ds.rows(), db.rows()
+    index = _nesting(ds, db, rows_small.X, rows_big.X)
+    shared_small = _shared(ds, rows_small)
+    shared = (_key(seed), _simulator(small, shared_small.data), shared_small, _shared(db, rows_big))
     B = int(B)
     inputs = (np.arange(B), np.zeros((B, cov.n_cov_params(ds.blocks))), np.zeros((B, cov.n_cov_params(db.blocks))))
     reps = _rounds(_lr_one, inputs, shared, lambda x, out: (x[0], out[0].theta, out[1].theta), chunk=chunk,

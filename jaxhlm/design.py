@@ -181,27 +181,34 @@ class _Factors:
         self.counts: dict[str, dict[int, int]] = {name: {} for name in self.factors}
         self.cells: list[factor.Cell] = []
         self.observed: dict[factor.Cell, bool] = {}
+        self.frozen = False  # set by layout(): rows rebuilt later are encoded without learning from them
 
     def columns(self, frame: pd.DataFrame) -> np.ndarray:
-        for name, v in self.factors.items():
-            self.levels[name] = np.union1d(self.levels[name], factor.levels(frame, v))
-            for level, c in frame[name].astype(float).value_counts().items():
-                self.counts[name][int(level)] = self.counts[name].get(int(level), 0) + int(c)
-        known = set(self.cells)
-        self.cells += [c for c in factor.cells(self.fixed, self.levels) if c not in known]
+        if not self.frozen:
+            self._learn(frame)
         # Column 0 is the constant (all ones; unused without one), then the cells in order of first
         # appearance: a later chunk only appends columns, as the Accumulator requires.
         X = np.empty((len(frame), 1 + len(self.cells)))
         X[:, 0] = 1.0
         for j, cell in enumerate(self.cells, start=1):
             X[:, j], seen = factor.cell_column(self.fixed, cell, frame)
-            self.observed[cell] = self.observed.get(cell, False) or seen
+            if not self.frozen:
+                self.observed[cell] = self.observed.get(cell, False) or seen
         return X
+
+    def _learn(self, frame: pd.DataFrame) -> None:
+        for name, v in self.factors.items():
+            self.levels[name] = np.union1d(self.levels[name], factor.levels(frame, v))
+            for level, c in frame[name].astype(float).value_counts().items():
+                self.counts[name][int(level)] = self.counts[name].get(int(level), 0) + int(c)
+        known = set(self.cells)
+        self.cells += [c for c in factor.cells(self.fixed, self.levels) if c not in known]
 
     def check_chunked(self) -> None:
         """Levels may grow from chunk to chunk (see the class docstring): nothing to check."""
 
     def layout(self) -> list[tuple[int | None, Coef]]:
+        self.frozen = True
         index = {cell: j for j, cell in enumerate(self.cells, start=1)}
         rows = []
         for cell, coef in factor.layout(self.fixed, self.levels, self.counts):

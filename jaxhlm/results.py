@@ -16,7 +16,7 @@ from scipy import special
 from . import covariance as cov
 from . import render
 from .deviance import conditional_modes, relative_factor
-from .design import Design
+from .design import Design, Rows
 from .errors import ComparisonError, JaxhlmError
 from .estimate import Fit
 from .formula import ModelSpec
@@ -172,13 +172,16 @@ class MixedResult:
     @property
     def fittedvalues(self) -> np.ndarray:
         """Xβ̂ + Zb̂ for the estimation sample, in its row order (rebuilt from the fitted data)."""
-        rows = self.design.rows()
-        return rows.X @ np.asarray(self.fit.beta) + np.einsum("nq,nq->n", rows.Z, self._modes[0][rows.group])
+        return self._fitted(self.design.rows())
 
     @property
     def resid(self) -> np.ndarray:
         """y − :attr:`fittedvalues` (conditional residuals)."""
-        return self.design.rows().y - self.fittedvalues
+        rows = self.design.rows()
+        return rows.y - self._fitted(rows)
+
+    def _fitted(self, rows: Rows) -> np.ndarray:
+        return rows.X @ np.asarray(self.fit.beta) + np.einsum("nq,nq->n", rows.Z, self._modes[0][rows.group])
 
     # ---- fit ------------------------------------------------------------------------------------
     @property

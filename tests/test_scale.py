@@ -243,6 +243,8 @@ def test_cli_reads_csv_in_chunks_and_parquet(hsb, tmp_path, capsys):
     hsb.to_parquet(tmp_path / "hsb.parquet")
     code, out, _ = run("mixed", model, "--data", str(tmp_path / "hsb.parquet"), "--json")
     assert code == 0 and json.loads(out)["llf"] == pytest.approx(a["llf"], abs=1e-8)
+    # run and bootstrap read a Parquet file whole (their models need the rows)
+    pd.testing.assert_frame_equal(jaxhlm.datasets.read(str(tmp_path / "hsb.parquet"), in_memory=True), hsb)
 
 
 def test_single_fits_and_batches_get_the_same_deviance_with_or_without_packed_products(hsb):

@@ -42,10 +42,9 @@ def read(path: str, chunksize: int | None = None, in_memory: bool = False) -> pd
     if p.suffix.lower() == ".parquet":
         if not in_memory:
             return str(p)
-        try:
-            return pd.read_parquet(p)
-        except ImportError:
-            raise DataError("reading Parquet needs pyarrow: pip install 'jaxhlm[parquet]'") from None
+        from ..design import chunks  # the fit's Parquet reader, and its messages
+
+        return pd.concat(list(chunks(str(p))[0]), ignore_index=True)
     if chunksize is None:
         return read_csv(path)
     if chunksize < 1:
