@@ -8,12 +8,18 @@ High level::
     print(r.summary())
     print(jaxhlm.run_do(open("analysis.do").read()))                                           # a do-file
 
-Array level (jit / grad / vmap): :func:`group_stats`, :func:`profiled_deviance`, :func:`fit_stats`.
+Array level (jit / grad / vmap), :mod:`jaxhlm.functional`::
+
+    from jaxhlm import functional as F
+    data = F.group_data(X, Z, y, groups)                    # NumPy / JAX arrays, no pandas
+    F.marginal_loglik(F.Params(beta, cov_re, sigma2), data)  # a loss for any JAX model of the fixed part
+    fit = F.fit_arrays(data)                                # differentiable in X, y and weights (implicit)
 """
 
 from . import _config  # noqa: F401  (float64 and the compilation cache, before any array is made)
 from . import datasets as datasets
 from . import covariance as covariance
+from . import functional as functional
 from .batch import bootstrap_lrtest as bootstrap_lrtest
 from .batch import refit_batch as refit_batch
 from .batch import simulate as simulate
@@ -42,7 +48,7 @@ from .stats import pad_groups as pad_groups
 __version__ = "0.1.0"
 
 __all__ = [
-    "Block", "ComparisonError", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
+    "Block", "ComparisonError", "functional", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
     "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "lrtest", "pad_groups",
     "mixed", "parse_formula", "profiled_deviance", "run_do", "bootstrap_lrtest", "refit_batch", "simulate",
 ]

@@ -47,7 +47,7 @@ _BYTES_PER_GROUP_ENTRY = 2_000
 class Shared(NamedTuple):
     """What every replicate of one model shares: the padded design and its bucket-padded statistics."""
 
-    data: GroupedData  # X, Z, mask in group slabs (its y is not used)
+    data: GroupedData  # X, Z and unit weights (1 on real rows, 0 on padding) in group slabs; y is not used
     base: GroupStats  # statistics of the fitted response; the response parts are replaced per replicate
 
 
@@ -85,7 +85,7 @@ RESUME_CHUNK = 8
 
 def with_response(shared: Shared, y: Array) -> GroupStats:
     """The statistics of ``shared``'s design with the response ``y`` (padded like ``shared.data``)."""
-    X, Z, _, _ = shared.data
+    X, Z = shared.data.X, shared.data.Z
     zty = jnp.einsum("gni,gn->gi", Z, y)
     xty = jnp.einsum("gni,gn->i", X, y)
     m, p = shared.base.Zty.shape[0], shared.base.Xty.shape[0]
@@ -95,11 +95,11 @@ def with_response(shared: Shared, y: Array) -> GroupStats:
 
 def simulate_one(key: Array, sim: Simulator) -> Array:
     """One response drawn from the fitted model, in the padded layout (zero on padding rows)."""
-    X, Z, _, mask = sim.data
+    X, Z, real = sim.data.X, sim.data.Z, sim.data.weights
     k_re, k_e = jax.random.split(key)
     b = sim.sigma * jax.random.normal(k_re, (Z.shape[0], Z.shape[2])) @ sim.lam.T
-    e = sim.sigma * jax.random.normal(k_e, mask.shape)
-    return (jnp.einsum("gnp,p->gn", X, sim.beta) + jnp.einsum("gnq,gq->gn", Z, b) + e) * mask
+    e = sim.sigma * jax.random.normal(k_e, real.shape)
+    return (jnp.einsum("gnp,p->gn", X, sim.beta) + jnp.einsum("gnq,gq->gn", Z, b) + e) * real
 
 
 def summarise(fit: Fit, blocks: cov.Structure) -> Replicate:

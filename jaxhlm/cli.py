@@ -5,7 +5,9 @@
 Stata syntax. FILE is CSV or Parquet; with ``--chunksize`` a CSV file is read and reduced N rows at a time;
 ``jaxhlm run FILE.do [--data FILE.csv]`` — a do-file, printed as a Stata log;
 ``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE.csv]`` — parametric-bootstrap LR test of two
-nested models, each a Stata ``mixed`` command or an lme4 formula.
+nested models, each a Stata ``mixed`` command or an lme4 formula;
+``jaxhlm influence MODEL [--exact] [--top N] [--data FILE]`` — each group's influence on the fixed effects
+(Cook's distance, DFBETAS), most influential first.
 
 Errors in the input go to stderr as one line and exit with status 2.
 """
@@ -48,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--B", type=int, default=1000, help="bootstrap replicates (default 1000)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     b.add_argument("--data", help=data_help)
+    i = sub.add_parser("influence", help="each group's influence on the fixed effects: Cook's distance, DFBETAS")
+    i.add_argument("model", help="Stata syntax ('mathach ses || id:') or a formula (with '~')")
+    i.add_argument("--exact", action="store_true",
+                   help="refit without each group instead of the one-step approximation from the derivatives")
+    i.add_argument("--top", type=int, help="show only the N most influential groups")
+    i.add_argument("--data", help=data_help)
     return ap
 
 
@@ -56,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import bootstrap_lrtest, datasets, fit, mixed
     from .dofile import DoFileError, run_do
     from .errors import JaxhlmError
+    from .render import influence_text
+
+    def model(text: str):
+        return fit(text, data) if "~" in text else mixed(text, data)
 
     try:
         streamed = args.command in ("fit", "mixed")  # one pass over the data: it may be read in chunks
@@ -73,8 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bootstrap":
             if args.B < 1:
                 raise JaxhlmError(f"--B must be a positive number of replicates, got {args.B}")
-            small, big = (fit(m, data) if "~" in m else mixed(m, data) for m in (args.small, args.big))
+            small, big = model(args.small), model(args.big)
             print(bootstrap_lrtest(small, big, B=args.B, seed=args.seed, names=("small", "big")))
+            return 0
+        if args.command == "influence":
+            if args.top is not None and args.top < 1:
+                raise JaxhlmError(f"--top must be a positive number of groups, got {args.top}")
+            print(influence_text(model(args.model).influence(exact=args.exact), top=args.top))
             return 0
         result = (fit(args.formula, data, reml=args.reml, cov=args.cov) if args.command == "fit"
                   else mixed(args.model, data))

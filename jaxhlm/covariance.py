@@ -56,8 +56,9 @@ def _safe_sqrt(x: Array) -> Array:
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
 
 
-def _psd_cholesky(a: Array) -> Array:
-    """Cholesky factor of a positive semi-definite correlation matrix; zero columns where it is singular."""
+def psd_cholesky(a: Array) -> Array:
+    """Cholesky factor of a positive semi-definite matrix (a correlation matrix, Σ/σ²), unrolled; zero columns
+    where it is singular, so a zero variance gives a zero column rather than NaN."""
     q = a.shape[-1]
     rows: list[list[Array]] = [[jnp.zeros(()) for _ in range(q)] for _ in range(q)]
     for j in range(q):
@@ -140,7 +141,7 @@ class Block:
             c = (jnp.sum(rel) - jnp.trace(rel)) / (q * (q - 1))
             return jnp.sqrt(jnp.maximum(jnp.stack([v - c, v + (q - 1) * c]), 0.0))
         o = np.asarray(self.order)
-        L = _psd_cholesky(rel[o[:, None], o[None, :]])
+        L = psd_cholesky(rel[o[:, None], o[None, :]])
         return jnp.concatenate([L[j:, j] for j in range(q)])
 
     # ---- reporting metric -----------------------------------------------------------------------
@@ -197,7 +198,7 @@ class Block:
         corr = jnp.eye(q)
         for k, (i, j) in enumerate(self.pairs):
             corr = corr.at[i, j].set(r[k]).at[j, i].set(r[k])
-        return sd[:, None] * _psd_cholesky(corr)
+        return sd[:, None] * psd_cholesky(corr)
 
     def pick(self, sigma):  # noqa: ANN001, ANN201  (numpy in, numpy out; jax in, jax out)
         """The estimates Stata prints for this block's Σ (see :attr:`entries`)."""
@@ -226,6 +227,11 @@ class Block:
 
 
 Structure = tuple[Block, ...]
+
+
+def unstructured(q: int) -> Structure:
+    """One unstructured block over all q effects: lme4's ``(1 + x | g)``, and the array-level API's default."""
+    return (Block("unstructured", q),)
 
 
 def q_total(blocks: Structure) -> int:

@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Union
@@ -49,12 +49,14 @@ Data = Union[pd.DataFrame, Mapping[str, Any], Iterable[pd.DataFrame], str, os.Pa
 
 @dataclass(frozen=True, eq=False)
 class Rows:
-    """The model's rows: y (N,), X (N, p), Z (N, q) and group codes (N,) in the estimation sample's order."""
+    """The model's rows: y (N,), X (N, p), Z (N, q) and group codes (N,) in the estimation sample's order,
+    with the row labels of the data they came from."""
 
     y: np.ndarray
     X: np.ndarray
     Z: np.ndarray
     group: np.ndarray
+    index: pd.Index
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +74,8 @@ class Design:
     n_dropped: int = 0
     notes: tuple[str, ...] = field(default=())
     sample: str = ""  # fingerprint of the estimation sample: rows, response, groups (lrtest compares them)
-    rebuild: Callable[[], Rows] | None = None  # the rows again, from an in-memory source
+    encoding: "Encoding | None" = None  # how rows of data become rows of X and Z (for new data)
+    source: pd.DataFrame | None = None  # the fitted data when it was in memory (for :meth:`rows`)
 
     @property
     def fe_names(self) -> tuple[str, ...]:
@@ -97,11 +100,23 @@ class Design:
         return self.stats.n
 
     def rows(self) -> Rows:
-        """The rows behind the statistics (for simulation and batched refits), rebuilt from the fitted data."""
-        if self.rebuild is None:
+        """The rows behind the statistics (for simulation, batched refits, fitted values and influence), rebuilt
+        from the fitted data."""
+        if self.source is None or self.encoding is None:
             raise DataError("this model was fitted from data read in chunks, so its rows are not at hand; fit it "
-                            "from a DataFrame (or a dict of arrays) to simulate from it or refit it in batches")
-        return self.rebuild()
+                            "from a DataFrame (or a dict of arrays) to simulate from it, refit it in batches or "
+                            "compute its fitted values or influence")
+        rows, digest = self.encoding.sample_rows(self.source)
+        if digest != self.sample:
+            raise DataError("the data changed after the fit; refit the model before simulating from it")
+        return rows
+
+    def predictors(self, data: pd.DataFrame, random: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                            np.ndarray]:
+        """(complete, X, Z, group codes) for new rows, encoded as the fit encoded its data (:class:`Encoding`)."""
+        if self.encoding is None:
+            raise DataError("this model has no encoding of its variables to apply to new data")
+        return self.encoding.predictors(data, random)
 
 
 def _numeric(data: pd.DataFrame, name: str, role: str) -> np.ndarray:
@@ -135,6 +150,7 @@ class _Formulaic:
         self.fixed = fixed
         self.spec: Any = None
         self.names: list[str] = []
+        self.frozen = False  # set by layout(): later data is new data for prediction, not another chunk
 
     def columns(self, frame: pd.DataFrame) -> np.ndarray:
         import formulaic
@@ -149,6 +165,9 @@ class _Formulaic:
                 else:
                     X = self.spec.get_model_matrix(frame, na_action="raise")
         except DataMismatchWarning as exc:
+            if self.frozen:
+                raise DataError(f"the new data has a level the fitted model does not know, so it has no estimated "
+                                f"effect ({exc})") from None
             raise DataError(f"the data has a level its encoding does not know ({exc}). Formula syntax encodes "
                             "data read in chunks as it encoded the first chunk: give categorical columns all their "
                             "levels up front (a pandas CategoricalDtype, e.g. read_csv(..., dtype={...})), use "
@@ -164,6 +183,7 @@ class _Formulaic:
                             "chunks would compute them from the first chunk alone; compute the column beforehand")
 
     def layout(self) -> list[tuple[int | None, Coef]]:
+        self.frozen = True
         return [(j, Coef(name, order=name.count(":") + 1)) for j, name in enumerate(self.names)]
 
     def constant(self) -> str | None:
@@ -206,6 +226,14 @@ class _Factors:
 
     def check_chunked(self) -> None:
         """Levels may grow from chunk to chunk (see the class docstring): nothing to check."""
+
+    def check_known(self, frame: pd.DataFrame) -> None:
+        """New data for prediction: every factor level must be one the fit estimated (or its base)."""
+        for name, v in self.factors.items():
+            new = np.setdiff1d(factor.levels(frame, v), self.levels[name])
+            if new.size:
+                raise DataError(f"level {new[0]} of {name!r} does not occur in the estimation sample, so the model "
+                                f"has no effect for it (levels: {', '.join(map(str, self.levels[name]))})")
 
     def layout(self) -> list[tuple[int | None, Coef]]:
         self.frozen = True
@@ -377,21 +405,72 @@ class _Groups:
         return at[local]
 
 
+def _complete(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    return np.logical_and.reduce([frame[c].notna().to_numpy() for c in columns] + [np.ones(len(frame), bool)])
+
+
+def _random_design(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
+    return np.column_stack([
+        np.ones(len(frame)) if n == CONSTANT else _numeric(frame, n, "random-effect variable")
+        for t in spec.random for n in t.names
+    ])
+
+
 def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, groups: _Groups
             ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """One chunk's complete rows and their (y, X, Z, provisional group codes); None if no row is complete."""
-    used = used_columns(spec, frame.columns)
-    complete = np.logical_and.reduce([frame[c].notna().to_numpy() for c in used])
+    complete = _complete(frame, used_columns(spec, frame.columns))
     if not complete.all():
         frame = frame.loc[complete]
     if len(frame) == 0:
         return None
     y = _numeric(frame, spec.response, "response")
-    Z = np.column_stack([
-        np.ones(len(frame)) if n == CONSTANT else _numeric(frame, n, "random-effect variable")
-        for t in spec.random for n in t.names
-    ])
-    return frame, y, encoder.columns(frame), Z, groups.codes(frame[spec.group])
+    return frame, y, encoder.columns(frame), _random_design(spec, frame), groups.codes(frame[spec.group])
+
+
+@dataclass(frozen=True, eq=False)
+class Encoding:
+    """How the fit turned data into rows of X and Z, fixed once the whole sample was seen: the encoder (its
+    levels frozen), the columns kept, and the groups' order. Applied to the fitted data it rebuilds the
+    estimation sample; applied to new data it encodes rows for prediction."""
+
+    spec: ModelSpec
+    encoder: _Formulaic | _Factors
+    groups: _Groups
+    kept: list[int]
+    rank: np.ndarray  # a group's code in order of first appearance → its position in the sorted order
+
+    def sample_rows(self, data: pd.DataFrame) -> tuple[Rows, str]:
+        """The estimation sample's rows from the fitted data, and their fingerprint (to check it is unchanged)."""
+        frame, y, X, Z, codes = _encode(self.spec, data, self.encoder, self.groups)  # type: ignore[misc]
+        check = _Sample()
+        check.update(frame, y, self.spec.group)
+        return Rows(y=y, X=X[:, self.kept], Z=Z, group=self.rank[codes], index=frame.index), check.digest()
+
+    def predictors(self, data: pd.DataFrame, random: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                    np.ndarray]:
+        """(complete, X, Z, codes) for the rows of ``data`` with no missing predictor (``complete`` marks them):
+        a group the fit has not seen gets code −1. The response is not needed; the group variable only when
+        ``random``. Levels of a factor the fit has not seen are refused: they have no estimated effect."""
+        spec = self.spec
+        needed = sorted(_fixed_variables(spec.fixed))
+        if random:
+            needed += [spec.group] + [n for t in spec.random for n in t.slopes]
+        absent = [n for n in dict.fromkeys(needed) if n not in data.columns]
+        if absent:
+            raise DataError(f"the new data lacks {', '.join(map(repr, absent))}, which the model's predictions "
+                            "need" + (" (random=False predicts without the random effects)" if random else ""))
+        complete = _complete(data, needed)
+        frame = data.loc[complete]
+        if isinstance(self.encoder, _Factors):
+            self.encoder.check_known(frame)
+        X = self.encoder.columns(frame)[:, self.kept]
+        q = len(spec.re_names)
+        if not random:
+            return complete, X, np.zeros((len(frame), q)), np.full(len(frame), -1)
+        assert self.groups.labels is not None
+        at = self.groups.labels.get_indexer(frame[spec.group])
+        return complete, X, _random_design(spec, frame), np.where(at >= 0, self.rank[np.maximum(at, 0)], -1)
 
 
 def build_design(spec: ModelSpec, data: Data) -> Design:
@@ -443,22 +522,12 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     order = np.asarray(groups.labels.argsort())
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-
-    def rebuild() -> Rows:
-        frame, y, X, Z, codes = _encode(spec, source, encoder, groups)  # type: ignore[misc]
-        check = _Sample()
-        check.update(frame, y, spec.group)
-        if check.digest() != design.sample:
-            raise DataError("the data changed after the fit; refit the model before simulating from it")
-        return Rows(y=y, X=X[:, kept], Z=Z, group=rank[codes])
-
-    design = Design(
+    return Design(
         stats=stats.select(kept, order), group_labels=np.asarray(groups.labels[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
         constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=sample.digest(),
-        rebuild=None if source is None else rebuild,
+        encoding=Encoding(spec, encoder, groups, kept, rank), source=source,
     )
-    return design
 
 
 def _mark_dependent(R: np.ndarray, layout: list[tuple[int | None, Coef]], constant: str | None

@@ -45,6 +45,7 @@ import numpy as np
 from jax import Array
 from jax.scipy.linalg import solve_triangular
 
+from . import covariance as cov
 from .stats import GroupStats
 
 _UNROLL_MAX_Q = 6
@@ -107,14 +108,17 @@ def shrinkage(Lam: Array, ZtZ: Array) -> tuple[Array, Array]:
 
 
 def factorize(Lam: Array, stats: GroupStats) -> Factor:
-    """The factorisation of the penalised least-squares system at relative factor Λ (module docstring)."""
+    """The factorisation of the penalised least-squares system at relative factor Λ (module docstring); each
+    group's terms weighted by its ``group_weights`` (1 for an ordinary fit)."""
     q, p = Lam.shape[0], stats.XtX.shape[0]
     logdiag, S = shrinkage(Lam, stats.ZtZ)
+    v = stats.group_weights
+    S = v[:, None, None] * S
     a, b = np.triu_indices(q)
-    u, v = np.triu_indices(p)
+    u, w = np.triu_indices(p)
     if stats.ZtX2.shape[-1]:
-        packed = stats.XtX[u, v] - jnp.einsum("gk,gkl->l", S[:, a, b], stats.ZtX2)
-        A = jnp.zeros((p, p)).at[u, v].set(packed).at[v, u].set(packed)
+        packed = stats.XtX[u, w] - jnp.einsum("gk,gkl->l", S[:, a, b], stats.ZtX2)
+        A = jnp.zeros((p, p)).at[u, w].set(packed).at[w, u].set(packed)
     else:  # single fits, and batches whose ZtX2 would be too large (stats.packed_products)
         A = stats.XtX - jnp.einsum("gai,gab,gbj->ij", stats.ZtX, S, stats.ZtX)
     Sy = jnp.einsum("gab,gb->ga", S, stats.Zty)
@@ -122,7 +126,7 @@ def factorize(Lam: Array, stats: GroupStats) -> Factor:
     cb = solve_triangular(RX, stats.Xty - jnp.einsum("gqi,gq->i", stats.ZtX, Sy), lower=True)
     r2 = stats.yty - jnp.sum(Sy * stats.Zty) - jnp.sum(cb**2)
     return Factor(
-        logdet_L=2.0 * jnp.sum(logdiag),
+        logdet_L=2.0 * jnp.sum(v * logdiag),
         logdet_RX=2.0 * jnp.sum(jnp.log(jnp.diagonal(RX))),
         RX=RX,
         cb=cb,
@@ -153,21 +157,26 @@ def objective(f: Factor, stats: GroupStats, reml: bool) -> Array:
 
 
 @partial(jax.jit, static_argnames="reml")
-def profiled_deviance(theta: Array, stats: GroupStats, templates: Array, reml: bool = False) -> Array:
+def profiled_deviance(theta: Array, stats: GroupStats, templates: Array | None = None, reml: bool = False
+                      ) -> Array:
     r"""Profiled deviance d(θ) = −2 log L (ML) or the REML criterion, β and σ² profiled out.
 
     Args:
       theta: (n_theta,) relative covariance parameters; Λ(θ) = Σ_k θ_k T_k.
       stats: sufficient statistics from :func:`jaxhlm.stats.group_stats`.
-      templates: (n_theta, q, q) θ templates from :func:`jaxhlm.covariance.templates`.
+      templates: (n_theta, q, q) θ templates from :func:`jaxhlm.covariance.templates`; by default one
+        unstructured block over the q random effects (θ the lower triangle of Λ column by column, as lme4's).
       reml: REML criterion instead of the ML deviance.
 
     Returns:
       A float64 scalar. ``-profiled_deviance(...) / 2`` is the maximised log likelihood at θ.
 
-    Pure and differentiable: ``jax.grad``/``jax.hessian`` give exact derivatives, ``jax.vmap`` batches over
+    Pure and differentiable: ``jax.grad``/``jax.hessian`` give exact derivatives (in θ and in every array of
+    ``stats``, hence in X, y and weights through :func:`~jaxhlm.stats.group_stats`), ``jax.vmap`` batches over
     θ or over stacked ``stats`` (bootstrap replicates, many outcomes).
     """
+    if templates is None:
+        templates = jnp.asarray(cov.templates(cov.unstructured(stats.ZtZ.shape[-1])))
     return objective(factorize(relative_factor(theta, templates), stats), stats, reml)
 
 

@@ -39,8 +39,9 @@ def em_step(theta: Array, stats: GroupStats, templates: Array, blocks: cov.Struc
     c, W = sol[..., 0], sol[..., 1:]
     Wc = jnp.einsum("gji,gj->gi", W, c)
     S = s2 * jnp.einsum("gji,gjk->gik", W, W) + Wc[:, :, None] * Wc[:, None, :]
-    # Padded groups (ZᵀZ = 0) contribute nothing but would count in the mean: exclude them.
-    real = jnp.any(stats.ZtZ != 0, axis=(1, 2))
+    # Padded groups (ZᵀZ = 0) contribute nothing but would count in the mean: exclude them. Groups count
+    # by their weights.
+    real = jnp.any(stats.ZtZ != 0, axis=(1, 2)) * stats.group_weights
     return cov.theta_from_cov(blocks, jnp.einsum("g,gij->ij", real, S) / (jnp.sum(real) * s2))
 
 

@@ -60,6 +60,10 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
               start: Array | None = None, max_steps: int = 200) -> Fit:
     """Maximum-likelihood (or REML) fit of a two-level LMM from its sufficient statistics.
 
+    Differentiable in ``stats`` (hence in X, y and weights through :func:`~jaxhlm.stats.group_stats`): the
+    optimiser's loop is not differentiated; θ̂'s derivatives come from the implicit function theorem at the
+    optimum (:func:`_at_optimum`), and β̂, σ̂², Cov(β̂) and the deviance are smooth functions of θ̂ and ``stats``.
+
     Args:
       stats: :class:`~jaxhlm.stats.GroupStats` (padded or not).
       blocks: the covariance structure, a tuple of :class:`~jaxhlm.covariance.Block` (static).
@@ -74,8 +78,9 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     """
     T = jnp.asarray(cov.templates(blocks))
     lower = jnp.asarray(cov.theta_lower(blocks))
-    dev = lambda th: _deviance(th, stats, T, reml)  # noqa: E731
-    theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), stats, T, blocks, em_steps)
+    fixed = jax.lax.stop_gradient(stats)
+    dev = lambda th: _deviance(th, fixed, T, reml)  # noqa: E731
+    theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), fixed, T, blocks, em_steps)
     if start is not None:
         candidates = jnp.concatenate([theta0[None], jnp.reshape(start, (-1, theta0.shape[0]))])
         devs = jax.vmap(dev)(candidates)
@@ -83,13 +88,39 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps)
     theta, _ = _rectify(sol.x, sol.value, dev, lower)
     sol = certify(dev, theta, lower, sol.steps, sol.result)
-    d = sol.value
+    theta = _at_optimum(T, reml, lower, stats, theta)
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
     return Fit(
-        solution=sol, theta=theta, deviance=d, deviance_linear=dev(jnp.zeros_like(theta)),
+        solution=sol, theta=theta, deviance=objective(f, stats, reml),
+        deviance_linear=_deviance(jnp.zeros_like(theta), stats, T, reml),
         beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2,
     )
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _at_optimum(T: Array, reml: bool, lower: Array, stats: GroupStats, theta: Array) -> Array:
+    """θ̂ itself; its derivative with respect to ``stats`` is that of the optimum (see the JVP rule)."""
+    return theta
+
+
+@_at_optimum.defjvp
+def _at_optimum_jvp(reml: bool, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    """The implicit function theorem: θ̂(s) solves ∇_θ d(θ, s) = 0 on the free coordinates, so
+    dθ̂ = −H⁻¹ ∂_s∇_θ d · ds there, and coordinates held at their bound (a zero variance) stay put.
+
+    Why not differentiate the optimiser: its loop has data-dependent length and a line search, and its
+    derivative would be that of the iterates, not of the optimum; this costs one Hessian and one solve.
+    """
+    T, lower, stats, theta = primals
+    ds = tangents[2]
+    grad = jax.grad(_deviance)
+    H = jax.hessian(_deviance)(theta, stats, T, reml)
+    _, g_dot = jax.jvp(lambda s: grad(theta, s, T, reml), (stats,), (ds,))
+    free = theta > lower
+    both = free[:, None] & free[None, :]
+    H = jnp.where(both, H, jnp.eye(theta.shape[0]))
+    return theta, jnp.where(free, -jnp.linalg.solve(H, jnp.where(free, g_dot, 0.0)), 0.0)
 
 
 class REInformation(NamedTuple):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from .factor import Coef
-    from .results import MixedResult
+    from .results import GroupInfluence, MixedResult
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -197,3 +197,27 @@ def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) ->
                      f"{100 * cum / total:>12.2f}")
     lines += ["-" * 12 + "+" + "-" * 35, f"{'Total':>11} |{_fmt_int(total):>11}{100:>12.2f}"]
     return "\n".join(lines)
+
+
+def influence_text(inf: "GroupInfluence", top: int | None = None) -> str:
+    """The groups' influence on the fixed effects, most influential (largest Cook's distance) first."""
+    frame = inf.summary_frame()
+    shown = frame if top is None else frame.head(top)
+    names = [c[len("dfb_"):] for c in frame.columns[2:]]
+    group = inf.cooks_distance.index.name or "group"
+    how = ("one step from the implicit derivatives" if inf.method == "one-step"
+           else "refits without each group")
+    head = [f"Influence of each {group} on the fixed effects ({how})",
+            "Cook's D = DFBETA' inv(V) DFBETA / p; DFBETAS = DFBETA / se"]
+    if inf.converged is not None and not inf.converged.all():
+        head.append(f"Warning: {int((~inf.converged).sum())} refits did not converge")
+    if top is not None and top < len(frame):
+        head.append(f"({top} of {len(frame)} groups shown)")
+    cols = [_abbrev(n, 10) for n in names]
+    line = "-" * (12 + 8 + 11 + 11 * len(cols))
+    out = head + ["", line, f"{_abbrev(group, 11):>11} {'n':>7} {'Cook D':>10}" + "".join(f"{c:>11}" for c in cols),
+                  line]
+    for label, row in shown.iterrows():
+        out.append(f"{_abbrev(str(label), 11):>11} {int(row['n']):>7} {row['cooks_d']:>10.4f}"
+                   + "".join(f"{v:>11.4f}" for v in row.iloc[2:]))
+    return "\n".join(out + [line])

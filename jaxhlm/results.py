@@ -14,15 +14,15 @@ import pandas as pd
 from scipy import special
 
 from . import covariance as cov
-from . import render
+from . import functional, influence, render
 from .deviance import conditional_modes, relative_factor
-from .design import Design, Rows
+from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .estimate import Fit
 from .formula import ModelSpec
 from .infer import ChiTest, RandomEffects, coefficient_table, linear_hypothesis
 from .optimize import RESULTS, converged
-from .stats import device_stats
+from .stats import device_stats, pad_groups
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -51,7 +51,8 @@ class MixedResult:
     Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests), ``cov_params()``.
     All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
     ``conf_int()``. Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
-    Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``.
+    Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``,
+    ``predict(data, random)`` (new data too), ``influence()`` (DFBETA, DFBETAS, Cook's distance per group).
     """
 
     spec: ModelSpec
@@ -172,16 +173,68 @@ class MixedResult:
     @property
     def fittedvalues(self) -> np.ndarray:
         """Xβ̂ + Zb̂ for the estimation sample, in its row order (rebuilt from the fitted data)."""
-        return self._fitted(self.design.rows())
+        rows = self.design.rows()
+        return self._predict(rows.X, rows.Z, rows.group)
 
     @property
     def resid(self) -> np.ndarray:
         """y − :attr:`fittedvalues` (conditional residuals)."""
         rows = self.design.rows()
-        return rows.y - self._fitted(rows)
+        return rows.y - self._predict(rows.X, rows.Z, rows.group)
 
-    def _fitted(self, rows: Rows) -> np.ndarray:
-        return rows.X @ np.asarray(self.fit.beta) + np.einsum("nq,nq->n", rows.Z, self._modes[0][rows.group])
+    def predict(self, data: pd.DataFrame | None = None, random: bool = True) -> pd.Series:
+        """Predictions Xβ̂ + Zb̂ (``random=False``: Xβ̂, the population level; Stata's ``predict, xb``).
+
+        ``data`` None predicts the estimation sample (index: its rows). New data is encoded as the fitted data
+        was; it needs no response. A group the fit has not seen gets a zero random effect (its prediction is
+        Xβ̂, as lme4's ``allow.new.levels``); a row with a missing predictor gets NaN. The index is ``data``'s.
+        """
+        name = "fitted" if random else "xb"
+        if data is None:
+            rows = self.design.rows()
+            codes = rows.group if random else np.full(len(rows.y), -1)
+            return pd.Series(self._predict(rows.X, rows.Z, codes), index=rows.index, name=name)
+        if not isinstance(data, pd.DataFrame):
+            raise JaxhlmError(f"predict needs a pandas DataFrame of new data, got {type(data).__name__}")
+        complete, X, Z, codes = self.design.predictors(data, random)
+        out = np.full(len(data), np.nan)
+        out[complete] = self._predict(X, Z, codes)
+        return pd.Series(out, index=data.index, name=name)
+
+    def _predict(self, X: np.ndarray, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        params = functional.Params(jnp.asarray(self.fit.beta), jnp.asarray(self.cov_re.to_numpy()),
+                                   jnp.asarray(self.scale))
+        return np.asarray(functional.predict(params, jnp.asarray(self._modes[0]), X, Z, codes))
+
+    # ---- influence --------------------------------------------------------------------------------
+    def influence(self, exact: bool = False) -> "GroupInfluence":
+        """Each group's influence on the fixed effects: DFBETA (β̂ − β̂ without the group), DFBETAS and Cook's
+        distance (:mod:`jaxhlm.influence`).
+
+        By default one step from the fit's implicit derivatives (the infinitesimal jackknife: the cost of a few
+        fits whatever the number of groups); ``exact=True`` refits the model without each group (batched). On the
+        HSB models the one-step values are within a few percent of the refits (README, "Influence").
+        """
+        d = self.design
+        rows = d.rows()
+        data = pad_groups(rows.X, rows.Z, rows.y, rows.group, d.n_groups)
+        beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
+        converged_all = None
+        if exact:
+            loo = influence.leave_one_out(data, d.blocks, self.reml)
+            dfbeta = beta - np.asarray(loo.beta)
+            converged_all = np.asarray(converged(loo.solution.result, loo.solution.decrement))
+        else:
+            dfbeta = np.asarray(influence.one_step(data, d.blocks, self.reml))
+        cooks = np.asarray(influence.cooks_distance(jnp.asarray(dfbeta), jnp.asarray(cov_beta)))
+        index = pd.Index(d.group_labels, name=d.group_name)
+        names = list(d.fe_names)
+        frame = pd.DataFrame(dfbeta, index=index, columns=names)
+        return GroupInfluence(
+            dfbeta=frame, dfbetas=frame / np.sqrt(np.diag(cov_beta)), cooks_distance=pd.Series(cooks, index=index,
+            name="cooks_d"), group_sizes=pd.Series(d.group_sizes, index=index, name="n"),
+            method="exact" if exact else "one-step", converged=converged_all,
+        )
 
     # ---- fit ------------------------------------------------------------------------------------
     @property
@@ -276,6 +329,31 @@ class MixedResult:
             "omitted": list(self.design.omitted), "n_dropped": self.design.n_dropped,
             "warnings": list(self.warnings),
         }
+
+
+@dataclass(frozen=True)
+class GroupInfluence:
+    """Influence of each group on the fixed effects (:meth:`MixedResult.influence`).
+
+    ``dfbeta``: β̂ − β̂₍₋ⱼ₎ (groups × coefficients); ``dfbetas``: the same over the full fit's standard errors;
+    ``cooks_distance``: Dⱼ = DFBETAⱼᵀ Cov(β̂)⁻¹ DFBETAⱼ / p; ``method``: "one-step" (implicit derivatives) or
+    "exact" (refits without each group, whose convergence flags are ``converged``).
+    """
+
+    dfbeta: pd.DataFrame
+    dfbetas: pd.DataFrame
+    cooks_distance: pd.Series
+    group_sizes: pd.Series
+    method: str
+    converged: np.ndarray | None = None
+
+    def summary_frame(self) -> pd.DataFrame:
+        """One row per group: n, Cook's distance and DFBETAS (``dfb_<coefficient>``), most influential first."""
+        frame = pd.concat([self.group_sizes, self.cooks_distance, self.dfbetas.add_prefix("dfb_")], axis=1)
+        return frame.sort_values("cooks_d", ascending=False, kind="stable")
+
+    def __str__(self) -> str:
+        return render.influence_text(self)
 
 
 class Summary(str):

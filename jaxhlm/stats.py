@@ -29,13 +29,20 @@ class GroupedData(NamedTuple):
     """Observations padded into one slab per group: rows past a group's size are all zero.
 
     X: (m, n_max, p) fixed-effects design; Z: (m, n_max, q) random-effects design; y: (m, n_max) response;
-    mask: (m, n_max) 1.0 on real rows. Zero rows add nothing to any cross-product; the mask only counts n.
+    weights: (m, n_max) observation weights, 1.0 on real rows unless given, 0.0 on padding;
+    group_weights: (m,) weights of the groups' likelihood contributions, 1.0 unless given.
+
+    An observation weight wᵢ makes row i's residual variance σ²/wᵢ and counts it wᵢ times toward n; a group
+    weight vⱼ multiplies group j's whole log-likelihood contribution (Stata's level-2 weights). Zero removes a
+    row or a group exactly, so the fit is smooth from the full sample to one without it; the derivative in
+    vⱼ at 1 is group j's influence (:mod:`jaxhlm.influence`).
     """
 
     X: Array
     Z: Array
     y: Array
-    mask: Array
+    weights: Array
+    group_weights: Array
 
 
 class GroupStats(NamedTuple):
@@ -44,7 +51,10 @@ class GroupStats(NamedTuple):
     ZtZ (m, q, q), ZtX (m, q, p), Zty (m, q), XtX (p, p), Xty (p,), yty (), n () observations,
     p () the rank of X (columns added by :func:`pad_stats` are not counted), and ZtX2: for batched refits
     (m, q(q+1)/2, p(p+1)/2), the products of ZⱼᵀXⱼ's rows that XᵀV⁻¹X is made of (:func:`zx_products`),
-    otherwise empty, (m, 0, 0) (see :func:`packed_products`).
+    otherwise empty, (m, 0, 0) (see :func:`packed_products`); group_weights (m,) the weights vⱼ of the groups'
+    log-likelihood contributions (1 unless given; :class:`GroupedData`). The totals XtX, Xty, yty and n are
+    already weighted by them; the per-group products are not, since vⱼ scales a group's terms of the
+    likelihood, not its rows.
     """
 
     ZtZ: Array
@@ -56,6 +66,7 @@ class GroupStats(NamedTuple):
     yty: Array
     n: Array
     p: Array
+    group_weights: Array
 
 
 #: ZtX2 is built for batched refits only while it has at most this many entries (256 MiB): beyond, XᵀV⁻¹X
@@ -169,7 +180,8 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
     when ``packed`` (:func:`pad_stats`)."""
     m, q, p = host.ZtX.shape
     stats = GroupStats(ZtZ=host.ZtZ, ZtX=host.ZtX, ZtX2=np.zeros((m, 0, 0)), Zty=host.Zty, XtX=host.R.T @ host.R,
-                       Xty=host.Xty, yty=np.float64(host.yty), n=np.float64(host.n), p=np.float64(p))
+                       Xty=host.Xty, yty=np.float64(host.yty), n=np.float64(host.n), p=np.float64(p),
+                       group_weights=np.ones(m))
     return pad_stats(stats, n_groups, n_fixed, packed)
 
 
@@ -192,7 +204,8 @@ def pad_rows(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray
 
 def pad_groups(X: np.ndarray, Z: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int) -> GroupedData:
     """Scatter row-wise arrays into per-group slabs. ``group`` holds codes 0..n_groups-1."""
-    return GroupedData(*(jnp.asarray(pad_rows(a, group, n_groups)) for a in (X, Z, y, np.ones(len(y)))))
+    return GroupedData(*(jnp.asarray(pad_rows(a, group, n_groups)) for a in (X, Z, y, np.ones(len(y)))),
+                       group_weights=jnp.ones(n_groups))
 
 
 def zx_products(ZtX: Array) -> Array:
@@ -227,19 +240,23 @@ def packed_products(ZtX: Array, packed: bool) -> Array:
 
 @partial(jax.jit, static_argnames="packed")
 def group_stats(data: GroupedData, packed: bool = False) -> GroupStats:
-    """Reduce padded group slabs to the cross-products of [Z X y] (with ZtX2 if ``packed``: for batched refits)."""
-    X, Z, y, mask = data
-    ZtX = jnp.einsum("gni,gnj->gij", Z, X)
+    """Reduce padded group slabs to the weighted cross-products of [Z X y] (with ZtX2 if ``packed``: for
+    batched refits). Differentiable in every array of ``data``, weights included."""
+    X, Z, y, w, v = data
+    Zw, total = Z * w[..., None], w * v[:, None]
+    Xw = X * total[..., None]
+    ZtX = jnp.einsum("gni,gnj->gij", Zw, X)
     return GroupStats(
-        ZtZ=jnp.einsum("gni,gnj->gij", Z, Z),
+        ZtZ=jnp.einsum("gni,gnj->gij", Zw, Z),
         ZtX=ZtX,
         ZtX2=packed_products(ZtX, packed),
-        Zty=jnp.einsum("gni,gn->gi", Z, y),
-        XtX=jnp.einsum("gni,gnj->ij", X, X),
-        Xty=jnp.einsum("gni,gn->i", X, y),
-        yty=jnp.sum(y * y),
-        n=jnp.sum(mask),
+        Zty=jnp.einsum("gni,gn->gi", Zw, y),
+        XtX=jnp.einsum("gni,gnj->ij", Xw, X),
+        Xty=jnp.einsum("gni,gn->i", Xw, y),
+        yty=jnp.sum(total * y * y),
+        n=jnp.sum(total),
         p=jnp.asarray(X.shape[-1], jnp.float64),
+        group_weights=v,
     )
 
 
@@ -276,4 +293,5 @@ def pad_stats(stats: GroupStats, n_groups: int, n_fixed: int, packed: bool = Fal
         yty=jnp.asarray(stats.yty),
         n=jnp.asarray(stats.n),
         p=jnp.asarray(stats.p),
+        group_weights=jnp.pad(stats.group_weights, (0, dm), constant_values=1.0),
     )

@@ -54,3 +54,37 @@ def test_blups_are_the_conditional_means_of_the_dense_model():
         K = Sigma @ Z.T @ np.linalg.inv(V)
         np.testing.assert_allclose(r.ranef().to_numpy()[j], K @ (y - X @ r.fe_params.to_numpy()), rtol=1e-8)
         np.testing.assert_allclose(r.ranef_cov()[j], Sigma - K @ Z @ Sigma, rtol=1e-8, atol=1e-10)
+
+
+def test_predictions_for_new_data_match_lme4():
+    """lme4's predict(newdata, allow.new.levels = TRUE) and predict(newdata, re.form = NA): new Days for seen
+    subjects, and subjects the fit has not seen (zero random effect)."""
+    ref = json.loads((FIXTURES / "lme4_ranef.json").read_text())["prediction"]
+    r = jaxhlm.fit(ref["formula"], pd.read_csv(FIXTURES / "sleepstudy.csv"))
+    new = pd.DataFrame(ref["newdata"], index=[10, 11, 12, 13, 14])
+    got = r.predict(new)
+    assert got.name == "fitted" and list(got.index) == list(new.index)
+    np.testing.assert_allclose(got, ref["fitted"], rtol=1e-7)
+    np.testing.assert_allclose(r.predict(new, random=False), ref["fixed"], rtol=1e-7)
+    # The group is not needed without random effects; a missing predictor gives NaN for its row only.
+    new.loc[11, "Days"] = np.nan
+    partial = r.predict(new.drop(columns="Subject"), random=False)
+    assert np.isnan(partial[11]) and np.allclose(partial.drop(11), np.delete(ref["fixed"], 1), rtol=1e-7)
+
+
+def test_predict_on_the_estimation_sample_and_bad_new_data():
+    data = jaxhlm.datasets.hsb()
+    data.loc[data.index[3], "ses"] = np.nan
+    r = jaxhlm.mixed("mathach ses i.sector || id:", data)
+    fitted = r.predict()
+    assert 3 not in fitted.index and len(fitted) == r.nobs
+    np.testing.assert_allclose(fitted, r.fittedvalues)
+    np.testing.assert_allclose(r.predict(random=False), r.design.rows().X @ r.fe_params.to_numpy())
+    np.testing.assert_allclose(r.predict(data.drop(columns="mathach")).dropna(), fitted)
+    with pytest.raises(jaxhlm.DataError, match="level 3 of 'sector' does not occur"):
+        r.predict(data.assign(sector=3))
+    with pytest.raises(jaxhlm.DataError, match="lacks 'id'.*random=False"):
+        r.predict(data.drop(columns="id"))
+    formula = jaxhlm.fit("mathach ~ ses + C(sector) + (1 | id)", data)
+    with pytest.raises(jaxhlm.DataError, match="new data has a level the fitted model does not know"):
+        formula.predict(data.assign(sector=3))

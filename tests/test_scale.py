@@ -210,7 +210,7 @@ def test_deviance_and_gradient_with_many_groups_stay_linear_in_groups():
     m, q, p = 100_000, 2, 10
     T = jnp.asarray(covariance.templates(jaxhlm.parse_formula("y ~ x + (1 + x | g)").blocks))
     stats = GroupStats(*(jax.ShapeDtypeStruct(s, jnp.float64) for s in [
-        (m, q, q), (m, q, p), (m, q * (q + 1) // 2, p * (p + 1) // 2), (m, q), (p, p), (p,), (), (), ()]))
+        (m, q, q), (m, q, p), (m, q * (q + 1) // 2, p * (p + 1) // 2), (m, q), (p, p), (p,), (), (), (), (m,)]))
     theta = jax.ShapeDtypeStruct((T.shape[0],), jnp.float64)
     closed = jax.make_jaxpr(jax.value_and_grad(lambda th, s: profiled_deviance(th, s, T)))(theta, stats)
     largest = m * (q * (q + 1) // 2) * (p * (p + 1) // 2)

@@ -1,0 +1,60 @@
+r"""Group influence on the fixed effects: what removing one group would do to β̂, from derivatives or refits.
+
+Weighting group j's log-likelihood contribution by wⱼ (:class:`~jaxhlm.stats.GroupedData`) makes the fit a
+smooth function of w, with w = 1 the fitted data and wⱼ = 0 the data without group j. To first order
+
+.. math::
+
+    \mathrm{DFBETA}_j = \hat\beta - \hat\beta_{(-j)} \approx \frac{\partial \hat\beta}{\partial w_j}\Big|_{w=1},
+
+the infinitesimal jackknife. The derivative is exact, θ̂'s response included, because the fit is
+differentiated by the implicit function theorem (:func:`jaxhlm.estimate.fit_stats`); all m of them cost p
+reverse passes, so the one-step diagnostics of 10⁵ groups cost a few fits. :func:`leave_one_out` refits the
+model without each group (m fits, batched) for the exact values, and to measure the approximation.
+
+Cook's distance of a group is Dⱼ = DFBETAⱼᵀ Cov(β̂)⁻¹ DFBETAⱼ / p (Christensen, Pearson and Johnson 1992).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from . import covariance as cov
+from .estimate import Fit
+from .functional import fit_arrays
+from .stats import GroupedData
+
+#: Leave-one-group-out refits run this many at a time (each holds its own copy of the statistics).
+LOO_BATCH = 64
+
+
+def _weighted(data: GroupedData, w: Array) -> GroupedData:
+    return data._replace(group_weights=data.group_weights * w)
+
+
+def one_step(data: GroupedData, structure: Sequence[cov.Block], reml: bool = False) -> Array:
+    """(m, p) DFBETA by the infinitesimal jackknife: ∂β̂/∂wⱼ at w = 1 (module docstring)."""
+    blocks = tuple(structure)
+    beta = lambda w: fit_arrays(_weighted(data, w), blocks, reml).beta  # noqa: E731
+    return jax.jit(jax.jacrev(beta))(jnp.ones(data.y.shape[0])).T
+
+
+def leave_one_out(data: GroupedData, structure: Sequence[cov.Block], reml: bool = False,
+                  batch_size: int = LOO_BATCH) -> Fit:
+    """The m fits without one group each (a :class:`Fit` with a leading group axis), batched ``batch_size``
+    at a time."""
+    blocks, m = tuple(structure), data.y.shape[0]
+
+    def without(j: Array) -> Fit:
+        return fit_arrays(_weighted(data, jnp.ones(m).at[j].set(0.0)), blocks, reml)
+
+    return jax.jit(lambda js: jax.lax.map(without, js, batch_size=batch_size))(jnp.arange(m))
+
+
+def cooks_distance(dfbeta: Array, cov_beta: Array) -> Array:
+    """(m,) Dⱼ = DFBETAⱼᵀ Cov(β̂)⁻¹ DFBETAⱼ / p."""
+    return jnp.einsum("gi,gi->g", dfbeta, jnp.linalg.solve(cov_beta, dfbeta.T).T) / dfbeta.shape[-1]
