@@ -17,7 +17,7 @@ Cook's distance of a group is Dⱼ = DFBETAⱼᵀ Cov(β̂)⁻¹ DFBETAⱼ / p (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -36,23 +36,25 @@ def _weighted(data: GroupedData, w: Array) -> GroupedData:
     return data._replace(group_weights=data.group_weights * w)
 
 
-def one_step(data: GroupedData, structure: Sequence[cov.Block], reml: bool = False) -> Array:
-    """(m, p) DFBETA by the infinitesimal jackknife: ∂β̂/∂wⱼ at w = 1 (module docstring)."""
-    blocks = tuple(structure)
-    beta = lambda w: fit_arrays(_weighted(data, w), blocks, reml).beta  # noqa: E731
-    return jax.jit(jax.jacrev(beta))(jnp.ones(data.y.shape[0])).T
+@partial(jax.jit, static_argnames=("structure", "reml"))
+def one_step(data: GroupedData, structure: cov.Structure, reml: bool = False) -> Array:
+    """(m, p) DFBETA by the infinitesimal jackknife: ∂β̂/∂wⱼ at w = 1 (module docstring). ``structure`` is a
+    tuple of :class:`~jaxhlm.covariance.Block` (static)."""
+    beta = lambda w: fit_arrays(_weighted(data, w), structure, reml).beta  # noqa: E731
+    return jax.jacrev(beta)(jnp.ones(data.y.shape[0])).T
 
 
-def leave_one_out(data: GroupedData, structure: Sequence[cov.Block], reml: bool = False,
+@partial(jax.jit, static_argnames=("structure", "reml", "batch_size"))
+def leave_one_out(data: GroupedData, structure: cov.Structure, reml: bool = False,
                   batch_size: int = LOO_BATCH) -> Fit:
     """The m fits without one group each (a :class:`Fit` with a leading group axis), batched ``batch_size``
     at a time."""
-    blocks, m = tuple(structure), data.y.shape[0]
+    m = data.y.shape[0]
 
     def without(j: Array) -> Fit:
-        return fit_arrays(_weighted(data, jnp.ones(m).at[j].set(0.0)), blocks, reml)
+        return fit_arrays(_weighted(data, jnp.ones(m).at[j].set(0.0)), structure, reml)
 
-    return jax.jit(lambda js: jax.lax.map(without, js, batch_size=batch_size))(jnp.arange(m))
+    return jax.lax.map(without, jnp.arange(m), batch_size=batch_size)
 
 
 def cooks_distance(dfbeta: Array, cov_beta: Array) -> Array:
