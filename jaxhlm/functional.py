@@ -54,10 +54,11 @@ class Params(NamedTuple):
 
     @classmethod
     def from_fit(cls, fit: Fit, structure: Sequence[cov.Block] | None = None) -> "Params":
-        """The estimates of a :func:`fit_arrays` fit (``structure`` as given to it), differentiably."""
+        """The estimates of a :func:`fit_arrays` fit (``structure`` as given to it), differentiably; a batch of
+        fits (from ``vmap``) gives a batch of parameters."""
         T = jnp.asarray(cov.templates(_structure(structure, fit.theta, None)))
         lam = relative_factor(fit.theta, T)
-        return cls(fit.beta, fit.sigma2 * lam @ lam.T, fit.sigma2)
+        return cls(fit.beta, fit.sigma2[..., None, None] * lam @ jnp.swapaxes(lam, -1, -2), fit.sigma2)
 
 
 def _structure(structure: Sequence[cov.Block] | None, theta: Array | None, q: int | None) -> cov.Structure:

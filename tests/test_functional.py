@@ -100,6 +100,15 @@ def test_derivatives_match_finite_differences():
 
     check_grads(ll, (params, X, Z, y, w, v), order=1, modes=("fwd", "rev"), eps=1e-5, atol=1e-6, rtol=1e-6)
 
+    def blups(params, y):
+        return F.random_effects(params, F.group_data(X, Z, y, groups))
+
+    check_grads(blups, (params, y), order=1, modes=("fwd", "rev"), eps=1e-5, atol=1e-6, rtol=1e-6)
+    b = blups(params, y)[0]
+    codes = np.array([0, 3, -1, 7])
+    check_grads(lambda p, b, X: F.predict(p, b, X, Z[:4], codes), (params, b, X[:4]), order=1,
+                modes=("fwd", "rev"), eps=1e-5, atol=1e-6, rtol=1e-6)
+
     theta = jnp.asarray([1.1, 0.3, 0.6])
     dev = lambda th, X, y, reml: jaxhlm.profiled_deviance(  # noqa: E731
         th, F.group_stats(F.group_data(X, Z, y, groups)), None, reml)
@@ -125,7 +134,10 @@ def test_functions_jit_and_vmap():
     np.testing.assert_allclose(batched.beta, np.stack([f.beta for f in fits]), rtol=1e-8)
     np.testing.assert_allclose(batched.deviance, [f.deviance for f in fits], rtol=1e-12)
     np.testing.assert_allclose(jax.jit(F.fit_arrays)(data[0]).theta, fits[0].theta, rtol=1e-8)
+    np.testing.assert_allclose(F.Params.from_fit(batched).cov_re[2], F.Params.from_fit(fits[2]).cov_re, rtol=1e-8)
 
+    per_y = jax.vmap(lambda yk: F.group_data(X, Z, yk, groups))(jnp.asarray(Y))  # group_data vmaps over arrays
+    np.testing.assert_array_equal(per_y.y, stacked.y)
     b, V = jax.vmap(F.random_effects, in_axes=(None, 0))(params, stacked)
     assert b.shape == (3, 8, 2) and V.shape == (3, 8, 2, 2)
     np.testing.assert_allclose(b[1], F.random_effects(params, data[1])[0], rtol=1e-12)
