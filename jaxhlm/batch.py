@@ -35,7 +35,7 @@ from .estimate import Fit, fit_stats
 from .optimize import RESULTS, converged
 from .pipeline import design_stats
 from .results import MixedResult, lrtest
-from .stats import GroupedData, GroupStats, pad_groups, slots
+from .stats import GroupedData, GroupStats, slots
 
 #: Bytes of working memory one replicate needs, per padded observation (response, noise, products) and per
 #: group-parameter entry (the fit's factorisations and derivatives); chunks are sized from these.
@@ -247,7 +247,7 @@ def _sharded(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], mesh: 
 # ---- front ends --------------------------------------------------------------------------------------
 def _shared(design: Design, rows: Rows) -> Shared:
     """``design``'s padded rows (``rows`` = ``design.rows()``, rebuilt once by the caller) and packed statistics."""
-    return Shared(pad_groups(rows.X, rows.Z, rows.y, rows.group, design.n_groups), design_stats(design, packed=True))
+    return Shared(rows.grouped(design.n_groups), design_stats(design, packed=True))
 
 
 def _per_replicate_bytes(*designs: Design) -> int:
@@ -281,7 +281,7 @@ def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
     d = result.design
     rows = d.rows()
     g, slot, _ = slots(rows.group, d.n_groups)
-    data = pad_groups(rows.X, rows.Z, rows.y, rows.group, d.n_groups)
+    data = rows.grouped(d.n_groups)
     return _simulate(_key(seed), _simulator(result, data), int(n))[:, g, slot]
 
 

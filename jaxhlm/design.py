@@ -33,7 +33,7 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .stats import Accumulator, HostStats
+from .stats import Accumulator, GroupedData, HostStats, pad_groups
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -57,6 +57,10 @@ class Rows:
     Z: np.ndarray
     group: np.ndarray
     index: pd.Index
+
+    def grouped(self, n_groups: int) -> GroupedData:
+        """The rows padded into one slab per group (unit weights): the array-level form."""
+        return pad_groups(self.X, self.Z, self.y, self.group, n_groups)
 
 
 @dataclass(frozen=True, eq=False)

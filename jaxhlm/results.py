@@ -22,7 +22,7 @@ from .estimate import Fit
 from .formula import ModelSpec
 from .infer import ChiTest, RandomEffects, coefficient_table, linear_hypothesis
 from .optimize import RESULTS, converged
-from .stats import device_stats, pad_groups
+from .stats import device_stats
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -217,7 +217,7 @@ class MixedResult:
         """
         d = self.design
         rows = d.rows()
-        data = pad_groups(rows.X, rows.Z, rows.y, rows.group, d.n_groups)
+        data = rows.grouped(d.n_groups)
         beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         converged_all = None
         if exact:
