@@ -17,12 +17,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jaxhlm run examples/hsb_model_building.do
 
-# Two processes: with all tests in one, jax 0.9.2's persistent compilation cache write has segfaulted late in
-# the run once tests/test_functional.py and tests/test_influence.py had run (each half passes); under study.
-ISOLATED := tests/test_functional.py tests/test_influence.py
 test: $(STAMP)
-	$(PY) -m pytest -q $(addprefix --ignore=,$(ISOLATED))
-	$(PY) -m pytest -q $(ISOLATED)
+	$(PY) -m pytest -q --durations=15
 
 $(VENV)/.bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'

@@ -1,16 +1,26 @@
-"""Process-wide JAX settings that jaxhlm needs: float64 and a persistent compilation cache.
+"""Process-wide JAX settings that jaxhlm needs: float64, a persistent compilation cache, and a bound on the
+memory mappings that compiled programs hold.
 
 Float64 is not optional: the profiled deviance of a 7,000-row model is ~5e4 and the log likelihood must be
 right to 1e-6, which float32 cannot hold. The compilation cache turns the 1-3 s trace-and-compile of each
 model shape into a disk read in every later process. Set ``JAXHLM_NO_CACHE=1`` to leave JAX's cache alone,
 or ``JAXHLM_CACHE_DIR`` to move it (default ``~/.cache/jaxhlm/xla``). A cache directory the user configured
 for JAX already is never overridden.
+
+Every compiled XLA:CPU program keeps its machine code in about 20 memory mappings for as long as JAX caches it,
+and JAX caches every program a process has compiled. Linux refuses mappings past ``vm.max_map_count`` (65,530
+by default) and XLA does not survive the refusal: a process that had compiled ~3,000 programs crashed with a
+segmentation fault (while writing the compilation cache). jaxhlm counts compilations and, at its entry points
+(:func:`relieve_map_pressure`), drops JAX's in-memory caches once the process holds half the limit; programs
+then recompile, or load from the persistent cache, when next called.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 # XLA's C++ runtime logs a warning ("Assume version compatibility…") for every program it loads from the
 # compilation cache that jaxhlm turns on; at level 2 only its errors reach stderr. Set before jax is imported,
@@ -53,3 +63,55 @@ _CACHE_DIR = _enable_cache()
 def cache_dir() -> Path | None:
     """The XLA compilation cache jaxhlm set up, or None when its caches are off."""
     return _CACHE_DIR
+
+
+#: JAX's duration event for each new executable in memory, compiled or loaded from the disk cache.
+_PROGRAM_EVENT = "/jax/core/compile/backend_compile_duration"
+#: Programs between counts of the mappings (reading /proc/self/maps costs ~1.5 ms per 1,000 of them); 50
+#: programs add ~1,000 mappings, far below the half of the limit kept free.
+CHECK_EVERY = 50
+
+
+def _max_map_count() -> int | None:
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return None  # not Linux: no such limit to guard
+
+
+_map_limit = _max_map_count()
+_programs_since_count = 0
+
+
+def _count_program(event: str, duration: float, **_: Any) -> None:
+    global _programs_since_count
+    if event == _PROGRAM_EVENT:
+        _programs_since_count += 1
+
+
+if _map_limit is not None:
+    jax.monitoring.register_event_duration_secs_listener(_count_program)
+
+
+def relieve_map_pressure() -> bool:
+    """Drop JAX's in-memory compiled programs if this process holds half the kernel's memory-map limit.
+
+    The listener above only counts: clearing JAX's caches from inside a compilation is not safe, so jaxhlm
+    calls this where none is in progress (before it runs a program). Returns True when it cleared them.
+    """
+    global _programs_since_count
+    if _map_limit is None or _programs_since_count < CHECK_EVERY:
+        return False
+    _programs_since_count = 0
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            in_use = fh.read().count(b"\n")
+    except OSError:
+        return False  # a sandbox that hides /proc: nothing to measure
+    if in_use < _map_limit // 2:
+        return False
+    jax.clear_caches()
+    logging.getLogger("jaxhlm").info(
+        "%d of the kernel's %d memory mappings in use (mostly compiled programs): cleared JAX's in-memory "
+        "compilation caches", in_use, _map_limit)
+    return True

@@ -28,6 +28,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from scipy import sparse, special
 
+from . import _config
 from . import covariance as cov
 from .design import Design, Rows
 from .errors import ComparisonError, DataError
@@ -215,6 +216,7 @@ def map_batched(fn: Callable[..., Any], inputs: Any, shared: Any, *, chunk: int 
     replicated to every device and ``static`` (hashable) is compiled in. Returns the stacked outputs as
     NumPy arrays.
     """
+    _config.relieve_map_pressure()
     inputs = jax.tree.map(np.asarray, inputs)
     n = jax.tree.leaves(inputs)[0].shape[0]
     devices = jax.local_devices()

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import special
 
 from . import covariance as cov
-from . import functional, influence, render
+from . import _config, functional, influence, render
 from .deviance import conditional_modes, relative_factor
 from .design import Design
 from .errors import ComparisonError, JaxhlmError
@@ -215,6 +215,7 @@ class MixedResult:
         fits whatever the number of groups); ``exact=True`` refits the model without each group (batched). On the
         HSB models the one-step values are within a few percent of the refits (README, "Influence").
         """
+        _config.relieve_map_pressure()
         d = self.design
         rows = d.rows()
         data = rows.grouped(d.n_groups)

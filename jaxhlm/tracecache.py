@@ -48,6 +48,7 @@ def _directory() -> Path | None:
 
 def call(fn: Callable[..., Any], static: dict[str, Any], *args: Any) -> Any:
     """``fn(*args, **static)`` through a jitted program that is traced at most once per machine."""
+    _config.relieve_map_pressure()
     leaves, treedef = jax.tree.flatten(args)
     signature = repr((fn.__module__, fn.__qualname__, sorted(static.items()), str(treedef),
                       [(tuple(x.shape), str(x.dtype)) for x in leaves], jax.default_backend()))

@@ -141,6 +141,7 @@ def test_a_fresh_process_replays_the_program_cache(tmp_path):
     script = ("import json, jaxhlm; r = jaxhlm.fit('mathach ~ ses + (1 + ses | id)', jaxhlm.datasets.hsb()); "
               "print(json.dumps([r.llf, r.converged]))")
     env = dict(os.environ, JAXHLM_CACHE_DIR=str(tmp_path / "xla"))
+    env.pop("JAXHLM_NO_CACHE", None)  # this test is of the cache: on for its two processes whatever the suite's
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
     assert runs[1].stderr == ""  # loading cached programs is silent (no XLA runtime warnings)
