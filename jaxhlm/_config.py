@@ -9,8 +9,8 @@ for JAX already is never overridden.
 
 Every compiled XLA:CPU program keeps its machine code in about 20 memory mappings for as long as JAX caches it,
 and JAX caches every program a process has compiled. Linux refuses mappings past ``vm.max_map_count`` (65,530
-by default) and XLA does not survive the refusal: a process that had compiled ~3,000 programs crashed with a
-segmentation fault (while writing the compilation cache). jaxhlm counts compilations and, at its entry points
+by default) and XLA does not survive the refusal: this project's test suite, run in one process, crashed with a
+segmentation fault at the limit (64,627 mappings logged shortly before). jaxhlm counts compilations and, at its entry points
 (:func:`relieve_map_pressure`), drops JAX's in-memory caches once the process holds half the limit; programs
 then recompile, or load from the persistent cache, when next called.
 """
@@ -67,7 +67,7 @@ def cache_dir() -> Path | None:
 
 #: JAX's duration event for each new executable in memory, compiled or loaded from the disk cache.
 _PROGRAM_EVENT = "/jax/core/compile/backend_compile_duration"
-#: Programs between counts of the mappings (reading /proc/self/maps costs ~1.5 ms per 1,000 of them); 50
+#: Programs between counts of the mappings (reading /proc/self/maps costs ~1.4 ms per 1,000 of them); 50
 #: programs add ~1,000 mappings, far below the half of the limit kept free.
 CHECK_EVERY = 50
 
