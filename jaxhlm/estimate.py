@@ -1,6 +1,6 @@
 """From sufficient statistics to the maximum-likelihood estimates: one jitted, vmappable function.
 
-``fit_stats(stats, blocks, reml)`` runs EM warm-up, projected Newton on θ and a final rectification, then
+``fit_stats(stats, blocks, reml)`` runs EM warm-up and projected Newton on θ (tiny variances snapped to exactly 0), then
 evaluates β̂, σ̂², Cov(β̂) and the deviance of the linear model (θ = 0) at the same statistics. It is the
 array-level entry point that :func:`jaxhlm.fit` wraps and that batched refits vmap over.
 """
@@ -8,7 +8,7 @@ array-level entry point that :func:`jaxhlm.fit` wraps and that batched refits vm
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,7 @@ from . import covariance as cov
 from .deviance import (factorize, fixed_effects, fixed_effects_cov, loglik_at_sigma, objective,
                        relative_factor, residual_variance)
 from .em import em_warmup
-from .optimize import Solution, certify, minimise
+from .optimize import Solution, minimise
 from .stats import GroupStats
 
 #: A bounded θ this small (relative to the largest |θ|; lme4's singularity tolerance) is set to exactly 0
@@ -30,22 +30,13 @@ RECTIFY_TOL = 1e-4
 class Fit(NamedTuple):
     """Estimates at the optimum (a pytree; every field gains a leading axis when vmapped)."""
 
-    solution: Solution  # the optimiser's answer, certified at θ̂ (after rectification)
+    solution: Solution  # the optimiser's answer, certified at θ̂ (after snapping; see minimise)
     theta: Array  # θ̂
     deviance: Array  # d(θ̂): -2 log L (ML) or the REML criterion
     deviance_linear: Array  # d(0): the same criterion for the linear model with the same X
     beta: Array  # (p,) fixed effects
     cov_beta: Array  # (p, p) (XᵀV⁻¹X)⁻¹
     sigma2: Array  # residual variance
-
-
-def _rectify(theta: Array, d: Array, dev: Callable[[Array], Array], lower: Array) -> tuple[Array, Array]:
-    """Snap tiny bounded θ to the boundary (exactly singular) if the deviance is no worse there."""
-    scale = jnp.maximum(jnp.max(jnp.abs(theta)), 1.0)
-    snapped = jnp.where((lower == 0) & (theta < RECTIFY_TOL * scale), 0.0, theta)
-    ds = dev(snapped)
-    ok = ds <= d + 1e-12 * jnp.abs(d)
-    return jnp.where(ok, snapped, theta), jnp.where(ok, jnp.minimum(ds, d), d)
 
 
 @partial(jax.jit, static_argnames="reml")
@@ -85,10 +76,9 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
         candidates = jnp.concatenate([theta0[None], jnp.reshape(start, (-1, theta0.shape[0]))])
         devs = jax.vmap(dev)(candidates)
         theta0 = candidates[jnp.argmin(jnp.where(jnp.isnan(devs), jnp.inf, devs))]
-    sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps)
-    theta, _ = _rectify(sol.x, sol.value, dev, lower)
-    sol = certify(dev, theta, lower, sol.steps, sol.result)
-    theta = _at_optimum(T, reml, lower, stats, theta)
+    sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps,
+                   snap=RECTIFY_TOL)
+    theta = _at_optimum(T, reml, lower, stats, sol.x)
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
     return Fit(

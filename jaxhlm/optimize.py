@@ -74,6 +74,12 @@ class _State(NamedTuple):
     steps: Array
     result: Array
     done: Array
+    final: Array  # x is where the loop ends; the next iteration only certifies it (and may snap it)
+    snapped: Array  # x has been snapped to its bounds once
+    grad: Array  # the certificate at x, filled in by the iteration that stops (see Solution)
+    decrement: Array
+    min_eig: Array
+    free: Array
 
 
 def _free_mask(x: Array, g: Array, H: Array, lower: Array, eps_bar: float) -> Array:
@@ -132,6 +138,7 @@ def minimise(
     atol: float = 1e-13,
     eps_bar: float = 1e-2,
     even: Array | None = None,
+    snap: float | None = None,
 ) -> Solution:
     """Minimise a smooth scalar ``fn`` subject to ``x >= lower`` (use -inf for unbounded coordinates).
 
@@ -146,6 +153,16 @@ def minimise(
     There the steps are Newton steps in y_k = x_k², where f is smooth and typically linear-plus-quadratic
     near the bound; in x_k it is flat to second order at 0, and Newton only creeps toward a boundary optimum
     (each step shrinking x_k by about a third). The derivatives in y come from those in x by the chain rule.
+
+    ``snap``: where the loop ends, bounded coordinates within ``snap · max(|x|, 1)`` of their bound are set
+    to it (an exactly singular fit) if ``fn`` is no worse there beyond rounding, and the certificate is
+    taken at the snapped point.
+
+    The returned certificate is computed at the returned x by the loop itself: the loop's one evaluation of
+    the Hessian serves both the steps and the certificate (an iteration that ends the loop with a step, or
+    snaps x, is followed by one that only certifies). XLA compiles each call site of the Hessian separately,
+    and it is the largest part of a fit's program: with one site instead of three (a certificate after the
+    loop and another after snapping), the HSB random-slope fit compiles in about 15% less time.
     """
     even = jnp.zeros(jnp.shape(x0), bool) if even is None else jnp.asarray(even)
     def grad_twice(x: Array) -> tuple[Array, Array]:
@@ -157,13 +174,17 @@ def minimise(
     x0 = jnp.maximum(jnp.asarray(x0, jnp.float64), lower)
     f0 = fn(x0)
     bad0 = ~jnp.isfinite(f0)
-    init = _State(x0, f0, jnp.asarray(0), jnp.where(bad0, RESULTS.nonfinite, RESULTS.successful), bad0)
+    false, nan = jnp.asarray(False), jnp.asarray(jnp.nan)
+    init = _State(x0, f0, jnp.asarray(0), jnp.where(bad0, RESULTS.nonfinite, RESULTS.successful), bad0, false,
+                  false, jnp.full_like(x0, jnp.nan), nan, nan, jnp.ones(jnp.shape(x0), bool))
 
     def cond(s: _State) -> Array:
         return ~s.done
 
     def body(s: _State) -> _State:
         H, g = derivatives(s.x)
+        free_x = _free_mask(s.x, g, H, lower, 0.0)  # the certificate at x, in x's coordinates
+        _, decrement_x, min_eig_x, _ = _step_direction(s.x, g, H, free_x, lower)
         # Work in y: y_k = x_k² on the even coordinates away from 0, y_k = x_k elsewhere.
         sq = even & (s.x > 0)
         dxdy = jnp.where(sq, 0.5 / jnp.where(sq, s.x, 1.0), 1.0)
@@ -184,11 +205,12 @@ def minimise(
         near = decrement <= 1e-6
         d = jnp.where(near & saddle, escape, newton)
         local = near & ~saddle
+        no_step = converged | s.final
 
         def armijo_cond(c: tuple[Array, Array, Array, Array]) -> Array:
             _, xn, fn_, k = c
             ok = (fn_ < s.f + 1e-4 * jnp.minimum(jnp.dot(g, xn - s.x), 0.0)) | (local & (k == 0) & jnp.isfinite(fn_))
-            return ~ok & (k < 60)
+            return ~ok & (k < 60) & ~no_step
 
         def armijo_body(c: tuple[Array, Array, Array, Array]) -> tuple[Array, Array, Array, Array]:
             a, _, _, k = c
@@ -197,40 +219,48 @@ def minimise(
             return a, xn, fn(xn), k + 1
 
         x1 = to_x(jnp.maximum(y + d, lower))
-        f1 = fn(x1)
         # Boundary optima are often degenerate (the deviance is quartic in a Λ diagonal heading for 0, so
         # Newton only shrinks it by a third per step): also try the step with those coordinates on the bound.
         heading = jnp.isfinite(lower) & (d < 0)
         x_snap = jnp.where(heading, lower, x1)
-        f_snap = jnp.where(jnp.any(heading), fn(x_snap), jnp.inf)
-        snap = (f_snap < f1) | (f_snap < s.f + 1e-4 * jnp.minimum(jnp.dot(g, x_snap - s.x), 0.0))
-        x1, f1 = jnp.where(snap, x_snap, x1), jnp.where(snap, f_snap, f1)
+        # Where the loop stops, x with the coordinates near their bound snapped to it (see ``snap``). No step is
+        # taken there, so it takes x_snap's place: one vmapped evaluation at two trial points, as each call
+        # site of fn is compiled separately.
+        scale = jnp.maximum(jnp.max(jnp.abs(s.x)), 1.0)
+        x_near = s.x if snap is None else jnp.where(jnp.isfinite(lower) & (s.x - lower < snap * scale), lower, s.x)
+        f1, f_alt = jax.vmap(fn)(jnp.stack([x1, jnp.where(no_step, x_near, x_snap)]))
+        f_snap = jnp.where(jnp.any(heading), f_alt, jnp.inf)
+        snap_step = (f_snap < f1) | (f_snap < s.f + 1e-4 * jnp.minimum(jnp.dot(g, x_snap - s.x), 0.0))
+        x1, f1 = jnp.where(snap_step, x_snap, x1), jnp.where(snap_step, f_snap, f1)
         _, xn, fn_, k = jax.lax.while_loop(armijo_cond, armijo_body, (jnp.asarray(1.0), x1, f1, 0))
-        stuck = (k >= 60) | ~jnp.isfinite(fn_)
+        stuck = ~no_step & ((k >= 60) | ~jnp.isfinite(fn_))
         # At the limit of floating-point resolution a tiny decrement with no decrease is convergence.
         # Newton converges quadratically: after a full step from a decrement this small the next one is far
-        # below tol, so stop there and leave the verification to the certificate (saves one Hessian).
+        # below tol, so the loop ends after it (the next iteration only certifies).
         finishing = (decrement <= 1e3 * tol) & ~saddle & ~stuck
-        done = converged | stuck | finishing | (s.steps + 1 >= max_steps)
+        out_of_steps = s.steps + 1 >= max_steps
+        ends = converged | stuck | finishing | out_of_steps
         result = jnp.where(
             converged | finishing | (stuck & (decrement <= 1e3 * tol) & ~saddle),
             RESULTS.successful,
             jnp.where(stuck, RESULTS.line_search_failed,
-                      jnp.where(done, RESULTS.max_steps_reached, RESULTS.successful)),
+                      jnp.where(ends, RESULTS.max_steps_reached, RESULTS.successful)),
         )
-        take = ~(converged | stuck)
-        pick = lambda new, old: jnp.where(take, new, old)  # noqa: E731
-        return _State(x=pick(xn, s.x), f=pick(fn_, s.f), steps=s.steps + take.astype(s.steps.dtype),
-                      result=result, done=done)
+        take = ~(no_step | stuck)  # else x stays: the certificate just computed is the answer's
+        snapped = no_step & ~s.snapped & jnp.any(x_near != s.x) & (f_alt <= s.f + 1e-12 * jnp.abs(s.f))
+        retry = stuck & ~s.snapped & (snap is not None)  # to try snapping, in a certifying iteration
+        pick = lambda near, new, old: jnp.where(snapped, near, jnp.where(take, new, old))  # noqa: E731
+        return _State(
+            x=pick(x_near, xn, s.x),
+            f=pick(f_alt, fn_, s.f),
+            steps=s.steps + take.astype(s.steps.dtype),
+            result=jnp.where(s.final, s.result, result),
+            done=~take & ~snapped & ~retry,
+            final=(take & ends) | snapped | retry,
+            snapped=s.snapped | snapped,
+            grad=jnp.where(free_x, g, 0.0), decrement=decrement_x, min_eig=min_eig_x, free=free_x,
+        )
 
     s = jax.lax.while_loop(cond, body, init)
-    return certify(fn, s.x, lower, s.steps, s.result)
-
-
-def certify(fn: Callable[[Array], Array], x: Array, lower: Array, steps: Array, result: Array) -> Solution:
-    """The convergence certificate at ``x``: projected gradient and smallest free Hessian eigenvalue."""
-    H, g = jax.jacfwd(lambda y: (jax.grad(fn)(y),) * 2, has_aux=True)(x)
-    free = _free_mask(x, g, H, lower, 0.0)
-    _, decrement, min_eig, _ = _step_direction(x, g, H, free, lower)
-    return Solution(x=x, value=fn(x), grad=jnp.where(free, g, 0.0), decrement=decrement, min_eig=min_eig,
-                    free=free, steps=steps, result=result)
+    return Solution(x=s.x, value=s.f, grad=s.grad, decrement=s.decrement, min_eig=s.min_eig, free=s.free,
+                    steps=s.steps, result=s.result)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxhlm
 from jaxhlm.optimize import RESULTS, minimise
@@ -38,9 +40,28 @@ def test_escapes_saddle_on_the_bound():
     np.testing.assert_allclose(sol.x, [np.sqrt(0.5), 1.0], atol=1e-8)
 
 
-def test_max_steps_is_reported():
+def test_max_steps_is_reported_with_the_certificate_at_the_last_point():
     sol = minimise(rosenbrock, jnp.array([-1.2, 1.0]), jnp.array([-jnp.inf, -jnp.inf]), max_steps=2)
     assert int(sol.result) == RESULTS.max_steps_reached and int(sol.steps) == 2
+    # The loop certifies where it stops, after its last step: value, gradient and curvature are those at x.
+    assert float(sol.value) == pytest.approx(float(rosenbrock(sol.x)), rel=1e-14)  # the same up to rounding
+    np.testing.assert_allclose(sol.grad, jax.grad(rosenbrock)(sol.x), rtol=1e-12)
+    assert float(sol.min_eig) == pytest.approx(np.linalg.eigvalsh(jax.hessian(rosenbrock)(sol.x))[0], rel=1e-12)
+    assert float(sol.decrement) > 1e-3  # two steps from the start: far from converged
+
+
+def test_snap_sets_a_near_bound_coordinate_to_it_only_if_no_worse():
+    lower = jnp.array([0.0, -jnp.inf])
+    # Optimum at x0 = 1e-6: on the bound the objective is 1e-12 worse, within rounding of 10: snapped.
+    flat = lambda x: 10.0 + (x[0] - 1e-6) ** 2 + (x[1] - 2.0) ** 2  # noqa: E731
+    sol = minimise(flat, jnp.array([1.0, 0.0]), lower, snap=1e-4)
+    assert float(sol.x[0]) == 0.0 and float(sol.value) == pytest.approx(float(flat(sol.x)), rel=1e-15)
+    assert float(sol.grad[0]) == -2e-6 and bool(sol.free[0])  # certified at the snapped point
+    assert int(sol.result) == RESULTS.successful
+    assert float(minimise(flat, jnp.array([1.0, 0.0]), lower).x[0]) == pytest.approx(1e-6, rel=1e-6)  # no snap
+    # Optimum at x0 = 1e-5 with curvature 1e3: the bound is 1e-7 worse, beyond rounding: not snapped.
+    steep = lambda x: 10.0 + 1e3 * (x[0] - 1e-5) ** 2 + (x[1] - 2.0) ** 2  # noqa: E731
+    assert float(minimise(steep, jnp.array([1.0, 0.0]), lower, snap=1e-4).x[0]) == pytest.approx(1e-5, rel=1e-6)
 
 
 def test_unconverged_fit_is_flagged(hsb):
