@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 import jax
@@ -35,7 +36,8 @@ def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
     hit = _PREPARED.get(key)
     if hit is not None:
         _PREPARED.move_to_end(key)
-        return hit
+        # Equal content, possibly another frame: the rows are rebuilt from (and checked against) this one.
+        return dataclasses.replace(hit[0], source=data), hit[1]
     design = build_design(spec, data)
     prepared = _PREPARED[key] = (design, design_stats(design))
     if len(_PREPARED) > PREPARED_CACHE_SIZE:

@@ -154,8 +154,10 @@ def test_chunked_fits_say_what_they_cannot_do(hsb):
 
 
 def test_rows_rebuilt_for_batches_follow_the_data(hsb):
-    frame = hsb.copy()
-    r = jaxhlm.fit("mathach ~ ses + (1 | id)", frame)
+    other, frame = hsb.copy(), hsb.copy()
+    jaxhlm.fit("mathach ~ ses + (1 | id)", other)
+    r = jaxhlm.fit("mathach ~ ses + (1 | id)", frame)  # equal content: the design prepared for `other` is reused
+    other.loc[0, "mathach"] += 1.0  # an edit of another frame is not this fit's business
     rows = r.design.rows()
     assert rows.X.shape == (len(hsb), 2) and np.array_equal(rows.y, hsb["mathach"].to_numpy())
     frame.loc[0, "mathach"] += 1.0
