@@ -1,8 +1,8 @@
 """From sufficient statistics to the maximum-likelihood estimates: one jitted, vmappable function.
 
-``fit_stats(stats, blocks, reml)`` runs EM warm-up and projected Newton on θ (tiny variances snapped to exactly 0), then
-evaluates β̂, σ̂², Cov(β̂) and the deviance of the linear model (θ = 0) at the same statistics. It is the
-array-level entry point that :func:`jaxhlm.fit` wraps and that batched refits vmap over.
+``fit_stats(stats, blocks, reml)`` runs EM warm-up and projected Newton on θ (tiny variances snapped to
+exactly 0), then evaluates β̂, σ̂², Cov(β̂) and the deviance of the linear model (θ = 0) at the same
+statistics. It is the array-level entry point that :func:`jaxhlm.fit` wraps and that batched refits vmap over.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .stats import GroupStats
 
 #: A bounded θ this small (relative to the largest |θ|; lme4's singularity tolerance) is set to exactly 0
 #: when that does not worsen the deviance beyond rounding.
-RECTIFY_TOL = 1e-4
+SNAP_TOL = 1e-4
 
 
 class Fit(NamedTuple):
@@ -77,7 +77,7 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
         devs = jax.vmap(dev)(candidates)
         theta0 = candidates[jnp.argmin(jnp.where(jnp.isnan(devs), jnp.inf, devs))]
     sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps,
-                   snap=RECTIFY_TOL)
+                   snap=SNAP_TOL)
     theta = _at_optimum(T, reml, lower, stats, sol.x)
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
