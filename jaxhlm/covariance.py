@@ -337,3 +337,15 @@ def labels(blocks: Structure, names: Sequence[str]) -> list[str]:
 def variance_mask(blocks: Structure) -> np.ndarray:
     """True for entries of :func:`reported` that are variances (CI on the log scale), False for covariances."""
     return np.concatenate([np.arange(b.n_theta) < b.n_variances for b in blocks])
+
+
+def variance_index(blocks: Structure, effect: int) -> int:
+    """Where the variance of random effect ``effect`` (its position in Σ) sits among the reported estimates:
+    its own entry, or its block's one shared variance (identity, exchangeable)."""
+    at_q = at_reported = 0
+    for b in blocks:
+        if effect < at_q + b.q:
+            return at_reported + (0 if b.n_variances == 1 else effect - at_q)
+        at_q += b.q
+        at_reported += b.n_theta
+    raise IndexError(f"random effect {effect} is not in the covariance structure")

@@ -1,8 +1,8 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic``, ``test``, ``tabulate`` (with
-``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing here). Comments
-(``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed with ``. ``
+``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic``, ``estat icc``, ``test``, ``tabulate``
+(with ``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing here).
+Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed with ``. ``
 and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run with
 the line number.
 """
@@ -129,9 +129,22 @@ class Session:
         raise JaxhlmError(f"estimates {sub} is not supported; use estimates store NAME or estimates restore NAME")
 
     def estat(self, args: str) -> str:
-        if args.split() != ["ic"]:
-            raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic is")
-        return render.ic_text(self._active(), self.active_name)
+        body, comma, opts = args.partition(",")
+        if body.split() == ["ic"] and not comma:
+            return render.ic_text(self._active(), self.active_name)
+        if body.split() != ["icc"]:
+            raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic and estat icc [, level(#)] are")
+        level = 95.0
+        for o, arg in options(opts):
+            if not (abbreviates(o, "level", 1) and arg is not None):
+                raise JaxhlmError(f"option {o} not allowed; estat icc accepts level(#)")
+            try:
+                level = float(arg)
+            except ValueError:
+                level = float("nan")
+            if not 10 <= level <= 99.99:
+                raise JaxhlmError(f"level({arg}) invalid: the confidence level must be between 10 and 99.99")
+        return str(self._active().icc(alpha=1 - level / 100))
 
     def lrtest(self, args: str) -> str:
         body, _, opts = args.partition(",")

@@ -35,6 +35,7 @@ class RandomEffects:
     estimate: np.ndarray
     se: np.ndarray
     ci: np.ndarray  # (k, 2)
+    vcov: np.ndarray  # (k, k) covariance of the estimates by the delta method (NaN where SEs are missing)
     sigma: np.ndarray  # the q×q covariance matrix of the random effects
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
@@ -70,7 +71,7 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
             "Note: " + ", ".join(p.replace("cov(", "corr(") for p in pairs)
             + " estimated at the boundary (correlation ±1); the other standard errors hold it fixed there."
         )
-    se = np.full(len(labels), np.nan)
+    vcov = np.full((len(labels), len(labels)), np.nan)
     if not failed:
         info = tracecache.call(re_information, {"blocks": blocks, "reml": reml}, jnp.asarray(phi),
                                jnp.asarray(edge), stats)
@@ -83,16 +84,33 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
             V = np.zeros((len(phi), len(phi)))
             V[np.ix_(free, free)] = np.linalg.inv(H)
             J = np.asarray(info.jacobian)
-            se = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", J, V, J), 0.0, None))
+            vcov = J @ V @ J.T
     if failed:
         warnings.append(SE_FAILED)
+    se = np.sqrt(np.clip(np.diag(vcov), 0.0, None))
     # Estimates come from θ̂ itself (exact even where φ is infinite).
     est = np.append(cov.pick(blocks, sigma), sigma2)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(est > 0, se / est, np.nan)
         lo = np.where(is_var, est * np.exp(-Z975 * ratio), est - Z975 * se)
         hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
-    return RandomEffects(labels, est, se, np.column_stack([lo, hi]), sigma, tuple(warnings), tuple(notes))
+    return RandomEffects(labels, est, se, np.column_stack([lo, hi]), vcov, sigma, tuple(warnings), tuple(notes))
+
+
+def intraclass(re: RandomEffects, k: int, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """(ICC, SE, CI low, CI high) for ICC = v/(v + σ²), v the ``k``-th reported estimate (an intercept variance).
+
+    As Stata's ``estat icc``: the SE by the delta method from the estimates' covariance, and the interval on the
+    logit scale (it stays inside (0, 1), where a symmetric one need not).
+    """
+    v, s2 = re.estimate[k], re.estimate[-1]
+    icc = v / (v + s2)
+    g = np.zeros(len(re.estimate))
+    g[k], g[-1] = s2 / (v + s2) ** 2, -v / (v + s2) ** 2
+    se = float(np.sqrt(max(g @ re.vcov @ g, 0.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logit, half = np.log(icc / (1 - icc)), float(special.ndtri(1 - alpha / 2)) * se / (icc * (1 - icc))
+    return float(icc), se, float(special.expit(logit - half)), float(special.expit(logit + half))
 
 
 @dataclass(frozen=True)

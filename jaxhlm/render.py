@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from .factor import Coef
-    from .results import GroupInfluence, MixedResult
+    from .results import GroupInfluence, IntraclassCorrelation, MixedResult
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -42,6 +42,12 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
+def _fixed(x: float, decimals: int) -> str:
+    """``x`` to a fixed number of decimals, or Stata's missing value ``.`` (a model with no covariates has no
+    Wald test)."""
+    return f"{x:.{decimals}f}" if math.isfinite(x) else "."
+
+
 def _header_right(label: str, value: str) -> str:
     return f"{label:<18}= {value:>10}"
 
@@ -57,8 +63,8 @@ def header(r: "MixedResult") -> list[str]:
         ("", f"{'min':>17} = {_fmt_int(sizes['min']):>10}"),
         ("", f"{'avg':>17} = {sizes['avg']:>10.1f}"),
         ("", f"{'max':>17} = {_fmt_int(sizes['max']):>10}"),
-        ("", _header_right(f"Wald chi2({r.wald.df})", f"{r.wald.statistic:.2f}")),
-        (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", f"{r.wald.pvalue:.4f}")),
+        ("", _header_right(f"Wald chi2({r.wald.df})", _fixed(r.wald.statistic, 2))),
+        (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", _fixed(r.wald.pvalue, 4))),
     ]
     return [f"{left:<48}{right}".rstrip() for left, right in rows]
 
@@ -167,6 +173,16 @@ def ic_text(r: "MixedResult", name: str = ".") -> str:
         "-" * 77,
         "Note: BIC uses N = number of observations. See [R] BIC note.",
     ])
+
+
+def icc_text(icc: "IntraclassCorrelation") -> str:
+    """Stata's ``estat icc`` table (its rows have the random-effects table's columns)."""
+    level = f"[{round(100 * icc.confidence, 4):g}% conf. interval]"
+    return "\n".join([
+        icc.kind, "", DASH, f"{'Level':>28} |{'ICC':>11}{'Std. err.':>12}{level:>25}", "-" * 29 + "+" + "-" * 48,
+        _re_row(icc.group, icc.icc, icc.se, (icc.ci_lower, icc.ci_upper)), DASH,
+    ] + (["Note: ICC is conditional on zero values of random-effects covariates."]
+         if icc.kind.startswith("Conditional") else []))
 
 
 def _wrap_label(label: str, width: int) -> list[str]:

@@ -18,9 +18,10 @@ from . import _config, functional, influence, render
 from .deviance import conditional_modes, relative_factor
 from .design import Design
 from .errors import ComparisonError, JaxhlmError
+from .factor import CONSTANT
 from .estimate import Fit
 from .formula import ModelSpec
-from .infer import ChiTest, RandomEffects, coefficient_table, linear_hypothesis
+from .infer import ChiTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis
 from .optimize import RESULTS, converged
 from .stats import device_stats
 
@@ -276,6 +277,29 @@ class MixedResult:
             out.append("the fit is singular: a variance component or correlation is on the boundary.")
         return tuple(out)
 
+    def icc(self, alpha: float = 0.05) -> "IntraclassCorrelation":
+        """Stata's ``estat icc``: the correlation of two responses in one group, var(_cons)/(var(_cons) + σ²).
+
+        It is residual (given the fixed effects) when the model has covariates, and conditional on zero values
+        of the random slopes' variables when it has random slopes (their variances do not enter). SE by the delta
+        method; the ``1 - alpha`` interval is formed on the logit scale.
+        """
+        d = self.design
+        if CONSTANT not in d.re_names:
+            raise JaxhlmError("the intraclass correlation needs a random intercept: this model's random effects "
+                              f"({', '.join(d.re_names)}) have none; add one (drop noconstant, or write 1 + … | "
+                              f"{d.group_name})")
+        if not 0 < alpha < 1:
+            raise JaxhlmError(f"alpha must be between 0 and 1, got {alpha}")
+        k = cov.variance_index(d.blocks, d.re_names.index(CONSTANT))
+        if len(d.re_names) > 1:
+            kind = "Conditional intraclass correlation"
+        elif any(name != d.constant for name in d.fe_names):
+            kind = "Residual intraclass correlation"
+        else:
+            kind = "Intraclass correlation"
+        return IntraclassCorrelation(kind, d.group_name, *intraclass(self.random_effects, k, alpha), 1 - alpha)
+
     def ic(self) -> pd.DataFrame:
         """Stata's ``estat ic``: N is the number of observations."""
         return pd.DataFrame({"N": [self.nobs], "ll(null)": [np.nan], "ll(model)": [self.llf],
@@ -468,6 +492,22 @@ class WaldTest:
         lines = [f" ({k + 1:>2})  {c}" for k, c in enumerate(self.constraints)]
         return "\n".join(lines + ["", f"           chi2({self.df:>3}) ={self.statistic:>8.2f}",
                                   f"         Prob > chi2 ={self.pvalue:>10.4f}"])
+
+
+@dataclass(frozen=True)
+class IntraclassCorrelation:
+    """The intraclass correlation of a fit (:meth:`MixedResult.icc`): estimate, SE and confidence interval."""
+
+    kind: str  # "Intraclass correlation", "Residual …" (given covariates) or "Conditional …" (random slopes at 0)
+    group: str
+    icc: float
+    se: float
+    ci_lower: float
+    ci_upper: float
+    confidence: float  # of the interval, e.g. 0.95
+
+    def __str__(self) -> str:
+        return render.icc_text(self)
 
 
 @dataclass(frozen=True)
