@@ -1,10 +1,10 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic``, ``estat icc``, ``test``, ``tabulate``
-(with ``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing here).
-Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed with ``. ``
-and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run with
-the line number.
+``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic``, ``estat icc``, ``test``, ``lincom``,
+``tabulate`` (with ``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
+here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
+with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
+with the line number.
 """
 
 from __future__ import annotations
@@ -134,17 +134,13 @@ class Session:
             return render.ic_text(self._active(), self.active_name)
         if body.split() != ["icc"]:
             raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic and estat icc [, level(#)] are")
-        level = 95.0
-        for o, arg in options(opts):
-            if not (abbreviates(o, "level", 1) and arg is not None):
-                raise JaxhlmError(f"option {o} not allowed; estat icc accepts level(#)")
-            try:
-                level = float(arg)
-            except ValueError:
-                level = float("nan")
-            if not 10 <= level <= 99.99:
-                raise JaxhlmError(f"level({arg}) invalid: the confidence level must be between 10 and 99.99")
-        return str(self._active().icc(alpha=1 - level / 100))
+        return str(self._active().icc(alpha=_alpha(opts, "estat icc")))
+
+    def lincom(self, args: str) -> str:
+        body, _, opts = args.partition(",")
+        if not body.strip():
+            raise JaxhlmError("lincom needs an expression: lincom EXP [, level(#)], e.g. lincom ses + 1.sector#c.ses")
+        return str(self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom")))
 
     def lrtest(self, args: str) -> str:
         body, _, opts = args.partition(",")
@@ -253,9 +249,24 @@ class Session:
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
-    ("test", 4, Session.test), ("tabulate", 2, Session.tabulate), ("quietly", 3, Session.quietly),
+    ("test", 4, Session.test), ("lincom", 6, Session.lincom), ("tabulate", 2, Session.tabulate), ("quietly", 3, Session.quietly),
     ("version", 4, Session.version), ("set", 3, Session.set),
 ]
+
+
+def _alpha(opts: str, command: str) -> float:
+    """The ``level(#)`` option (Stata's confidence level in percent) as the alpha of a ``1 - alpha`` interval."""
+    level = 95.0
+    for o, arg in options(opts):
+        if not (abbreviates(o, "level", 1) and arg is not None):
+            raise JaxhlmError(f"option {o} not allowed; {command} accepts level(#)")
+        try:
+            level = float(arg)
+        except ValueError:
+            level = float("nan")
+        if not 10 <= level <= 99.99:
+            raise JaxhlmError(f"level({arg}) invalid: the confidence level must be between 10 and 99.99")
+    return 1 - level / 100
 
 
 def _constraints(body: str) -> list[str]:

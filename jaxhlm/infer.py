@@ -123,12 +123,13 @@ class ChiTest:
     chibar: bool = False
 
 
-def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray) -> np.ndarray:
-    """Columns: coef, SE, z, P>|z|, CI low, CI high."""
+def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Columns: coef, SE, z, P>|z|, and the ``1 - alpha`` CI (low, high)."""
     se = np.sqrt(np.diag(cov_beta))
     z = beta / se
     p = 2.0 * special.ndtr(-np.abs(z))
-    return np.column_stack([beta, se, z, p, beta - Z975 * se, beta + Z975 * se])
+    q = float(special.ndtri(1 - alpha / 2))
+    return np.column_stack([beta, se, z, p, beta - q * se, beta + q * se])
 
 
 def linear_hypothesis(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray) -> ChiTest:

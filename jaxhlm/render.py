@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from .factor import Coef
-    from .results import GroupInfluence, IntraclassCorrelation, MixedResult
+    from .results import GroupInfluence, IntraclassCorrelation, LinearCombination, MixedResult
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -94,12 +94,25 @@ def _coef_rows(coefs: Sequence["Coef"]) -> list[tuple[str, "Coef | None"]]:
     return rows
 
 
+def _level_title(confidence: float) -> str:
+    return f"[{round(100 * confidence, 4):g}% conf. interval]"
+
+
+def _coef_head(response: str, w: int, confidence: float = 0.95) -> list[str]:
+    """The coefficient table's top rule, column titles and rule under them, for a first column ``w`` wide."""
+    head = f"{_abbrev(response, w):>{w}} | Coefficient  Std. err.      z    P>|z|{_level_title(confidence):>25}"
+    return ["-" * (w + 66), head, "-" * (w + 1) + "+" + "-" * 64]
+
+
+def _coef_line(text: str, b: float, se: float, z: float, p: float, lo: float, hi: float) -> str:
+    return (f"{text} | {stata_g(b):>10} {stata_g(se):>10} {z:>8.2f} {p:>7.3f}"
+            f"    {stata_g(lo):>9}   {stata_g(hi):>9}")
+
+
 def coefficient_table(r: "MixedResult") -> list[str]:
     rows = _coef_rows(r.design.coefs)
     w = _name_width([r.design.response, *(label for label, _ in rows)])
-    rule = "-" * (w + 1) + "+" + "-" * 64
-    head = f"{_abbrev(r.design.response, w):>{w}} | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]"
-    lines = ["-" * (w + 66), head, rule]
+    lines = _coef_head(r.design.response, w)
     table = dict(zip(r.design.fe_names, r.coef_table))
     for label, c in rows:
         text = f"{_abbrev(label, w - 1):>{w - 1}} " if c is not None and c.group is not None else f"{_abbrev(label, w):>{w}}"
@@ -108,11 +121,16 @@ def coefficient_table(r: "MixedResult") -> list[str]:
         elif c.status:
             lines.append(f"{text} | {'0':>10}  ({c.status})")
         else:
-            b, se, z, p, lo, hi = table[c.name]
-            lines.append(f"{text} | {stata_g(b):>10} {stata_g(se):>10} {z:>8.2f} {p:>7.3f}"
-                         f"    {stata_g(lo):>9}   {stata_g(hi):>9}")
+            lines.append(_coef_line(text, *table[c.name]))
     lines.append("-" * (w + 66))
     return lines
+
+
+def lincom_text(lc: "LinearCombination") -> str:
+    """Stata's ``lincom`` output: the combination as a constraint line, then a one-row coefficient table."""
+    w = _name_width([lc.response])
+    return "\n".join([f" ( 1)  {lc.constraint}", ""] + _coef_head(lc.response, w, lc.confidence) + [
+        _coef_line(f"{'(1)':>{w}}", lc.estimate, lc.se, lc.z, lc.pvalue, lc.ci_lower, lc.ci_upper), "-" * (w + 66)])
 
 
 def random_table(r: "MixedResult") -> list[str]:
@@ -177,9 +195,8 @@ def ic_text(r: "MixedResult", name: str = ".") -> str:
 
 def icc_text(icc: "IntraclassCorrelation") -> str:
     """Stata's ``estat icc`` table (its rows have the random-effects table's columns)."""
-    level = f"[{round(100 * icc.confidence, 4):g}% conf. interval]"
     return "\n".join([
-        icc.kind, "", DASH, f"{'Level':>28} |{'ICC':>11}{'Std. err.':>12}{level:>25}", "-" * 29 + "+" + "-" * 48,
+        icc.kind, "", DASH, f"{'Level':>28} |{'ICC':>11}{'Std. err.':>12}{_level_title(icc.confidence):>25}", "-" * 29 + "+" + "-" * 48,
         _re_row(icc.group, icc.icc, icc.se, (icc.ci_lower, icc.ci_upper)), DASH,
     ] + (["Note: ICC is conditional on zero values of random-effects covariates."]
          if icc.kind.startswith("Conditional") else []))

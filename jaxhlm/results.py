@@ -289,8 +289,7 @@ class MixedResult:
             raise JaxhlmError("the intraclass correlation needs a random intercept: this model's random effects "
                               f"({', '.join(d.re_names)}) have none; add one (drop noconstant, or write 1 + … | "
                               f"{d.group_name})")
-        if not 0 < alpha < 1:
-            raise JaxhlmError(f"alpha must be between 0 and 1, got {alpha}")
+        _check_alpha(alpha)
         k = cov.variance_index(d.blocks, d.re_names.index(CONSTANT))
         if len(d.re_names) > 1:
             kind = "Conditional intraclass correlation"
@@ -321,6 +320,23 @@ class MixedResult:
         q = np.array([v for _, v in rows])
         res = linear_hypothesis(R, q, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
         return WaldTest(tuple(rows), self.design.fe_names, self.design.response, res.statistic, res.df, res.pvalue)
+
+    def lincom(self, expr: str, alpha: float = 0.05) -> "LinearCombination":
+        """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
+        interval, e.g. ``"ses + 1.sector#c.ses"`` (the ses slope in sector 1). Terms as in :meth:`test`."""
+        _check_alpha(alpha)
+        if "=" in expr:
+            raise JaxhlmError(f"lincom {expr!r}: give an expression, not an equation (test compares with '=')")
+        row, const = _linear(expr, self.design, expr)
+        if const:
+            raise JaxhlmError(f"lincom {expr!r}: leave out the constant term; lincom estimates a combination "
+                              "of coefficients (add the constant to its estimate and interval)")
+        if not np.any(row):
+            raise JaxhlmError(f"lincom {expr!r} involves no coefficient")
+        beta, V = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
+        b, se, z, p, lo, hi = coefficient_table(np.array([row @ beta]), np.array([[row @ V @ row]]), alpha)[0]
+        return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self.design.response),
+                                 self.design.response, b, se, z, p, lo, hi, 1 - alpha)
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -386,6 +402,11 @@ class Summary(str):
 
     def __repr__(self) -> str:
         return str(self)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise JaxhlmError(f"alpha must be between 0 and 1, got {alpha}")
 
 
 # ---- linear hypotheses ------------------------------------------------------------------------------
@@ -492,6 +513,24 @@ class WaldTest:
         lines = [f" ({k + 1:>2})  {c}" for k, c in enumerate(self.constraints)]
         return "\n".join(lines + ["", f"           chi2({self.df:>3}) ={self.statistic:>8.2f}",
                                   f"         Prob > chi2 ={self.pvalue:>10.4f}"])
+
+
+@dataclass(frozen=True)
+class LinearCombination:
+    """A linear combination of fixed effects (:meth:`MixedResult.lincom`) and its z test and interval."""
+
+    constraint: str  # Stata's display of the combination, "[mathach]ses + [mathach]1.sector#c.ses = 0"
+    response: str
+    estimate: float
+    se: float
+    z: float
+    pvalue: float
+    ci_lower: float
+    ci_upper: float
+    confidence: float  # of the interval, e.g. 0.95
+
+    def __str__(self) -> str:
+        return render.lincom_text(self)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Intraclass correlations (``MixedResult.icc``, the do-file's ``estat icc``).
+"""Postestimation: intraclass correlations (``MixedResult.icc``, ``estat icc``) and linear combinations of
+coefficients (``MixedResult.lincom``, ``lincom``).
 
-Reference values: tests/fixtures/icc_reference.json, written by tests/fixtures/icc_reference.R
+ICC reference values: tests/fixtures/icc_reference.json, written by tests/fixtures/icc_reference.R
 (``Rscript tests/fixtures/icc_reference.R``; lme4 1.1-31 and numDeriv). The script writes the (restricted) log
 likelihood out in R with dense per-group matrices, polishes lme4's optimum with Newton steps, inverts the
 numerical Hessian in the reported parameters and applies the delta method and the logit-scale interval, so no
@@ -117,3 +118,53 @@ def test_zero_intercept_variance_gives_zero_icc_without_a_standard_error():
     icc = r.icc()
     assert icc.icc == 0 and math.isnan(icc.se) and math.isnan(icc.ci_lower) and math.isnan(icc.ci_upper)
     assert "                           g |          0          .             .           ." in str(icc).splitlines()
+
+
+@pytest.fixture(scope="module")
+def m0():
+    return jaxhlm.mixed("mathach c.ses##i.sector || id:", jaxhlm.datasets.hsb())
+
+
+def test_lincom_is_the_combination_of_coefficients_and_its_variance(m0):
+    lc = m0.lincom("ses + 1.sector#c.ses")
+    b, V = m0.fe_params, m0.cov_params()
+    names = ["ses", "1.sector#c.ses"]
+    assert lc.estimate == pytest.approx(b[names].sum(), rel=1e-12)
+    assert lc.se == pytest.approx(math.sqrt(V.loc[names, names].to_numpy().sum()), rel=1e-12)
+    assert lc.z == pytest.approx(lc.estimate / lc.se, rel=1e-12)
+    # The z test is the one-constraint Wald test (a separate code path).
+    wald = m0.test("ses + 1.sector#c.ses = 0")
+    assert lc.z**2 == pytest.approx(wald.statistic, rel=1e-10) and lc.pvalue == pytest.approx(wald.pvalue, rel=1e-8)
+    assert lc.constraint == "[mathach]ses + [mathach]1.sector#c.ses = 0"
+    scaled = m0.lincom("2*_b[ses] - _cons", alpha=0.10)
+    assert scaled.estimate == pytest.approx(2 * b["ses"] - b["_cons"], rel=1e-12)
+    assert scaled.ci_upper - scaled.estimate == pytest.approx(special.ndtri(0.95) * scaled.se, rel=1e-12)
+    assert scaled.constraint == "2*[mathach]ses - [mathach]_cons = 0"
+
+
+def test_lincom_in_a_do_file():
+    log = jaxhlm.run_do("mixed mathach c.ses##i.sector || id:\nlincom ses + 1.sector#c.ses, level(90)")
+    lines = log.splitlines()
+    at = lines.index(". lincom ses + 1.sector#c.ses, level(90)")
+    assert lines[at + 1:at + 9] == [
+        "",
+        " ( 1)  [mathach]ses + [mathach]1.sector#c.ses = 0",
+        "",
+        "-" * 78,
+        "     mathach | Coefficient  Std. err.      z    P>|z|     [90% conf. interval]",
+        "-------------+----------------------------------------------------------------",
+        # 2.953382 - 1.312292 (the coefficients in the README's example); 1.64109 -+ 1.644854 * .1585644
+        "         (1) |    1.64109   .1585644    10.35   0.000     1.380275    1.901905",
+        "-" * 78,
+    ]
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("ses + 2", "leave out the constant term"),
+    ("ses = 1", "give an expression, not an equation"),
+    ("ses - ses", "involves no coefficient"),
+    ("sector", "'sector' is not a coefficient of the model"),
+])
+def test_lincom_bad_input(m0, expr, message):
+    with pytest.raises(jaxhlm.JaxhlmError, match=message):
+        m0.lincom(expr)
