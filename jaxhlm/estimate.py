@@ -140,6 +140,20 @@ def re_information(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Struc
     return REInformation(jax.hessian(loglik)(phi), values(phi), jax.jacfwd(values)(phi))
 
 
+@partial(jax.jit, static_argnames="blocks")
+def cov_beta_jacobian(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure) -> Array:
+    """∂Cov(β̂)/∂φ, (p, p, len φ): how the fixed effects' covariance (XᵀV⁻¹X)⁻¹ moves with the variance
+    parameters (σ not profiled), the derivative Satterthwaite's degrees of freedom need. φ and ``edge`` as in
+    :func:`re_information`."""
+    n_re = phi.shape[0] - 1
+
+    def cov_beta(p: Array) -> Array:
+        root = cov.root_from_phi(blocks, p[:n_re], edge)
+        return fixed_effects_cov(factorize(root / jnp.exp(p[n_re]), stats), jnp.exp(2.0 * p[n_re]))
+
+    return jax.jacfwd(cov_beta)(phi)
+
+
 def phi_at(theta: np.ndarray, sigma2: float, blocks: cov.Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Σ, φ, edge) at θ̂: the random-effects covariance and its Stata-metric coordinates."""
     Lam = np.tensordot(theta, cov.templates(blocks), axes=1)

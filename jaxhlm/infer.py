@@ -20,7 +20,7 @@ from scipy import special
 
 from . import covariance as cov
 from . import tracecache
-from .estimate import Fit, phi_at, re_information
+from .estimate import Fit, cov_beta_jacobian, phi_at, re_information
 from .stats import GroupStats
 
 Z975 = float(special.ndtri(0.975))
@@ -36,6 +36,9 @@ class RandomEffects:
     se: np.ndarray
     ci: np.ndarray  # (k, 2)
     vcov: np.ndarray  # (k, k) covariance of the estimates by the delta method (NaN where SEs are missing)
+    phi: np.ndarray  # Stata's metric (ln sd, atanh r, ln σ) at the optimum
+    edge: np.ndarray  # ±1 where a correlation is held at ±1 (a boundary optimum), else 0
+    phi_cov: np.ndarray  # inverse observed information of φ (zero rows for held coordinates; NaN where it fails)
     sigma: np.ndarray  # the q×q covariance matrix of the random effects
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
@@ -72,6 +75,7 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
             + " estimated at the boundary (correlation ±1); the other standard errors hold it fixed there."
         )
     vcov = np.full((len(labels), len(labels)), np.nan)
+    V = np.full((len(phi), len(phi)), np.nan)
     if not failed:
         info = tracecache.call(re_information, {"blocks": blocks, "reml": reml}, jnp.asarray(phi),
                                jnp.asarray(edge), stats)
@@ -94,7 +98,8 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
         ratio = np.where(est > 0, se / est, np.nan)
         lo = np.where(is_var, est * np.exp(-Z975 * ratio), est - Z975 * se)
         hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
-    return RandomEffects(labels, est, se, np.column_stack([lo, hi]), vcov, sigma, tuple(warnings), tuple(notes))
+    return RandomEffects(labels, est, se, np.column_stack([lo, hi]), vcov, phi, edge, V, sigma, tuple(warnings),
+                         tuple(notes))
 
 
 def intraclass(re: RandomEffects, k: int, alpha: float = 0.05) -> tuple[float, float, float, float]:
@@ -113,6 +118,22 @@ def intraclass(re: RandomEffects, k: int, alpha: float = 0.05) -> tuple[float, f
     return float(icc), se, float(special.expit(logit - half)), float(special.expit(logit + half))
 
 
+def satterthwaite_df(L: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, stats: GroupStats,
+                     blocks: cov.Structure) -> np.ndarray:
+    """Satterthwaite's degrees of freedom of each row l of ``L``: 2 (lᵀCl)² / (gᵀ A g), C = Cov(β̂),
+    g = ∂(lᵀCl)/∂φ and A = Cov(φ̂), the inverse observed information.
+
+    Why φ (Stata's metric) and not lmerTest's (θ, σ): at the optimum gᵀAg does not depend on the
+    parameterisation (g and A transform with the same Jacobian), and φ's information is the one the
+    variance-component SEs already use.
+    """
+    dC = np.asarray(tracecache.call(cov_beta_jacobian, {"blocks": blocks}, jnp.asarray(re.phi),
+                                    jnp.asarray(re.edge), stats))
+    var = np.einsum("mi,ij,mj->m", L, cov_beta, L)
+    g = np.einsum("mi,ijk,mj->mk", L, dC, L)
+    return 2.0 * var**2 / np.einsum("mk,kl,ml->m", g, re.phi_cov, g)
+
+
 @dataclass(frozen=True)
 class ChiTest:
     """A chi-squared test: statistic, degrees of freedom, p-value (and whether it is Stata's chibar2(01))."""
@@ -123,12 +144,16 @@ class ChiTest:
     chibar: bool = False
 
 
-def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray, alpha: float = 0.05) -> np.ndarray:
-    """Columns: coef, SE, z, P>|z|, and the ``1 - alpha`` CI (low, high)."""
+def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray, alpha: float = 0.05, df: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """Columns: coef, SE, z, P>|z|, and the ``1 - alpha`` CI (low, high); with ``df`` (one per coefficient), t
+    statistics with p-values and intervals from t(df) instead of the normal."""
     se = np.sqrt(np.diag(cov_beta))
     z = beta / se
-    p = 2.0 * special.ndtr(-np.abs(z))
-    q = float(special.ndtri(1 - alpha / 2))
+    if df is None:
+        p, q = 2.0 * special.ndtr(-np.abs(z)), special.ndtri(1 - alpha / 2)
+    else:
+        p, q = 2.0 * special.stdtr(df, -np.abs(z)), special.stdtrit(df, 1 - alpha / 2)
     return np.column_stack([beta, se, z, p, beta - q * se, beta + q * se])
 
 

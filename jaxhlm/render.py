@@ -98,9 +98,11 @@ def _level_title(confidence: float) -> str:
     return f"[{round(100 * confidence, 4):g}% conf. interval]"
 
 
-def _coef_head(response: str, w: int, confidence: float = 0.95) -> list[str]:
-    """The coefficient table's top rule, column titles and rule under them, for a first column ``w`` wide."""
-    head = f"{_abbrev(response, w):>{w}} | Coefficient  Std. err.      z    P>|z|{_level_title(confidence):>25}"
+def _coef_head(response: str, w: int, confidence: float = 0.95, stat: str = "z") -> list[str]:
+    """The coefficient table's top rule, column titles and rule under them, for a first column ``w`` wide;
+    ``stat`` is "z" or "t"."""
+    head = (f"{_abbrev(response, w):>{w}} | Coefficient  Std. err.      {stat}    P>|{stat}|"
+            f"{_level_title(confidence):>25}")
     return ["-" * (w + 66), head, "-" * (w + 1) + "+" + "-" * 64]
 
 
@@ -129,8 +131,10 @@ def coefficient_table(r: "MixedResult") -> list[str]:
 def lincom_text(lc: "LinearCombination") -> str:
     """Stata's ``lincom`` output: the combination as a constraint line, then a one-row coefficient table."""
     w = _name_width([lc.response])
-    return "\n".join([f" ( 1)  {lc.constraint}", ""] + _coef_head(lc.response, w, lc.confidence) + [
-        _coef_line(f"{'(1)':>{w}}", lc.estimate, lc.se, lc.z, lc.pvalue, lc.ci_lower, lc.ci_upper), "-" * (w + 66)])
+    head = _coef_head(lc.response, w, lc.confidence, "z" if math.isinf(lc.df) else "t")
+    row = _coef_line(f"{'(1)':>{w}}", lc.estimate, lc.se, lc.statistic, lc.pvalue, lc.ci_lower, lc.ci_upper)
+    note = [] if math.isinf(lc.df) else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom (Satterthwaite)."]
+    return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
 
 
 def random_table(r: "MixedResult") -> list[str]:

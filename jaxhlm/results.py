@@ -21,7 +21,7 @@ from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
 from .estimate import Fit
 from .formula import ModelSpec
-from .infer import ChiTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis
+from .infer import ChiTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis, satterthwaite_df
 from .optimize import RESULTS, converged
 from .stats import device_stats
 
@@ -321,10 +321,39 @@ class MixedResult:
         res = linear_hypothesis(R, q, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
         return WaldTest(tuple(rows), self.design.fe_names, self.design.response, res.statistic, res.df, res.pvalue)
 
-    def lincom(self, expr: str, alpha: float = 0.05) -> "LinearCombination":
-        """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
-        interval, e.g. ``"ses + 1.sector#c.ses"`` (the ses slope in sector 1). Terms as in :meth:`test`."""
+    def satterthwaite(self, alpha: float = 0.05) -> pd.DataFrame:
+        """The fixed effects with t tests on Satterthwaite's degrees of freedom (lmerTest's default, Stata's
+        ``dfmethod(satterthwaite)``): coef, std_err, df, t, P>|t| and the ``1 - alpha`` interval from t(df).
+
+        With few groups the z tests of the coefficient table are too liberal; these account for the
+        uncertainty of the variance components (REML fits are the usual choice, as in Stata).
+        """
         _check_alpha(alpha)
+        p = len(self.design.fe_names)
+        df = self._satterthwaite(np.eye(p))
+        t = coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), alpha, df)
+        return pd.DataFrame({"coef": t[:, 0], "std_err": t[:, 1], "df": df, "t": t[:, 2], "P>|t|": t[:, 3],
+                             "ci_lower": t[:, 4], "ci_upper": t[:, 5]}, index=list(self.design.fe_names))
+
+    def _satterthwaite(self, L: np.ndarray) -> np.ndarray:
+        re = self.random_effects
+        if not np.all(np.isfinite(re.phi_cov)):
+            raise JaxhlmError(
+                "Satterthwaite's degrees of freedom need the covariance of the variance-component estimates, "
+                "which does not exist at this fit's boundary optimum (a zero variance or a singular covariance "
+                "matrix of the random effects); simplify the random part, or use the z tests")
+        d = self.design
+        stats = device_stats(d.stats, d.n_groups, len(d.fe_names))
+        return satterthwaite_df(L, np.asarray(self.fit.cov_beta), re, stats, d.blocks)
+
+    def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None) -> "LinearCombination":
+        """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
+        interval, e.g. ``"ses + 1.sector#c.ses"`` (the ses slope in sector 1). Terms as in :meth:`test`.
+        ``dfmethod="satterthwaite"``: a t test on Satterthwaite's degrees of freedom instead (see
+        :meth:`satterthwaite`)."""
+        _check_alpha(alpha)
+        if dfmethod not in (None, "satterthwaite"):
+            raise JaxhlmError(f"dfmethod {dfmethod!r} is not available; use None (z test) or 'satterthwaite'")
         if "=" in expr:
             raise JaxhlmError(f"lincom {expr!r}: give an expression, not an equation (test compares with '=')")
         row, const = _linear(expr, self.design, expr)
@@ -334,9 +363,11 @@ class MixedResult:
         if not np.any(row):
             raise JaxhlmError(f"lincom {expr!r} involves no coefficient")
         beta, V = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
-        b, se, z, p, lo, hi = coefficient_table(np.array([row @ beta]), np.array([[row @ V @ row]]), alpha)[0]
+        df = None if dfmethod is None else self._satterthwaite(row[None])
+        b, se, z, p, lo, hi = coefficient_table(np.array([row @ beta]), np.array([[row @ V @ row]]), alpha, df)[0]
         return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self.design.response),
-                                 self.design.response, b, se, z, p, lo, hi, 1 - alpha)
+                                 self.design.response, b, se, z, p, lo, hi, 1 - alpha,
+                                 math.inf if df is None else float(df[0]))
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -523,11 +554,12 @@ class LinearCombination:
     response: str
     estimate: float
     se: float
-    z: float
+    statistic: float  # z, or t when df is finite
     pvalue: float
     ci_lower: float
     ci_upper: float
     confidence: float  # of the interval, e.g. 0.95
+    df: float = math.inf  # degrees of freedom of the t test; inf: the z test
 
     def __str__(self) -> str:
         return render.lincom_text(self)
