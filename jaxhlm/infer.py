@@ -157,15 +157,40 @@ def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray, alpha: float = 0.0
     return np.column_stack([beta, se, z, p, beta - q * se, beta + q * se])
 
 
-def linear_hypothesis(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray) -> ChiTest:
-    """Wald test of Rβ = r: (Rβ−r)ᵀ(R V Rᵀ)⁻¹(Rβ−r) ~ χ²(rank R); dependent rows are dropped as Stata does."""
-    diff = R @ beta - r
-    S = R @ cov_beta @ R.T
-    w, U = np.linalg.eigh(S)
+def _principal(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R V Rᵀ's eigenvectors U with positive eigenvalues w (dependent rows of R drop out, as in Stata), and
+    Uᵀ(Rβ − r): the constraints as independent directions, each with its own variance."""
+    w, U = np.linalg.eigh(R @ cov_beta @ R.T)
     keep = w > 1e-12 * max(w.max(), 1e-300)
-    stat = float(np.sum((U[:, keep].T @ diff) ** 2 / w[keep]))
-    df = int(keep.sum())
-    return ChiTest(stat, df, float(special.chdtrc(df, stat)))
+    return U[:, keep], w[keep], U[:, keep].T @ (R @ beta - r)
+
+
+def linear_hypothesis(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray) -> ChiTest:
+    """Wald test of Rβ = r: (Rβ−r)ᵀ(R V Rᵀ)⁻¹(Rβ−r) ~ χ²(rank R)."""
+    _, w, proj = _principal(R, r, beta, cov_beta)
+    stat = float(np.sum(proj**2 / w))
+    return ChiTest(stat, len(w), float(special.chdtrc(len(w), stat)))
+
+
+def satterthwaite_f(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray, re: RandomEffects,
+                    stats: GroupStats, blocks: cov.Structure) -> tuple[float, int, float, float]:
+    """(F, numerator df, denominator df, p) for Rβ = r: F is the Wald statistic over rank R, and the
+    denominator df combine Satterthwaite's df ν of each independent direction (Fai and Cornelius 1996, as
+    lmerTest): E = Σ ν/(ν − 2), ddf = 2E/(E − q); one direction keeps its ν, equal ν their value, and any ν ≤ 2
+    gives 2."""
+    U, w, proj = _principal(R, r, beta, cov_beta)
+    q = len(w)
+    F = float(np.sum(proj**2 / w)) / q
+    nu = satterthwaite_df(U.T @ R, cov_beta, re, stats, blocks)
+    if q == 1 or np.all(np.abs(np.diff(nu)) < 1e-8):
+        ddf = float(np.mean(nu))
+    elif np.any(nu <= 2):
+        ddf = 2.0
+    else:
+        E = float(np.sum(nu / (nu - 2)))
+        ddf = 2 * E / (E - q)
+    return F, q, ddf, float(special.fdtrc(q, ddf, F))
 
 
 def model_wald(beta: np.ndarray, cov_beta: np.ndarray, intercept_index: int | None) -> ChiTest:

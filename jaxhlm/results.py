@@ -21,9 +21,10 @@ from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
 from .estimate import Fit
 from .formula import ModelSpec
-from .infer import ChiTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis, satterthwaite_df
+from .infer import (ChiTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis, satterthwaite_df,
+                    satterthwaite_f)
 from .optimize import RESULTS, converged
-from .stats import device_stats
+from .stats import GroupStats, device_stats
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -305,21 +306,30 @@ class MixedResult:
                              "df": [self.df_modelwc], "AIC": [self.aic], "BIC": [self.bic]})
 
     # ---- tests ----------------------------------------------------------------------------------
-    def test(self, constraints: str | Sequence[str], accumulate: "WaldTest | None" = None) -> "WaldTest":
+    def test(self, constraints: str | Sequence[str], accumulate: "WaldTest | None" = None,
+             dfmethod: str | None = None) -> "WaldTest":
         """Wald test of linear constraints on the fixed effects, e.g. ``["2.sized = 3.sized"]``.
 
         Each constraint is ``expr = expr`` (or ``expr``, meaning ``= 0``) with terms ``[number*]name``; a name
         may be written ``[eq]name`` or ``_b[name]`` as in Stata, and ``_cons`` names the constant.
         ``accumulate`` stacks these rows under a previous test's rows, as Stata's ``test …, accumulate``.
+        ``dfmethod="satterthwaite"``: an F test with Satterthwaite's denominator degrees of freedom (lmerTest's
+        ``contest``) instead of the chi-squared test.
         """
+        _check_dfmethod(dfmethod)
         if isinstance(constraints, str):
             constraints = [constraints]
         rows = [] if accumulate is None else list(accumulate.rows)
         rows += [_parse_constraint(c, self.design) for c in constraints]
         R = np.array([r for r, _ in rows])
         q = np.array([v for _, v in rows])
-        res = linear_hypothesis(R, q, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
-        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, res.statistic, res.df, res.pvalue)
+        beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
+        if dfmethod is None:
+            res = linear_hypothesis(R, q, beta, cov_beta)
+            stat, df, ddf, p = res.statistic, res.df, math.inf, res.pvalue
+        else:
+            stat, df, ddf, p = satterthwaite_f(R, q, beta, cov_beta, *self._satterthwaite_inputs())
+        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf)
 
     def satterthwaite(self, alpha: float = 0.05) -> pd.DataFrame:
         """The fixed effects with t tests on Satterthwaite's degrees of freedom (lmerTest's default, Stata's
@@ -330,21 +340,21 @@ class MixedResult:
         """
         _check_alpha(alpha)
         p = len(self.design.fe_names)
-        df = self._satterthwaite(np.eye(p))
-        t = coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), alpha, df)
+        cov_beta = np.asarray(self.fit.cov_beta)
+        df = satterthwaite_df(np.eye(p), cov_beta, *self._satterthwaite_inputs())
+        t = coefficient_table(np.asarray(self.fit.beta), cov_beta, alpha, df)
         return pd.DataFrame({"coef": t[:, 0], "std_err": t[:, 1], "df": df, "t": t[:, 2], "P>|t|": t[:, 3],
                              "ci_lower": t[:, 4], "ci_upper": t[:, 5]}, index=list(self.design.fe_names))
 
-    def _satterthwaite(self, L: np.ndarray) -> np.ndarray:
-        re = self.random_effects
-        if not np.all(np.isfinite(re.phi_cov)):
+    def _satterthwaite_inputs(self) -> tuple[RandomEffects, GroupStats, cov.Structure]:
+        """What Satterthwaite's degrees of freedom are computed from, once they are known to exist."""
+        if not np.all(np.isfinite(self.random_effects.phi_cov)):
             raise JaxhlmError(
                 "Satterthwaite's degrees of freedom need the covariance of the variance-component estimates, "
                 "which does not exist at this fit's boundary optimum (a zero variance or a singular covariance "
                 "matrix of the random effects); simplify the random part, or use the z tests")
         d = self.design
-        stats = device_stats(d.stats, d.n_groups, len(d.fe_names))
-        return satterthwaite_df(L, np.asarray(self.fit.cov_beta), re, stats, d.blocks)
+        return self.random_effects, device_stats(d.stats, d.n_groups, len(d.fe_names)), d.blocks
 
     def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None) -> "LinearCombination":
         """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
@@ -352,8 +362,7 @@ class MixedResult:
         ``dfmethod="satterthwaite"``: a t test on Satterthwaite's degrees of freedom instead (see
         :meth:`satterthwaite`)."""
         _check_alpha(alpha)
-        if dfmethod not in (None, "satterthwaite"):
-            raise JaxhlmError(f"dfmethod {dfmethod!r} is not available; use None (z test) or 'satterthwaite'")
+        _check_dfmethod(dfmethod)
         if "=" in expr:
             raise JaxhlmError(f"lincom {expr!r}: give an expression, not an equation (test compares with '=')")
         row, const = _linear(expr, self.design, expr)
@@ -363,7 +372,7 @@ class MixedResult:
         if not np.any(row):
             raise JaxhlmError(f"lincom {expr!r} involves no coefficient")
         beta, V = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
-        df = None if dfmethod is None else self._satterthwaite(row[None])
+        df = None if dfmethod is None else satterthwaite_df(row[None], V, *self._satterthwaite_inputs())
         b, se, z, p, lo, hi = coefficient_table(np.array([row @ beta]), np.array([[row @ V @ row]]), alpha, df)[0]
         return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self.design.response),
                                  self.design.response, b, se, z, p, lo, hi, 1 - alpha,
@@ -438,6 +447,12 @@ class Summary(str):
 def _check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise JaxhlmError(f"alpha must be between 0 and 1, got {alpha}")
+
+
+def _check_dfmethod(dfmethod: str | None) -> None:
+    if dfmethod not in (None, "satterthwaite"):
+        raise JaxhlmError(f"dfmethod {dfmethod!r} is not available; use None (large-sample tests) or "
+                          "'satterthwaite'")
 
 
 # ---- linear hypotheses ------------------------------------------------------------------------------
@@ -527,14 +542,16 @@ def constraint_text(row: np.ndarray, value: float, names: Sequence[str], respons
 
 @dataclass(frozen=True)
 class WaldTest:
-    """A joint Wald chi-squared test of linear constraints (Stata's ``test``)."""
+    """A joint Wald test of linear constraints (Stata's ``test``): chi-squared, or F on ``ddf`` denominator
+    degrees of freedom (Satterthwaite) when ``ddf`` is finite."""
 
     rows: tuple[tuple[np.ndarray, float], ...]
     names: tuple[str, ...]
     response: str
-    statistic: float
+    statistic: float  # chi2, or F when ddf is finite
     df: int
     pvalue: float
+    ddf: float = math.inf
 
     @property
     def constraints(self) -> list[str]:
@@ -542,8 +559,12 @@ class WaldTest:
 
     def __str__(self) -> str:
         lines = [f" ({k + 1:>2})  {c}" for k, c in enumerate(self.constraints)]
-        return "\n".join(lines + ["", f"           chi2({self.df:>3}) ={self.statistic:>8.2f}",
-                                  f"         Prob > chi2 ={self.pvalue:>10.4f}"])
+        if math.isinf(self.ddf):
+            return "\n".join(lines + ["", f"           chi2({self.df:>3}) ={self.statistic:>8.2f}",
+                                      f"         Prob > chi2 ={self.pvalue:>10.4f}"])
+        return "\n".join(lines + ["", f"       F({self.df:>3}, {self.ddf:>8.2f}) ={self.statistic:>8.2f}",
+                                  f"{'Prob > F':>20} ={self.pvalue:>10.4f}",
+                                  "Note: denominator degrees of freedom by Satterthwaite's method."])
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Postestimation: intraclass correlations (``MixedResult.icc``, ``estat icc``), linear combinations of
 coefficients (``MixedResult.lincom``, ``lincom``) and Satterthwaite's degrees of freedom
-(``MixedResult.satterthwaite``, ``lincom(..., dfmethod="satterthwaite")``).
+(``MixedResult.satterthwaite``, and ``dfmethod="satterthwaite"`` of ``lincom`` and ``test``).
 
 Satterthwaite reference values: tests/fixtures/satterthwaite_reference.json, written by
 tests/fixtures/satterthwaite_reference.R (``Rscript tests/fixtures/satterthwaite_reference.R``; lmerTest 3.1-3
@@ -141,7 +141,8 @@ def test_lincom_is_the_combination_of_coefficients_and_its_variance(m0):
     assert lc.statistic == pytest.approx(lc.estimate / lc.se, rel=1e-12)
     # The z test is the one-constraint Wald test (a separate code path).
     wald = m0.test("ses + 1.sector#c.ses = 0")
-    assert lc.statistic**2 == pytest.approx(wald.statistic, rel=1e-10) and lc.pvalue == pytest.approx(wald.pvalue, rel=1e-8)
+    assert lc.statistic**2 == pytest.approx(wald.statistic, rel=1e-10)
+    assert lc.pvalue == pytest.approx(wald.pvalue, rel=1e-8)
     assert lc.constraint == "[mathach]ses + [mathach]1.sector#c.ses = 0"
     scaled = m0.lincom("2*_b[ses] - _cons", alpha=0.10)
     assert scaled.estimate == pytest.approx(2 * b["ses"] - b["_cons"], rel=1e-12)
@@ -202,6 +203,12 @@ def test_satterthwaite_matches_lmertest(ref):
     assert lc.df == pytest.approx(ref["contrast_df"], rel=5e-6)
     assert lc.pvalue == pytest.approx(2 * special.stdtr(lc.df, -abs(lc.statistic)), rel=1e-12)
     assert "t    P>|t|" in str(lc) and "(Satterthwaite)" in str(lc)
+    joint = r.test([_fe_name(k) for k in ref["joint"]], dfmethod="satterthwaite")
+    assert joint.df == ref["joint_numdf"]
+    assert joint.statistic == pytest.approx(ref["joint_F"], rel=1e-6)
+    assert joint.ddf == pytest.approx(ref["joint_dendf"], rel=5e-6)
+    assert joint.pvalue == pytest.approx(special.fdtrc(joint.df, joint.ddf, joint.statistic), rel=1e-12)
+    assert f"F({joint.df:>3}, {joint.ddf:>8.2f})" in str(joint)
 
 
 @pytest.mark.parametrize("reml, groups", [(True, 17), (False, 18)])
@@ -219,5 +226,7 @@ def test_satterthwaite_needs_the_variance_components_information():
     r = jaxhlm.fit("y ~ x + (1 | g)", df)
     with pytest.raises(jaxhlm.JaxhlmError, match="boundary optimum"):
         r.satterthwaite()
+    with pytest.raises(jaxhlm.JaxhlmError, match="boundary optimum"):
+        r.test("x", dfmethod="satterthwaite")
     with pytest.raises(jaxhlm.JaxhlmError, match="dfmethod 'kr' is not available"):
         r.lincom("x", dfmethod="kr")
