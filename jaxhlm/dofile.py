@@ -139,7 +139,8 @@ class Session:
     def lincom(self, args: str) -> str:
         body, _, opts = args.partition(",")
         if not body.strip():
-            raise JaxhlmError("lincom needs an expression: lincom EXP [, level(#)], e.g. lincom ses + 1.sector#c.ses")
+            raise JaxhlmError("lincom needs an expression: lincom EXP [, level(#)], e.g. "
+                              "lincom ses + 1.sector#c.ses")
         return str(self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom")))
 
     def lrtest(self, args: str) -> str:
@@ -249,8 +250,8 @@ class Session:
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
-    ("test", 4, Session.test), ("lincom", 6, Session.lincom), ("tabulate", 2, Session.tabulate), ("quietly", 3, Session.quietly),
-    ("version", 4, Session.version), ("set", 3, Session.set),
+    ("test", 4, Session.test), ("lincom", 6, Session.lincom), ("tabulate", 2, Session.tabulate),
+    ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
 ]
 
 

@@ -133,7 +133,8 @@ def lincom_text(lc: "LinearCombination") -> str:
     w = _name_width([lc.response])
     head = _coef_head(lc.response, w, lc.confidence, "z" if math.isinf(lc.df) else "t")
     row = _coef_line(f"{'(1)':>{w}}", lc.estimate, lc.se, lc.statistic, lc.pvalue, lc.ci_lower, lc.ci_upper)
-    note = [] if math.isinf(lc.df) else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom (Satterthwaite)."]
+    note = [] if math.isinf(lc.df) else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom "
+                                         "(Satterthwaite)."]
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
 
 
@@ -200,7 +201,8 @@ def ic_text(r: "MixedResult", name: str = ".") -> str:
 def icc_text(icc: "IntraclassCorrelation") -> str:
     """Stata's ``estat icc`` table (its rows have the random-effects table's columns)."""
     return "\n".join([
-        icc.kind, "", DASH, f"{'Level':>28} |{'ICC':>11}{'Std. err.':>12}{_level_title(icc.confidence):>25}", "-" * 29 + "+" + "-" * 48,
+        icc.kind, "", DASH, f"{'Level':>28} |{'ICC':>11}{'Std. err.':>12}{_level_title(icc.confidence):>25}",
+        "-" * 29 + "+" + "-" * 48,
         _re_row(icc.group, icc.icc, icc.se, (icc.ci_lower, icc.ci_upper)), DASH,
     ] + (["Note: ICC is conditional on zero values of random-effects covariates."]
          if icc.kind.startswith("Conditional") else []))
