@@ -1,6 +1,6 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic``, ``estat icc``, ``test``, ``lincom``,
+``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic|icc|sd``, ``test``, ``lincom``,
 ``tabulate`` (with ``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import render
 from .errors import JaxhlmError
+from .infer import sd_corr
 from .results import MixedResult, WaldTest, lrtest
 from .stata import Columns, abbreviates, options, parse_mixed, split_top
 
@@ -132,8 +133,12 @@ class Session:
         body, comma, opts = args.partition(",")
         if body.split() == ["ic"] and not comma:
             return render.ic_text(self._active(), self.active_name)
+        if body.split() == ["sd"] and not comma:
+            model = self._active()
+            return "\n".join(render.random_table(model, sd_corr(model.random_effects, model.design.blocks)))
         if body.split() != ["icc"]:
-            raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic and estat icc [, level(#)] are")
+            raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic, estat icc [, level(#)] and "
+                              "estat sd are")
         return str(self._active().icc(alpha=_alpha(opts, "estat icc")))
 
     def lincom(self, args: str) -> str:

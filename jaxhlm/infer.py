@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -100,6 +101,44 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
         hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
     return RandomEffects(labels, est, se, np.column_stack([lo, hi]), vcov, phi, edge, V, sigma, tuple(warnings),
                          tuple(notes))
+
+
+@dataclass(frozen=True)
+class ParameterTable:
+    """Labelled estimates with SEs and CIs (the rows of a random-effects table)."""
+
+    labels: tuple[str, ...]
+    estimate: np.ndarray
+    se: np.ndarray
+    ci: np.ndarray  # (k, 2)
+
+
+def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> ParameterTable:
+    """The random-effects table in standard deviations and correlations (Stata's ``estat sd``).
+
+    SEs and CIs come straight from φ = (ln sd, atanh r, ln σ), where the information matrix is taken: SE(sd) =
+    sd·SE(ln sd) and SE(r) = (1 − r²)·SE(atanh r), intervals exp(ln sd ± z SE) and tanh(atanh r ± z SE). A
+    correlation held at ±1 has none.
+    """
+    z = float(special.ndtri(1 - alpha / 2))
+    is_sd = np.append(cov.variance_mask(blocks), True)
+    rows, cols, at = [], [], 0
+    for b in blocks:
+        r_, c_ = b.entries
+        rows += [at + i for i in r_]
+        cols += [at + j for j in c_]
+        at += b.q
+    sigma = re.sigma
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sd = np.sqrt(np.diag(sigma))
+        est = np.append(np.where(is_sd[:-1], sd[rows], sigma[rows, cols] / (sd[rows] * sd[cols])),
+                        math.sqrt(re.estimate[-1]))
+        se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(re.phi_cov)))
+        se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
+        lo = np.where(is_sd, est * np.exp(-z * se_phi), np.tanh(np.arctanh(est) - z * se_phi))
+        hi = np.where(is_sd, est * np.exp(z * se_phi), np.tanh(np.arctanh(est) + z * se_phi))
+    labels = tuple(lab.replace("var(", "sd(", 1).replace("cov(", "corr(", 1) for lab in re.labels)
+    return ParameterTable(labels, est, se, np.column_stack([lo, hi]))
 
 
 def intraclass(re: RandomEffects, k: int, alpha: float = 0.05) -> tuple[float, float, float, float]:

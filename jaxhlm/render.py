@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from .factor import Coef
+    from .infer import ParameterTable, RandomEffects
     from .results import GroupInfluence, IntraclassCorrelation, LinearCombination, MixedResult
 
 WIDTH = 78
@@ -138,8 +139,9 @@ def lincom_text(lc: "LinearCombination") -> str:
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
 
 
-def random_table(r: "MixedResult") -> list[str]:
-    re = r.random_effects
+def random_table(r: "MixedResult", re: "RandomEffects | ParameterTable | None" = None) -> list[str]:
+    """The random-effects table: the fit's variances and covariances, or the rows of ``re`` (same layout)."""
+    re = r.random_effects if re is None else re
     lines = [DASH, "  Random-effects parameters  |   Estimate   Std. err.     [95% conf. interval]",
              "-" * 29 + "+" + "-" * 48]
     kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",

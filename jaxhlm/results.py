@@ -22,7 +22,7 @@ from .factor import CONSTANT
 from .estimate import Fit
 from .formula import ModelSpec
 from .infer import (ChiTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis, satterthwaite_df,
-                    satterthwaite_f)
+                    satterthwaite_f, sd_corr)
 from .optimize import RESULTS, converged
 from .stats import GroupStats, device_stats
 
@@ -142,6 +142,15 @@ class MixedResult:
     def cov_re(self) -> pd.DataFrame:
         names = list(self.design.re_names)
         return pd.DataFrame(self.random_effects.sigma, index=names, columns=names)
+
+    def varcorr(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Standard deviations and correlations of the random effects and the residual (lme4's ``VarCorr``,
+        Stata's ``estat sd``), with SEs and ``1 - alpha`` intervals in Stata's conventions (see
+        :func:`jaxhlm.infer.sd_corr`)."""
+        _check_alpha(alpha)
+        t = sd_corr(self.random_effects, self.design.blocks, alpha)
+        return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": t.ci[:, 0],
+                             "ci_upper": t.ci[:, 1]}, index=list(t.labels))
 
     @property
     def scale(self) -> float:

@@ -1,4 +1,5 @@
-"""Postestimation: intraclass correlations (``MixedResult.icc``, ``estat icc``), linear combinations of
+"""Postestimation: intraclass correlations (``MixedResult.icc``, ``estat icc``), standard deviations and
+correlations (``MixedResult.varcorr``, ``estat sd``), linear combinations of
 coefficients (``MixedResult.lincom``, ``lincom``) and Satterthwaite's degrees of freedom
 (``MixedResult.satterthwaite``, and ``dfmethod="satterthwaite"`` of ``lincom`` and ``test``).
 
@@ -8,7 +9,7 @@ on lme4 1.1-31). lmerTest differentiates numerically, so its degrees of freedom 
 relative (on balanced data, where the exact values are integers, it gives 17.0000028 and 25.0000135); the tests
 ask for 5e-6. jaxhlm's derivatives are exact (autodiff) and give those integers to 1e-8.
 
-ICC reference values: tests/fixtures/icc_reference.json, written by tests/fixtures/icc_reference.R
+ICC and standard-deviation reference values: tests/fixtures/icc_reference.json, written by tests/fixtures/icc_reference.R
 (``Rscript tests/fixtures/icc_reference.R``; lme4 1.1-31 and numDeriv). The script writes the (restricted) log
 likelihood out in R with dense per-group matrices, polishes lme4's optimum with Newton steps, inverts the
 numerical Hessian in the reported parameters and applies the delta method and the logit-scale interval, so no
@@ -51,6 +52,19 @@ def test_icc_matches_independent_reference(ref):
     assert [icc.ci_lower, icc.ci_upper] == pytest.approx(ref["ci"], rel=1e-6)
     assert icc.kind == KIND[ref["name"]]
     assert (CONDITIONAL_NOTE in str(icc)) == icc.kind.startswith("Conditional")
+    # estat sd: the standard deviations (random effects in Stata's order, then the residual) and correlations
+    vc = r.varcorr()
+    sds = vc[vc.index.str.startswith("sd(")]
+    assert list(sds.index)[-1] == "sd(Residual)"
+    assert sds["estimate"].to_numpy() == pytest.approx(ref["sd"], rel=1e-6)
+    assert sds["std_err"].to_numpy() == pytest.approx(ref["sd_se"], rel=1e-6)
+    assert sds["ci_lower"].to_numpy() == pytest.approx(ref["sd_ci_lower"], rel=1e-6)
+    assert sds["ci_upper"].to_numpy() == pytest.approx(ref["sd_ci_upper"], rel=1e-6)
+    if "corr" in ref:
+        corr = vc.loc["corr(Days,_cons)"]
+        assert corr["estimate"] == pytest.approx(ref["corr"], rel=1e-6)
+        assert corr["std_err"] == pytest.approx(ref["corr_se"], rel=1e-6)
+        assert [corr["ci_lower"], corr["ci_upper"]] == pytest.approx(ref["corr_ci"], rel=1e-6)
 
 
 def test_interval_is_symmetric_on_the_logit_scale_at_any_level():
@@ -103,7 +117,7 @@ def test_estat_icc_in_a_do_file():
     ("estat icc, level(5)", "between 10 and 99.99"),
     ("estat icc, level(abc)", "between 10 and 99.99"),
     ("estat icc, normal", "option normal not allowed; estat icc accepts level"),
-    ("estat vce", "estat vce is not supported; estat ic and estat icc"),
+    ("estat vce", "estat vce is not supported; estat ic, estat icc"),
 ])
 def test_estat_bad_input(command, message):
     with pytest.raises(jaxhlm.DoFileError, match=message) as exc:
@@ -230,3 +244,38 @@ def test_satterthwaite_needs_the_variance_components_information():
         r.test("x", dfmethod="satterthwaite")
     with pytest.raises(jaxhlm.JaxhlmError, match="dfmethod 'kr' is not available"):
         r.lincom("x", dfmethod="kr")
+
+
+def test_estat_sd_in_a_do_file():
+    log = jaxhlm.run_do("quietly mixed mathach ses || id: ses, cov(exch)\nestat icc\nestat sd")
+    lines = log.splitlines()
+    at = lines.index(". estat sd")
+    assert lines[at + 2:at + 6] == [
+        "-" * 78,
+        "  Random-effects parameters  |   Estimate   Std. err.     [95% conf. interval]",
+        "-----------------------------+------------------------------------------------",
+        "id: Exchangeable             |",
+    ]
+    m = jaxhlm.mixed("mathach ses || id: ses, cov(exch)", jaxhlm.datasets.hsb())
+    vc, re = m.varcorr(), m.random_effects
+    assert list(vc.index) == ["sd(ses _cons)", "corr(ses _cons)", "sd(Residual)"]
+    # The shared variance and covariance of an exchangeable block: sd = sqrt(var), corr = cov/var.
+    assert vc["estimate"].to_numpy() == pytest.approx(
+        [math.sqrt(re.estimate[0]), re.estimate[1] / re.estimate[0], math.sqrt(re.estimate[2])], rel=1e-12)
+    # The delta method from the variance table: SE(sd) = SE(var) / (2 sd), and the log-scale intervals agree.
+    assert vc["std_err"].iloc[[0, 2]].to_numpy() == pytest.approx(
+        re.se[[0, 2]] / (2 * vc["estimate"].iloc[[0, 2]].to_numpy()), rel=1e-10)
+    assert vc["ci_lower"].iloc[[0, 2]].to_numpy() == pytest.approx(np.sqrt(re.ci[[0, 2], 0]), rel=1e-10)
+    row = lines[at + 7]
+    assert row.startswith("             corr(ses _cons) |  -.0443377   .1271186")
+    # The conditional ICC of an exchangeable block uses the shared variance.
+    assert m.icc().icc == pytest.approx(re.estimate[0] / (re.estimate[0] + re.estimate[2]), rel=1e-12)
+
+
+def test_estat_sd_holds_a_boundary_correlation():
+    # The README's m1: corr(ses,_cons) = +1 at the optimum, held there; it has no SE or interval.
+    m1 = jaxhlm.mixed("mathach c.ses##i.sector || id: ses, cov(unstr)", jaxhlm.datasets.hsb())
+    corr = m1.varcorr().loc["corr(ses,_cons)"]
+    assert corr["estimate"] == pytest.approx(1.0, abs=1e-6)
+    assert np.isnan(corr[["std_err", "ci_lower", "ci_upper"]].to_numpy(float)).all()
+    assert np.isfinite(m1.varcorr().loc["sd(ses)"].to_numpy(float)).all()
