@@ -341,8 +341,8 @@ class MixedResult:
         return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf)
 
     def satterthwaite(self, alpha: float = 0.05) -> pd.DataFrame:
-        """The fixed effects with t tests on Satterthwaite's degrees of freedom (lmerTest's default, Stata's
-        ``dfmethod(satterthwaite)``): coef, std_err, df, t, P>|t| and the ``1 - alpha`` interval from t(df).
+        """The fixed effects with t tests on Satterthwaite's degrees of freedom, as lmerTest computes them (its
+        default): coef, std_err, df, t, P>|t| and the ``1 - alpha`` interval from t(df).
 
         With few groups the z tests of the coefficient table are too liberal; these account for the
         uncertainty of the variance components (REML fits are the usual choice, as in Stata).
