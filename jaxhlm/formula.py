@@ -41,8 +41,12 @@ class ModelSpec:
     fixed: str | FixedTerms  # formulaic right-hand side, or Stata factor-variable terms
     random: tuple[RandomTerm, ...]
     reml: bool = False
+    dfmethod: str | None = None  # "satterthwaite": t and F tests of the fixed effects on Satterthwaite's df
 
     def __post_init__(self) -> None:
+        if self.dfmethod not in (None, "satterthwaite"):
+            raise FormulaError(f"dfmethod {self.dfmethod!r} is not available; use None (large-sample z and chi2 "
+                               "tests) or 'satterthwaite'")
         if not self.random:
             raise FormulaError("the model has no random effects; add a random intercept for the grouping variable")
         groups = sorted({t.group for t in self.random})
@@ -153,7 +157,8 @@ def random_term(slopes: list[str], intercept: bool, group: str, kind: str) -> Ra
     return RandomTerm(tuple(slopes), intercept, group, kind)
 
 
-def parse_formula(formula: str, cov: str | None = None, reml: bool = False) -> ModelSpec:
+def parse_formula(formula: str, cov: str | None = None, reml: bool = False, dfmethod: str | None = None
+                  ) -> ModelSpec:
     """Parse ``response ~ fixed + (effects | group)``; ``cov`` overrides every random term's structure."""
     if not isinstance(formula, str) or formula.count("~") != 1:
         raise FormulaError(f"a formula needs exactly one '~' (response ~ predictors + (1 | group)); got {formula!r}")
@@ -165,4 +170,4 @@ def parse_formula(formula: str, cov: str | None = None, reml: bool = False) -> M
         raise FormulaError(
             f"no random-effects term in {formula!r}; add one such as (1 | group) for a random intercept"
         )
-    return ModelSpec(lhs, fixed or "1", tuple(_parse_random(b, cov) for b in bodies), reml)
+    return ModelSpec(lhs, fixed or "1", tuple(_parse_random(b, cov) for b in bodies), reml, dfmethod)

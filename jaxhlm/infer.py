@@ -166,8 +166,9 @@ def satterthwaite_df(L: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, sta
     parameterisation (g and A transform with the same Jacobian), and φ's information is the one the
     variance-component SEs already use.
     """
+    p = L.shape[1]  # the statistics may be padded to a shape bucket (exactly masked: the leading block is Cov(β̂))
     dC = np.asarray(tracecache.call(cov_beta_jacobian, {"blocks": blocks}, jnp.asarray(re.phi),
-                                    jnp.asarray(re.edge), stats))
+                                    jnp.asarray(re.edge), stats))[:p, :p]
     var = np.einsum("mi,ij,mj->m", L, cov_beta, L)
     g = np.einsum("mi,ijk,mj->mk", L, dC, L)
     return 2.0 * var**2 / np.einsum("mk,kl,ml->m", g, re.phi_cov, g)
@@ -181,6 +182,16 @@ class ChiTest:
     df: int
     pvalue: float
     chibar: bool = False
+
+
+@dataclass(frozen=True)
+class FTest:
+    """An F test on (df, ddf) degrees of freedom."""
+
+    statistic: float
+    df: int
+    ddf: float
+    pvalue: float
 
 
 def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray, alpha: float = 0.05, df: np.ndarray | None = None
@@ -213,8 +224,8 @@ def linear_hypothesis(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: 
 
 
 def satterthwaite_f(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray, re: RandomEffects,
-                    stats: GroupStats, blocks: cov.Structure) -> tuple[float, int, float, float]:
-    """(F, numerator df, denominator df, p) for Rβ = r: F is the Wald statistic over rank R, and the
+                    stats: GroupStats, blocks: cov.Structure) -> FTest:
+    """The F test of Rβ = r: F is the Wald statistic over rank R, and the
     denominator df combine Satterthwaite's df ν of each independent direction (Fai and Cornelius 1996, as
     lmerTest): E = Σ ν/(ν − 2), ddf = 2E/(E − q); one direction keeps its ν, equal ν their value, and any ν ≤ 2
     gives 2."""
@@ -229,16 +240,21 @@ def satterthwaite_f(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np
     else:
         E = float(np.sum(nu / (nu - 2)))
         ddf = 2 * E / (E - q)
-    return F, q, ddf, float(special.fdtrc(q, ddf, F))
+    return FTest(F, q, ddf, float(special.fdtrc(q, ddf, F)))
 
 
-def model_wald(beta: np.ndarray, cov_beta: np.ndarray, intercept_index: int | None) -> ChiTest:
-    """Joint test that every fixed effect but the intercept is zero (the header's Wald chi2)."""
+def model_wald(beta: np.ndarray, cov_beta: np.ndarray, intercept_index: int | None,
+               satterthwaite: tuple[RandomEffects, GroupStats, cov.Structure] | None = None) -> ChiTest | FTest:
+    """Joint test that every fixed effect but the intercept is zero (the header's Wald chi2), or its F test on
+    Satterthwaite's denominator df when ``satterthwaite`` gives what those are computed from."""
     idx = [i for i in range(len(beta)) if i != intercept_index]
     if not idx:
-        return ChiTest(float("nan"), 0, float("nan"))
+        nan = float("nan")
+        return ChiTest(nan, 0, nan) if satterthwaite is None else FTest(nan, 0, nan, nan)
     R = np.eye(len(beta))[idx]
-    return linear_hypothesis(R, np.zeros(len(idx)), beta, cov_beta)
+    if satterthwaite is None:
+        return linear_hypothesis(R, np.zeros(len(idx)), beta, cov_beta)
+    return satterthwaite_f(R, np.zeros(len(idx)), beta, cov_beta, *satterthwaite)
 
 
 def lr_vs_linear(deviance_linear: float, deviance: float, n_cov_params: int) -> ChiTest:

@@ -14,9 +14,10 @@ from . import tracecache
 from .design import Data, Design, build_design, fingerprint, used_columns
 from .estimate import Fit, fit_stats
 from .formula import ModelSpec, parse_formula
-from .infer import lr_vs_linear, model_wald, random_effects
+from .errors import JaxhlmError
+from .infer import lr_vs_linear, model_wald, random_effects, satterthwaite_df
 from .optimize import RESULTS
-from .results import Convergence, MixedResult
+from .results import SATTERTHWAITE_NEEDS, Convergence, MixedResult
 from .stats import GroupStats, bucket, device_stats
 
 
@@ -56,7 +57,8 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats:
     return device_stats(design.stats, bucket(design.n_groups, 8), bucket(len(design.fe_names)), packed)
 
 
-def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None) -> MixedResult:
+def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None
+        ) -> MixedResult:
     """Fit a two-level linear mixed model by ML (default) or REML.
 
     Args:
@@ -70,6 +72,9 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None) ->
       cov: covariance structure of every random term: ``"identity"``, ``"independent"``,
         ``"exchangeable"`` or ``"unstructured"`` (Stata's abbreviations accepted). Default: unstructured for
         ``|``, independent for ``||``.
+      dfmethod: ``"satterthwaite"``: t tests of the fixed effects (and F tests, in the header and in
+        :meth:`~jaxhlm.results.MixedResult.test`) on Satterthwaite's degrees of freedom, as lmerTest; default:
+        z and chi-squared tests.
 
     Example:
       >>> import jaxhlm
@@ -77,7 +82,7 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None) ->
       >>> round(r.llf, 3)
       -23320.502
     """
-    return fit_spec(parse_formula(formula, cov=cov, reml=reml), data)
+    return fit_spec(parse_formula(formula, cov=cov, reml=reml, dfmethod=dfmethod), data)
 
 
 def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
@@ -93,9 +98,15 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
                        float(sol.decrement), float(sol.min_eig))
     re = random_effects(f, stats, design.blocks, design.re_names, spec.reml)
     icpt = design.fe_names.index(design.constant) if design.constant else None
+    ddf, inputs = None, None
+    if spec.dfmethod:
+        if not np.all(np.isfinite(re.phi_cov)):
+            raise JaxhlmError(SATTERTHWAITE_NEEDS)
+        inputs = (re, stats, design.blocks)
+        ddf = satterthwaite_df(np.eye(p), f.cov_beta, *inputs)
     return MixedResult(
-        spec=spec, design=design, fit=f, random_effects=re,
-        wald=model_wald(f.beta, f.cov_beta, icpt),
+        spec=spec, design=design, fit=f, random_effects=re, ddf=ddf,
+        wald=model_wald(f.beta, f.cov_beta, icpt, inputs),
         lr_linear=lr_vs_linear(float(f.deviance_linear), float(f.deviance), cov.n_cov_params(design.blocks)),
         convergence=conv,
     )

@@ -64,9 +64,16 @@ def header(r: "MixedResult") -> list[str]:
         ("", f"{'min':>17} = {_fmt_int(sizes['min']):>10}"),
         ("", f"{'avg':>17} = {sizes['avg']:>10.1f}"),
         ("", f"{'max':>17} = {_fmt_int(sizes['max']):>10}"),
-        ("", _header_right(f"Wald chi2({r.wald.df})", _fixed(r.wald.statistic, 2))),
-        (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", _fixed(r.wald.pvalue, 4))),
     ]
+    if r.ddf is None:
+        rows += [("", _header_right(f"Wald chi2({r.wald.df})", _fixed(r.wald.statistic, 2))),
+                 (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", _fixed(r.wald.pvalue, 4)))]
+    else:  # Stata's dfmethod() header: the coefficients' degrees of freedom, and the model test as an F
+        df = r.ddf
+        rows += [("DF method: Satterthwaite", f"{'DF:':<14}min = {df.min():>10,.2f}"),
+                 ("", f"{'avg':>17} = {df.mean():>10,.2f}"), ("", f"{'max':>17} = {df.max():>10,.2f}"),
+                 ("", _header_right(f"F({r.wald.df},{r.wald.ddf:9.2f})", _fixed(r.wald.statistic, 2))),
+                 (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > F", _fixed(r.wald.pvalue, 4)))]
     return [f"{left:<48}{right}".rstrip() for left, right in rows]
 
 
@@ -115,7 +122,7 @@ def _coef_line(text: str, b: float, se: float, z: float, p: float, lo: float, hi
 def coefficient_table(r: "MixedResult") -> list[str]:
     rows = _coef_rows(r.design.coefs)
     w = _name_width([r.design.response, *(label for label, _ in rows)])
-    lines = _coef_head(r.design.response, w)
+    lines = _coef_head(r.design.response, w, stat="z" if r.ddf is None else "t")
     table = dict(zip(r.design.fe_names, r.coef_table))
     for label, c in rows:
         text = f"{_abbrev(label, w - 1):>{w - 1}} " if c is not None and c.group is not None else f"{_abbrev(label, w):>{w}}"

@@ -21,11 +21,15 @@ from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
 from .estimate import Fit
 from .formula import ModelSpec
-from .infer import (ChiTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis, satterthwaite_df,
-                    satterthwaite_f, sd_corr)
+from .infer import (ChiTest, FTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis,
+                    satterthwaite_df, satterthwaite_f, sd_corr)
 from .optimize import RESULTS, converged
 from .stats import GroupStats, device_stats
 
+SATTERTHWAITE_NEEDS = (
+    "Satterthwaite's degrees of freedom need the covariance of the variance-component estimates, which does "
+    "not exist at this fit's boundary optimum (a zero variance or a singular covariance matrix of the random "
+    "effects); simplify the random part, or use the large-sample tests (no dfmethod)")
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
                   "conservative.")
@@ -61,9 +65,10 @@ class MixedResult:
     design: Design
     fit: Fit
     random_effects: RandomEffects
-    wald: ChiTest
+    wald: ChiTest | FTest  # F on Satterthwaite's df when the model was fitted with dfmethod="satterthwaite"
     lr_linear: ChiTest
     convergence: Convergence
+    ddf: np.ndarray | None = None  # Satterthwaite's df of each fixed effect (dfmethod), else z tests
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -86,7 +91,7 @@ class MixedResult:
     # ---- fixed effects --------------------------------------------------------------------------
     @cached_property
     def coef_table(self) -> np.ndarray:
-        return coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
+        return coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), df=self.ddf)
 
     def _fixed_column(self, j: int, name: str) -> pd.Series:
         return pd.Series(self.coef_table[:, j], index=list(self.design.fe_names), name=name)
@@ -101,7 +106,7 @@ class MixedResult:
 
     @property
     def tvalues(self) -> pd.Series:
-        """z statistics of the fixed effects."""
+        """z statistics of the fixed effects (t statistics, with :attr:`ddf`, for a ``dfmethod`` fit)."""
         return self._fixed_column(2, "z")
 
     @property
@@ -127,15 +132,17 @@ class MixedResult:
                          index=list(self.design.fe_names) + list(re.labels), name="se")
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Wald intervals: symmetric for fixed effects and covariances, log-scale for variances (Stata's)."""
+        """Wald intervals: symmetric for fixed effects (on t(df) for a ``dfmethod`` fit) and covariances,
+        log-scale for variances (Stata's)."""
         z = float(special.ndtri(1 - alpha / 2))
-        b, se = self.params.to_numpy(), self.bse.to_numpy()
-        is_var = np.concatenate([np.zeros(len(self.design.fe_names), bool),
-                                 cov.variance_mask(self.design.blocks), [True]])
+        fixed = coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), alpha, self.ddf)
+        re = self.random_effects
+        is_var = np.append(cov.variance_mask(self.design.blocks), True)
         with np.errstate(divide="ignore", invalid="ignore"):
-            lo = np.where(is_var, b * np.exp(-z * se / b), b - z * se)
-            hi = np.where(is_var, b * np.exp(z * se / b), b + z * se)
-        return pd.DataFrame({"lower": lo, "upper": hi}, index=self.params.index)
+            lo = np.where(is_var, re.estimate * np.exp(-z * re.se / re.estimate), re.estimate - z * re.se)
+            hi = np.where(is_var, re.estimate * np.exp(z * re.se / re.estimate), re.estimate + z * re.se)
+        return pd.DataFrame({"lower": np.concatenate([fixed[:, 4], lo]),
+                             "upper": np.concatenate([fixed[:, 5], hi])}, index=self.params.index)
 
     # ---- variance components --------------------------------------------------------------------
     @property
@@ -323,9 +330,10 @@ class MixedResult:
         may be written ``[eq]name`` or ``_b[name]`` as in Stata, and ``_cons`` names the constant.
         ``accumulate`` stacks these rows under a previous test's rows, as Stata's ``test …, accumulate``.
         ``dfmethod="satterthwaite"``: an F test with Satterthwaite's denominator degrees of freedom (lmerTest's
-        ``contest``) instead of the chi-squared test.
+        ``contest``) instead of the chi-squared test; by default, the fit's own ``dfmethod``.
         """
         _check_dfmethod(dfmethod)
+        dfmethod = dfmethod or self.spec.dfmethod
         if isinstance(constraints, str):
             constraints = [constraints]
         rows = [] if accumulate is None else list(accumulate.rows)
@@ -337,7 +345,8 @@ class MixedResult:
             res = linear_hypothesis(R, q, beta, cov_beta)
             stat, df, ddf, p = res.statistic, res.df, math.inf, res.pvalue
         else:
-            stat, df, ddf, p = satterthwaite_f(R, q, beta, cov_beta, *self._satterthwaite_inputs())
+            f = satterthwaite_f(R, q, beta, cov_beta, *self._satterthwaite_inputs())
+            stat, df, ddf, p = f.statistic, f.df, f.ddf, f.pvalue
         return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf)
 
     def satterthwaite(self, alpha: float = 0.05) -> pd.DataFrame:
@@ -350,7 +359,9 @@ class MixedResult:
         _check_alpha(alpha)
         p = len(self.design.fe_names)
         cov_beta = np.asarray(self.fit.cov_beta)
-        df = satterthwaite_df(np.eye(p), cov_beta, *self._satterthwaite_inputs())
+        df = self.ddf
+        if df is None:
+            df = satterthwaite_df(np.eye(p), cov_beta, *self._satterthwaite_inputs())
         t = coefficient_table(np.asarray(self.fit.beta), cov_beta, alpha, df)
         return pd.DataFrame({"coef": t[:, 0], "std_err": t[:, 1], "df": df, "t": t[:, 2], "P>|t|": t[:, 3],
                              "ci_lower": t[:, 4], "ci_upper": t[:, 5]}, index=list(self.design.fe_names))
@@ -358,10 +369,7 @@ class MixedResult:
     def _satterthwaite_inputs(self) -> tuple[RandomEffects, GroupStats, cov.Structure]:
         """What Satterthwaite's degrees of freedom are computed from, once they are known to exist."""
         if not np.all(np.isfinite(self.random_effects.phi_cov)):
-            raise JaxhlmError(
-                "Satterthwaite's degrees of freedom need the covariance of the variance-component estimates, "
-                "which does not exist at this fit's boundary optimum (a zero variance or a singular covariance "
-                "matrix of the random effects); simplify the random part, or use the z tests")
+            raise JaxhlmError(SATTERTHWAITE_NEEDS)
         d = self.design
         return self.random_effects, device_stats(d.stats, d.n_groups, len(d.fe_names)), d.blocks
 
@@ -369,9 +377,10 @@ class MixedResult:
         """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
         interval, e.g. ``"ses + 1.sector#c.ses"`` (the ses slope in sector 1). Terms as in :meth:`test`.
         ``dfmethod="satterthwaite"``: a t test on Satterthwaite's degrees of freedom instead (see
-        :meth:`satterthwaite`)."""
+        :meth:`satterthwaite`); by default, the fit's own ``dfmethod``."""
         _check_alpha(alpha)
         _check_dfmethod(dfmethod)
+        dfmethod = dfmethod or self.spec.dfmethod
         if "=" in expr:
             raise JaxhlmError(f"lincom {expr!r}: give an expression, not an equation (test compares with '=')")
         row, const = _linear(expr, self.design, expr)

@@ -234,14 +234,14 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if len(equations) < 2:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
-    reml = False
+    settings: dict = {"reml": False, "dfmethod": None}
     fixed_text, _, fixed_opts = equations[0].partition(",")
     constant = True
     for name, arg in options(fixed_opts):
         if abbreviates(name, *_NOCONS) and arg is None:
             constant = False
         else:
-            reml = _global_option(name, arg, reml)
+            _global_option(name, arg, settings)
     words = fixed_text.split(None, 1)
     if not words:
         raise FormulaError("mixed needs a dependent variable: mixed depvar [indepvars] || group: [varlist]")
@@ -266,7 +266,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
             elif abbreviates(name, *_NOCONS) and arg is None:
                 intercept = False
             else:
-                reml = _global_option(name, arg, reml)
+                _global_option(name, arg, settings)
         if any(k in ("op", "f", "ff", "open") for k, _ in _tokens(varlist)):
             raise FormulaError(f"factor-variable notation is not allowed in the random part ({varlist.strip()}); "
                                "create the variables first (tabulate x, generate(x_))")
@@ -274,17 +274,27 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
         if not slopes and not intercept:
             raise FormulaError(f"random-effects equation {eq.strip()!r} has no effects")
         random.append(random_term(slopes, intercept, group, kind))
-    return ModelSpec(response, fixed, tuple(random), reml)
+    if settings["dfmethod"] and not settings["reml"]:
+        raise FormulaError("dfmethod(satterthwaite) requires REML estimation, as in Stata: add the reml option")
+    return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"])
 
 
-def _global_option(name: str, arg: str | None, reml: bool) -> bool:
-    """Apply an estimation option; returns whether the fit is REML."""
+def _global_option(name: str, arg: str | None, settings: dict) -> None:
+    """Apply an estimation option to ``settings`` (``reml``, ``dfmethod``)."""
+    if arg is not None and abbreviates(name, "dfmethod", 3):
+        if not abbreviates(arg.strip().lower(), "satterthwaite", 4):
+            raise FormulaError(f"dfmethod({arg}) is not available; jaxhlm computes dfmethod(satterthwaite)")
+        settings["dfmethod"] = "satterthwaite"
+        return
     for key, (full, shortest) in _GLOBAL.items():
         if arg is None and abbreviates(name, full, shortest):
-            return True if key == "reml" else False if key == "mle" else reml
+            if key in ("reml", "mle"):
+                settings["reml"] = key == "reml"
+            return
     shown = name + (f"({arg})" if arg is not None else "")
-    raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, nolog, and per equation "
-                       "covariance(identity|independent|exchangeable|unstructured) and noconstant")
+    raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite), "
+                       "nolog, and per equation covariance(identity|independent|exchangeable|unstructured) and "
+                       "noconstant")
 
 
 def mixed(command: str, data: Data) -> MixedResult:

@@ -9,8 +9,8 @@ on lme4 1.1-31). lmerTest differentiates numerically, so its degrees of freedom 
 relative (on balanced data, where the exact values are integers, it gives 17.0000028 and 25.0000135); the tests
 ask for 5e-6. jaxhlm's derivatives are exact (autodiff) and give those integers to 1e-8.
 
-ICC and standard-deviation reference values: tests/fixtures/icc_reference.json, written by tests/fixtures/icc_reference.R
-(``Rscript tests/fixtures/icc_reference.R``; lme4 1.1-31 and numDeriv). The script writes the (restricted) log
+ICC and standard-deviation reference values: tests/fixtures/icc_reference.json, written by
+tests/fixtures/icc_reference.R (``Rscript tests/fixtures/icc_reference.R``; lme4 1.1-31 and numDeriv). The script writes the (restricted) log
 likelihood out in R with dense per-group matrices, polishes lme4's optimum with Newton steps, inverts the
 numerical Hessian in the reported parameters and applies the delta method and the logit-scale interval, so no
 jaxhlm code is involved. On this machine jaxhlm agrees to about 1e-8 relative; the tests ask for 1e-6, the
@@ -33,8 +33,9 @@ from jaxhlm import covariance as cov
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFS = json.loads((FIXTURES / "icc_reference.json").read_text())["fits"]
+CONDITIONAL = "Conditional intraclass correlation"
 KIND = {"hsb_empty": "Intraclass correlation", "hsb_covariates": "Residual intraclass correlation",
-        "sleep_slope": "Conditional intraclass correlation", "sleep_independent": "Conditional intraclass correlation"}
+        "sleep_slope": CONDITIONAL, "sleep_independent": CONDITIONAL}
 CONDITIONAL_NOTE = "Note: ICC is conditional on zero values of random-effects covariates."
 
 
@@ -138,7 +139,8 @@ def test_zero_intercept_variance_gives_zero_icc_without_a_standard_error():
     assert r.singular and r.cov_re.iloc[0, 0] == 0
     icc = r.icc()
     assert icc.icc == 0 and math.isnan(icc.se) and math.isnan(icc.ci_lower) and math.isnan(icc.ci_upper)
-    assert "                           g |          0          .             .           ." in str(icc).splitlines()
+    row = "                           g |          0          .             .           ."
+    assert row in str(icc).splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +281,42 @@ def test_estat_sd_holds_a_boundary_correlation():
     assert corr["estimate"] == pytest.approx(1.0, abs=1e-6)
     assert np.isnan(corr[["std_err", "ci_lower", "ci_upper"]].to_numpy(float)).all()
     assert np.isfinite(m1.varcorr().loc["sd(ses)"].to_numpy(float)).all()
+
+
+def test_dfmethod_satterthwaite_fit_reports_t_and_f_tests():
+    # lmerTest's values for this model (satterthwaite_reference.json, hsb_covariates): df 155.11, 6843.11, 148.01,
+    # 6719.70 (average 3466.48), and F = 205.04 on (3, 422.65) for all coefficients but the intercept.
+    log = jaxhlm.run_do("mixed mathach c.ses##c.sector || id:, reml dfmethod(satterthwaite)\nlincom ses")
+    lines = log.splitlines()
+    assert lines[8:13] == [
+        "DF method: Satterthwaite                        DF:           min =     148.01",
+        "                                                              avg =   3,466.48",
+        "                                                              max =   6,843.11",
+        "                                                F(3,   422.65)    =     205.04",
+        "Log restricted-likelihood = -23287.082          Prob > F          =     0.0000",
+    ]
+    assert "       mathach | Coefficient  Std. err.      t    P>|t|     [95% conf. interval]" in lines
+    assert "Note: t test on 6843.11 degrees of freedom (Satterthwaite)." in lines
+
+    ref = next(f for f in SATTERTHWAITE if f["name"] == "hsb_covariates")
+    r = jaxhlm.fit(ref["formula"], _data("hsb"), reml=True, dfmethod="satterthwaite")
+    assert r.ddf == pytest.approx(ref["df"], rel=5e-6)
+    t = r.tvalues.to_numpy()
+    assert r.pvalues.to_numpy() == pytest.approx(2 * special.stdtr(r.ddf, -np.abs(t)), rel=1e-12)
+    half = (r.conf_int().iloc[:4]["upper"] - r.fe_params).to_numpy()
+    assert half == pytest.approx(special.stdtrit(r.ddf, 0.975) * r.bse_fe, rel=1e-12)
+    assert r.wald.ddf == pytest.approx(ref["joint_dendf"], rel=5e-6)
+    assert r.wald.statistic == pytest.approx(ref["joint_F"], rel=1e-6)
+    # test() and lincom() follow the fit's dfmethod.
+    assert math.isfinite(r.test("sector").ddf) and math.isfinite(r.lincom("sector").df)
+    assert r.satterthwaite()["df"].to_numpy() == pytest.approx(r.ddf, rel=1e-12)
+
+
+def test_dfmethod_needs_the_variance_components_information():
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"g": np.repeat(np.arange(30), 5), "x": rng.normal(size=150)})
+    df["y"] = df["x"] + rng.normal(size=150)
+    with pytest.raises(jaxhlm.JaxhlmError, match="use the large-sample tests"):
+        jaxhlm.fit("y ~ x + (1 | g)", df, dfmethod="satterthwaite")
+    with pytest.raises(jaxhlm.FormulaError, match="dfmethod 'kr' is not available"):
+        jaxhlm.fit("y ~ x + (1 | g)", df, dfmethod="kr")

@@ -63,6 +63,8 @@ def test_random_part_and_options():
     assert parse_mixed("mathach ses || id: ses female", COLUMNS.names).random[0].kind == "independent"  # default
     spec = parse_mixed("mathach ses, noconstant || id: || id: ses, noc cov(un) mle", COLUMNS.names)
     assert not spec.fixed.constant and [t.names for t in spec.random] == [("_cons",), ("ses",)]
+    assert parse_mixed("mathach ses || id:, reml dfm(satt)", COLUMNS.names).dfmethod == "satterthwaite"
+    assert parse_mixed("mathach ses || id:, reml", COLUMNS.names).dfmethod is None
 
 
 @pytest.mark.parametrize(
@@ -73,6 +75,8 @@ def test_random_part_and_options():
         ("mathach ses || id: i.sector", ["factor-variable notation is not allowed in the random part"]),
         ("mathach ses || id:, cov(banded)", ["covariance(banded) is not a covariance structure"]),
         ("mathach ses || id:, vce(robust)", ["option vce(robust) not allowed"]),
+        ("mathach ses || id:, dfmethod(satterthwaite)", ["dfmethod(satterthwaite) requires REML", "reml"]),
+        ("mathach ses || id:, reml dfm(kroger)", ["dfmethod(kroger) is not available"]),
         ("mathach ses || _all: ses", ["crossed random effects"]),
         ("mathach ses || id: || sector:", ["several grouping variables"]),
         ("i.mathach ses || id:", ["dependent variable i.mathach must be a plain variable name"]),
