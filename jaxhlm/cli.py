@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--chunksize", type=int, help=chunk_help)
     f.add_argument("--reml", action="store_true", help="fit by restricted maximum likelihood")
     f.add_argument("--cov", help="covariance structure: identity, independent, exchangeable, unstructured")
+    f.add_argument("--dfmethod", choices=["satterthwaite"],
+                   help="t and F tests on Satterthwaite's degrees of freedom instead of z and chi2 tests")
     f.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     m = sub.add_parser("mixed", help="fit a model written in Stata's mixed syntax")
     m.add_argument("model", help="e.g. 'mathach c.ses##i.sector || id: ses, cov(unstr)'")
@@ -93,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise JaxhlmError(f"--top must be a positive number of groups, got {args.top}")
             print(influence_text(model(args.model).influence(exact=args.exact), top=args.top))
             return 0
-        result = (fit(args.formula, data, reml=args.reml, cov=args.cov) if args.command == "fit"
-                  else mixed(args.model, data))
+        result = (fit(args.formula, data, reml=args.reml, cov=args.cov, dfmethod=args.dfmethod)
+                  if args.command == "fit" else mixed(args.model, data))
     except JaxhlmError as exc:
         print(f"jaxhlm: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -415,13 +415,17 @@ class MixedResult:
 
     def to_dict(self) -> dict:
         """The JSON document of ``jaxhlm fit --json``."""
+        fixed = {n: {"coef": float(b), "se": float(se)}
+                 for n, b, se in zip(self.design.fe_names, self.coef_table[:, 0], self.coef_table[:, 1])}
+        if self.ddf is not None:  # Satterthwaite's degrees of freedom
+            for n, df in zip(self.design.fe_names, self.ddf):
+                fixed[n]["df"] = float(df)
         nan_none = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
         re = self.random_effects
         return {
             "llf": self.llf, "nobs": self.nobs, "ngroups": self.ngroups, "converged": self.converged,
             "singular": self.singular, "reml": self.reml,
-            "fixed": {n: {"coef": float(b), "se": float(s)}
-                      for n, b, s in zip(self.design.fe_names, self.coef_table[:, 0], self.coef_table[:, 1])},
+            "fixed": fixed,
             "random": {lab: {"estimate": float(e), "se": nan_none(s)}
                        for lab, e, s in zip(re.labels, re.estimate, re.se)},
             "aic": self.aic, "bic": self.bic,

@@ -168,6 +168,10 @@ def test_cli_json_and_report(capsys):
     assert doc["fixed"]["ses"]["se"] == pytest.approx(r.bse_fe["ses"], rel=1e-12)
     code, out, _ = _cli(["fit", "mathach ~ ses + (1 | id)", "--reml"], capsys)
     assert code == 0 and "Mixed-effects REML regression" in out and "Log restricted-likelihood" in out
+    code, out, _ = _cli(["fit", "mathach ~ ses + (1 | id)", "--reml", "--dfmethod", "satterthwaite", "--json"], capsys)
+    doc = json.loads(out)
+    r = jaxhlm.fit("mathach ~ ses + (1 | id)", jaxhlm.datasets.hsb(), reml=True, dfmethod="satterthwaite")
+    assert code == 0 and [v["df"] for v in doc["fixed"].values()] == pytest.approx(list(r.ddf), rel=1e-12)
 
 
 def test_cli_json_null_se_for_failed_fit(capsys):
