@@ -1,13 +1,16 @@
 """Inference at the optimum, by the conventions of Stata's ``mixed`` (ML and REML).
 
 * Fixed effects: SE from (XᵀV⁻¹X)⁻¹ with the variance parameters held fixed (not the inverse full Hessian,
-  which inflates them), z = b/SE, normal p-values and CIs.
+  which inflates them), z = b/SE, normal p-values and CIs; or t and F tests on Satterthwaite's degrees of
+  freedom (lmerTest's computation, with exact derivatives of (XᵀV⁻¹X)⁻¹ in φ).
 * Variance components: V_φ = inverse observed information of the β-profiled log likelihood in
   φ = (ln sd, atanh r, ln σ); SEs by the delta method; CIs for variances on the log scale
   (est·exp(∓z·SE/est)) and for covariances symmetric (est ∓ z·SE).
 * Where the optimum is singular the information of φ does not exist: a correlation at ±1 in a 2×2 block is
   held fixed at the boundary (the other SEs are conditional on it), any other singular Σ (a zero variance,
   a rank-deficient 3×3 Σ with interior correlations) leaves the SEs missing with a warning.
+* Derived quantities by the delta method from V_φ: the intraclass correlation (``estat icc``, interval on the
+  logit scale) and the standard deviations and correlations (``estat sd``, intervals in φ).
 """
 
 from __future__ import annotations

@@ -54,9 +54,11 @@ class Convergence:
 class MixedResult:
     """A fitted two-level linear mixed model.
 
-    Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests), ``cov_params()``.
+    Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests; t tests on ``ddf`` for a
+    ``dfmethod="satterthwaite"`` fit), ``cov_params()``.
     All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
     ``conf_int()``. Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
+    Postestimation: ``ic()``, ``icc()``, ``varcorr()``, ``test()``, ``lincom()``, ``satterthwaite()``.
     Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``,
     ``predict(data, random)`` (new data too), ``influence()`` (DFBETA, DFBETAS, Cook's distance per group).
     """
