@@ -34,8 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--chunksize", type=int, help=chunk_help)
     f.add_argument("--reml", action="store_true", help="fit by restricted maximum likelihood")
     f.add_argument("--cov", help="covariance structure: identity, independent, exchangeable, unstructured")
-    f.add_argument("--dfmethod", choices=["satterthwaite"],
-                   help="t and F tests on Satterthwaite's degrees of freedom instead of z and chi2 tests")
+    f.add_argument("--dfmethod", choices=["satterthwaite", "kroger"],
+                   help="t and F tests on Satterthwaite's or Kenward and Roger's degrees of freedom (kroger: with "
+                        "--reml) instead of z and chi2 tests")
     f.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     m = sub.add_parser("mixed", help="fit a model written in Stata's mixed syntax")
     m.add_argument("model", help="e.g. 'mathach c.ses##i.sector || id: ses, cov(unstr)'")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -118,6 +118,21 @@ class Block:
                 t = np.zeros((q, q))
                 t[o[i], o[j]] = 1.0
                 out.append(t)
+        return np.stack(out)
+
+    def covariance_templates(self) -> np.ndarray:
+        """E with Σ = Σ_k γ_k E_k, γ the reported estimates (:meth:`pick`): every structure here is linear in
+        them, the parameterisation in which Kenward and Roger's adjustment needs no second-derivative term."""
+        q = self.q
+        if self.kind == "identity":
+            return np.eye(q)[None]
+        if self.kind == "exchangeable":
+            return np.stack([np.eye(q), np.ones((q, q)) - np.eye(q)])
+        out = []
+        for i, j in zip(*self.entries):
+            e = np.zeros((q, q))
+            e[i, j] = e[j, i] = 1.0
+            out.append(e)
         return np.stack(out)
 
     def lower(self) -> np.ndarray:
@@ -238,17 +253,27 @@ def q_total(blocks: Structure) -> int:
     return sum(b.q for b in blocks)
 
 
-def templates(blocks: Structure) -> np.ndarray:
-    """All θ templates of a structure, each embedded in the full q×q block-diagonal Λ."""
+def _embedded(blocks: Structure, per_block: Callable[[Block], np.ndarray]) -> np.ndarray:
+    """Each block's (k, q_b, q_b) templates, embedded in the full q×q block-diagonal matrix."""
     q = q_total(blocks)
     out, at = [], 0
     for b in blocks:
-        for t in b.templates():
+        for t in per_block(b):
             full = np.zeros((q, q))
             full[at:at + b.q, at:at + b.q] = t
             out.append(full)
         at += b.q
     return np.stack(out)
+
+
+def templates(blocks: Structure) -> np.ndarray:
+    """All θ templates of a structure (Λ = Σ θ_k T_k)."""
+    return _embedded(blocks, Block.templates)
+
+
+def covariance_templates(blocks: Structure) -> np.ndarray:
+    """All Σ templates of a structure (Σ = Σ γ_k E_k, γ the reported estimates; :meth:`Block.covariance_templates`)."""
+    return _embedded(blocks, Block.covariance_templates)
 
 
 def theta_from_cov(blocks: Structure, rel: Array) -> Array:

@@ -154,6 +154,34 @@ def cov_beta_jacobian(phi: Array, edge: Array, stats: GroupStats, blocks: cov.St
     return jax.jacfwd(cov_beta)(phi)
 
 
+class KRParts(NamedTuple):
+    """Derivatives in γ (the reported variances and covariances, then σ²) that Kenward and Roger's adjustment
+    is built from; V = Σ_k γ_k G_k is linear in γ."""
+
+    dM: Array  # (p, p, k): ∂(XᵀV⁻¹X)/∂γ_k = −XᵀV⁻¹G_kV⁻¹X
+    d2M: Array  # (p, p, k, k): ∂²(XᵀV⁻¹X)/∂γ_k∂γ_l = XᵀV⁻¹(G_kV⁻¹G_l + G_lV⁻¹G_k)V⁻¹X
+    d2logdet: Array  # (k, k): ∂² log|V|/∂γ_k∂γ_l = −tr(V⁻¹G_kV⁻¹G_l)
+
+
+@partial(jax.jit, static_argnames="blocks")
+def kenward_roger_parts(gamma: Array, stats: GroupStats, blocks: cov.Structure) -> KRParts:
+    """:class:`KRParts` at γ, by automatic differentiation of XᵀV⁻¹X and log|V| written in the sufficient
+    statistics: the N×N matrices V⁻¹G_kV⁻¹ of the textbook formulas are never formed. Needs Σ(γ) positive
+    definite (an interior optimum)."""
+    E = jnp.asarray(cov.covariance_templates(blocks))
+
+    def parts(g: Array) -> tuple[Array, Array]:
+        s2 = g[-1]
+        f = factorize(jnp.linalg.cholesky(jnp.tensordot(g[:-1], E, axes=1) / s2), stats)
+        return f.RX @ f.RX.T / s2, stats.n * jnp.log(s2) + f.logdet_L
+
+    def M(g: Array) -> Array:
+        return parts(g)[0]
+
+    return KRParts(jax.jacfwd(M)(gamma), jax.jacfwd(jax.jacfwd(M))(gamma),
+                   jax.hessian(lambda g: parts(g)[1])(gamma))
+
+
 def phi_at(theta: np.ndarray, sigma2: float, blocks: cov.Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Σ, φ, edge) at θ̂: the random-effects covariance and its Stata-metric coordinates."""
     Lam = np.tensordot(theta, cov.templates(blocks), axes=1)

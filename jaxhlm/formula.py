@@ -33,6 +33,11 @@ class RandomTerm:
         return self.slopes + ((CONSTANT,) if self.intercept else ())
 
 
+#: Small-sample degrees of freedom for tests of the fixed effects (Stata's ``dfmethod()`` names).
+DFMETHODS = ("satterthwaite", "kroger")
+DFMETHOD_NAMES = {"satterthwaite": "Satterthwaite", "kroger": "Kenward-Roger"}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A parsed model: what every front end (formula, Stata syntax, CLI) produces."""
@@ -41,12 +46,15 @@ class ModelSpec:
     fixed: str | FixedTerms  # formulaic right-hand side, or Stata factor-variable terms
     random: tuple[RandomTerm, ...]
     reml: bool = False
-    dfmethod: str | None = None  # "satterthwaite": t and F tests of the fixed effects on Satterthwaite's df
+    dfmethod: str | None = None  # one of DFMETHODS: t and F tests of the fixed effects on small-sample df
 
     def __post_init__(self) -> None:
-        if self.dfmethod not in (None, "satterthwaite"):
+        if self.dfmethod not in (None, *DFMETHODS):
             raise FormulaError(f"dfmethod {self.dfmethod!r} is not available; use None (large-sample z and chi2 "
-                               "tests) or 'satterthwaite'")
+                               "tests), 'satterthwaite' or 'kroger' (Kenward-Roger)")
+        if self.dfmethod == "kroger" and not self.reml:
+            raise FormulaError("Kenward and Roger's method needs REML estimation, as in Stata and pbkrtest: fit "
+                               "with reml=True")
         if not self.random:
             raise FormulaError("the model has no random effects; add a random intercept for the grouping variable")
         groups = sorted({t.group for t in self.random})

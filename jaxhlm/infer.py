@@ -24,7 +24,8 @@ from scipy import special
 
 from . import covariance as cov
 from . import tracecache
-from .estimate import Fit, cov_beta_jacobian, phi_at, re_information
+from .errors import JaxhlmError
+from .estimate import Fit, cov_beta_jacobian, kenward_roger_parts, phi_at, re_information
 from .stats import GroupStats
 
 Z975 = float(special.ndtri(0.975))
@@ -178,6 +179,119 @@ def satterthwaite_df(L: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, sta
 
 
 @dataclass(frozen=True)
+class KenwardRoger:
+    """Kenward and Roger's small-sample adjustment (REML): the adjusted covariance of β̂ and what their degrees
+    of freedom are computed from (pbkrtest's ``vcovAdj`` and its attributes P and W)."""
+
+    cov_beta: np.ndarray  # Φ_A = Φ + 2Φ{Σ_kl W_kl (Q_kl − P_k Φ P_l)}Φ
+    P: np.ndarray  # (k, p, p): P_k = ∂(XᵀV⁻¹X)/∂γ_k
+    W: np.ndarray  # (k, k): twice the inverse expected information of γ
+
+
+def kenward_roger(re: RandomEffects, cov_beta: np.ndarray, stats: GroupStats, blocks: cov.Structure
+                  ) -> KenwardRoger:
+    """The adjustment at the REML optimum, in γ = (the reported variances and covariances, σ²), in which V is
+    linear (Kenward and Roger 1997; computed as pbkrtest computes it). Q_kl + Q_lk is ∂²(XᵀV⁻¹X)/∂γ_k∂γ_l and
+    tr(V⁻¹G_kV⁻¹G_l) is −∂² log|V|/∂γ_k∂γ_l, so all of it comes from autodiff of the sufficient statistics."""
+    p = cov_beta.shape[0]  # the statistics may be padded to a shape bucket (exactly masked)
+    parts = tracecache.call(kenward_roger_parts, {"blocks": blocks}, jnp.asarray(re.estimate), stats)
+    dM, d2M = np.asarray(parts.dM)[:p, :p], np.asarray(parts.d2M)[:p, :p]
+    P = np.moveaxis(dM, 2, 0)
+    Phi = cov_beta
+    PPhi = P @ Phi  # (k, p, p)
+    # Expected information (×2): tr(V⁻¹G_kV⁻¹G_l) − 2 tr(ΦQ_kl) + tr(ΦP_kΦP_l).
+    IE2 = (-np.asarray(parts.d2logdet) - np.einsum("ij,jikl->kl", Phi, d2M)
+           + np.einsum("kij,lji->kl", PPhi, PPhi))
+    W = 2.0 * np.linalg.inv(IE2)
+    U = np.einsum("kl,ijkl->ij", W, 0.5 * d2M) - np.einsum("kl,kij,ljm->im", W, PPhi, P)
+    return KenwardRoger(Phi + 2.0 * Phi @ U @ Phi, P, W)
+
+
+def _kenward_roger_df(L: np.ndarray, cov_beta: np.ndarray, kr: KenwardRoger) -> tuple[float, float]:
+    """(denominator df, F scaling) of the F test of the full-rank rows L (pbkrtest's ``.KR_adjust``)."""
+    q = L.shape[0]
+    Theta = L.T @ np.linalg.solve(L @ cov_beta @ L.T, L)
+    u = Theta @ cov_beta @ kr.P @ cov_beta  # (k, p, p)
+    tr = np.trace(u, axis1=1, axis2=2)
+    A1 = float(tr @ kr.W @ tr)
+    A2 = float(np.einsum("kl,kij,lji->", kr.W, u, u))
+    B = (A1 + 6 * A2) / (2 * q)
+    g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+    d = 3 * q + 2 * (1 - g)
+    c1, c2, c3 = g / d, (q - g) / d, (q + 2 - g) / d
+    rho = ((1 - A2 / q) / (1 - c2 * B)) ** 2 * (1 + c1 * B) / (q * (1 - c3 * B))
+    ddf = 4 + (q + 2) / (q * rho - 1)
+    scale = 1.0 if abs(ddf - 2) < 0.01 else ddf * (1 - A2 / q) / (ddf - 2)
+    return ddf, scale
+
+
+def kenward_roger_df(L: np.ndarray, cov_beta: np.ndarray, kr: KenwardRoger) -> np.ndarray:
+    """Kenward and Roger's degrees of freedom of each row of ``L`` as a t test (lmerTest's, via pbkrtest's
+    ``Lb_ddf``); the t statistics use the adjusted covariance :attr:`KenwardRoger.cov_beta`."""
+    return np.array([_kenward_roger_df(row[None], cov_beta, kr)[0] for row in L])
+
+
+def kenward_roger_f(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray, kr: KenwardRoger
+                    ) -> FTest:
+    """Kenward and Roger's F test of Rβ = r (pbkrtest's ``KRmodcomp``): the Wald statistic in the adjusted
+    covariance over rank R, scaled, on their denominator df. Dependent rows of R are dropped first."""
+    U, _, _ = _principal(R, r, beta, cov_beta)
+    L, rhs = U.T @ R, U.T @ r
+    ddf, scale = _kenward_roger_df(L, cov_beta, kr)
+    diff = L @ beta - rhs
+    q = L.shape[0]
+    F = scale * float(diff @ np.linalg.solve(L @ kr.cov_beta @ L.T, diff)) / q
+    return FTest(F, q, ddf, float(special.fdtrc(q, ddf, F)))
+
+
+SMALL_SAMPLE_NEEDS = (
+    "small-sample degrees of freedom need the covariance of the variance-component estimates, which does not "
+    "exist at this fit's boundary optimum (a zero variance or a singular covariance matrix of the random "
+    "effects); simplify the random part, or use the large-sample tests (no dfmethod)")
+
+
+@dataclass(frozen=True)
+class SmallSample:
+    """t and F tests of the fixed effects on small-sample degrees of freedom, by one method, at one fit:
+    ``"satterthwaite"`` (lmerTest's computation; covariance (XᵀV⁻¹X)⁻¹) or ``"kroger"`` (Kenward and Roger:
+    their adjusted covariance and degrees of freedom; REML)."""
+
+    method: str
+    beta: np.ndarray
+    cov_beta: np.ndarray  # (XᵀV⁻¹X)⁻¹
+    re: RandomEffects
+    stats: GroupStats
+    blocks: cov.Structure
+    kr: KenwardRoger | None = None
+
+    @property
+    def vcov(self) -> np.ndarray:
+        """The covariance of β̂ the tests use."""
+        return self.cov_beta if self.kr is None else self.kr.cov_beta
+
+    def df(self, L: np.ndarray) -> np.ndarray:
+        """Degrees of freedom of the t test of each row of ``L``."""
+        if self.kr is None:
+            return satterthwaite_df(L, self.cov_beta, self.re, self.stats, self.blocks)
+        return kenward_roger_df(L, self.cov_beta, self.kr)
+
+    def f_test(self, R: np.ndarray, r: np.ndarray) -> FTest:
+        if self.kr is None:
+            return satterthwaite_f(R, r, self.beta, self.cov_beta, self.re, self.stats, self.blocks)
+        return kenward_roger_f(R, r, self.beta, self.cov_beta, self.kr)
+
+
+def small_sample(method: str, beta: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, stats: GroupStats,
+                 blocks: cov.Structure) -> SmallSample:
+    """:class:`SmallSample` for ``method`` (one of ``formula.DFMETHODS``); refuses a boundary optimum, where the
+    variance components have no information matrix."""
+    if not np.all(np.isfinite(re.phi_cov)):
+        raise JaxhlmError(SMALL_SAMPLE_NEEDS)
+    kr = kenward_roger(re, cov_beta, stats, blocks) if method == "kroger" else None
+    return SmallSample(method, beta, cov_beta, re, stats, blocks, kr)
+
+
+@dataclass(frozen=True)
 class ChiTest:
     """A chi-squared test: statistic, degrees of freedom, p-value (and whether it is Stata's chibar2(01))."""
 
@@ -247,17 +361,17 @@ def satterthwaite_f(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np
 
 
 def model_wald(beta: np.ndarray, cov_beta: np.ndarray, intercept_index: int | None,
-               satterthwaite: tuple[RandomEffects, GroupStats, cov.Structure] | None = None) -> ChiTest | FTest:
+               small: "SmallSample | None" = None) -> ChiTest | FTest:
     """Joint test that every fixed effect but the intercept is zero (the header's Wald chi2), or its F test on
-    Satterthwaite's denominator df when ``satterthwaite`` gives what those are computed from."""
+    small-sample degrees of freedom."""
     idx = [i for i in range(len(beta)) if i != intercept_index]
     if not idx:
         nan = float("nan")
-        return ChiTest(nan, 0, nan) if satterthwaite is None else FTest(nan, 0, nan, nan)
+        return ChiTest(nan, 0, nan) if small is None else FTest(nan, 0, nan, nan)
     R = np.eye(len(beta))[idx]
-    if satterthwaite is None:
+    if small is None:
         return linear_hypothesis(R, np.zeros(len(idx)), beta, cov_beta)
-    return satterthwaite_f(R, np.zeros(len(idx)), beta, cov_beta, *satterthwaite)
+    return small.f_test(R, np.zeros(len(idx)))
 
 
 def lr_vs_linear(deviance_linear: float, deviance: float, n_cov_params: int) -> ChiTest:

@@ -14,10 +14,9 @@ from . import tracecache
 from .design import Data, Design, build_design, fingerprint, used_columns
 from .estimate import Fit, fit_stats
 from .formula import ModelSpec, parse_formula
-from .errors import JaxhlmError
-from .infer import lr_vs_linear, model_wald, random_effects, satterthwaite_df
+from .infer import lr_vs_linear, model_wald, random_effects, small_sample
 from .optimize import RESULTS
-from .results import SATTERTHWAITE_NEEDS, Convergence, MixedResult
+from .results import Convergence, MixedResult
 from .stats import GroupStats, bucket, device_stats
 
 
@@ -72,9 +71,9 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       cov: covariance structure of every random term: ``"identity"``, ``"independent"``,
         ``"exchangeable"`` or ``"unstructured"`` (Stata's abbreviations accepted). Default: unstructured for
         ``|``, independent for ``||``.
-      dfmethod: ``"satterthwaite"``: t tests of the fixed effects (and F tests, in the header and in
-        :meth:`~jaxhlm.results.MixedResult.test`) on Satterthwaite's degrees of freedom, as lmerTest; default:
-        z and chi-squared tests.
+      dfmethod: ``"satterthwaite"`` or ``"kroger"`` (Kenward and Roger; REML): t tests of the fixed effects,
+        and F tests in the header and :meth:`~jaxhlm.results.MixedResult.test`, on small-sample degrees of
+        freedom (as lmerTest and pbkrtest compute them); default: z and chi-squared tests.
 
     Example:
       >>> import jaxhlm
@@ -98,15 +97,12 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
                        float(sol.decrement), float(sol.min_eig))
     re = random_effects(f, stats, design.blocks, design.re_names, spec.reml)
     icpt = design.fe_names.index(design.constant) if design.constant else None
-    ddf, inputs = None, None
-    if spec.dfmethod:
-        if not np.all(np.isfinite(re.phi_cov)):
-            raise JaxhlmError(SATTERTHWAITE_NEEDS)
-        inputs = (re, stats, design.blocks)
-        ddf = satterthwaite_df(np.eye(p), f.cov_beta, *inputs)
+    small = (small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats, design.blocks) if spec.dfmethod
+             else None)
     return MixedResult(
-        spec=spec, design=design, fit=f, random_effects=re, ddf=ddf,
-        wald=model_wald(f.beta, f.cov_beta, icpt, inputs),
+        spec=spec, design=design, fit=f, random_effects=re, small=small,
+        ddf=None if small is None else small.df(np.eye(p)),
+        wald=model_wald(f.beta, f.cov_beta, icpt, small),
         lr_linear=lr_vs_linear(float(f.deviance_linear), float(f.deviance), cov.n_cov_params(design.blocks)),
         convergence=conv,
     )

@@ -9,6 +9,8 @@ import math
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
+from .formula import DFMETHOD_NAMES
+
 if TYPE_CHECKING:
     from .factor import Coef
     from .infer import ParameterTable, RandomEffects
@@ -70,7 +72,7 @@ def header(r: "MixedResult") -> list[str]:
                  (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", _fixed(r.wald.pvalue, 4)))]
     else:  # Stata's dfmethod() header: the coefficients' degrees of freedom, and the model test as an F
         df = r.ddf
-        rows += [("DF method: Satterthwaite", f"{'DF:':<14}min = {df.min():>10,.2f}"),
+        rows += [(f"DF method: {DFMETHOD_NAMES[r.spec.dfmethod]}", f"{'DF:':<14}min = {df.min():>10,.2f}"),
                  ("", f"{'avg':>17} = {df.mean():>10,.2f}"), ("", f"{'max':>17} = {df.max():>10,.2f}"),
                  ("", _header_right(f"F({r.wald.df},{r.wald.ddf:9.2f})", _fixed(r.wald.statistic, 2))),
                  (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > F", _fixed(r.wald.pvalue, 4)))]
@@ -142,7 +144,7 @@ def lincom_text(lc: "LinearCombination") -> str:
     head = _coef_head(lc.response, w, lc.confidence, "z" if math.isinf(lc.df) else "t")
     row = _coef_line(f"{'(1)':>{w}}", lc.estimate, lc.se, lc.statistic, lc.pvalue, lc.ci_lower, lc.ci_upper)
     note = [] if math.isinf(lc.df) else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom "
-                                         "(Satterthwaite)."]
+                                         f"({DFMETHOD_NAMES[lc.dfmethod]})."]
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
 
 

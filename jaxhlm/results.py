@@ -20,16 +20,12 @@ from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
 from .estimate import Fit
-from .formula import ModelSpec
-from .infer import (ChiTest, FTest, RandomEffects, coefficient_table, intraclass, linear_hypothesis,
-                    satterthwaite_df, satterthwaite_f, sd_corr)
+from .formula import DFMETHOD_NAMES, DFMETHODS, ModelSpec
+from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
+                    linear_hypothesis, sd_corr, small_sample)
 from .optimize import RESULTS, converged
-from .stats import GroupStats, device_stats
+from .stats import device_stats
 
-SATTERTHWAITE_NEEDS = (
-    "Satterthwaite's degrees of freedom need the covariance of the variance-component estimates, which does "
-    "not exist at this fit's boundary optimum (a zero variance or a singular covariance matrix of the random "
-    "effects); simplify the random part, or use the large-sample tests (no dfmethod)")
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
                   "conservative.")
@@ -67,10 +63,11 @@ class MixedResult:
     design: Design
     fit: Fit
     random_effects: RandomEffects
-    wald: ChiTest | FTest  # F on Satterthwaite's df when the model was fitted with dfmethod="satterthwaite"
+    wald: ChiTest | FTest  # an F test on small-sample df when the model was fitted with a dfmethod
     lr_linear: ChiTest
     convergence: Convergence
-    ddf: np.ndarray | None = None  # Satterthwaite's df of each fixed effect (dfmethod), else z tests
+    small: SmallSample | None = None  # the fit's dfmethod, ready to test with
+    ddf: np.ndarray | None = None  # each fixed effect's small-sample df (dfmethod), else z tests
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -93,7 +90,12 @@ class MixedResult:
     # ---- fixed effects --------------------------------------------------------------------------
     @cached_property
     def coef_table(self) -> np.ndarray:
-        return coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), df=self.ddf)
+        return coefficient_table(np.asarray(self.fit.beta), self._vcov_beta, df=self.ddf)
+
+    @property
+    def _vcov_beta(self) -> np.ndarray:
+        """Cov(β̂) as reported: (XᵀV⁻¹X)⁻¹, or Kenward and Roger's adjustment of it for a ``kroger`` fit."""
+        return np.asarray(self.fit.cov_beta) if self.small is None else self.small.vcov
 
     def _fixed_column(self, j: int, name: str) -> pd.Series:
         return pd.Series(self.coef_table[:, j], index=list(self.design.fe_names), name=name)
@@ -116,9 +118,10 @@ class MixedResult:
         return self._fixed_column(3, "P>|z|")
 
     def cov_params(self) -> pd.DataFrame:
-        """(XᵀV⁻¹X)⁻¹, the covariance of the fixed effects."""
+        """(XᵀV⁻¹X)⁻¹, the covariance of the fixed effects (Kenward and Roger's adjustment of it for a
+        ``dfmethod="kroger"`` fit)."""
         names = list(self.design.fe_names)
-        return pd.DataFrame(np.asarray(self.fit.cov_beta), index=names, columns=names)
+        return pd.DataFrame(self._vcov_beta, index=names, columns=names)
 
     # ---- all parameters -------------------------------------------------------------------------
     @property
@@ -137,7 +140,7 @@ class MixedResult:
         """Wald intervals: symmetric for fixed effects (on t(df) for a ``dfmethod`` fit) and covariances,
         log-scale for variances (Stata's)."""
         z = float(special.ndtri(1 - alpha / 2))
-        fixed = coefficient_table(np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), alpha, self.ddf)
+        fixed = coefficient_table(np.asarray(self.fit.beta), self._vcov_beta, alpha, self.ddf)
         re = self.random_effects
         is_var = np.append(cov.variance_mask(self.design.blocks), True)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -331,8 +334,9 @@ class MixedResult:
         Each constraint is ``expr = expr`` (or ``expr``, meaning ``= 0``) with terms ``[number*]name``; a name
         may be written ``[eq]name`` or ``_b[name]`` as in Stata, and ``_cons`` names the constant.
         ``accumulate`` stacks these rows under a previous test's rows, as Stata's ``test …, accumulate``.
-        ``dfmethod="satterthwaite"``: an F test with Satterthwaite's denominator degrees of freedom (lmerTest's
-        ``contest``) instead of the chi-squared test; by default, the fit's own ``dfmethod``.
+        ``dfmethod``: ``"satterthwaite"`` (lmerTest's ``contest``) or ``"kroger"`` (pbkrtest's ``KRmodcomp``)
+        for an F test on small-sample denominator degrees of freedom instead of the chi-squared test; by
+        default, the fit's own ``dfmethod``.
         """
         _check_dfmethod(dfmethod)
         dfmethod = dfmethod or self.spec.dfmethod
@@ -342,14 +346,13 @@ class MixedResult:
         rows += [_parse_constraint(c, self.design) for c in constraints]
         R = np.array([r for r, _ in rows])
         q = np.array([v for _, v in rows])
-        beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         if dfmethod is None:
-            res = linear_hypothesis(R, q, beta, cov_beta)
+            res = linear_hypothesis(R, q, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
             stat, df, ddf, p = res.statistic, res.df, math.inf, res.pvalue
         else:
-            f = satterthwaite_f(R, q, beta, cov_beta, *self._satterthwaite_inputs())
+            f = self._small_sample(dfmethod).f_test(R, q)
             stat, df, ddf, p = f.statistic, f.df, f.ddf, f.pvalue
-        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf)
+        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf, dfmethod)
 
     def satterthwaite(self, alpha: float = 0.05) -> pd.DataFrame:
         """The fixed effects with t tests on Satterthwaite's degrees of freedom, as lmerTest computes them (its
@@ -359,27 +362,28 @@ class MixedResult:
         uncertainty of the variance components (REML fits are the usual choice, as in Stata).
         """
         _check_alpha(alpha)
-        p = len(self.design.fe_names)
         cov_beta = np.asarray(self.fit.cov_beta)
-        df = self.ddf
-        if df is None:
-            df = satterthwaite_df(np.eye(p), cov_beta, *self._satterthwaite_inputs())
+        df = self._small_sample("satterthwaite").df(np.eye(len(self.design.fe_names)))
         t = coefficient_table(np.asarray(self.fit.beta), cov_beta, alpha, df)
         return pd.DataFrame({"coef": t[:, 0], "std_err": t[:, 1], "df": df, "t": t[:, 2], "P>|t|": t[:, 3],
                              "ci_lower": t[:, 4], "ci_upper": t[:, 5]}, index=list(self.design.fe_names))
 
-    def _satterthwaite_inputs(self) -> tuple[RandomEffects, GroupStats, cov.Structure]:
-        """What Satterthwaite's degrees of freedom are computed from, once they are known to exist."""
-        if not np.all(np.isfinite(self.random_effects.phi_cov)):
-            raise JaxhlmError(SATTERTHWAITE_NEEDS)
+    def _small_sample(self, method: str) -> SmallSample:
+        """Tests by ``method``: the fit's own when it was fitted with it, else set up now."""
+        if self.small is not None and self.small.method == method:
+            return self.small
+        if method == "kroger" and not self.reml:
+            raise JaxhlmError("Kenward and Roger's method needs a REML fit, as in Stata and pbkrtest; refit with "
+                              "reml=True (Stata: the reml option)")
         d = self.design
-        return self.random_effects, device_stats(d.stats, d.n_groups, len(d.fe_names)), d.blocks
+        return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
+                            device_stats(d.stats, d.n_groups, len(d.fe_names)), d.blocks)
 
     def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None) -> "LinearCombination":
         """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
         interval, e.g. ``"ses + 1.sector#c.ses"`` (the ses slope in sector 1). Terms as in :meth:`test`.
-        ``dfmethod="satterthwaite"``: a t test on Satterthwaite's degrees of freedom instead (see
-        :meth:`satterthwaite`); by default, the fit's own ``dfmethod``."""
+        ``dfmethod`` (``"satterthwaite"``, ``"kroger"``): a t test on small-sample degrees of freedom instead (see
+        :meth:`satterthwaite`; Kenward and Roger's also adjusts the SE); by default, the fit's own ``dfmethod``."""
         _check_alpha(alpha)
         _check_dfmethod(dfmethod)
         dfmethod = dfmethod or self.spec.dfmethod
@@ -391,12 +395,14 @@ class MixedResult:
                               "of coefficients (add the constant to its estimate and interval)")
         if not np.any(row):
             raise JaxhlmError(f"lincom {expr!r} involves no coefficient")
-        beta, V = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
-        df = None if dfmethod is None else satterthwaite_df(row[None], V, *self._satterthwaite_inputs())
+        beta, V, df = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), None
+        if dfmethod is not None:
+            small = self._small_sample(dfmethod)
+            V, df = small.vcov, small.df(row[None])
         b, se, z, p, lo, hi = coefficient_table(np.array([row @ beta]), np.array([[row @ V @ row]]), alpha, df)[0]
         return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self.design.response),
                                  self.design.response, b, se, z, p, lo, hi, 1 - alpha,
-                                 math.inf if df is None else float(df[0]))
+                                 math.inf if df is None else float(df[0]), dfmethod)
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -474,9 +480,9 @@ def _check_alpha(alpha: float) -> None:
 
 
 def _check_dfmethod(dfmethod: str | None) -> None:
-    if dfmethod not in (None, "satterthwaite"):
-        raise JaxhlmError(f"dfmethod {dfmethod!r} is not available; use None (large-sample tests) or "
-                          "'satterthwaite'")
+    if dfmethod not in (None, *DFMETHODS):
+        raise JaxhlmError(f"dfmethod {dfmethod!r} is not available; use None (large-sample tests), "
+                          "'satterthwaite' or 'kroger' (Kenward-Roger)")
 
 
 # ---- linear hypotheses ------------------------------------------------------------------------------
@@ -576,6 +582,7 @@ class WaldTest:
     df: int
     pvalue: float
     ddf: float = math.inf
+    dfmethod: str | None = None  # how ddf was computed
 
     @property
     def constraints(self) -> list[str]:
@@ -588,7 +595,8 @@ class WaldTest:
                                       f"         Prob > chi2 ={self.pvalue:>10.4f}"])
         return "\n".join(lines + ["", f"       F({self.df:>3}, {self.ddf:>8.2f}) ={self.statistic:>8.2f}",
                                   f"{'Prob > F':>20} ={self.pvalue:>10.4f}",
-                                  "Note: denominator degrees of freedom by Satterthwaite's method."])
+                                  f"Note: denominator degrees of freedom by {DFMETHOD_NAMES[self.dfmethod]}'s "
+                                  "method."])
 
 
 @dataclass(frozen=True)
@@ -605,6 +613,7 @@ class LinearCombination:
     ci_upper: float
     confidence: float  # of the interval, e.g. 0.95
     df: float = math.inf  # degrees of freedom of the t test; inf: the z test
+    dfmethod: str | None = None  # how df was computed
 
     def __str__(self) -> str:
         return render.lincom_text(self)

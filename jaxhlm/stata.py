@@ -275,16 +275,21 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
             raise FormulaError(f"random-effects equation {eq.strip()!r} has no effects")
         random.append(random_term(slopes, intercept, group, kind))
     if settings["dfmethod"] and not settings["reml"]:
-        raise FormulaError("dfmethod(satterthwaite) requires REML estimation, as in Stata: add the reml option")
+        raise FormulaError(f"dfmethod({settings['dfmethod']}) requires REML estimation, as in Stata: add the reml "
+                           "option")
     return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"])
 
 
 def _global_option(name: str, arg: str | None, settings: dict) -> None:
     """Apply an estimation option to ``settings`` (``reml``, ``dfmethod``)."""
     if arg is not None and abbreviates(name, "dfmethod", 3):
-        if not abbreviates(arg.strip().lower(), "satterthwaite", 4):
-            raise FormulaError(f"dfmethod({arg}) is not available; jaxhlm computes dfmethod(satterthwaite)")
-        settings["dfmethod"] = "satterthwaite"
+        word = arg.strip().lower()
+        method = next((m for m, shortest in (("satterthwaite", 4), ("kroger", 2)) if abbreviates(word, m, shortest)),
+                      None)
+        if method is None:
+            raise FormulaError(f"dfmethod({arg}) is not available; jaxhlm computes dfmethod(satterthwaite) and "
+                               "dfmethod(kroger)")
+        settings["dfmethod"] = method
         return
     for key, (full, shortest) in _GLOBAL.items():
         if arg is None and abbreviates(name, full, shortest):
@@ -292,7 +297,7 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
                 settings["reml"] = key == "reml"
             return
     shown = name + (f"({arg})" if arg is not None else "")
-    raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite), "
+    raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
                        "nolog, and per equation covariance(identity|independent|exchangeable|unstructured) and "
                        "noconstant")
 

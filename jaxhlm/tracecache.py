@@ -23,11 +23,11 @@ import jax.numpy as jnp
 from jax import export
 
 from . import _config
-from .estimate import Fit, REInformation
+from .estimate import Fit, KRParts, REInformation
 from .optimize import Solution
 from .stats import GroupedData, GroupStats
 
-for _t in (Fit, REInformation, Solution, GroupedData, GroupStats):
+for _t in (Fit, KRParts, REInformation, Solution, GroupedData, GroupStats):
     export.register_namedtuple_serialization(_t, serialized_name=f"jaxhlm.{_t.__name__}")
 
 _PROGRAMS: dict[str, Callable[..., Any]] = {}

@@ -64,6 +64,7 @@ def test_random_part_and_options():
     spec = parse_mixed("mathach ses, noconstant || id: || id: ses, noc cov(un) mle", COLUMNS.names)
     assert not spec.fixed.constant and [t.names for t in spec.random] == [("_cons",), ("ses",)]
     assert parse_mixed("mathach ses || id:, reml dfm(satt)", COLUMNS.names).dfmethod == "satterthwaite"
+    assert parse_mixed("mathach ses || id:, reml dfmethod(kr)", COLUMNS.names).dfmethod == "kroger"
     assert parse_mixed("mathach ses || id:, reml", COLUMNS.names).dfmethod is None
 
 
@@ -76,7 +77,8 @@ def test_random_part_and_options():
         ("mathach ses || id:, cov(banded)", ["covariance(banded) is not a covariance structure"]),
         ("mathach ses || id:, vce(robust)", ["option vce(robust) not allowed"]),
         ("mathach ses || id:, dfmethod(satterthwaite)", ["dfmethod(satterthwaite) requires REML", "reml"]),
-        ("mathach ses || id:, reml dfm(kroger)", ["dfmethod(kroger) is not available"]),
+        ("mathach ses || id:, reml dfm(anova)", ["dfmethod(anova) is not available"]),
+        ("mathach ses || id:, dfm(kr)", ["dfmethod(kroger) requires REML"]),
         ("mathach ses || _all: ses", ["crossed random effects"]),
         ("mathach ses || id: || sector:", ["several grouping variables"]),
         ("i.mathach ses || id:", ["dependent variable i.mathach must be a plain variable name"]),
