@@ -50,8 +50,8 @@ class Convergence:
 class MixedResult:
     """A fitted two-level linear mixed model.
 
-    Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests; t tests on ``ddf`` for a
-    ``dfmethod="satterthwaite"`` fit), ``cov_params()``.
+    Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests; t tests on ``ddf`` for a fit
+    with a ``dfmethod``), ``cov_params()``.
     All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
     ``conf_int()``. Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
     Postestimation: ``ic()``, ``icc()``, ``varcorr()``, ``test()``, ``lincom()``, ``satterthwaite()``.
