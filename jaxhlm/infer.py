@@ -33,13 +33,19 @@ SE_FAILED = "Standard-error calculation failed."
 
 
 @dataclass(frozen=True)
-class RandomEffects:
-    """The random-effects parameter table: labels, estimates, SEs (NaN where missing) and 95% CIs."""
+class ParameterTable:
+    """Labelled estimates with SEs and CIs (the rows of a random-effects table)."""
 
     labels: tuple[str, ...]
     estimate: np.ndarray
     se: np.ndarray
     ci: np.ndarray  # (k, 2)
+
+
+@dataclass(frozen=True)
+class RandomEffects(ParameterTable):
+    """The random-effects parameter table (SEs NaN where missing, 95% CIs), with what inference beyond it needs."""
+
     vcov: np.ndarray  # (k, k) covariance of the estimates by the delta method (NaN where SEs are missing)
     phi: np.ndarray  # Stata's metric (ln sd, atanh r, ln σ) at the optimum
     edge: np.ndarray  # ±1 where a correlation is held at ±1 (a boundary optimum), else 0
@@ -105,16 +111,6 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
         hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
     return RandomEffects(labels, est, se, np.column_stack([lo, hi]), vcov, phi, edge, V, sigma, tuple(warnings),
                          tuple(notes))
-
-
-@dataclass(frozen=True)
-class ParameterTable:
-    """Labelled estimates with SEs and CIs (the rows of a random-effects table)."""
-
-    labels: tuple[str, ...]
-    estimate: np.ndarray
-    se: np.ndarray
-    ci: np.ndarray  # (k, 2)
 
 
 def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> ParameterTable:

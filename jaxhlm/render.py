@@ -13,7 +13,7 @@ from .formula import DFMETHOD_NAMES
 
 if TYPE_CHECKING:
     from .factor import Coef
-    from .infer import ParameterTable, RandomEffects
+    from .infer import ParameterTable
     from .results import GroupInfluence, IntraclassCorrelation, LinearCombination, MixedResult
 
 WIDTH = 78
@@ -148,7 +148,7 @@ def lincom_text(lc: "LinearCombination") -> str:
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
 
 
-def random_table(r: "MixedResult", re: "RandomEffects | ParameterTable | None" = None) -> list[str]:
+def random_table(r: "MixedResult", re: "ParameterTable | None" = None) -> list[str]:
     """The random-effects table: the fit's variances and covariances, or the rows of ``re`` (same layout)."""
     re = r.random_effects if re is None else re
     lines = [DASH, "  Random-effects parameters  |   Estimate   Std. err.     [95% conf. interval]",
