@@ -175,11 +175,12 @@ def kenward_roger_parts(gamma: Array, stats: GroupStats, blocks: cov.Structure) 
         f = factorize(jnp.linalg.cholesky(jnp.tensordot(g[:-1], E, axes=1) / s2), stats)
         return f.RX @ f.RX.T / s2, stats.n * jnp.log(s2) + f.logdet_L
 
-    def M(g: Array) -> Array:
-        return parts(g)[0]
+    def dM(g: Array) -> tuple[Array, Array]:
+        d = jax.jacfwd(lambda h: parts(h)[0])(g)
+        return d, d
 
-    return KRParts(jax.jacfwd(M)(gamma), jax.jacfwd(jax.jacfwd(M))(gamma),
-                   jax.hessian(lambda g: parts(g)[1])(gamma))
+    d2M, dM_at = jax.jacfwd(dM, has_aux=True)(gamma)  # one pass gives the second derivative and the first
+    return KRParts(dM_at, d2M, jax.hessian(lambda g: parts(g)[1])(gamma))
 
 
 def phi_at(theta: np.ndarray, sigma2: float, blocks: cov.Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,6 +38,16 @@ DFMETHODS = ("satterthwaite", "kroger")
 DFMETHOD_NAMES = {"satterthwaite": "Satterthwaite", "kroger": "Kenward-Roger"}
 
 
+def check_dfmethod(dfmethod: str | None, reml: bool) -> None:
+    """A known method, and Kenward and Roger's only with REML (their adjustment is derived for it)."""
+    if dfmethod not in (None, *DFMETHODS):
+        raise FormulaError(f"dfmethod {dfmethod!r} is not available; use None (large-sample z and chi2 tests), "
+                           "'satterthwaite' or 'kroger' (Kenward-Roger)")
+    if dfmethod == "kroger" and not reml:
+        raise FormulaError("Kenward and Roger's method needs REML estimation, as in Stata and pbkrtest: fit "
+                           "with reml=True")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A parsed model: what every front end (formula, Stata syntax, CLI) produces."""
@@ -49,12 +59,7 @@ class ModelSpec:
     dfmethod: str | None = None  # one of DFMETHODS: t and F tests of the fixed effects on small-sample df
 
     def __post_init__(self) -> None:
-        if self.dfmethod not in (None, *DFMETHODS):
-            raise FormulaError(f"dfmethod {self.dfmethod!r} is not available; use None (large-sample z and chi2 "
-                               "tests), 'satterthwaite' or 'kroger' (Kenward-Roger)")
-        if self.dfmethod == "kroger" and not self.reml:
-            raise FormulaError("Kenward and Roger's method needs REML estimation, as in Stata and pbkrtest: fit "
-                               "with reml=True")
+        check_dfmethod(self.dfmethod, self.reml)
         if not self.random:
             raise FormulaError("the model has no random effects; add a random intercept for the grouping variable")
         groups = sorted({t.group for t in self.random})

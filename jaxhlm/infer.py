@@ -122,17 +122,12 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
     """
     z = float(special.ndtri(1 - alpha / 2))
     is_sd = np.append(cov.variance_mask(blocks), True)
-    rows, cols, at = [], [], 0
-    for b in blocks:
-        r_, c_ = b.entries
-        rows += [at + i for i in r_]
-        cols += [at + j for j in c_]
-        at += b.q
-    sigma = re.sigma
     with np.errstate(divide="ignore", invalid="ignore"):
-        sd = np.sqrt(np.diag(sigma))
-        est = np.append(np.where(is_sd[:-1], sd[rows], sigma[rows, cols] / (sd[rows] * sd[cols])),
-                        math.sqrt(re.estimate[-1]))
+        # Σ with standard deviations on the diagonal and correlations off it: what the blocks report of it.
+        sd = np.sqrt(np.diag(re.sigma))
+        scaled = re.sigma / np.outer(sd, sd)
+        np.fill_diagonal(scaled, sd)
+        est = np.append(cov.pick(blocks, scaled), math.sqrt(re.estimate[-1]))
         se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(re.phi_cov)))
         se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
         lo = np.where(is_sd, est * np.exp(-z * se_phi), np.tanh(np.arctanh(est) - z * se_phi))
@@ -338,10 +333,9 @@ def linear_hypothesis(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: 
 
 def satterthwaite_f(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np.ndarray, re: RandomEffects,
                     stats: GroupStats, blocks: cov.Structure) -> FTest:
-    """The F test of Rβ = r: F is the Wald statistic over rank R, and the
-    denominator df combine Satterthwaite's df ν of each independent direction (Fai and Cornelius 1996, as
-    lmerTest): E = Σ ν/(ν − 2), ddf = 2E/(E − q); one direction keeps its ν, equal ν their value, and any ν ≤ 2
-    gives 2."""
+    """The F test of Rβ = r: F is the Wald statistic over rank R, and the denominator df combine Satterthwaite's
+    df ν of each independent direction (Fai and Cornelius 1996, as lmerTest): E = Σ ν/(ν − 2), ddf = 2E/(E − q);
+    one direction keeps its ν, equal ν their value, and any ν ≤ 2 gives 2."""
     U, w, proj = _principal(R, r, beta, cov_beta)
     q = len(w)
     F = float(np.sum(proj**2 / w)) / q

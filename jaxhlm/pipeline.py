@@ -101,7 +101,6 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
              else None)
     return MixedResult(
         spec=spec, design=design, fit=f, random_effects=re, small=small,
-        ddf=None if small is None else small.df(np.eye(p)),
         wald=model_wald(f.beta, f.cov_beta, icpt, small),
         lr_linear=lr_vs_linear(float(f.deviance_linear), float(f.deviance), cov.n_cov_params(design.blocks)),
         convergence=conv,

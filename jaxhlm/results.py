@@ -20,7 +20,7 @@ from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
 from .estimate import Fit
-from .formula import DFMETHOD_NAMES, DFMETHODS, ModelSpec
+from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
                     linear_hypothesis, sd_corr, small_sample)
 from .optimize import RESULTS, converged
@@ -67,7 +67,6 @@ class MixedResult:
     lr_linear: ChiTest
     convergence: Convergence
     small: SmallSample | None = None  # the fit's dfmethod, ready to test with
-    ddf: np.ndarray | None = None  # each fixed effect's small-sample df (dfmethod), else z tests
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -88,6 +87,11 @@ class MixedResult:
         return {"min": int(s.min()), "avg": float(s.mean()), "max": int(s.max())}
 
     # ---- fixed effects --------------------------------------------------------------------------
+    @cached_property
+    def ddf(self) -> np.ndarray | None:
+        """Each fixed effect's small-sample degrees of freedom for a fit with a ``dfmethod``; else None (z tests)."""
+        return None if self.small is None else self.small.df(np.eye(len(self.design.fe_names)))
+
     @cached_property
     def coef_table(self) -> np.ndarray:
         return coefficient_table(np.asarray(self.fit.beta), self._vcov_beta, df=self.ddf)
@@ -338,7 +342,7 @@ class MixedResult:
         for an F test on small-sample denominator degrees of freedom instead of the chi-squared test; by
         default, the fit's own ``dfmethod``.
         """
-        _check_dfmethod(dfmethod)
+        check_dfmethod(dfmethod, self.reml)
         dfmethod = dfmethod or self.spec.dfmethod
         if isinstance(constraints, str):
             constraints = [constraints]
@@ -372,9 +376,6 @@ class MixedResult:
         """Tests by ``method``: the fit's own when it was fitted with it, else set up now."""
         if self.small is not None and self.small.method == method:
             return self.small
-        if method == "kroger" and not self.reml:
-            raise JaxhlmError("Kenward and Roger's method needs a REML fit, as in Stata and pbkrtest; refit with "
-                              "reml=True (Stata: the reml option)")
         d = self.design
         return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
                             device_stats(d.stats, d.n_groups, len(d.fe_names)), d.blocks)
@@ -385,7 +386,7 @@ class MixedResult:
         ``dfmethod`` (``"satterthwaite"``, ``"kroger"``): a t test on small-sample degrees of freedom instead (see
         :meth:`satterthwaite`; Kenward and Roger's also adjusts the SE); by default, the fit's own ``dfmethod``."""
         _check_alpha(alpha)
-        _check_dfmethod(dfmethod)
+        check_dfmethod(dfmethod, self.reml)
         dfmethod = dfmethod or self.spec.dfmethod
         if "=" in expr:
             raise JaxhlmError(f"lincom {expr!r}: give an expression, not an equation (test compares with '=')")
@@ -477,12 +478,6 @@ class Summary(str):
 def _check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise JaxhlmError(f"alpha must be between 0 and 1, got {alpha}")
-
-
-def _check_dfmethod(dfmethod: str | None) -> None:
-    if dfmethod not in (None, *DFMETHODS):
-        raise JaxhlmError(f"dfmethod {dfmethod!r} is not available; use None (large-sample tests), "
-                          "'satterthwaite' or 'kroger' (Kenward-Roger)")
 
 
 # ---- linear hypotheses ------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_satterthwaite_matches_lmertest(ref):
     assert joint.pvalue == pytest.approx(special.fdtrc(joint.df, joint.ddf, joint.statistic), rel=1e-12)
     assert f"F({joint.df:>3}, {joint.ddf:>8.2f})" in str(joint)
     if not ref["reml"]:
-        with pytest.raises(jaxhlm.JaxhlmError, match="Kenward and Roger's method needs a REML fit"):
+        with pytest.raises(jaxhlm.JaxhlmError, match="Kenward and Roger's method needs REML estimation"):
             r.lincom(expr, dfmethod="kroger")
         return
     # Kenward and Roger (lmerTest's ddf="Kenward-Roger" and pbkrtest, whose formulas are analytic: agreement is
