@@ -64,6 +64,18 @@ class Rows:
 
 
 @dataclass(frozen=True, eq=False)
+class InnerLevel:
+    """The inner grouping level of a three-level model: clusters (e.g. classes) nested in the groups (schools).
+    Its statistics are ``Design.stats.inner``; its random effects are the last ``n_effects`` of the design's,
+    and their covariance the last ``n_blocks`` blocks."""
+
+    name: str  # as the model names it: Stata's level variable, lme4's grouping factor (a:b)
+    labels: np.ndarray  # the clusters, each labelled by (group, cluster) values, in the statistics' order
+    n_effects: int
+    n_blocks: int
+
+
+@dataclass(frozen=True, eq=False)
 class Design:
     """The sufficient statistics of one model on one sample, plus the names and notes that describe them."""
 
@@ -80,6 +92,7 @@ class Design:
     sample: str = ""  # fingerprint of the estimation sample: rows, response, groups (lrtest compares them)
     encoding: "Encoding | None" = None  # how rows of data become rows of X and Z (for new data)
     source: pd.DataFrame | None = None  # the fitted data when it was in memory (for :meth:`rows`)
+    inner: InnerLevel | None = None  # a three-level model's clusters
 
     @property
     def fe_names(self) -> tuple[str, ...]:
@@ -96,6 +109,22 @@ class Design:
         return len(self.group_labels)
 
     @property
+    def level_names(self) -> tuple[str, ...]:
+        """The grouping levels' names, outermost first."""
+        return (self.group_name,) if self.inner is None else (self.group_name, self.inner.name)
+
+    @property
+    def block_levels(self) -> tuple[int, ...]:
+        """The grouping level (index into :attr:`level_names`) of each covariance block."""
+        n_inner = 0 if self.inner is None else self.inner.n_blocks
+        return (0,) * (len(self.blocks) - n_inner) + (1,) * n_inner
+
+    @property
+    def level_sizes(self) -> tuple[np.ndarray, ...]:
+        """Observations in each group of each level, outermost first."""
+        return (self.stats.counts,) + (() if self.inner is None else (self.stats.inner.counts,))
+
+    @property
     def group_sizes(self) -> np.ndarray:
         return self.stats.counts
 
@@ -106,6 +135,10 @@ class Design:
     def rows(self) -> Rows:
         """The rows behind the statistics (for simulation, batched refits, fitted values and influence), rebuilt
         from the fitted data."""
+        if self.inner is not None:
+            raise DataError("simulation, batched refits, fitted values, predictions with random effects and "
+                            "influence are available for two-level models; this model has a nested level "
+                            f"({self.inner.name})")
         if self.source is None or self.encoding is None:
             raise DataError("this model was fitted from data read in chunks, so its rows are not at hand; fit it "
                             "from a DataFrame (or a dict of arrays) to simulate from it, refit it in batches or "
@@ -268,7 +301,7 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
             )
 
     missing([spec.response], "response")
-    missing([spec.group], "grouping variable")
+    missing(list(dict.fromkeys(v for key in spec.level_keys for v in key)), "grouping variable")
     missing([n for t in spec.random for n in t.slopes], "random-effect variable")
     missing(fixed_vars, "variable")
 
@@ -290,7 +323,8 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     """The columns the model reads, after checking that they exist (a :class:`FormulaError` names any absent)."""
     fixed_vars = _fixed_variables(spec.fixed)
     _check_columns(spec, [str(c) for c in columns], fixed_vars)
-    return list(dict.fromkeys([spec.response, spec.group, *[n for t in spec.random for n in t.slopes],
+    return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
+                               *[n for t in spec.random for n in t.slopes],
                                *sorted(fixed_vars)]))
 
 
@@ -317,17 +351,19 @@ def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
 
 
 class _Sample:
-    """A fingerprint of the estimation sample (row labels, response, groups) that does not depend on how the
-    rows were split into chunks: each part is hashed as one stream."""
+    """A fingerprint of the estimation sample (row labels, response, outermost groups) that does not depend on
+    how the rows were split into chunks: each part is hashed as one stream. A nested level is left out, so a
+    three-level model and its two-level reduction compare (lrtest) as Stata lets them."""
 
     def __init__(self) -> None:
         self.parts = [hashlib.blake2b(digest_size=16) for _ in range(3)]
 
-    def update(self, frame: pd.DataFrame, y: np.ndarray, group: str) -> None:
-        index, rows, groups = self.parts
+    def update(self, frame: pd.DataFrame, y: np.ndarray, groups: Iterable[str]) -> None:
+        index, rows, levels = self.parts
         index.update(pd.util.hash_array(np.asarray(frame.index)).tobytes())
         rows.update(y.tobytes())
-        groups.update(pd.util.hash_array(frame[group].to_numpy()).tobytes())
+        for name in groups:
+            levels.update(pd.util.hash_array(frame[name].to_numpy()).tobytes())
 
     def digest(self) -> str:
         return hashlib.blake2b(b"".join(h.digest() for h in self.parts), digest_size=16).hexdigest()
@@ -409,6 +445,39 @@ class _Groups:
         return at[local]
 
 
+def _key(frame: pd.DataFrame, variables: tuple[str, ...]) -> pd.Series | pd.MultiIndex:
+    """A level's group labels: a column's values, or for several variables (lme4's a:b, Stata's nested levels)
+    their combinations."""
+    if len(variables) == 1:
+        return frame[variables[0]]
+    return pd.MultiIndex.from_arrays([frame[v] for v in variables])
+
+
+class _Levels:
+    """Codes of each row's group and, in a three-level model, cluster, across chunks. A cluster's label holds
+    its group's, so a cluster lies in one group. An inner level named by its own variables (lme4's ``(1 | a) +
+    (1 | b)``) is also coded by them alone: it is nested in the groups only if that gives as many clusters."""
+
+    def __init__(self, spec: ModelSpec):
+        self.keys = spec.level_keys
+        self.groups = _Groups()
+        nested = len(self.keys) > 1
+        self.clusters = _Groups() if nested else None
+        self.own = _Groups() if nested and not set(self.keys[0]) <= set(self.keys[1]) else None
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v for key in self.keys for v in key))
+
+    def codes(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        groups = self.groups.codes(_key(frame, self.keys[0]))
+        if self.clusters is None:
+            return groups, None
+        if self.own is not None:
+            self.own.codes(_key(frame, self.keys[1]))
+        return groups, self.clusters.codes(_key(frame, self.variables))
+
+
 def _complete(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return np.logical_and.reduce([frame[c].notna().to_numpy() for c in columns] + [np.ones(len(frame), bool)])
 
@@ -420,16 +489,17 @@ def _random_design(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
     ])
 
 
-def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, groups: _Groups
-            ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """One chunk's complete rows and their (y, X, Z, provisional group codes); None if no row is complete."""
+def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, levels: _Levels
+            ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray | None]] | None:
+    """One chunk's complete rows and their (y, X, Z, provisional group and cluster codes); None if no row is
+    complete."""
     complete = _complete(frame, used_columns(spec, frame.columns))
     if not complete.all():
         frame = frame.loc[complete]
     if len(frame) == 0:
         return None
     y = _numeric(frame, spec.response, "response")
-    return frame, y, encoder.columns(frame), _random_design(spec, frame), groups.codes(frame[spec.group])
+    return frame, y, encoder.columns(frame), _random_design(spec, frame), levels.codes(frame)
 
 
 @dataclass(frozen=True, eq=False)
@@ -440,15 +510,15 @@ class Encoding:
 
     spec: ModelSpec
     encoder: _Formulaic | _Factors
-    groups: _Groups
+    levels: _Levels
     kept: list[int]
     rank: np.ndarray  # a group's code in order of first appearance → its position in the sorted order
 
     def sample_rows(self, data: pd.DataFrame) -> tuple[Rows, str]:
         """The estimation sample's rows from the fitted data, and their fingerprint (to check it is unchanged)."""
-        frame, y, X, Z, codes = _encode(self.spec, data, self.encoder, self.groups)  # type: ignore[misc]
+        frame, y, X, Z, (codes, _) = _encode(self.spec, data, self.encoder, self.levels)  # type: ignore[misc]
         check = _Sample()
-        check.update(frame, y, self.spec.group)
+        check.update(frame, y, self.levels.keys[0])
         return Rows(y=y, X=X[:, self.kept], Z=Z, group=self.rank[codes], index=frame.index), check.digest()
 
     def predictors(self, data: pd.DataFrame, random: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -459,7 +529,7 @@ class Encoding:
         spec = self.spec
         needed = sorted(_fixed_variables(spec.fixed))
         if random:
-            needed += [spec.group] + [n for t in spec.random for n in t.slopes]
+            needed += [*self.levels.keys[0]] + [n for t in spec.random for n in t.slopes]
         absent = [n for n in dict.fromkeys(needed) if n not in data.columns]
         if absent:
             raise DataError(f"the new data lacks {', '.join(map(repr, absent))}, which the model's predictions "
@@ -472,8 +542,9 @@ class Encoding:
         q = len(spec.re_names)
         if not random:
             return complete, X, np.zeros((len(frame), q)), np.full(len(frame), -1)
-        assert self.groups.labels is not None
-        at = self.groups.labels.get_indexer(frame[spec.group])
+        labels = self.levels.groups.labels
+        assert labels is not None
+        at = labels.get_indexer(_key(frame, self.levels.keys[0]))
         return complete, X, _random_design(spec, frame), np.where(at >= 0, self.rank[np.maximum(at, 0)], -1)
 
 
@@ -482,17 +553,19 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     with a remedy for bad input."""
     parts, source = chunks(data)
     encoder = _Formulaic(spec.fixed) if isinstance(spec.fixed, str) else _Factors(spec.fixed)
-    groups, sample, acc = _Groups(), _Sample(), Accumulator(len(spec.re_names))
+    q1 = sum(len(t.names) for t in spec.level_terms(0))
+    levels, sample = _Levels(spec), _Sample()
+    acc = Accumulator(q1, len(spec.re_names) - q1)
     n_rows, low, high = 0, np.inf, -np.inf
     for k, frame in enumerate(parts):
         if k == 1:
             encoder.check_chunked()
         n_rows += len(frame)
-        encoded = _encode(spec, frame, encoder, groups)
+        encoded = _encode(spec, frame, encoder, levels)
         if encoded is not None:
-            frame, y, X, Z, codes = encoded
-            acc.add(X, Z, y, codes)
-            sample.update(frame, y, spec.group)
+            frame, y, X, Z, (codes, clusters) = encoded
+            acc.add(X, Z[:, :q1], y, codes, Z[:, q1:], clusters)
+            sample.update(frame, y, levels.keys[0])
             low, high = min(low, y.min()), max(high, y.max())
     stats = acc.result()
     n_dropped = n_rows - stats.n
@@ -500,11 +573,13 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         raise DataError("no observations left: every row has a missing value in a variable the model uses")
     if low == high:
         raise DataError(f"the response {spec.response!r} is constant; there is nothing to model")
-    if len(groups.labels) < 2:
+    groups = levels.groups.labels
+    if len(groups) < 2:
         raise DataError(
             f"the grouping variable {spec.group!r} has 1 level; a mixed model needs at least "
             "two groups (use ordinary regression for one)"
         )
+    _check_nesting(spec, levels, stats.n)
     layout = encoder.layout()
     if not layout:
         raise DataError("the fixed-effects design is empty; include at least a constant")
@@ -515,23 +590,47 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         raise DataError("the fixed-effects design is singular: every column is zero")
     if stats.n <= p:
         raise DataError(f"{stats.n} observations cannot identify {p} fixed effects plus variance components")
-    ZtZ = stats.ZtZ.sum(axis=0)
-    if np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < ZtZ.shape[0]:
-        raise DataError(
-            f"the random-effects design ({', '.join(spec.re_names)}) is singular: its columns are collinear; "
-            "drop a redundant random effect"
-        )
+    inner_sums = () if stats.inner is None else (stats.inner.WtW.sum(axis=0),)
+    for names, ZtZ in zip((spec.re_names[:q1], spec.re_names[q1:]), (stats.ZtZ.sum(axis=0), *inner_sums)):
+        if np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < ZtZ.shape[0]:
+            raise DataError(
+                f"the random-effects design ({', '.join(names)}) is singular: its columns are collinear; "
+                "drop a redundant random effect"
+            )
     if n_dropped:
         notes.append(f"{n_dropped:,} observation{'s' if n_dropped > 1 else ''} dropped because of missing values")
-    order = np.asarray(groups.labels.argsort())
+    order = np.asarray(groups.argsort())
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
+    inner, cluster_order = None, None
+    if levels.clusters is not None:
+        cluster_order = np.asarray(levels.clusters.labels.argsort())
+        inner = InnerLevel(spec.levels[1], np.asarray(levels.clusters.labels[cluster_order]),
+                           len(spec.re_names) - q1, len(spec.level_terms(1)))
     return Design(
-        stats=stats.select(kept, order), group_labels=np.asarray(groups.labels[order]), coefs=tuple(coefs),
+        stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
         constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=sample.digest(),
-        encoding=Encoding(spec, encoder, groups, kept, rank), source=source,
+        encoding=Encoding(spec, encoder, levels, kept, rank), source=source, inner=inner,
     )
+
+
+def _check_nesting(spec: ModelSpec, levels: _Levels, n: int) -> None:
+    """An inner level must be nested in the outer one and identifiable beside it and beside the residual."""
+    if levels.clusters is None:
+        return
+    outer, inner = spec.levels
+    n_groups, n_clusters = len(levels.groups.labels), len(levels.clusters.labels)
+    if levels.own is not None and len(levels.own.labels) != n_clusters:
+        raise DataError(f"{inner!r} is not nested in {outer!r}: some of its values occur in several {outer} groups. "
+                        f"If they are numbered within each {outer}, write (… | {outer}/{inner}) or "
+                        f"(… | {outer}:{inner}); crossed random effects are not supported")
+    if n_clusters == n_groups:
+        raise DataError(f"every {outer} group holds a single {inner} cluster, so the two levels' random effects "
+                        f"cannot be told apart; drop the {inner} level")
+    if n_clusters == n:
+        raise DataError(f"every {inner} cluster has a single observation, so its random effects cannot be told from "
+                        f"the residual; drop the {inner} level")
 
 
 def _mark_dependent(R: np.ndarray, layout: list[tuple[int | None, Coef]], constant: str | None

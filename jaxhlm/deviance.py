@@ -46,7 +46,7 @@ from jax import Array
 from jax.scipy.linalg import solve_triangular
 
 from . import covariance as cov
-from .stats import GroupStats
+from .stats import GroupStats, NestedStats
 
 _UNROLL_MAX_Q = 6
 LOG_2PI = math.log(2.0 * math.pi)
@@ -107,9 +107,11 @@ def shrinkage(Lam: Array, ZtZ: Array) -> tuple[Array, Array]:
     return logdiag, jnp.einsum("gia,gib->gab", W, W)
 
 
-def factorize(Lam: Array, stats: GroupStats) -> Factor:
+def factorize(Lam: Array, stats: GroupStats | NestedStats) -> Factor:
     """The factorisation of the penalised least-squares system at relative factor Λ (module docstring); each
     group's terms weighted by its ``group_weights`` (1 for an ordinary fit)."""
+    if isinstance(stats, NestedStats):
+        return _factorize_nested(Lam, stats)
     q, p = Lam.shape[0], stats.XtX.shape[0]
     logdiag, S = shrinkage(Lam, stats.ZtZ)
     v = stats.group_weights
@@ -122,16 +124,46 @@ def factorize(Lam: Array, stats: GroupStats) -> Factor:
     else:  # single fits, and batches whose ZtX2 would be too large (stats.packed_products)
         A = stats.XtX - jnp.einsum("gai,gab,gbj->ij", stats.ZtX, S, stats.ZtX)
     Sy = jnp.einsum("gab,gb->ga", S, stats.Zty)
+    return _profile(A, stats.Xty - jnp.einsum("gqi,gq->i", stats.ZtX, Sy), stats.yty - jnp.sum(Sy * stats.Zty),
+                    2.0 * jnp.sum(v * logdiag))
+
+
+def _profile(A: Array, b: Array, c: Array, logdet_L: Array) -> Factor:
+    """The :class:`Factor` from the random effects' Schur complement of [X y]ᵀ[X y]: A = XᵀV⁻¹X, b = XᵀV⁻¹y,
+    c = yᵀV⁻¹y (all times σ²), and Σⱼ log|Lⱼ|²."""
     RX = jnp.linalg.cholesky(A)
-    cb = solve_triangular(RX, stats.Xty - jnp.einsum("gqi,gq->i", stats.ZtX, Sy), lower=True)
-    r2 = stats.yty - jnp.sum(Sy * stats.Zty) - jnp.sum(cb**2)
-    return Factor(
-        logdet_L=2.0 * jnp.sum(v * logdiag),
-        logdet_RX=2.0 * jnp.sum(jnp.log(jnp.diagonal(RX))),
-        RX=RX,
-        cb=cb,
-        r2=r2,
-    )
+    cb = solve_triangular(RX, b, lower=True)
+    return Factor(logdet_L=logdet_L, logdet_RX=2.0 * jnp.sum(jnp.log(jnp.diagonal(RX))), RX=RX, cb=cb,
+                  r2=c - jnp.sum(cb**2))
+
+
+def _factorize_nested(Lam: Array, stats: NestedStats) -> Factor:
+    r""":func:`factorize` for clusters nested in groups.
+
+    Why this way: in group j the system ΛᵀZⱼᵀZⱼΛ + I over (the group's effects, its clusters' effects) is an
+    arrow: the clusters' blocks are uncoupled from each other and coupled only to the group's block. Clusters
+    are eliminated first, each by its own small factorisation L_kL_kᵀ = Λ₂ᵀW_kᵀW_kΛ₂ + I with
+    C_k = L_k⁻¹Λ₂ᵀW_kᵀZ_kΛ₁; the group's block is then the Schur complement
+    M_j = Λ₁ᵀZⱼᵀZⱼΛ₁ + I − Σ_{k∈j} C_kᵀC_k. So the cost is linear in the clusters, and no (effects of a group ×
+    effects of a group) matrix is formed however many clusters a group holds. log|L|² = Σ_k log|L_k|² +
+    Σⱼ log|M_j|, and [X y]ᵀV⁻¹[X y] (times σ²) is [X y]ᵀ[X y] less the squares of the forward-solved right-hand
+    sides of both stages. Λ is block-diagonal over (Λ₁, Λ₂): the outer level's effects first.
+    """
+    q1, p = stats.ZtZ.shape[-1], stats.XtX.shape[0]
+    L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
+    M2 = jnp.einsum("ji,gjk,kl->gil", L2, stats.WtW, L2) + jnp.eye(L2.shape[0])
+    B2 = jnp.concatenate([stats.WtZ @ L1, stats.WtX, stats.Wty[..., None]], axis=-1)
+    logdiag2, K = chol_solve(M2, jnp.einsum("ji,gjk->gik", L2, B2))
+    C, Kxy = K[..., :q1], K[..., q1:]
+    m = stats.ZtZ.shape[0]
+    M1 = (jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
+          - jax.ops.segment_sum(jnp.einsum("gai,gaj->gij", C, C), stats.parent, num_segments=m))
+    B1 = jnp.einsum("ji,gjk->gik", L1, jnp.concatenate([stats.ZtX, stats.Zty[..., None]], axis=-1))
+    logdiag1, K1 = chol_solve(M1, B1 - jax.ops.segment_sum(jnp.einsum("gai,gaj->gij", C, Kxy), stats.parent,
+                                                           num_segments=m))
+    G = jnp.einsum("gai,gaj->ij", Kxy, Kxy) + jnp.einsum("gai,gaj->ij", K1, K1)
+    return _profile(stats.XtX - G[:p, :p], stats.Xty - G[:p, p], stats.yty - G[p, p],
+                    2.0 * (jnp.sum(logdiag1) + jnp.sum(logdiag2)))
 
 
 def conditional_modes(Lam: Array, stats: GroupStats, beta: Array, sigma2: Array) -> tuple[Array, Array]:
@@ -143,6 +175,43 @@ def conditional_modes(Lam: Array, stats: GroupStats, beta: Array, sigma2: Array)
     """
     _, S = shrinkage(Lam, stats.ZtZ)
     return jnp.einsum("gab,gb->ga", S, stats.Zty - stats.ZtX @ beta), sigma2 * S
+
+
+def nested_posterior(Lam: Array, stats: NestedStats, beta: Array) -> tuple[Array, Array, Array, Array]:
+    """The spherical random effects' conditional means and covariances (over σ²) given y at β, both levels:
+    (û₁ (m, q1), M₁⁻¹-block (m, q1, q1), û₂ (k, q2), its block (k, q2, q2)), with u = Λ⁻¹b.
+
+    The arrow elimination of :func:`_factorize_nested` run through to the back-substitution: û₁ = S⁻¹(r₁ −
+    Σ_k E_kᵀD_k⁻¹r_k) with S the groups' Schur complement, û_k = D_k⁻¹(r_k − E_kû₁); the covariance blocks
+    are S⁻¹ and D_k⁻¹ + D_k⁻¹E_k S⁻¹ E_kᵀD_k⁻¹ (D_k the clusters' blocks, E_k their coupling to the group).
+    """
+    q1, q2, m = stats.ZtZ.shape[-1], stats.WtW.shape[-1], stats.ZtZ.shape[0]
+    L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
+    D = jnp.einsum("ji,gjk,kl->gil", L2, stats.WtW, L2) + jnp.eye(q2)
+    r2 = jnp.einsum("ji,gj->gi", L2, stats.Wty - stats.WtX @ beta)
+    E = jnp.einsum("ji,gjk,kl->gil", L2, stats.WtZ, L1)
+    _, K = chol_solve(D, jnp.concatenate([E, r2[..., None], jnp.broadcast_to(jnp.eye(q2), D.shape)], axis=-1))
+    C, k2, Dinv_half = K[..., :q1], K[..., q1], K[..., q1 + 1:]  # L_k⁻¹E_k, L_k⁻¹r_k, L_k⁻¹
+    S = (jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
+         - jax.ops.segment_sum(jnp.einsum("gai,gaj->gij", C, C), stats.parent, num_segments=m))
+    r1 = (jnp.einsum("ji,gj->gi", L1, stats.Zty - stats.ZtX @ beta)
+          - jax.ops.segment_sum(jnp.einsum("gai,ga->gi", C, k2), stats.parent, num_segments=m))
+    _, K1 = chol_solve(S, jnp.concatenate([r1[..., None], jnp.broadcast_to(jnp.eye(q1), S.shape)], axis=-1))
+    u1 = jnp.einsum("gai,ga->gi", K1[..., 1:], K1[..., 0])
+    V1 = jnp.einsum("gai,gaj->gij", K1[..., 1:], K1[..., 1:])
+    u2 = jnp.einsum("gai,ga->gi", Dinv_half, k2 - jnp.einsum("gai,gi->ga", C, u1[stats.parent]))
+    F = jnp.einsum("gai,gaj->gij", Dinv_half, C)  # D_k⁻¹E_k
+    V2 = jnp.einsum("gai,gaj->gij", Dinv_half, Dinv_half) + jnp.einsum("gia,gab,gjb->gij", F, V1[stats.parent], F)
+    return u1, V1, u2, V2
+
+
+def nested_modes(Lam: Array, stats: NestedStats, beta: Array, sigma2: Array) -> tuple[tuple[Array, Array], ...]:
+    """:func:`conditional_modes` of a three-level model, per level: ((b̂ (groups, q1), σ²-scaled covariances),
+    (b̂ (clusters, q2), covariances)), from :func:`nested_posterior` (b = Λu)."""
+    q1 = stats.ZtZ.shape[-1]
+    u1, V1, u2, V2 = nested_posterior(Lam, stats, beta)
+    return tuple((u @ L.T, sigma2 * jnp.einsum("ia,gab,jb->gij", L, V, L))
+                 for u, V, L in ((u1, V1, Lam[:q1, :q1]), (u2, V2, Lam[q1:, q1:])))
 
 
 def _dof(stats: GroupStats, reml: bool) -> Array:

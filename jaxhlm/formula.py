@@ -3,7 +3,9 @@
 ``y ~ fixed + (1 + x | g)`` — the fixed part is handed to formulaic unchanged (``a*b``, ``C(f)``, ``a:b``,
 ``- 1``); each parenthesised term with a bar is a random-effects term: ``(1 | g)`` random intercept,
 ``(1 + x | g)`` or ``(x | g)`` correlated intercept and slope, ``(0 + x | g)`` slope only, ``(1 + x || g)``
-uncorrelated. Terms on the same grouping factor form one block-diagonal covariance.
+uncorrelated. Terms on the same grouping factor form one block-diagonal covariance. Two grouping factors make a
+three-level model if one is nested in the other: ``(1 | school/class)`` is ``(1 | school) + (1 | school:class)``
+(classes numbered within schools), and ``(1 | school) + (1 | class)`` needs every class in one school.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from .errors import FormulaError
 from .factor import CONSTANT, FixedTerms
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+_GROUP = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*(:[A-Za-z_.][A-Za-z0-9_.]*)*$")
+
+#: Grouping levels above the observations that jaxhlm fits (a three-level model has two).
+MAX_LEVELS = 2
 
 
 @dataclass(frozen=True)
@@ -57,25 +63,49 @@ class ModelSpec:
     random: tuple[RandomTerm, ...]
     reml: bool = False
     dfmethod: str | None = None  # one of DFMETHODS: t and F tests of the fixed effects on small-sample df
+    #: Stata's reading of nested levels: an inner level's values count within the outer level's groups (class 1
+    #: of school A is not class 1 of school B). Otherwise (lme4) a level's variables name its clusters.
+    relative: bool = False
 
     def __post_init__(self) -> None:
         check_dfmethod(self.dfmethod, self.reml)
         if not self.random:
             raise FormulaError("the model has no random effects; add a random intercept for the grouping variable")
-        groups = sorted({t.group for t in self.random})
-        if len(groups) > 1:
-            raise FormulaError(
-                f"random effects use several grouping variables ({', '.join(groups)}); jaxhlm fits two-level "
-                "models with one grouping variable"
-            )
-        dup = [n for t in self.random for n in t.names]
-        repeated = sorted({n for n in dup if dup.count(n) > 1})
-        if repeated:
-            raise FormulaError(f"random effect(s) {', '.join(repeated)} appear in more than one random term")
+        levels = self.levels
+        if len(levels) > MAX_LEVELS:
+            raise FormulaError(f"random effects use {len(levels)} grouping levels ({', '.join(levels)}); jaxhlm fits "
+                               "models with one grouping level, or two nested ones (three-level models)")
+        order = [levels.index(t.group) for t in self.random]
+        if order != sorted(order):
+            raise FormulaError("list the random terms of each grouping level together, the outer level first")
+        for level in levels:
+            dup = [n for t in self.random if t.group == level for n in t.names]
+            repeated = sorted({n for n in dup if dup.count(n) > 1})
+            if repeated:
+                raise FormulaError(f"random effect(s) {', '.join(repeated)} appear in more than one random term "
+                                   f"of {level}")
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The grouping levels, outermost first."""
+        return tuple(dict.fromkeys(t.group for t in self.random))
 
     @property
     def group(self) -> str:
-        return self.random[0].group
+        return self.levels[0]
+
+    @property
+    def level_keys(self) -> tuple[tuple[str, ...], ...]:
+        """The variables whose values identify each level's groups: the level's own (``a:b`` is both a and b),
+        and with :attr:`relative` those of the levels above too."""
+        keys: list[tuple[str, ...]] = []
+        for level in self.levels:
+            own = tuple(level.split(":"))
+            keys.append(tuple(dict.fromkeys((keys[-1] if keys and self.relative else ()) + own)))
+        return tuple(keys)
+
+    def level_terms(self, level: int) -> tuple[RandomTerm, ...]:
+        return tuple(t for t in self.random if t.group == self.levels[level])
 
     @property
     def blocks(self) -> cov.Structure:
@@ -135,12 +165,15 @@ def _extract_random(rhs: str) -> tuple[str, list[str]]:
     return " + ".join(kept).replace("+ -", "-"), bars
 
 
-def _parse_random(body: str, kind_override: str | None) -> RandomTerm:
+def _parse_random(body: str, kind_override: str | None) -> list[RandomTerm]:
+    """The terms of one ``( … | … )``: one, or two for ``(… | a/b)``, lme4's ``(… | a) + (… | a:b)``."""
     double = "||" in body
     lhs, _, group = body.partition("||" if double else "|")
-    group = group.strip()
-    if not _NAME.match(group):
-        raise FormulaError(f"grouping factor {group!r} in ({body}) must be a single variable name")
+    group = group.replace(" ", "")
+    outer, slash, inner = group.partition("/")
+    if not _GROUP.match(outer) or (slash and not _GROUP.match(inner)):
+        raise FormulaError(f"grouping factor {group!r} in ({body}) must be a variable name, a:b (the combinations of "
+                           "a and b) or a/b (b nested in a)")
     intercept, slopes = True, []
     for tok in (t.strip() for t in re.split(r"(?=[+-])", lhs.replace(" ", ""))):
         if tok in ("", "+"):
@@ -159,7 +192,8 @@ def _parse_random(body: str, kind_override: str | None) -> RandomTerm:
     if not slopes and not intercept:
         raise FormulaError(f"random term ({body}) has no effects")
     kind = kind_override if kind_override is not None else "independent" if double else "unstructured"
-    return random_term(slopes, intercept, group, kind)
+    groups = [outer, outer + ":" + inner] if slash else [outer]
+    return [random_term(slopes, intercept, g, kind) for g in groups]
 
 
 def random_term(slopes: list[str], intercept: bool, group: str, kind: str) -> RandomTerm:
@@ -183,4 +217,11 @@ def parse_formula(formula: str, cov: str | None = None, reml: bool = False, dfme
         raise FormulaError(
             f"no random-effects term in {formula!r}; add one such as (1 | group) for a random intercept"
         )
-    return ModelSpec(lhs, fixed or "1", tuple(_parse_random(b, cov) for b in bodies), reml, dfmethod)
+    terms = [t for b in bodies for t in _parse_random(b, cov)]
+    # The outer level first: of two grouping factors, the one whose variables are among the other's (a in a:b),
+    # else as written.
+    levels = list(dict.fromkeys(t.group for t in terms))
+    variables = {g: set(g.split(":")) for g in levels}
+    levels.sort(key=lambda g: sum(variables[h] < variables[g] for h in levels))
+    terms.sort(key=lambda t: levels.index(t.group))
+    return ModelSpec(lhs, fixed or "1", tuple(terms), reml, dfmethod)

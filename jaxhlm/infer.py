@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -136,16 +137,22 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
     return ParameterTable(labels, est, se, np.column_stack([lo, hi]))
 
 
-def intraclass(re: RandomEffects, k: int, alpha: float = 0.05) -> tuple[float, float, float, float]:
-    """(ICC, SE, CI low, CI high) for ICC = v/(v + σ²), v the ``k``-th reported estimate (an intercept variance).
+def intraclass(re: RandomEffects, ks: Sequence[int], top: int, alpha: float = 0.05
+               ) -> tuple[float, float, float, float]:
+    """(ICC, SE, CI low, CI high) for ICC = Σ_{k ∈ ks[:top]} v_k / (Σ_{k ∈ ks} v_k + σ²), v_k the reported
+    estimates ``ks`` (the levels' intercept variances, outermost first): the correlation of two responses that
+    share the outermost ``top`` levels' groups.
 
     As Stata's ``estat icc``: the SE by the delta method from the estimates' covariance, and the interval on the
     logit scale (it stays inside (0, 1), where a symmetric one need not).
     """
-    v, s2 = re.estimate[k], re.estimate[-1]
-    icc = v / (v + s2)
+    v, s2 = re.estimate[list(ks)], re.estimate[-1]
+    num, den = v[:top].sum(), v.sum() + s2
+    icc = num / den
     g = np.zeros(len(re.estimate))
-    g[k], g[-1] = s2 / (v + s2) ** 2, -v / (v + s2) ** 2
+    g[list(ks)] = -num / den**2
+    g[list(ks[:top])] += 1.0 / den
+    g[-1] = -num / den**2
     se = float(np.sqrt(max(g @ re.vcov @ g, 0.0)))
     with np.errstate(divide="ignore", invalid="ignore"):
         logit, half = np.log(icc / (1 - icc)), float(special.ndtri(1 - alpha / 2)) * se / (icc * (1 - icc))

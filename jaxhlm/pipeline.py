@@ -53,7 +53,9 @@ def clear_cache() -> None:
 def design_stats(design: Design, packed: bool = False) -> GroupStats:
     """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code
     (with ZtX2 if ``packed``: for batched refits, see :func:`~jaxhlm.stats.packed_products`)."""
-    return device_stats(design.stats, bucket(design.n_groups, 8), bucket(len(design.fe_names)), packed)
+    inner = design.stats.inner
+    return device_stats(design.stats, bucket(design.n_groups, 8), bucket(len(design.fe_names)), packed,
+                        0 if inner is None else bucket(len(inner.counts), 8))
 
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None

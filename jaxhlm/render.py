@@ -59,14 +59,17 @@ def header(r: "MixedResult") -> list[str]:
     kind = "REML" if r.reml else "ML"
     sizes = r.group_sizes
     ll_label = "Log restricted-likelihood" if r.reml else "Log likelihood"
-    rows = [
-        (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs))),
-        (f"Group variable: {r.design.group_name}", _header_right("Number of groups", _fmt_int(r.ngroups))),
-        ("", "Obs per group:"),
-        ("", f"{'min':>17} = {_fmt_int(sizes['min']):>10}"),
-        ("", f"{'avg':>17} = {sizes['avg']:>10.1f}"),
-        ("", f"{'max':>17} = {_fmt_int(sizes['max']):>10}"),
-    ]
+    first = (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs)))
+    if r.design.inner is None:
+        rows = [first,
+                (f"Group variable: {r.design.group_name}", _header_right("Number of groups", _fmt_int(r.ngroups))),
+                ("", "Obs per group:"),
+                ("", f"{'min':>17} = {_fmt_int(sizes['min']):>10}"),
+                ("", f"{'avg':>17} = {sizes['avg']:>10.1f}"),
+                ("", f"{'max':>17} = {_fmt_int(sizes['max']):>10}")]
+        lead = []
+    else:  # several levels: Stata's table of the groups, then the tests
+        rows, lead = [], [_pair(*first), ""] + group_table(r) + [""]
     if r.ddf is None:
         rows += [("", _header_right(f"Wald chi2({r.wald.df})", _fixed(r.wald.statistic, 2))),
                  (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > chi2", _fixed(r.wald.pvalue, 4)))]
@@ -76,7 +79,21 @@ def header(r: "MixedResult") -> list[str]:
                  ("", f"{'avg':>17} = {df.mean():>10,.2f}"), ("", f"{'max':>17} = {df.max():>10,.2f}"),
                  ("", _header_right(f"F({r.wald.df},{r.wald.ddf:9.2f})", _fixed(r.wald.statistic, 2))),
                  (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > F", _fixed(r.wald.pvalue, 4)))]
-    return [f"{left:<48}{right}".rstrip() for left, right in rows]
+    return lead + [_pair(left, right) for left, right in rows]
+
+
+def _pair(left: str, right: str) -> str:
+    return f"{left:<48}{right}".rstrip()
+
+
+def group_table(r: "MixedResult") -> list[str]:
+    """Stata's table of the grouping levels (the header of a multilevel fit, and ``estat group``)."""
+    lines = ["-" * 61, f"{'':16}|     No. of       Observations per group",
+             f"{'Group variable':>15} |     groups    Minimum    Average    Maximum", "-" * 16 + "+" + "-" * 44]
+    for level, (n, low, avg, high) in r.group_info().iterrows():
+        lines.append(f"{_abbrev(str(level), 15):>15} | {_fmt_int(int(n)):>10} {_fmt_int(int(low)):>10} {avg:>10.1f} "
+                     f"{_fmt_int(int(high)):>10}")
+    return lines + ["-" * 61]
 
 
 def _name_width(names: Sequence[str], floor: int = 12, cap: int = 32) -> int:
@@ -155,9 +172,11 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None) -> list[s
              "-" * 29 + "+" + "-" * 48]
     kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",
              "unstructured": "Unstructured"}
-    at = 0
-    for b in r.design.blocks:
-        lines.append(f"{(r.design.group_name + ': ' + kinds[b.kind]):<28} |")
+    at, names = 0, r.design.level_names
+    for i, (b, level) in enumerate(zip(r.design.blocks, r.design.block_levels)):
+        if i and level != r.design.block_levels[i - 1]:
+            lines.append("-" * 29 + "+" + "-" * 48)
+        lines.append(f"{(names[level] + ': ' + kinds[b.kind]):<28} |")
         for k in range(at, at + b.n_theta):
             lines.append(_re_row(re.labels[k], re.estimate[k], re.se[k], re.ci[k]))
         at += b.n_theta
@@ -214,7 +233,8 @@ def icc_text(icc: "IntraclassCorrelation") -> str:
     return "\n".join([
         icc.kind, "", DASH, f"{'Level':>28} |{'ICC':>11}{'Std. err.':>12}{_level_title(icc.confidence):>25}",
         "-" * 29 + "+" + "-" * 48,
-        _re_row(icc.group, icc.icc, icc.se, (icc.ci_lower, icc.ci_upper)), DASH,
+    ] + [_re_row(row.level, row.icc, row.se, (row.ci_lower, row.ci_upper)) for row in icc.rows] + [
+        DASH,
     ] + (["Note: ICC is conditional on zero values of random-effects covariates."]
          if icc.kind.startswith("Conditional") else []))
 

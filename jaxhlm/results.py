@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +15,7 @@ from scipy import special
 
 from . import covariance as cov
 from . import _config, functional, influence, render
-from .deviance import conditional_modes, relative_factor
+from .deviance import conditional_modes, nested_modes, relative_factor
 from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
@@ -85,6 +85,13 @@ class MixedResult:
     def group_sizes(self) -> dict[str, float]:
         s = self.design.group_sizes
         return {"min": int(s.min()), "avg": float(s.mean()), "max": int(s.max())}
+
+    def group_info(self) -> pd.DataFrame:
+        """Stata's ``estat group``: per grouping level, outermost first, the number of groups and the fewest,
+        average and most observations in a group."""
+        d = self.design
+        return pd.DataFrame([(len(s), int(s.min()), float(s.mean()), int(s.max())) for s in d.level_sizes],
+                            index=pd.Index(d.level_names, name="level"), columns=["groups", "min", "avg", "max"])
 
     # ---- fixed effects --------------------------------------------------------------------------
     @cached_property
@@ -180,22 +187,44 @@ class MixedResult:
 
     # ---- the groups' random effects -----------------------------------------------------------------
     @cached_property
-    def _modes(self) -> tuple[np.ndarray, np.ndarray]:
+    def _modes(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """Per grouping level (outermost first), the random effects' conditional means and covariances."""
         d = self.design
-        stats = device_stats(d.stats, d.n_groups, len(d.fe_names))
+        inner = d.stats.inner
+        stats = device_stats(d.stats, d.n_groups, len(d.fe_names), n_clusters=0 if inner is None else len(inner.counts))
         lam = relative_factor(jnp.asarray(self.theta), jnp.asarray(cov.templates(d.blocks)))
-        b, V = conditional_modes(lam, stats, jnp.asarray(self.fit.beta), jnp.asarray(self.scale))
-        return np.asarray(b), np.asarray(V)
+        beta, s2 = jnp.asarray(self.fit.beta), jnp.asarray(self.scale)
+        modes = (nested_modes(lam, stats, beta, s2) if inner is not None
+                 else (conditional_modes(lam, stats, beta, s2),))
+        return tuple((np.asarray(b), np.asarray(V)) for b, V in modes)
 
-    def ranef(self) -> pd.DataFrame:
-        """Predicted random effects (BLUPs; lme4's ``ranef``): one row per group, one column per random effect."""
-        return pd.DataFrame(self._modes[0], index=pd.Index(self.design.group_labels, name=self.design.group_name),
-                            columns=list(self.design.re_names))
+    def _level(self, level: int | str) -> int:
+        names = self.design.level_names
+        if level in names:
+            return names.index(level)
+        if isinstance(level, (int, np.integer)) and 0 <= level < len(names):
+            return int(level)
+        raise JaxhlmError(f"level {level!r} is not a grouping level of this model; use one of {', '.join(names)} "
+                          f"(or 0{', 1' if len(names) > 1 else ''}, outermost first)")
 
-    def ranef_cov(self) -> np.ndarray:
+    def ranef(self, level: int | str = 0) -> pd.DataFrame:
+        """Predicted random effects (BLUPs; lme4's ``ranef``): one row per group, one column per random effect.
+        ``level`` picks a three-level model's inner level (its name or 1): one row per cluster, labelled by
+        its group and its own value."""
+        k = self._level(level)
+        d = self.design
+        if k == 0:
+            index = pd.Index(d.group_labels, name=d.group_name)
+        else:
+            index = pd.MultiIndex.from_tuples(list(d.inner.labels), names=d.encoding.levels.variables)
+        q1 = len(d.re_names) - (0 if d.inner is None else d.inner.n_effects)
+        names = d.re_names[:q1] if k == 0 else d.re_names[q1:]
+        return pd.DataFrame(self._modes[k][0], index=index, columns=list(names))
+
+    def ranef_cov(self, level: int | str = 0) -> np.ndarray:
         """(groups, q, q): each group's conditional covariance of its random effects given the data and the
         estimates (lme4's ``condVar``), rows and columns as in :meth:`ranef`."""
-        return self._modes[1]
+        return self._modes[self._level(level)][1]
 
     @property
     def fittedvalues(self) -> np.ndarray:
@@ -231,7 +260,7 @@ class MixedResult:
     def _predict(self, X: np.ndarray, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
         params = functional.Params(jnp.asarray(self.fit.beta), jnp.asarray(self.cov_re.to_numpy()),
                                    jnp.asarray(self.scale))
-        return np.asarray(functional.predict(params, jnp.asarray(self._modes[0]), X, Z, codes))
+        return np.asarray(functional.predict(params, jnp.asarray(self._modes[0][0]), X, Z, codes))
 
     # ---- influence --------------------------------------------------------------------------------
     def influence(self, exact: bool = False) -> "GroupInfluence":
@@ -308,22 +337,32 @@ class MixedResult:
 
         It is residual (given the fixed effects) when the model has covariates, and conditional on zero values
         of the random slopes' variables when it has random slopes (their variances do not enter). SE by the delta
-        method; the ``1 - alpha`` interval is formed on the logit scale.
+        method; the ``1 - alpha`` interval is formed on the logit scale. A three-level model has one row per
+        level: two responses in one school (var school / total), and in one class of that school (var school +
+        var class) / total, labelled ``class|school`` as Stata labels it.
         """
         d = self.design
-        if CONSTANT not in d.re_names:
-            raise JaxhlmError("the intraclass correlation needs a random intercept: this model's random effects "
-                              f"({', '.join(d.re_names)}) have none; add one (drop noconstant, or write 1 + … | "
-                              f"{d.group_name})")
+        q1 = len(d.re_names) - (0 if d.inner is None else d.inner.n_effects)
+        per_level = [d.re_names[:q1]] + ([d.re_names[q1:]] if d.inner is not None else [])
+        for name, effects in zip(d.level_names, per_level):
+            if CONSTANT not in effects:
+                raise JaxhlmError(f"the intraclass correlation needs a random intercept at each level: {name}'s "
+                                  f"random effects ({', '.join(effects)}) have none; add one (drop noconstant, or "
+                                  f"write 1 + … | {name})")
         _check_alpha(alpha)
-        k = cov.variance_index(d.blocks, d.re_names.index(CONSTANT))
-        if len(d.re_names) > 1:
+        ks = [cov.variance_index(d.blocks, at + list(effects).index(CONSTANT))
+              for at, effects in zip((0, q1), per_level)]
+        if len(d.re_names) > len(per_level):
             kind = "Conditional intraclass correlation"
         elif any(name != d.constant for name in d.fe_names):
             kind = "Residual intraclass correlation"
         else:
             kind = "Intraclass correlation"
-        return IntraclassCorrelation(kind, d.group_name, *intraclass(self.random_effects, k, alpha), 1 - alpha)
+        names = d.level_names
+        labels = [names[0]] + ["|".join(reversed(names[:top])) for top in range(2, len(names) + 1)]
+        rows = tuple(ICC(label, *intraclass(self.random_effects, ks, top, alpha))
+                     for top, label in enumerate(labels, start=1))
+        return IntraclassCorrelation(kind, rows, 1 - alpha)
 
     def ic(self) -> pd.DataFrame:
         """Stata's ``estat ic``: N is the number of observations."""
@@ -614,17 +653,45 @@ class LinearCombination:
         return render.lincom_text(self)
 
 
-@dataclass(frozen=True)
-class IntraclassCorrelation:
-    """The intraclass correlation of a fit (:meth:`MixedResult.icc`): estimate, SE and confidence interval."""
+class ICC(NamedTuple):
+    """One level's row of :class:`IntraclassCorrelation`."""
 
-    kind: str  # "Intraclass correlation", "Residual …" (given covariates) or "Conditional …" (random slopes at 0)
-    group: str
+    level: str  # "school", or "class|school": responses sharing the class (and so the school)
     icc: float
     se: float
     ci_lower: float
     ci_upper: float
+
+
+@dataclass(frozen=True)
+class IntraclassCorrelation:
+    """The intraclass correlations of a fit (:meth:`MixedResult.icc`): per level, estimate, SE and interval.
+    ``icc``, ``se``, ``ci_lower`` and ``ci_upper`` are the innermost level's (a two-level model's only row;
+    Stata's ``r(icc2)``)."""
+
+    kind: str  # "Intraclass correlation", "Residual …" (given covariates) or "Conditional …" (random slopes at 0)
+    rows: tuple[ICC, ...]  # outermost level first
     confidence: float  # of the interval, e.g. 0.95
+
+    @property
+    def group(self) -> str:
+        return self.rows[-1].level
+
+    @property
+    def icc(self) -> float:
+        return self.rows[-1].icc
+
+    @property
+    def se(self) -> float:
+        return self.rows[-1].se
+
+    @property
+    def ci_lower(self) -> float:
+        return self.rows[-1].ci_lower
+
+    @property
+    def ci_upper(self) -> float:
+        return self.rows[-1].ci_upper
 
     def __str__(self) -> str:
         return render.icc_text(self)

@@ -1,6 +1,8 @@
 """Stata's ``mixed`` syntax: a thin front end that turns a command into a :class:`~jaxhlm.formula.ModelSpec`.
 
-``mixed depvar fe_varlist [, noconstant] || group: [re_varlist] [, covariance(...) noconstant] [, mle reml]``
+``mixed depvar fe_varlist [, noconstant] || group: [re_varlist] [, covariance(...) noconstant] [|| cluster: …]
+[, mle reml]``; a second level variable (``|| school: || class:``) is a level nested in the first, its values
+counted within each group (as Stata reads them).
 
 The fixed part is a Stata factor-variable varlist: ``i.x``, ``ib2.x``, ``ib(last).x``, ``ibn.x``, ``c.x``,
 ``a#b``, ``a##b``, parentheses (``i.(a b)``, ``a##(b c.x)``), and variable lists with Stata's name
@@ -257,7 +259,8 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                                "e.g. '|| id: ses'")
         level, _, varlist = body.partition(":")
         if level.strip() == "_all":
-            raise FormulaError("'_all:' (crossed random effects) is not supported; jaxhlm fits two-level models")
+            raise FormulaError("'_all:' (crossed random effects) is not supported; jaxhlm fits two- and three-level "
+                               "models with nested levels")
         group = cols.one(level.strip(), "level variable")
         kind, intercept = "independent", True
         for name, arg in options(opts):
@@ -277,7 +280,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if settings["dfmethod"] and not settings["reml"]:
         raise FormulaError(f"dfmethod({settings['dfmethod']}) requires REML estimation, as in Stata: add the reml "
                            "option")
-    return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"])
+    return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=True)
 
 
 def _global_option(name: str, arg: str | None, settings: dict) -> None:

@@ -10,6 +10,10 @@ with memory in proportion to one block whatever the group sizes: the fit's path,
 read in chunks. :func:`group_stats` is pure JAX over rows padded into per-group slabs: differentiable and
 vmappable with respect to X and y, for array-level users and for simulated responses in batched refits,
 whose designs are small enough to pad.
+
+A three-level model (clusters nested in groups, e.g. classes in schools) adds the cross-products of the inner
+level's random-effects design W with [W Z X y] per cluster (:class:`NestedStats`): the deviance then
+factors each group's arrow-shaped system cluster by cluster (:mod:`jaxhlm.deviance`), still O(clusters).
 """
 
 from __future__ import annotations
@@ -69,6 +73,31 @@ class GroupStats(NamedTuple):
     group_weights: Array
 
 
+class NestedStats(NamedTuple):
+    """:class:`GroupStats` of the outer level (groups; Z its random-effects design) and the cross-products of
+    the inner level's clusters (W their random-effects design): WtW (k, q2, q2), WtZ (k, q2, q), WtX (k, q2,
+    p), Wty (k, q2) and parent (k,), the outer group of each cluster. A pytree like GroupStats; every
+    function that reads only the outer fields and the totals (degrees of freedom, ``n``, ``p``) takes either.
+    A padded cluster has zero products, so it contributes nothing (:func:`device_stats`).
+    """
+
+    ZtZ: Array
+    ZtX: Array
+    ZtX2: Array
+    Zty: Array
+    XtX: Array
+    Xty: Array
+    yty: Array
+    n: Array
+    p: Array
+    group_weights: Array
+    WtW: Array
+    WtZ: Array
+    WtX: Array
+    Wty: Array
+    parent: Array
+
+
 #: ZtX2 is built for batched refits only while it has at most this many entries (256 MiB): beyond, XᵀV⁻¹X
 #: contracts ZⱼᵀXⱼ directly at each evaluation, with memory only in proportion to ZtX.
 ZX2_MAX_ENTRIES = 1 << 25
@@ -89,19 +118,41 @@ class HostStats:
     Xty: np.ndarray
     yty: float
     counts: np.ndarray
+    inner: "InnerStats | None" = None  # a three-level model's clusters
 
     @property
     def n(self) -> int:
         return int(self.counts.sum())
 
-    def select(self, columns: np.ndarray, groups: np.ndarray) -> "HostStats":
-        """The statistics of X[:, columns] with the groups reordered to ``groups``.
+    def select(self, columns: np.ndarray, groups: np.ndarray, clusters: np.ndarray | None = None) -> "HostStats":
+        """The statistics of X[:, columns] with the groups reordered to ``groups`` (and the inner level's
+        clusters to ``clusters``).
 
         If X = QR then X[:, c] = Q R[:, c], so the factor of the chosen columns is that of R[:, c]: no data pass.
         """
         columns = np.asarray(columns, dtype=np.int64)
+        inner = None
+        if self.inner is not None:
+            rank = np.empty_like(groups)
+            rank[groups] = np.arange(len(groups))
+            c, i = clusters, self.inner
+            inner = InnerStats(i.WtW[c], i.WtZ[c], i.WtX[c][:, :, columns], i.Wty[c], rank[i.parent[c]], i.counts[c])
         return HostStats(self.ZtZ[groups], self.ZtX[groups][:, :, columns], self.Zty[groups],
-                         _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups])
+                         _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups], inner)
+
+
+@dataclass(frozen=True, eq=False)
+class InnerStats:
+    """The inner level of a three-level model on the host, per cluster: WᵀW (k, q2, q2), WᵀZ (k, q2, q), WᵀX
+    (k, q2, p), Wᵀy (k, q2) (W the inner level's random-effects design, Z the outer level's), parent (k,) the
+    cluster's group, counts (k,)."""
+
+    WtW: np.ndarray
+    WtZ: np.ndarray
+    WtX: np.ndarray
+    Wty: np.ndarray
+    parent: np.ndarray
+    counts: np.ndarray
 
 
 def _triangular(A: np.ndarray) -> np.ndarray:
@@ -110,79 +161,115 @@ def _triangular(A: np.ndarray) -> np.ndarray:
     return np.pad(R, ((0, A.shape[1] - R.shape[0]), (0, 0)))
 
 
+class _LevelSums:
+    """Per-group sums of Zᵀ[F X y] for one level's random-effects design Z (q columns): F holds the fixed-width
+    columns before X (Z itself; for an inner level, its own design and the outer level's), X the fixed effects,
+    which may gain columns from one call to the next."""
+
+    def __init__(self, q: int, f: int):
+        self.ZtF, self.ZtX, self.Zty = np.zeros((0, q, f)), np.zeros((0, q, 0)), np.zeros((0, q))
+        self.counts = np.zeros(0, np.int64)
+
+    def grow(self, m: int, p: int) -> None:
+        if m > len(self.counts):
+            extra = max(m, 2 * len(self.counts)) - len(self.counts)
+            self.ZtF, self.ZtX, self.Zty = (np.concatenate([a, np.zeros((extra,) + a.shape[1:])])
+                                            for a in (self.ZtF, self.ZtX, self.Zty))
+            self.counts = np.concatenate([self.counts, np.zeros(extra, np.int64)])
+        if p > self.ZtX.shape[2]:
+            self.ZtX = np.pad(self.ZtX, ((0, 0), (0, 0), (0, p - self.ZtX.shape[2])))
+
+    def add(self, Z: np.ndarray, F: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray) -> None:
+        """One block of rows. Per random effect a, the products of all the block's groups are one sparse product
+        (groups in the block × rows, one non-zero per row, equal to Z[:, a]) with the block."""
+        groups, local = np.unique(codes, return_inverse=True)
+        n, f, p = len(y), F.shape[1], X.shape[1]
+        A = np.column_stack([F, X, y])
+        pointers = np.arange(n + 1)
+        for a in range(Z.shape[1]):
+            P = sparse.csc_array((Z[:, a], local, pointers), shape=(len(groups), n)) @ A
+            self.ZtF[groups, a] += P[:, :f]
+            self.ZtX[groups, a, :p] += P[:, f:-1]
+            self.Zty[groups, a] += P[:, -1]
+        self.counts[groups] += np.bincount(local)
+
+
 class Accumulator:
     """Sums the per-group cross-products of [Z X y] over blocks of rows, as they arrive.
 
     Why this way: memory. Padding rows into (groups × largest group) slabs costs 10⁵ × 10⁵ cells for one
     group of 10⁵ rows beside 5×10⁴ groups of 2; here nothing is ever larger than one block of rows
-    (:data:`BLOCK`) or the statistics themselves. Per block and random effect a, the products Zⱼᵀ[Z X y] of
-    all groups are one sparse product (groups in the block × rows, one non-zero per row, equal to Z[:, a])
-    with the block: a single streaming pass in compiled code. XᵀX is kept as the R factor of X, updated by a
-    QR of [R; block] (TSQR), so collinearity is judged as accurately as on X itself. This runs on the host,
-    where the rows are: the device then receives the statistics (kilobytes to megabytes), never the rows.
+    (:data:`BLOCK`) or the statistics themselves. Per block and random effect, the products of all groups are
+    one sparse product with the block (:class:`_LevelSums`): a single streaming pass in compiled code. XᵀX is
+    kept as the R factor of X, updated by a QR of [R; block] (TSQR), so collinearity is judged as accurately
+    as on X itself. This runs on the host, where the rows are: the device then receives the statistics
+    (kilobytes to megabytes), never the rows.
 
     Groups are integer codes in any order; X may gain columns from one call to the next (rows seen before
-    are zero in them, e.g. indicators of a level that had not occurred yet).
+    are zero in them, e.g. indicators of a level that had not occurred yet). With ``q_inner`` > 0 the rows
+    also carry an inner level (clusters nested in the groups, with their own random-effects design W).
     """
 
     BLOCK = 1 << 16
 
-    def __init__(self, q: int):
-        self.q, self.m = q, 0
-        self.ZtZ, self.ZtX, self.Zty = np.zeros((0, q, q)), np.zeros((0, q, 0)), np.zeros((0, q))
-        self.counts = np.zeros(0, np.int64)
+    def __init__(self, q: int, q_inner: int = 0):
+        self.outer = _LevelSums(q, q)
+        self.inner = _LevelSums(q_inner, q_inner + q) if q_inner else None
+        self.parent = np.zeros(0, np.int64)
+        self.m = self.k = 0  # groups and clusters seen
         self.R, self.Xty, self.yty = np.zeros((0, 0)), np.zeros(0), 0.0
 
-    def add(self, X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray) -> None:
-        """Add rows: X (n, p), Z (n, q), y (n,), group codes (n,) from 0."""
-        self._grow(int(codes.max()) + 1 if len(codes) else 0, X.shape[1])
+    def add(self, X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray, W: np.ndarray | None = None,
+            clusters: np.ndarray | None = None) -> None:
+        """Add rows: X (n, p), Z (n, q), y (n,), group codes (n,) from 0; for a three-level model also the inner
+        level's design W (n, q_inner) and cluster codes (n,) from 0 (a cluster lies within one group)."""
+        p = X.shape[1]
+        self.m = max(self.m, int(codes.max()) + 1 if len(codes) else 0)
+        self.outer.grow(self.m, p)
+        if self.R.shape[1] < p:
+            self.R = np.pad(self.R, ((0, 0), (0, p - self.R.shape[1])))
+            self.Xty = np.pad(self.Xty, (0, p - len(self.Xty)))
+        if self.inner is not None:
+            self.k = max(self.k, int(clusters.max()) + 1 if len(clusters) else 0)
+            self.inner.grow(self.k, p)
+            if self.k > len(self.parent):
+                self.parent = np.pad(self.parent, (0, len(self.inner.counts) - len(self.parent)))
+            self.parent[clusters] = codes
         for start in range(0, len(y), self.BLOCK):
             rows = slice(start, start + self.BLOCK)
-            self._block(X[rows], Z[rows], y[rows], codes[rows])
-
-    def _grow(self, m: int, p: int) -> None:
-        if m > len(self.counts):
-            extra = max(m, 2 * len(self.counts)) - len(self.counts)
-            self.ZtZ = np.concatenate([self.ZtZ, np.zeros((extra, self.q, self.q))])
-            self.ZtX = np.concatenate([self.ZtX, np.zeros((extra,) + self.ZtX.shape[1:])])
-            self.Zty = np.concatenate([self.Zty, np.zeros((extra, self.q))])
-            self.counts = np.concatenate([self.counts, np.zeros(extra, np.int64)])
-        self.m = max(self.m, m)
-        dp = p - self.R.shape[1]
-        if dp > 0:
-            self.ZtX = np.pad(self.ZtX, ((0, 0), (0, 0), (0, dp)))
-            self.R = np.pad(self.R, ((0, 0), (0, dp)))
-            self.Xty = np.pad(self.Xty, (0, dp))
-
-    def _block(self, X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray) -> None:
-        groups, local = np.unique(codes, return_inverse=True)
-        n, q = Z.shape
-        A = np.column_stack([Z, X, y])
-        pointers = np.arange(n + 1)
-        for a in range(q):
-            P = sparse.csc_array((Z[:, a], local, pointers), shape=(len(groups), n)) @ A
-            self.ZtZ[groups, a] += P[:, :q]
-            self.ZtX[groups, a] += P[:, q:-1]
-            self.Zty[groups, a] += P[:, -1]
-        self.counts[groups] += np.bincount(local)
-        self.R = np.linalg.qr(np.vstack([self.R, X]), mode="r")
+            self.outer.add(Z[rows], Z[rows], X[rows], y[rows], codes[rows])
+            if self.inner is not None:
+                self.inner.add(W[rows], np.column_stack([W[rows], Z[rows]]), X[rows], y[rows], clusters[rows])
+            self.R = np.linalg.qr(np.vstack([self.R, X[rows]]), mode="r")
         self.Xty += X.T @ y
         self.yty += float(y @ y)
 
     def result(self) -> HostStats:
-        m = self.m
-        return HostStats(self.ZtZ[:m], self.ZtX[:m], self.Zty[:m], _triangular(self.R), self.Xty, self.yty,
-                         self.counts[:m])
+        m, k, o, inner = self.m, self.k, self.outer, None
+        if self.inner is not None:
+            i, q2 = self.inner, self.inner.ZtF.shape[1]
+            inner = InnerStats(i.ZtF[:k, :, :q2], i.ZtF[:k, :, q2:], i.ZtX[:k], i.Zty[:k], self.parent[:k],
+                               i.counts[:k])
+        return HostStats(o.ZtF[:m], o.ZtX[:m], o.Zty[:m], _triangular(self.R), self.Xty, self.yty, o.counts[:m],
+                         inner)
 
 
-def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = False) -> GroupStats:
+def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = False, n_clusters: int = 0
+                 ) -> GroupStats | NestedStats:
     """:class:`GroupStats` for the deviance, padded to ``n_groups`` groups and ``n_fixed`` columns, with ZtX2
-    when ``packed`` (:func:`pad_stats`)."""
+    when ``packed`` (:func:`pad_stats`); :class:`NestedStats` for a three-level model, its clusters padded to
+    ``n_clusters`` (a padded cluster has zero products and belongs to group 0: it contributes nothing)."""
     m, q, p = host.ZtX.shape
-    stats = GroupStats(ZtZ=host.ZtZ, ZtX=host.ZtX, ZtX2=np.zeros((m, 0, 0)), Zty=host.Zty, XtX=host.R.T @ host.R,
-                       Xty=host.Xty, yty=np.float64(host.yty), n=np.float64(host.n), p=np.float64(p),
-                       group_weights=np.ones(m))
-    return pad_stats(stats, n_groups, n_fixed, packed)
+    stats = pad_stats(GroupStats(ZtZ=host.ZtZ, ZtX=host.ZtX, ZtX2=np.zeros((m, 0, 0)), Zty=host.Zty,
+                                 XtX=host.R.T @ host.R, Xty=host.Xty, yty=np.float64(host.yty), n=np.float64(host.n),
+                                 p=np.float64(p), group_weights=np.ones(m)), n_groups, n_fixed, packed)
+    if host.inner is None:
+        return stats
+    i = host.inner
+    dk, dp = max(n_clusters - len(i.counts), 0), n_fixed - p
+    return NestedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))), WtZ=jnp.pad(i.WtZ, ((0, dk), (0, 0), (0, 0))),
+                       WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))), Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))),
+                       parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))
 
 
 def slots(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -25,9 +25,9 @@ from jax import export
 from . import _config
 from .estimate import Fit, KRParts, REInformation
 from .optimize import Solution
-from .stats import GroupedData, GroupStats
+from .stats import GroupedData, GroupStats, NestedStats
 
-for _t in (Fit, KRParts, REInformation, Solution, GroupedData, GroupStats):
+for _t in (Fit, KRParts, REInformation, Solution, GroupedData, GroupStats, NestedStats):
     export.register_namedtuple_serialization(_t, serialized_name=f"jaxhlm.{_t.__name__}")
 
 _PROGRAMS: dict[str, Callable[..., Any]] = {}

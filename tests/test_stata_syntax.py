@@ -80,7 +80,6 @@ def test_random_part_and_options():
         ("mathach ses || id:, reml dfm(anova)", ["dfmethod(anova) is not available"]),
         ("mathach ses || id:, dfm(kr)", ["dfmethod(kroger) requires REML"]),
         ("mathach ses || _all: ses", ["crossed random effects"]),
-        ("mathach ses || id: || sector:", ["several grouping variables"]),
         ("i.mathach ses || id:", ["dependent variable i.mathach must be a plain variable name"]),
         ("mathach ses || id: ses, nocons || id: ses", ["ses appear in more than one random term"]),
     ],
