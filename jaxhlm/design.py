@@ -135,10 +135,7 @@ class Design:
     def rows(self) -> Rows:
         """The rows behind the statistics (for simulation, batched refits, fitted values and influence), rebuilt
         from the fitted data."""
-        if self.inner is not None:
-            raise DataError("simulation, batched refits, fitted values, predictions with random effects and "
-                            "influence are available for two-level models; this model has a nested level "
-                            f"({self.inner.name})")
+        self._two_level_only()
         if self.source is None or self.encoding is None:
             raise DataError("this model was fitted from data read in chunks, so its rows are not at hand; fit it "
                             "from a DataFrame (or a dict of arrays) to simulate from it, refit it in batches or "
@@ -148,9 +145,17 @@ class Design:
             raise DataError("the data changed after the fit; refit the model before simulating from it")
         return rows
 
+    def _two_level_only(self) -> None:
+        if self.inner is not None:
+            raise DataError("simulation, batched refits, fitted values, predictions with random effects and "
+                            "influence are available for two-level models; this model has a nested level "
+                            f"({self.inner.name}). Predictions without random effects: predict(data, random=False)")
+
     def predictors(self, data: pd.DataFrame, random: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                             np.ndarray]:
         """(complete, X, Z, group codes) for new rows, encoded as the fit encoded its data (:class:`Encoding`)."""
+        if random:
+            self._two_level_only()
         if self.encoding is None:
             raise DataError("this model has no encoding of its variables to apply to new data")
         return self.encoding.predictors(data, random)

@@ -1,6 +1,6 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic|icc|sd``, ``test``, ``lincom``,
+``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``lincom``,
 ``tabulate`` (with ``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
@@ -133,12 +133,14 @@ class Session:
         body, comma, opts = args.partition(",")
         if body.split() == ["ic"] and not comma:
             return render.ic_text(self._active(), self.active_name)
+        if body.split() == ["group"] and not comma:
+            return "\n".join(render.group_table(self._active()))
         if body.split() == ["sd"] and not comma:
             model = self._active()
             return "\n".join(render.random_table(model, sd_corr(model.random_effects, model.design.blocks)))
         if body.split() != ["icc"]:
-            raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic, estat icc [, level(#)] and "
-                              "estat sd are")
+            raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic, estat icc [, level(#)], "
+                              "estat group and estat sd are")
         return str(self._active().icc(alpha=_alpha(opts, "estat icc")))
 
     def lincom(self, args: str) -> str:

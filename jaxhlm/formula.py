@@ -222,6 +222,6 @@ def parse_formula(formula: str, cov: str | None = None, reml: bool = False, dfme
     # else as written.
     levels = list(dict.fromkeys(t.group for t in terms))
     variables = {g: set(g.split(":")) for g in levels}
-    levels.sort(key=lambda g: sum(variables[h] < variables[g] for h in levels))
+    levels.sort(key=lambda g: sum(variables[h] < variables[g] for h in variables))
     terms.sort(key=lambda t: levels.index(t.group))
     return ModelSpec(lhs, fixed or "1", tuple(terms), reml, dfmethod)

@@ -267,9 +267,9 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
         return stats
     i = host.inner
     dk, dp = max(n_clusters - len(i.counts), 0), n_fixed - p
-    return NestedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))), WtZ=jnp.pad(i.WtZ, ((0, dk), (0, 0), (0, 0))),
-                       WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))), Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))),
-                       parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))
+    return NestedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))),
+                       WtZ=jnp.pad(i.WtZ, ((0, dk), (0, 0), (0, 0))), WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))),
+                       Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))), parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))
 
 
 def slots(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -131,7 +131,8 @@ def test_estat_bad_input(command, message):
 
 
 def test_icc_needs_a_random_intercept():
-    with pytest.raises(jaxhlm.DoFileError, match=r"needs a random intercept at each level: id's random effects \(ses\)"):
+    with pytest.raises(jaxhlm.DoFileError,
+                       match=r"needs a random intercept at each level: id's random effects \(ses\)"):
         jaxhlm.run_do("mixed mathach ses || id: ses, noconstant\nestat icc")
 
 
