@@ -4,7 +4,7 @@ lme4's ``(1 | school/class)`` syntax.
 Reference values: tests/fixtures/nested_reference.json, written by tests/fixtures/nested_reference.R
 (``Rscript tests/fixtures/nested_reference.R``; lme4 1.1-31, lmerTest, pbkrtest and numDeriv; versions in the
 JSON) on tests/fixtures/three_level.csv (seeded synthetic data: ``python tests/fixtures/three_level.py``) and
-lme4's Pastes data (tests/fixtures/pastes.csv). lme4 gives the log likelihoods, fixed effects and their SEs,
+lme4's Pastes data (jaxhlm/datasets/pastes.csv, ``jaxhlm.datasets.pastes()``). lme4 gives the log likelihoods, fixed effects and their SEs,
 variance components, BLUPs and conditional variances; the variance components' standard errors (Stata's,
 from the observed information in the reported parameters) and the ICCs come from the likelihood written out
 in R with dense per-school matrices, polished by Newton steps and differentiated by numDeriv, so no jaxhlm
@@ -35,7 +35,7 @@ def three() -> pd.DataFrame:
 
 
 def _data(ref: dict) -> pd.DataFrame:
-    return pd.read_csv(FIXTURES / ref["data"])
+    return pd.read_csv(FIXTURES.parent.parent / ref["data"])
 
 
 @pytest.mark.parametrize("name", list(FITS))
@@ -82,6 +82,14 @@ def test_small_sample_degrees_of_freedom_match_lmertest_and_pbkrtest(three, meth
     if method == "kroger":
         se = {k.replace("(Intercept)", "Intercept"): v for k, v in ref["kenward_roger_se"].items()}
         np.testing.assert_allclose(r.bse_fe.to_numpy(), [se[n] for n in r.fe_params.index], rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["satterthwaite", "kroger"])
+def test_balanced_nesting_gives_the_exact_degrees_of_freedom(method):
+    # Pastes is balanced: the intercept's exact df are batches - 1 = 9 (lmerTest: 8.99999947, numerically).
+    r = jaxhlm.fit("strength ~ 1 + (1 | batch/cask)", jaxhlm.datasets.pastes(), reml=True, dfmethod=method)
+    assert r.ddf == pytest.approx([9.0], rel=1e-8)
+    assert FITS["pastes_reml"]["satterthwaite_df"] == pytest.approx([9.0], rel=1e-6)
 
 
 def test_blups_of_both_levels_match_lme4():
@@ -190,3 +198,15 @@ def test_two_level_only_features_say_so(three):
                                                                         r, B=10)):
         with pytest.raises(DataError, match="available for two-level models; this model has a nested level"):
             call()
+
+
+def test_variance_parameters_are_named_by_level(three):
+    r = jaxhlm.mixed("score ses || school: ses, cov(un) || class:", three)
+    names = ["var(ses[school])", "var(_cons[school])", "cov(ses,_cons[school])", "var(_cons[school>class])",
+             "var(Residual)"]
+    assert list(r.params.index[2:]) == names
+    assert list(r.bse.index) == list(r.params.index) == list(r.conf_int().index)
+    assert list(r.to_frame()["random"].index) == names and list(r.to_dict()["random"]) == names
+    assert list(r.varcorr().index) == [n.replace("var(", "sd(").replace("cov(", "corr(") if n != "var(Residual)"
+                                       else "sd(Residual)" for n in names]
+    assert r.params["var(_cons[school>class])"] == pytest.approx(r.random_effects.estimate[3])

@@ -21,6 +21,17 @@ def hsb() -> pd.DataFrame:
         return pd.read_csv(fh)
 
 
+def pastes() -> pd.DataFrame:
+    """Strength of a chemical paste (Davies and Goldsmith 1972; lme4's ``Pastes``): 60 measurements, two per
+    cask, of 3 casks from each of 10 batches, the classic nested design.
+
+    Columns: strength, batch (A-J), cask (a-c, named within its batch), sample (batch:cask). A three-level
+    model: ``jaxhlm.mixed("strength || batch: || cask:, reml", pastes())``.
+    """
+    with resources.files(__package__).joinpath("pastes.csv").open("r") as fh:
+        return pd.read_csv(fh)
+
+
 _CSV_ERRORS = (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError)
 
 
