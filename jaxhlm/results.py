@@ -484,7 +484,9 @@ class MixedResult:
         nan_none = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
         re = self.random_effects
         return {
-            "llf": self.llf, "nobs": self.nobs, "ngroups": self.ngroups, "converged": self.converged,
+            "llf": self.llf, "nobs": self.nobs, "ngroups": self.ngroups,
+            "groups": {name: len(s) for name, s in zip(self.design.level_names, self.design.level_sizes)},
+            "converged": self.converged,
             "singular": self.singular, "reml": self.reml,
             "fixed": fixed,
             "random": {lab: {"estimate": float(e), "se": nan_none(s)}

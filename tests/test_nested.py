@@ -207,6 +207,7 @@ def test_variance_parameters_are_named_by_level(three):
     assert list(r.params.index[2:]) == names
     assert list(r.bse.index) == list(r.params.index) == list(r.conf_int().index)
     assert list(r.to_frame()["random"].index) == names and list(r.to_dict()["random"]) == names
+    assert r.to_dict()["groups"] == {"school": 30, "class": 106}
     assert list(r.varcorr().index) == [n.replace("var(", "sd(").replace("cov(", "corr(") if n != "var(Residual)"
                                        else "sd(Residual)" for n in names]
     assert r.params["var(_cons[school>class])"] == pytest.approx(r.random_effects.estimate[3])
