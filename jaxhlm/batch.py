@@ -281,7 +281,7 @@ def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
     gives the same draws, and :func:`bootstrap_lrtest` with that seed fits exactly these responses.
     """
     d = result.design
-    rows = d.rows()
+    rows = d.two_level_rows()
     g, slot, _ = slots(rows.group, d.n_groups)
     data = rows.grouped(d.n_groups)
     return _simulate(_key(seed), _simulator(result, data), int(n))[:, g, slot]
@@ -358,7 +358,7 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
                         f"response; got shape {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
-    rows = d.rows()
+    rows = d.two_level_rows()
     shared = _shared(d, rows)
     start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
     inputs = (*_response_stats(d, rows, Y, shared.base), start)
@@ -435,7 +435,7 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     if small.df_modelwc > big.df_modelwc:
         small, big = big, small
     ds, db = small.design, big.design
-    rows_small, rows_big = ds.rows(), db.rows()
+    rows_small, rows_big = ds.two_level_rows(), db.two_level_rows()
     index = _nesting(ds, db, rows_small.X, rows_big.X)
     shared_small = _shared(ds, rows_small)
     shared = (_key(seed), _simulator(small, shared_small.data), shared_small, _shared(db, rows_big))

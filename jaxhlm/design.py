@@ -33,7 +33,7 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .stats import Accumulator, GroupedData, HostStats, pad_groups
+from .stats import Accumulator, GroupedData, HostStats, inverse_permutation, pad_groups
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -50,13 +50,19 @@ Data = Union[pd.DataFrame, Mapping[str, Any], Iterable[pd.DataFrame], str, os.Pa
 @dataclass(frozen=True, eq=False)
 class Rows:
     """The model's rows: y (N,), X (N, p), Z (N, q) and group codes (N,) in the estimation sample's order,
-    with the row labels of the data they came from."""
+    with the row labels of the data they came from; a three-level model's cluster codes (N,) too."""
 
     y: np.ndarray
     X: np.ndarray
     Z: np.ndarray
     group: np.ndarray
     index: pd.Index
+    cluster: np.ndarray | None = None
+
+    @property
+    def codes(self) -> tuple[np.ndarray, ...]:
+        """Each row's group, and cluster, codes: one array per grouping level, outermost first."""
+        return (self.group,) if self.cluster is None else (self.group, self.cluster)
 
     def grouped(self, n_groups: int) -> GroupedData:
         """The rows padded into one slab per group (unit weights): the array-level form."""
@@ -135,7 +141,6 @@ class Design:
     def rows(self) -> Rows:
         """The rows behind the statistics (for simulation, batched refits, fitted values and influence), rebuilt
         from the fitted data."""
-        self._two_level_only()
         if self.source is None or self.encoding is None:
             raise DataError("this model was fitted from data read in chunks, so its rows are not at hand; fit it "
                             "from a DataFrame (or a dict of arrays) to simulate from it, refit it in batches or "
@@ -147,15 +152,18 @@ class Design:
 
     def _two_level_only(self) -> None:
         if self.inner is not None:
-            raise DataError("simulation, batched refits, fitted values, predictions with random effects and "
-                            "influence are available for two-level models; this model has a nested level "
-                            f"({self.inner.name}). Predictions without random effects: predict(data, random=False)")
+            raise DataError("simulation, batched refits, the bootstrap and influence are available for two-level "
+                            f"models; this model has a nested level ({self.inner.name})")
 
-    def predictors(self, data: pd.DataFrame, random: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                            np.ndarray]:
-        """(complete, X, Z, group codes) for new rows, encoded as the fit encoded its data (:class:`Encoding`)."""
-        if random:
-            self._two_level_only()
+    def two_level_rows(self) -> Rows:
+        """:meth:`rows`, for the computations that are written for one grouping level (they say so otherwise)."""
+        self._two_level_only()
+        return self.rows()
+
+    def predictors(self, data: pd.DataFrame, random: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+        """(complete, X, Z, codes per level) for new rows, encoded as the fit encoded its data
+        (:class:`Encoding`)."""
         if self.encoding is None:
             raise DataError("this model has no encoding of its variables to apply to new data")
         return self.encoding.predictors(data, random)
@@ -517,24 +525,28 @@ class Encoding:
     encoder: _Formulaic | _Factors
     levels: _Levels
     kept: list[int]
-    rank: np.ndarray  # a group's code in order of first appearance → its position in the sorted order
+    #: per grouping level, outermost first: a group's (cluster's) code in order of first appearance → its
+    #: position in the sorted order
+    ranks: tuple[np.ndarray, ...]
 
     def sample_rows(self, data: pd.DataFrame) -> tuple[Rows, str]:
         """The estimation sample's rows from the fitted data, and their fingerprint (to check it is unchanged)."""
-        frame, y, X, Z, (codes, _) = _encode(self.spec, data, self.encoder, self.levels)  # type: ignore[misc]
+        frame, y, X, Z, (codes, clusters) = _encode(self.spec, data, self.encoder, self.levels)  # type: ignore[misc]
         check = _Sample()
         check.update(frame, y, self.levels.keys[0])
-        return Rows(y=y, X=X[:, self.kept], Z=Z, group=self.rank[codes], index=frame.index), check.digest()
+        return Rows(y=y, X=X[:, self.kept], Z=Z, group=self.ranks[0][codes], index=frame.index,
+                    cluster=None if clusters is None else self.ranks[1][clusters]), check.digest()
 
-    def predictors(self, data: pd.DataFrame, random: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
-        """(complete, X, Z, codes) for the rows of ``data`` with no missing predictor (``complete`` marks them):
-        a group the fit has not seen gets code −1. The response is not needed; the group variable only when
-        ``random``. Levels of a factor the fit has not seen are refused: they have no estimated effect."""
+    def predictors(self, data: pd.DataFrame, random: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+        """(complete, X, Z, codes per grouping level) for the rows of ``data`` with no missing predictor
+        (``complete`` marks them): a group (cluster) the fit has not seen gets code −1. The response is not
+        needed; the grouping variables only when ``random``. Levels of a factor the fit has not seen are refused:
+        they have no estimated effect."""
         spec = self.spec
         needed = sorted(_fixed_variables(spec.fixed))
         if random:
-            needed += [*self.levels.keys[0]] + [n for t in spec.random for n in t.slopes]
+            needed += [*self.levels.variables] + [n for t in spec.random for n in t.slopes]
         absent = [n for n in dict.fromkeys(needed) if n not in data.columns]
         if absent:
             raise DataError(f"the new data lacks {', '.join(map(repr, absent))}, which the model's predictions "
@@ -544,13 +556,16 @@ class Encoding:
         if isinstance(self.encoder, _Factors):
             self.encoder.check_known(frame)
         X = self.encoder.columns(frame)[:, self.kept]
-        q = len(spec.re_names)
         if not random:
-            return complete, X, np.zeros((len(frame), q)), np.full(len(frame), -1)
-        labels = self.levels.groups.labels
-        assert labels is not None
-        at = labels.get_indexer(_key(frame, self.levels.keys[0]))
-        return complete, X, _random_design(spec, frame), np.where(at >= 0, self.rank[np.maximum(at, 0)], -1)
+            unseen = np.full(len(frame), -1)
+            return complete, X, np.zeros((len(frame), len(spec.re_names))), (unseen,) * len(self.ranks)
+        keys = (self.levels.keys[0], self.levels.variables)  # a cluster's label holds its group's
+        codes = []
+        for labels, key, rank in zip((self.levels.groups.labels, getattr(self.levels.clusters, "labels", None)),
+                                     keys, self.ranks):
+            at = labels.get_indexer(_key(frame, key))
+            codes.append(np.where(at >= 0, rank[np.maximum(at, 0)], -1))
+        return complete, X, _random_design(spec, frame), tuple(codes)
 
 
 def build_design(spec: ModelSpec, data: Data) -> Design:
@@ -605,8 +620,6 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     if n_dropped:
         notes.append(f"{n_dropped:,} observation{'s' if n_dropped > 1 else ''} dropped because of missing values")
     order = np.asarray(groups.argsort())
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
     inner, cluster_order = None, None
     if levels.clusters is not None:
         cluster_order = np.asarray(levels.clusters.labels.argsort())
@@ -616,7 +629,8 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
         constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=sample.digest(),
-        encoding=Encoding(spec, encoder, levels, kept, rank), source=source, inner=inner,
+        encoding=Encoding(spec, encoder, levels, kept, tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None)),
+        source=source, inner=inner,
     )
 
 

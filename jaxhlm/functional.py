@@ -165,17 +165,26 @@ def random_effects(params: Params, data: GroupedData | GroupStats) -> tuple[Arra
 
 
 @jax.jit
-def predict(params: Params, b: Array, X: Array, Z: Array | None = None, codes: Array | None = None) -> Array:
+def predict(params: Params, b: Array | Sequence[Array], X: Array, Z: Array | None = None,
+            codes: Array | Sequence[Array] | None = None) -> Array:
     """Predictions Xβ + Zb_g for rows X (N, p), Z (N, q) in groups ``codes`` (from :func:`group_codes`).
 
     A row whose code is −1 (a group the fit has not seen) gets a zero random effect: the population-level
-    prediction Xβ. Without Z and codes, the population-level prediction for every row.
+    prediction Xβ. Without Z and codes, the population-level prediction for every row. With several grouping
+    levels (a three-level model), ``b`` and ``codes`` are sequences, one per level, and Z's columns are the
+    levels' effects in that order.
     """
     fixed = jnp.asarray(X) @ params.beta
     if Z is None or codes is None:
         return fixed
     Z = jnp.asarray(Z)
     Z = Z[:, None] if Z.ndim == 1 else Z
-    codes = jnp.asarray(codes)
-    effect = jnp.where((codes >= 0)[:, None], b[jnp.maximum(codes, 0)], 0.0)
-    return fixed + jnp.sum(Z * effect, axis=-1)
+    levels = (b, codes) if isinstance(b, (list, tuple)) else ((b,), (codes,))
+    at = 0
+    for b_l, codes_l in zip(*levels):
+        codes_l = jnp.asarray(codes_l)
+        q = b_l.shape[-1]
+        effect = jnp.where((codes_l >= 0)[:, None], b_l[jnp.maximum(codes_l, 0)], 0.0)
+        fixed = fixed + jnp.sum(Z[:, at:at + q] * effect, axis=-1)
+        at += q
+    return fixed

@@ -243,25 +243,26 @@ class MixedResult:
     def fittedvalues(self) -> np.ndarray:
         """Xβ̂ + Zb̂ for the estimation sample, in its row order (rebuilt from the fitted data)."""
         rows = self.design.rows()
-        return self._predict(rows.X, rows.Z, rows.group)
+        return self._predict(rows.X, rows.Z, rows.codes)
 
     @property
     def resid(self) -> np.ndarray:
         """y − :attr:`fittedvalues` (conditional residuals)."""
         rows = self.design.rows()
-        return rows.y - self._predict(rows.X, rows.Z, rows.group)
+        return rows.y - self._predict(rows.X, rows.Z, rows.codes)
 
     def predict(self, data: pd.DataFrame | None = None, random: bool = True) -> pd.Series:
         """Predictions Xβ̂ + Zb̂ (``random=False``: Xβ̂, the population level; Stata's ``predict, xb``).
 
         ``data`` None predicts the estimation sample (index: its rows). New data is encoded as the fitted data
         was; it needs no response. A group the fit has not seen gets a zero random effect (its prediction is
-        Xβ̂, as lme4's ``allow.new.levels``); a row with a missing predictor gets NaN. The index is ``data``'s.
+        Xβ̂, as lme4's ``allow.new.levels``), and so does a new cluster of a three-level model (its school's
+        effect still applies); a row with a missing predictor gets NaN. The index is ``data``'s.
         """
         name = "fitted" if random else "xb"
         if data is None:
             rows = self.design.rows()
-            codes = rows.group if random else np.full(len(rows.y), -1)
+            codes = rows.codes if random else tuple(np.full(len(rows.y), -1) for _ in rows.codes)
             return pd.Series(self._predict(rows.X, rows.Z, codes), index=rows.index, name=name)
         if not isinstance(data, pd.DataFrame):
             raise JaxhlmError(f"predict needs a pandas DataFrame of new data, got {type(data).__name__}")
@@ -270,10 +271,11 @@ class MixedResult:
         out[complete] = self._predict(X, Z, codes)
         return pd.Series(out, index=data.index, name=name)
 
-    def _predict(self, X: np.ndarray, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    def _predict(self, X: np.ndarray, Z: np.ndarray, codes: tuple[np.ndarray, ...]) -> np.ndarray:
         params = functional.Params(jnp.asarray(self.fit.beta), jnp.asarray(self.cov_re.to_numpy()),
                                    jnp.asarray(self.scale))
-        return np.asarray(functional.predict(params, jnp.asarray(self._modes[0][0]), X, Z, codes))
+        b = tuple(jnp.asarray(modes) for modes, _ in self._modes)
+        return np.asarray(functional.predict(params, b, X, Z, codes))
 
     # ---- influence --------------------------------------------------------------------------------
     def influence(self, exact: bool = False) -> "GroupInfluence":
@@ -286,7 +288,7 @@ class MixedResult:
         """
         _config.relieve_map_pressure()
         d = self.design
-        rows = d.rows()
+        rows = d.two_level_rows()
         data = rows.grouped(d.n_groups)
         beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         converged_all = None

@@ -73,29 +73,13 @@ class GroupStats(NamedTuple):
     group_weights: Array
 
 
-class NestedStats(NamedTuple):
-    """:class:`GroupStats` of the outer level (groups; Z its random-effects design) and the cross-products of
-    the inner level's clusters (W their random-effects design): WtW (k, q2, q2), WtZ (k, q2, q), WtX (k, q2,
-    p), Wty (k, q2) and parent (k,), the outer group of each cluster. A pytree like GroupStats; every
-    function that reads only the outer fields and the totals (degrees of freedom, ``n``, ``p``) takes either.
-    A padded cluster has zero products, so it contributes nothing (:func:`device_stats`).
-    """
-
-    ZtZ: Array
-    ZtX: Array
-    ZtX2: Array
-    Zty: Array
-    XtX: Array
-    Xty: Array
-    yty: Array
-    n: Array
-    p: Array
-    group_weights: Array
-    WtW: Array
-    WtZ: Array
-    WtX: Array
-    Wty: Array
-    parent: Array
+NestedStats = NamedTuple("NestedStats", [*GroupStats.__annotations__.items(), ("WtW", Array), ("WtZ", Array),
+                                          ("WtX", Array), ("Wty", Array), ("parent", Array)])
+NestedStats.__doc__ = """:class:`GroupStats`' fields for the outer level (groups; Z its random-effects design),
+then the cross-products of the inner level's clusters (W their random-effects design): WtW (k, q2, q2), WtZ
+(k, q2, q), WtX (k, q2, p), Wty (k, q2) and parent (k,), the outer group of each cluster. A pytree like
+GroupStats; every function that reads only the outer fields and the totals (degrees of freedom, ``n``, ``p``)
+takes either. A padded cluster has zero products, so it contributes nothing (:func:`device_stats`)."""
 
 
 #: ZtX2 is built for batched refits only while it has at most this many entries (256 MiB): beyond, XᵀV⁻¹X
@@ -133,10 +117,9 @@ class HostStats:
         columns = np.asarray(columns, dtype=np.int64)
         inner = None
         if self.inner is not None:
-            rank = np.empty_like(groups)
-            rank[groups] = np.arange(len(groups))
             c, i = clusters, self.inner
-            inner = InnerStats(i.WtW[c], i.WtZ[c], i.WtX[c][:, :, columns], i.Wty[c], rank[i.parent[c]], i.counts[c])
+            inner = InnerStats(i.WtW[c], i.WtZ[c], i.WtX[c][:, :, columns], i.Wty[c],
+                               inverse_permutation(groups)[i.parent[c]], i.counts[c])
         return HostStats(self.ZtZ[groups], self.ZtX[groups][:, :, columns], self.Zty[groups],
                          _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups], inner)
 
@@ -153,6 +136,13 @@ class InnerStats:
     Wty: np.ndarray
     parent: np.ndarray
     counts: np.ndarray
+
+
+def inverse_permutation(order: np.ndarray) -> np.ndarray:
+    """Each item's position in ``order`` (a permutation): where a group went when the groups were reordered."""
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 def _triangular(A: np.ndarray) -> np.ndarray:

@@ -146,9 +146,10 @@ def test_lrtest_of_the_nested_level(three):
 
 
 def test_chunked_input_equals_one_shot(three):
-    ref = jaxhlm.mixed("score ses i.sector || school: ses || class:", three)
+    model = FITS["slope_ml"]["stata"]  # a structure other tests compile too
+    ref = jaxhlm.mixed(model, three)
     shuffled = three.sample(frac=1.0, random_state=3)  # clusters spread over several chunks
-    got = jaxhlm.mixed("score ses i.sector || school: ses || class:",
+    got = jaxhlm.mixed(model,
                        (shuffled.iloc[i:i + 100] for i in range(0, len(shuffled), 100)))
     assert got.llf == pytest.approx(ref.llf, abs=1e-8)
     np.testing.assert_allclose(got.fe_params.to_numpy(), ref.fe_params.to_numpy(), rtol=1e-8)
@@ -190,12 +191,8 @@ def test_inner_level_of_slopes_only(three):
 
 def test_two_level_only_features_say_so(three):
     r = jaxhlm.mixed("score ses || school: || class:", three)
-    xb = r.predict(three.head(3), random=False)  # the fixed part alone needs no level
-    np.testing.assert_allclose(xb.to_numpy(), r.fe_params["_cons"] + r.fe_params["ses"] * three["ses"].head(3))
-    for call in (lambda: jaxhlm.simulate(r, 2), lambda: r.fittedvalues, lambda: r.predict(),
-                 lambda: r.predict(three.head(3)),
-                 lambda: r.influence(), lambda: jaxhlm.bootstrap_lrtest(jaxhlm.mixed("score ses || school:", three),
-                                                                        r, B=10)):
+    for call in (lambda: jaxhlm.simulate(r, 2), lambda: r.influence(),
+                 lambda: jaxhlm.bootstrap_lrtest(jaxhlm.mixed("score ses || school:", three), r, B=10)):
         with pytest.raises(DataError, match="available for two-level models; this model has a nested level"):
             call()
 
@@ -211,3 +208,13 @@ def test_variance_parameters_are_named_by_level(three):
     assert list(r.varcorr().index) == [n.replace("var(", "sd(").replace("cov(", "corr(") if n != "var(Residual)"
                                        else "sd(Residual)" for n in names]
     assert r.params["var(_cons[school>class])"] == pytest.approx(r.random_effects.estimate[3])
+
+
+def test_fitted_values_and_predictions_match_lme4(three):
+    ref = FITS["intercepts_ml"]
+    r = jaxhlm.mixed(ref["stata"], three)
+    np.testing.assert_allclose(r.fittedvalues, ref["fitted"], rtol=1e-6)
+    np.testing.assert_allclose(r.resid, three["score"] - np.asarray(ref["fitted"]), rtol=1e-5, atol=1e-6)
+    new = pd.DataFrame(ref["new"])  # a known class, a new class of a known school, a new school
+    np.testing.assert_allclose(r.predict(new), ref["predicted"], rtol=1e-6)
+    assert r.predict(new)[2] == pytest.approx(r.predict(new, random=False)[2])
