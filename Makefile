@@ -33,6 +33,7 @@ bench: $(VENV)/.bench
 	$(PY) experiments/bench_hsb.py
 	$(PY) experiments/bench_bootstrap.py
 	$(PY) experiments/bench_scale.py
+	$(PY) experiments/bench_nested.py
 	$(PY) experiments/neural_mixed.py
 
 clean:

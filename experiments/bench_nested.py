@@ -1,0 +1,115 @@
+"""Three-level models: jaxhlm and lme4 side by side in one run on seeded synthetic data.
+
+Students in classes in schools: N rows, N/1000 schools, N/20 classes (classes numbered within schools, sizes
+random), a random intercept and ses slope by school (unstructured) and a random intercept by class, 4 fixed
+effects; fitted by ML. lme4 (``lmer(y ~ x1 + x2 + x3 + (1 + x1 | school) + (1 | school:class))``) reads the
+same numbers from binary files and times ``lmer`` alone. jaxhlm times its first fit in this process ("first",
+with the program and compilation caches on disk as after any earlier use) and a repeat with its design cache
+cleared ("warm": statistics rebuilt from the rows, no compilation); the ratios use the warm fit, and the log
+likelihoods are compared.
+
+Run with ``make bench`` or ``python experiments/bench_nested.py [--sizes 1e4 1e5 1e6]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jaxhlm  # noqa: E402
+
+FORMULA = "y ~ x1 + x2 + x3 + (1 + x1 | school) + (1 | school:class)"
+
+R_FIT = r"""
+suppressMessages(library(lme4))
+args <- commandArgs(trailingOnly = TRUE)
+dir <- args[1]; n <- as.integer(args[2])
+col <- function(name, type = "double") readBin(file.path(dir, paste0(name, ".bin")), type, n)
+d <- data.frame(y = col("y"), x1 = col("x1"), x2 = col("x2"), x3 = col("x3"),
+                school = factor(col("school", "integer")), class = factor(col("class", "integer")))
+t0 <- proc.time()[["elapsed"]]
+m <- lmer(y ~ x1 + x2 + x3 + (1 + x1 | school) + (1 | school:class), d, REML = FALSE)
+el <- proc.time()[["elapsed"]] - t0
+cat(sprintf('{"seconds": %.3f, "llf": %.9f, "version": "%s"}\n', el, as.numeric(logLik(m)), packageVersion("lme4")))
+"""
+
+
+def generate(n: int, seed: int = 0) -> pd.DataFrame:
+    """N rows in N/20 classes (numbered within their school) in N/1000 schools, reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    n_schools, n_classes = max(n // 1000, 2), max(n // 20, 4)
+    cls = rng.integers(0, n_classes, n)
+    school = cls % n_schools
+    x = rng.normal(size=(n, 3))
+    u = rng.multivariate_normal([0, 0], [[1.0, 0.2], [0.2, 0.25]], n_schools)
+    y = (1 + x @ [0.5, -0.3, 0.2] + u[school, 0] + u[school, 1] * x[:, 0] + rng.normal(0, 0.6, n_classes)[cls]
+         + rng.normal(size=n))
+    return pd.DataFrame({"y": y, "x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "school": school,
+                         "class": cls // n_schools})
+
+
+def run_lme4(frame: pd.DataFrame, timeout: float) -> dict | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("y", "x1", "x2", "x3"):
+            frame[name].to_numpy().tofile(os.path.join(tmp, f"{name}.bin"))
+        for name in ("school", "class"):
+            frame[name].to_numpy().astype(np.int32).tofile(os.path.join(tmp, f"{name}.bin"))
+        Path(tmp, "fit.R").write_text(R_FIT)
+        try:
+            out = subprocess.run(["Rscript", str(Path(tmp, "fit.R")), tmp, str(len(frame))], capture_output=True,
+                                 text=True, timeout=timeout, check=True)
+        except subprocess.TimeoutExpired:
+            return {"timeout": timeout}
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"[lme4 failed: {getattr(exc, 'stderr', exc)}]")
+            return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_jaxhlm(frame: pd.DataFrame) -> dict:
+    t0 = time.perf_counter()
+    r = jaxhlm.fit(FORMULA, frame)
+    first = time.perf_counter() - t0
+    jaxhlm.pipeline.clear_cache()
+    t0 = time.perf_counter()
+    jaxhlm.fit(FORMULA, frame)
+    return {"first": first, "seconds": time.perf_counter() - t0, "llf": r.llf, "converged": bool(r.converged),
+            "groups": r.group_info()["groups"].tolist()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", nargs="*", default=["1e4", "1e5", "1e6"])
+    ap.add_argument("--skip-lme4", action="store_true")
+    ap.add_argument("--lme4-limit", type=float, default=1800.0)
+    args = ap.parse_args()
+    print(f"Three-level ML fits, {FORMULA}; {os.cpu_count()} CPUs")
+    print(f"{'N':>10} {'schools':>8} {'classes':>8} | {'jaxhlm first':>12} {'warm':>8} | {'lme4':>8} | "
+          f"{'lme4/warm':>9} {'LL jaxhlm - lme4':>17}")
+    for size in args.sizes:
+        frame = generate(int(float(size)))
+        ours = run_jaxhlm(frame)
+        peer = None if args.skip_lme4 else run_lme4(frame, args.lme4_limit)
+        lme4_s = "—" if peer is None else (f">{peer['timeout']:.0f}" if "timeout" in peer else f"{peer['seconds']:.2f}")
+        ratio = gap = "—"
+        if peer is not None and "seconds" in peer:
+            ratio, gap = f"{peer['seconds'] / ours['seconds']:.1f}x", f"{ours['llf'] - peer['llf']:+.2e}"
+        schools, classes = ours["groups"]
+        print(f"{len(frame):>10,} {schools:>8,} {classes:>8,} | {ours['first']:>12.2f} {ours['seconds']:>8.2f} | "
+              f"{lme4_s:>8} | {ratio:>9} {gap:>17}" + ("" if ours["converged"] else "  (jaxhlm: not converged)"))
+
+
+if __name__ == "__main__":
+    main()
