@@ -218,3 +218,14 @@ def test_fitted_values_and_predictions_match_lme4(three):
     new = pd.DataFrame(ref["new"])  # a known class, a new class of a known school, a new school
     np.testing.assert_allclose(r.predict(new), ref["predicted"], rtol=1e-6)
     assert r.predict(new)[2] == pytest.approx(r.predict(new, random=False)[2])
+
+
+def test_slopes_at_both_levels_and_missing_values(three):
+    r = jaxhlm.fit("score ~ ses + (1 + ses | school/class)", three)
+    assert [t.group for t in r.spec.random] == ["school", "school:class"]
+    assert [b.kind for b in r.design.blocks] == ["unstructured", "unstructured"]
+    assert r.design.re_names == ("ses", "_cons", "ses", "_cons") and r.converged
+    holes = three.assign(**{"class": three["class"].where(np.arange(len(three)) % 50 != 0)})
+    r = jaxhlm.mixed("score ses || school: || class:", holes)
+    assert r.design.n_dropped == 19 and r.nobs == len(three) - 19
+    assert "19 observations dropped because of missing values" in str(r)
