@@ -7,6 +7,10 @@ each replicate's state freezes once it has converged, so none is stopped early o
 Batches run in chunks sized to the device's memory and are sharded across all local devices
 (``jax.shard_map`` over a one-axis mesh); replicate r always draws from ``fold_in(key, r)``, so results do
 not depend on the chunk size or the number of devices.
+
+A two-level model's replicates are laid out in per-group slabs (:class:`~jaxhlm.stats.GroupedData`); a
+three-level model's stay as flat rows (:class:`FlatRows`), reduced by segment sums over groups and clusters,
+since slabs would have to be padded to the largest cluster within the largest group.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from .estimate import Fit, fit_stats
 from .optimize import RESULTS, converged
 from .pipeline import design_stats
 from .results import MixedResult, lrtest
-from .stats import GroupedData, GroupStats, slots
+from .stats import GroupedData, GroupStats, NestedStats, slots
 
 #: Bytes of working memory one replicate needs, per padded observation (response, noise, products) and per
 #: group-parameter entry (the fit's factorisations and derivatives); chunks are sized from these.
@@ -45,19 +49,33 @@ _BYTES_PER_GROUP_ENTRY = 2_000
 
 
 # ---- pure JAX core ---------------------------------------------------------------------------------------
-class Shared(NamedTuple):
-    """What every replicate of one model shares: the padded design and its bucket-padded statistics."""
+class FlatRows(NamedTuple):
+    """A three-level model's rows, unpadded (a response is (N,)): X (N, p); Z (N, q1) and W (N, q2), the two
+    levels' random-effects designs; group and cluster codes (N,); and the groups' and clusters' sizes (m,),
+    (k,), whose lengths say how many random effects each level draws."""
 
-    data: GroupedData  # X, Z and unit weights (1 on real rows, 0 on padding) in group slabs; y is not used
-    base: GroupStats  # statistics of the fitted response; the response parts are replaced per replicate
+    X: Array
+    Z: Array
+    W: Array
+    group: Array
+    cluster: Array
+    group_sizes: Array
+    cluster_sizes: Array
+
+
+class Shared(NamedTuple):
+    """What every replicate of one model shares: its design's rows and its bucket-padded statistics."""
+
+    data: GroupedData | FlatRows  # group slabs (X, Z, unit weights: 1 on real rows, 0 on padding; y unused)
+    base: GroupStats | NestedStats  # statistics of the fitted response; the response parts are replaced
 
 
 class Simulator(NamedTuple):
     """A fitted model to draw responses from: y = Xβ + Zb + e, b ~ N(0, σ²ΛΛᵀ), e ~ N(0, σ²)."""
 
-    data: GroupedData
+    data: GroupedData | FlatRows
     beta: Array  # (p,)
-    lam: Array  # (q, q) relative covariance factor Λ(θ̂)
+    lam: Array  # (q, q) relative covariance factor Λ(θ̂), block-diagonal over the levels
     sigma: Array  # σ̂
 
 
@@ -84,8 +102,13 @@ MAX_ROUNDS = 13
 RESUME_CHUNK = 8
 
 
-def with_response(shared: Shared, y: Array) -> GroupStats:
-    """The statistics of ``shared``'s design with the response ``y`` (padded like ``shared.data``)."""
+def with_response(shared: Shared, y: Array) -> GroupStats | NestedStats:
+    """The statistics of ``shared``'s design with the response ``y`` (laid out like ``shared.data``)."""
+    if isinstance(shared.data, FlatRows):
+        d, base = shared.data, shared.base
+        return base._replace(Zty=jax.ops.segment_sum(d.Z * y[:, None], d.group, base.Zty.shape[0]),
+                             Wty=jax.ops.segment_sum(d.W * y[:, None], d.cluster, base.Wty.shape[0]),
+                             Xty=jnp.pad(y @ d.X, (0, base.Xty.shape[0] - d.X.shape[1])), yty=jnp.sum(y * y))
     X, Z = shared.data.X, shared.data.Z
     zty = jnp.einsum("gni,gn->gi", Z, y)
     xty = jnp.einsum("gni,gn->i", X, y)
@@ -95,9 +118,16 @@ def with_response(shared: Shared, y: Array) -> GroupStats:
 
 
 def simulate_one(key: Array, sim: Simulator) -> Array:
-    """One response drawn from the fitted model, in the padded layout (zero on padding rows)."""
-    X, Z, real = sim.data.X, sim.data.Z, sim.data.weights
+    """One response drawn from the fitted model, in the layout of ``sim.data`` (zero on padding rows)."""
     k_re, k_e = jax.random.split(key)
+    if isinstance(sim.data, FlatRows):
+        d, q1 = sim.data, sim.data.Z.shape[1]
+        k1, k2 = jax.random.split(k_re)
+        b1 = sim.sigma * jax.random.normal(k1, (d.group_sizes.shape[0], q1)) @ sim.lam[:q1, :q1].T
+        b2 = sim.sigma * jax.random.normal(k2, (d.cluster_sizes.shape[0], d.W.shape[1])) @ sim.lam[q1:, q1:].T
+        return (d.X @ sim.beta + jnp.sum(d.Z * b1[d.group], axis=1) + jnp.sum(d.W * b2[d.cluster], axis=1)
+                + sim.sigma * jax.random.normal(k_e, d.group.shape))
+    X, Z, real = sim.data.X, sim.data.Z, sim.data.weights
     b = sim.sigma * jax.random.normal(k_re, (Z.shape[0], Z.shape[2])) @ sim.lam.T
     e = sim.sigma * jax.random.normal(k_e, real.shape)
     return (jnp.einsum("gnp,p->gn", X, sim.beta) + jnp.einsum("gnq,gq->gn", Z, b) + e) * real
@@ -110,11 +140,12 @@ def summarise(fit: Fit, blocks: cov.Structure) -> Replicate:
                      cov.on_boundary(blocks, fit.theta), sol.result == RESULTS.max_steps_reached)
 
 
-def _refit_one(x: tuple[Array, Array, Array, Array], shared: Shared, blocks: cov.Structure, reml: bool,
+def _refit_one(x: tuple[dict[str, Array], Array], shared: Shared, blocks: cov.Structure, reml: bool,
                max_steps: int) -> Replicate:
-    """One column of :func:`refit_batch`: x = (Zᵀy, Xᵀy, yᵀy, θ start), padded like ``shared.base``."""
-    zty, xty, yty, start = x
-    stats = shared.base._replace(Zty=zty, Xty=xty, yty=yty)
+    """One column of :func:`refit_batch`: x = (its response statistics by field name, θ start), padded like
+    ``shared.base``."""
+    response, start = x
+    stats = shared.base._replace(**response)
     return summarise(fit_stats(stats, blocks, reml, start=start, max_steps=max_steps), blocks)
 
 
@@ -126,17 +157,20 @@ def _embed(theta: Array, small: cov.Structure, big: cov.Structure, index: tuple[
     return cov.theta_from_cov(big, rel)
 
 
-def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Shared, Shared],
+def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Shared, Shared, Any],
             blocks_small: cov.Structure, blocks_big: cov.Structure, index: tuple[int, ...], reml: bool,
             max_steps: int) -> tuple[Replicate, Replicate]:
     """Replicate r of the bootstrap: simulate under the small model, fit both. ``x`` = (r, θ_small start,
-    θ_big start); the big model starts from the better of its start, the small optimum and its EM start."""
+    θ_big start); the big model starts from the better of its start, the small optimum and its EM start.
+    ``shared`` ends with the (group, slot) of each row in the small model's slabs when the big model takes
+    flat rows (a two-level null against a three-level model), else None."""
     r, start_small, start_big = x
-    key, sim, small, big = shared
+    key, sim, small, big, to_rows = shared
     y = simulate_one(jax.random.fold_in(key, r), sim)
     f_small = fit_stats(with_response(small, y), blocks_small, reml, start=start_small, max_steps=max_steps)
     embedded = _embed(f_small.theta, blocks_small, blocks_big, index)
-    f_big = fit_stats(with_response(big, y), blocks_big, reml, start=jnp.stack([embedded, start_big]),
+    y_big = y if to_rows is None else y[to_rows[0], to_rows[1]]
+    f_big = fit_stats(with_response(big, y_big), blocks_big, reml, start=jnp.stack([embedded, start_big]),
                       max_steps=max_steps)
     return summarise(f_small, blocks_small), summarise(f_big, blocks_big)
 
@@ -148,7 +182,7 @@ def _rounds(fn: Callable[..., Any], inputs: tuple[np.ndarray, ...], shared: Any,
     until none is left or :data:`MAX_ROUNDS` have run. Resumed rounds share one compiled program with a small
     chunk (:data:`RESUME_CHUNK` per device). Each replicate's answer depends only on its own inputs, never on
     who shares its chunk."""
-    n = len(inputs[0])
+    n = len(jax.tree.leaves(inputs)[0])
     size = _chunk_size(per_replicate_bytes, n, jax.local_device_count(), chunk)
     kw = dict(kw, chunk=size, per_replicate_bytes=per_replicate_bytes, max_steps=FIRST_ROUND_STEPS)
     out = map_batched(fn, inputs, shared, **kw)
@@ -248,15 +282,24 @@ def _sharded(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], mesh: 
 
 # ---- front ends --------------------------------------------------------------------------------------
 def _shared(design: Design, rows: Rows) -> Shared:
-    """``design``'s padded rows (``rows`` = ``design.rows()``, rebuilt once by the caller) and packed statistics."""
-    return Shared(rows.grouped(design.n_groups), design_stats(design, packed=True))
+    """``design``'s rows (``rows`` = ``design.rows()``, rebuilt once by the caller; padded slabs for two levels,
+    flat for three) and its bucket-padded statistics (packed for two levels)."""
+    if design.inner is None:
+        return Shared(rows.grouped(design.n_groups), design_stats(design, packed=True))
+    q1 = len(design.re_names) - design.inner.n_effects
+    flat = FlatRows(rows.X, rows.Z[:, :q1], rows.Z[:, q1:], rows.group, rows.cluster, design.stats.counts,
+                    design.stats.inner.counts)
+    return Shared(jax.tree.map(jnp.asarray, flat), design_stats(design))
 
 
 def _per_replicate_bytes(*designs: Design) -> int:
-    return sum(_BYTES_PER_ROW * design.n_groups * int(design.group_sizes.max())
-               + _BYTES_PER_GROUP_ENTRY * design.n_groups * len(design.re_names)
-               * (len(design.re_names) + len(design.fe_names))
-               for design in designs)
+    def size(d: Design) -> int:
+        rows = d.nobs if d.inner is not None else d.n_groups * int(d.group_sizes.max())
+        groups = d.n_groups + (0 if d.inner is None else len(d.stats.inner.counts))
+        return (_BYTES_PER_ROW * rows
+                + _BYTES_PER_GROUP_ENTRY * groups * len(d.re_names) * (len(d.re_names) + len(d.fe_names)))
+
+    return sum(size(d) for d in designs)
 
 
 def _simulator(result: MixedResult, data: GroupedData) -> Simulator:
@@ -281,10 +324,13 @@ def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
     gives the same draws, and :func:`bootstrap_lrtest` with that seed fits exactly these responses.
     """
     d = result.design
-    rows = d.two_level_rows()
+    rows = d.rows()
+    data = _shared(d, rows).data
+    draws = _simulate(_key(seed), _simulator(result, data), int(n))
+    if isinstance(data, FlatRows):
+        return draws
     g, slot, _ = slots(rows.group, d.n_groups)
-    data = rows.grouped(d.n_groups)
-    return _simulate(_key(seed), _simulator(result, data), int(n))[:, g, slot]
+    return draws[:, g, slot]
 
 
 @dataclass(frozen=True)
@@ -323,26 +369,35 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
         llf=-0.5 * np.asarray(rep.deviance), beta=np.asarray(rep.beta)[:, :p],
         varcomp=np.column_stack(entries + [sigma2]), sigma2=sigma2, theta=theta,
         converged=np.asarray(rep.converged), singular=np.asarray(rep.singular), fe_names=design.fe_names,
-        re_labels=tuple(cov.labels(design.blocks, design.re_names)) + ("var(Residual)",),
+        re_labels=tuple(design.qualify(cov.labels(design.blocks, design.re_names) + ["var(Residual)"])),
     )
 
 
-def _response_stats(design: Design, rows: Rows, Y: np.ndarray, base: GroupStats
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Zⱼᵀy (k, m, q), Xᵀy (k, p) and yᵀy (k,) of the k columns of Y, zero-padded to ``base``'s shapes.
+def _response_stats(design: Design, rows: Rows, Y: np.ndarray, base: GroupStats | NestedStats
+                    ) -> dict[str, np.ndarray]:
+    """The response parts of the statistics of the k columns of Y, by field: Zᵀy per group (k, m, q) (and a
+    three-level model's Wᵀy per cluster), Xᵀy (k, p) and yᵀy (k,), zero-padded to ``base``'s shapes.
 
     Why here, on the host, rather than per replicate on the device: a column enters the fit only through these,
     which are a few hundred numbers, while its padded (groups × largest group) layout is tens of thousands;
     building and shipping that layout cost more than the refits themselves.
     """
-    n, q = rows.Z.shape
+    n = len(rows.y)
     at = np.arange(n)
-    zty = np.stack([sparse.csr_array((rows.Z[:, j], (rows.group, at)), shape=(design.n_groups, n)) @ Y
-                    for j in range(q)], axis=-1)  # (m, k, q): one sparse product per effect, no (n, k) temporaries
-    m, p = base.Zty.shape[0], base.Xty.shape[0]
-    zty = np.pad(np.moveaxis(zty, 1, 0), ((0, 0), (0, m - design.n_groups), (0, 0)))
-    xty = np.pad((rows.X.T @ Y).T, ((0, 0), (0, p - rows.X.shape[1])))
-    return zty, xty, np.einsum("nk,nk->k", Y, Y)
+
+    def per_group(design_cols: np.ndarray, codes: np.ndarray, m: int, padded: int) -> np.ndarray:
+        # (k, padded, q): one sparse product per effect, no (n, k) temporaries
+        out = np.stack([sparse.csr_array((design_cols[:, j], (codes, at)), shape=(m, n)) @ Y
+                        for j in range(design_cols.shape[1])], axis=-1)
+        return np.pad(np.moveaxis(out, 1, 0), ((0, 0), (0, padded - m), (0, 0)))
+
+    q1 = len(design.re_names) - (0 if design.inner is None else design.inner.n_effects)
+    out = {"Zty": per_group(rows.Z[:, :q1], rows.group, design.n_groups, base.Zty.shape[0]),
+           "Xty": np.pad((rows.X.T @ Y).T, ((0, 0), (0, base.Xty.shape[0] - rows.X.shape[1]))),
+           "yty": np.einsum("nk,nk->k", Y, Y)}
+    if design.inner is not None:
+        out["Wty"] = per_group(rows.Z[:, q1:], rows.cluster, len(design.stats.inner.counts), base.Wty.shape[0])
+    return out
 
 
 def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progress: bool = True) -> BatchFit:
@@ -358,11 +413,11 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
                         f"response; got shape {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
-    rows = d.two_level_rows()
+    rows = d.rows()
     shared = _shared(d, rows)
     start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
-    inputs = (*_response_stats(d, rows, Y, shared.base), start)
-    rep = _rounds(_refit_one, inputs, shared, lambda x, out: (*x[:3], out.theta), chunk=chunk,
+    inputs = (_response_stats(d, rows, Y, shared.base), start)
+    rep = _rounds(_refit_one, inputs, shared, lambda x, out: (x[0], out.theta), chunk=chunk,
                   per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
                   blocks=d.blocks, reml=result.reml)
     return _batch_fit(rep, d)
@@ -410,15 +465,15 @@ class BootstrapLRTest:
 def _nesting(ds: Design, db: Design, xs: np.ndarray, xb: np.ndarray) -> tuple[int, ...]:
     """Where the small model's random effects sit among the big model's; refuses models that are not nested
     (``xs``, ``xb``: their fixed-effects designs)."""
-    if ds.group_name != db.group_name or not set(ds.re_names) <= set(db.re_names):
+    if ds.group_name != db.group_name or not set(ds.re_keys) <= set(db.re_keys):
+        shown = [", ".join(f"{name} by {level}" for level, name in d.re_keys) for d in (ds, db)]
         raise ComparisonError("the bootstrap needs nested models: the smaller model's random effects "
-                              f"({', '.join(ds.re_names)} by {ds.group_name}) must all be in the bigger model's "
-                              f"({', '.join(db.re_names)} by {db.group_name})")
+                              f"({shown[0]}) must all be in the bigger model's ({shown[1]})")
     coef, *_ = np.linalg.lstsq(xb, xs, rcond=None)
     if np.linalg.norm(xb @ coef - xs) > 1e-8 * max(np.linalg.norm(xs), 1.0):
         raise ComparisonError("the bootstrap needs nested models: the smaller model's fixed effects must lie in "
                               "the span of the bigger model's")
-    return tuple(db.re_names.index(n) for n in ds.re_names)
+    return tuple(db.re_keys.index(k) for k in ds.re_keys)
 
 
 def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: int = 0, *,
@@ -435,10 +490,14 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     if small.df_modelwc > big.df_modelwc:
         small, big = big, small
     ds, db = small.design, big.design
-    rows_small, rows_big = ds.two_level_rows(), db.two_level_rows()
+    rows_small, rows_big = ds.rows(), db.rows()
     index = _nesting(ds, db, rows_small.X, rows_big.X)
-    shared_small = _shared(ds, rows_small)
-    shared = (_key(seed), _simulator(small, shared_small.data), shared_small, _shared(db, rows_big))
+    shared_small, shared_big = _shared(ds, rows_small), _shared(db, rows_big)
+    to_rows = None
+    if isinstance(shared_big.data, FlatRows) and not isinstance(shared_small.data, FlatRows):
+        g, slot, _ = slots(rows_small.group, ds.n_groups)
+        to_rows = (jnp.asarray(g), jnp.asarray(slot))
+    shared = (_key(seed), _simulator(small, shared_small.data), shared_small, shared_big, to_rows)
     B = int(B)
     inputs = (np.arange(B), np.zeros((B, cov.n_cov_params(ds.blocks))), np.zeros((B, cov.n_cov_params(db.blocks))))
     reps = _rounds(_lr_one, inputs, shared, lambda x, out: (x[0], out[0].theta, out[1].theta), chunk=chunk,

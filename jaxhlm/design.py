@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Union
@@ -126,6 +126,24 @@ class Design:
         return (0,) * (len(self.blocks) - n_inner) + (1,) * n_inner
 
     @property
+    def re_keys(self) -> tuple[tuple[str, str], ...]:
+        """Each random effect as (its grouping level, its name): a three-level model may have ``_cons`` twice."""
+        q1 = len(self.re_names) - (0 if self.inner is None else self.inner.n_effects)
+        return tuple((self.level_names[int(k >= q1)], name) for k, name in enumerate(self.re_names))
+
+    def qualify(self, labels: Sequence[str]) -> list[str]:
+        """Names of the variance parameters (``labels`` as the random-effects table prints them, ``var(Residual)``
+        last) for indexing: in a three-level model with the level in brackets, as Stata's multilevel commands
+        name them (``var(_cons[school])``, ``var(_cons[school>class])``; a level named ``school:class`` already
+        says where it is), since both levels may have a ``var(_cons)``."""
+        if self.inner is None:
+            return list(labels)
+        names = self.level_names
+        paths = [name if ":" in name else ">".join(names[:k + 1]) for k, name in enumerate(names)]
+        levels = [level for b, level in zip(self.blocks, self.block_levels) for _ in range(b.n_theta)]
+        return [f"{lab[:-1]}[{paths[level]}])" for lab, level in zip(labels, levels)] + list(labels[len(levels):])
+
+    @property
     def level_sizes(self) -> tuple[np.ndarray, ...]:
         """Observations in each group of each level, outermost first."""
         return (self.stats.counts,) + (() if self.inner is None else (self.stats.inner.counts,))
@@ -152,11 +170,11 @@ class Design:
 
     def _two_level_only(self) -> None:
         if self.inner is not None:
-            raise DataError("simulation, batched refits, the bootstrap and influence are available for two-level "
-                            f"models; this model has a nested level ({self.inner.name})")
+            raise DataError("influence is available for two-level models; this model has a nested level "
+                            f"({self.inner.name})")
 
     def two_level_rows(self) -> Rows:
-        """:meth:`rows`, for the computations that are written for one grouping level (they say so otherwise)."""
+        """:meth:`rows`, for the computations written for one grouping level (influence; it says so otherwise)."""
         self._two_level_only()
         return self.rows()
 

@@ -139,13 +139,13 @@ class MixedResult:
     def params(self) -> pd.Series:
         re = self.random_effects
         return pd.Series(np.concatenate([self.coef_table[:, 0], re.estimate]),
-                         index=list(self.design.fe_names) + self._re_index(re.labels), name="coef")
+                         index=list(self.design.fe_names) + self.design.qualify(re.labels), name="coef")
 
     @property
     def bse(self) -> pd.Series:
         re = self.random_effects
         return pd.Series(np.concatenate([self.coef_table[:, 1], re.se]),
-                         index=list(self.design.fe_names) + self._re_index(re.labels), name="se")
+                         index=list(self.design.fe_names) + self.design.qualify(re.labels), name="se")
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
         """Wald intervals: symmetric for fixed effects (on t(df) for a ``dfmethod`` fit) and covariances,
@@ -166,19 +166,6 @@ class MixedResult:
         names = list(self.design.re_names)
         return pd.DataFrame(self.random_effects.sigma, index=names, columns=names)
 
-    def _re_index(self, labels: Sequence[str]) -> list[str]:
-        """Names of the variance parameters for indexing: the table's labels, and in a three-level model the
-        level in brackets, as Stata's multilevel commands name them (``var(_cons[school])``,
-        ``var(_cons[school>class])``; a level named ``school:class`` already says where it is), since both levels
-        have a ``var(_cons)``."""
-        d = self.design
-        if d.inner is None:
-            return list(labels)
-        names = d.level_names
-        paths = [name if ":" in name else ">".join(names[:k + 1]) for k, name in enumerate(names)]
-        levels = [level for b, level in zip(d.blocks, d.block_levels) for _ in range(b.n_theta)]
-        return [f"{lab[:-1]}[{paths[level]}])" for lab, level in zip(labels, levels)] + list(labels[len(levels):])
-
     def varcorr(self, alpha: float = 0.05) -> pd.DataFrame:
         """Standard deviations and correlations of the random effects and the residual (lme4's ``VarCorr``,
         Stata's ``estat sd``), with SEs and ``1 - alpha`` intervals in Stata's conventions (see
@@ -186,7 +173,7 @@ class MixedResult:
         _check_alpha(alpha)
         t = sd_corr(self.random_effects, self.design.blocks, alpha)
         return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": t.ci[:, 0],
-                             "ci_upper": t.ci[:, 1]}, index=self._re_index(t.labels))
+                             "ci_upper": t.ci[:, 1]}, index=self.design.qualify(t.labels))
 
     @property
     def scale(self) -> float:
@@ -473,7 +460,7 @@ class MixedResult:
                              columns=["coef", "std_err", "z", "p", "ci_lower", "ci_upper"])
         re = self.random_effects
         random = pd.DataFrame({"estimate": re.estimate, "std_err": re.se, "ci_lower": re.ci[:, 0],
-                               "ci_upper": re.ci[:, 1]}, index=self._re_index(re.labels))
+                               "ci_upper": re.ci[:, 1]}, index=self.design.qualify(re.labels))
         return {"fixed": fixed, "random": random}
 
     def to_dict(self) -> dict:
@@ -492,7 +479,7 @@ class MixedResult:
             "singular": self.singular, "reml": self.reml,
             "fixed": fixed,
             "random": {lab: {"estimate": float(e), "se": nan_none(s)}
-                       for lab, e, s in zip(self._re_index(re.labels), re.estimate, re.se)},
+                       for lab, e, s in zip(self.design.qualify(re.labels), re.estimate, re.se)},
             "aic": self.aic, "bic": self.bic,
             "omitted": list(self.design.omitted), "n_dropped": self.design.n_dropped,
             "warnings": list(self.warnings),

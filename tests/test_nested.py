@@ -189,12 +189,48 @@ def test_inner_level_of_slopes_only(three):
         r.icc()
 
 
-def test_two_level_only_features_say_so(three):
+def test_influence_says_it_is_for_two_level_models(three):
     r = jaxhlm.mixed("score ses || school: || class:", three)
-    for call in (lambda: jaxhlm.simulate(r, 2), lambda: r.influence(),
-                 lambda: jaxhlm.bootstrap_lrtest(jaxhlm.mixed("score ses || school:", three), r, B=10)):
-        with pytest.raises(DataError, match="available for two-level models; this model has a nested level"):
-            call()
+    with pytest.raises(DataError, match="influence is available for two-level models; this model has a nested level"):
+        r.influence()
+
+
+@pytest.fixture(scope="module")
+def class_bootstrap(three):
+    small = jaxhlm.mixed("score ses || school:", three)
+    big = jaxhlm.mixed("score ses || school: || class:", three)
+    return small, big, jaxhlm.bootstrap_lrtest(small, big, B=1000, seed=2, progress=False)
+
+
+def test_bootstrap_of_the_class_level_matches_lme4(class_bootstrap):
+    # The LR for the class variance: its null distribution from 1,000 replicates each, jaxhlm's and lme4's
+    # (tests/fixtures/lme4_nested_bootstrap.R), agree within Monte-Carlo error.
+    ref = json.loads((FIXTURES / "lme4_nested_bootstrap.json").read_text())
+    _, _, boot = class_bootstrap
+    lr = boot.replicates
+    assert boot.failed == 0 and np.nanmin(lr) >= 0.0
+    for share, want in ((np.mean(lr < 1e-6), ref["boundary_share"]), (np.mean(lr >= 2.705543), ref["exceed_2.71"])):
+        assert abs(share - want) < 3 * np.sqrt(2 * want * (1 - want) / ref["B"])
+    assert boot.statistic == pytest.approx(33.27, abs=0.01) and boot.pvalue == pytest.approx(1 / 1001)
+    assert boot.chibar_pvalue is not None
+
+
+def test_bootstrap_replicates_and_batched_refits_equal_single_fits(three, class_bootstrap):
+    small, big, boot = class_bootstrap
+    Y = np.asarray(jaxhlm.simulate(small, 4, seed=2)).T  # replicates 0..3 of the bootstrap
+    for r in range(4):
+        data = three.assign(score=Y[:, r])
+        a = jaxhlm.mixed("score ses || school:", data)
+        b = jaxhlm.mixed("score ses || school: || class:", data)
+        assert boot.small_fits.llf[r] == pytest.approx(a.llf, abs=1e-6)
+        assert boot.big_fits.llf[r] == pytest.approx(max(b.llf, a.llf), abs=1e-6)
+    Y = np.asarray(jaxhlm.simulate(big, 12, seed=5)).T  # drawn with class effects, refitted in one batch
+    fits = jaxhlm.refit_batch(big, Y, chunk=4, progress=False)
+    assert list(fits.to_frame().columns[-3:]) == ["var(_cons[school])", "var(_cons[school>class])", "var(Residual)"]
+    for r in (0, 7, 11):
+        single = jaxhlm.mixed("score ses || school: || class:", three.assign(score=Y[:, r]))
+        assert fits.llf[r] == pytest.approx(single.llf, abs=1e-6)
+        np.testing.assert_allclose(fits.varcomp[r], single.random_effects.estimate, rtol=1e-5)
 
 
 def test_variance_parameters_are_named_by_level(three):
