@@ -168,16 +168,6 @@ class Design:
             raise DataError("the data changed after the fit; refit the model before simulating from it")
         return rows
 
-    def _two_level_only(self) -> None:
-        if self.inner is not None:
-            raise DataError("influence is available for two-level models; this model has a nested level "
-                            f"({self.inner.name})")
-
-    def two_level_rows(self) -> Rows:
-        """:meth:`rows`, for the computations written for one grouping level (influence; it says so otherwise)."""
-        self._two_level_only()
-        return self.rows()
-
     def predictors(self, data: pd.DataFrame, random: bool = True
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
         """(complete, X, Z, codes per level) for new rows, encoded as the fit encoded its data

@@ -147,7 +147,8 @@ def _factorize_nested(Lam: Array, stats: NestedStats) -> Factor:
     M_j = Λ₁ᵀZⱼᵀZⱼΛ₁ + I − Σ_{k∈j} C_kᵀC_k. So the cost is linear in the clusters, and no (effects of a group ×
     effects of a group) matrix is formed however many clusters a group holds. log|L|² = Σ_k log|L_k|² +
     Σⱼ log|M_j|, and [X y]ᵀV⁻¹[X y] (times σ²) is [X y]ᵀ[X y] less the squares of the forward-solved right-hand
-    sides of both stages. Λ is block-diagonal over (Λ₁, Λ₂): the outer level's effects first.
+    sides of both stages. Λ is block-diagonal over (Λ₁, Λ₂): the outer level's effects first. A group's weight
+    (``group_weights``) multiplies all of its terms, its clusters' included.
     """
     q1, p = stats.ZtZ.shape[-1], stats.XtX.shape[0]
     L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
@@ -161,9 +162,11 @@ def _factorize_nested(Lam: Array, stats: NestedStats) -> Factor:
     B1 = jnp.einsum("ji,gjk->gik", L1, jnp.concatenate([stats.ZtX, stats.Zty[..., None]], axis=-1))
     logdiag1, K1 = chol_solve(M1, B1 - jax.ops.segment_sum(jnp.einsum("gai,gaj->gij", C, Kxy), stats.parent,
                                                            num_segments=m))
-    G = jnp.einsum("gai,gaj->ij", Kxy, Kxy) + jnp.einsum("gai,gaj->ij", K1, K1)
+    v1 = stats.group_weights
+    v2 = v1[stats.parent]
+    G = jnp.einsum("g,gai,gaj->ij", v2, Kxy, Kxy) + jnp.einsum("g,gai,gaj->ij", v1, K1, K1)
     return _profile(stats.XtX - G[:p, :p], stats.Xty - G[:p, p], stats.yty - G[p, p],
-                    2.0 * (jnp.sum(logdiag1) + jnp.sum(logdiag2)))
+                    2.0 * (jnp.sum(v1 * logdiag1) + jnp.sum(v2 * logdiag2)))
 
 
 def conditional_modes(Lam: Array, stats: GroupStats, beta: Array, sigma2: Array) -> tuple[Array, Array]:

@@ -13,6 +13,10 @@ reverse passes, so the one-step diagnostics of 10⁵ groups cost a few fits. :fu
 model without each group (m fits, batched) for the exact values, and to measure the approximation.
 
 Cook's distance of a group is Dⱼ = DFBETAⱼᵀ Cov(β̂)⁻¹ DFBETAⱼ / p (Christensen, Pearson and Johnson 1992).
+
+A three-level model's groups (schools, with their classes) are weighted the same way: its statistics at
+weights w are the per-group ones with ``group_weights`` = w (:func:`~jaxhlm.deviance.factorize` weights a
+school's terms, its classes' included) and totals Σⱼ wⱼ XⱼᵀXⱼ, … (:class:`NestedPieces`).
 """
 
 from __future__ import annotations
@@ -23,36 +27,56 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from typing import NamedTuple
+
 from . import covariance as cov
-from .estimate import Fit
-from .functional import fit_arrays
-from .stats import GroupedData
+from .estimate import Fit, fit_stats
+from .stats import GroupedData, GroupStats, NestedStats, group_stats
 
 #: Leave-one-group-out refits run this many at a time (each holds its own copy of the statistics).
 LOO_BATCH = 64
 
 
-def _weighted(data: GroupedData, w: Array) -> GroupedData:
-    return data._replace(group_weights=data.group_weights * w)
+class NestedPieces(NamedTuple):
+    """A three-level model's statistics with each group's own totals (XᵀX (m, p, p), Xᵀy (m, p), yᵀy (m,),
+    rows (m,)), from which its statistics at any group weights follow (:func:`weighted_stats`)."""
+
+    stats: NestedStats
+    XtX: Array
+    Xty: Array
+    yty: Array
+    n: Array
+
+
+def weighted_stats(data: GroupedData | NestedPieces, w: Array) -> GroupStats | NestedStats:
+    """The statistics with group j's log-likelihood contribution weighted by wⱼ, differentiably in w."""
+    if isinstance(data, NestedPieces):
+        return data.stats._replace(group_weights=w, XtX=jnp.einsum("g,gij->ij", w, data.XtX),
+                                   Xty=w @ data.Xty, yty=w @ data.yty, n=w @ data.n)
+    return group_stats(data._replace(group_weights=data.group_weights * w))
+
+
+def n_groups(data: GroupedData | NestedPieces) -> int:
+    return data.n.shape[0] if isinstance(data, NestedPieces) else data.y.shape[0]
 
 
 @partial(jax.jit, static_argnames=("structure", "reml"))
-def one_step(data: GroupedData, structure: cov.Structure, reml: bool = False) -> Array:
+def one_step(data: GroupedData | NestedPieces, structure: cov.Structure, reml: bool = False) -> Array:
     """(m, p) DFBETA by the infinitesimal jackknife: ∂β̂/∂wⱼ at w = 1 (module docstring). ``structure`` is a
     tuple of :class:`~jaxhlm.covariance.Block` (static)."""
-    beta = lambda w: fit_arrays(_weighted(data, w), structure, reml).beta  # noqa: E731
-    return jax.jacrev(beta)(jnp.ones(data.y.shape[0])).T
+    beta = lambda w: fit_stats(weighted_stats(data, w), structure, reml).beta  # noqa: E731
+    return jax.jacrev(beta)(jnp.ones(n_groups(data))).T
 
 
 @partial(jax.jit, static_argnames=("structure", "reml", "batch_size"))
-def leave_one_out(data: GroupedData, structure: cov.Structure, reml: bool = False,
+def leave_one_out(data: GroupedData | NestedPieces, structure: cov.Structure, reml: bool = False,
                   batch_size: int = LOO_BATCH) -> Fit:
     """The m fits without one group each (a :class:`Fit` with a leading group axis), batched ``batch_size``
     at a time."""
-    m = data.y.shape[0]
+    m = n_groups(data)
 
     def without(j: Array) -> Fit:
-        return fit_arrays(_weighted(data, jnp.ones(m).at[j].set(0.0)), structure, reml)
+        return fit_stats(weighted_stats(data, jnp.ones(m).at[j].set(0.0)), structure, reml)
 
     return jax.lax.map(without, jnp.arange(m), batch_size=batch_size)
 

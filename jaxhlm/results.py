@@ -24,7 +24,7 @@ from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
                     linear_hypothesis, sd_corr, small_sample)
 from .optimize import RESULTS, converged
-from .stats import device_stats
+from .stats import GroupedData, device_stats, group_totals
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -275,8 +275,13 @@ class MixedResult:
         """
         _config.relieve_map_pressure()
         d = self.design
-        rows = d.two_level_rows()
-        data = rows.grouped(d.n_groups)
+        rows = d.rows()
+        if d.inner is None:
+            data: GroupedData | influence.NestedPieces = rows.grouped(d.n_groups)
+        else:  # exact shapes: one weight per group, no padded ones
+            stats = device_stats(d.stats, d.n_groups, len(d.fe_names), n_clusters=len(d.stats.inner.counts))
+            data = influence.NestedPieces(stats, *map(jnp.asarray, group_totals(rows.X, rows.y, rows.group,
+                                                                                 d.n_groups)))
         beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         converged_all = None
         if exact:

@@ -244,6 +244,20 @@ class Accumulator:
                          inner)
 
 
+def group_totals(X: np.ndarray, y: np.ndarray, codes: np.ndarray, m: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each group's own XᵀX (m, p, p), Xᵀy (m, p), yᵀy (m,) and row count (m,), streamed like the fit's
+    statistics (the products of X with [X y], X in the role of a level's design): the totals of a fit in which
+    each group's rows count with a weight are these, weighted and summed."""
+    p = X.shape[1]
+    sums = _LevelSums(p, 0)
+    sums.grow(m, p)
+    for start in range(0, len(y), Accumulator.BLOCK):
+        rows = slice(start, start + Accumulator.BLOCK)
+        sums.add(X[rows], X[rows, :0], X[rows], y[rows], codes[rows])
+    return sums.ZtX[:m], sums.Zty[:m], np.bincount(codes, y * y, minlength=m), sums.counts[:m].astype(float)
+
+
 def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = False, n_clusters: int = 0
                  ) -> GroupStats | NestedStats:
     """:class:`GroupStats` for the deviance, padded to ``n_groups`` groups and ``n_fixed`` columns, with ZtX2
