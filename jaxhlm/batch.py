@@ -286,7 +286,7 @@ def _shared(design: Design, rows: Rows) -> Shared:
     flat for three) and its bucket-padded statistics (packed for two levels)."""
     if design.inner is None:
         return Shared(rows.grouped(design.n_groups), design_stats(design, packed=True))
-    q1 = len(design.re_names) - design.inner.n_effects
+    q1 = len(design.level_effects[0])
     flat = FlatRows(rows.X, rows.Z[:, :q1], rows.Z[:, q1:], rows.group, rows.cluster, design.stats.counts,
                     design.stats.inner.counts)
     return Shared(jax.tree.map(jnp.asarray, flat), design_stats(design))
@@ -391,7 +391,7 @@ def _response_stats(design: Design, rows: Rows, Y: np.ndarray, base: GroupStats 
                         for j in range(design_cols.shape[1])], axis=-1)
         return np.pad(np.moveaxis(out, 1, 0), ((0, 0), (0, padded - m), (0, 0)))
 
-    q1 = len(design.re_names) - (0 if design.inner is None else design.inner.n_effects)
+    q1 = len(design.level_effects[0])
     out = {"Zty": per_group(rows.Z[:, :q1], rows.group, design.n_groups, base.Zty.shape[0]),
            "Xty": np.pad((rows.X.T @ Y).T, ((0, 0), (0, base.Xty.shape[0] - rows.X.shape[1]))),
            "yty": np.einsum("nk,nk->k", Y, Y)}

@@ -126,10 +126,17 @@ class Design:
         return (0,) * (len(self.blocks) - n_inner) + (1,) * n_inner
 
     @property
+    def level_effects(self) -> tuple[tuple[str, ...], ...]:
+        """The random effects of each grouping level, outermost first (``re_names`` holds them in this order)."""
+        if self.inner is None:
+            return (self.re_names,)
+        q1 = len(self.re_names) - self.inner.n_effects
+        return self.re_names[:q1], self.re_names[q1:]
+
+    @property
     def re_keys(self) -> tuple[tuple[str, str], ...]:
         """Each random effect as (its grouping level, its name): a three-level model may have ``_cons`` twice."""
-        q1 = len(self.re_names) - (0 if self.inner is None else self.inner.n_effects)
-        return tuple((self.level_names[int(k >= q1)], name) for k, name in enumerate(self.re_names))
+        return tuple((level, name) for level, names in zip(self.level_names, self.level_effects) for name in names)
 
     def qualify(self, labels: Sequence[str]) -> list[str]:
         """Names of the variance parameters (``labels`` as the random-effects table prints them, ``var(Residual)``
@@ -637,7 +644,8 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
         constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=sample.digest(),
-        encoding=Encoding(spec, encoder, levels, kept, tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None)),
+        encoding=Encoding(spec, encoder, levels, kept,
+                          tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None)),
         source=source, inner=inner,
     )
 

@@ -24,7 +24,7 @@ from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
                     linear_hypothesis, sd_corr, small_sample)
 from .optimize import RESULTS, converged
-from .stats import GroupedData, device_stats, group_totals
+from .stats import GroupedData, GroupStats, NestedStats, device_stats, group_totals
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -187,15 +187,20 @@ class MixedResult:
 
     # ---- the groups' random effects -----------------------------------------------------------------
     @cached_property
+    def _stats(self) -> GroupStats | NestedStats:
+        """The fit's statistics in their exact shapes (no padded groups, clusters or columns), for the
+        computations done after the fit."""
+        d = self.design
+        return device_stats(d.stats, d.n_groups, len(d.fe_names))
+
+    @cached_property
     def _modes(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
         """Per grouping level (outermost first), the random effects' conditional means and covariances."""
         d = self.design
-        inner = d.stats.inner
-        stats = device_stats(d.stats, d.n_groups, len(d.fe_names), n_clusters=0 if inner is None else len(inner.counts))
         lam = relative_factor(jnp.asarray(self.theta), jnp.asarray(cov.templates(d.blocks)))
         beta, s2 = jnp.asarray(self.fit.beta), jnp.asarray(self.scale)
-        modes = (nested_modes(lam, stats, beta, s2) if inner is not None
-                 else (conditional_modes(lam, stats, beta, s2),))
+        modes = (nested_modes(lam, self._stats, beta, s2) if d.inner is not None
+                 else (conditional_modes(lam, self._stats, beta, s2),))
         return tuple((np.asarray(b), np.asarray(V)) for b, V in modes)
 
     def _level(self, level: int | str) -> int:
@@ -217,9 +222,7 @@ class MixedResult:
             index = pd.Index(d.group_labels, name=d.group_name)
         else:
             index = pd.MultiIndex.from_tuples(list(d.inner.labels), names=d.encoding.levels.variables)
-        q1 = len(d.re_names) - (0 if d.inner is None else d.inner.n_effects)
-        names = d.re_names[:q1] if k == 0 else d.re_names[q1:]
-        return pd.DataFrame(self._modes[k][0], index=index, columns=list(names))
+        return pd.DataFrame(self._modes[k][0], index=index, columns=list(d.level_effects[k]))
 
     def ranef_cov(self, level: int | str = 0) -> np.ndarray:
         """(groups, q, q): each group's conditional covariance of its random effects given the data and the
@@ -279,9 +282,8 @@ class MixedResult:
         if d.inner is None:
             data: GroupedData | influence.NestedPieces = rows.grouped(d.n_groups)
         else:  # exact shapes: one weight per group, no padded ones
-            stats = device_stats(d.stats, d.n_groups, len(d.fe_names), n_clusters=len(d.stats.inner.counts))
-            data = influence.NestedPieces(stats, *map(jnp.asarray, group_totals(rows.X, rows.y, rows.group,
-                                                                                 d.n_groups)))
+            data = influence.NestedPieces(self._stats, *map(jnp.asarray, group_totals(rows.X, rows.y, rows.group,
+                                                                                       d.n_groups)))
         beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         converged_all = None
         if exact:
@@ -349,16 +351,14 @@ class MixedResult:
         var class) / total, labelled ``class|school`` as Stata labels it.
         """
         d = self.design
-        q1 = len(d.re_names) - (0 if d.inner is None else d.inner.n_effects)
-        per_level = [d.re_names[:q1]] + ([d.re_names[q1:]] if d.inner is not None else [])
+        per_level = d.level_effects
         for name, effects in zip(d.level_names, per_level):
             if CONSTANT not in effects:
                 raise JaxhlmError(f"the intraclass correlation needs a random intercept at each level: {name}'s "
                                   f"random effects ({', '.join(effects)}) have none; add one (drop noconstant, or "
                                   f"write 1 + … | {name})")
         _check_alpha(alpha)
-        ks = [cov.variance_index(d.blocks, at + list(effects).index(CONSTANT))
-              for at, effects in zip((0, q1), per_level)]
+        ks = [cov.variance_index(d.blocks, d.re_keys.index((name, CONSTANT))) for name in d.level_names]
         if len(d.re_names) > len(per_level):
             kind = "Conditional intraclass correlation"
         elif any(name != d.constant for name in d.fe_names):
@@ -424,7 +424,7 @@ class MixedResult:
             return self.small
         d = self.design
         return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
-                            device_stats(d.stats, d.n_groups, len(d.fe_names)), d.blocks)
+                            self._stats, d.blocks)
 
     def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None) -> "LinearCombination":
         """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
