@@ -268,10 +268,13 @@ def fixed_effects_cov(f: Factor, sigma2: Array) -> Array:
     return sigma2 * RXinv.T @ RXinv
 
 
-def loglik_at_sigma(Lam: Array, log_sigma: Array, stats: GroupStats, reml: bool) -> Array:
-    """Log likelihood with β profiled out but σ free: the function whose Hessian gives Stata's RE SEs."""
+def loglik_at_sigma(Lam: Array, log_sigma: Array, stats: GroupStats, reml: bool, beta: Array | None = None
+                    ) -> Array:
+    """Log likelihood with σ free and β profiled out (the function whose Hessian gives Stata's RE SEs), or, given
+    ``beta`` (ML), at that β: the penalised residual sum of squares grows by |R_Xᵀβ − c_β|² = |R_Xᵀ(β − β̂)|²."""
     f = factorize(Lam, stats)
     s2 = jnp.exp(2.0 * log_sigma)
     nu = _dof(stats, reml)
-    ll = -0.5 * (nu * (LOG_2PI + 2.0 * log_sigma) + f.logdet_L + f.r2 / s2)
+    r2 = f.r2 if beta is None else f.r2 + jnp.sum((f.RX.T @ beta - f.cb) ** 2)
+    ll = -0.5 * (nu * (LOG_2PI + 2.0 * log_sigma) + f.logdet_L + r2 / s2)
     return ll - 0.5 * f.logdet_RX if reml else ll

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple, Sequence
@@ -24,6 +25,7 @@ from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
                     linear_hypothesis, sd_corr, small_sample)
 from .optimize import RESULTS, converged
+from .profile import ProfileIntervals, profile_intervals
 from .stats import GroupedData, GroupStats, NestedStats, device_stats, group_totals
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
@@ -147,9 +149,20 @@ class MixedResult:
         return pd.Series(np.concatenate([self.coef_table[:, 1], re.se]),
                          index=list(self.design.fe_names) + self.design.qualify(re.labels), name="se")
 
-    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Wald intervals: symmetric for fixed effects (on t(df) for a ``dfmethod`` fit) and covariances,
-        log-scale for variances (Stata's)."""
+    def conf_int(self, alpha: float = 0.05, method: str = "wald") -> pd.DataFrame:
+        """``1 - alpha`` intervals for :attr:`params`.
+
+        ``method="wald"`` (Stata's): symmetric for fixed effects (on t(df) for a ``dfmethod`` fit) and
+        covariances, log-scale for variances. ``method="profile"``: profile-likelihood intervals (lme4's default
+        ``confint``), where twice the drop of the profile log likelihood reaches χ²₁(1 − alpha); they need no
+        quadratic approximation, so they stay honest for variances estimated from few groups. A REML fit's
+        profile is of its ML likelihood, as lme4's (see :mod:`jaxhlm.profile`).
+        """
+        _check_alpha(alpha)
+        if _check_method(method) == "profile":
+            pi = self._profile(alpha)
+            return pd.DataFrame(np.concatenate([pi.fixed, pi.random]), columns=["lower", "upper"],
+                                index=self.params.index)
         z = float(special.ndtri(1 - alpha / 2))
         fixed = coefficient_table(np.asarray(self.fit.beta), self._vcov_beta, alpha, self.ddf)
         re = self.random_effects
@@ -166,14 +179,31 @@ class MixedResult:
         names = list(self.design.re_names)
         return pd.DataFrame(self.random_effects.sigma, index=names, columns=names)
 
-    def varcorr(self, alpha: float = 0.05) -> pd.DataFrame:
+    def varcorr(self, alpha: float = 0.05, method: str = "wald") -> pd.DataFrame:
         """Standard deviations and correlations of the random effects and the residual (lme4's ``VarCorr``,
-        Stata's ``estat sd``), with SEs and ``1 - alpha`` intervals in Stata's conventions (see
-        :func:`jaxhlm.infer.sd_corr`)."""
+        Stata's ``estat sd``), with SEs and ``1 - alpha`` intervals: Wald intervals in Stata's conventions (see
+        :func:`jaxhlm.infer.sd_corr`), or ``method="profile"``, lme4's ``confint`` (see :meth:`conf_int`)."""
         _check_alpha(alpha)
         t = sd_corr(self.random_effects, self.design.blocks, alpha)
-        return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": t.ci[:, 0],
-                             "ci_upper": t.ci[:, 1]}, index=self.design.qualify(t.labels))
+        ci = self._profile(alpha).sd_corr if _check_method(method) == "profile" else t.ci
+        return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": ci[:, 0],
+                             "ci_upper": ci[:, 1]}, index=self.design.qualify(t.labels))
+
+    @cached_property
+    def _profiles(self) -> dict[float, ProfileIntervals]:
+        return {}
+
+    def _profile(self, alpha: float) -> ProfileIntervals:
+        """The profile intervals at ``alpha`` (solved once per result and level)."""
+        if alpha not in self._profiles:
+            self._profiles[alpha] = profile_intervals(
+                self._stats, self.design.blocks, self.theta, self.scale, np.asarray(self.fit.beta), self.reml,
+                tuple(self.params.index), alpha)
+        pi = self._profiles[alpha]
+        if pi.failed:
+            warnings.warn("profile-likelihood interval not found (reported as NaN): " + ", ".join(pi.failed),
+                          RuntimeWarning, stacklevel=3)
+        return pi
 
     @property
     def scale(self) -> float:
@@ -521,6 +551,12 @@ class Summary(str):
 
     def __repr__(self) -> str:
         return str(self)
+
+
+def _check_method(method: str) -> str:
+    if method not in ("wald", "profile"):
+        raise JaxhlmError(f"method must be 'wald' or 'profile', not {method!r}.")
+    return method
 
 
 def _check_alpha(alpha: float) -> None:

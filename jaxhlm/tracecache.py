@@ -27,8 +27,15 @@ from .estimate import Fit, KRParts, REInformation
 from .optimize import Solution
 from .stats import GroupedData, GroupStats, NestedStats
 
-for _t in (Fit, KRParts, REInformation, Solution, GroupedData, GroupStats, NestedStats):
-    export.register_namedtuple_serialization(_t, serialized_name=f"jaxhlm.{_t.__name__}")
+
+
+def register(*types: type) -> None:
+    """Let programs whose arguments or results hold these NamedTuples be stored."""
+    for t in types:
+        export.register_namedtuple_serialization(t, serialized_name=f"jaxhlm.{t.__name__}")
+
+
+register(Fit, KRParts, REInformation, Solution, GroupedData, GroupStats, NestedStats)
 
 _PROGRAMS: dict[str, Callable[..., Any]] = {}
 
