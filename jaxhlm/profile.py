@@ -1,20 +1,20 @@
 """Profile-likelihood confidence intervals (lme4's ``confint(method = "profile")``), solved for directly.
 
-The 1 − α profile interval of a scalar g(ψ) of the parameters ψ = (β, φ), φ = (ln sd…, atanh r…, ln σ) in
+The 1 − α profile interval of a scalar g of the parameters ψ = (β, φ), φ = (ln sd…, atanh r…, ln σ) in
 Stata's metric, is where the profile log likelihood ℓ_g(c) = max{ℓ(ψ) : g(ψ) = c} has fallen χ²₁(1 − α)/2
-below its maximum ℓ̂. An endpoint solves
+below its maximum ℓ̂. Each target g is a coordinate of ψ (a fixed effect, a ln sd, an atanh r, ln σ) or a
+covariance, which is made one by writing its correlation as c / (sd·sd). An endpoint is a root of the signed
+root ζ(c) = ±√(2(ℓ̂ − ℓ_g(c))) at ±√χ²₁(1 − α): Newton's method on ζ, which is close to linear in c, from the
+Wald endpoint, each ℓ_g(c) a maximisation over the other coordinates by the fit's own optimiser
+(:func:`~jaxhlm.optimize.minimise`, warm started), and ζ's slope from dℓ_g/dc = ∂ℓ/∂c at that maximum (no
+derivative of the maximisation). Every target and both sides run as one vmapped program. lme4 evaluates each
+profile on a grid and interpolates a spline; these roots are exact to the solver's tolerance, which matters
+most where another parameter is at its boundary at the endpoint (a correlation of +1 at the smallest random-slope
+SD the data allow): the profile has a kink there that a spline smooths over.
 
-    ∇ℓ(ψ) = λ ∇g(ψ)    (ψ maximises ℓ on its level set of g; λ = dℓ_g/dc)
-    ℓ(ψ) = ℓ̂ − χ²₁(1 − α)/2,
-
-n + 1 equations in (ψ, λ). Newton's method on them starts at the Wald endpoint (the answer, were ℓ quadratic)
-and needs a few steps; every target and both sides run as one vmapped program. lme4 evaluates each profile on
-a grid and interpolates a spline; these roots are exact to the solver's tolerance.
-
-Why φ: ℓ is close to quadratic in (ln sd, atanh r, ln σ), so the start is close and no step leaves the
-parameter space. An interval that reaches the boundary has no root: where the profile of a standard deviation
-stays above the cut-off all the way to 0 (a correlation's, to ±1), Newton's path runs off along that
-coordinate, and the endpoint is the boundary, 0 (±1).
+Why φ: ℓ is close to quadratic in (ln sd, atanh r, ln σ), so the Wald start is close. An interval that reaches
+the boundary has no root: where the profile of a standard deviation stays above the cut-off all the way to 0 (a
+correlation's, to ±1), the iterates run off along that coordinate, and the endpoint is the boundary, 0 (±1).
 
 The likelihood profiled is the ML one, for a REML fit too: the REML criterion changes with the fixed-effects
 design, so it has no profile in β. lme4 profiles a REML fit's ML likelihood as well.
@@ -54,14 +54,14 @@ class Status(enum.IntEnum):
     RUNNING = -1
     CONVERGED = 0
     BOUNDARY = 1  # the interval reaches the boundary of the target's range (sd 0, correlation ±1)
-    FAILED = 2  # no endpoint found: Newton did not converge
+    FAILED = 2  # no endpoint found in MAX_STEPS values, or the likelihood was not finite
 
 
 class Targets(NamedTuple):
     """One endpoint problem per row (arrays, so that one program solves them all)."""
 
-    index: Array  # int: a coordinate of ψ, or (``reported``) a row of the random-effects table
-    reported: Array  # bool: g is that row's reported value (a covariance), not a coordinate of ψ
+    index: Array  # int: a coordinate of ψ
+    reported: Array  # bool: the target is the covariance whose atanh r is that coordinate, not the coordinate
     side: Array  # ±1.0: the upper or the lower endpoint
 
 
@@ -78,12 +78,11 @@ def _n_phi(blocks: cov.Structure) -> int:
     return sum(b.n_theta for b in blocks) + 1
 
 
-def loglik(psi: Array, stats: GroupStats | NestedStats, blocks: cov.Structure, edge: Array | None = None) -> Array:
-    """The ML log likelihood at ψ = (β, φ) (nothing profiled out); ``edge`` ±1 holds a correlation at ±1."""
+def loglik(psi: Array, stats: GroupStats | NestedStats, blocks: cov.Structure) -> Array:
+    """The ML log likelihood at ψ = (β, φ) (nothing profiled out)."""
     p = psi.shape[0] - _n_phi(blocks)
     phi = psi[p:]
-    edge = jnp.zeros(phi.shape[0] - 1) if edge is None else edge
-    root = cov.root_from_phi(blocks, phi[:-1], edge)
+    root = cov.root_from_phi(blocks, phi[:-1], jnp.zeros(phi.shape[0] - 1))
     return loglik_at_sigma(root / jnp.exp(phi[-1]), phi[-1], stats, False, beta=psi[:p])
 
 
@@ -107,12 +106,8 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
               blocks: cov.Structure) -> Endpoints:
     """Solve every target's endpoint (module docstring); ``cut`` = χ²₁(1 − α)/2, ψ̂ the ML estimate.
 
-    The target is made a coordinate of the parameters (a covariance c replaces its atanh r, r = c / (sd·sd)),
-    the profile ℓ_g(c) is the maximum over the other coordinates (:func:`~jaxhlm.optimize.minimise`, warm
-    started), and c moves by Newton's method on the signed root ζ(c) = ±√(2(ℓ̂ − ℓ_g(c))), which is close to
-    linear in c; its slope needs no differentiation of the inner maximum: dℓ_g/dc = ∂ℓ/∂c there. A step that
-    leaves the bracket of values known to lie inside and outside the interval is replaced by bisection (or,
-    with nothing outside yet, by doubling the distance from the estimate).
+    A Newton step on ζ that leaves the bracket of values known to lie inside and outside the interval is
+    replaced by bisection (or, with nothing outside yet, by doubling the distance from the estimate).
     """
     n, p = psi_hat.shape[0], psi_hat.shape[0] - _n_phi(blocks)
     V = jnp.linalg.inv(-jax.hessian(loglik)(psi_hat, stats, blocks))
