@@ -55,7 +55,8 @@ class MixedResult:
     Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests; t tests on ``ddf`` for a fit
     with a ``dfmethod``), ``cov_params()``.
     All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
-    ``conf_int()`` (Wald, or ``method="profile"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
+    ``conf_int()`` (Wald, or ``method="profile"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``,
+    ``converged``, ``singular``.
     Postestimation: ``ic()``, ``icc()``, ``varcorr()``, ``test()``, ``lincom()``, ``satterthwaite()``.
     Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``,
     ``predict(data, random)`` (new data too), ``influence()`` (DFBETA, DFBETAS, Cook's distance per group).

@@ -28,7 +28,6 @@ from .optimize import Solution
 from .stats import GroupedData, GroupStats, NestedStats
 
 
-
 def register(*types: type) -> None:
     """Let programs whose arguments or results hold these NamedTuples be stored."""
     for t in types:
