@@ -82,7 +82,7 @@ def main() -> None:
         fit = ref["fits"][k]
         theirs = np.column_stack([fit["lower"], fit["upper"]])
         # lme4 orders the SDs and correlations its own way ((Intercept) first) and names them differently:
-        # the variance part's endpoints are compared sorted, the fixed effects' in order (tests/test_profile.py
+        # the variance part's endpoints are compared sorted, the fixed effects' in order (tests/test_confint.py
         # compares every interval by name).
         n_fixed = len(m.fe_params)
         ours_re, theirs_re = np.sort(ends[:-n_fixed].ravel()), np.sort(theirs[:-n_fixed].ravel())

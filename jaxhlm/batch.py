@@ -340,6 +340,7 @@ class BatchFit:
     llf: np.ndarray
     beta: np.ndarray  # (k, p), columns named by fe_names
     varcomp: np.ndarray  # (k, r): the random-effects var/cov entries, then var(Residual)
+    sd_corr: np.ndarray  # (k, r): the same as standard deviations and correlations (estat sd), then σ
     sigma2: np.ndarray
     theta: np.ndarray
     converged: np.ndarray
@@ -360,14 +361,23 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     lam = np.einsum("kt,tij->kij", theta, cov.templates(design.blocks))
     sigma2 = np.asarray(rep.sigma2)
     sigma = sigma2[:, None, None] * lam @ np.swapaxes(lam, 1, 2)
-    entries, at = [], 0
-    for b in design.blocks:
-        rows, cols = b.entries
-        entries.append(sigma[:, at + np.asarray(rows), at + np.asarray(cols)])
-        at += b.q
+    sd = np.sqrt(np.diagonal(sigma, axis1=1, axis2=2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = sigma / (sd[:, :, None] * sd[:, None, :])  # correlations (NaN beside a zero variance)
+    scaled[:, np.arange(sd.shape[1]), np.arange(sd.shape[1])] = sd
+
+    def entries(m: np.ndarray) -> list[np.ndarray]:
+        out, at = [], 0
+        for b in design.blocks:
+            rows, cols = b.entries
+            out.append(m[:, at + np.asarray(rows), at + np.asarray(cols)])
+            at += b.q
+        return out
+
     return BatchFit(
         llf=-0.5 * np.asarray(rep.deviance), beta=np.asarray(rep.beta)[:, :p],
-        varcomp=np.column_stack(entries + [sigma2]), sigma2=sigma2, theta=theta,
+        varcomp=np.column_stack(entries(sigma) + [sigma2]),
+        sd_corr=np.column_stack(entries(scaled) + [np.sqrt(sigma2)]), sigma2=sigma2, theta=theta,
         converged=np.asarray(rep.converged), singular=np.asarray(rep.singular), fe_names=design.fe_names,
         re_labels=tuple(design.qualify(cov.labels(design.blocks, design.re_names) + ["var(Residual)"])),
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +28,9 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
 from .stats import GroupedData, GroupStats, NestedStats, device_stats, group_totals
+
+if TYPE_CHECKING:
+    from .batch import BatchFit
 
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
@@ -150,20 +154,28 @@ class MixedResult:
         return pd.Series(np.concatenate([self.coef_table[:, 1], re.se]),
                          index=list(self.design.fe_names) + self.design.qualify(re.labels), name="se")
 
-    def conf_int(self, alpha: float = 0.05, method: str = "wald") -> pd.DataFrame:
+    def conf_int(self, alpha: float = 0.05, method: str = "wald", B: int = 1000, seed: int = 0) -> pd.DataFrame:
         """``1 - alpha`` intervals for :attr:`params`.
 
         ``method="wald"`` (Stata's): symmetric for fixed effects (on t(df) for a ``dfmethod`` fit) and
         covariances, log-scale for variances. ``method="profile"``: profile-likelihood intervals (lme4's default
         ``confint``), where twice the drop of the profile log likelihood reaches χ²₁(1 − alpha); they need no
         quadratic approximation, so they stay honest for variances estimated from few groups. A REML fit's
-        profile is of its ML likelihood, as lme4's (see :mod:`jaxhlm.profile`).
+        profile is of its ML likelihood, as lme4's (see :mod:`jaxhlm.profile`). ``method="bootstrap"``:
+        parametric-bootstrap percentile intervals (lme4's ``confint(method = "boot")``): ``B`` responses drawn
+        from the fit (:func:`jaxhlm.simulate` with ``seed``), refitted in one batch (:func:`jaxhlm.refit_batch`),
+        and the ``alpha/2`` and ``1 - alpha/2`` quantiles of each estimate over the refits that converged.
         """
         _check_alpha(alpha)
-        if _check_method(method) == "profile":
+        method = _check_method(method)
+        if method == "profile":
             pi = self._profile(alpha)
             return pd.DataFrame(np.concatenate([pi.fixed, pi.random]), columns=["lower", "upper"],
                                 index=self.params.index)
+        if method == "bootstrap":
+            fits = self._bootstrap(B, seed)
+            return pd.DataFrame(_percentiles(np.column_stack([fits.beta, fits.varcomp]), alpha),
+                                columns=["lower", "upper"], index=self.params.index)
         z = float(special.ndtri(1 - alpha / 2))
         fixed = coefficient_table(np.asarray(self.fit.beta), self._vcov_beta, alpha, self.ddf)
         re = self.random_effects
@@ -180,19 +192,43 @@ class MixedResult:
         names = list(self.design.re_names)
         return pd.DataFrame(self.random_effects.sigma, index=names, columns=names)
 
-    def varcorr(self, alpha: float = 0.05, method: str = "wald") -> pd.DataFrame:
+    def varcorr(self, alpha: float = 0.05, method: str = "wald", B: int = 1000, seed: int = 0) -> pd.DataFrame:
         """Standard deviations and correlations of the random effects and the residual (lme4's ``VarCorr``,
         Stata's ``estat sd``), with SEs and ``1 - alpha`` intervals: Wald intervals in Stata's conventions (see
-        :func:`jaxhlm.infer.sd_corr`), or ``method="profile"``, lme4's ``confint`` (see :meth:`conf_int`)."""
+        :func:`jaxhlm.infer.sd_corr`), or ``method="profile"`` or ``"bootstrap"``, lme4's ``confint`` methods
+        (see :meth:`conf_int`)."""
         _check_alpha(alpha)
         t = sd_corr(self.random_effects, self.design.blocks, alpha)
-        ci = self._profile(alpha).sd_corr if _check_method(method) == "profile" else t.ci
+        method = _check_method(method)
+        ci = (self._profile(alpha).sd_corr if method == "profile"
+              else _percentiles(self._bootstrap(B, seed).sd_corr, alpha) if method == "bootstrap" else t.ci)
         return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": ci[:, 0],
                              "ci_upper": ci[:, 1]}, index=self.design.qualify(t.labels))
 
     @cached_property
     def _profiles(self) -> dict[float, ProfileIntervals]:
         return {}
+
+    @cached_property
+    def _bootstraps(self) -> dict[tuple[int, int], BatchFit]:
+        return {}
+
+    def _bootstrap(self, B: int, seed: int) -> BatchFit:
+        """Refits of ``B`` responses drawn from this fit, those that did not converge dropped (once per B, seed)."""
+        from . import batch  # batch builds on results
+
+        if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 2:
+            raise JaxhlmError(f"B must be a whole number of bootstrap replicates, at least 2; got {B!r}")
+        if (B, seed) not in self._bootstraps:
+            fits = batch.refit_batch(self, np.asarray(batch.simulate(self, B, seed)).T, progress=False)
+            self._bootstraps[B, seed] = dataclasses.replace(
+                fits, **{f: getattr(fits, f)[fits.converged] for f in
+                         ("llf", "beta", "varcomp", "sd_corr", "sigma2", "theta", "converged", "singular")})
+            failed = B - int(np.sum(fits.converged))
+            if failed:
+                warnings.warn(f"{failed} of {B} bootstrap refits did not converge; the intervals use the other "
+                              f"{B - failed}", RuntimeWarning, stacklevel=3)
+        return self._bootstraps[B, seed]
 
     def _profile(self, alpha: float) -> ProfileIntervals:
         """The profile intervals at ``alpha`` (solved once per result and level)."""
@@ -555,9 +591,15 @@ class Summary(str):
 
 
 def _check_method(method: str) -> str:
-    if method not in ("wald", "profile"):
-        raise JaxhlmError(f"method must be 'wald' or 'profile', not {method!r}.")
+    if method not in ("wald", "profile", "bootstrap"):
+        raise JaxhlmError(f"method must be 'wald', 'profile' or 'bootstrap', not {method!r}.")
     return method
+
+
+def _percentiles(draws: np.ndarray, alpha: float) -> np.ndarray:
+    """(k, 2) percentile intervals of the k columns of bootstrap estimates (a correlation beside a zero
+    variance is NaN in its replicate and left out)."""
+    return np.nanquantile(draws, [alpha / 2, 1 - alpha / 2], axis=0).T
 
 
 def _check_alpha(alpha: float) -> None:

@@ -1,4 +1,6 @@
-"""Profile-likelihood confidence intervals: ``conf_int(method="profile")`` and ``varcorr(method="profile")``.
+"""Confidence intervals beyond Wald's: ``conf_int`` and ``varcorr`` with ``method="profile"`` or ``"bootstrap"``.
+
+Profile-likelihood intervals.
 
 Reference values: tests/fixtures/profile_reference.json, written by tests/fixtures/profile_reference.R
 (``Rscript tests/fixtures/profile_reference.R``; lme4 version in the JSON). Two references per interval:
@@ -7,6 +9,10 @@ and solved by uniroot to 1e-10 (no jaxhlm code), which jaxhlm matches to about 1
 ``confint(method = "profile")``, which interpolates a spline through a grid of profile points and is off by up
 to 5e-5 relative where the profile is smooth (2% at the HSB endpoint where the correlation reaches +1, see
 ``test_an_endpoint_with_another_parameter_at_its_boundary``).
+
+Parametric-bootstrap percentile intervals: tests/fixtures/bootstrap_ci_reference.json, lme4's
+``confint(method = "boot", boot.type = "perc")`` with 2,000 replicates (tests/fixtures/bootstrap_ci_reference.R).
+Both are Monte-Carlo estimates, compared within their error.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from jaxhlm import JaxhlmError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = json.loads((FIXTURES / "profile_reference.json").read_text())
+BOOT = json.loads((FIXTURES / "bootstrap_ci_reference.json").read_text())
 FITS = {f["name"]: f for f in REF["fits"]}
 
 
@@ -101,9 +108,45 @@ def test_other_levels(sleep_fit):
     assert np.all((ci95["lower"] < ci90["lower"]) & (ci90["upper"] < ci95["upper"]))
 
 
+def test_bootstrap_intervals_are_the_percentiles_of_the_refits(sleep_fit):
+    """The intervals are the quantiles of refit_batch's estimates on simulate's draws (same seed), by row."""
+    fits = jaxhlm.refit_batch(sleep_fit, np.asarray(jaxhlm.simulate(sleep_fit, 200, seed=3)).T, progress=False)
+    assert fits.converged.all()
+    ci = sleep_fit.conf_int(0.1, method="bootstrap", B=200, seed=3)
+    draws = np.column_stack([fits.beta, fits.varcomp])
+    np.testing.assert_allclose(ci.to_numpy(), np.quantile(draws, [0.05, 0.95], axis=0).T, rtol=1e-10)
+    sd = sleep_fit.varcorr(0.1, method="bootstrap", B=200, seed=3)
+    s = np.sqrt(fits.varcomp[:, [0, 1, 3]])  # sd(Days), sd(_cons), σ
+    corr = fits.varcomp[:, 2] / (s[:, 0] * s[:, 1])
+    expect = np.column_stack([s[:, 0], s[:, 1], corr, s[:, 2]])
+    np.testing.assert_allclose(sd[["ci_lower", "ci_upper"]].to_numpy(),
+                               np.quantile(expect, [0.05, 0.95], axis=0).T, rtol=1e-10)
+    assert not np.allclose(sleep_fit.conf_int(0.1, method="bootstrap", B=200, seed=4), ci)
+
+
+def test_bootstrap_intervals_agree_with_lme4(sleep_fit):
+    """Within Monte-Carlo error: a 2.5% quantile of B draws has a standard error of about 0.085 / √(B/1000)
+    of the estimate's bootstrap SD, so jaxhlm's (B = 1,000) and lme4's (B = 2,000) differ by 0.10 SD or so;
+    the test allows 0.45 SD (4.3 standard errors). The correlation's upper limit is 1 in both (a share of the
+    refits is singular with r = +1)."""
+    sd = sleep_fit.varcorr(method="bootstrap", B=1000, seed=1)
+    ci = sleep_fit.conf_int(method="bootstrap", B=1000, seed=1)
+    fits = jaxhlm.refit_batch(sleep_fit, np.asarray(jaxhlm.simulate(sleep_fit, 1000, seed=1)).T, progress=False)
+    s = np.sqrt(fits.varcomp[:, [0, 1, 3]])
+    spread = {"sd(Days)": s[:, 0].std(), "sd(_cons)": s[:, 1].std(), "sd(Residual)": s[:, 2].std(),
+              "corr(Days,_cons)": np.nanstd(fits.varcomp[:, 2] / (s[:, 0] * s[:, 1])),
+              "Intercept": fits.beta[:, 0].std(), "Days": fits.beta[:, 1].std()}
+    for label, (lo, hi) in BOOT["intervals"].items():
+        got = (ci.loc[label] if label in ci.index else sd.loc[label, ["ci_lower", "ci_upper"]]).to_numpy()
+        assert np.all(np.abs(got - [lo, hi]) < 0.45 * spread[label]), (label, got, (lo, hi))
+    assert sd.loc["corr(Days,_cons)", "ci_upper"] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_bad_input(sleep_fit, hsb):
-    with pytest.raises(JaxhlmError, match="method must be 'wald' or 'profile'"):
+    with pytest.raises(JaxhlmError, match="method must be 'wald', 'profile' or 'bootstrap'"):
         sleep_fit.conf_int(method="boot")
+    with pytest.raises(JaxhlmError, match="B must be a whole number"):
+        sleep_fit.conf_int(method="bootstrap", B=1)
     singular = jaxhlm.mixed("mathach c.ses##i.sector || id: ses, cov(unstr)", hsb)
     assert singular.singular
     with pytest.raises(JaxhlmError, match="fit is singular"):
