@@ -7,7 +7,9 @@ Stata syntax. FILE is CSV or Parquet; with ``--chunksize`` a CSV file is read an
 ``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE.csv]`` — parametric-bootstrap LR test of two
 nested models, each a Stata ``mixed`` command or an lme4 formula;
 ``jaxhlm influence MODEL [--exact] [--top N] [--data FILE]`` — each group's influence on the fixed effects
-(Cook's distance, DFBETAS), most influential first.
+(Cook's distance, DFBETAS), most influential first;
+``jaxhlm confint MODEL [--method profile|bootstrap|wald] [--level 95] [--B 1000] [--seed 0] [--data FILE]`` —
+confidence intervals of every parameter, and of the standard deviations and correlations.
 
 Errors in the input go to stderr as one line and exit with status 2.
 """
@@ -59,7 +61,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="refit without each group instead of the one-step approximation from the derivatives")
     i.add_argument("--top", type=int, help="show only the N most influential groups")
     i.add_argument("--data", help=data_help)
+    c = sub.add_parser("confint", help="confidence intervals of every parameter: profile likelihood (lme4's "
+                                       "default), parametric bootstrap, or Wald (Stata's)")
+    c.add_argument("model", help="Stata syntax ('mathach ses || id: ses, cov(un)') or a formula (with '~')")
+    c.add_argument("--method", choices=["profile", "bootstrap", "wald"], default="profile",
+                   help="how the intervals are formed (default: profile)")
+    c.add_argument("--level", type=float, default=95.0, help="confidence level in percent (default 95)")
+    c.add_argument("--B", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    c.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default 0)")
+    c.add_argument("--data", help=data_help)
     return ap
+
+
+def confint_text(result, method: str, level: float, B: int, seed: int) -> str:  # noqa: ANN001
+    """The intervals of :meth:`~jaxhlm.results.MixedResult.conf_int` and ``varcorr`` as two tables."""
+    import pandas as pd
+
+    alpha = 1 - level / 100
+    ci = result.conf_int(alpha, method=method, B=B, seed=seed)
+    sd = result.varcorr(alpha, method=method, B=B, seed=seed)
+    name = {"profile": "Profile-likelihood", "bootstrap": f"Parametric-bootstrap (B = {B}, seed {seed}) percentile",
+            "wald": "Wald"}[method]
+    tables = [pd.concat([result.params.rename("estimate"), ci], axis=1),
+              sd[["estimate", "ci_lower", "ci_upper"]].set_axis(["estimate", "lower", "upper"], axis=1)]
+    body = "\n\n".join(t.to_string(float_format=lambda v: f"{v:.6g}") for t in tables)
+    return f"{name} {level:g}% confidence intervals\n\n{body}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise JaxhlmError(f"--B must be a positive number of replicates, got {args.B}")
             small, big = model(args.small), model(args.big)
             print(bootstrap_lrtest(small, big, B=args.B, seed=args.seed, names=("small", "big")))
+            return 0
+        if args.command == "confint":
+            if not 0 < args.level < 100:
+                raise JaxhlmError(f"--level must be a percentage between 0 and 100, got {args.level:g}")
+            print(confint_text(model(args.model), args.method, args.level, args.B, args.seed))
             return 0
         if args.command == "influence":
             if args.top is not None and args.top < 1:

@@ -151,3 +151,17 @@ def test_bad_input(sleep_fit, hsb):
     assert singular.singular
     with pytest.raises(JaxhlmError, match="fit is singular"):
         singular.conf_int(method="profile")
+
+
+def test_command_line(capsys, pastes_fit):
+    from jaxhlm.cli import main
+
+    data = str(Path(jaxhlm.__file__).parent / "datasets" / "pastes.csv")
+    assert main(["confint", FITS["pastes"]["formula"], "--data", data]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Profile-likelihood 95% confidence intervals")
+    upper = pastes_fit.varcorr(method="profile").loc["sd(_cons[batch:cask])", "ci_upper"]
+    line = next(ln for ln in out.splitlines() if ln.startswith("sd(_cons[batch:cask])"))
+    assert float(line.split()[-1]) == pytest.approx(upper, rel=1e-5)
+    assert main(["confint", FITS["pastes"]["formula"], "--data", data, "--level", "100"]) == 2
+    assert "--level must be a percentage" in capsys.readouterr().err
