@@ -54,7 +54,7 @@ class Status(enum.IntEnum):
     RUNNING = -1
     CONVERGED = 0
     BOUNDARY = 1  # the interval reaches the boundary of the target's range (sd 0, correlation ±1)
-    FAILED = 2  # no endpoint found in MAX_STEPS values, or the likelihood was not finite
+    FAILED = 2  # no endpoint found in MAX_STEPS values, or a maximisation over the others failed
 
 
 class Targets(NamedTuple):
@@ -135,11 +135,11 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
         fixed = jnp.arange(n) == index
 
         def profile_at(c: Array, x0: Array) -> tuple[Array, Array, Array]:
-            """(ℓ_g(c), dℓ_g/dc, the maximiser)."""
+            """(ℓ_g(c), dℓ_g/dc, the maximiser); ℓ_g is NaN where the maximisation did not converge."""
             sol = minimise(lambda x: -ll(jnp.where(fixed, c, x)), jnp.where(fixed, c, x0),
                            jnp.full(n, -jnp.inf))
             x = jnp.where(fixed, c, sol.x)
-            return -sol.value, jax.grad(ll)(x)[index], x
+            return jnp.where(converged(sol.result, sol.decrement), -sol.value, jnp.nan), jax.grad(ll)(x)[index], x
 
         dg = jax.grad(g)(psi_hat)
         se = jnp.sqrt(dg @ V @ dg)
