@@ -7,7 +7,7 @@ covariance, which is made one by writing its correlation as c / (sd·sd). An end
 root ζ(c) = ±√(2(ℓ̂ − ℓ_g(c))) at ±√χ²₁(1 − α): Newton's method on ζ, which is close to linear in c, from the
 Wald endpoint, each ℓ_g(c) a maximisation over the other coordinates by the fit's own optimiser
 (:func:`~jaxhlm.optimize.minimise`, warm started), and ζ's slope from dℓ_g/dc = ∂ℓ/∂c at that maximum (no
-derivative of the maximisation). Every target and both sides run as one vmapped program. lme4 evaluates each
+derivative of the maximisation). Every target and both sides run as one compiled program. lme4 evaluates each
 profile on a grid and interpolates a spline; these roots are exact to the solver's tolerance, which matters
 most where another parameter is at its boundary at the endpoint (a correlation of +1 at the smallest random-slope
 SD the data allow): the profile has a kink there that a spline smooths over.
@@ -15,6 +15,11 @@ SD the data allow): the profile has a kink there that a spline smooths over.
 Why φ: ℓ is close to quadratic in (ln sd, atanh r, ln σ), so the Wald start is close. An interval that reaches
 the boundary has no root: where the profile of a standard deviation stays above the cut-off all the way to 0 (a
 correlation's, to ±1), the iterates run off along that coordinate, and the endpoint is the boundary, 0 (±1).
+
+A singular fit (a variance at 0, a correlation at ±1) starts just inside the boundary (SD_FLOOR, ATANH_EDGE):
+its boundary estimate is its own endpoint on that side, the other endpoint is solved from an interior start, and
+the other targets' Wald starts use the covariance of the coordinates not on the boundary. A covariance is solved
+twice, replacing its atanh r and replacing one of its SDs (see :func:`profile_intervals`).
 
 The likelihood profiled is the ML one, for a REML fit too: the REML criterion changes with the fixed-effects
 design, so it has no profile in β. lme4 profiles a REML fit's ML likelihood as well.
@@ -48,6 +53,9 @@ TOL = 1e-9
 #: How far a ln sd may fall below its estimate (e⁻¹⁰ ≈ 4.5e-5 of it), and how large an |atanh r| may grow
 #: (|r| = tanh 5 ≈ 0.99991), before the path is taken to run to the boundary.
 LNSD_RUN, ATANH_RUN = 10.0, 5.0
+#: A singular fit's boundary values in φ: a zero SD as SD_FLOOR·σ̂ (its variance, 1e-16 σ̂², changes the
+#: likelihood by rounding only), a correlation of ±1 as atanh r = ±ATANH_EDGE (1 − |r| ≈ 8e-11).
+SD_FLOOR, ATANH_EDGE = 1e-8, 12.0
 
 
 class Status(enum.IntEnum):
@@ -60,8 +68,9 @@ class Status(enum.IntEnum):
 class Targets(NamedTuple):
     """One endpoint problem per row (arrays, so that one program solves them all)."""
 
-    index: Array  # int: a coordinate of ψ
-    reported: Array  # bool: the target is the covariance whose atanh r is that coordinate, not the coordinate
+    index: Array  # int: the coordinate of ψ that the target's value replaces
+    row: Array  # int: for a covariance, its row of the random-effects table (index is then its atanh r or one of
+    #             its SDs); −1 where the target is the coordinate itself
     side: Array  # ±1.0: the upper or the lower endpoint
 
 
@@ -84,6 +93,18 @@ def loglik(psi: Array, stats: GroupStats | NestedStats, blocks: cov.Structure) -
     phi = psi[p:]
     root = cov.root_from_phi(blocks, phi[:-1], jnp.zeros(phi.shape[0] - 1))
     return loglik_at_sigma(root / jnp.exp(phi[-1]), phi[-1], stats, False, beta=psi[:p])
+
+
+def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:
+    """For each covariance row of the random-effects table (= its atanh r in φ), the φ index of an SD in it."""
+    out, at = {}, 0
+    for b in blocks:
+        if b.kind == "exchangeable":
+            out[at + 1] = at
+        elif b.kind == "unstructured":
+            out.update({at + b.q + t: at + j for t, (_, j) in enumerate(b.pairs)})
+        at += b.n_theta
+    return out
 
 
 def _coordinate_kinds(blocks: cov.Structure, p: int) -> np.ndarray:
@@ -110,23 +131,42 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
     replaced by bisection (or, with nothing outside yet, by doubling the distance from the estimate).
     """
     n, p = psi_hat.shape[0], psi_hat.shape[0] - _n_phi(blocks)
-    V = jnp.linalg.inv(-jax.hessian(loglik)(psi_hat, stats, blocks))
-    ll_hat = loglik(psi_hat, stats, blocks)
     kinds = jnp.asarray(_coordinate_kinds(blocks, p))
+    # Coordinates at a singular fit's boundary (see SD_FLOOR): the likelihood is flat along them there, so the
+    # Wald covariance is that of the others, and a target on the boundary starts from a point inside.
+    on_edge = ((kinds == 1) & (psi_hat < jnp.log(SD_FLOOR) + psi_hat[-1] + 1.0)) | (
+        (kinds == 2) & (jnp.abs(psi_hat) >= ATANH_EDGE))
+    both = on_edge[:, None] | on_edge[None, :]
+    H = jnp.where(both, -jnp.eye(n), jax.hessian(loglik)(psi_hat, stats, blocks))
+    V = jnp.where(both, 0.0, jnp.linalg.inv(-H))
+    ll_hat = loglik(psi_hat, stats, blocks)
     z_cut = jnp.sqrt(2.0 * cut)
     no_edge = jnp.zeros(n - p - 1)
     half = jnp.arctanh(0.5)
 
-    def one(index: Array, reported: Array, side: Array) -> Endpoints:
+    def one(index: Array, row: Array, side: Array) -> Endpoints:
+        reported = row >= 0
+
+        def covariance(x: Array, value: Array) -> Array:
+            """The covariance at x with the replaced coordinate set to ``value``."""
+            return cov.reported(blocks, x[p:-1].at[index - p].set(value), no_edge)[jnp.maximum(row, 0)]
+
         def g(psi: Array) -> Array:
-            """The target at ψ: its coordinate, or the covariance its atanh r coordinate stands for."""
-            return jnp.where(reported, cov.reported(blocks, psi[p:-1], no_edge)[jnp.maximum(index - p, 0)],
-                             psi[index])
+            """The target at ψ: its coordinate, or the covariance."""
+            return jnp.where(reported, cov.reported(blocks, psi[p:-1], no_edge)[jnp.maximum(row, 0)], psi[index])
 
         def from_primed(x: Array) -> Array:
-            # A reported covariance is tanh(φ_k)·S with S the product of the two SDs (the value at r = 1).
-            S = cov.reported(blocks, x[p:-1].at[index - p].set(half), no_edge)[jnp.maximum(index - p, 0)] / 0.5
-            return jnp.where(reported, x.at[index].set(jnp.arctanh(x[index] / S)), x)
+            """ψ from x, whose replaced coordinate holds the covariance c. A covariance is tanh(φ_r)·S with S the
+            product of the two SDs: in its atanh r, c = tanh(φ_r)·S; in an SD's ln sd, c = C₀·e^(mφ) with m = 1
+            (two effects) or 2 (an exchangeable block's one SD)."""
+            # Each branch is evaluated for every target (vmap): the others get harmless arguments, so that no
+            # NaN enters a derivative through the branch not taken.
+            c = x[index]
+            in_r, in_sd = reported & (index == p + row), reported & (index != p + row)
+            by_r = jnp.arctanh(jnp.where(in_r, c / (covariance(x, half) / 0.5), 0.0))
+            c0 = jnp.where(in_sd, covariance(x, 0.0), 1.0)
+            by_sd = jnp.log(jnp.where(in_sd, c / c0, 1.0)) / jnp.log(jnp.where(in_sd, covariance(x, 1.0) / c0, 2.0))
+            return jnp.where(in_r, x.at[index].set(by_r), jnp.where(in_sd, x.at[index].set(by_sd), x))
 
         def primed(psi: Array) -> Array:
             return psi.at[index].set(g(psi))
@@ -135,19 +175,35 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
         fixed = jnp.arange(n) == index
 
         def profile_at(c: Array, x0: Array) -> tuple[Array, Array, Array]:
-            """(ℓ_g(c), dℓ_g/dc, the maximiser); ℓ_g is NaN where the maximisation did not converge."""
-            sol = minimise(lambda x: -ll(jnp.where(fixed, c, x)), jnp.where(fixed, c, x0),
-                           jnp.full(n, -jnp.inf))
-            x = jnp.where(fixed, c, sol.x)
-            return jnp.where(converged(sol.result, sol.decrement), -sol.value, jnp.nan), jax.grad(ll)(x)[index], x
+            """(ℓ_g(c), dℓ_g/dc, the maximiser); ℓ_g is NaN where the maximisation did not converge.
+
+            Why two starts: near its boundary a coordinate is all but flat (the likelihood moves with sd², or
+            with 1 − r²), so from the warm start a maximiser cannot leave the boundary even where the maximum
+            has moved inside; the second start puts such coordinates inside (an SD of σ̂/10, r = ±0.76) and the
+            better of the two maxima is taken. One batched call, so the maximiser is compiled once.
+            """
+            near = ~fixed & (((kinds == 1) & (x0 < psi_hat[-1] + jnp.log(SD_FLOOR) + 8.0))
+                             | ((kinds == 2) & (jnp.abs(x0) > ATANH_RUN)))
+            moved = jnp.where(near, jnp.where(kinds == 1, psi_hat[-1] - jnp.log(10.0), jnp.sign(x0)), x0)
+            sols = jax.vmap(lambda s: minimise(lambda x: -ll(jnp.where(fixed, c, x)), jnp.where(fixed, c, s),
+                                               jnp.full(n, -jnp.inf)))(jnp.stack([x0, moved]))
+            value = jnp.where(converged(sols.result, sols.decrement), -sols.value, -jnp.inf)
+            best = jnp.argmax(value)
+            x = jnp.where(fixed, c, sols.x[best])
+            return jnp.where(jnp.isfinite(value[best]), value[best], jnp.nan), jax.grad(ll)(x)[index], x
 
         dg = jax.grad(g)(psi_hat)
         se = jnp.sqrt(dg @ V @ dg)
-        along = V @ dg / se**2  # how the other coordinates move with g, to first order
+        edge = ~reported & on_edge[index]
+        along = jnp.where(edge, 0.0, V @ dg / jnp.where(edge, 1.0, se**2))  # how the others move with g
         c_hat = g(psi_hat)
-        c0 = c_hat + side * z_cut * se
+        # The Wald endpoint; for a target on the boundary (no Wald SE), an SD of a tenth of σ̂ or r = 0.
+        c0 = jnp.where(edge, jnp.where(kinds[index] == 1, psi_hat[-1] - jnp.log(10.0), 0.0),
+                       c_hat + side * z_cut * se)
         x0 = primed(psi_hat + (c0 - c_hat) * along)
         can_run = ~reported & ((kinds[index] == 2) | ((kinds[index] == 1) & (side < 0)))
+        # A boundary estimate is its own endpoint on its side: SD 0 below, the correlation's sign beyond.
+        at_edge = edge & jnp.where(kinds[index] == 1, side < 0, side * c_hat > 0)
 
         def body(st: _State) -> _State:
             l_c, slope, x = profile_at(st.c, st.x)
@@ -167,15 +223,18 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
             return _State(c, x + (c - st.c) * jnp.where(fixed, 0.0, along), inner, outer, st.steps + 1,
                           status.astype(jnp.int32))
 
+        start = jnp.where(at_edge, Status.BOUNDARY, Status.RUNNING).astype(jnp.int32)
         st = jax.lax.while_loop(
             lambda st: (st.status == Status.RUNNING) & (st.steps < MAX_STEPS), body,
-            _State(c0, x0, c_hat, side * jnp.inf, jnp.zeros((), jnp.int32), jnp.asarray(Status.RUNNING, jnp.int32)))
+            _State(c0, x0, c_hat, side * jnp.inf, jnp.zeros((), jnp.int32), start))
         status = jnp.where(st.status == Status.RUNNING, Status.FAILED, st.status)
         value = jnp.where(status == Status.CONVERGED, st.c,
                           jnp.where(status == Status.BOUNDARY, side * jnp.inf, jnp.nan))
         return Endpoints(value, status, st.steps)
 
-    return jax.vmap(one)(*targets)
+    # One target after another: batched, every target would iterate as long as the slowest (a maximisation that
+    # creeps to a boundary takes tens of steps where the others take a few), 7x the sum of their times on HSB.
+    return jax.lax.map(lambda t: one(*t), targets)
 
 
 class ProfileIntervals(NamedTuple):
@@ -197,34 +256,41 @@ def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, th
             raise JaxhlmError("profile-likelihood intervals: the ML refit of this REML model did not converge.")
         theta, sigma2, beta = np.asarray(ml.theta), float(ml.sigma2), np.asarray(ml.beta)
     _, phi, edge = phi_at(theta, sigma2, blocks)
-    if np.any(edge != 0) or not np.all(np.isfinite(phi)):
-        raise JaxhlmError(
-            "profile-likelihood intervals need an optimum inside the parameter space, and this"
-            + (" model's ML" if reml else "") + " fit is singular (a variance at 0 or a correlation at ±1); "
-            "use the Wald intervals (method='wald') or simplify the random-effects structure.")
+    # A singular fit's boundary values, just inside (see SD_FLOOR); the profile starts there.
+    phi = np.where(np.isfinite(phi), phi, np.log(SD_FLOOR) + phi[-1])
+    phi = np.where(edge != 0, edge * ATANH_EDGE, phi)
     psi_hat = np.concatenate([beta, phi])
     p, k = len(beta), len(phi)
     is_var = np.append(cov.variance_mask(blocks), True)
     covs = np.flatnonzero(~is_var)
-    # Coordinates (β, then φ) for every row but the covariances, whose value is itself the target.
-    index = np.concatenate([np.arange(p + k), p + covs])
-    reported = np.concatenate([np.zeros(p + k, bool), np.ones(len(covs), bool)])
+    # Coordinates (β, then φ), then each covariance twice: replacing its atanh r, and replacing one of its SDs.
+    # Either can fail where the other does not: at a fixed covariance the maximum may lie on the edge
+    # |c / (sd·sd)| = 1 (a correlation at ±1), where the first parameterisation ends, or at a correlation of the
+    # other sign, which the second cannot reach. Where both converge they solve the same equation.
+    sd_of = _covariance_sds(blocks)
+    index = np.concatenate([np.arange(p + k), p + covs, [p + sd_of[j] for j in covs]]).astype(int)
+    row = np.concatenate([np.full(p + k, -1), covs, covs])
     both = lambda a: np.concatenate([a, a])  # noqa: E731
-    targets = Targets(jnp.asarray(both(index)), jnp.asarray(both(reported)),
+    targets = Targets(jnp.asarray(both(index)), jnp.asarray(both(row)),
                       jnp.asarray(np.repeat([-1.0, 1.0], len(index))))
     cut = 0.5 * float(special.chdtri(1, alpha))
     out = jax.device_get(tracecache.call(endpoints, {"blocks": blocks}, jnp.asarray(psi_hat), jnp.asarray(cut),
                                          targets, stats))
     ends = np.asarray(out.value).reshape(2, -1).T  # (targets, [lower, upper])
-    coord, cov_ends = ends[:p + k], ends[p + k:]
+    status = np.asarray(out.status).reshape(2, -1).T
+    m = len(covs)
+    by_r, by_sd = slice(p + k, p + k + m), slice(p + k + m, None)
+    cov_ends = np.where(status[by_r] == Status.FAILED, ends[by_sd], ends[by_r])
+    cov_failed = (status[by_r] == Status.FAILED) & (status[by_sd] == Status.FAILED)
+    coord = ends[:p + k]
     phi_ends = coord[p:]
     sd_corr = np.where(is_var[:, None], np.exp(phi_ends), np.tanh(phi_ends))
     random = np.exp(2.0 * phi_ends)
     random[covs] = cov_ends
-    status = np.asarray(out.status).reshape(2, -1).T
     # A coordinate target of a covariance row is its correlation.
     names = list(labels[:p]) + [lab if v else lab.replace("cov(", "corr(", 1) for lab, v in zip(labels[p:], is_var)]
     names += [labels[p + c] for c in covs]  # a covariance's own target
-    failed = tuple(f"{names[i]} ({side})" for i in range(len(index)) for j, side in enumerate(("lower", "upper"))
-                   if status[i, j] == Status.FAILED)
+    failed_at = np.concatenate([status[:p + k] == Status.FAILED, cov_failed])
+    failed = tuple(f"{names[i]} ({side})" for i in range(len(names)) for j, side in enumerate(("lower", "upper"))
+                   if failed_at[i, j])
     return ProfileIntervals(coord[:p], random, sd_corr, failed)

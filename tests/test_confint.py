@@ -142,15 +142,40 @@ def test_bootstrap_intervals_agree_with_lme4(sleep_fit):
     assert sd.loc["corr(Days,_cons)", "ci_upper"] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_bad_input(sleep_fit, hsb):
+def test_a_singular_fit(hsb):
+    """The correlation is estimated at +1: the profile starts on the boundary. Its intervals are exact where
+    lme4's are far off (sd(ses)'s upper limit 0.669, lme4 0.502: twice the drop in the log likelihood there is
+    1.24, not 3.84). At both ends of the covariance's interval the correlation stays at +1."""
+    ref = FITS["hsb_singular"]
+    m = jaxhlm.fit(ref["formula"], hsb)
+    assert m.singular
+    got = _intervals(m)
+    for label, exact in ref["exact"].items():  # R's maximiser leaves ~1e-7 absolute (cov's lower limit is 0.064)
+        np.testing.assert_allclose(got[label], exact, rtol=1e-6, atol=1e-6 * np.ptp(exact), err_msg=label)
+    for label in ("sd(Residual)", "Intercept", "ses", "sector", "ses:sector"):
+        np.testing.assert_allclose(got[label], ref["lme4"][label], rtol=1e-4, err_msg=label)
+    assert got["sd(ses)"][1] > 1.3 * ref["lme4"]["sd(ses)"][1]
+
+
+def test_a_zero_variance_estimate():
+    """Dyestuff2's batch variance is estimated at 0: the SD's interval starts at 0 and its upper limit is the
+    exact root. At the intercept's endpoints the batch SD is about 0.48, inside: the maximisation over the other
+    parameters has to leave the boundary (lme4's endpoints are 1.7e-4 too wide: twice the drop there is 3.845)."""
+    ref = FITS["dyestuff2"]
+    m = jaxhlm.fit(ref["formula"], pd.read_csv(FIXTURES / "dyestuff2.csv"))
+    assert m.singular
+    got = _intervals(m)
+    assert got["sd(_cons)"][0] == 0.0
+    for label, exact in ref["exact"].items():
+        np.testing.assert_allclose(got[label], exact, rtol=1e-7, err_msg=label)
+    np.testing.assert_allclose(got["sd(Residual)"], ref["lme4"]["sd(Residual)"], rtol=1e-4)
+
+
+def test_bad_input(sleep_fit):
     with pytest.raises(JaxhlmError, match="method must be 'wald', 'profile' or 'bootstrap'"):
         sleep_fit.conf_int(method="boot")
     with pytest.raises(JaxhlmError, match="B must be a whole number"):
         sleep_fit.conf_int(method="bootstrap", B=1)
-    singular = jaxhlm.mixed("mathach c.ses##i.sector || id: ses, cov(unstr)", hsb)
-    assert singular.singular
-    with pytest.raises(JaxhlmError, match="fit is singular"):
-        singular.conf_int(method="profile")
 
 
 def test_command_line(capsys, pastes_fit):
