@@ -159,8 +159,8 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
             """ψ from x, whose replaced coordinate holds the covariance c. A covariance is tanh(φ_r)·S with S the
             product of the two SDs: in its atanh r, c = tanh(φ_r)·S; in an SD's ln sd, c = C₀·e^(mφ) with m = 1
             (two effects) or 2 (an exchangeable block's one SD)."""
-            # Each branch is evaluated for every target (vmap): the others get harmless arguments, so that no
-            # NaN enters a derivative through the branch not taken.
+            # jnp.where evaluates every branch: those not taken get harmless arguments, so that no NaN enters a
+            # derivative through them.
             c = x[index]
             in_r, in_sd = reported & (index == p + row), reported & (index != p + row)
             by_r = jnp.arctanh(jnp.where(in_r, c / (covariance(x, half) / 0.5), 0.0))
