@@ -56,7 +56,8 @@ class RandomEffects(ParameterTable):
     notes: tuple[str, ...]
 
 
-def _singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]:
+def singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]:
+    """The blocks whose part of Σ is singular (smallest eigenvalue at most 1e-10 of the largest)."""
     out, at = [], 0
     for b in blocks:
         w = np.linalg.eigvalsh(sigma[at:at + b.q, at:at + b.q])
@@ -76,7 +77,7 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
     warnings: list[str] = []
     notes: list[str] = []
 
-    singular = _singular_blocks(blocks, sigma)
+    singular = singular_blocks(blocks, sigma)
     # A singular 2×2 unstructured block is a correlation of exactly ±1: SEs exist with it held there.
     failed = any(not (b.kind == "unstructured" and b.q == 2) for b in singular) or not np.all(np.isfinite(phi))
     if not failed and np.any(edge != 0):

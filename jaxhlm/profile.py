@@ -19,7 +19,9 @@ correlation's, to ±1), the iterates run off along that coordinate, and the endp
 A singular fit (a variance at 0, a correlation at ±1) starts just inside the boundary (SD_FLOOR, ATANH_EDGE):
 its boundary estimate is its own endpoint on that side, the other endpoint is solved from an interior start, and
 the other targets' Wald starts use the covariance of the coordinates not on the boundary. A covariance is solved
-twice, replacing its atanh r and replacing one of its SDs (see :func:`profile_intervals`).
+twice, replacing its atanh r and replacing one of its SDs (see :func:`profile_intervals`). A rank-deficient
+unstructured block of three or more effects is refused: its correlations are not at ±1 one by one, so no
+coordinate of φ holds the boundary.
 
 The likelihood profiled is the ML one, for a REML fit too: the REML criterion changes with the fixed-effects
 design, so it has no profile in β. lme4 profiles a REML fit's ML likelihood as well.
@@ -42,6 +44,7 @@ from . import tracecache
 from .deviance import loglik_at_sigma
 from .errors import JaxhlmError
 from .estimate import fit_stats, phi_at
+from .infer import singular_blocks
 from .optimize import converged, minimise
 from .stats import GroupStats, NestedStats
 
@@ -255,7 +258,13 @@ def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, th
         if not bool(converged(ml.solution.result, ml.solution.decrement)):
             raise JaxhlmError("profile-likelihood intervals: the ML refit of this REML model did not converge.")
         theta, sigma2, beta = np.asarray(ml.theta), float(ml.sigma2), np.asarray(ml.beta)
-    _, phi, edge = phi_at(theta, sigma2, blocks)
+    sigma, phi, edge = phi_at(theta, sigma2, blocks)
+    for b in singular_blocks(blocks, sigma):
+        if b.kind == "unstructured" and b.q >= 3:
+            raise JaxhlmError(
+                f"profile-likelihood intervals: the {b.q}x{b.q} unstructured covariance of the random effects is "
+                "singular (rank-deficient) at this" + (" model's ML" if reml else "") + " fit, and its profile "
+                "cannot start from there; use method='bootstrap', or a smaller random-effects structure.")
     # A singular fit's boundary values, just inside (see SD_FLOOR); the profile starts there.
     phi = np.where(np.isfinite(phi), phi, np.log(SD_FLOOR) + phi[-1])
     phi = np.where(edge != 0, edge * ATANH_EDGE, phi)

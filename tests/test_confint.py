@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 import jaxhlm
+from conftest import MODELS
 from jaxhlm import JaxhlmError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -169,6 +170,15 @@ def test_a_zero_variance_estimate():
     for label, exact in ref["exact"].items():
         np.testing.assert_allclose(got[label], exact, rtol=1e-7, err_msg=label)
     np.testing.assert_allclose(got["sd(Residual)"], ref["lme4"]["sd(Residual)"], rtol=1e-4)
+
+
+def test_a_rank_deficient_block_of_three_is_refused(hsb):
+    """The log's M1: Σ of (ses, female, _cons) is rank-deficient; no profile can start there (Stata reports no
+    variance-component SEs for it either). A 2x2 block at r = +1 is profiled (test_a_singular_fit)."""
+    m1 = jaxhlm.mixed(MODELS["M1"], hsb)
+    assert m1.singular
+    with pytest.raises(JaxhlmError, match=r"3x3 unstructured covariance .* is singular"):
+        m1.conf_int(method="profile")
 
 
 def test_bad_input(sleep_fit):
