@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,13 +135,45 @@ class Session:
             return render.ic_text(self._active(), self.active_name)
         if body.split() == ["group"] and not comma:
             return "\n".join(render.group_table(self._active()))
-        if body.split() == ["sd"] and not comma:
-            model = self._active()
-            return "\n".join(render.random_table(model, sd_corr(model.random_effects, model.design.blocks)))
+        if body.split() == ["sd"]:
+            return self._estat_sd(opts)
         if body.split() != ["icc"]:
             raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic, estat icc [, level(#)], "
                               "estat group and estat sd are")
         return str(self._active().icc(alpha=_alpha(opts, "estat icc")))
+
+    def _estat_sd(self, opts: str) -> str:
+        """``estat sd``; and, a jaxhlm extension, ``estat sd, profile`` or ``estat sd, bootstrap(#) [seed(#)]``
+        (profile-likelihood or parametric-bootstrap percentile intervals), each with ``level(#)``."""
+        model = self._active()
+        given: dict[str, int | None] = {}
+        level = []
+        for o, arg in options(opts):
+            if abbreviates(o, "profile", 4) and arg is None:
+                given["profile"] = None
+            elif o in ("bootstrap", "seed") and arg is not None and arg.strip().isdigit():
+                given[o] = int(arg)
+            elif abbreviates(o, "level", 1):
+                level.append(f"{o}({arg})" if arg is not None else o)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; estat sd accepts level(#), and (jaxhlm extensions) "
+                                  "profile or bootstrap(#) seed(#)")
+        if "seed" in given and "bootstrap" not in given:
+            raise JaxhlmError("seed() goes with bootstrap(#)")
+        if "profile" in given and "bootstrap" in given:
+            raise JaxhlmError("estat sd takes profile or bootstrap(#), not both")
+        alpha = _alpha(" ".join(level), "estat sd")
+        table = sd_corr(model.random_effects, model.design.blocks, alpha)
+        title = []
+        if "profile" in given or "bootstrap" in given:
+            method = "profile" if "profile" in given else "bootstrap"
+            B, seed = given.get("bootstrap") or 0, given.get("seed") or 0
+            ci = model.varcorr(alpha, method=method, B=B, seed=seed)[["ci_lower", "ci_upper"]].to_numpy()
+            table = replace(table, ci=ci)
+            title = ["Profile-likelihood confidence intervals (jaxhlm extension of estat sd)" if method == "profile"
+                     else f"Parametric-bootstrap percentile intervals, B = {B:,}, seed({seed}) "
+                          "(jaxhlm extension of estat sd)"]
+        return "\n".join(title + render.random_table(model, table, level=100 * (1 - alpha)))
 
     def lincom(self, args: str) -> str:
         body, _, opts = args.partition(",")

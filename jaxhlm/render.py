@@ -165,10 +165,11 @@ def lincom_text(lc: "LinearCombination") -> str:
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
 
 
-def random_table(r: "MixedResult", re: "ParameterTable | None" = None) -> list[str]:
-    """The random-effects table: the fit's variances and covariances, or the rows of ``re`` (same layout)."""
+def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: float = 95.0) -> list[str]:
+    """The random-effects table: the fit's variances and covariances, or the rows of ``re`` (same layout) with
+    ``level``% intervals."""
     re = r.random_effects if re is None else re
-    lines = [DASH, "  Random-effects parameters  |   Estimate   Std. err.     [95% conf. interval]",
+    lines = [DASH, f"  Random-effects parameters  |   Estimate   Std. err.     [{level:g}% conf. interval]",
              "-" * 29 + "+" + "-" * 48]
     kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",
              "unstructured": "Unstructured"}

@@ -200,3 +200,29 @@ def test_command_line(capsys, pastes_fit):
     assert float(line.split()[-1]) == pytest.approx(upper, rel=1e-5)
     assert main(["confint", FITS["pastes"]["formula"], "--data", data, "--level", "100"]) == 2
     assert "--level must be a percentage" in capsys.readouterr().err
+
+
+def test_estat_sd_in_a_do_file(pastes_fit):
+    """``estat sd, profile`` and ``estat sd, bootstrap(#) seed(#)``: jaxhlm extensions, said so in the output."""
+    log = jaxhlm.run_do("use jaxhlm/datasets/pastes.csv, clear\nquietly mixed strength || batch: || cask:\n"
+                        "estat sd, profile\nestat sd, bootstrap(100) seed(3) level(90)",
+                        base_dir=Path(jaxhlm.__file__).parents[1])
+    profile, boot = log.split(". estat sd, bootstrap")
+    assert "Profile-likelihood confidence intervals (jaxhlm extension of estat sd)" in profile
+    cask = [ln for ln in profile.splitlines() if "sd(_cons)" in ln][1]  # batch's row, then cask's
+    want = pastes_fit.varcorr(method="profile").loc["sd(_cons[batch:cask])", ["ci_lower", "ci_upper"]]
+    np.testing.assert_allclose([float(v) for v in cask.split()[-2:]], want, rtol=1e-6)
+    assert "B = 100, seed(3) (jaxhlm extension of estat sd)" in boot and "[90% conf. interval]" in boot
+    want = pastes_fit.varcorr(0.1, method="bootstrap", B=100, seed=3).loc["sd(Residual)", ["ci_lower", "ci_upper"]]
+    resid = next(ln for ln in boot.splitlines() if "sd(Residual)" in ln)
+    np.testing.assert_allclose([float(v) for v in resid.split()[-2:]], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    ("seed(2)", r"seed\(\) goes with bootstrap"),
+    ("profile bootstrap(10)", "profile or bootstrap"),
+    ("variance", "estat sd accepts level"),
+])
+def test_estat_sd_bad_options(options, message):
+    with pytest.raises(jaxhlm.DoFileError, match=message):
+        jaxhlm.run_do(f"quietly mixed mathach ses || id:\nestat sd, {options}")
