@@ -19,7 +19,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
@@ -348,6 +348,11 @@ class BatchFit:
     fe_names: tuple[str, ...]
     re_labels: tuple[str, ...]
 
+    def select(self, rows: np.ndarray) -> BatchFit:
+        """These refits at ``rows`` (an index or a boolean mask over the responses)."""
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
+                                if isinstance(getattr(self, f.name), np.ndarray)})
+
     def to_frame(self) -> pd.DataFrame:
         cols = {"llf": self.llf, "converged": self.converged, "singular": self.singular}
         cols.update({name: self.beta[:, j] for j, name in enumerate(self.fe_names)})
@@ -361,23 +366,11 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     lam = np.einsum("kt,tij->kij", theta, cov.templates(design.blocks))
     sigma2 = np.asarray(rep.sigma2)
     sigma = sigma2[:, None, None] * lam @ np.swapaxes(lam, 1, 2)
-    sd = np.sqrt(np.diagonal(sigma, axis1=1, axis2=2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = sigma / (sd[:, :, None] * sd[:, None, :])  # correlations (NaN beside a zero variance)
-    scaled[:, np.arange(sd.shape[1]), np.arange(sd.shape[1])] = sd
-
-    def entries(m: np.ndarray) -> list[np.ndarray]:
-        out, at = [], 0
-        for b in design.blocks:
-            rows, cols = b.entries
-            out.append(m[:, at + np.asarray(rows), at + np.asarray(cols)])
-            at += b.q
-        return out
-
     return BatchFit(
         llf=-0.5 * np.asarray(rep.deviance), beta=np.asarray(rep.beta)[:, :p],
-        varcomp=np.column_stack(entries(sigma) + [sigma2]),
-        sd_corr=np.column_stack(entries(scaled) + [np.sqrt(sigma2)]), sigma2=sigma2, theta=theta,
+        varcomp=np.column_stack([cov.pick(design.blocks, sigma), sigma2]),
+        sd_corr=np.column_stack([cov.pick(design.blocks, cov.sd_corr_matrix(sigma)), np.sqrt(sigma2)]),
+        sigma2=sigma2, theta=theta,
         converged=np.asarray(rep.converged), singular=np.asarray(rep.singular), fe_names=design.fe_names,
         re_labels=tuple(design.qualify(cov.labels(design.blocks, design.re_names) + ["var(Residual)"])),
     )

@@ -73,27 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def confint_text(result, method: str, level: float, B: int, seed: int) -> str:  # noqa: ANN001
-    """The intervals of :meth:`~jaxhlm.results.MixedResult.conf_int` and ``varcorr`` as two tables."""
-    import pandas as pd
-
-    alpha = 1 - level / 100
-    ci = result.conf_int(alpha, method=method, B=B, seed=seed)
-    sd = result.varcorr(alpha, method=method, B=B, seed=seed)
-    name = {"profile": "Profile-likelihood", "bootstrap": f"Parametric-bootstrap (B = {B}, seed {seed}) percentile",
-            "wald": "Wald"}[method]
-    tables = [pd.concat([result.params.rename("estimate"), ci], axis=1),
-              sd[["estimate", "ci_lower", "ci_upper"]].set_axis(["estimate", "lower", "upper"], axis=1)]
-    body = "\n\n".join(t.to_string(float_format=lambda v: f"{v:.6g}") for t in tables)
-    return f"{name} {level:g}% confidence intervals\n\n{body}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import bootstrap_lrtest, datasets, fit, mixed
     from .dofile import DoFileError, run_do
     from .errors import JaxhlmError
-    from .render import influence_text
+    from .render import confint_text, influence_text
 
     def model(text: str):
         return fit(text, data) if "~" in text else mixed(text, data)

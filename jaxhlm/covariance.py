@@ -216,9 +216,9 @@ class Block:
         return sd[:, None] * psd_cholesky(corr)
 
     def pick(self, sigma):  # noqa: ANN001, ANN201  (numpy in, numpy out; jax in, jax out)
-        """The estimates Stata prints for this block's Σ (see :attr:`entries`)."""
+        """The estimates Stata prints for this block's Σ (see :attr:`entries`; leading axes are kept)."""
         rows, cols = self.entries
-        return sigma[rows, cols]
+        return sigma[..., rows, cols]
 
     def reported(self, phi: Array, edge: Array) -> Array:
         """:meth:`pick` of Σ(φ): the reported estimates as a function of φ (for the delta method)."""
@@ -349,9 +349,20 @@ def reported(blocks: Structure, phi: Array, edge: Array) -> Array:
 
 
 def pick(blocks: Structure, sigma: np.ndarray) -> np.ndarray:
-    """The reported var/cov estimates of a full (block-diagonal) Σ."""
+    """The reported var/cov estimates of a full (block-diagonal) Σ, or of a stack of them (…, q, q)."""
     qs = _slices(blocks, lambda b: b.q)
-    return np.concatenate([b.pick(sigma[s, s]) for b, s in zip(blocks, qs)])
+    return np.concatenate([b.pick(sigma[..., s, s]) for b, s in zip(blocks, qs)], axis=-1)
+
+
+def sd_corr_matrix(sigma: np.ndarray) -> np.ndarray:
+    """Σ (…, q, q) with standard deviations on the diagonal and correlations off it (NaN beside a zero
+    variance): :func:`pick` of it is what ``estat sd`` reports."""
+    sd = np.sqrt(np.diagonal(sigma, axis1=-2, axis2=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = sigma / (sd[..., :, None] * sd[..., None, :])
+    diag = np.arange(sd.shape[-1])
+    out[..., diag, diag] = sd
+    return out
 
 
 def labels(blocks: Structure, names: Sequence[str]) -> list[str]:

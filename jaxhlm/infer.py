@@ -125,11 +125,7 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
     z = float(special.ndtri(1 - alpha / 2))
     is_sd = np.append(cov.variance_mask(blocks), True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # Σ with standard deviations on the diagonal and correlations off it: what the blocks report of it.
-        sd = np.sqrt(np.diag(re.sigma))
-        scaled = re.sigma / np.outer(sd, sd)
-        np.fill_diagonal(scaled, sd)
-        est = np.append(cov.pick(blocks, scaled), math.sqrt(re.estimate[-1]))
+        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), math.sqrt(re.estimate[-1]))
         se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(re.phi_cov)))
         se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
         lo = np.where(is_sd, est * np.exp(-z * se_phi), np.tanh(np.arctanh(est) - z * se_phi))

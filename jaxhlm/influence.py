@@ -22,12 +22,11 @@ school's terms, its classes' included) and totals Σⱼ wⱼ XⱼᵀXⱼ, … (:
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
-
-from typing import NamedTuple
 
 from . import covariance as cov
 from .estimate import Fit, fit_stats

@@ -80,7 +80,6 @@ class Targets(NamedTuple):
 class Endpoints(NamedTuple):
     value: Array  # g at the endpoint (±inf where it is the boundary, NaN where it failed)
     status: Array  # :class:`Status`
-    steps: Array
 
 
 tracecache.register(Targets, Endpoints)
@@ -233,7 +232,7 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
         status = jnp.where(st.status == Status.RUNNING, Status.FAILED, st.status)
         value = jnp.where(status == Status.CONVERGED, st.c,
                           jnp.where(status == Status.BOUNDARY, side * jnp.inf, jnp.nan))
-        return Endpoints(value, status, st.steps)
+        return Endpoints(value, status)
 
     # One target after another: batched, every target would iterate as long as the slowest (a maximisation that
     # creeps to a boundary takes tens of steps where the others take a few), 7x the sum of their times on HSB.

@@ -292,3 +292,16 @@ def influence_text(inf: "GroupInfluence", top: int | None = None) -> str:
         out.append(f"{_abbrev(str(label), 11):>11} {int(row['n']):>7} {row['cooks_d']:>10.4f}"
                    + "".join(f"{v:>11.4f}" for v in row.iloc[2:]))
     return "\n".join(out + [line])
+
+
+def confint_text(result: "MixedResult", method: str, level: float, B: int, seed: int) -> str:
+    """The intervals of :meth:`~jaxhlm.results.MixedResult.conf_int` and ``varcorr`` as two tables."""
+    alpha = 1 - level / 100
+    ci = result.conf_int(alpha, method=method, B=B, seed=seed)
+    sd = result.varcorr(alpha, method=method, B=B, seed=seed)
+    name = {"profile": "Profile-likelihood", "bootstrap": f"Parametric-bootstrap (B = {B}, seed {seed}) percentile",
+            "wald": "Wald"}[method]
+    ci.insert(0, "estimate", result.params)
+    tables = [ci, sd[["estimate", "ci_lower", "ci_upper"]].set_axis(["estimate", "lower", "upper"], axis=1)]
+    body = "\n\n".join(t.to_string(float_format=lambda v: f"{v:.6g}") for t in tables)
+    return f"{name} {level:g}% confidence intervals\n\n{body}"

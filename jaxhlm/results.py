@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import warnings
@@ -59,7 +58,7 @@ class MixedResult:
     Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests; t tests on ``ddf`` for a fit
     with a ``dfmethod``), ``cov_params()``.
     All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
-    ``conf_int()`` (Wald, or ``method="profile"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``,
+    ``conf_int()`` (Wald, ``method="profile"`` or ``"bootstrap"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``,
     ``converged``, ``singular``.
     Postestimation: ``ic()``, ``icc()``, ``varcorr()``, ``test()``, ``lincom()``, ``satterthwaite()``.
     Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``,
@@ -221,9 +220,7 @@ class MixedResult:
             raise JaxhlmError(f"B must be a whole number of bootstrap replicates, at least 2; got {B!r}")
         if (B, seed) not in self._bootstraps:
             fits = batch.refit_batch(self, np.asarray(batch.simulate(self, B, seed)).T, progress=False)
-            self._bootstraps[B, seed] = dataclasses.replace(
-                fits, **{f: getattr(fits, f)[fits.converged] for f in
-                         ("llf", "beta", "varcomp", "sd_corr", "sigma2", "theta", "converged", "singular")})
+            self._bootstraps[B, seed] = fits.select(fits.converged)
             failed = B - int(np.sum(fits.converged))
             if failed:
                 warnings.warn(f"{failed} of {B} bootstrap refits did not converge; the intervals use the other "
