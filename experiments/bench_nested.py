@@ -32,15 +32,18 @@ import jaxhlm  # noqa: E402
 
 FORMULA = "y ~ x1 + x2 + x3 + (1 + x1 | school) + (1 | school:class)"
 
+# lme4 on the columns written by run_lme4: doubles as numbers, integers as factors; the formula is an argument.
 R_FIT = r"""
 suppressMessages(library(lme4))
 args <- commandArgs(trailingOnly = TRUE)
-dir <- args[1]; n <- as.integer(args[2])
-col <- function(name, type = "double") readBin(file.path(dir, paste0(name, ".bin")), type, n)
-d <- data.frame(y = col("y"), x1 = col("x1"), x2 = col("x2"), x3 = col("x3"),
-                school = factor(col("school", "integer")), class = factor(col("class", "integer")))
+dir <- args[1]; n <- as.integer(args[2]); formula <- as.formula(args[3])
+cols <- read.csv(file.path(dir, "columns.csv"), stringsAsFactors = FALSE)
+d <- as.data.frame(setNames(lapply(seq_len(nrow(cols)), function(k) {
+  v <- readBin(file.path(dir, paste0(cols$name[k], ".bin")), cols$type[k], n)
+  if (cols$type[k] == "integer") factor(v) else v
+}), cols$name))
 t0 <- proc.time()[["elapsed"]]
-m <- lmer(y ~ x1 + x2 + x3 + (1 + x1 | school) + (1 | school:class), d, REML = FALSE)
+m <- lmer(formula, d, REML = FALSE)
 el <- proc.time()[["elapsed"]] - t0
 cat(sprintf('{"seconds": %.3f, "llf": %.9f, "version": "%s"}\n', el, as.numeric(logLik(m)), packageVersion("lme4")))
 """
@@ -60,16 +63,19 @@ def generate(n: int, seed: int = 0) -> pd.DataFrame:
                          "class": cls // n_schools})
 
 
-def run_lme4(frame: pd.DataFrame, timeout: float) -> dict | None:
+def run_lme4(frame: pd.DataFrame, formula: str, timeout: float) -> dict | None:
+    """lme4's ML fit of ``formula`` (lme4's syntax) to ``frame``, timed in R; integer columns become factors."""
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("y", "x1", "x2", "x3"):
-            frame[name].to_numpy().tofile(os.path.join(tmp, f"{name}.bin"))
-        for name in ("school", "class"):
-            frame[name].to_numpy().astype(np.int32).tofile(os.path.join(tmp, f"{name}.bin"))
+        types = []
+        for name in frame.columns:
+            integer = pd.api.types.is_integer_dtype(frame[name])
+            frame[name].to_numpy().astype(np.int32 if integer else np.float64).tofile(os.path.join(tmp, f"{name}.bin"))
+            types.append((name, "integer" if integer else "double"))
+        pd.DataFrame(types, columns=["name", "type"]).to_csv(os.path.join(tmp, "columns.csv"), index=False)
         Path(tmp, "fit.R").write_text(R_FIT)
         try:
-            out = subprocess.run(["Rscript", str(Path(tmp, "fit.R")), tmp, str(len(frame))], capture_output=True,
-                                 text=True, timeout=timeout, check=True)
+            out = subprocess.run(["Rscript", str(Path(tmp, "fit.R")), tmp, str(len(frame)), formula],
+                                 capture_output=True, text=True, timeout=timeout, check=True)
         except subprocess.TimeoutExpired:
             return {"timeout": timeout}
         except (OSError, subprocess.CalledProcessError) as exc:
@@ -78,13 +84,13 @@ def run_lme4(frame: pd.DataFrame, timeout: float) -> dict | None:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_jaxhlm(frame: pd.DataFrame) -> dict:
+def run_jaxhlm(frame: pd.DataFrame, formula: str) -> dict:
     t0 = time.perf_counter()
-    r = jaxhlm.fit(FORMULA, frame)
+    r = jaxhlm.fit(formula, frame)
     first = time.perf_counter() - t0
     jaxhlm.pipeline.clear_cache()
     t0 = time.perf_counter()
-    jaxhlm.fit(FORMULA, frame)
+    jaxhlm.fit(formula, frame)
     return {"first": first, "seconds": time.perf_counter() - t0, "llf": r.llf, "converged": bool(r.converged),
             "groups": r.group_info()["groups"].tolist()}
 
@@ -100,8 +106,8 @@ def main() -> None:
           f"{'lme4/warm':>9} {'LL jaxhlm - lme4':>17}")
     for size in args.sizes:
         frame = generate(int(float(size)))
-        ours = run_jaxhlm(frame)
-        peer = None if args.skip_lme4 else run_lme4(frame, args.lme4_limit)
+        ours = run_jaxhlm(frame, FORMULA)
+        peer = None if args.skip_lme4 else run_lme4(frame, FORMULA, args.lme4_limit)
         lme4_s = "—" if peer is None else (f">{peer['timeout']:.0f}" if "timeout" in peer else f"{peer['seconds']:.2f}")
         ratio = gap = "—"
         if peer is not None and "seconds" in peer:

@@ -468,7 +468,7 @@ class BootstrapLRTest:
 def _nesting(ds: Design, db: Design, xs: np.ndarray, xb: np.ndarray) -> tuple[int, ...]:
     """Where the small model's random effects sit among the big model's; refuses models that are not nested
     (``xs``, ``xb``: their fixed-effects designs)."""
-    if ds.group_name != db.group_name or not set(ds.re_keys) <= set(db.re_keys):
+    if not set(ds.re_keys) <= set(db.re_keys):  # (level, effect) pairs: crossed factors may come in either order
         shown = [", ".join(f"{name} by {level}" for level, name in d.re_keys) for d in (ds, db)]
         raise ComparisonError("the bootstrap needs nested models: the smaller model's random effects "
                               f"({shown[0]}) must all be in the bigger model's ({shown[1]})")

@@ -16,6 +16,7 @@ in-memory source when batched refits need them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -79,6 +80,7 @@ class InnerLevel:
     labels: np.ndarray  # the clusters, each labelled by (group, cluster) values, in the statistics' order
     n_effects: int
     n_blocks: int
+    crossed: bool = False  # a factor crossed with the groups, not nested in them: labelled by its own values
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +97,7 @@ class Design:
     constant: str | None  # name of the constant column (excluded from the model Wald test), if any
     n_dropped: int = 0
     notes: tuple[str, ...] = field(default=())
-    sample: str = ""  # fingerprint of the estimation sample: rows, response, groups (lrtest compares them)
+    sample: str = ""  # fingerprint of the estimation sample's rows and response (lrtest compares them)
     encoding: "Encoding | None" = None  # how rows of data become rows of X and Z (for new data)
     source: pd.DataFrame | None = None  # the fitted data when it was in memory (for :meth:`rows`)
     inner: InnerLevel | None = None  # a three-level model's clusters
@@ -113,6 +115,11 @@ class Design:
     @property
     def n_groups(self) -> int:
         return len(self.group_labels)
+
+    @property
+    def crossed(self) -> bool:
+        """Whether the second grouping level is a factor crossed with the first (not nested in it)."""
+        return self.inner is not None and self.inner.crossed
 
     @property
     def level_names(self) -> tuple[str, ...]:
@@ -142,11 +149,12 @@ class Design:
         """Names of the variance parameters (``labels`` as the random-effects table prints them, ``var(Residual)``
         last) for indexing: in a three-level model with the level in brackets, as Stata's multilevel commands
         name them (``var(_cons[school])``, ``var(_cons[school>class])``; a level named ``school:class`` already
-        says where it is), since both levels may have a ``var(_cons)``."""
+        says where it is, and a crossed factor is named alone: ``var(_cons[item])``), since both levels may have a
+        ``var(_cons)``."""
         if self.inner is None:
             return list(labels)
         names = self.level_names
-        paths = [name if ":" in name else ">".join(names[:k + 1]) for k, name in enumerate(names)]
+        paths = [name if ":" in name or self.crossed else ">".join(names[:k + 1]) for k, name in enumerate(names)]
         levels = [level for b, level in zip(self.blocks, self.block_levels) for _ in range(b.n_theta)]
         return [f"{lab[:-1]}[{paths[level]}])" for lab, level in zip(labels, levels)] + list(labels[len(levels):])
 
@@ -171,7 +179,7 @@ class Design:
                             "from a DataFrame (or a dict of arrays) to simulate from it, refit it in batches or "
                             "compute its fitted values or influence")
         rows, digest = self.encoding.sample_rows(self.source)
-        if digest != self.sample:
+        if digest != self.encoding.digest:
             raise DataError("the data changed after the fit; refit the model before simulating from it")
         return rows
 
@@ -379,9 +387,11 @@ def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
 
 
 class _Sample:
-    """A fingerprint of the estimation sample (row labels, response, outermost groups) that does not depend on
-    how the rows were split into chunks: each part is hashed as one stream. A nested level is left out, so a
-    three-level model and its two-level reduction compare (lrtest) as Stata lets them."""
+    """Fingerprints of the estimation sample that do not depend on how the rows were split into chunks: each
+    part is hashed as one stream. :meth:`observations` (row labels and response) is what lrtest compares, as
+    Stata compares the estimation samples: a model and its reductions to fewer levels, or to one of two crossed
+    factors, fit the same observations. :meth:`digest` adds the grouping variables, to tell that the fitted
+    data are unchanged."""
 
     def __init__(self) -> None:
         self.parts = [hashlib.blake2b(digest_size=16) for _ in range(3)]
@@ -392,6 +402,9 @@ class _Sample:
         rows.update(y.tobytes())
         for name in groups:
             levels.update(pd.util.hash_array(frame[name].to_numpy()).tobytes())
+
+    def observations(self) -> str:
+        return hashlib.blake2b(b"".join(h.digest() for h in self.parts[:2]), digest_size=16).hexdigest()
 
     def digest(self) -> str:
         return hashlib.blake2b(b"".join(h.digest() for h in self.parts), digest_size=16).hexdigest()
@@ -484,26 +497,42 @@ def _key(frame: pd.DataFrame, variables: tuple[str, ...]) -> pd.Series | pd.Mult
 class _Levels:
     """Codes of each row's group and, in a three-level model, cluster, across chunks. A cluster's label holds
     its group's, so a cluster lies in one group. An inner level named by its own variables (lme4's ``(1 | a) +
-    (1 | b)``) is also coded by them alone: it is nested in the groups only if that gives as many clusters."""
+    (1 | b)``) is also coded by them alone: it is nested in the groups only if that gives as many clusters, and
+    crossed with them otherwise. Once known to be ``crossed``, the second level is coded by its own variables
+    only."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, crossed: bool = False):
         self.keys = spec.level_keys
         self.groups = _Groups()
-        nested = len(self.keys) > 1
-        self.clusters = _Groups() if nested else None
-        self.own = _Groups() if nested and not set(self.keys[0]) <= set(self.keys[1]) else None
+        two = len(self.keys) > 1
+        self.crossed = crossed
+        self.clusters = _Groups() if two and not crossed else None
+        self.own = _Groups() if two and not set(self.keys[0]) <= set(self.keys[1]) else None
 
     @property
     def variables(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(v for key in self.keys for v in key))
 
+    @property
+    def second(self) -> tuple[_Groups, tuple[str, ...]] | None:
+        """The second level's labels and the variables that key them: a crossed factor's own, or a nested
+        cluster's (its group's variables included)."""
+        if len(self.keys) == 1:
+            return None
+        return (self.own, self.keys[1]) if self.crossed else (self.clusters, self.variables)
+
+    @property
+    def is_crossed(self) -> bool:
+        """Whether a second level coded as nested turned out to be crossed with the first: its own values
+        label fewer levels than the (group, value) pairs do."""
+        return self.own is not None and self.clusters is not None and len(self.own.labels) < len(self.clusters.labels)
+
     def codes(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         groups = self.groups.codes(_key(frame, self.keys[0]))
-        if self.clusters is None:
+        if len(self.keys) == 1:
             return groups, None
-        if self.own is not None:
-            self.own.codes(_key(frame, self.keys[1]))
-        return groups, self.clusters.codes(_key(frame, self.variables))
+        own = None if self.own is None else self.own.codes(_key(frame, self.keys[1]))
+        return groups, own if self.crossed else self.clusters.codes(_key(frame, self.variables))
 
 
 def _complete(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -543,12 +572,13 @@ class Encoding:
     #: per grouping level, outermost first: a group's (cluster's) code in order of first appearance → its
     #: position in the sorted order
     ranks: tuple[np.ndarray, ...]
+    digest: str  # the estimation sample's fingerprint, grouping variables included (:class:`_Sample`)
 
     def sample_rows(self, data: pd.DataFrame) -> tuple[Rows, str]:
         """The estimation sample's rows from the fitted data, and their fingerprint (to check it is unchanged)."""
         frame, y, X, Z, (codes, clusters) = _encode(self.spec, data, self.encoder, self.levels)  # type: ignore[misc]
         check = _Sample()
-        check.update(frame, y, self.levels.keys[0])
+        check.update(frame, y, self.levels.variables)
         return Rows(y=y, X=X[:, self.kept], Z=Z, group=self.ranks[0][codes], index=frame.index,
                     cluster=None if clusters is None else self.ranks[1][clusters]), check.digest()
 
@@ -574,23 +604,36 @@ class Encoding:
         if not random:
             unseen = np.full(len(frame), -1)
             return complete, X, np.zeros((len(frame), len(spec.re_names))), (unseen,) * len(self.ranks)
-        keys = (self.levels.keys[0], self.levels.variables)  # a cluster's label holds its group's
         codes = []
-        for labels, key, rank in zip((self.levels.groups.labels, getattr(self.levels.clusters, "labels", None)),
-                                     keys, self.ranks):
-            at = labels.get_indexer(_key(frame, key))
+        for (groups, key), rank in zip(((self.levels.groups, self.levels.keys[0]), self.levels.second), self.ranks):
+            at = groups.labels.get_indexer(_key(frame, key))
             codes.append(np.where(at >= 0, rank[np.maximum(at, 0)], -1))
         return complete, X, _random_design(spec, frame), tuple(codes)
 
 
-def build_design(spec: ModelSpec, data: Data) -> Design:
-    """Validate ``data`` against ``spec`` and reduce it to sufficient statistics; raise :class:`DataError`
-    with a remedy for bad input."""
+@dataclass
+class _Pass:
+    """What one pass over the data yields: the statistics, the codes' labels, the encoder (its levels learnt),
+    the sample's fingerprint, the rows read and the response's range."""
+
+    stats: HostStats
+    levels: _Levels
+    encoder: _Formulaic | _Factors
+    sample: str  # :meth:`_Sample.observations`
+    digest: str  # :meth:`_Sample.digest`
+    n_rows: int
+    constant_response: bool
+    source: pd.DataFrame | None
+
+
+def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
+    """One pass over the data, chunk by chunk, into an :class:`~jaxhlm.stats.Accumulator` (the second level
+    nested in the first, or ``crossed`` with it)."""
     parts, source = chunks(data)
     encoder = _Formulaic(spec.fixed) if isinstance(spec.fixed, str) else _Factors(spec.fixed)
     q1 = sum(len(t.names) for t in spec.level_terms(0))
-    levels, sample = _Levels(spec), _Sample()
-    acc = Accumulator(q1, len(spec.re_names) - q1)
+    levels, sample = _Levels(spec, crossed), _Sample()
+    acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
     n_rows, low, high = 0, np.inf, -np.inf
     for k, frame in enumerate(parts):
         if k == 1:
@@ -600,20 +643,49 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         if encoded is not None:
             frame, y, X, Z, (codes, clusters) = encoded
             acc.add(X, Z[:, :q1], y, codes, Z[:, q1:], clusters)
-            sample.update(frame, y, levels.keys[0])
+            sample.update(frame, y, levels.variables)
             low, high = min(low, y.min()), max(high, y.max())
-    stats = acc.result()
-    n_dropped = n_rows - stats.n
+    return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), n_rows, low == high, source)
+
+
+def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
+    """``spec`` with its crossed factors in the order the deviance wants: the one with more effects in all
+    (levels × effects per level) first, block-diagonal, and the other second, dense (:mod:`jaxhlm.deviance`)."""
+    q1 = sum(len(t.names) for t in spec.level_terms(0))
+    if n_second * (len(spec.re_names) - q1) <= n_first * q1:
+        return spec
+    return dataclasses.replace(spec, random=spec.level_terms(1) + spec.level_terms(0))
+
+
+def build_design(spec: ModelSpec, data: Data) -> Design:
+    """Validate ``data`` against ``spec`` and reduce it to sufficient statistics; raise :class:`DataError`
+    with a remedy for bad input.
+
+    Whether a second grouping factor named by its own variables is nested in the first or crossed with it is
+    known only once every row has been seen; crossed factors need other statistics, so the data are then read a
+    second time (which an iterator of chunks cannot be)."""
+    reduced = _reduce(spec, data, False)
+    if reduced.levels.is_crossed:
+        if reduced.source is None and not isinstance(data, (str, os.PathLike)):
+            raise DataError(f"{spec.levels[1]!r} is crossed with {spec.levels[0]!r} (some of its values occur in "
+                            f"several {spec.levels[0]} groups), and crossed factors need a second pass over the data, "
+                            "which an iterator of chunks cannot give; pass a DataFrame or a Parquet file path. If "
+                            f"{spec.levels[1]!r} is numbered within each {spec.levels[0]}, write "
+                            f"(… | {spec.levels[0]}/{spec.levels[1]})")
+        spec = _crossed_order(spec, len(reduced.levels.groups.labels), len(reduced.levels.own.labels))
+        reduced = _reduce(spec, data, True)
+    stats, levels, encoder, source = reduced.stats, reduced.levels, reduced.encoder, reduced.source
+    q1 = sum(len(t.names) for t in spec.level_terms(0))
+    n_dropped = reduced.n_rows - stats.n
     if stats.n == 0:
         raise DataError("no observations left: every row has a missing value in a variable the model uses")
-    if low == high:
+    if reduced.constant_response:
         raise DataError(f"the response {spec.response!r} is constant; there is nothing to model")
     groups = levels.groups.labels
-    if len(groups) < 2:
-        raise DataError(
-            f"the grouping variable {spec.group!r} has 1 level; a mixed model needs at least "
-            "two groups (use ordinary regression for one)"
-        )
+    for name, found in zip(spec.levels, (levels.groups, levels.own if levels.crossed else None)):
+        if found is not None and len(found.labels) < 2:
+            raise DataError(f"the grouping variable {name!r} has 1 level; a mixed model needs at least two groups "
+                            "(use ordinary regression for one)")
     _check_nesting(spec, levels, stats.n)
     layout = encoder.layout()
     if not layout:
@@ -636,30 +708,34 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         notes.append(f"{n_dropped:,} observation{'s' if n_dropped > 1 else ''} dropped because of missing values")
     order = np.asarray(groups.argsort())
     inner, cluster_order = None, None
-    if levels.clusters is not None:
-        cluster_order = np.asarray(levels.clusters.labels.argsort())
-        inner = InnerLevel(spec.levels[1], np.asarray(levels.clusters.labels[cluster_order]),
-                           len(spec.re_names) - q1, len(spec.level_terms(1)))
+    if levels.second is not None:
+        second = levels.second[0].labels
+        cluster_order = np.asarray(second.argsort())
+        inner = InnerLevel(spec.levels[1], np.asarray(second[cluster_order]), len(spec.re_names) - q1,
+                           len(spec.level_terms(1)), levels.crossed)
     return Design(
         stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
-        constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=sample.digest(),
+        constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=reduced.sample,
         encoding=Encoding(spec, encoder, levels, kept,
-                          tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None)),
+                          tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None),
+                          reduced.digest),
         source=source, inner=inner,
     )
 
 
 def _check_nesting(spec: ModelSpec, levels: _Levels, n: int) -> None:
-    """An inner level must be nested in the outer one and identifiable beside it and beside the residual."""
-    if levels.clusters is None:
+    """A second level must be identifiable beside the first and beside the residual."""
+    if levels.second is None:
         return
     outer, inner = spec.levels
-    n_groups, n_clusters = len(levels.groups.labels), len(levels.clusters.labels)
-    if levels.own is not None and len(levels.own.labels) != n_clusters:
-        raise DataError(f"{inner!r} is not nested in {outer!r}: some of its values occur in several {outer} groups. "
-                        f"If they are numbered within each {outer}, write (… | {outer}/{inner}) or "
-                        f"(… | {outer}:{inner}); crossed random effects are not supported")
+    n_groups, n_clusters = len(levels.groups.labels), len(levels.second[0].labels)
+    if levels.crossed:
+        for name, count in ((outer, n_groups), (inner, n_clusters)):
+            if count == n:
+                raise DataError(f"every {name} group has a single observation, so its random effects cannot be told "
+                                f"from the residual; drop the {name} term")
+        return
     if n_clusters == n_groups:
         raise DataError(f"every {outer} group holds a single {inner} cluster, so the two levels' random effects "
                         f"cannot be told apart; drop the {inner} level")

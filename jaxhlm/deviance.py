@@ -46,7 +46,7 @@ from jax import Array
 from jax.scipy.linalg import solve_triangular
 
 from . import covariance as cov
-from .stats import GroupStats, NestedStats
+from .stats import CrossedStats, GroupStats, NestedStats
 
 _UNROLL_MAX_Q = 6
 LOG_2PI = math.log(2.0 * math.pi)
@@ -112,6 +112,8 @@ def factorize(Lam: Array, stats: GroupStats | NestedStats) -> Factor:
     group's terms weighted by its ``group_weights`` (1 for an ordinary fit)."""
     if isinstance(stats, NestedStats):
         return _factorize_nested(Lam, stats)
+    if isinstance(stats, CrossedStats):
+        return _factorize_crossed(Lam, stats)
     q, p = Lam.shape[0], stats.XtX.shape[0]
     logdiag, S = shrinkage(Lam, stats.ZtZ)
     v = stats.group_weights
@@ -128,13 +130,17 @@ def factorize(Lam: Array, stats: GroupStats | NestedStats) -> Factor:
                     2.0 * jnp.sum(v * logdiag))
 
 
-def _profile(A: Array, b: Array, c: Array, logdet_L: Array) -> Factor:
-    """The :class:`Factor` from the random effects' Schur complement of [X y]ᵀ[X y]: A = XᵀV⁻¹X, b = XᵀV⁻¹y,
-    c = yᵀV⁻¹y (all times σ²), and Σⱼ log|Lⱼ|²."""
-    RX = jnp.linalg.cholesky(A)
-    cb = solve_triangular(RX, b, lower=True)
-    return Factor(logdet_L=logdet_L, logdet_RX=2.0 * jnp.sum(jnp.log(jnp.diagonal(RX))), RX=RX, cb=cb,
-                  r2=c - jnp.sum(cb**2))
+def _profile(A: Array, b: Array, c: Array, logdet_L: Array, n_dense: int = 0) -> Factor:
+    """The :class:`Factor` from the block-diagonal random effects' Schur complement of [X y]ᵀ[X y]: A = XᵀV⁻¹X,
+    b = XᵀV⁻¹y, c = yᵀV⁻¹y (all times σ² and V over those effects only), and Σⱼ log|Lⱼ|². With ``n_dense`` > 0
+    the first ``n_dense`` rows of A and b are random effects that are not block-diagonal (a crossed factor's,
+    scaled by Λ, with I added to their block): one Cholesky factor of A then holds the rest of log|L|² in its
+    leading diagonal and R_X in its trailing block."""
+    L = jnp.linalg.cholesky(A)
+    z = solve_triangular(L, b, lower=True)
+    logdiag = jnp.log(jnp.diagonal(L))
+    return Factor(logdet_L=logdet_L + 2.0 * jnp.sum(logdiag[:n_dense]), logdet_RX=2.0 * jnp.sum(logdiag[n_dense:]),
+                  RX=L[n_dense:, n_dense:], cb=z[n_dense:], r2=c - jnp.sum(z**2))
 
 
 def _factorize_nested(Lam: Array, stats: NestedStats) -> Factor:
@@ -167,6 +173,77 @@ def _factorize_nested(Lam: Array, stats: NestedStats) -> Factor:
     G = jnp.einsum("g,gai,gaj->ij", v2, Kxy, Kxy) + jnp.einsum("g,gai,gaj->ij", v1, K1, K1)
     return _profile(stats.XtX - G[:p, :p], stats.Xty - G[:p, p], stats.yty - G[p, p],
                     2.0 * (jnp.sum(v1 * logdiag1) + jnp.sum(v2 * logdiag2)))
+
+
+def _crossed_dense(L2: Array, stats: CrossedStats) -> tuple[Array, Array]:
+    """The second crossed factor's block of the penalised system, Λ₂ᵀWᵀWΛ₂ + I (D, D) with D = k q2, and its
+    products with [X y], Λ₂ᵀWᵀ[X y] (D, p + 1), the factor's levels one after another."""
+    k, q2 = stats.Wty.shape
+    M2 = jnp.einsum("ji,gjk,kl->gil", L2, stats.WtW, L2) + jnp.eye(q2)
+    dense = jnp.einsum("gab,gh->gahb", M2, jnp.eye(k)).reshape(k * q2, k * q2)
+    Wxy = jnp.einsum("ji,gjk->gik", L2, jnp.concatenate([stats.WtX, stats.Wty[..., None]], axis=-1))
+    return dense, Wxy.reshape(k * q2, -1)
+
+
+def _crossed_coupling(L1: Array, L2: Array, stats: CrossedStats) -> Array:
+    """Λ₁ᵀZⱼᵀWΛ₂ per group of the first factor (m, q1, D): how its effects meet the second factor's."""
+    m, q1 = stats.ZtZ.shape[:2]
+    return jnp.einsum("ji,gjhb,bc->gihc", L1, stats.ZtW, L2).reshape(m, q1, -1)
+
+
+def _factorize_crossed(Lam: Array, stats: CrossedStats) -> Factor:
+    r""":func:`factorize` for two crossed grouping factors (MixedModels.jl's blocked Cholesky factor).
+
+    Why this way: the first factor's effects are block-diagonal over its groups, the second's are coupled to all
+    of them. The groups are eliminated first, each by its small factorisation LⱼLⱼᵀ = Λ₁ᵀZⱼᵀZⱼΛ₁ + I, from the
+    system over (the second factor's effects, X, y); what is left is one dense matrix of order D + p + 1 (D =
+    the second factor's levels × effects), and one Cholesky factor of it (:func:`_profile`) gives the rest of
+    log|L|², R_X, c_β and r². So the cost is linear in the first factor's groups and cubic in D, which is why
+    the factor with fewer effects in all is put second (:mod:`jaxhlm.design`). Group weights multiply the
+    first factor's terms only (a crossed fit has unit weights).
+    """
+    q1 = stats.ZtZ.shape[-1]
+    L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
+    dense, Wxy = _crossed_dense(L2, stats)
+    n_dense = dense.shape[0]
+    M1 = jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
+    B1 = jnp.concatenate([_crossed_coupling(L1, L2, stats),
+                          jnp.einsum("ji,gjk->gik", L1, jnp.concatenate([stats.ZtX, stats.Zty[..., None]], -1))], -1)
+    logdiag1, K = chol_solve(M1, B1)
+    v = stats.group_weights
+    xy = jnp.concatenate([jnp.concatenate([stats.XtX, stats.Xty[:, None]], axis=1),
+                          jnp.concatenate([stats.Xty, stats.yty[None]])[None]], axis=0)
+    A = jnp.block([[dense, Wxy], [Wxy.T, xy]]) - jnp.einsum("g,gai,gaj->ij", v, K, K)
+    return _profile(A[:-1, :-1], A[:-1, -1], A[-1, -1], 2.0 * jnp.sum(v * logdiag1), n_dense)
+
+
+def crossed_posterior(Lam: Array, stats: CrossedStats, beta: Array) -> tuple[Array, Array, Array, Array]:
+    """:func:`nested_posterior` for two crossed factors: (û₁ (m, q1), its covariance blocks (m, q1, q1), û₂
+    (k, q2), its blocks (k, q2, q2)), over σ², u = Λ⁻¹b.
+
+    The elimination of :func:`_factorize_crossed` run through to the back-substitution: with Cⱼ = Λ₁ᵀZⱼᵀWΛ₂ and
+    S the second factor's Schur complement, û₂ = S⁻¹(r₂ − Σⱼ CⱼᵀMⱼ⁻¹r₁ⱼ) and û₁ⱼ = Mⱼ⁻¹(r₁ⱼ − Cⱼû₂); the covariance
+    blocks are those of S⁻¹ and Mⱼ⁻¹ + Mⱼ⁻¹CⱼS⁻¹CⱼᵀMⱼ⁻¹.
+    """
+    q1 = stats.ZtZ.shape[-1]
+    k, q2 = stats.Wty.shape
+    L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
+    dense, Wxy = _crossed_dense(L2, stats)
+    M1 = jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
+    r1 = jnp.einsum("ji,gj->gi", L1, stats.Zty - stats.ZtX @ beta)
+    C = _crossed_coupling(L1, L2, stats)
+    _, K = chol_solve(M1, jnp.concatenate([C, r1[..., None], jnp.broadcast_to(jnp.eye(q1), M1.shape)], axis=-1))
+    Kc, k1, Linv = K[..., :-q1 - 1], K[..., -q1 - 1], K[..., -q1:]  # Lⱼ⁻¹Cⱼ, Lⱼ⁻¹r₁ⱼ, Lⱼ⁻¹
+    S = dense - jnp.einsum("gai,gaj->ij", Kc, Kc)
+    s = Wxy[:, -1] - Wxy[:, :-1] @ beta - jnp.einsum("gai,ga->i", Kc, k1)
+    RS = jnp.linalg.cholesky(S)
+    Sinv = jax.scipy.linalg.cho_solve((RS, True), jnp.eye(S.shape[0]))
+    u2 = Sinv @ s
+    F = jnp.einsum("gab,gai->gbi", Linv, Kc)  # Mⱼ⁻¹Cⱼ
+    u1 = jnp.einsum("gab,ga->gb", Linv, k1) - F @ u2
+    V1 = jnp.einsum("gai,gaj->gij", Linv, Linv) + jnp.einsum("gia,ab,gjb->gij", F, Sinv, F)
+    blocks = Sinv.reshape(k, q2, k, q2)
+    return u1, V1, u2.reshape(k, q2), blocks[jnp.arange(k), :, jnp.arange(k), :]
 
 
 def conditional_modes(Lam: Array, stats: GroupStats, beta: Array, sigma2: Array) -> tuple[Array, Array]:
@@ -208,11 +285,18 @@ def nested_posterior(Lam: Array, stats: NestedStats, beta: Array) -> tuple[Array
     return u1, V1, u2, V2
 
 
-def nested_modes(Lam: Array, stats: NestedStats, beta: Array, sigma2: Array) -> tuple[tuple[Array, Array], ...]:
-    """:func:`conditional_modes` of a three-level model, per level: ((b̂ (groups, q1), σ²-scaled covariances),
-    (b̂ (clusters, q2), covariances)), from :func:`nested_posterior` (b = Λu)."""
+def posterior(Lam: Array, stats: NestedStats | CrossedStats, beta: Array) -> tuple[Array, Array, Array, Array]:
+    """Both levels' spherical conditional means and covariances: :func:`nested_posterior` or
+    :func:`crossed_posterior`, as the statistics say."""
+    return (crossed_posterior if isinstance(stats, CrossedStats) else nested_posterior)(Lam, stats, beta)
+
+
+def level_modes(Lam: Array, stats: NestedStats | CrossedStats, beta: Array, sigma2: Array
+                ) -> tuple[tuple[Array, Array], ...]:
+    """:func:`conditional_modes` of a model with two grouping levels (nested or crossed), per level: ((b̂ (groups,
+    q1), σ²-scaled covariances), (b̂ (clusters or levels, q2), covariances)), from :func:`posterior` (b = Λu)."""
     q1 = stats.ZtZ.shape[-1]
-    u1, V1, u2, V2 = nested_posterior(Lam, stats, beta)
+    u1, V1, u2, V2 = posterior(Lam, stats, beta)
     return tuple((u @ L.T, sigma2 * jnp.einsum("ia,gab,jb->gij", L, V, L))
                  for u, V, L in ((u1, V1, Lam[:q1, :q1]), (u2, V2, Lam[q1:, q1:])))
 

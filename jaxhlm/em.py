@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from jax import Array
 
 from . import covariance as cov
-from .deviance import chol_solve, factorize, fixed_effects, nested_posterior, relative_factor, residual_variance
-from .stats import GroupStats, NestedStats
+from .deviance import chol_solve, factorize, fixed_effects, posterior, relative_factor, residual_variance
+from .stats import CrossedStats, GroupStats, NestedStats
 
 
 def em_step(theta: Array, stats: GroupStats, templates: Array, blocks: cov.Structure) -> Array:
@@ -31,8 +31,8 @@ def em_step(theta: Array, stats: GroupStats, templates: Array, blocks: cov.Struc
     f = factorize(Lam, stats)
     beta = fixed_effects(f)
     s2 = residual_variance(f, stats, reml=False)
-    if isinstance(stats, NestedStats):
-        return cov.theta_from_cov(blocks, _nested_moments(Lam, stats, beta, s2) / s2)
+    if isinstance(stats, (NestedStats, CrossedStats)):
+        return cov.theta_from_cov(blocks, _level_moments(Lam, stats, beta, s2) / s2)
     M = jnp.einsum("ji,gjk,kl->gil", Lam, stats.ZtZ, Lam) + jnp.eye(q)
     # With W = L⁻¹Λᵀ and c = L⁻¹Λᵀ(Zᵀy − ZᵀXβ): Λ(E[u]E[u]ᵀ + Var u)Λᵀ = Wᵀ(ccᵀ + σ²I)W.
     rhs = jnp.einsum("ji,gj->gi", Lam, stats.Zty - stats.ZtX @ beta)
@@ -47,11 +47,11 @@ def em_step(theta: Array, stats: GroupStats, templates: Array, blocks: cov.Struc
     return cov.theta_from_cov(blocks, jnp.einsum("g,gij->ij", real, S) / (jnp.sum(real) * s2))
 
 
-def _nested_moments(Lam: Array, stats: NestedStats, beta: Array, s2: Array) -> Array:
-    """E[bbᵀ | y] averaged over the groups (outer block) and over the clusters (inner block) of a three-level
-    model: the block-diagonal Σ of the next EM iterate."""
+def _level_moments(Lam: Array, stats: NestedStats | CrossedStats, beta: Array, s2: Array) -> Array:
+    """E[bbᵀ | y] averaged over the groups (first block) and over the clusters, or the crossed factor's levels
+    (second block), of a model with two grouping levels: the block-diagonal Σ of the next EM iterate."""
     q1 = stats.ZtZ.shape[-1]
-    u1, V1, u2, V2 = nested_posterior(Lam, stats, beta)
+    u1, V1, u2, V2 = posterior(Lam, stats, beta)
 
     def mean(L: Array, u: Array, V: Array, real: Array) -> Array:
         b = u @ L.T

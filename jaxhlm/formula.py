@@ -5,7 +5,8 @@
 ``(1 + x | g)`` or ``(x | g)`` correlated intercept and slope, ``(0 + x | g)`` slope only, ``(1 + x || g)``
 uncorrelated. Terms on the same grouping factor form one block-diagonal covariance. Two grouping factors make a
 three-level model if one is nested in the other: ``(1 | school/class)`` is ``(1 | school) + (1 | school:class)``
-(classes numbered within schools), and ``(1 | school) + (1 | class)`` needs every class in one school.
+(classes numbered within schools), as is ``(1 | school) + (1 | class)`` when every class is in one school;
+otherwise (subjects and items) the two factors are crossed.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ModelSpec:
         levels = self.levels
         if len(levels) > MAX_LEVELS:
             raise FormulaError(f"random effects use {len(levels)} grouping levels ({', '.join(levels)}); jaxhlm fits "
-                               "models with one grouping level, or two nested ones (three-level models)")
+                               "models with one grouping level, or two (nested: a three-level model, or crossed)")
         order = [levels.index(t.group) for t in self.random]
         if order != sorted(order):
             raise FormulaError("list the random terms of each grouping level together, the outer level first")

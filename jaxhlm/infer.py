@@ -134,21 +134,21 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
     return ParameterTable(labels, est, se, np.column_stack([lo, hi]))
 
 
-def intraclass(re: RandomEffects, ks: Sequence[int], top: int, alpha: float = 0.05
+def intraclass(re: RandomEffects, ks: Sequence[int], shared: Sequence[int], alpha: float = 0.05
                ) -> tuple[float, float, float, float]:
-    """(ICC, SE, CI low, CI high) for ICC = Σ_{k ∈ ks[:top]} v_k / (Σ_{k ∈ ks} v_k + σ²), v_k the reported
-    estimates ``ks`` (the levels' intercept variances, outermost first): the correlation of two responses that
-    share the outermost ``top`` levels' groups.
+    """(ICC, SE, CI low, CI high) for ICC = Σ_{k ∈ shared} v_k / (Σ_{k ∈ ks} v_k + σ²), v_k the reported
+    estimates ``ks`` (the levels' intercept variances): the correlation of two responses that share the groups
+    of the levels whose variances are ``shared`` (a subset of ``ks``).
 
     As Stata's ``estat icc``: the SE by the delta method from the estimates' covariance, and the interval on the
     logit scale (it stays inside (0, 1), where a symmetric one need not).
     """
     v, s2 = re.estimate[list(ks)], re.estimate[-1]
-    num, den = v[:top].sum(), v.sum() + s2
+    num, den = re.estimate[list(shared)].sum(), v.sum() + s2
     icc = num / den
     g = np.zeros(len(re.estimate))
     g[list(ks)] = -num / den**2
-    g[list(ks[:top])] += 1.0 / den
+    g[list(shared)] += 1.0 / den
     g[-1] = -num / den**2
     se = float(np.sqrt(max(g @ re.vcov @ g, 0.0)))
     with np.errstate(divide="ignore", invalid="ignore"):

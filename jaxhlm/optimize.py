@@ -50,6 +50,10 @@ _MESSAGES = {
 DECREMENT_TOL = 1e-6
 
 
+#: An even coordinate (see :func:`minimise`) is stepped in its square only above this multiple of max(|x|, 1).
+EVEN_FLOOR = 1e-6
+
+
 def converged(result: Array, decrement: Array) -> Array:
     """The convergence verdict on a certified solution (NumPy or JAX, batched or not)."""
     return (result == RESULTS.successful) & (decrement <= DECREMENT_TOL)
@@ -121,9 +125,12 @@ def _step_direction(x: Array, g: Array, H: Array, free: Array, lower: Array) -> 
     d = jnp.where(free, d, -g / jnp.maximum(jnp.abs(jnp.diagonal(H)), floor))
     decrement = -jnp.dot(gf, d)
     v = V[:, 0]
-    at_bound = x - lower <= 1e-12
-    orient = jnp.sum(jnp.where(at_bound, v, 0.0)) + 1e-300 * jnp.sign(jnp.sum(v) + 1e-300)
-    sign = jnp.where(jnp.dot(g, v) != 0, -jnp.sign(jnp.dot(g, v)), jnp.where(orient < 0, -1.0, 1.0))
+    # Into the feasible region when v moves a coordinate that is at its bound (a zero Λ diagonal, where the
+    # deviance is even and gᵀv is rounding noise: following its sign sent the step out of bounds, to be
+    # projected back onto the saddle), else downhill.
+    into = jnp.sum(jnp.where(x - lower <= 1e-12, v, 0.0))
+    downhill = -jnp.sign(jnp.dot(g, v))
+    sign = jnp.where(jnp.abs(into) > 1e-8, jnp.sign(into), jnp.where(downhill != 0, downhill, 1.0))
     escape = sign * v * jnp.maximum(1.0, jnp.linalg.norm(x))
     return d, decrement, w[0], escape
 
@@ -185,8 +192,14 @@ def minimise(
         H, g = derivatives(s.x)
         free_x = _free_mask(s.x, g, H, lower, 0.0)  # the certificate at x, in x's coordinates
         _, decrement_x, min_eig_x, _ = _step_direction(s.x, g, H, free_x, lower)
-        # Work in y: y_k = x_k² on the even coordinates away from 0, y_k = x_k elsewhere.
-        sq = even & (s.x > 0)
+        # Work in y: y_k = x_k² on the even coordinates away from 0, y_k = x_k elsewhere. "Away" is beyond
+        # EVEN_FLOOR (relative): y_k's curvature is the difference of two terms of order f''/x_k², whose rounding
+        # error (1e-16 f''/x_k²) at x_k = 1e-18 was 1e19; with the eigenvalue floor relative to the largest, that
+        # zeroed the step in every other coordinate and the loop stopped short (a crossed model's bootstrap
+        # refits, 0.0003 below the maximum). Below the floor the step is in x_k, where fn is even and flat, and
+        # the end-of-loop snap sets it to 0.
+        scale_x = jnp.maximum(jnp.max(jnp.abs(s.x)), 1.0)
+        sq = even & (s.x > EVEN_FLOOR * scale_x)
         dxdy = jnp.where(sq, 0.5 / jnp.where(sq, s.x, 1.0), 1.0)
         y = jnp.where(sq, s.x**2, s.x)
         gy = dxdy * g
@@ -226,8 +239,7 @@ def minimise(
         # Where the loop stops, x with the coordinates near their bound snapped to it (see ``snap``). No step is
         # taken there, so it takes x_snap's place: one vmapped evaluation at two trial points, as each call
         # site of fn is compiled separately.
-        scale = jnp.maximum(jnp.max(jnp.abs(s.x)), 1.0)
-        x_near = s.x if snap is None else jnp.where(jnp.isfinite(lower) & (s.x - lower < snap * scale), lower, s.x)
+        x_near = s.x if snap is None else jnp.where(jnp.isfinite(lower) & (s.x - lower < snap * scale_x), lower, s.x)
         f1, f_alt = jax.vmap(fn)(jnp.stack([x1, jnp.where(no_step, x_near, x_snap)]))
         f_snap = jnp.where(jnp.any(heading), f_alt, jnp.inf)
         snap_step = (f_snap < f1) | (f_snap < s.f + 1e-4 * jnp.minimum(jnp.dot(g, x_snap - s.x), 0.0))

@@ -16,7 +16,7 @@ from scipy import special
 
 from . import covariance as cov
 from . import _config, functional, influence, render
-from .deviance import conditional_modes, nested_modes, relative_factor
+from .deviance import conditional_modes, level_modes, relative_factor
 from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
@@ -263,7 +263,7 @@ class MixedResult:
         d = self.design
         lam = relative_factor(jnp.asarray(self.theta), jnp.asarray(cov.templates(d.blocks)))
         beta, s2 = jnp.asarray(self.fit.beta), jnp.asarray(self.scale)
-        modes = (nested_modes(lam, self._stats, beta, s2) if d.inner is not None
+        modes = (level_modes(lam, self._stats, beta, s2) if d.inner is not None
                  else (conditional_modes(lam, self._stats, beta, s2),))
         return tuple((np.asarray(b), np.asarray(V)) for b, V in modes)
 
@@ -279,13 +279,15 @@ class MixedResult:
     def ranef(self, level: int | str = 0) -> pd.DataFrame:
         """Predicted random effects (BLUPs; lme4's ``ranef``): one row per group, one column per random effect.
         ``level`` picks a three-level model's inner level (its name or 1): one row per cluster, labelled by
-        its group and its own value."""
+        its group and its own value; or the second of two crossed factors: one row per level."""
         k = self._level(level)
         d = self.design
         if k == 0:
             index = pd.Index(d.group_labels, name=d.group_name)
+        elif len(key := d.encoding.levels.second[1]) > 1:
+            index = pd.MultiIndex.from_tuples(list(d.inner.labels), names=key)
         else:
-            index = pd.MultiIndex.from_tuples(list(d.inner.labels), names=d.encoding.levels.variables)
+            index = pd.Index(d.inner.labels, name=d.inner.name)
         return pd.DataFrame(self._modes[k][0], index=index, columns=list(d.level_effects[k]))
 
     def ranef_cov(self, level: int | str = 0) -> np.ndarray:
@@ -342,6 +344,10 @@ class MixedResult:
         """
         _config.relieve_map_pressure()
         d = self.design
+        if d.crossed:
+            raise JaxhlmError(f"group influence is not available for crossed random effects: leaving out a "
+                              f"{d.group_name} group also changes the {d.inner.name} levels' statistics, which the "
+                              "fit does not keep per group; refit without the group to see its influence")
         rows = d.rows()
         if d.inner is None:
             data: GroupedData | influence.NestedPieces = rows.grouped(d.n_groups)
@@ -412,7 +418,8 @@ class MixedResult:
         of the random slopes' variables when it has random slopes (their variances do not enter). SE by the delta
         method; the ``1 - alpha`` interval is formed on the logit scale. A three-level model has one row per
         level: two responses in one school (var school / total), and in one class of that school (var school +
-        var class) / total, labelled ``class|school`` as Stata labels it.
+        var class) / total, labelled ``class|school`` as Stata labels it. Two crossed factors have one row each:
+        two responses of one subject (on different items), var subject / total, and of one item.
         """
         d = self.design
         per_level = d.level_effects
@@ -430,9 +437,14 @@ class MixedResult:
         else:
             kind = "Intraclass correlation"
         names = d.level_names
-        labels = [names[0]] + ["|".join(reversed(names[:top])) for top in range(2, len(names) + 1)]
-        rows = tuple(ICC(label, *intraclass(self.random_effects, ks, top, alpha))
-                     for top, label in enumerate(labels, start=1))
+        if d.crossed:
+            shared = [[k] for k in ks]
+            labels = list(names)
+        else:
+            shared = [ks[:top] for top in range(1, len(ks) + 1)]
+            labels = [names[0]] + ["|".join(reversed(names[:top])) for top in range(2, len(names) + 1)]
+        rows = tuple(ICC(label, *intraclass(self.random_effects, ks, numerator, alpha))
+                     for numerator, label in zip(shared, labels))
         return IntraclassCorrelation(kind, rows, 1 - alpha)
 
     def ic(self) -> pd.DataFrame:

@@ -14,6 +14,11 @@ whose designs are small enough to pad.
 A three-level model (clusters nested in groups, e.g. classes in schools) adds the cross-products of the inner
 level's random-effects design W with [W Z X y] per cluster (:class:`NestedStats`): the deviance then
 factors each group's arrow-shaped system cluster by cluster (:mod:`jaxhlm.deviance`), still O(clusters).
+
+Two crossed grouping factors (subjects and items: neither nested in the other) add the second factor's own
+cross-products per level and the products of the two factors' designs, ZⱼᵀW_k for every pair of levels
+(:class:`CrossedStats`). The second factor's effects are coupled to every group of the first, so the deviance
+treats them as a dense block beside X; the factor with fewer effects in all is put second.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from scipy import sparse
+
+from .errors import DataError
 
 
 class GroupedData(NamedTuple):
@@ -75,12 +82,22 @@ class GroupStats(NamedTuple):
 
 NestedStats = NamedTuple("NestedStats", [*GroupStats.__annotations__.items(), ("WtW", Array), ("WtZ", Array),
                                           ("WtX", Array), ("Wty", Array), ("parent", Array)])
+CrossedStats = NamedTuple("CrossedStats", [*GroupStats.__annotations__.items(), ("WtW", Array), ("WtX", Array),
+                                            ("Wty", Array), ("ZtW", Array)])
+CrossedStats.__doc__ = """:class:`GroupStats`' fields for the first of two crossed grouping factors (its groups
+j; Z its random-effects design), then the second factor's (its levels k; W its design): WtW (k, q2, q2), WtX
+(k, q2, p), Wty (k, q2), and the products of the two designs ZtW (m, q, k, q2), ZⱼᵀW_k over the rows in group
+j and level k. A padded level has zero products, so it contributes nothing (:func:`device_stats`)."""
+
 NestedStats.__doc__ = """:class:`GroupStats`' fields for the outer level (groups; Z its random-effects design),
 then the cross-products of the inner level's clusters (W their random-effects design): WtW (k, q2, q2), WtZ
 (k, q2, q), WtX (k, q2, p), Wty (k, q2) and parent (k,), the outer group of each cluster. A pytree like
 GroupStats; every function that reads only the outer fields and the totals (degrees of freedom, ``n``, ``p``)
 takes either. A padded cluster has zero products, so it contributes nothing (:func:`device_stats`)."""
 
+
+#: The dense products of two crossed factors' designs may have at most this many entries (1 GiB).
+CROSSED_MAX_ENTRIES = 1 << 27
 
 #: ZtX2 is built for batched refits only while it has at most this many entries (256 MiB): beyond, XᵀV⁻¹X
 #: contracts ZⱼᵀXⱼ directly at each evaluation, with memory only in proportion to ZtX.
@@ -102,7 +119,7 @@ class HostStats:
     Xty: np.ndarray
     yty: float
     counts: np.ndarray
-    inner: "InnerStats | None" = None  # a three-level model's clusters
+    inner: "InnerStats | CrossedInner | None" = None  # a three-level model's clusters, or a crossed factor
 
     @property
     def n(self) -> int:
@@ -115,11 +132,12 @@ class HostStats:
         If X = QR then X[:, c] = Q R[:, c], so the factor of the chosen columns is that of R[:, c]: no data pass.
         """
         columns = np.asarray(columns, dtype=np.int64)
-        inner = None
-        if self.inner is not None:
-            c, i = clusters, self.inner
+        inner, c, i = None, clusters, self.inner
+        if isinstance(i, InnerStats):
             inner = InnerStats(i.WtW[c], i.WtZ[c], i.WtX[c][:, :, columns], i.Wty[c],
                                inverse_permutation(groups)[i.parent[c]], i.counts[c])
+        elif isinstance(i, CrossedInner):
+            inner = CrossedInner(i.WtW[c], i.WtX[c][:, :, columns], i.Wty[c], i.counts[c], i.ZtW[groups][:, :, c])
         return HostStats(self.ZtZ[groups], self.ZtX[groups][:, :, columns], self.Zty[groups],
                          _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups], inner)
 
@@ -136,6 +154,19 @@ class InnerStats:
     Wty: np.ndarray
     parent: np.ndarray
     counts: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class CrossedInner:
+    """The second of two crossed grouping factors on the host, per level: WᵀW (k, q2, q2), WᵀX (k, q2, p), Wᵀy
+    (k, q2), counts (k,), and ZtW (m, q, k, q2), the products of the first factor's design with this one's
+    over the rows each pair of levels shares (:class:`CrossedStats`)."""
+
+    WtW: np.ndarray
+    WtX: np.ndarray
+    Wty: np.ndarray
+    counts: np.ndarray
+    ZtW: np.ndarray
 
 
 def inverse_permutation(order: np.ndarray) -> np.ndarray:
@@ -184,6 +215,40 @@ class _LevelSums:
         self.counts[groups] += np.bincount(local)
 
 
+class _CrossSums:
+    """ZⱼᵀW_k for every group j of one factor and level k of a factor crossed with it, dense (m, q, k, q2).
+
+    Dense because crossed factors are mostly fully crossed (every subject sees every item); its size is
+    bounded by :data:`CROSSED_MAX_ENTRIES` with a message, since it grows with the product of the levels."""
+
+    def __init__(self, q: int, q2: int):
+        self.ZtW = np.zeros((0, q, 0, q2))
+
+    def grow(self, m: int, k: int) -> None:
+        old_m, q, old_k, q2 = self.ZtW.shape
+        if m <= old_m and k <= old_k:
+            return
+        if m * q * k * q2 > CROSSED_MAX_ENTRIES:
+            raise DataError(f"the two crossed grouping factors have {m:,} x {k:,} pairs of levels, too many for the "
+                            f"dense products of their designs (limit {CROSSED_MAX_ENTRIES:,} entries); fit a model "
+                            "with one of them, or nest one in the other")
+        grown = max(m, min(2 * old_m, m + old_m)), max(k, min(2 * old_k, k + old_k))  # room for later chunks
+        if grown[0] * q * grown[1] * q2 <= CROSSED_MAX_ENTRIES:
+            m, k = grown
+        self.ZtW = np.pad(self.ZtW, ((0, m - old_m), (0, 0), (0, k - old_k), (0, 0)))
+
+    def add(self, Z: np.ndarray, W: np.ndarray, codes: np.ndarray, levels: np.ndarray) -> None:
+        """One block of rows: per pair of effects, one sparse product (groups × rows) @ (rows × levels)."""
+        groups, g = np.unique(codes, return_inverse=True)
+        seen, k = np.unique(levels, return_inverse=True)
+        rows = np.arange(len(codes))
+        for a in range(Z.shape[1]):
+            A = sparse.csr_array((Z[:, a], (g, rows)), shape=(len(groups), len(rows)))
+            for b in range(W.shape[1]):
+                B = sparse.csc_array((W[:, b], (rows, k)), shape=(len(rows), len(seen)))
+                self.ZtW[groups[:, None], a, seen[None, :], b] += (A @ B).toarray()
+
+
 class Accumulator:
     """Sums the per-group cross-products of [Z X y] over blocks of rows, as they arrive.
 
@@ -197,14 +262,16 @@ class Accumulator:
 
     Groups are integer codes in any order; X may gain columns from one call to the next (rows seen before
     are zero in them, e.g. indicators of a level that had not occurred yet). With ``q_inner`` > 0 the rows
-    also carry an inner level (clusters nested in the groups, with their own random-effects design W).
+    also carry an inner level (clusters nested in the groups, with their own random-effects design W), or, with
+    ``crossed``, a second grouping factor crossed with the first (its levels in place of the clusters).
     """
 
     BLOCK = 1 << 16
 
-    def __init__(self, q: int, q_inner: int = 0):
+    def __init__(self, q: int, q_inner: int = 0, crossed: bool = False):
         self.outer = _LevelSums(q, q)
-        self.inner = _LevelSums(q_inner, q_inner + q) if q_inner else None
+        self.inner = _LevelSums(q_inner, q_inner + (0 if crossed else q)) if q_inner else None
+        self.cross = _CrossSums(q, q_inner) if crossed else None
         self.parent = np.zeros(0, np.int64)
         self.m = self.k = 0  # groups and clusters seen
         self.R, self.Xty, self.yty = np.zeros((0, 0)), np.zeros(0), 0.0
@@ -225,10 +292,15 @@ class Accumulator:
             if self.k > len(self.parent):
                 self.parent = np.pad(self.parent, (0, len(self.inner.counts) - len(self.parent)))
             self.parent[clusters] = codes
+        if self.cross is not None:
+            self.cross.grow(self.m, self.k)
         for start in range(0, len(y), self.BLOCK):
             rows = slice(start, start + self.BLOCK)
             self.outer.add(Z[rows], Z[rows], X[rows], y[rows], codes[rows])
-            if self.inner is not None:
+            if self.cross is not None:
+                self.inner.add(W[rows], W[rows], X[rows], y[rows], clusters[rows])
+                self.cross.add(Z[rows], W[rows], codes[rows], clusters[rows])
+            elif self.inner is not None:
                 self.inner.add(W[rows], np.column_stack([W[rows], Z[rows]]), X[rows], y[rows], clusters[rows])
             self.R = np.linalg.qr(np.vstack([self.R, X[rows]]), mode="r")
         self.Xty += X.T @ y
@@ -236,7 +308,10 @@ class Accumulator:
 
     def result(self) -> HostStats:
         m, k, o, inner = self.m, self.k, self.outer, None
-        if self.inner is not None:
+        if self.cross is not None:
+            i = self.inner
+            inner = CrossedInner(i.ZtF[:k], i.ZtX[:k], i.Zty[:k], i.counts[:k], self.cross.ZtW[:m, :, :k])
+        elif self.inner is not None:
             i, q2 = self.inner, self.inner.ZtF.shape[1]
             inner = InnerStats(i.ZtF[:k, :, :q2], i.ZtF[:k, :, q2:], i.ZtX[:k], i.Zty[:k], self.parent[:k],
                                i.counts[:k])
@@ -259,10 +334,11 @@ def group_totals(X: np.ndarray, y: np.ndarray, codes: np.ndarray, m: int
 
 
 def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = False, n_clusters: int = 0
-                 ) -> GroupStats | NestedStats:
+                 ) -> GroupStats | NestedStats | CrossedStats:
     """:class:`GroupStats` for the deviance, padded to ``n_groups`` groups and ``n_fixed`` columns, with ZtX2
     when ``packed`` (:func:`pad_stats`); :class:`NestedStats` for a three-level model, its clusters padded to
-    ``n_clusters`` (a padded cluster has zero products and belongs to group 0: it contributes nothing)."""
+    ``n_clusters`` (a padded cluster has zero products and belongs to group 0: it contributes nothing), or
+    :class:`CrossedStats` for two crossed factors, the second's levels padded to ``n_clusters``."""
     m, q, p = host.ZtX.shape
     stats = pad_stats(GroupStats(ZtZ=host.ZtZ, ZtX=host.ZtX, ZtX2=np.zeros((m, 0, 0)), Zty=host.Zty,
                                  XtX=host.R.T @ host.R, Xty=host.Xty, yty=np.float64(host.yty), n=np.float64(host.n),
@@ -271,6 +347,10 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
         return stats
     i = host.inner
     dk, dp = max(n_clusters - len(i.counts), 0), n_fixed - p
+    if isinstance(i, CrossedInner):
+        return CrossedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))),
+                            WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))), Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))),
+                            ZtW=jnp.pad(i.ZtW, ((0, n_groups - m), (0, 0), (0, dk), (0, 0))))
     return NestedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))),
                        WtZ=jnp.pad(i.WtZ, ((0, dk), (0, 0), (0, 0))), WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))),
                        Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))), parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))

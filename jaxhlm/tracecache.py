@@ -25,7 +25,7 @@ from jax import export
 from . import _config
 from .estimate import Fit, KRParts, REInformation
 from .optimize import Solution
-from .stats import GroupedData, GroupStats, NestedStats
+from .stats import CrossedStats, GroupedData, GroupStats, NestedStats
 
 
 def register(*types: type) -> None:
@@ -34,7 +34,7 @@ def register(*types: type) -> None:
         export.register_namedtuple_serialization(t, serialized_name=f"jaxhlm.{t.__name__}")
 
 
-register(Fit, KRParts, REInformation, Solution, GroupedData, GroupStats, NestedStats)
+register(Fit, KRParts, REInformation, Solution, GroupedData, GroupStats, NestedStats, CrossedStats)
 
 _PROGRAMS: dict[str, Callable[..., Any]] = {}
 

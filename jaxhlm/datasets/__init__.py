@@ -32,6 +32,16 @@ def pastes() -> pd.DataFrame:
         return pd.read_csv(fh)
 
 
+def penicillin() -> pd.DataFrame:
+    """Diameters of the zones of growth inhibition of Penicillin samples (Davies and Goldsmith 1972; lme4's
+    ``Penicillin``): each of 6 samples assayed on each of 24 plates, 144 measurements, the classic fully
+    crossed design. Columns: diameter, plate (a-x), sample (A-F). Crossed random effects:
+    ``jaxhlm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", penicillin(), reml=True)``.
+    """
+    with resources.files(__package__).joinpath("penicillin.csv").open("r") as fh:
+        return pd.read_csv(fh)
+
+
 _CSV_ERRORS = (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError)
 
 

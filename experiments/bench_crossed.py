@@ -1,0 +1,66 @@
+"""Crossed random effects: jaxhlm and lme4 side by side in one run on seeded synthetic data.
+
+Subjects responding to items: S subjects × I items, each subject seeing a random 80% of the items, a random
+intercept and x slope by subject (unstructured) and a random intercept by item, 3 fixed effects; fitted by ML.
+lme4 (``lmer(y ~ x + cond + (1 + x | subj) + (1 | item))``) reads the same numbers from binary files and times
+``lmer`` alone; jaxhlm times its first fit in this process and a repeat with its design cache cleared ("warm":
+statistics rebuilt from the rows, no compilation), as experiments/bench_nested.py does (whose runners this
+uses). The ratios use the warm fit; the log likelihoods are compared.
+
+Run with ``make bench`` or ``python experiments/bench_crossed.py [--sizes 100x50 1000x200 2000x500]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_nested import run_jaxhlm, run_lme4  # noqa: E402
+
+FORMULA = "y ~ x + cond + (1 + x | subj) + (1 | item)"
+
+
+def generate(n_subj: int, n_item: int, seed: int = 0) -> pd.DataFrame:
+    """Each subject's responses to a random 80% of the items, reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    subj, item = np.divmod(np.flatnonzero(rng.random(n_subj * n_item) < 0.8), n_item)
+    n = len(subj)
+    u = rng.multivariate_normal([0, 0], [[1.0, 0.2], [0.2, 0.16]], n_subj)
+    cond = rng.integers(0, 2, n_item)
+    x = rng.normal(size=n)
+    y = 5 + 0.8 * x + 0.5 * cond[item] + u[subj, 0] + u[subj, 1] * x + rng.normal(0, 0.7, n_item)[item] \
+        + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "cond": cond[item].astype(float), "subj": subj, "item": item})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", nargs="*", default=["100x50", "1000x200", "2000x500"], help="subjects x items")
+    ap.add_argument("--skip-lme4", action="store_true")
+    ap.add_argument("--lme4-limit", type=float, default=1800.0)
+    args = ap.parse_args()
+    print(f"Crossed ML fits, {FORMULA}; {os.cpu_count()} CPUs")
+    print(f"{'N':>10} {'subjects':>8} {'items':>6} | {'jaxhlm first':>12} {'warm':>8} | {'lme4':>8} | "
+          f"{'lme4/warm':>9} {'LL jaxhlm - lme4':>17}")
+    for size in args.sizes:
+        n_subj, n_item = map(int, size.split("x"))
+        frame = generate(n_subj, n_item)
+        ours = run_jaxhlm(frame, FORMULA)
+        peer = None if args.skip_lme4 else run_lme4(frame, FORMULA, args.lme4_limit)
+        lme4_s = "—" if peer is None else (f">{peer['timeout']:.0f}" if "timeout" in peer else f"{peer['seconds']:.2f}")
+        ratio = gap = "—"
+        if peer is not None and "seconds" in peer:
+            ratio, gap = f"{peer['seconds'] / ours['seconds']:.1f}x", f"{ours['llf'] - peer['llf']:+.2e}"
+        print(f"{len(frame):>10,} {n_subj:>8,} {n_item:>6,} | {ours['first']:>12.2f} {ours['seconds']:>8.2f} | "
+              f"{lme4_s:>8} | {ratio:>9} {gap:>17}" + ("" if ours["converged"] else "  (jaxhlm: not converged)"))
+
+
+if __name__ == "__main__":
+    main()

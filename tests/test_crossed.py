@@ -1,0 +1,207 @@
+"""Crossed random effects: two grouping factors neither of which is nested in the other (subjects and items),
+written as lme4 writes them, ``(1 + x | subj) + (1 | item)``.
+
+Reference values: tests/fixtures/crossed_reference.json, written by tests/fixtures/crossed_reference.R
+(``Rscript tests/fixtures/crossed_reference.R``; lme4, lmerTest, pbkrtest and numDeriv, versions in the JSON) on
+tests/fixtures/crossed.csv (seeded synthetic data: ``python tests/fixtures/crossed.py``) and lme4's Penicillin
+data (jaxhlm/datasets/penicillin.csv). lme4 gives the log likelihoods, fixed effects and their SEs, variance
+components, BLUPs with their conditional variances, fitted values, predictions and profile intervals; the
+variance components' standard errors (Stata's, from the observed information in the reported parameters)
+come from the likelihood written out in R with the dense covariance matrix of all rows, polished by Newton
+steps and differentiated by numDeriv, so no jaxhlm code is involved. The tests ask for 1e-6 where lme4's
+optimiser decides (bobyqa stops about 1e-8 short) and 1e-5 of quantities that rest on a numerical Hessian.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxhlm
+from jaxhlm import DataError, JaxhlmError
+from jaxhlm import stats as stats_module
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REF = json.loads((FIXTURES / "crossed_reference.json").read_text())
+FITS = {f["name"]: f for f in REF["fits"]}
+SLOPE = "y ~ x + cond + (1 + x | subj) + (1 | item)"
+INTERCEPTS = "y ~ x + cond + (1 | subj) + (1 | item)"
+
+
+@pytest.fixture(scope="module")
+def crossed() -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / "crossed.csv")
+
+
+def _data(ref: dict) -> pd.DataFrame:
+    return pd.read_csv(FIXTURES.parent.parent / ref["data"])
+
+
+def _named(values: dict) -> dict:
+    return {k.replace("(Intercept)", "Intercept"): v for k, v in values.items()}
+
+
+@pytest.fixture(scope="module")
+def fits() -> dict[str, jaxhlm.MixedResult]:
+    return {name: jaxhlm.fit(ref["formula"], _data(ref), reml=ref["reml"]) for name, ref in FITS.items()}
+
+
+@pytest.mark.parametrize("name", list(FITS))
+def test_matches_lme4_and_stata_standard_errors(fits, name):
+    ref, r = FITS[name], fits[name]
+    assert r.converged and not r.singular and r.design.crossed
+    assert r.llf == pytest.approx(ref["loglik"], abs=1e-6)
+    assert r.llf == pytest.approx(ref["loglik_lme4"], abs=1e-6)
+    fixed, fixed_se = _named(ref["fixed"]), _named(ref["fixed_se"])
+    np.testing.assert_allclose(r.fe_params.to_numpy(), [fixed[n] for n in r.fe_params.index], rtol=1e-6)
+    np.testing.assert_allclose(r.bse_fe.to_numpy(), [fixed_se[n] for n in r.fe_params.index], rtol=1e-5)
+    variance = r.params.drop(r.fe_params.index)
+    assert sorted(variance.index) == sorted(ref["varcomp"])
+    np.testing.assert_allclose(variance.to_numpy(), [ref["varcomp"][k] for k in variance.index], rtol=1e-5)
+    np.testing.assert_allclose(r.bse.drop(r.fe_params.index).to_numpy(),
+                               [ref["varcomp_se"][k] for k in variance.index], rtol=1e-5)
+
+
+def test_the_factor_with_more_effects_comes_first(fits, crossed):
+    # 24 subjects x (slope, intercept) = 48 effects against 40 items: subjects first, as written. With intercepts
+    # only, the 40 items outnumber the 24 subjects and go first (lme4 orders its terms by levels too); the fit
+    # does not depend on the order the terms are written in.
+    assert fits["slope_ml"].design.level_names == ("subj", "item")
+    assert fits["intercepts_ml"].design.level_names == ("item", "subj")
+    swapped = jaxhlm.fit("y ~ x + cond + (1 | item) + (1 + x | subj)", crossed)
+    assert swapped.design.level_names == ("subj", "item")
+    assert swapped.llf == pytest.approx(fits["slope_ml"].llf, abs=1e-9)
+    np.testing.assert_allclose(swapped.params.to_numpy(), fits["slope_ml"].params.to_numpy(), rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["slope_ml", "intercepts_ml"])
+def test_blups_and_conditional_variances_of_both_factors_match_lme4(fits, name):
+    ref, r = FITS[name], fits[name]
+    for level, want in ref["ranef"].items():
+        got = r.ranef(level)
+        assert got.index.name == level and got.index.tolist() == want["levels"]
+        np.testing.assert_allclose(got.to_numpy(), np.asarray(want["values"]).reshape(got.shape), rtol=1e-5,
+                                   atol=1e-8)
+        cov = np.asarray(want["condvar"], dtype=float).reshape(r.ranef_cov(level).shape)
+        np.testing.assert_allclose(r.ranef_cov(level), cov, rtol=1e-5)
+
+
+def test_fitted_values_and_predictions_for_new_levels_match_lme4(fits):
+    ref, r = FITS["slope_ml"], fits["slope_ml"]
+    np.testing.assert_allclose(r.fittedvalues, ref["fitted"], rtol=1e-6)
+    new = pd.DataFrame(ref["new"])  # a new item, a new subject, both new: their effects are zero
+    np.testing.assert_allclose(r.predict(new).to_numpy(), ref["predicted"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method, key", [("satterthwaite", "satterthwaite_df"), ("kroger", "kenward_roger_df")])
+@pytest.mark.parametrize("name", ["slope_reml", "penicillin_reml"])
+def test_small_sample_degrees_of_freedom_match_lmertest_and_pbkrtest(name, method, key):
+    ref = FITS[name]
+    r = jaxhlm.fit(ref["formula"], _data(ref), reml=True, dfmethod=method)
+    want = _named(ref[key])
+    # lmerTest's Satterthwaite df rest on a numerical Hessian (see test_postestimation.py): 1e-5.
+    np.testing.assert_allclose(r.ddf, [want[n] for n in r.fe_params.index], rtol=1e-5)
+    if method == "kroger":
+        se = _named(ref["kenward_roger_se"])
+        np.testing.assert_allclose(r.bse_fe.to_numpy(), [se[n] for n in r.fe_params.index], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["slope_ml", "intercepts_ml"])
+def test_profile_intervals_agree_with_lme4(fits, name):
+    # lme4 interpolates a spline through its profile (about 5e-5 relative on smooth profiles); jaxhlm solves
+    # each endpoint. 2e-4 of the interval's width allows for lme4's interpolation only (measured: 4e-5).
+    ref, r = FITS[name], fits[name]
+    names = {"sd_x|subj": "sd(x[subj])", "sd_(Intercept)|subj": "sd(_cons[subj])",
+             "cor_x.(Intercept)|subj": "corr(x,_cons[subj])", "sd_(Intercept)|item": "sd(_cons[item])",
+             "sigma": "sd(Residual)", "(Intercept)": "Intercept", "x": "x", "cond": "cond"}
+    got = pd.concat([r.conf_int(method="profile").loc[list(r.fe_params.index)],
+                     r.varcorr(method="profile")[["ci_lower", "ci_upper"]].set_axis(["lower", "upper"], axis=1)])
+    p = ref["profile"]
+    for name, lower, upper in zip(p["names"], p["lower"], p["upper"]):
+        row = got.loc[names[name]]
+        width = upper - lower
+        assert abs(row["lower"] - lower) < 2e-4 * width and abs(row["upper"] - upper) < 2e-4 * width, name
+
+
+def test_lrtest_against_either_factor_alone(fits, crossed):
+    both = fits["intercepts_ml"]
+    for single in ("y ~ x + cond + (1 | subj)", "y ~ x + cond + (1 | item)"):
+        one = jaxhlm.fit(single, crossed)
+        lr = jaxhlm.lrtest(one, both)
+        assert lr.df == 1 and lr.statistic == pytest.approx(2 * (both.llf - one.llf), rel=1e-12)
+        assert lr.statistic > 10
+
+
+def test_icc_has_one_row_per_factor(fits):
+    r = fits["intercepts_ml"]
+    icc = r.icc()
+    v = r.params
+    total = v["var(_cons[item])"] + v["var(_cons[subj])"] + v["var(Residual)"]
+    assert [row.level for row in icc.rows] == ["item", "subj"]
+    assert [row.icc for row in icc.rows] == pytest.approx([v["var(_cons[item])"] / total,
+                                                           v["var(_cons[subj])"] / total], rel=1e-12)
+
+
+def test_header_lists_both_factors(fits, crossed):
+    r = fits["slope_ml"]
+    text = str(r).splitlines()
+    at = text.index(" Group variable |     groups    Minimum    Average    Maximum")
+    for line, name in zip(text[at + 2:at + 4], ["subj", "item"]):
+        s = crossed.groupby(name).size()
+        assert line == f"{name:>15} | {len(s):>10} {s.min():>10} {s.mean():>10.1f} {s.max():>10}"
+    assert "subj: Unstructured" in text[text.index("item: Identity               |") - 5]
+
+
+def test_batched_refits_equal_single_fits_and_converge_on_the_boundary(fits, crossed):
+    # Responses drawn without the random slope: the slope's variance is often estimated at 0, where a tiny
+    # positive Λ diagonal once stopped the optimiser short (0.0003 in the log likelihood).
+    small, big = fits["intercepts_ml"], fits["slope_ml"]
+    Y = np.asarray(jaxhlm.simulate(small, 40, seed=3)).T
+    batch = jaxhlm.refit_batch(big, Y, progress=False)
+    assert batch.converged.all()
+    assert batch.singular.sum() >= 5
+    for j in (0, 1, *np.flatnonzero(batch.singular)[:3]):
+        one = jaxhlm.fit(SLOPE, crossed.assign(y=Y[:, j]))
+        assert one.converged
+        assert batch.llf[j] == pytest.approx(one.llf, abs=1e-6)
+
+
+def test_bootstrap_lrtest_of_the_random_slope(fits):
+    test = jaxhlm.bootstrap_lrtest(fits["intercepts_ml"], fits["slope_ml"], B=100, seed=1, progress=False)
+    assert test.failed == 0
+    assert (test.replicates >= 0).all()
+    assert test.pvalue == (1 + np.sum(test.replicates >= test.statistic)) / (test.B + 1)
+
+
+def test_parquet_is_read_twice_and_an_iterator_is_refused(crossed, tmp_path, fits):
+    with pytest.raises(DataError, match="'item' is crossed with 'subj'.*iterator of chunks"):
+        jaxhlm.fit(SLOPE, (crossed.iloc[i:i + 100] for i in range(0, len(crossed), 100)))
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "crossed.parquet"
+    crossed.to_parquet(path)
+    got = jaxhlm.fit(SLOPE, str(path))
+    assert got.llf == pytest.approx(fits["slope_ml"].llf, abs=1e-9)
+
+
+def test_what_crossed_fits_do_not_offer_is_refused(fits):
+    with pytest.raises(JaxhlmError, match="group influence is not available for crossed random effects"):
+        fits["slope_ml"].influence()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d.assign(item="i01", y=d["y"] + np.arange(len(d)) % 3), "'item' has 1 level"),
+    (lambda d: d.assign(subj=[f"r{k}" for k in range(len(d))]), "every subj group has a single observation"),
+])
+def test_bad_crossed_data_is_explained(crossed, change, words):
+    with pytest.raises(DataError, match=words):
+        jaxhlm.fit(INTERCEPTS, change(crossed))
+
+
+def test_products_of_too_many_levels_are_refused(crossed, monkeypatch):
+    monkeypatch.setattr(stats_module, "CROSSED_MAX_ENTRIES", 500)
+    with pytest.raises(DataError, match="40 x 24 pairs of levels, too many"):
+        jaxhlm.fit(INTERCEPTS, crossed.assign(y=crossed["y"] + 1.0))  # not the prepared design of another test
