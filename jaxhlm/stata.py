@@ -2,7 +2,9 @@
 
 ``mixed depvar fe_varlist [, noconstant] || group: [re_varlist] [, covariance(...) noconstant] [|| cluster: …]
 [, mle reml]``; a second level variable (``|| school: || class:``) is a level nested in the first, its values
-counted within each group (as Stata reads them).
+counted within each group (as Stata reads them). ``|| _all: R.item`` (Stata's device for crossed effects: a
+random intercept per value of item within the one group of all observations) makes item a grouping factor of
+its own, crossed with a level that follows (``|| _all: R.item || subj: x``) or with a second ``_all: R.``.
 
 The fixed part is a Stata factor-variable varlist: ``i.x``, ``ib2.x``, ``ib(last).x``, ``ibn.x``, ``c.x``,
 ``a#b``, ``a##b``, parentheses (``i.(a b)``, ``a##(b c.x)``), and variable lists with Stata's name
@@ -22,7 +24,7 @@ from typing import Sequence
 from .design import Data
 from .errors import FormulaError
 from .factor import FixedTerms, FVar, Term, term
-from .formula import ModelSpec, random_term
+from .formula import ModelSpec, RandomTerm, random_term
 from .results import MixedResult
 
 _TOKEN = re.compile(
@@ -251,7 +253,8 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
         raise FormulaError(f"the dependent variable {words[0]} must be a plain variable name")
     response = cols.one(words[0], "dependent variable")
     fixed = FixedTerms.of(parse_varlist(words[1] if len(words) > 1 else "", cols), constant)
-    random = []
+    random: list[RandomTerm] = []
+    crossed: list[str] = []  # factors given as _all: R.varname
     for eq in equations[1:]:
         body, _, opts = eq.partition(",")
         if ":" not in body:
@@ -259,8 +262,12 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                                "e.g. '|| id: ses'")
         level, _, varlist = body.partition(":")
         if level.strip() == "_all":
-            raise FormulaError("'_all:' (crossed random effects) is not supported; jaxhlm fits two- and three-level "
-                               "models with nested levels")
+            if len(random) > len(crossed):
+                raise FormulaError(f"list the '_all: R.varname' equations first, as Stata does: {eq.strip()!r} "
+                                   "follows a level equation")
+            random.append(_factor_term(varlist, opts, cols, settings))
+            crossed.append(random[-1].group)
+            continue
         group = cols.one(level.strip(), "level variable")
         kind, intercept = "independent", True
         for name, arg in options(opts):
@@ -280,7 +287,27 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if settings["dfmethod"] and not settings["reml"]:
         raise FormulaError(f"dfmethod({settings['dfmethod']}) requires REML estimation, as in Stata: add the reml "
                            "option")
-    return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=True)
+    # A level after _all: R.x is nested in _all (the whole sample), not in x: its values count alone.
+    return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed)
+
+
+def _factor_term(varlist: str, opts: str, cols: Columns, settings: dict) -> RandomTerm:
+    """Stata's ``_all: R.varname``: random effects among the values of a factor variable, one per value with a
+    common variance. Stata's device for crossed effects (a factor within the one group of all observations);
+    here it is that factor's random intercept, crossed with the model's other level or nested in it as the
+    data say."""
+    found = re.fullmatch(r"\s*[Rr]\.([A-Za-z_][\w*?~]*)\s*", varlist)
+    if found is None:
+        raise FormulaError(f"'_all:' takes R.varname (random effects among the values of a factor variable), got "
+                           f"{varlist.strip()!r}; e.g. '|| _all: R.item'")
+    for name, arg in options(opts):
+        if abbreviates(name, *_COV):
+            if _covariance(arg) != "identity":
+                raise FormulaError(f"R.{found.group(1)} has one variance for all its values (identity); drop "
+                                   f"covariance({arg})")
+        else:
+            _global_option(name, arg, settings)
+    return random_term([], True, cols.one(found.group(1), "factor variable"), "identity")
 
 
 def _global_option(name: str, arg: str | None, settings: dict) -> None:

@@ -205,3 +205,28 @@ def test_products_of_too_many_levels_are_refused(crossed, monkeypatch):
     monkeypatch.setattr(stats_module, "CROSSED_MAX_ENTRIES", 500)
     with pytest.raises(DataError, match="40 x 24 pairs of levels, too many"):
         jaxhlm.fit(INTERCEPTS, crossed.assign(y=crossed["y"] + 1.0))  # not the prepared design of another test
+
+
+def test_stata_all_r_syntax_fits_the_same_model(fits, crossed):
+    # Stata writes crossed effects as random intercepts among the values of a factor within the one group of
+    # all observations; the equation that follows is nested in _all only, so its values count alone.
+    slope = jaxhlm.mixed("y x cond || _all: R.item || subj: x, cov(unstructured)", crossed)
+    assert slope.design.crossed and slope.design.level_names == ("subj", "item")
+    assert slope.llf == pytest.approx(fits["slope_ml"].llf, abs=1e-9)
+    np.testing.assert_allclose(slope.params.drop(slope.fe_params.index).to_numpy(),
+                               fits["slope_ml"].params.drop(fits["slope_ml"].fe_params.index).to_numpy(), rtol=1e-7)
+    both = jaxhlm.mixed("y x cond || _all: R.item || _all: R.subj", crossed)
+    assert both.llf == pytest.approx(fits["intercepts_ml"].llf, abs=1e-9)
+    log = jaxhlm.run_do(f"use {FIXTURES / 'crossed.csv'}\nmixed y x cond || _all: R.item || subj:\nestat icc")
+    assert "item: Identity" in log and "subj: Identity" in log
+
+
+@pytest.mark.parametrize("model, words", [
+    ("y x || subj: || _all: R.item", "list the '_all: R.varname' equations first"),
+    ("y x || _all: item", "'_all:' takes R.varname"),
+    ("y x || _all: R.item, cov(un) || subj:", "R.item has one variance for all its values"),
+    ("y x || _all: R.nosuch || subj:", "nosuch"),
+])
+def test_bad_stata_crossed_syntax_is_explained(crossed, model, words):
+    with pytest.raises(jaxhlm.FormulaError, match=words):
+        jaxhlm.mixed(model, crossed)
