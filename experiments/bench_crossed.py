@@ -12,7 +12,6 @@ Run with ``make bench`` or ``python experiments/bench_crossed.py [--sizes 100x50
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_nested import run_jaxhlm, run_lme4  # noqa: E402
+from bench_nested import COLUMNS, parser, side_by_side  # noqa: E402
 
 FORMULA = "y ~ x + cond + (1 + x | subj) + (1 | item)"
 
@@ -41,25 +40,13 @@ def generate(n_subj: int, n_item: int, seed: int = 0) -> pd.DataFrame:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", nargs="*", default=["100x50", "1000x200", "2000x500"], help="subjects x items")
-    ap.add_argument("--skip-lme4", action="store_true")
-    ap.add_argument("--lme4-limit", type=float, default=1800.0)
-    args = ap.parse_args()
+    args = parser(["100x50", "1000x200", "2000x500"], help="subjects x items").parse_args()
     print(f"Crossed ML fits, {FORMULA}; {os.cpu_count()} CPUs")
-    print(f"{'N':>10} {'subjects':>8} {'items':>6} | {'jaxhlm first':>12} {'warm':>8} | {'lme4':>8} | "
-          f"{'lme4/warm':>9} {'LL jaxhlm - lme4':>17}")
+    print(f"{'N':>10} {'subjects':>8} {'items':>6} {COLUMNS}")
     for size in args.sizes:
         n_subj, n_item = map(int, size.split("x"))
         frame = generate(n_subj, n_item)
-        ours = run_jaxhlm(frame, FORMULA)
-        peer = None if args.skip_lme4 else run_lme4(frame, FORMULA, args.lme4_limit)
-        lme4_s = "—" if peer is None else (f">{peer['timeout']:.0f}" if "timeout" in peer else f"{peer['seconds']:.2f}")
-        ratio = gap = "—"
-        if peer is not None and "seconds" in peer:
-            ratio, gap = f"{peer['seconds'] / ours['seconds']:.1f}x", f"{ours['llf'] - peer['llf']:+.2e}"
-        print(f"{len(frame):>10,} {n_subj:>8,} {n_item:>6,} | {ours['first']:>12.2f} {ours['seconds']:>8.2f} | "
-              f"{lme4_s:>8} | {ratio:>9} {gap:>17}" + ("" if ours["converged"] else "  (jaxhlm: not converged)"))
+        print(f"{len(frame):>10,} {n_subj:>8,} {n_item:>6,} {side_by_side(frame, FORMULA, args)[1]}")
 
 
 if __name__ == "__main__":

@@ -95,26 +95,39 @@ def run_jaxhlm(frame: pd.DataFrame, formula: str) -> dict:
             "groups": r.group_info()["groups"].tolist()}
 
 
-def main() -> None:
+#: The columns :func:`side_by_side` prints.
+COLUMNS = f"| {'jaxhlm first':>12} {'warm':>8} | {'lme4':>8} | {'lme4/warm':>9} {'LL jaxhlm - lme4':>17}"
+
+
+def parser(sizes: list[str], **kw: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", nargs="*", default=["1e4", "1e5", "1e6"])
+    ap.add_argument("--sizes", nargs="*", default=sizes, **kw)
     ap.add_argument("--skip-lme4", action="store_true")
     ap.add_argument("--lme4-limit", type=float, default=1800.0)
-    args = ap.parse_args()
+    return ap
+
+
+def side_by_side(frame: pd.DataFrame, formula: str, args: argparse.Namespace) -> tuple[dict, str]:
+    """jaxhlm's fits of ``formula`` and lme4's, and the :data:`COLUMNS` of their comparison."""
+    ours = run_jaxhlm(frame, formula)
+    peer = None if args.skip_lme4 else run_lme4(frame, formula, args.lme4_limit)
+    lme4_s = "—" if peer is None else (f">{peer['timeout']:.0f}" if "timeout" in peer else f"{peer['seconds']:.2f}")
+    ratio = gap = "—"
+    if peer is not None and "seconds" in peer:
+        ratio, gap = f"{peer['seconds'] / ours['seconds']:.1f}x", f"{ours['llf'] - peer['llf']:+.2e}"
+    return ours, (f"| {ours['first']:>12.2f} {ours['seconds']:>8.2f} | {lme4_s:>8} | {ratio:>9} {gap:>17}"
+                  + ("" if ours["converged"] else "  (jaxhlm: not converged)"))
+
+
+def main() -> None:
+    args = parser(["1e4", "1e5", "1e6"]).parse_args()
     print(f"Three-level ML fits, {FORMULA}; {os.cpu_count()} CPUs")
-    print(f"{'N':>10} {'schools':>8} {'classes':>8} | {'jaxhlm first':>12} {'warm':>8} | {'lme4':>8} | "
-          f"{'lme4/warm':>9} {'LL jaxhlm - lme4':>17}")
+    print(f"{'N':>10} {'schools':>8} {'classes':>8} {COLUMNS}")
     for size in args.sizes:
         frame = generate(int(float(size)))
-        ours = run_jaxhlm(frame, FORMULA)
-        peer = None if args.skip_lme4 else run_lme4(frame, FORMULA, args.lme4_limit)
-        lme4_s = "—" if peer is None else (f">{peer['timeout']:.0f}" if "timeout" in peer else f"{peer['seconds']:.2f}")
-        ratio = gap = "—"
-        if peer is not None and "seconds" in peer:
-            ratio, gap = f"{peer['seconds'] / ours['seconds']:.1f}x", f"{ours['llf'] - peer['llf']:+.2e}"
+        ours, columns = side_by_side(frame, FORMULA, args)
         schools, classes = ours["groups"]
-        print(f"{len(frame):>10,} {schools:>8,} {classes:>8,} | {ours['first']:>12.2f} {ours['seconds']:>8.2f} | "
-              f"{lme4_s:>8} | {ratio:>9} {gap:>17}" + ("" if ours["converged"] else "  (jaxhlm: not converged)"))
+        print(f"{len(frame):>10,} {schools:>8,} {classes:>8,} {columns}")
 
 
 if __name__ == "__main__":
