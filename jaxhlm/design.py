@@ -614,7 +614,7 @@ class Encoding:
 @dataclass
 class _Pass:
     """What one pass over the data yields: the statistics, the codes' labels, the encoder (its levels learnt),
-    the sample's fingerprint, the rows read and the response's range."""
+    the sample's fingerprints, the rows read and whether the response is constant."""
 
     stats: HostStats
     levels: _Levels
@@ -631,7 +631,7 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     nested in the first, or ``crossed`` with it)."""
     parts, source = chunks(data)
     encoder = _Formulaic(spec.fixed) if isinstance(spec.fixed, str) else _Factors(spec.fixed)
-    q1 = sum(len(t.names) for t in spec.level_terms(0))
+    q1 = spec.n_first
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
     n_rows, low, high = 0, np.inf, -np.inf
@@ -651,8 +651,7 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
     """``spec`` with its crossed factors in the order the deviance wants: the one with more effects in all
     (levels × effects per level) first, block-diagonal, and the other second, dense (:mod:`jaxhlm.deviance`)."""
-    q1 = sum(len(t.names) for t in spec.level_terms(0))
-    if n_second * (len(spec.re_names) - q1) <= n_first * q1:
+    if n_second * (len(spec.re_names) - spec.n_first) <= n_first * spec.n_first:
         return spec
     return dataclasses.replace(spec, random=spec.level_terms(1) + spec.level_terms(0))
 
@@ -675,7 +674,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         spec = _crossed_order(spec, len(reduced.levels.groups.labels), len(reduced.levels.own.labels))
         reduced = _reduce(spec, data, True)
     stats, levels, encoder, source = reduced.stats, reduced.levels, reduced.encoder, reduced.source
-    q1 = sum(len(t.names) for t in spec.level_terms(0))
+    q1 = spec.n_first
     n_dropped = reduced.n_rows - stats.n
     if stats.n == 0:
         raise DataError("no observations left: every row has a missing value in a variable the model uses")

@@ -109,6 +109,11 @@ class ModelSpec:
         return tuple(t for t in self.random if t.group == self.levels[level])
 
     @property
+    def n_first(self) -> int:
+        """The number of random effects of the first grouping level (the leading columns of Z)."""
+        return sum(len(t.names) for t in self.level_terms(0))
+
+    @property
     def blocks(self) -> cov.Structure:
         return tuple(cov.Block(t.kind, len(t.names), lead=len(t.names) - 1 if t.intercept and t.kind == "unstructured"
                                else None) for t in self.random)

@@ -298,8 +298,8 @@ def _factor_term(varlist: str, opts: str, cols: Columns, settings: dict) -> Rand
     data say."""
     found = re.fullmatch(r"\s*[Rr]\.([A-Za-z_][\w*?~]*)\s*", varlist)
     if found is None:
-        raise FormulaError(f"'_all:' takes R.varname (random effects among the values of a factor variable), got "
-                           f"{varlist.strip()!r}; e.g. '|| _all: R.item'")
+        raise FormulaError("'_all:' takes R.varname (crossed random effects among the values of a factor "
+                           f"variable), got {varlist.strip()!r}; e.g. '|| _all: R.item'")
     for name, arg in options(opts):
         if abbreviates(name, *_COV):
             if _covariance(arg) != "identity":
