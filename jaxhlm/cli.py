@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     data_help = "CSV or Parquet file (default: the bundled High School and Beyond data)"
     chunk_help = "read a CSV file this many rows at a time (for data larger than memory comfortably holds)"
-    f = sub.add_parser("fit", help="fit a two- or three-level linear mixed model and print a Stata-style report")
+    f = sub.add_parser("fit", help="fit a linear mixed model (two or three levels, or crossed factors) and print a "
+                                   "Stata-style report")
     f.add_argument("formula", help="lme4-style formula, e.g. 'mathach ~ ses + (1 + ses | id)'")
     f.add_argument("--data", help=data_help)
     f.add_argument("--chunksize", type=int, help=chunk_help)

@@ -49,7 +49,8 @@ def _deviance(theta: Array, stats: GroupStats, templates: Array, reml: bool) -> 
 @partial(jax.jit, static_argnames=("blocks", "reml", "em_steps", "max_steps"))
 def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_steps: int = 20,
               start: Array | None = None, max_steps: int = 200) -> Fit:
-    """Maximum-likelihood (or REML) fit of a two- or three-level LMM from its sufficient statistics.
+    """Maximum-likelihood (or REML) fit of an LMM (two or three levels, or two crossed factors) from its sufficient
+    statistics.
 
     Differentiable in ``stats`` (hence in X, y and weights through :func:`~jaxhlm.stats.group_stats`): the
     optimiser's loop is not differentiated; θ̂'s derivatives come from the implicit function theorem at the

@@ -60,13 +60,14 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats:
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None
         ) -> MixedResult:
-    """Fit a two- or three-level linear mixed model by ML (default) or REML.
+    """Fit a linear mixed model (two or three levels, or two crossed factors) by ML (default) or REML.
 
     Args:
       formula: lme4-style, e.g. ``"mathach ~ ses*sector + C(sized) + (1 + ses | id)"``. The fixed part is
         formulaic syntax; random terms are ``(1 | g)``, ``(1 + x | g)``, ``(0 + x | g)``, ``(1 + x || g)``.
         A second grouping factor nested in the first makes a three-level model: ``(1 | school/class)``,
-        ``(1 | school) + (1 | school:class)``, or ``(1 | school) + (1 | class)`` when every class is in one school.
+        ``(1 | school) + (1 | school:class)``, or ``(1 | school) + (1 | class)`` when every class is in one school;
+        two factors neither of which is nested in the other are crossed: ``(1 + x | subj) + (1 | item)``.
       data: a DataFrame, a dict of arrays, an iterable of DataFrame chunks (e.g. ``pandas.read_csv(path,
         chunksize=100_000)``; the statistics are summed chunk by chunk and the chunks are not kept) or the path
         of a Parquet file (read in batches; needs pyarrow). Rows with a missing value in any variable the model

@@ -53,7 +53,7 @@ class Convergence:
 
 @dataclass(frozen=True, eq=False)
 class MixedResult:
-    """A fitted two- or three-level linear mixed model.
+    """A fitted linear mixed model (two or three levels, or two crossed factors).
 
     Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests; t tests on ``ddf`` for a fit
     with a ``dfmethod``), ``cov_params()``.
@@ -345,7 +345,7 @@ class MixedResult:
         _config.relieve_map_pressure()
         d = self.design
         if d.crossed:
-            raise JaxhlmError(f"group influence is not available for crossed random effects: leaving out a "
+            raise JaxhlmError(f"group influence is not available for crossed random effects: leaving out one "
                               f"{d.group_name} group also changes the {d.inner.name} levels' statistics, which the "
                               "fit does not keep per group; refit without the group to see its influence")
         rows = d.rows()
