@@ -1,13 +1,14 @@
 """GPU check: the six models of the reference log on the accelerator, against the exact optimum, the
 parametric bootstrap of the log's ses-slope test (sesrandom vs noslope) at B = 10⁴ and 10⁵, fits of
-experiments/bench_scale.py's synthetic data at N = 10⁷ and 10⁸ rows, and a three-level fit of
-experiments/bench_nested.py's data (students in classes in schools) at N = 10⁶, with the same script on the
-same machine's CPU as the timing baseline (bootstrap at B = 1,000 and N = 10⁷ only there).
+experiments/bench_scale.py's synthetic data at N = 10⁷ and 10⁸ rows, a three-level fit of
+experiments/bench_nested.py's data (students in classes in schools) at N = 10⁶ and a crossed fit of
+experiments/bench_crossed.py's (2,000 subjects x 500 items), with the same script on the same machine's CPU as
+the timing baseline (bootstrap at B = 1,000 and N = 10⁷ only there).
 
 The bootstrap part reports the compile time (first call) apart from the timed runs, the p-values (to compare
 with lme4's at B = 1,000, tests/fixtures/lme4_bootstrap.json: 0.0270), failed refits and the smallest LR*.
 Usage (on a machine with CUDA JAX): ``python experiments/gpu_check.py [--B 10000 100000] [--scale 1e7 1e8]
-[--nested 1e6] [--out results.json]``. At N = 10⁸ the data alone are 8.8 GB in memory; the statistics are summed on the host.
+[--nested 1e6] [--crossed 2000x500] [--out results.json]``. At N = 10⁸ the data alone are 8.8 GB in memory; the statistics are summed on the host.
 The script re-runs itself with ``JAX_PLATFORMS=cpu`` for the baseline (bootstrap at B = 1,000 only), so
 every timing comes from one call.
 """
@@ -78,21 +79,28 @@ def scale_here(sizes: list[str]) -> dict:
     return out
 
 
-def nested_here(sizes: list[str]) -> dict:
-    """Three-level fits (bench_nested's model: school slope and intercept, class intercept): the first fit, and
-    a repeat with the design rebuilt (no compilation)."""
-    import jaxhlm
-    from bench_nested import FORMULA, generate
+def two_factors_here(nested: list[str], crossed: list[str]) -> dict:
+    """Three-level fits (bench_nested's model: school slope and intercept, class intercept; N rows) and crossed
+    fits (bench_crossed's: subject slope and intercept, item intercept; subjects x items): the first fit, and a
+    repeat with the design rebuilt (no compilation)."""
+    import bench_crossed
+    import bench_nested
 
+    import jaxhlm
+
+    cases = [(f"three-level N = {float(n):.0e}", bench_nested.FORMULA, lambda n=n: bench_nested.generate(int(float(n))))
+             for n in nested]
+    cases += [(f"crossed {size}", bench_crossed.FORMULA,
+               lambda size=size: bench_crossed.generate(*map(int, size.split("x")))) for size in crossed]
     out = {}
-    for case in sizes:
-        frame = generate(int(float(case)))
+    for case, formula, generate in cases:
+        frame = generate()
         t = time.perf_counter()
-        r = jaxhlm.fit(FORMULA, frame)
+        r = jaxhlm.fit(formula, frame)
         first = time.perf_counter() - t
         jaxhlm.pipeline.clear_cache()
         t = time.perf_counter()
-        r = jaxhlm.fit(FORMULA, frame)
+        r = jaxhlm.fit(formula, frame)
         out[case] = {"first_s": first, "warm_s": time.perf_counter() - t, "llf": r.llf, "converged": r.converged}
         jaxhlm.pipeline.clear_cache()
     return out
@@ -143,21 +151,22 @@ def main() -> None:
     ap.add_argument("--B", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--scale", nargs="*", default=["1e7", "1e8"], help="synthetic data sizes to fit")
     ap.add_argument("--nested", nargs="*", default=["1e6"], help="three-level data sizes to fit")
+    ap.add_argument("--crossed", nargs="*", default=["2000x500"], help="crossed designs to fit: subjects x items")
     ap.add_argument("--out")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "experiments"))
     if args.inner:
         print(json.dumps(run_here(args.repeats) | {"bootstrap": bootstrap_here(args.B), "scale": scale_here(args.scale),
-                                                   "nested": nested_here(args.nested)}))
+                                                   "levels": two_factors_here(args.nested, args.crossed)}))
         return
     accel = run_here(args.repeats) | {"bootstrap": bootstrap_here(args.B)}
     print(json.dumps(accel["bootstrap"]), flush=True)  # kept if the CPU baseline below runs out of time
     accel["scale"] = scale_here(args.scale)
-    accel["nested"] = nested_here(args.nested)
+    accel["levels"] = two_factors_here(args.nested, args.crossed)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cpu = json.loads(subprocess.run([sys.executable, __file__, "--inner", "--repeats", str(args.repeats), "--B", "1000",
-                                     "--scale", *args.scale[:1], "--nested", *args.nested],
+                                     "--scale", *args.scale[:1], "--nested", *args.nested, "--crossed", *args.crossed],
                                     env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
     print(f"accelerator: {accel['backend']} {accel['devices']}; baseline: {cpu['backend']} on the same machine")
     print(f"{'model':<20}{'LL - exact':>12}{'conv':>6}{'first s':>9}{'warm ms':>9}{'cpu ms':>9}{'cpu/acc':>9}")
@@ -180,9 +189,9 @@ def main() -> None:
         for case, run in res["scale"].items():
             print(f"scale on the {where}: N = {float(case):.0e}: {run['seconds']:.1f} s, LL {run['llf']:.4f}, "
                   f"converged {run['converged']}, max RSS {run['max_rss_gib']:.1f} GiB")
-    for case, a in accel["nested"].items():
-        c = cpu["nested"][case]
-        print(f"three-level, N = {float(case):.0e}: accelerator first {a['first_s']:.1f} s, warm {a['warm_s']:.2f} s; "
+    for case, a in accel["levels"].items():
+        c = cpu["levels"][case]
+        print(f"{case}: accelerator first {a['first_s']:.1f} s, warm {a['warm_s']:.2f} s; "
               f"cpu warm {c['warm_s']:.2f} s (cpu/acc {c['warm_s'] / a['warm_s']:.2f}); LL {a['llf']:.4f} vs "
               f"{c['llf']:.4f}, converged {a['converged']}")
     if args.out:
