@@ -200,7 +200,7 @@ def _factorize_crossed(Lam: Array, stats: CrossedStats) -> Factor:
     the second factor's levels × effects), and one Cholesky factor of it (:func:`_profile`) gives the rest of
     log|L|², R_X, c_β and r². So the cost is linear in the first factor's groups and cubic in D, which is why
     the factor with fewer effects in all is put second (:mod:`jaxhlm.design`). Group weights multiply the
-    first factor's terms only (a crossed fit has unit weights).
+    first factor's terms; the second factor's sums are the caller's to weight (:mod:`jaxhlm.influence`).
     """
     q1 = stats.ZtZ.shape[-1]
     L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
@@ -234,8 +234,9 @@ def crossed_posterior(Lam: Array, stats: CrossedStats, beta: Array) -> tuple[Arr
     C = _crossed_coupling(L1, L2, stats)
     _, K = chol_solve(M1, jnp.concatenate([C, r1[..., None], jnp.broadcast_to(jnp.eye(q1), M1.shape)], axis=-1))
     Kc, k1, Linv = K[..., :-q1 - 1], K[..., -q1 - 1], K[..., -q1:]  # Lⱼ⁻¹Cⱼ, Lⱼ⁻¹r₁ⱼ, Lⱼ⁻¹
-    S = dense - jnp.einsum("gai,gaj->ij", Kc, Kc)
-    s = Wxy[:, -1] - Wxy[:, :-1] @ beta - jnp.einsum("gai,ga->i", Kc, k1)
+    v = stats.group_weights  # as in _factorize_crossed
+    S = dense - jnp.einsum("g,gai,gaj->ij", v, Kc, Kc)
+    s = Wxy[:, -1] - Wxy[:, :-1] @ beta - jnp.einsum("g,gai,ga->i", v, Kc, k1)
     RS = jnp.linalg.cholesky(S)
     Sinv = jax.scipy.linalg.cho_solve((RS, True), jnp.eye(S.shape[0]))
     u2 = Sinv @ s

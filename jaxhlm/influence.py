@@ -16,7 +16,8 @@ Cook's distance of a group is Dⱼ = DFBETAⱼᵀ Cov(β̂)⁻¹ DFBETAⱼ / p (
 
 A three-level model's groups (schools, with their classes) are weighted the same way: its statistics at
 weights w are the per-group ones with ``group_weights`` = w (:func:`~jaxhlm.deviance.factorize` weights a
-school's terms, its classes' included) and totals Σⱼ wⱼ XⱼᵀXⱼ, … (:class:`NestedPieces`).
+school's terms, its classes' included) and totals Σⱼ wⱼ XⱼᵀXⱼ, … (:class:`NestedPieces`). So are a crossed
+model's groups of its first factor, whose rows also leave the second factor's sums (:class:`CrossedPieces`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from jax import Array
 
 from . import covariance as cov
 from .estimate import Fit, fit_stats
-from .stats import GroupedData, GroupStats, NestedStats, group_stats
+from .stats import CrossedStats, GroupedData, GroupStats, NestedStats, group_stats
 
 #: Leave-one-group-out refits run this many at a time (each holds its own copy of the statistics).
 LOO_BATCH = 64
@@ -47,20 +48,43 @@ class NestedPieces(NamedTuple):
     n: Array
 
 
-def weighted_stats(data: GroupedData | NestedPieces, w: Array) -> GroupStats | NestedStats:
+class CrossedPieces(NamedTuple):
+    """A crossed model's statistics with each group's own totals (as :class:`NestedPieces`) and the second
+    factor's sums over each group's rows, per level: WᵀW (m, k, q2, q2), WᵀX (m, k, q2, p), Wᵀy (m, k, q2)
+    (:func:`~jaxhlm.stats.pair_totals`). Leaving out a group of the first factor takes its rows out of the
+    second factor's sums too."""
+
+    stats: CrossedStats
+    XtX: Array
+    Xty: Array
+    yty: Array
+    n: Array
+    WtW: Array
+    WtX: Array
+    Wty: Array
+
+
+Pieces = GroupedData | NestedPieces | CrossedPieces
+
+
+def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | CrossedStats:
     """The statistics with group j's log-likelihood contribution weighted by wⱼ, differentiably in w."""
-    if isinstance(data, NestedPieces):
-        return data.stats._replace(group_weights=w, XtX=jnp.einsum("g,gij->ij", w, data.XtX),
-                                   Xty=w @ data.Xty, yty=w @ data.yty, n=w @ data.n)
-    return group_stats(data._replace(group_weights=data.group_weights * w))
+    if isinstance(data, GroupedData):
+        return group_stats(data._replace(group_weights=data.group_weights * w))
+    stats = data.stats._replace(group_weights=w, XtX=jnp.einsum("g,gij->ij", w, data.XtX), Xty=w @ data.Xty,
+                                yty=w @ data.yty, n=w @ data.n)
+    if isinstance(data, CrossedPieces):
+        stats = stats._replace(WtW=jnp.einsum("g,gkab->kab", w, data.WtW), WtX=jnp.einsum("g,gkab->kab", w, data.WtX),
+                               Wty=jnp.einsum("g,gka->ka", w, data.Wty))
+    return stats
 
 
-def n_groups(data: GroupedData | NestedPieces) -> int:
-    return data.n.shape[0] if isinstance(data, NestedPieces) else data.y.shape[0]
+def n_groups(data: Pieces) -> int:
+    return data.y.shape[0] if isinstance(data, GroupedData) else data.n.shape[0]
 
 
 @partial(jax.jit, static_argnames=("structure", "reml"))
-def one_step(data: GroupedData | NestedPieces, structure: cov.Structure, reml: bool = False) -> Array:
+def one_step(data: Pieces, structure: cov.Structure, reml: bool = False) -> Array:
     """(m, p) DFBETA by the infinitesimal jackknife: ∂β̂/∂wⱼ at w = 1 (module docstring). ``structure`` is a
     tuple of :class:`~jaxhlm.covariance.Block` (static)."""
     beta = lambda w: fit_stats(weighted_stats(data, w), structure, reml).beta  # noqa: E731
@@ -68,7 +92,7 @@ def one_step(data: GroupedData | NestedPieces, structure: cov.Structure, reml: b
 
 
 @partial(jax.jit, static_argnames=("structure", "reml", "batch_size"))
-def leave_one_out(data: GroupedData | NestedPieces, structure: cov.Structure, reml: bool = False,
+def leave_one_out(data: Pieces, structure: cov.Structure, reml: bool = False,
                   batch_size: int = LOO_BATCH) -> Fit:
     """The m fits without one group each (a :class:`Fit` with a leading group axis), batched ``batch_size``
     at a time."""

@@ -26,7 +26,7 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
                     linear_hypothesis, sd_corr, small_sample)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .stats import GroupedData, GroupStats, NestedStats, device_stats, group_totals
+from .stats import GroupStats, NestedStats, device_stats, group_totals, pair_totals
 
 if TYPE_CHECKING:
     from .batch import BatchFit
@@ -344,16 +344,18 @@ class MixedResult:
         """
         _config.relieve_map_pressure()
         d = self.design
-        if d.crossed:
-            raise JaxhlmError(f"group influence is not available for crossed random effects: leaving out one "
-                              f"{d.group_name} group also changes the {d.inner.name} levels' statistics, which the "
-                              "fit does not keep per group; refit without the group to see its influence")
         rows = d.rows()
         if d.inner is None:
-            data: GroupedData | influence.NestedPieces = rows.grouped(d.n_groups)
+            data: influence.Pieces = rows.grouped(d.n_groups)
         else:  # exact shapes: one weight per group, no padded ones
-            data = influence.NestedPieces(self._stats, *map(jnp.asarray, group_totals(rows.X, rows.y, rows.group,
-                                                                                       d.n_groups)))
+            totals = group_totals(rows.X, rows.y, rows.group, d.n_groups)
+            if d.crossed:
+                q1 = len(d.re_names) - d.inner.n_effects
+                pairs = pair_totals(rows.Z[:, q1:], rows.X, rows.y, rows.group, rows.cluster, d.n_groups,
+                                    len(d.inner.labels))
+                data = influence.CrossedPieces(self._stats, *map(jnp.asarray, totals + pairs))
+            else:
+                data = influence.NestedPieces(self._stats, *map(jnp.asarray, totals))
         beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         converged_all = None
         if exact:

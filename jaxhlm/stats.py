@@ -333,6 +333,24 @@ def group_totals(X: np.ndarray, y: np.ndarray, codes: np.ndarray, m: int
     return sums.ZtX[:m], sums.Zty[:m], np.bincount(codes, y * y, minlength=m), sums.counts[:m].astype(float)
 
 
+def pair_totals(W: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray, levels: np.ndarray, m: int, k: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A crossed factor's WᵀW (m, k, q2, q2), WᵀX (m, k, q2, p) and Wᵀy (m, k, q2) over the rows of each (group
+    of the first factor, level of this one) pair, streamed like the fit's statistics: the second factor's sums
+    in a fit in which each group's rows count with a weight are these, weighted and summed over the groups."""
+    q2, p = W.shape[1], X.shape[1]
+    if m * k * q2 * (q2 + p + 1) > CROSSED_MAX_ENTRIES:
+        raise DataError(f"the {m:,} x {k:,} pairs of levels of the two crossed factors are too many to keep each "
+                        f"pair's products (limit {CROSSED_MAX_ENTRIES:,} entries)")
+    sums, pairs = _LevelSums(q2, q2), codes * k + levels
+    sums.grow(m * k, p)
+    for start in range(0, len(y), Accumulator.BLOCK):
+        rows = slice(start, start + Accumulator.BLOCK)
+        sums.add(W[rows], W[rows], X[rows], y[rows], pairs[rows])
+    return (sums.ZtF[:m * k].reshape(m, k, q2, q2), sums.ZtX[:m * k].reshape(m, k, q2, p),
+            sums.Zty[:m * k].reshape(m, k, q2))
+
+
 def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = False, n_clusters: int = 0
                  ) -> GroupStats | NestedStats | CrossedStats:
     """:class:`GroupStats` for the deviance, padded to ``n_groups`` groups and ``n_fixed`` columns, with ZtX2
