@@ -302,8 +302,10 @@ def _per_replicate_bytes(*designs: Design) -> int:
         out = (_BYTES_PER_ROW * rows
                + _BYTES_PER_GROUP_ENTRY * groups * len(d.re_names) * (len(d.re_names) + len(d.fe_names)))
         if d.crossed:  # the groups' products with the dense block, and the block, per θ direction of the Hessian
-            width = d.inner.n_effects * len(d.inner.labels) + len(d.fe_names) + 1
-            entries = d.n_groups * (len(d.re_names) - d.inner.n_effects) * width + width**2
+            q2, inner, tail = d.inner.n_effects, d.stats.inner, len(d.fe_names) + 1
+            slots = q2 * inner.ZtW.shape[2]  # every level, or a sparse crossing's slots
+            entries = (d.n_groups * (len(d.re_names) - q2) * (slots + tail) + (q2 * len(d.inner.labels) + tail)**2
+                       + (0 if inner.touched is None else d.n_groups * slots**2))
             out += _BYTES_PER_DENSE_ENTRY * cov.n_cov_params(d.blocks) * entries
         return out
 

@@ -83,11 +83,13 @@ class GroupStats(NamedTuple):
 NestedStats = NamedTuple("NestedStats", [*GroupStats.__annotations__.items(), ("WtW", Array), ("WtZ", Array),
                                           ("WtX", Array), ("Wty", Array), ("parent", Array)])
 CrossedStats = NamedTuple("CrossedStats", [*GroupStats.__annotations__.items(), ("WtW", Array), ("WtX", Array),
-                                            ("Wty", Array), ("ZtW", Array)])
+                                            ("Wty", Array), ("ZtW", Array), ("touched", Array)])
 CrossedStats.__doc__ = """:class:`GroupStats`' fields for the first of two crossed grouping factors (its groups
 j; Z its random-effects design), then the second factor's (its levels k; W its design): WtW (k, q2, q2), WtX
 (k, q2, p), Wty (k, q2), and the products of the two designs ZtW (m, q, k, q2), ZⱼᵀW_k over the rows in group
-j and level k. A padded level has zero products, so it contributes nothing (:func:`device_stats`)."""
+j and level k, with touched (m, 0); or, for a sparse crossing, ZtW (m, q, R, q2) over R slots per group and
+touched (m, R) the level of each slot (an unused slot has zero products). A padded level has zero products,
+so it contributes nothing (:func:`device_stats`)."""
 
 NestedStats.__doc__ = """:class:`GroupStats`' fields for the outer level (groups; Z its random-effects design),
 then the cross-products of the inner level's clusters (W their random-effects design): WtW (k, q2, q2), WtZ
@@ -96,8 +98,11 @@ GroupStats; every function that reads only the outer fields and the totals (degr
 takes either. A padded cluster has zero products, so it contributes nothing (:func:`device_stats`)."""
 
 
-#: The dense products of two crossed factors' designs may have at most this many entries (1 GiB).
+#: The products of two crossed factors' designs may have at most this many entries (1 GiB).
 CROSSED_MAX_ENTRIES = 1 << 27
+#: They are kept per group only for the levels it touches when no group touches more than this fraction of
+#: the levels (a sparse crossing: each user rates a few of many items); otherwise for every level (dense).
+SPARSE_CROSSING = 0.25
 
 #: ZtX2 is built for batched refits only while it has at most this many entries (256 MiB): beyond, XᵀV⁻¹X
 #: contracts ZⱼᵀXⱼ directly at each evaluation, with memory only in proportion to ZtX.
@@ -136,8 +141,11 @@ class HostStats:
         if isinstance(i, InnerStats):
             inner = InnerStats(i.WtW[c], i.WtZ[c], i.WtX[c][:, :, columns], i.Wty[c],
                                inverse_permutation(groups)[i.parent[c]], i.counts[c])
-        elif isinstance(i, CrossedInner):
+        elif isinstance(i, CrossedInner) and i.touched is None:
             inner = CrossedInner(i.WtW[c], i.WtX[c][:, :, columns], i.Wty[c], i.counts[c], i.ZtW[groups][:, :, c])
+        elif isinstance(i, CrossedInner):  # the slots stay; the levels they name are renumbered
+            inner = CrossedInner(i.WtW[c], i.WtX[c][:, :, columns], i.Wty[c], i.counts[c], i.ZtW[groups],
+                                 inverse_permutation(c)[i.touched[groups]])
         return HostStats(self.ZtZ[groups], self.ZtX[groups][:, :, columns], self.Zty[groups],
                          _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups], inner)
 
@@ -159,14 +167,16 @@ class InnerStats:
 @dataclass(frozen=True, eq=False)
 class CrossedInner:
     """The second of two crossed grouping factors on the host, per level: WᵀW (k, q2, q2), WᵀX (k, q2, p), Wᵀy
-    (k, q2), counts (k,), and ZtW (m, q, k, q2), the products of the first factor's design with this one's
-    over the rows each pair of levels shares (:class:`CrossedStats`)."""
+    (k, q2), counts (k,), and ZtW, the products of the first factor's design with this one's over the rows each
+    pair of levels shares (:class:`CrossedStats`): (m, q, k, q2), or for a sparse crossing (m, q, R, q2) over the
+    levels ``touched`` (m, R) by each group."""
 
     WtW: np.ndarray
     WtX: np.ndarray
     Wty: np.ndarray
     counts: np.ndarray
     ZtW: np.ndarray
+    touched: np.ndarray | None = None
 
 
 def inverse_permutation(order: np.ndarray) -> np.ndarray:
@@ -216,37 +226,49 @@ class _LevelSums:
 
 
 class _CrossSums:
-    """ZⱼᵀW_k for every group j of one factor and level k of a factor crossed with it, dense (m, q, k, q2).
-
-    Dense because crossed factors are mostly fully crossed (every subject sees every item); its size is
-    bounded by :data:`CROSSED_MAX_ENTRIES` with a message, since it grows with the product of the levels."""
+    """ZⱼᵀW_k for every group j of one factor and level k of a factor crossed with it, summed as sparse (m, k)
+    matrices, one per pair of effects; :meth:`result` lays them out for the deviance (:class:`CrossedInner`)."""
 
     def __init__(self, q: int, q2: int):
-        self.ZtW = np.zeros((0, q, 0, q2))
+        self.parts = {(a, b): sparse.csr_array((0, 0)) for a in range(q) for b in range(q2)}
 
-    def grow(self, m: int, k: int) -> None:
-        old_m, q, old_k, q2 = self.ZtW.shape
-        if m <= old_m and k <= old_k:
-            return
-        if m * q * k * q2 > CROSSED_MAX_ENTRIES:
-            raise DataError(f"the two crossed grouping factors have {m:,} x {k:,} pairs of levels, too many for the "
-                            f"dense products of their designs (limit {CROSSED_MAX_ENTRIES:,} entries); fit a model "
-                            "with one of them, or nest one in the other")
-        grown = max(m, min(2 * old_m, m + old_m)), max(k, min(2 * old_k, k + old_k))  # room for later chunks
-        if grown[0] * q * grown[1] * q2 <= CROSSED_MAX_ENTRIES:
-            m, k = grown
-        self.ZtW = np.pad(self.ZtW, ((0, m - old_m), (0, 0), (0, k - old_k), (0, 0)))
-
-    def add(self, Z: np.ndarray, W: np.ndarray, codes: np.ndarray, levels: np.ndarray) -> None:
+    def add(self, Z: np.ndarray, W: np.ndarray, codes: np.ndarray, levels: np.ndarray, m: int, k: int) -> None:
         """One block of rows: per pair of effects, one sparse product (groups × rows) @ (rows × levels)."""
-        groups, g = np.unique(codes, return_inverse=True)
-        seen, k = np.unique(levels, return_inverse=True)
         rows = np.arange(len(codes))
-        for a in range(Z.shape[1]):
-            A = sparse.csr_array((Z[:, a], (g, rows)), shape=(len(groups), len(rows)))
-            for b in range(W.shape[1]):
-                B = sparse.csc_array((W[:, b], (rows, k)), shape=(len(rows), len(seen)))
-                self.ZtW[groups[:, None], a, seen[None, :], b] += (A @ B).toarray()
+        for (a, b), part in self.parts.items():
+            A = sparse.csr_array((Z[:, a], (codes, rows)), shape=(m, len(rows)))
+            B = sparse.csc_array((W[:, b], (rows, levels)), shape=(len(rows), k))
+            part.resize((m, k))
+            self.parts[a, b] = part + A @ B
+
+    def result(self, m: int, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ZtW, touched): dense (m, q, k, q2) and None, or, when each group touches at most a fraction
+        :data:`SPARSE_CROSSING` of the levels, (m, q, R, q2) over the R level slots of each group and their
+        levels (m, R) (unused slots: level 0 with zero products). Either must fit :data:`CROSSED_MAX_ENTRIES`."""
+        q, q2 = max(a for a, _ in self.parts) + 1, max(b for _, b in self.parts) + 1
+        pattern = sum(abs(part) for part in self.parts.values()).tocsr()
+        pattern.resize((m, k))
+        R = int(np.diff(pattern.indptr).max(initial=0))
+        if R > SPARSE_CROSSING * k and m * q * k * q2 <= CROSSED_MAX_ENTRIES:
+            ZtW = np.zeros((m, q, k, q2))
+            for (a, b), part in self.parts.items():
+                part.resize((m, k))
+                ZtW[:, a, :, b] = part.toarray()
+            return ZtW, None
+        if m * q * R * q2 > CROSSED_MAX_ENTRIES:
+            raise DataError(f"the two crossed grouping factors have {m:,} x {k:,} levels, up to {R:,} of the second "
+                            f"in one group of the first: too many for the products of their designs (limit "
+                            f"{CROSSED_MAX_ENTRIES:,} entries); fit a model with one of them, or nest one in the other")
+        counts = np.diff(pattern.indptr)
+        used = np.arange(R) < counts[:, None]
+        touched = np.zeros((m, R), np.int64)
+        touched[used] = pattern.indices  # csr: each row's columns in order
+        ZtW = np.zeros((m, q, R, q2))
+        group = np.repeat(np.arange(m), R).reshape(m, R)
+        for (a, b), part in self.parts.items():
+            part.resize((m, k))
+            ZtW[:, a, :, b] = np.where(used, np.asarray(part.tocsr()[group.ravel(), touched.ravel()]).reshape(m, R), 0.0)
+        return ZtW, touched
 
 
 class Accumulator:
@@ -292,14 +314,12 @@ class Accumulator:
             if self.k > len(self.parent):
                 self.parent = np.pad(self.parent, (0, len(self.inner.counts) - len(self.parent)))
             self.parent[clusters] = codes
-        if self.cross is not None:
-            self.cross.grow(self.m, self.k)
         for start in range(0, len(y), self.BLOCK):
             rows = slice(start, start + self.BLOCK)
             self.outer.add(Z[rows], Z[rows], X[rows], y[rows], codes[rows])
             if self.cross is not None:
                 self.inner.add(W[rows], W[rows], X[rows], y[rows], clusters[rows])
-                self.cross.add(Z[rows], W[rows], codes[rows], clusters[rows])
+                self.cross.add(Z[rows], W[rows], codes[rows], clusters[rows], self.m, self.k)
             elif self.inner is not None:
                 self.inner.add(W[rows], np.column_stack([W[rows], Z[rows]]), X[rows], y[rows], clusters[rows])
             self.R = np.linalg.qr(np.vstack([self.R, X[rows]]), mode="r")
@@ -310,7 +330,7 @@ class Accumulator:
         m, k, o, inner = self.m, self.k, self.outer, None
         if self.cross is not None:
             i = self.inner
-            inner = CrossedInner(i.ZtF[:k], i.ZtX[:k], i.Zty[:k], i.counts[:k], self.cross.ZtW[:m, :, :k])
+            inner = CrossedInner(i.ZtF[:k], i.ZtX[:k], i.Zty[:k], i.counts[:k], *self.cross.result(m, k))
         elif self.inner is not None:
             i, q2 = self.inner, self.inner.ZtF.shape[1]
             inner = InnerStats(i.ZtF[:k, :, :q2], i.ZtF[:k, :, q2:], i.ZtX[:k], i.Zty[:k], self.parent[:k],
@@ -366,9 +386,12 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
     i = host.inner
     dk, dp = max(n_clusters - len(i.counts), 0), n_fixed - p
     if isinstance(i, CrossedInner):
+        dense = i.touched is None
+        touched = np.zeros((m, 0), np.int32) if dense else i.touched.astype(np.int32)
         return CrossedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))),
                             WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))), Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))),
-                            ZtW=jnp.pad(i.ZtW, ((0, n_groups - m), (0, 0), (0, dk), (0, 0))))
+                            ZtW=jnp.pad(i.ZtW, ((0, n_groups - m), (0, 0), (0, dk if dense else 0), (0, 0))),
+                            touched=jnp.pad(touched, ((0, n_groups - m), (0, 0))))
     return NestedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))),
                        WtZ=jnp.pad(i.WtZ, ((0, dk), (0, 0), (0, 0))), WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))),
                        Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))), parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))

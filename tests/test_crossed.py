@@ -220,7 +220,7 @@ def test_bad_crossed_data_is_explained(crossed, change, words):
 
 def test_products_of_too_many_levels_are_refused(crossed, monkeypatch):
     monkeypatch.setattr(stats_module, "CROSSED_MAX_ENTRIES", 500)
-    with pytest.raises(DataError, match="40 x 24 pairs of levels, too many"):
+    with pytest.raises(DataError, match="40 x 24 levels, up to 24 of the second in one group of the first: too many"):
         jaxhlm.fit(INTERCEPTS, crossed.assign(y=crossed["y"] + 1.0))  # not the prepared design of another test
 
 
@@ -247,3 +247,36 @@ def test_stata_all_r_syntax_fits_the_same_model(fits, crossed):
 def test_bad_stata_crossed_syntax_is_explained(crossed, model, words):
     with pytest.raises(jaxhlm.FormulaError, match=words):
         jaxhlm.mixed(model, crossed)
+
+
+@pytest.fixture(scope="module")
+def ratings() -> pd.DataFrame:
+    """A sparse crossing: 300 users each rating 3-9 of 80 items."""
+    rng = np.random.default_rng(5)
+    pairs = np.array([(u, i) for u in range(300) for i in rng.choice(80, size=rng.integers(3, 10), replace=False)])
+    user, item = pairs.T
+    x = rng.normal(size=len(user))
+    y = (1 + 0.5 * x + rng.normal(size=300)[user] + 0.3 * rng.normal(size=300)[user] * x
+         + 0.7 * rng.normal(size=80)[item] + rng.normal(size=len(user)))
+    return pd.DataFrame({"y": y, "x": x, "user": user, "item": item})
+
+
+def test_a_sparse_crossing_keeps_each_groups_levels_and_fits_the_same(ratings, monkeypatch):
+    # Each user touches at most 9 of 80 items, so the products are kept for those only (slots), and the blocks
+    # of the factorisation are added at each user's items; every result equals the dense layout's.
+    model = "y ~ x + (1 + x | user) + (1 | item)"
+    sparse = jaxhlm.fit(model, ratings)
+    inner = sparse.design.stats.inner
+    assert inner.touched is not None and inner.ZtW.shape == (300, 2, 9, 1)
+    monkeypatch.setattr(stats_module, "SPARSE_CROSSING", 0.0)
+    jaxhlm.pipeline.clear_cache()  # the prepared design is the sparse one
+    dense = jaxhlm.fit(model, ratings)
+    assert dense.design.stats.inner.touched is None and dense.design.stats.inner.ZtW.shape == (300, 2, 80, 1)
+    assert sparse.converged and sparse.llf == pytest.approx(dense.llf, abs=1e-9)
+    # lme4 1.1-31 on these data: logLik -3009.938195196 (lmer(y ~ x + (1 + x | user) + (1 | item), REML = FALSE))
+    assert sparse.llf == pytest.approx(-3009.938195196, abs=1e-6)
+    np.testing.assert_allclose(sparse.params.to_numpy(), dense.params.to_numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sparse.bse.to_numpy(), dense.bse.to_numpy(), rtol=1e-9)
+    for level in ("user", "item"):
+        np.testing.assert_allclose(sparse.ranef(level).to_numpy(), dense.ranef(level).to_numpy(), atol=1e-10)
+        np.testing.assert_allclose(sparse.ranef_cov(level), dense.ranef_cov(level), atol=1e-12)

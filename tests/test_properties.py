@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 import jaxhlm
 from jaxhlm import covariance as cov
+from jaxhlm import stats as stats_module
 from jaxhlm.deviance import LOG_2PI, profiled_deviance
 from jaxhlm.formula import parse_formula
 from jaxhlm.pipeline import prepare
@@ -100,14 +101,20 @@ def crossed_problems(draw):
 
 
 @SETTINGS
-@given(crossed_problems(), st.booleans())
-def test_crossed_deviance_equals_dense(problem, reml):
-    """The blocked factorisation of two crossed factors (either one put first) equals the dense likelihood."""
+@given(crossed_problems(), st.booleans(), st.sampled_from([0.0, 1.0]))
+def test_crossed_deviance_equals_dense(problem, reml, sparse_crossing):
+    """The blocked factorisation of two crossed factors (either one put first; the products with the second
+    factor kept for every level, or only for each group's levels as for a sparse crossing) equals the dense
+    likelihood."""
     df, formula, seed = problem
     try:
-        design, stats = prepare(parse_formula(formula, reml=reml), df)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(stats_module, "SPARSE_CROSSING", sparse_crossing)
+            jaxhlm.pipeline.clear_cache()
+            design, stats = prepare(parse_formula(formula, reml=reml), df)
     except jaxhlm.DataError:  # too few rows or levels for the model: not this property's concern
         assume(False)
+    assert (design.stats.inner.touched is None) == (sparse_crossing == 0.0)
     assume(design.crossed)
     rng = np.random.default_rng(seed)
     lower = cov.theta_lower(design.blocks)
