@@ -101,7 +101,10 @@ takes either. A padded cluster has zero products, so it contributes nothing (:fu
 #: The products of two crossed factors' designs may have at most this many entries (1 GiB).
 CROSSED_MAX_ENTRIES = 1 << 27
 #: They are kept per group only for the levels it touches when no group touches more than this fraction of
-#: the levels (a sparse crossing: each user rates a few of many items); otherwise for every level (dense).
+#: the levels (a sparse crossing: each user rates a few of many items); otherwise for every level (dense). A
+#: scatter-add costs several times a matrix product's work per entry, and at a quarter of the levels the slots
+#: hold a sixteenth of the dense products' (on 20,000 users rating 20 of 1,000 items, the Hessian took 1.7 s
+#: with slots, 35 s dense).
 SPARSE_CROSSING = 0.25
 
 #: ZtX2 is built for batched refits only while it has at most this many entries (256 MiB): beyond, XᵀV⁻¹X
