@@ -267,10 +267,11 @@ class _CrossSums:
         touched = np.zeros((m, R), np.int64)
         touched[used] = pattern.indices  # csr: each row's columns in order
         ZtW = np.zeros((m, q, R, q2))
-        group = np.repeat(np.arange(m), R).reshape(m, R)
+        group = np.repeat(np.arange(m), R)
         for (a, b), part in self.parts.items():
             part.resize((m, k))
-            ZtW[:, a, :, b] = np.where(used, np.asarray(part.tocsr()[group.ravel(), touched.ravel()]).reshape(m, R), 0.0)
+            values = np.asarray(part.tocsr()[group, touched.ravel()]).reshape(m, R)
+            ZtW[:, a, :, b] = np.where(used, values, 0.0)
         return ZtW, touched
 
 
