@@ -185,11 +185,22 @@ def _crossed_dense(L2: Array, stats: CrossedStats) -> tuple[Array, Array]:
     return dense, Wxy.reshape(k * q2, -1)
 
 
-def _crossed_coupling(L1: Array, L2: Array, stats: CrossedStats) -> Array:
-    """Λ₁ᵀZⱼᵀWΛ₂ per group of the first factor (m, q1, D), or over its level slots (m, q1, R q2) for a sparse
-    crossing: how its effects meet the second factor's."""
-    m, q1 = stats.ZtZ.shape[:2]
-    return jnp.einsum("ji,gjhb,bc->gihc", L1, stats.ZtW, L2).reshape(m, q1, -1)
+class _Crossed(NamedTuple):
+    """The pieces of a crossed model's penalised system at Λ that the factorisation and the posterior share."""
+
+    L1: Array  # the first factor's Λ block
+    M1: Array  # Λ₁ᵀZⱼᵀZⱼΛ₁ + I per group (m, q1, q1)
+    C: Array  # Λ₁ᵀZⱼᵀWΛ₂ per group (m, q1, D), or over its level slots (m, q1, R q2) for a sparse crossing
+    dense: Array  # the second factor's block (D, D), from :func:`_crossed_dense`
+    Wxy: Array  # Λ₂ᵀWᵀ[X y] (D, p + 1)
+
+
+def _crossed(Lam: Array, stats: CrossedStats) -> _Crossed:
+    q1 = stats.ZtZ.shape[-1]
+    L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
+    M1 = jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
+    C = jnp.einsum("ji,gjhb,bc->gihc", L1, stats.ZtW, L2).reshape(*stats.ZtZ.shape[:2], -1)
+    return _Crossed(L1, M1, C, *_crossed_dense(L2, stats))
 
 
 def _crossed_gram(v: Array, K: Array, stats: CrossedStats) -> Array:
@@ -222,19 +233,13 @@ def _factorize_crossed(Lam: Array, stats: CrossedStats) -> Factor:
     the factor with fewer effects in all is put second (:mod:`jaxhlm.design`). Group weights multiply the
     first factor's terms; the second factor's sums are the caller's to weight (:mod:`jaxhlm.influence`).
     """
-    q1 = stats.ZtZ.shape[-1]
-    L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
-    dense, Wxy = _crossed_dense(L2, stats)
-    n_dense = dense.shape[0]
-    M1 = jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
-    B1 = jnp.concatenate([_crossed_coupling(L1, L2, stats),
-                          jnp.einsum("ji,gjk->gik", L1, jnp.concatenate([stats.ZtX, stats.Zty[..., None]], -1))], -1)
-    logdiag1, K = chol_solve(M1, B1)
+    c = _crossed(Lam, stats)
+    Zxy = jnp.einsum("ji,gjk->gik", c.L1, jnp.concatenate([stats.ZtX, stats.Zty[..., None]], axis=-1))
+    logdiag1, K = chol_solve(c.M1, jnp.concatenate([c.C, Zxy], axis=-1))
     v = stats.group_weights
-    xy = jnp.concatenate([jnp.concatenate([stats.XtX, stats.Xty[:, None]], axis=1),
-                          jnp.concatenate([stats.Xty, stats.yty[None]])[None]], axis=0)
-    A = jnp.block([[dense, Wxy], [Wxy.T, xy]]) - _crossed_gram(v, K, stats)
-    return _profile(A[:-1, :-1], A[:-1, -1], A[-1, -1], 2.0 * jnp.sum(v * logdiag1), n_dense)
+    xy = jnp.block([[stats.XtX, stats.Xty[:, None]], [stats.Xty[None], stats.yty[None, None]]])
+    A = jnp.block([[c.dense, c.Wxy], [c.Wxy.T, xy]]) - _crossed_gram(v, K, stats)
+    return _profile(A[:-1, :-1], A[:-1, -1], A[-1, -1], 2.0 * jnp.sum(v * logdiag1), c.dense.shape[0])
 
 
 def crossed_posterior(Lam: Array, stats: CrossedStats, beta: Array) -> tuple[Array, Array, Array, Array]:
@@ -247,16 +252,14 @@ def crossed_posterior(Lam: Array, stats: CrossedStats, beta: Array) -> tuple[Arr
     """
     q1 = stats.ZtZ.shape[-1]
     k, q2 = stats.Wty.shape
-    L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
-    dense, Wxy = _crossed_dense(L2, stats)
-    M1 = jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
-    r1 = jnp.einsum("ji,gj->gi", L1, stats.Zty - stats.ZtX @ beta)
-    C = _crossed_coupling(L1, L2, stats)
-    _, K = chol_solve(M1, jnp.concatenate([C, r1[..., None], jnp.broadcast_to(jnp.eye(q1), M1.shape)], axis=-1))
+    c = _crossed(Lam, stats)
+    r1 = jnp.einsum("ji,gj->gi", c.L1, stats.Zty - stats.ZtX @ beta)
+    eye = jnp.broadcast_to(jnp.eye(q1), c.M1.shape)
+    _, K = chol_solve(c.M1, jnp.concatenate([c.C, r1[..., None], eye], axis=-1))
     Kc, k1, Linv = K[..., :-q1 - 1], K[..., -q1 - 1], K[..., -q1:]  # Lⱼ⁻¹Cⱼ, Lⱼ⁻¹r₁ⱼ, Lⱼ⁻¹
     G = _crossed_gram(stats.group_weights, jnp.concatenate([Kc, k1[..., None]], axis=-1), stats)  # as factorised
-    S = dense - G[:-1, :-1]
-    s = Wxy[:, -1] - Wxy[:, :-1] @ beta - G[:-1, -1]
+    S = c.dense - G[:-1, :-1]
+    s = c.Wxy[:, -1] - c.Wxy[:, :-1] @ beta - G[:-1, -1]
     RS = jnp.linalg.cholesky(S)
     Sinv = jax.scipy.linalg.cho_solve((RS, True), jnp.eye(S.shape[0]))
     u2 = Sinv @ s

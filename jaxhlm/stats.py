@@ -233,22 +233,23 @@ class _CrossSums:
     matrices, one per pair of effects; :meth:`result` lays them out for the deviance (:class:`CrossedInner`)."""
 
     def __init__(self, q: int, q2: int):
+        self.q, self.q2 = q, q2
         self.parts = {(a, b): sparse.csr_array((0, 0)) for a in range(q) for b in range(q2)}
 
     def add(self, Z: np.ndarray, W: np.ndarray, codes: np.ndarray, levels: np.ndarray, m: int, k: int) -> None:
         """One block of rows: per pair of effects, one sparse product (groups × rows) @ (rows × levels)."""
         rows = np.arange(len(codes))
+        A = [sparse.csr_array((Z[:, a], (codes, rows)), shape=(m, len(rows))) for a in range(self.q)]
+        B = [sparse.csc_array((W[:, b], (rows, levels)), shape=(len(rows), k)) for b in range(self.q2)]
         for (a, b), part in self.parts.items():
-            A = sparse.csr_array((Z[:, a], (codes, rows)), shape=(m, len(rows)))
-            B = sparse.csc_array((W[:, b], (rows, levels)), shape=(len(rows), k))
             part.resize((m, k))
-            self.parts[a, b] = part + A @ B
+            self.parts[a, b] = part + A[a] @ B[b]
 
     def result(self, m: int, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(ZtW, touched): dense (m, q, k, q2) and None, or, when each group touches at most a fraction
         :data:`SPARSE_CROSSING` of the levels, (m, q, R, q2) over the R level slots of each group and their
         levels (m, R) (unused slots: level 0 with zero products). Either must fit :data:`CROSSED_MAX_ENTRIES`."""
-        q, q2 = max(a for a, _ in self.parts) + 1, max(b for _, b in self.parts) + 1
+        q, q2 = self.q, self.q2
         pattern = sum(abs(part) for part in self.parts.values()).tocsr()
         pattern.resize((m, k))
         R = int(np.diff(pattern.indptr).max(initial=0))
