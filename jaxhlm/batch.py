@@ -40,7 +40,7 @@ from .estimate import Fit, fit_stats
 from .optimize import RESULTS, converged
 from .pipeline import design_stats
 from .results import MixedResult, lrtest
-from .stats import GroupedData, GroupStats, NestedStats, slots
+from .stats import GroupedData, GroupStats, NestedStats, row_scale, slots
 
 #: Bytes of working memory one replicate needs, per padded observation (response, noise, products) and per
 #: group-parameter entry (the fit's factorisations and derivatives); chunks are sized from these.
@@ -284,8 +284,21 @@ def _sharded(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], mesh: 
 
 
 # ---- front ends --------------------------------------------------------------------------------------
+def _rows(design: Design) -> tuple[Rows, np.ndarray | None]:
+    """``design``'s rows for simulation and refits, whitened (:meth:`~jaxhlm.design.Rows.whitened`): a model
+    with precision weights is then drawn from and refitted as an unweighted one, a response y as √a·y. Returns
+    the rows and √a (None without weights). Frequency weights are refused: a row that stands for f
+    observations would be drawn as one, with one residual instead of f."""
+    rows = design.rows()
+    if rows.freq is not None:
+        raise DataError("simulation, batched refits and the parametric bootstrap do not take frequency weights: a "
+                        "row that stands for f observations would be drawn as one observation; expand the rows "
+                        "(data.loc[data.index.repeat(data[w])]) and fit without weights to simulate from the model")
+    return rows.whitened(), row_scale(rows.weights, None)
+
+
 def _shared(design: Design, rows: Rows) -> Shared:
-    """``design``'s rows (``rows`` = ``design.rows()``, rebuilt once by the caller; padded slabs for two levels,
+    """``design``'s rows (``rows`` = :func:`_rows`, rebuilt once by the caller; padded slabs for two levels,
     flat for three) and its bucket-padded statistics (packed for two levels)."""
     if design.inner is None:
         return Shared(rows.grouped(design.n_groups), design_stats(design, packed=True))
@@ -331,16 +344,17 @@ def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
     """``n`` responses drawn from the fitted model (random effects and residuals), as an (n, N) array.
 
     Rows follow the estimation sample. Replicate r is drawn from ``fold_in(key(seed), r)``: the same seed
-    gives the same draws, and :func:`bootstrap_lrtest` with that seed fits exactly these responses.
+    gives the same draws, and :func:`bootstrap_lrtest` with that seed fits exactly these responses. With
+    precision weights aᵢ, row i's residual has variance σ²/aᵢ.
     """
     d = result.design
-    rows = d.rows()
+    rows, scale = _rows(d)
     data = _shared(d, rows).data
     draws = _simulate(_key(seed), _simulator(result, data), int(n))
-    if isinstance(data, FlatRows):
-        return draws
-    g, slot, _ = slots(rows.group, d.n_groups)
-    return draws[:, g, slot]
+    if not isinstance(data, FlatRows):
+        g, slot, _ = slots(rows.group, d.n_groups)
+        draws = draws[:, g, slot]
+    return draws if scale is None else draws / jnp.asarray(scale)
 
 
 @dataclass(frozen=True)
@@ -377,7 +391,7 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     sigma2 = np.asarray(rep.sigma2)
     sigma = sigma2[:, None, None] * lam @ np.swapaxes(lam, 1, 2)
     return BatchFit(
-        llf=-0.5 * np.asarray(rep.deviance), beta=np.asarray(rep.beta)[:, :p],
+        llf=-0.5 * (np.asarray(rep.deviance) - design.stats.log_weights), beta=np.asarray(rep.beta)[:, :p],
         varcomp=np.column_stack([cov.pick(design.blocks, sigma), sigma2]),
         sd_corr=np.column_stack([cov.pick(design.blocks, cov.sd_corr_matrix(sigma)), np.sqrt(sigma2)]),
         sigma2=sigma2, theta=theta,
@@ -419,6 +433,7 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
     ``Y`` is (N, k): one response per column, rows in the estimation sample's order (N = ``result.nobs``).
     """
     d = result.design
+    rows, scale = _rows(d)
     Y = np.asarray(Y, dtype=float)
     Y = Y[:, None] if Y.ndim == 1 else Y
     if Y.ndim != 2 or Y.shape[0] != d.nobs:
@@ -426,7 +441,7 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
                         f"response; got shape {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
-    rows = d.rows()
+    Y = Y if scale is None else Y * scale[:, None]
     shared = _shared(d, rows)
     start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
     inputs = (_response_stats(d, rows, Y, shared.base), start)
@@ -503,7 +518,7 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     if small.df_modelwc > big.df_modelwc:
         small, big = big, small
     ds, db = small.design, big.design
-    rows_small, rows_big = ds.rows(), db.rows()
+    (rows_small, _), (rows_big, _) = _rows(ds), _rows(db)
     index = _nesting(ds, db, rows_small.X, rows_big.X)
     shared_small, shared_big = _shared(ds, rows_small), _shared(db, rows_big)
     to_rows = None

@@ -1,7 +1,7 @@
 """Build a model's sufficient statistics from a :class:`ModelSpec` and data, chunk by chunk of rows.
 
 This is one of the two places pandas lives (the other is rendering). It owns every data check: unknown
-variables, listwise deletion of missing values, non-numeric columns, too few groups, and exactly collinear
+variables, listwise deletion of missing values, non-numeric columns, weights, too few groups, and exactly collinear
 fixed-effect columns, which are dropped later-column-first (the constant kept first) with a note as Stata
 does. The fixed part is either formulaic syntax (lme4-style formulas) or Stata factor-variable terms
 (:mod:`jaxhlm.factor`); both yield the same :class:`~jaxhlm.factor.Coef` layout.
@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .stats import Accumulator, GroupedData, HostStats, inverse_permutation, pad_groups
+from .stats import Accumulator, GroupedData, HostStats, inverse_permutation, pad_groups, row_scale
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -51,7 +51,8 @@ Data = Union[pd.DataFrame, Mapping[str, Any], Iterable[pd.DataFrame], str, os.Pa
 @dataclass(frozen=True, eq=False)
 class Rows:
     """The model's rows: y (N,), X (N, p), Z (N, q) and group codes (N,) in the estimation sample's order,
-    with the row labels of the data they came from; a three-level model's cluster codes (N,) too."""
+    with the row labels of the data they came from; a three-level model's cluster codes (N,) too; and the
+    rows' precision and frequency weights when the model has them (:class:`~jaxhlm.stats.Accumulator`)."""
 
     y: np.ndarray
     X: np.ndarray
@@ -59,15 +60,28 @@ class Rows:
     group: np.ndarray
     index: pd.Index
     cluster: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    freq: np.ndarray | None = None
 
     @property
     def codes(self) -> tuple[np.ndarray, ...]:
         """Each row's group, and cluster, codes: one array per grouping level, outermost first."""
         return (self.group,) if self.cluster is None else (self.group, self.cluster)
 
+    def whitened(self) -> "Rows":
+        """The rows scaled by the square roots of their precision weights: an unweighted model (residual
+        variance σ² on every row) with the same likelihood up to Σ fᵢ log aᵢ. Frequencies are kept."""
+        scale = row_scale(self.weights, None)
+        if scale is None:
+            return self
+        return dataclasses.replace(self, y=self.y * scale, X=self.X * scale[:, None], Z=self.Z * scale[:, None],
+                                   weights=None)
+
     def grouped(self, n_groups: int) -> GroupedData:
-        """The rows padded into one slab per group (unit weights): the array-level form."""
-        return pad_groups(self.X, self.Z, self.y, self.group, n_groups)
+        """The rows, whitened, padded into one slab per group, their frequencies as observation weights: the
+        array-level form."""
+        r = self.whitened()
+        return pad_groups(r.X, r.Z, r.y, r.group, n_groups, r.freq)
 
 
 @dataclass(frozen=True, eq=False)
@@ -340,6 +354,7 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
     missing(list(dict.fromkeys(v for key in spec.level_keys for v in key)), "grouping variable")
     missing([n for t in spec.random for n in t.slopes], "random-effect variable")
     missing(fixed_vars, "variable")
+    missing([n for n in (spec.weights, spec.freq_weights) if n is not None], "weight variable")
 
 
 def _independent(R: np.ndarray, order: list[int]) -> set[int]:
@@ -361,7 +376,7 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     _check_columns(spec, [str(c) for c in columns], fixed_vars)
     return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
                                *[n for t in spec.random for n in t.slopes],
-                               *sorted(fixed_vars)]))
+                               *sorted(fixed_vars), *(n for n in (spec.weights, spec.freq_weights) if n)]))
 
 
 def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
@@ -388,29 +403,34 @@ def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
 
 class _Sample:
     """Fingerprints of the estimation sample that do not depend on how the rows were split into chunks: each
-    part is hashed as one stream. :meth:`observations` (row labels and response) is what lrtest compares, as
-    Stata compares the estimation samples: a model and its reductions to fewer levels, or to one of two crossed
-    factors, fit the same observations. :meth:`digest` adds the grouping variables, to tell that the fitted
-    data are unchanged."""
+    part is hashed as one stream. :meth:`observations` (row labels, response and weights) is what lrtest
+    compares, as Stata compares the estimation samples: a model and its reductions to fewer levels, or to one of
+    two crossed factors, fit the same observations. :meth:`digest` adds the grouping variables, to tell that the
+    fitted data are unchanged."""
 
     def __init__(self) -> None:
-        self.parts = [hashlib.blake2b(digest_size=16) for _ in range(3)]
+        # the row labels, the response, the precision and the frequency weights, the grouping variables
+        self.parts = [hashlib.blake2b(digest_size=16) for _ in range(5)]
 
-    def update(self, frame: pd.DataFrame, y: np.ndarray, groups: Iterable[str]) -> None:
-        index, rows, levels = self.parts
+    def update(self, frame: pd.DataFrame, y: np.ndarray, groups: Iterable[str],
+               weights: tuple[np.ndarray | None, np.ndarray | None]) -> None:
+        index, rows, *kinds, levels = self.parts
         index.update(pd.util.hash_array(np.asarray(frame.index)).tobytes())
         rows.update(y.tobytes())
+        for h, w in zip(kinds, weights):  # a weighted fit is of other observations than an unweighted one
+            if w is not None:
+                h.update(np.ascontiguousarray(w, dtype=float).tobytes())
         for name in groups:
             levels.update(pd.util.hash_array(frame[name].to_numpy()).tobytes())
 
     def observations(self) -> str:
-        return hashlib.blake2b(b"".join(h.digest() for h in self.parts[:2]), digest_size=16).hexdigest()
+        return hashlib.blake2b(b"".join(h.digest() for h in self.parts[:4]), digest_size=16).hexdigest()
 
     def digest(self) -> str:
         return hashlib.blake2b(b"".join(h.digest() for h in self.parts), digest_size=16).hexdigest()
 
 
-def _as_frame(data: Data) -> Data:
+def as_frame(data: Data) -> Data:
     if isinstance(data, Mapping) and not isinstance(data, pd.DataFrame):
         try:
             return pd.DataFrame(data, copy=False)
@@ -421,7 +441,7 @@ def _as_frame(data: Data) -> Data:
 
 def with_columns(data: Data) -> tuple[list[str], Data]:
     """The data's column names, and the data to read from then (an iterator's first chunk put back)."""
-    data = _as_frame(data)
+    data = as_frame(data)
     if isinstance(data, pd.DataFrame):
         return [str(c) for c in data.columns], data
     if isinstance(data, (str, os.PathLike)):
@@ -438,7 +458,7 @@ def with_columns(data: Data) -> tuple[list[str], Data]:
 
 def chunks(data: Data) -> tuple[Iterator[pd.DataFrame], pd.DataFrame | None]:
     """The data as DataFrame chunks, and the DataFrame itself when it is in memory (for :meth:`Design.rows`)."""
-    data = _as_frame(data)
+    data = as_frame(data)
     if isinstance(data, pd.DataFrame):
         return iter([data]), data
     if isinstance(data, (str, os.PathLike)):
@@ -546,17 +566,61 @@ def _random_design(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
     ])
 
 
-def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, levels: _Levels
-            ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray | None]] | None:
-    """One chunk's complete rows and their (y, X, Z, provisional group and cluster codes); None if no row is
-    complete."""
+def _weights(spec: ModelSpec, frame: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The rows' precision and frequency weights (None where the model has none), checked: finite, not
+    negative, frequencies whole numbers. A zero weight is allowed here; the row is then left out."""
+    out = []
+    for name, kind in ((spec.weights, "precision"), (spec.freq_weights, "frequency")):
+        if name is None:
+            out.append(None)
+            continue
+        w = _numeric(frame, name, f"{kind} weight")
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            raise DataError(f"the {kind} weight {name!r} must be finite and not negative; row {frame.index[bad][0]!r} "
+                            f"has {w[bad][0]}")
+        if kind == "frequency" and np.any(w != np.round(w)):
+            at = np.flatnonzero(w != np.round(w))[0]
+            raise DataError(f"frequency weights count observations, so {name!r} must hold whole numbers; row "
+                            f"{frame.index[at]!r} has {w[at]} (for weights that scale the residual variance, pass "
+                            "them as precision weights: fit(..., weights=...))")
+        out.append(w)
+    return out[0], out[1]
+
+
+class _Chunk(NamedTuple):
+    """One chunk's rows in the estimation sample (``frame``) and what the model makes of them: y, X, Z, the
+    provisional group and cluster codes, the weights; and how many rows were left out, for a missing value or
+    a zero weight."""
+
+    frame: pd.DataFrame
+    y: np.ndarray
+    X: np.ndarray
+    Z: np.ndarray
+    codes: tuple[np.ndarray, np.ndarray | None]
+    weights: tuple[np.ndarray | None, np.ndarray | None]
+    missing: int
+    zero: int
+
+
+def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, levels: _Levels) -> _Chunk:
+    """One chunk's rows in the estimation sample, encoded (possibly none)."""
     complete = _complete(frame, used_columns(spec, frame.columns))
-    if not complete.all():
+    missing = int((~complete).sum())
+    if missing:
         frame = frame.loc[complete]
+    weights = _weights(spec, frame)
+    positive = np.logical_and.reduce([w > 0 for w in weights if w is not None] + [np.ones(len(frame), bool)])
+    zero = int((~positive).sum())
+    if zero:
+        frame = frame.loc[positive]
+        weights = tuple(None if w is None else w[positive] for w in weights)
     if len(frame) == 0:
-        return None
+        return _Chunk(frame, np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)), (np.zeros(0, int), None),
+                      weights, missing, zero)
     y = _numeric(frame, spec.response, "response")
-    return frame, y, encoder.columns(frame), _random_design(spec, frame), levels.codes(frame)
+    return _Chunk(frame, y, encoder.columns(frame), _random_design(spec, frame), levels.codes(frame), weights,
+                  missing, zero)
 
 
 @dataclass(frozen=True, eq=False)
@@ -576,11 +640,13 @@ class Encoding:
 
     def sample_rows(self, data: pd.DataFrame) -> tuple[Rows, str]:
         """The estimation sample's rows from the fitted data, and their fingerprint (to check it is unchanged)."""
-        frame, y, X, Z, (codes, clusters) = _encode(self.spec, data, self.encoder, self.levels)  # type: ignore[misc]
+        c = _encode(self.spec, data, self.encoder, self.levels)
+        (codes, clusters), (precision, freq) = c.codes, c.weights
         check = _Sample()
-        check.update(frame, y, self.levels.variables)
-        return Rows(y=y, X=X[:, self.kept], Z=Z, group=self.ranks[0][codes], index=frame.index,
-                    cluster=None if clusters is None else self.ranks[1][clusters]), check.digest()
+        check.update(c.frame, c.y, self.levels.variables, c.weights)
+        return Rows(y=c.y, X=c.X[:, self.kept], Z=c.Z, group=self.ranks[0][codes], index=c.frame.index,
+                    cluster=None if clusters is None else self.ranks[1][clusters], weights=precision,
+                    freq=freq), check.digest()
 
     def predictors(self, data: pd.DataFrame, random: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
@@ -614,14 +680,16 @@ class Encoding:
 @dataclass
 class _Pass:
     """What one pass over the data yields: the statistics, the codes' labels, the encoder (its levels learnt),
-    the sample's fingerprints, the rows read and whether the response is constant."""
+    the sample's fingerprints, the rows left out (for a missing value, for a zero weight) and whether the
+    response is constant."""
 
     stats: HostStats
     levels: _Levels
     encoder: _Formulaic | _Factors
     sample: str  # :meth:`_Sample.observations`
     digest: str  # :meth:`_Sample.digest`
-    n_rows: int
+    missing: int
+    zero: int
     constant_response: bool
     source: pd.DataFrame | None
 
@@ -634,18 +702,19 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     q1 = spec.n_first
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
-    n_rows, low, high = 0, np.inf, -np.inf
+    missing = zero = 0
+    low, high = np.inf, -np.inf
     for k, frame in enumerate(parts):
         if k == 1:
             encoder.check_chunked()
-        n_rows += len(frame)
-        encoded = _encode(spec, frame, encoder, levels)
-        if encoded is not None:
-            frame, y, X, Z, (codes, clusters) = encoded
-            acc.add(X, Z[:, :q1], y, codes, Z[:, q1:], clusters)
-            sample.update(frame, y, levels.variables)
-            low, high = min(low, y.min()), max(high, y.max())
-    return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), n_rows, low == high, source)
+        c = _encode(spec, frame, encoder, levels)
+        missing, zero = missing + c.missing, zero + c.zero
+        if len(c.y):
+            acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
+            sample.update(c.frame, c.y, levels.variables, c.weights)
+            low, high = min(low, c.y.min()), max(high, c.y.max())
+    return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), missing, zero, low == high,
+                 source)
 
 
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
@@ -675,9 +744,9 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         reduced = _reduce(spec, data, True)
     stats, levels, encoder, source = reduced.stats, reduced.levels, reduced.encoder, reduced.source
     q1 = spec.n_first
-    n_dropped = reduced.n_rows - stats.n
     if stats.n == 0:
-        raise DataError("no observations left: every row has a missing value in a variable the model uses")
+        raise DataError("no observations left: every row has a missing value in a variable the model uses"
+                        + (" or a zero weight" if reduced.zero else ""))
     if reduced.constant_response:
         raise DataError(f"the response {spec.response!r} is constant; there is nothing to model")
     groups = levels.groups.labels
@@ -703,8 +772,9 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
                 f"the random-effects design ({', '.join(names)}) is singular: its columns are collinear; "
                 "drop a redundant random effect"
             )
-    if n_dropped:
-        notes.append(f"{n_dropped:,} observation{'s' if n_dropped > 1 else ''} dropped because of missing values")
+    for count, why in ((reduced.missing, "missing values"), (reduced.zero, "zero weights")):
+        if count:
+            notes.append(f"{count:,} observation{'s' if count > 1 else ''} dropped because of {why}")
     order = np.asarray(groups.argsort())
     inner, cluster_order = None, None
     if levels.second is not None:
@@ -715,7 +785,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     return Design(
         stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
-        constant=constant, n_dropped=n_dropped, notes=tuple(notes), sample=reduced.sample,
+        constant=constant, n_dropped=reduced.missing + reduced.zero, notes=tuple(notes), sample=reduced.sample,
         encoding=Encoding(spec, encoder, levels, kept,
                           tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None),
                           reduced.digest),

@@ -67,6 +67,10 @@ class ModelSpec:
     #: Stata's reading of nested levels: an inner level's values count within the outer level's groups (class 1
     #: of school A is not class 1 of school B). Otherwise (lme4) a level's variables name its clusters.
     relative: bool = False
+    #: columns of weights: precision weights aᵢ (residual variance σ²/aᵢ; lme4's ``weights``) and frequency
+    #: weights fᵢ (the row stands for fᵢ identical observations; Stata's ``fweight``)
+    weights: str | None = None
+    freq_weights: str | None = None
 
     def __post_init__(self) -> None:
         check_dfmethod(self.dfmethod, self.reml)

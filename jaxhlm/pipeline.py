@@ -8,10 +8,12 @@ from collections import OrderedDict
 import jax
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from . import covariance as cov
 from . import tracecache
-from .design import Data, Design, build_design, fingerprint, used_columns
+from .design import Data, Design, as_frame, build_design, fingerprint, used_columns
+from .errors import DataError
 from .estimate import Fit, fit_stats
 from .formula import ModelSpec, parse_formula
 from .infer import lr_vs_linear, model_wald, random_effects, small_sample
@@ -32,7 +34,8 @@ def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
     if not isinstance(data, pd.DataFrame):
         design = build_design(spec, data)
         return design, design_stats(design)
-    key = (spec.response, spec.fixed, spec.random, fingerprint(data, used_columns(spec, data.columns)))
+    key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights,
+           fingerprint(data, used_columns(spec, data.columns)))
     hit = _PREPARED.get(key)
     if hit is not None:
         _PREPARED.move_to_end(key)
@@ -58,8 +61,8 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats:
                         0 if inner is None else bucket(len(inner.counts), 8))
 
 
-def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None
-        ) -> MixedResult:
+def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
+        weights: str | ArrayLike | None = None, freq_weights: str | ArrayLike | None = None) -> MixedResult:
     """Fit a linear mixed model (two or three levels, or two crossed factors) by ML (default) or REML.
 
     Args:
@@ -79,6 +82,11 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       dfmethod: ``"satterthwaite"`` or ``"kroger"`` (Kenward and Roger; REML): t tests of the fixed effects,
         and F tests in the header and :meth:`~jaxhlm.results.MixedResult.test`, on small-sample degrees of
         freedom (as lmerTest and pbkrtest compute them); default: z and chi-squared tests.
+      weights: the column (its name, or an array with one value per row of in-memory data) of precision weights aᵢ, lme4's ``weights``: row i's residual variance is σ²/aᵢ
+        (e.g. a row that is the mean of aᵢ measurements). The log likelihood is lme4's, with ½ Σ log aᵢ.
+      freq_weights: the column (as ``weights``) of frequency weights fᵢ, Stata's ``fweight``: row i stands for fᵢ identical
+        observations, and the fit is that of the data with each row repeated fᵢ times (``nobs`` = Σ fᵢ).
+        Rows with a zero weight of either kind are left out (and counted).
 
     Example:
       >>> import jaxhlm
@@ -86,7 +94,25 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       >>> round(r.llf, 3)
       -23320.502
     """
-    return fit_spec(parse_formula(formula, cov=cov, reml=reml, dfmethod=dfmethod), data)
+    spec = parse_formula(formula, cov=cov, reml=reml, dfmethod=dfmethod)
+    data, weights = _weight_column(data, weights, "(weights)")
+    data, freq_weights = _weight_column(data, freq_weights, "(freq_weights)")
+    return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights), data)
+
+
+def _weight_column(data: Data, weights: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:
+    """The data and the name of its weight column: ``weights`` itself when it names one, else ``name`` for the
+    array ``weights`` added to (a copy of) in-memory data, as lme4 adds ``(weights)`` to its model frame."""
+    if weights is None or isinstance(weights, str):
+        return data, weights
+    frame = as_frame(data)
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{name[1:-1]} given as an array need the data in memory (a DataFrame or a dict of arrays); "
+                        "with data read in chunks, name a column of weights instead")
+    w = np.asarray(weights)
+    if w.shape != (len(frame),):
+        raise DataError(f"{name[1:-1]} must have one value per row of the data ({len(frame):,}); got shape {w.shape}")
+    return frame.assign(**{name: w}), name
 
 
 def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
@@ -94,8 +120,10 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     design, stats = prepare(spec, data)
     raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
     p = len(design.fe_names)
-    f = Fit(solution=raw.solution, theta=np.asarray(raw.theta), deviance=raw.deviance,
-            deviance_linear=raw.deviance_linear, beta=np.asarray(raw.beta)[:p],
+    # The statistics are those of the rows scaled by √aᵢ (precision weights): their likelihood lacks ½ Σ fᵢ log aᵢ.
+    ldw = design.stats.log_weights
+    f = Fit(solution=raw.solution, theta=np.asarray(raw.theta), deviance=raw.deviance - ldw,
+            deviance_linear=raw.deviance_linear - ldw, beta=np.asarray(raw.beta)[:p],
             cov_beta=np.asarray(raw.cov_beta)[:p, :p], sigma2=raw.sigma2)
     sol = raw.solution
     conv = Convergence(RESULTS(int(sol.result)), int(sol.steps), float(np.max(np.abs(sol.grad), initial=0.0)),

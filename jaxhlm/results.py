@@ -348,11 +348,11 @@ class MixedResult:
         if d.inner is None:
             data: influence.Pieces = rows.grouped(d.n_groups)
         else:  # exact shapes: one weight per group, no padded ones
-            totals = group_totals(rows.X, rows.y, rows.group, d.n_groups)
+            totals = group_totals(rows.X, rows.y, rows.group, d.n_groups, rows.weights, rows.freq)
             if d.crossed:
                 q1 = len(d.re_names) - d.inner.n_effects
                 pairs = pair_totals(rows.Z[:, q1:], rows.X, rows.y, rows.group, rows.cluster, d.n_groups,
-                                    len(d.inner.labels))
+                                    len(d.inner.labels), rows.weights, rows.freq)
                 data = influence.CrossedPieces(self._stats, *map(jnp.asarray, totals + pairs))
             else:
                 data = influence.NestedPieces(self._stats, *map(jnp.asarray, totals))
@@ -565,6 +565,7 @@ class MixedResult:
                        for lab, e, s in zip(self.design.qualify(re.labels), re.estimate, re.se)},
             "aic": self.aic, "bic": self.bic,
             "omitted": list(self.design.omitted), "n_dropped": self.design.n_dropped,
+            "weights": {"precision": self.spec.weights, "frequency": self.spec.freq_weights},
             "warnings": list(self.warnings),
         }
 

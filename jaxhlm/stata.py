@@ -1,7 +1,7 @@
 """Stata's ``mixed`` syntax: a thin front end that turns a command into a :class:`~jaxhlm.formula.ModelSpec`.
 
-``mixed depvar fe_varlist [, noconstant] || group: [re_varlist] [, covariance(...) noconstant] [|| cluster: …]
-[, mle reml]``; a second level variable (``|| school: || class:``) is a level nested in the first, its values
+``mixed depvar fe_varlist [fweight=varname] [, noconstant] || group: [re_varlist] [, covariance(...)
+noconstant] [|| cluster: …] [, mle reml]``; a second level variable (``|| school: || class:``) is a level nested in the first, its values
 counted within each group (as Stata reads them). ``|| _all: R.item`` (Stata's device for crossed effects: a
 random intercept per value of item within the one group of all observations) makes item a grouping factor of
 its own, crossed with a level that follows (``|| _all: R.item || subj: x``) or with a second ``_all: R.``.
@@ -240,6 +240,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                            "by id")
     settings: dict = {"reml": False, "dfmethod": None}
     fixed_text, _, fixed_opts = equations[0].partition(",")
+    fixed_text, fweight = _weight_clause(fixed_text, cols)
     constant = True
     for name, arg in options(fixed_opts):
         if abbreviates(name, *_NOCONS) and arg is None:
@@ -288,7 +289,31 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
         raise FormulaError(f"dfmethod({settings['dfmethod']}) requires REML estimation, as in Stata: add the reml "
                            "option")
     # A level after _all: R.x is nested in _all (the whole sample), not in x: its values count alone.
-    return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed)
+    return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed,
+                     freq_weights=fweight)
+
+
+def _weight_clause(text: str, cols: Columns) -> tuple[str, str | None]:
+    """The fixed-effects equation without its ``[fweight=varname]`` clause, and the weight variable (None
+    without one). Stata's other weights for ``mixed`` are refused with the reason."""
+    found = re.search(r"\[([^\]]*)\]", text)
+    if found is None:
+        return text, None
+    kind, eq, exp = found.group(1).partition("=")
+    kind = kind.strip().lower()
+    if not eq or not kind:
+        raise FormulaError(f"weights are written [fweight=varname]; got [{found.group(1)}]")
+    if kind in ("fw", "fweight", "frequency"):
+        if not re.fullmatch(r"\s*[A-Za-z_][\w]*\s*", exp):
+            raise FormulaError(f"the frequency weight must be a variable, got {exp.strip()!r}; generate it first")
+        rest = text[:found.start()] + " " + text[found.end():]
+        return rest, cols.one(exp.strip(), "weight variable")
+    if kind in ("pw", "pweight"):
+        raise FormulaError("sampling weights (pweight) need robust (sandwich) standard errors, which jaxhlm does not "
+                           "compute; frequency weights are written [fweight=varname]")
+    kind = {"aw": "aweight", "iw": "iweight"}.get(kind, kind)
+    raise FormulaError(f"{kind}s not allowed: mixed takes frequency weights, [fweight=varname] (precision weights, "
+                       "lme4's weights, are jaxhlm.fit(..., weights=...))")
 
 
 def _factor_term(varlist: str, opts: str, cols: Columns, settings: dict) -> RandomTerm:

@@ -118,6 +118,10 @@ class HostStats:
 
     ZtZ (m, q, q), ZtX (m, q, p), Zty (m, q) per group; R (p, p) the triangular factor of X (XᵀX = RᵀR, kept
     as a factor because rank decisions on it are as accurate as on X itself); Xty (p,); yty; counts (m,).
+
+    With weights (:class:`Accumulator`) the products are weighted, counts are the observations the rows stand
+    for, and log_weights is Σ fᵢ log aᵢ, the log-determinant of the precision weights: the products are those
+    of an unweighted model on rows scaled by √aᵢ, whose likelihood lacks that term.
     """
 
     ZtZ: np.ndarray
@@ -128,6 +132,7 @@ class HostStats:
     yty: float
     counts: np.ndarray
     inner: "InnerStats | CrossedInner | None" = None  # a three-level model's clusters, or a crossed factor
+    log_weights: float = 0.0
 
     @property
     def n(self) -> int:
@@ -150,7 +155,8 @@ class HostStats:
             inner = CrossedInner(i.WtW[c], i.WtX[c][:, :, columns], i.Wty[c], i.counts[c], i.ZtW[groups],
                                  inverse_permutation(c)[i.touched[groups]])
         return HostStats(self.ZtZ[groups], self.ZtX[groups][:, :, columns], self.Zty[groups],
-                         _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups], inner)
+                         _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups], inner,
+                         self.log_weights)
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,9 +219,11 @@ class _LevelSums:
         if p > self.ZtX.shape[2]:
             self.ZtX = np.pad(self.ZtX, ((0, 0), (0, 0), (0, p - self.ZtX.shape[2])))
 
-    def add(self, Z: np.ndarray, F: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray) -> None:
-        """One block of rows. Per random effect a, the products of all the block's groups are one sparse product
-        (groups in the block × rows, one non-zero per row, equal to Z[:, a]) with the block."""
+    def add(self, Z: np.ndarray, F: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray,
+            freq: np.ndarray | None = None) -> None:
+        """One block of rows, each counting ``freq`` observations (default 1; the rows already weighted). Per
+        random effect a, the products of all the block's groups are one sparse product (groups in the block ×
+        rows, one non-zero per row, equal to Z[:, a]) with the block."""
         groups, local = np.unique(codes, return_inverse=True)
         n, f, p = len(y), F.shape[1], X.shape[1]
         A = np.column_stack([F, X, y])
@@ -225,7 +233,7 @@ class _LevelSums:
             self.ZtF[groups, a] += P[:, :f]
             self.ZtX[groups, a, :p] += P[:, f:-1]
             self.Zty[groups, a] += P[:, -1]
-        self.counts[groups] += np.bincount(local)
+        self.counts[groups] += np.bincount(local) if freq is None else np.bincount(local, freq).astype(np.int64)
 
 
 class _CrossSums:
@@ -288,7 +296,9 @@ class Accumulator:
     (kilobytes to megabytes), never the rows.
 
     Groups are integer codes in any order; X may gain columns from one call to the next (rows seen before
-    are zero in them, e.g. indicators of a level that had not occurred yet). With ``q_inner`` > 0 the rows
+    are zero in them, e.g. indicators of a level that had not occurred yet). Rows may carry weights
+    (:func:`row_scale`): precision weights aᵢ (residual variance σ²/aᵢ, lme4's ``weights``) and frequency weights
+    fᵢ (the row stands for fᵢ identical observations, Stata's ``fweight``). With ``q_inner`` > 0 the rows
     also carry an inner level (clusters nested in the groups, with their own random-effects design W), or, with
     ``crossed``, a second grouping factor crossed with the first (its levels in place of the clusters).
     """
@@ -302,11 +312,20 @@ class Accumulator:
         self.parent = np.zeros(0, np.int64)
         self.m = self.k = 0  # groups and clusters seen
         self.R, self.Xty, self.yty = np.zeros((0, 0)), np.zeros(0), 0.0
+        self.log_weights = 0.0
 
     def add(self, X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray, W: np.ndarray | None = None,
-            clusters: np.ndarray | None = None) -> None:
+            clusters: np.ndarray | None = None, precision: np.ndarray | None = None,
+            freq: np.ndarray | None = None) -> None:
         """Add rows: X (n, p), Z (n, q), y (n,), group codes (n,) from 0; for a three-level model also the inner
-        level's design W (n, q_inner) and cluster codes (n,) from 0 (a cluster lies within one group)."""
+        level's design W (n, q_inner) and cluster codes (n,) from 0 (a cluster lies within one group); and the
+        rows' precision and frequency weights, if any (positive; frequencies whole numbers)."""
+        scale = row_scale(precision, freq)
+        if scale is not None:
+            X, Z, y = X * scale[:, None], Z * scale[:, None], y * scale
+            W = None if W is None else W * scale[:, None]
+        if precision is not None:
+            self.log_weights += float(np.sum(np.log(precision) * (1.0 if freq is None else freq)))
         p = X.shape[1]
         self.m = max(self.m, int(codes.max()) + 1 if len(codes) else 0)
         self.outer.grow(self.m, p)
@@ -321,12 +340,13 @@ class Accumulator:
             self.parent[clusters] = codes
         for start in range(0, len(y), self.BLOCK):
             rows = slice(start, start + self.BLOCK)
-            self.outer.add(Z[rows], Z[rows], X[rows], y[rows], codes[rows])
+            f = None if freq is None else freq[rows]
+            self.outer.add(Z[rows], Z[rows], X[rows], y[rows], codes[rows], f)
             if self.cross is not None:
-                self.inner.add(W[rows], W[rows], X[rows], y[rows], clusters[rows])
+                self.inner.add(W[rows], W[rows], X[rows], y[rows], clusters[rows], f)
                 self.cross.add(Z[rows], W[rows], codes[rows], clusters[rows], self.m, self.k)
             elif self.inner is not None:
-                self.inner.add(W[rows], np.column_stack([W[rows], Z[rows]]), X[rows], y[rows], clusters[rows])
+                self.inner.add(W[rows], np.column_stack([W[rows], Z[rows]]), X[rows], y[rows], clusters[rows], f)
             self.R = np.linalg.qr(np.vstack([self.R, X[rows]]), mode="r")
         self.Xty += X.T @ y
         self.yty += float(y @ y)
@@ -341,28 +361,48 @@ class Accumulator:
             inner = InnerStats(i.ZtF[:k, :, :q2], i.ZtF[:k, :, q2:], i.ZtX[:k], i.Zty[:k], self.parent[:k],
                                i.counts[:k])
         return HostStats(o.ZtF[:m], o.ZtX[:m], o.Zty[:m], _triangular(self.R), self.Xty, self.yty, o.counts[:m],
-                         inner)
+                         inner, self.log_weights)
 
 
-def group_totals(X: np.ndarray, y: np.ndarray, codes: np.ndarray, m: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each group's own XᵀX (m, p, p), Xᵀy (m, p), yᵀy (m,) and row count (m,), streamed like the fit's
+def row_scale(precision: np.ndarray | None, freq: np.ndarray | None) -> np.ndarray | None:
+    """√(aᵢ fᵢ), the factor that turns weighted rows into unweighted ones (None: no weights).
+
+    Why one factor serves both kinds: a row with residual variance σ²/aᵢ, scaled by √aᵢ, has variance σ², and
+    fᵢ identical rows add fᵢ times one row's cross-products. Only the count of observations (fᵢ, not 1) and the
+    log-determinant Σ fᵢ log aᵢ tell the two apart, and those are kept beside the products."""
+    if precision is None and freq is None:
+        return None
+    return np.sqrt((1.0 if precision is None else precision) * (1.0 if freq is None else freq))
+
+
+def group_totals(X: np.ndarray, y: np.ndarray, codes: np.ndarray, m: int, precision: np.ndarray | None = None,
+                 freq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each group's own XᵀX (m, p, p), Xᵀy (m, p), yᵀy (m,) and observation count (m,), streamed like the fit's
     statistics (the products of X with [X y], X in the role of a level's design): the totals of a fit in which
-    each group's rows count with a weight are these, weighted and summed."""
+    each group's rows count with a weight are these, weighted and summed. Rows may carry weights, as in
+    :meth:`Accumulator.add`."""
     p = X.shape[1]
+    scale = row_scale(precision, freq)
+    if scale is not None:
+        X, y = X * scale[:, None], y * scale
     sums = _LevelSums(p, 0)
     sums.grow(m, p)
     for start in range(0, len(y), Accumulator.BLOCK):
         rows = slice(start, start + Accumulator.BLOCK)
-        sums.add(X[rows], X[rows, :0], X[rows], y[rows], codes[rows])
+        sums.add(X[rows], X[rows, :0], X[rows], y[rows], codes[rows], None if freq is None else freq[rows])
     return sums.ZtX[:m], sums.Zty[:m], np.bincount(codes, y * y, minlength=m), sums.counts[:m].astype(float)
 
 
-def pair_totals(W: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray, levels: np.ndarray, m: int, k: int
+def pair_totals(W: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray, levels: np.ndarray, m: int, k: int,
+                precision: np.ndarray | None = None, freq: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A crossed factor's WᵀW (m, k, q2, q2), WᵀX (m, k, q2, p) and Wᵀy (m, k, q2) over the rows of each (group
     of the first factor, level of this one) pair, streamed like the fit's statistics: the second factor's sums
-    in a fit in which each group's rows count with a weight are these, weighted and summed over the groups."""
+    in a fit in which each group's rows count with a weight are these, weighted and summed over the groups.
+    Rows may carry weights, as in :meth:`Accumulator.add`."""
+    scale = row_scale(precision, freq)
+    if scale is not None:
+        W, X, y = W * scale[:, None], X * scale[:, None], y * scale
     q2, p = W.shape[1], X.shape[1]
     if m * k * q2 * (q2 + p + 1) > CROSSED_MAX_ENTRIES:
         raise DataError(f"the {m:,} x {k:,} pairs of levels of the two crossed factors are too many to keep each "
@@ -419,9 +459,12 @@ def pad_rows(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray
     return out
 
 
-def pad_groups(X: np.ndarray, Z: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int) -> GroupedData:
-    """Scatter row-wise arrays into per-group slabs. ``group`` holds codes 0..n_groups-1."""
-    return GroupedData(*(jnp.asarray(pad_rows(a, group, n_groups)) for a in (X, Z, y, np.ones(len(y)))),
+def pad_groups(X: np.ndarray, Z: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int,
+               weights: np.ndarray | None = None) -> GroupedData:
+    """Scatter row-wise arrays into per-group slabs. ``group`` holds codes 0..n_groups-1; ``weights`` are the
+    rows' observation weights (:class:`GroupedData`; default 1)."""
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
+    return GroupedData(*(jnp.asarray(pad_rows(a, group, n_groups)) for a in (X, Z, y, w)),
                        group_weights=jnp.ones(n_groups))
 
 
