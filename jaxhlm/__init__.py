@@ -39,6 +39,7 @@ from .formula import parse_formula as parse_formula
 from .optimize import RESULTS as RESULTS
 from .optimize import Solution as Solution
 from .results import MixedResult as MixedResult
+from .results import anova as anova
 from .results import lrtest as lrtest
 from .stata import mixed as mixed
 from .stats import GroupStats as GroupStats
@@ -49,6 +50,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Block", "ComparisonError", "functional", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
-    "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "lrtest", "pad_groups",
+    "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "anova", "lrtest", "pad_groups",
     "mixed", "parse_formula", "profiled_deviance", "run_do", "bootstrap_lrtest", "refit_batch", "simulate",
 ]

@@ -1,6 +1,6 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``lincom``,
+``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``lincom``,
 ``tabulate`` (with ``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
@@ -9,6 +9,7 @@ with the line number.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -127,12 +128,15 @@ class Session:
         if abbreviates(sub, "restore", 1):
             self.active, self.active_name = self._stored(name), name
             return ""
-        raise JaxhlmError(f"estimates {sub} is not supported; use estimates store NAME or estimates restore NAME")
+        if abbreviates(sub, "stats", 4):
+            return render.ic_text(self._named(name))
+        raise JaxhlmError(f"estimates {sub} is not supported; use estimates store NAME, estimates restore NAME or "
+                          "estimates stats [NAMES]")
 
     def estat(self, args: str) -> str:
         body, comma, opts = args.partition(",")
         if body.split() == ["ic"] and not comma:
-            return render.ic_text(self._active(), self.active_name)
+            return render.ic_text([(self.active_name, self._active())])
         if body.split() == ["group"] and not comma:
             return "\n".join(render.group_table(self._active()))
         if body.split() == ["sd"]:
@@ -277,6 +281,23 @@ class Session:
         if self.active is None:
             raise JaxhlmError("last estimates not found; run mixed first")
         return self.active
+
+    def _named(self, names: str) -> list[tuple[str, MixedResult]]:
+        """Estimates by Stata's namelist: stored names (with * and ? wildcards; ``_all`` is every stored one) and
+        ``.`` for the active results; none given, the active results."""
+        if not names.strip():
+            return [(self.active_name, self._active())]
+        out: list[tuple[str, MixedResult]] = []
+        for token in names.split():
+            if token == ".":
+                out.append((self.active_name, self._active()))
+                continue
+            pattern = "*" if token == "_all" else token
+            hits = [n for n in self.stored if fnmatch.fnmatchcase(n, pattern)] if set(pattern) & set("*?") else [token]
+            if not hits:
+                raise JaxhlmError(f"no stored estimation results match {token}")
+            out += [(n, self._stored(n)) for n in hits]
+        return out
 
     def _stored(self, name: str) -> MixedResult:
         if name not in self.stored:

@@ -214,16 +214,16 @@ def summary_text(r: "MixedResult") -> str:
     return "\n".join(lines)
 
 
-def ic_text(r: "MixedResult", name: str = ".") -> str:
-    ll = stata_g(r.llf, 7)
+def ic_text(models: Sequence[tuple[str, "MixedResult"]]) -> str:
+    """Stata's ``estat ic`` (one model) and ``estimates stats`` (several): a row per (name, result)."""
     return "\n".join([
         "Akaike's information criterion and Bayesian information criterion",
         "",
         "-" * 77,
         "       Model |          N   ll(null)  ll(model)      df        AIC        BIC",
         "-------------+---------------------------------------------------------------",
-        f"{_abbrev(name, 12):>12} | {_fmt_int(r.nobs):>10} {'.':>10} {ll:>10} {r.df_modelwc:>7} "
-        f"{stata_g(r.aic, 7):>10} {stata_g(r.bic, 7):>10}",
+    ] + [f"{_abbrev(name, 12):>12} | {_fmt_int(r.nobs):>10} {'.':>10} {stata_g(r.llf, 7):>10} {r.df_modelwc:>7} "
+         f"{stata_g(r.aic, 7):>10} {stata_g(r.bic, 7):>10}" for name, r in models] + [
         "-" * 77,
         "Note: BIC uses N = number of observations. See [R] BIC note.",
     ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -449,6 +450,19 @@ class MixedResult:
                      for numerator, label in zip(shared, labels))
         return IntraclassCorrelation(kind, rows, 1 - alpha)
 
+    def refit_ml(self) -> "MixedResult":
+        """This model refitted by maximum likelihood (lme4's ``refitML``): itself if it was fitted by ML. Needs
+        the data it was fitted from in memory (not read in chunks)."""
+        if not self.reml:
+            return self
+        if self.design.source is None:
+            raise ComparisonError("this REML fit was read from data in chunks, so it cannot be refitted by ML here; "
+                                  "fit it with reml=False")
+        from .pipeline import fit_spec  # the pipeline builds results
+
+        dfmethod = self.spec.dfmethod if self.spec.dfmethod != "kroger" else None  # Kenward-Roger needs REML
+        return fit_spec(dataclasses.replace(self.spec, reml=False, dfmethod=dfmethod), self.design.source)
+
     def ic(self) -> pd.DataFrame:
         """Stata's ``estat ic``: N is the number of observations."""
         return pd.DataFrame({"N": [self.nobs], "ll(null)": [np.nan], "ll(model)": [self.llf],
@@ -812,6 +826,26 @@ class LRTest:
                                   f"Prob > chi2 = {self.pvalue:.4f}", "", _BOUNDARY_NOTE])
 
 
+def _comparable(command: str, models: Sequence[MixedResult]) -> None:
+    """Refuse models whose likelihoods cannot be compared: other observations, or REML beside ML, or REML with
+    other fixed effects."""
+    for m in models:
+        if not isinstance(m, MixedResult):
+            raise ComparisonError(f"{command} needs fitted models, got {type(m).__name__}")
+    a = models[0]
+    for b in models[1:]:
+        if a.design.sample != b.design.sample:
+            raise ComparisonError(
+                f"the models were fitted on different observations ({a.nobs:,} vs {b.nobs:,} rows, or different "
+                "rows, responses or weights); refit them on the same sample (drop missing values first)"
+            )
+        if a.reml != b.reml:
+            raise ComparisonError("one model was fitted by REML and the other by ML; refit them the same way")
+        if a.reml and a.design.fe_names != b.design.fe_names:
+            raise ComparisonError("REML likelihoods of models with different fixed effects are not comparable; "
+                                  "refit them with reml=False")
+
+
 def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None) -> LRTest:
     """LR test of two models fitted to the same observations; the one with fewer parameters is the null.
 
@@ -819,19 +853,7 @@ def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None)
     the null puts a variance on the boundary, as the printed note says. ``names`` (of ``a`` and ``b``) add
     Stata's "Assumption: small nested within big" line.
     """
-    for m in (a, b):
-        if not isinstance(m, MixedResult):
-            raise ComparisonError(f"lrtest needs two fitted models, got {type(m).__name__}")
-    if a.design.sample != b.design.sample:
-        raise ComparisonError(
-            f"the models were fitted on different observations ({a.nobs:,} vs {b.nobs:,} rows, or different "
-            "rows/responses); refit both on the same sample (drop missing values first)"
-        )
-    if a.reml != b.reml:
-        raise ComparisonError("one model was fitted by REML and the other by ML; refit both the same way")
-    if a.reml and a.design.fe_names != b.design.fe_names:
-        raise ComparisonError("REML likelihoods of models with different fixed effects are not comparable; "
-                              "refit both with reml=False")
+    _comparable("lrtest", (a, b))
     if a.df_modelwc == b.df_modelwc:
         raise ComparisonError("the models have the same number of parameters, so neither is nested in the other")
     (small, small_name), (big, big_name) = sorted(zip((a, b), names or ("", "")), key=lambda m: m[0].df_modelwc)
@@ -845,3 +867,57 @@ def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None)
     df = big.df_modelwc - small.df_modelwc
     return LRTest(stat, df, float(special.chdtrc(df, stat)),
                   f"{small_name} nested within {big_name}" if names else "")
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """lme4's ``anova(m1, m2, ...)``: the models ordered by their number of parameters, each tested against the
+    one before it by a likelihood-ratio test (``table``), and the names of those refitted by ML first."""
+
+    table: pd.DataFrame  # npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq); one row per model
+    refitted: tuple[str, ...]
+
+    def __str__(self) -> str:
+        t = self.table
+        shown = pd.DataFrame({
+            "npar": t["npar"].map(str),
+            **{c: t[c].map(lambda v: f"{v:.{d}f}") for c, d in (("AIC", 1), ("BIC", 1), ("logLik", 2), ("deviance", 1))},
+            "Chisq": t["Chisq"].map(lambda v: "" if np.isnan(v) else f"{v:.4f}"),
+            "Df": t["Df"].map(lambda v: "" if np.isnan(v) else f"{v:.0f}"),
+            "Pr(>Chisq)": t["Pr(>Chisq)"].map(lambda v: "" if np.isnan(v) else f"{v:.4g}"),
+        }, index=t.index)
+        head = ["refitting model(s) with ML (instead of REML): " + ", ".join(self.refitted)] if self.refitted else []
+        return "\n".join(head + [shown.to_string(), "", _BOUNDARY_NOTE])
+
+
+def anova(*models: MixedResult, names: Sequence[str] | None = None, refit: bool = True) -> ModelComparison:
+    """Likelihood-ratio tests of a sequence of models, as lme4's ``anova(m1, m2, ...)`` reports them.
+
+    The models are ordered by their number of parameters (``npar``, Stata's df) and each is tested against the
+    one before it: Chisq = 2 (logLik − the previous logLik), floored at 0, on Df = the difference in npar. With
+    ``refit`` (lme4's default) models fitted by REML are refitted by ML first, since REML likelihoods of models
+    with different fixed effects cannot be compared; that needs the data they were fitted from in memory.
+    ``names`` label the rows (default ``m1``, ``m2``, … in the order given).
+    """
+    if len(models) < 2:
+        raise ComparisonError(f"anova compares two or more fitted models; got {len(models)}")
+    names = [f"m{k + 1}" for k in range(len(models))] if names is None else [str(n) for n in names]
+    if len(names) != len(models) or len(set(names)) != len(names):
+        raise ComparisonError(f"anova needs one distinct name per model; got {names} for {len(models)} models")
+    for m in models:
+        if not isinstance(m, MixedResult):
+            raise ComparisonError(f"anova needs fitted models, got {type(m).__name__}")
+    refitted = tuple(n for n, m in zip(names, models) if refit and m.reml)
+    models = tuple(m.refit_ml() if refit and m.reml else m for m in models)
+    _comparable("anova", models)
+    order = sorted(range(len(models)), key=lambda k: models[k].df_modelwc)
+    npar = np.array([models[k].df_modelwc for k in order], dtype=float)
+    llf = np.array([models[k].llf for k in order])
+    chisq = np.concatenate([[np.nan], 2.0 * np.maximum(np.diff(llf), 0.0)])
+    df = np.concatenate([[np.nan], np.diff(npar)])
+    with np.errstate(invalid="ignore"):
+        p = np.where(df > 0, special.chdtrc(np.where(df > 0, df, 1.0), chisq), np.nan)
+    table = pd.DataFrame({"npar": npar.astype(int), "AIC": [models[k].aic for k in order],
+                          "BIC": [models[k].bic for k in order], "logLik": llf, "deviance": -2.0 * llf,
+                          "Chisq": chisq, "Df": df, "Pr(>Chisq)": p}, index=[names[k] for k in order])
+    return ModelComparison(table, refitted)
