@@ -379,6 +379,13 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
                                *sorted(fixed_vars), *(n for n in (spec.weights, spec.freq_weights) if n)]))
 
 
+def read_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
+    """Every column the model reads: :func:`used_columns` and the variables of its ``if`` qualifier (which select
+    rows but are not required to be present in them)."""
+    used = used_columns(spec, columns)
+    return used + [v for v in (spec.subset.variables if spec.subset else []) if v not in used]
+
+
 def fingerprint(data: pd.DataFrame, columns: list[str]) -> str:
     """A content hash of the given columns (names, dtypes, values) and the row index: equal data, equal design.
 
@@ -603,8 +610,12 @@ class _Chunk(NamedTuple):
     zero: int
 
 
-def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, levels: _Levels) -> _Chunk:
-    """One chunk's rows in the estimation sample, encoded (possibly none)."""
+def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, levels: _Levels,
+            offset: int = 0, total: int | None = None) -> _Chunk:
+    """One chunk's rows in the estimation sample, encoded (possibly none): those ``spec.subset`` selects (the
+    chunk's rows are ``offset``… of ``total``), less those with a missing value or a zero weight."""
+    if spec.subset is not None:
+        frame = frame.loc[spec.subset.mask(frame, offset, total)]
     complete = _complete(frame, used_columns(spec, frame.columns))
     missing = int((~complete).sum())
     if missing:
@@ -640,7 +651,7 @@ class Encoding:
 
     def sample_rows(self, data: pd.DataFrame) -> tuple[Rows, str]:
         """The estimation sample's rows from the fitted data, and their fingerprint (to check it is unchanged)."""
-        c = _encode(self.spec, data, self.encoder, self.levels)
+        c = _encode(self.spec, data, self.encoder, self.levels, 0, len(data))
         (codes, clusters), (precision, freq) = c.codes, c.weights
         check = _Sample()
         check.update(c.frame, c.y, self.levels.variables, c.weights)
@@ -702,12 +713,16 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     q1 = spec.n_first
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
-    missing = zero = 0
+    if spec.subset is not None and spec.subset.has_range and source is None:
+        raise DataError("an in range counts rows from the end of the data, which data read in chunks does not know "
+                        "in advance; pass a DataFrame, or select the rows with if")
+    missing = zero = offset = 0
     low, high = np.inf, -np.inf
     for k, frame in enumerate(parts):
         if k == 1:
             encoder.check_chunked()
-        c = _encode(spec, frame, encoder, levels)
+        c = _encode(spec, frame, encoder, levels, offset, None if source is None else len(source))
+        offset += len(frame)
         missing, zero = missing + c.missing, zero + c.zero
         if len(c.y):
             acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
@@ -745,8 +760,11 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     stats, levels, encoder, source = reduced.stats, reduced.levels, reduced.encoder, reduced.source
     q1 = spec.n_first
     if stats.n == 0:
-        raise DataError("no observations left: every row has a missing value in a variable the model uses"
-                        + (" or a zero weight" if reduced.zero else ""))
+        raise DataError("no observations left: every row" + (" the if/in qualifiers select" if spec.subset else "")
+                        + " has a missing value in a variable the model uses" + (" or a zero weight" if reduced.zero
+                                                                                 else "")
+                        if reduced.missing or reduced.zero or not spec.subset else
+                        f"no observations: no row satisfies the qualifiers (if {spec.subset.text})")
     if reduced.constant_response:
         raise DataError(f"the response {spec.response!r} is constant; there is nothing to model")
     groups = levels.groups.labels

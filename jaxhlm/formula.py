@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from . import covariance as cov
 from .errors import FormulaError
 from .factor import CONSTANT, FixedTerms
+from .qualifiers import Subset
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 _GROUP = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*(:[A-Za-z_.][A-Za-z0-9_.]*)*$")
@@ -71,6 +72,8 @@ class ModelSpec:
     #: weights fᵢ (the row stands for fᵢ identical observations; Stata's ``fweight``)
     weights: str | None = None
     freq_weights: str | None = None
+    #: Stata's ``if`` and ``in`` qualifiers: the rows the model uses (None: all)
+    subset: Subset | None = None
 
     def __post_init__(self) -> None:
         check_dfmethod(self.dfmethod, self.reml)

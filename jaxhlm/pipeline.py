@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 
 from . import covariance as cov
 from . import tracecache
-from .design import Data, Design, as_frame, build_design, fingerprint, used_columns
+from .design import Data, Design, as_frame, build_design, fingerprint, read_columns
 from .errors import DataError
 from .estimate import Fit, fit_stats
 from .formula import ModelSpec, parse_formula
@@ -34,8 +34,8 @@ def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
     if not isinstance(data, pd.DataFrame):
         design = build_design(spec, data)
         return design, design_stats(design)
-    key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights,
-           fingerprint(data, used_columns(spec, data.columns)))
+    key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights, spec.subset,
+           fingerprint(data, read_columns(spec, data.columns)))
     hit = _PREPARED.get(key)
     if hit is not None:
         _PREPARED.move_to_end(key)

@@ -25,6 +25,7 @@ from .design import Data
 from .errors import FormulaError
 from .factor import FixedTerms, FVar, Term, term
 from .formula import ModelSpec, RandomTerm, random_term
+from .qualifiers import Subset, parse_subset
 from .results import MixedResult
 
 _TOKEN = re.compile(
@@ -239,8 +240,10 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
     settings: dict = {"reml": False, "dfmethod": None}
-    fixed_text, _, fixed_opts = equations[0].partition(",")
+    fixed_text, *rest = split_top(equations[0], ",")
+    fixed_opts = ",".join(rest)
     fixed_text, fweight = _weight_clause(fixed_text, cols)
+    fixed_text, subset = _qualifiers(fixed_text, cols)
     constant = True
     for name, arg in options(fixed_opts):
         if abbreviates(name, *_NOCONS) and arg is None:
@@ -290,7 +293,25 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                            "option")
     # A level after _all: R.x is nested in _all (the whole sample), not in x: its values count alone.
     return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed,
-                     freq_weights=fweight)
+                     freq_weights=fweight, subset=subset)
+
+
+def _qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
+    """The fixed-effects equation without its ``if exp`` and ``in range`` qualifiers (either order), and the
+    :class:`~jaxhlm.qualifiers.Subset` they select (None without them)."""
+    found = re.search(r"\bin\s+((?:-?\d+|[fl])(?:\s*/\s*(?:-?\d+|[fl]))?)(?=\s|$)", text)
+    in_range = None
+    if found is not None:
+        in_range, text = found.group(1), text[:found.start()] + " " + text[found.end():]
+    cut = re.search(r"\bif\b", text)
+    condition = None
+    if cut is not None:
+        condition, text = text[cut.end():], text[:cut.start()]
+        if not condition.strip():
+            raise FormulaError("if needs an expression, e.g. if sector == 1")
+    if re.search(r"\bin\b", text):
+        raise FormulaError("in takes a range of rows: in #, in #/#, in f/l or in -#/l")
+    return text, parse_subset(condition, in_range, lambda name: cols.one(name, "variable"))
 
 
 def _weight_clause(text: str, cols: Columns) -> tuple[str, str | None]:

@@ -1,0 +1,304 @@
+"""Stata's ``if`` and ``in`` qualifiers: which rows of the data a command uses.
+
+``mixed mathach ses if sector == 1 & !missing(size) in 1/5000 || id:`` fits the rows where the expression is
+true, among the rows in the range. The expression is parsed once, against the data's variable names (with
+Stata's abbreviations), into a small tree (:class:`Subset` holds it; hashable, so a parsed model stays a cache
+key) and evaluated per chunk of rows with NumPy, with Stata's semantics:
+
+- a numeric missing value (NaN) is larger than every number, so ``x > 5`` is true where x is missing and
+  ``x == .`` tests for missing; arithmetic with a missing value is missing;
+- ``&``, ``|`` and ``!`` treat any non-zero value, missing included, as true and return 0 or 1;
+- operators, loosest first: ``|``; ``&``; relational (``==``, ``!=``/``~=``, ``<``, ``<=``, ``>``, ``>=``); ``+``
+  ``-``; ``*`` ``/``; unary ``-``; ``^``; ``!``/``~``;
+- functions: ``missing()``, ``inlist()``, ``inrange()``, ``abs()``, ``exp()``, ``ln()``/``log()``, ``log10()``,
+  ``sqrt()``, ``int()``, ``floor()``, ``ceil()``, ``round()``, ``mod()``, ``min()``, ``max()``; string variables
+  compare with string literals (``"..."``).
+
+``in f/l`` takes Stata's ranges: ``in 5``, ``in 1/100``, ``in -10/l`` (``f`` first, ``l`` last, negative
+counts from the end), 1-based and inclusive. Listwise deletion of missing values then applies only to the
+rows selected, as Stata's ``marksample`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, FormulaError
+
+#: A parsed expression: ("num", value) | ("str", text) | ("var", name) | (operator, operand, ...) | ("call",
+#: name, (argument, ...)).
+Node = tuple[Any, ...]
+
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\.[a-z]?(?![\w]))
+  | (?P<str>"[^"]*")
+  | (?P<name>[A-Za-z_][\w]*)
+  | (?P<op>==|!=|~=|<=|>=|[-+*/^<>&|!~(),]))""", re.X)
+
+_RELATIONAL = {"==": np.equal, "!=": np.not_equal, "~=": np.not_equal, "<": np.less, "<=": np.less_equal,
+               ">": np.greater, ">=": np.greater_equal}
+_ARITHMETIC = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power}
+_MATH: dict[str, tuple[Callable[..., np.ndarray], int]] = {
+    "abs": (np.abs, 1), "exp": (np.exp, 1), "ln": (np.log, 1), "log": (np.log, 1), "log10": (np.log10, 1),
+    "sqrt": (np.sqrt, 1), "int": (np.trunc, 1), "floor": (np.floor, 1), "ceil": (np.ceil, 1),
+    "mod": (lambda x, y: x - y * np.floor(x / y), 2),
+}
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos, text = [], 0, text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if text[pos:].lstrip().startswith("=") and (m is None or m.group("op") != "=="):
+            raise FormulaError("'=' assigns in Stata; an if expression compares with '==', e.g. if sector == 1")
+        if m is None or m.end() == pos:
+            raise FormulaError(f"cannot read the if expression at {text[pos:].strip()!r}")
+        kind = m.lastgroup
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+    return out
+
+
+class _Parser:
+    """Recursive descent over Stata's precedence levels (module docstring)."""
+
+    def __init__(self, text: str, resolve: Callable[[str], str]):
+        self.text, self.toks, self.i, self.resolve = text, _tokens(text), 0, resolve
+
+    def peek(self) -> str | None:
+        return self.toks[self.i][1] if self.i < len(self.toks) else None
+
+    def take(self, expected: str | None = None) -> tuple[str, str]:
+        if self.i >= len(self.toks):
+            raise FormulaError(f"the if expression {self.text.strip()!r} ends early"
+                               + (f"; expected {expected!r}" if expected else ""))
+        tok = self.toks[self.i]
+        if expected is not None and tok[1] != expected:
+            raise FormulaError(f"expected {expected!r} in the if expression, found {tok[1]!r}")
+        self.i += 1
+        return tok
+
+    def parse(self) -> Node:
+        node = self.binary(0)
+        if self.i < len(self.toks):
+            raise FormulaError(f"unexpected {self.toks[self.i][1]!r} in the if expression {self.text.strip()!r}")
+        return node
+
+    _LEVELS: tuple[tuple[str, ...], ...] = (("|",), ("&",), tuple(_RELATIONAL), ("+", "-"), ("*", "/"))
+
+    def binary(self, level: int) -> Node:
+        if level == len(self._LEVELS):
+            return self.negation()
+        node = self.binary(level + 1)
+        while self.peek() in self._LEVELS[level]:
+            op = self.take()[1]
+            node = (op, node, self.binary(level + 1))
+        return node
+
+    def negation(self) -> Node:
+        if self.peek() == "-":
+            self.take()
+            return ("neg", self.negation())
+        return self.power()
+
+    def power(self) -> Node:
+        node = self.logical_not()
+        while self.peek() == "^":
+            self.take()
+            node = ("^", node, self.logical_not())
+        return node
+
+    def logical_not(self) -> Node:
+        if self.peek() in ("!", "~"):
+            self.take()
+            return ("!", self.logical_not())
+        return self.primary()
+
+    def primary(self) -> Node:
+        kind, text = self.take()
+        if text == "(":
+            node = self.binary(0)
+            self.take(")")
+            return node
+        if kind == "num":
+            return ("num", np.nan if text.startswith(".") and not text[1:2].isdigit() else float(text))
+        if kind == "str":
+            return ("str", text[1:-1])
+        if kind == "name" and self.peek() == "(":
+            if text not in _ARITY:
+                raise FormulaError(f"function {text}() is not supported in if expressions; jaxhlm evaluates "
+                                   f"{', '.join(f + '()' for f in _ARITY)}")
+            self.take()
+            args: list[Node] = []
+            while self.peek() != ")":
+                args.append(self.binary(0))
+                if self.peek() != ")":
+                    self.take(",")
+            self.take(")")
+            return _call(text, tuple(args))
+        if kind == "name":
+            if text in ("_n", "_N"):
+                raise FormulaError(f"{text} is not supported in if expressions here; use in f/l for row ranges")
+            return ("var", self.resolve(text))
+        raise FormulaError(f"unexpected {text!r} in the if expression {self.text.strip()!r}")
+
+
+#: The functions an if expression may call, and how many arguments each takes (None: a variable number).
+_ARITY: dict[str, int | None] = {"missing": None, "inlist": None, "inrange": 3, "min": None, "max": None,
+                                 "round": None, **{f: n for f, (_, n) in _MATH.items()}}
+
+
+def _call(name: str, args: tuple[Node, ...]) -> Node:
+    want = _ARITY[name]
+    low = {"inlist": 2, "round": 1}.get(name, 1)
+    if (want is not None and len(args) != want) or len(args) < low or (name == "round" and len(args) > 2):
+        raise FormulaError(f"{name}() takes {want if want is not None else f'at least {low}'} arguments, got "
+                           f"{len(args)}")
+    return ("call", name, args)
+
+
+def variables(node: Node) -> set[str]:
+    """The data variables an expression reads."""
+    if node[0] == "var":
+        return {node[1]}
+    if node[0] == "call":
+        return set().union(*(variables(a) for a in node[2]))
+    return set().union(*(variables(a) for a in node[1:] if isinstance(a, tuple)))
+
+
+Value = Union[np.ndarray, float, str]
+
+
+def _is_text(v: Value) -> bool:
+    return isinstance(v, str) or (isinstance(v, np.ndarray) and v.dtype == object)
+
+
+def _number(v: Value, what: str) -> np.ndarray | float:
+    if _is_text(v):
+        raise DataError(f"type mismatch in the if expression: {what} needs numbers, got a string")
+    return v  # type: ignore[return-value]
+
+
+def _ordered(v: Value) -> Value:
+    """Stata's order for comparisons: a missing value above every number."""
+    return v if _is_text(v) else np.where(np.isnan(v), np.inf, v)
+
+
+def _truth(v: Value) -> np.ndarray:
+    """Stata's truth: non-zero (missing included) is true."""
+    return np.asarray(_number(v, "a logical operator")) != 0
+
+
+def _evaluate(node: Node, frame: pd.DataFrame) -> Value:
+    op = node[0]
+    if op in ("num", "str"):
+        return node[1]
+    if op == "var":
+        col = frame[node[1]]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            return col.to_numpy(dtype=float)
+        return col.fillna("").astype(str).to_numpy(dtype=object)
+    if op == "call":
+        return _function(node[1], [_evaluate(a, frame) for a in node[2]])
+    args = [_evaluate(a, frame) for a in node[1:]]
+    if op == "neg":
+        return -np.asarray(_number(args[0], "'-'"))
+    if op == "!":
+        return (~_truth(args[0])).astype(float)
+    if op in ("&", "|"):
+        a, b = (_truth(x) for x in args)
+        return (a & b if op == "&" else a | b).astype(float)
+    if op in _RELATIONAL:
+        a, b = args
+        if _is_text(a) != _is_text(b):
+            raise DataError("type mismatch in the if expression: a string is compared with a number")
+        return _RELATIONAL[op](_ordered(a), _ordered(b)).astype(float)
+    a, b = (_number(x, f"'{op}'") for x in args)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = _ARITHMETIC[op](a, b)
+    return np.where(np.isfinite(out), out, np.nan)  # division by zero is missing
+
+
+def _function(name: str, args: Sequence[Value]) -> Value:
+    if name == "missing":
+        return np.logical_or.reduce([(x == "") if _is_text(x) else np.isnan(x) for x in args]).astype(float)
+    if name == "inlist":
+        z = _ordered(args[0])
+        return np.logical_or.reduce([np.equal(z, _ordered(a)) for a in args[1:]]).astype(float)
+    numbers = [np.asarray(_number(a, f"{name}()"), dtype=float) for a in args]
+    if name == "inrange":  # Stata's rules: z missing gives 0; a missing bound is no bound
+        z, a, b = numbers
+        low, high = np.where(np.isnan(a), -np.inf, a), np.where(np.isnan(b), np.inf, b)
+        return (~np.isnan(z) & (low <= z) & (z <= high)).astype(float)
+    if name in ("min", "max"):  # missing values are ignored unless all are missing
+        stacked = np.broadcast_arrays(*numbers)
+        with np.errstate(all="ignore"):
+            return (np.fmin if name == "min" else np.fmax).reduce(stacked)
+    if name == "round":
+        unit = numbers[1] if len(numbers) > 1 else 1.0
+        return np.floor(numbers[0] / unit + 0.5) * unit
+    with np.errstate(all="ignore"):
+        out = _MATH[name][0](*numbers)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+_RANGE = re.compile(r"^\s*(-?\d+|[fl])\s*(?:/\s*(-?\d+|[fl])\s*)?$")
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A parsed ``if`` expression (None: every row) and ``in`` range (Stata's 1-based bounds, negative from the
+    end; None: every row)."""
+
+    condition: Node | None = None
+    text: str = ""
+    first: int | None = None
+    last: int | None = None
+
+    @property
+    def variables(self) -> list[str]:
+        return sorted(variables(self.condition)) if self.condition is not None else []
+
+    @property
+    def has_range(self) -> bool:
+        return self.first is not None
+
+    def mask(self, frame: pd.DataFrame, offset: int = 0, total: int | None = None) -> np.ndarray:
+        """Which rows of ``frame`` (rows ``offset``… of data with ``total`` rows) the command uses."""
+        keep = np.ones(len(frame), bool)
+        if self.has_range:
+            n = total if total is not None else offset + len(frame)
+            first, last = (k + n + 1 if k < 0 else k for k in (self.first, self.last))
+            if not 1 <= first <= last <= n:
+                raise DataError(f"in {self.first}/{self.last}: the range is outside the data's {n:,} rows (Stata's "
+                                "'Obs. nos. out of range')")
+            at = offset + 1 + np.arange(len(frame))
+            keep &= (at >= first) & (at <= last)
+        if self.condition is not None:
+            value = _evaluate(self.condition, frame)
+            keep &= np.broadcast_to(_truth(value), keep.shape)
+        return keep
+
+
+def parse_subset(condition: str | None, in_range: str | None, resolve: Callable[[str], str]) -> Subset | None:
+    """The qualifiers of a command, or None without any. ``resolve`` maps a variable name (or Stata's
+    abbreviation of one) to a column."""
+    if condition is None and in_range is None:
+        return None
+    node = _Parser(condition, resolve).parse() if condition is not None else None
+    first = last = None
+    if in_range is not None:
+        m = _RANGE.match(in_range)
+        if m is None:
+            raise FormulaError(f"in {in_range.strip()}: a range is written in #, in #/#, in f/l or in -#/l")
+        bound = {"f": 1, "l": -1}
+        first = bound.get(m.group(1)) or int(m.group(1))
+        last = bound.get(m.group(2) or m.group(1)) or int(m.group(2) or m.group(1))
+        if first == 0 or last == 0:
+            raise FormulaError(f"in {in_range.strip()}: rows are numbered from 1")
+    return Subset(node, (condition or "").strip(), first, last)
