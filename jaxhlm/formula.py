@@ -57,6 +57,21 @@ def check_dfmethod(dfmethod: str | None, reml: bool) -> None:
 
 
 @dataclass(frozen=True)
+class Display:
+    """How a fit is reported: Stata's display options of ``mixed``. ``level`` sets the confidence level of both
+    tables; ``stddeviations`` shows the random effects as standard deviations and correlations; the rest leave
+    out a part of the report (``noheader``, ``nogroup``, ``nofetable``, ``noretable``, ``nolrtest``)."""
+
+    level: float = 95.0
+    stddeviations: bool = False
+    header: bool = True
+    group: bool = True
+    fixed_table: bool = True
+    random_table: bool = True
+    lr_test: bool = True
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A parsed model: what every front end (formula, Stata syntax, CLI) produces."""
 
@@ -74,6 +89,7 @@ class ModelSpec:
     freq_weights: str | None = None
     #: Stata's ``if`` and ``in`` qualifiers: the rows the model uses (None: all)
     subset: Subset | None = None
+    display: Display = Display()
 
     def __post_init__(self) -> None:
         check_dfmethod(self.dfmethod, self.reml)

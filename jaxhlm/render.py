@@ -5,11 +5,13 @@ The numerics never format strings; everything here reads finished numbers from a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
 from .formula import DFMETHOD_NAMES
+from .infer import sd_corr
 
 if TYPE_CHECKING:
     from .factor import Coef
@@ -55,12 +57,15 @@ def _header_right(label: str, value: str) -> str:
     return f"{label:<18}= {value:>10}"
 
 
-def header(r: "MixedResult") -> list[str]:
+def header(r: "MixedResult", groups: bool = True) -> list[str]:
+    """The report's header; ``groups`` False leaves out the grouping levels' sizes (Stata's ``nogroup``)."""
     kind = "REML" if r.reml else "ML"
     sizes = r.group_sizes
     ll_label = "Log restricted-likelihood" if r.reml else "Log likelihood"
     first = (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs)))
-    if r.design.inner is None:
+    if not groups:
+        rows, lead = [first], []
+    elif r.design.inner is None:
         rows = [first,
                 (f"Group variable: {r.design.group_name}", _header_right("Number of groups", _fmt_int(r.ngroups))),
                 ("", "Obs per group:"),
@@ -138,11 +143,15 @@ def _coef_line(text: str, b: float, se: float, z: float, p: float, lo: float, hi
             f"    {stata_g(lo):>9}   {stata_g(hi):>9}")
 
 
-def coefficient_table(r: "MixedResult") -> list[str]:
+def coefficient_table(r: "MixedResult", level: float = 95.0) -> list[str]:
+    """The coefficient table, with ``level``% intervals."""
     rows = _coef_rows(r.design.coefs)
     w = _name_width([r.design.response, *(label for label, _ in rows)])
-    lines = _coef_head(r.design.response, w, stat="z" if r.ddf is None else "t")
-    table = dict(zip(r.design.fe_names, r.coef_table))
+    lines = _coef_head(r.design.response, w, level / 100, stat="z" if r.ddf is None else "t")
+    coef = r.coef_table.copy()
+    if level != 95.0:
+        coef[:, 4:] = r.conf_int(1 - level / 100).to_numpy()[:len(coef)]
+    table = dict(zip(r.design.fe_names, coef))
     for label, c in rows:
         text = f"{_abbrev(label, w - 1):>{w - 1}} " if c is not None and c.group is not None else f"{_abbrev(label, w):>{w}}"
         if c is None:
@@ -204,9 +213,24 @@ def lr_line(r: "MixedResult") -> list[str]:
     return out
 
 
+def _random_rows(r: "MixedResult", level: float, stddeviations: bool) -> "ParameterTable":
+    """The random-effects table's rows: variances and covariances, or (``stddeviations``) standard deviations and
+    correlations, with ``level``% intervals."""
+    alpha = 1 - level / 100
+    if stddeviations:
+        return sd_corr(r.random_effects, r.design.blocks, alpha)
+    if level == 95.0:
+        return r.random_effects
+    return dataclasses.replace(r.random_effects, ci=r.conf_int(alpha).to_numpy()[len(r.design.fe_names):])
+
+
 def summary_text(r: "MixedResult") -> str:
-    lines = [n for n in r.design.notes if n.startswith("note:")]
-    lines += [""] + header(r) + [""] + coefficient_table(r) + random_table(r) + lr_line(r)
+    """The report, as ``r``'s display options (Stata's, :class:`~jaxhlm.formula.Display`) ask."""
+    d = r.spec.display
+    lines = [n for n in r.design.notes if n.startswith("note:")] + [""]
+    lines += (header(r, d.group) + [""] if d.header else []) + (coefficient_table(r, d.level) if d.fixed_table else [])
+    lines += ((random_table(r, _random_rows(r, d.level, d.stddeviations), d.level) if d.random_table else [])
+              + (lr_line(r) if d.lr_test else []))
     extra = [n for n in r.design.notes if not n.startswith("note:")] + list(r.random_effects.notes)
     extra += [f"Warning: {w}" for w in r.warnings]
     if extra:

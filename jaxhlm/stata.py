@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import math
 import re
 from typing import Sequence
 
@@ -24,7 +25,7 @@ from typing import Sequence
 from .design import Data
 from .errors import FormulaError
 from .factor import FixedTerms, FVar, Term, term
-from .formula import ModelSpec, RandomTerm, random_term
+from .formula import Display, ModelSpec, RandomTerm, random_term
 from .qualifiers import Subset, parse_subset
 from .results import MixedResult
 
@@ -239,7 +240,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if len(equations) < 2:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
-    settings: dict = {"reml": False, "dfmethod": None}
+    settings: dict = {"reml": False, "dfmethod": None, "display": {}}
     fixed_text, *rest = split_top(equations[0], ",")
     fixed_opts = ",".join(rest)
     fixed_text, fweight = _weight_clause(fixed_text, cols)
@@ -293,7 +294,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                            "option")
     # A level after _all: R.x is nested in _all (the whole sample), not in x: its values count alone.
     return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed,
-                     freq_weights=fweight, subset=subset)
+                     freq_weights=fweight, subset=subset, display=Display(**settings["display"]))
 
 
 def _qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
@@ -356,8 +357,28 @@ def _factor_term(varlist: str, opts: str, cols: Columns, settings: dict) -> Rand
     return random_term([], True, cols.one(found.group(1), "factor variable"), "identity")
 
 
+#: Stata's display options of mixed that leave out a part of the report: option → :class:`Display` field.
+_OMIT = {"noheader": "header", "nogroup": "group", "nofetable": "fixed_table", "noretable": "random_table",
+         "nolrtest": "lr_test"}
+
+
 def _global_option(name: str, arg: str | None, settings: dict) -> None:
-    """Apply an estimation option to ``settings`` (``reml``, ``dfmethod``)."""
+    """Apply an estimation or display option to ``settings`` (``reml``, ``dfmethod``, ``display``)."""
+    if abbreviates(name, "level", 1) and arg is not None:
+        try:
+            level = float(arg)
+        except ValueError:
+            level = math.nan
+        if not 10 <= level <= 99.99:
+            raise FormulaError(f"level({arg}) must be a confidence level in percent, between 10 and 99.99")
+        settings["display"]["level"] = level
+        return
+    if arg is None and abbreviates(name, "stddeviations", 6):
+        settings["display"]["stddeviations"] = True
+        return
+    if arg is None and name in _OMIT:
+        settings["display"][_OMIT[name]] = False
+        return
     if arg is not None and abbreviates(name, "dfmethod", 3):
         word = arg.strip().lower()
         method = next((m for m, shortest in (("satterthwaite", 4), ("kroger", 2)) if abbreviates(word, m, shortest)),
@@ -374,8 +395,8 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
             return
     shown = name + (f"({arg})" if arg is not None else "")
     raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
-                       "nolog, and per equation covariance(identity|independent|exchangeable|unstructured) and "
-                       "noconstant")
+                       "nolog, level(#), variance, stddeviations, noheader, nogroup, nofetable, noretable, nolrtest, "
+                       "and per equation covariance(identity|independent|exchangeable|unstructured) and noconstant")
 
 
 def mixed(command: str, data: Data) -> MixedResult:

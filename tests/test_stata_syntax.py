@@ -6,10 +6,13 @@ equal log likelihoods and equal coefficients under the two naming schemes.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import jaxhlm
+from jaxhlm import FormulaError
 from jaxhlm.stata import Columns, parse_mixed, parse_varlist
 
 COLUMNS = Columns(["id", "mathach", "ses", "female", "minority", "sector", "size", "sized", "meanses"])
@@ -159,3 +162,45 @@ def test_layout_groups_factor_levels(hsb):
     # Names right-aligned in the name column, levels one space in from it (Stata's layout).
     assert rows[0].startswith("         ses |") and rows[3].startswith("          2  |")
     assert rows[1] == rows[5] == "             |" and rows[2] == "       sized |"
+
+
+def _rows(text: str, label: str) -> list[float]:
+    """The numbers of the report's row labelled ``label``."""
+    line = next(ln for ln in text.splitlines() if ln.split("|")[0].strip() == label)
+    return [float(v) for v in line.split("|")[1].split()]
+
+
+def test_display_options_level_and_stddeviations():
+    hsb = jaxhlm.datasets.hsb()
+    plain = jaxhlm.mixed("mathach ses || id: ses, cov(un)", hsb)
+    shown = jaxhlm.mixed("mathach ses || id: ses, cov(un) level(90) stddeviations", hsb)
+    assert shown.llf == plain.llf  # display options change the report only
+    text = str(shown)
+    assert text.count("[90% conf. interval]") == 2 and "var(" not in text
+    ci = plain.conf_int(alpha=0.10)
+    np.testing.assert_allclose(_rows(text, "ses")[-2:], ci.loc["ses"], rtol=1e-6)
+    sd = plain.varcorr(alpha=0.10)
+    for label in ("sd(ses)", "sd(_cons)", "corr(ses,_cons)", "sd(Residual)"):
+        np.testing.assert_allclose(_rows(text, label), sd.loc[label], rtol=1e-6)
+    variance = str(jaxhlm.mixed("mathach ses || id: ses, cov(un) level(80)", hsb))
+    np.testing.assert_allclose(_rows(variance, "var(ses)")[-2:], plain.conf_int(alpha=0.2).loc["var(ses)"], rtol=1e-6)
+    assert plain.conf_int().iloc[2:].to_numpy() == pytest.approx(plain.random_effects.ci, rel=1e-12)
+
+
+def test_display_options_leave_out_parts_of_the_report():
+    hsb = jaxhlm.datasets.hsb()
+    text = str(jaxhlm.mixed("mathach ses, noheader nofetable nolrtest || id:", hsb))
+    assert "Random-effects parameters" in text
+    assert not any(w in text for w in ("Number of obs", "Coefficient", "LR test"))
+    text = str(jaxhlm.mixed("mathach ses || school: || id:, nogroup noretable", hsb.assign(school=hsb["id"] % 10)))
+    assert "Number of obs" in text and "Coefficient" in text and "LR test" in text
+    assert not any(w in text for w in ("Group variable", "No. of", "Random-effects parameters"))
+    log = jaxhlm.run_do("mixed mathach ses || id:, stddev\nmixed", hsb)
+    assert log.count("sd(_cons)") == 2  # the replay keeps the display options
+
+
+@pytest.mark.parametrize("option, words", [("level(5)", "between 10 and 99.99"), ("level(ninety)", "level(ninety)"),
+                                           ("stddevs", "option stddevs not allowed")])
+def test_bad_display_options_are_explained(option, words):
+    with pytest.raises(FormulaError, match=re.escape(words)):
+        jaxhlm.mixed(f"mathach ses || id:, {option}", jaxhlm.datasets.hsb())
