@@ -1,7 +1,8 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
 ``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``lincom``,
-``tabulate`` (with ``generate()``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
+``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
+prefix), ``drop``, ``keep``, the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
 with the line number.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from . import render
 from .errors import JaxhlmError
 from .infer import sd_corr
 from .results import MixedResult, WaldTest, lrtest
-from .stata import Columns, abbreviates, options, parse_mixed, split_top
+from .expressions import Subset, evaluate, parse_expression
+from .stata import Columns, abbreviates, options, parse_mixed, split_qualifiers, split_top
 
 
 class DoFileError(JaxhlmError):
@@ -249,6 +252,114 @@ class Session:
             self._generate(var, stub, counts.index)
         return render.tabulate_text(self.labels.get(var, var), list(counts.index), list(counts.to_numpy()))
 
+    # ---- data management: generate, replace, egen, drop, keep -------------------------------------
+    def generate(self, args: str) -> str:
+        """``generate [type] newvar = exp [if] [in]``: rows not selected get a missing value."""
+        kind, name, text = _assignment(args, "generate")
+        if name in self.data.columns:
+            raise JaxhlmError(f"variable {name} already defined")
+        body, subset = split_qualifiers(text, self._columns())
+        value = evaluate(parse_expression(body, self._resolve), self.data)
+        new = _stored(kind, value, name)
+        new = np.where(self._selected(subset), new, _missing(new))
+        self._set(name, new)
+        return _missing_note(new)
+
+    def replace(self, args: str) -> str:
+        """``replace oldvar = exp [if] [in]``: the selected rows get the new value, stored in the variable's type."""
+        kind, name, text = _assignment(args, "replace")
+        if kind is not None:
+            raise JaxhlmError("replace takes no storage type; the variable keeps its own")
+        if name not in self.data.columns:
+            raise JaxhlmError(f"variable {name} not found")
+        body, subset = split_qualifiers(text, self._columns())
+        old = self.data[name].to_numpy()
+        text_var = not (pd.api.types.is_numeric_dtype(self.data[name]) or pd.api.types.is_bool_dtype(self.data[name]))
+        value = evaluate(parse_expression(body, self._resolve), self.data)
+        if (value.dtype == object) != text_var:
+            raise JaxhlmError(f"type mismatch: {name} is a {'string' if text_var else 'numeric'} variable")
+        new = np.where(self._selected(subset), value if text_var else value.astype(old.dtype if old.dtype.kind == "f"
+                                                                                 else float), old)
+        changed = int(np.sum(~((new == old) | (pd.isna(new) & pd.isna(old)))))
+        self._set(name, new)
+        return f"({changed:,} real change{'s' if changed != 1 else ''} made)"
+
+    def egen(self, args: str, by: list[str] | None = None) -> str:
+        """``egen [type] newvar = fcn(exp) [if] [in] [, by(varlist)]``, fcn one of :data:`_EGEN`: the statistic of
+        the selected rows' values within each group of ``by`` (missing values left out), on every selected row."""
+        kind, name, text = _assignment(args, "egen")
+        if name in self.data.columns:
+            raise JaxhlmError(f"variable {name} already defined")
+        text, *rest = split_top(text, ",")
+        for o, arg in options(",".join(rest)):
+            if o == "by" and arg and by is None:
+                by = self._varlist(arg)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; egen accepts by(varlist)")
+        body, subset = split_qualifiers(text, self._columns())
+        found = re.fullmatch(r"\s*([a-z]+)\((.*)\)\s*", body, re.S)
+        if found is None or found.group(1) not in _EGEN:
+            raise JaxhlmError(f"egen computes {', '.join(f + '()' for f in _EGEN)}; got {body.strip()!r}")
+        fcn = found.group(1)
+        value = pd.Series(evaluate(parse_expression(found.group(2), self._resolve), self.data), index=self.data.index)
+        if value.dtype == object:
+            raise JaxhlmError(f"egen {fcn}() needs a numeric expression")
+        keep = self._selected(subset)
+        groups = [self.data[v] for v in by] if by else np.zeros(len(value))
+        stat = value[keep].groupby([g[keep] for g in groups] if by else groups[keep], dropna=False).transform(_EGEN[fcn])
+        new = _stored(kind, np.where(keep, stat.reindex(value.index).to_numpy(dtype=float), np.nan), name)
+        self._set(name, new)
+        return _missing_note(new)
+
+    def by(self, args: str) -> str:
+        """The ``by varlist:`` / ``bysort varlist:`` prefix, for egen (the order of the rows does not matter to it)."""
+        head, colon, rest = args.partition(":")
+        cmd, _, cmd_args = rest.strip().partition(" ")
+        if not colon or not abbreviates(cmd, "egen", 4):
+            raise JaxhlmError("by varlist: here prefixes egen, e.g. bysort id: egen m = mean(ses)")
+        return self.egen(cmd_args, self._varlist(head))
+
+    def drop(self, args: str) -> str:
+        return self._drop_or_keep(args, drop=True)
+
+    def keep(self, args: str) -> str:
+        return self._drop_or_keep(args, drop=False)
+
+    def _drop_or_keep(self, args: str, drop: bool) -> str:
+        """``drop``/``keep`` a varlist, or the rows ``if exp`` / ``in range`` selects."""
+        body, subset = split_qualifiers(args, self._columns())
+        word = "drop" if drop else "keep"
+        if subset is not None:
+            if body.strip():
+                raise JaxhlmError(f"{word} takes a varlist or if/in, not both")
+            selected = self._selected(subset)
+            gone = selected if drop else ~selected
+            self.data, self.changed = self.data.loc[~gone], True
+            n = int(gone.sum())
+            return f"({n:,} observation{'s' if n != 1 else ''} deleted)"
+        names = self._varlist(body)
+        if not names:
+            raise JaxhlmError(f"{word} needs a varlist or if/in")
+        self.data = self.data.drop(columns=names) if drop else self.data[names]
+        self.changed = True
+        return ""
+
+    def _columns(self) -> Columns:
+        return Columns(self.data.columns)
+
+    def _resolve(self, name: str) -> str:
+        return self._columns().one(name, "variable")
+
+    def _varlist(self, text: str) -> list[str]:
+        return list(dict.fromkeys(n for tok in text.split() for n in self._columns().resolve(tok)))
+
+    def _selected(self, subset: Subset | None) -> np.ndarray:
+        return np.ones(len(self.data), bool) if subset is None else subset.mask(self.data, 0, len(self.data))
+
+    def _set(self, name: str, values: np.ndarray) -> None:
+        self.data = self.data.assign(**{name: values})
+        self.changed = True
+
     def _generate(self, var: str, stub: str, levels: pd.Index) -> None:
         new = [f"{stub}{k}" for k in range(1, len(levels) + 1)]
         clash = [n for n in new if n in self.data.columns]
@@ -312,7 +423,52 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
     ("test", 4, Session.test), ("lincom", 6, Session.lincom), ("tabulate", 2, Session.tabulate),
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
+    ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
+    ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
 ]
+
+#: egen's functions: each group's statistic of the non-missing values (Stata's total() is 0 for none).
+_EGEN: dict[str, Callable[[pd.Series], Any] | str] = {
+    "mean": "mean", "sd": "std", "total": "sum", "count": "count", "min": "min", "max": "max", "median": "median",
+}
+
+#: Stata's storage types: generate's default is float (single precision), as Stata's.
+_TYPES = ("byte", "int", "long", "float", "double")
+
+
+def _assignment(args: str, command: str) -> tuple[str | None, str, str]:
+    """(storage type or None, variable, the rest after '=') of ``[type] name = ...``."""
+    found = re.fullmatch(r"\s*(?:(byte|int|long|float|double|str\d+|strL)\s+)?([A-Za-z_]\w*)\s*=(?!=)(.*)", args,
+                         re.S)
+    if found is None:
+        raise JaxhlmError(f"{command} needs [type] varname = exp, e.g. {command} "
+                          + ("m = mean(ses), by(id)" if command == "egen" else "ses2 = ses^2"))
+    if found.group(2).startswith("_") or found.group(2) in ("if", "in"):
+        raise JaxhlmError(f"{found.group(2)} invalid name")
+    return found.group(1), found.group(2), found.group(3)
+
+
+def _stored(kind: str | None, value: np.ndarray, name: str) -> np.ndarray:
+    """``value`` as Stata stores it in a variable of type ``kind``: float (the default) rounds to single
+    precision, so a do-file's generated variables hold the values Stata's do; integer types truncate."""
+    if value.dtype == object:
+        if kind is not None and not kind.startswith("str"):
+            raise JaxhlmError(f"type mismatch: {name} is {kind}, the expression a string")
+        return value
+    if kind is not None and kind.startswith("str"):
+        raise JaxhlmError(f"type mismatch: {name} is {kind}, the expression numeric")
+    if kind in ("byte", "int", "long"):
+        return np.trunc(value)
+    return value if kind == "double" else value.astype(np.float32).astype(float)
+
+
+def _missing(values: np.ndarray) -> Any:
+    return "" if values.dtype == object else np.nan
+
+
+def _missing_note(values: np.ndarray) -> str:
+    n = int(np.sum(values == "")) if values.dtype == object else int(np.isnan(values).sum())
+    return f"({n:,} missing value{'s' if n != 1 else ''} generated)" if n else ""
 
 
 def _alpha(opts: str, command: str) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import covariance as cov
 from .errors import FormulaError
 from .factor import CONSTANT, FixedTerms
-from .qualifiers import Subset
+from .expressions import Subset
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 _GROUP = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*(:[A-Za-z_.][A-Za-z0-9_.]*)*$")

@@ -26,7 +26,7 @@ from .design import Data
 from .errors import FormulaError
 from .factor import FixedTerms, FVar, Term, term
 from .formula import Display, ModelSpec, RandomTerm, random_term
-from .qualifiers import Subset, parse_subset
+from .expressions import Subset, parse_subset
 from .results import MixedResult
 
 _TOKEN = re.compile(
@@ -244,7 +244,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     fixed_text, *rest = split_top(equations[0], ",")
     fixed_opts = ",".join(rest)
     fixed_text, fweight = _weight_clause(fixed_text, cols)
-    fixed_text, subset = _qualifiers(fixed_text, cols)
+    fixed_text, subset = split_qualifiers(fixed_text, cols)
     constant = True
     for name, arg in options(fixed_opts):
         if abbreviates(name, *_NOCONS) and arg is None:
@@ -297,9 +297,9 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                      freq_weights=fweight, subset=subset, display=Display(**settings["display"]))
 
 
-def _qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
-    """The fixed-effects equation without its ``if exp`` and ``in range`` qualifiers (either order), and the
-    :class:`~jaxhlm.qualifiers.Subset` they select (None without them)."""
+def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
+    """A command's text without its ``if exp`` and ``in range`` qualifiers (either order), and the
+    :class:`~jaxhlm.expressions.Subset` they select (None without them)."""
     found = re.search(r"\bin\s+((?:-?\d+|[fl])(?:\s*/\s*(?:-?\d+|[fl]))?)(?=\s|$)", text)
     in_range = None
     if found is not None:

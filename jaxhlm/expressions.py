@@ -1,9 +1,10 @@
-"""Stata's ``if`` and ``in`` qualifiers: which rows of the data a command uses.
+"""Stata expressions: the ``if`` and ``in`` qualifiers that select a command's rows, and the values that
+``generate``, ``replace`` and ``egen`` compute in do-files.
 
 ``mixed mathach ses if sector == 1 & !missing(size) in 1/5000 || id:`` fits the rows where the expression is
-true, among the rows in the range. The expression is parsed once, against the data's variable names (with
-Stata's abbreviations), into a small tree (:class:`Subset` holds it; hashable, so a parsed model stays a cache
-key) and evaluated per chunk of rows with NumPy, with Stata's semantics:
+true, among the rows in the range. An expression is parsed once, against the data's variable names (with
+Stata's abbreviations), into a small tree (:class:`Subset` holds a qualifier's; hashable, so a parsed model
+stays a cache key) and evaluated per chunk of rows with NumPy, with Stata's semantics:
 
 - a numeric missing value (NaN) is larger than every number, so ``x > 5`` is true where x is missing and
   ``x == .`` tests for missing; arithmetic with a missing value is missing;
@@ -194,6 +195,18 @@ def _truth(v: Value) -> np.ndarray:
     return np.asarray(_number(v, "a logical operator")) != 0
 
 
+def parse_expression(text: str, resolve: Callable[[str], str]) -> Node:
+    """An expression's tree; ``resolve`` maps a variable name (or Stata's abbreviation of one) to a column."""
+    return _Parser(text, resolve).parse()
+
+
+def evaluate(node: Node, frame: pd.DataFrame) -> np.ndarray:
+    """An expression's value on each row of ``frame``: floats (NaN for missing) or, for a string expression,
+    an object array of str."""
+    value = _evaluate(node, frame)
+    return np.broadcast_to(np.asarray(value, dtype=object if _is_text(value) else float), (len(frame),)).copy()
+
+
 def _evaluate(node: Node, frame: pd.DataFrame) -> Value:
     op = node[0]
     if op in ("num", "str"):
@@ -290,7 +303,7 @@ def parse_subset(condition: str | None, in_range: str | None, resolve: Callable[
     abbreviation of one) to a column."""
     if condition is None and in_range is None:
         return None
-    node = _Parser(condition, resolve).parse() if condition is not None else None
+    node = parse_expression(condition, resolve) if condition is not None else None
     first = last = None
     if in_range is not None:
         m = _RANGE.match(in_range)

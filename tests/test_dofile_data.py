@@ -1,0 +1,98 @@
+"""Data management in do-files: generate, replace, egen (with by), drop and keep, as Stata runs them; the
+reference is the same computation in pandas, with Stata's storage types (generate's default float rounds to
+single precision)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaxhlm
+from jaxhlm import DoFileError
+from jaxhlm.dofile import Session
+
+
+@pytest.fixture()
+def session() -> Session:
+    return Session(jaxhlm.datasets.hsb())
+
+
+def _run(session: Session, *lines: str) -> list[str]:
+    out = []
+    for line in lines:
+        cmd, _, args = line.partition(" ")
+        out.append(session.run(cmd, args))
+    return out
+
+
+def test_group_mean_centring_fits_what_pandas_centring_fits(session):
+    hsb = jaxhlm.datasets.hsb()
+    notes = _run(session, "bysort id: egen mses = mean(ses)", "generate ses_c = ses - mses",
+                 "generate double ses_d = ses - mses")
+    assert notes == ["", "", ""]
+    mean = hsb.groupby("id")["ses"].transform("mean")
+    single = (hsb["ses"] - mean.astype(np.float32).astype(float)).astype(np.float32).astype(float)
+    np.testing.assert_array_equal(session.data["mses"], mean.astype(np.float32).astype(float))
+    np.testing.assert_array_equal(session.data["ses_c"], single)  # Stata's float
+    np.testing.assert_allclose(session.data["ses_d"], hsb["ses"] - mean.astype(np.float32).astype(float), rtol=1e-15)
+    log = jaxhlm.run_do("bysort id: egen mses = mean(ses)\ngen ses_c = ses - mses\nmixed mathach ses_c mses || id: ses_c")
+    want = jaxhlm.mixed("mathach ses_c mses || id: ses_c", hsb.assign(mses=mean.astype(np.float32).astype(float),
+                                                                       ses_c=single))
+    assert f"Log likelihood = {want.llf:.3f}" in log
+    assert f"ses_c |   {want.fe_params['ses_c']:.6f}" in log
+
+
+def test_generate_replace_and_their_notes(session):
+    hsb = jaxhlm.datasets.hsb()
+    out = _run(session, "gen byte high = ses > 0 if sector == 1", "replace high = 2 if high == 0 & minority",
+               "generate str5 where = \"north\" if mod(id, 2)", "g z = ln(size) - 7 in 1/100")
+    high = np.where(hsb["sector"] == 1, (hsb["ses"] > 0).astype(float), np.nan)
+    n_missing = int(np.isnan(high).sum())
+    assert out[0] == f"({n_missing:,} missing values generated)"
+    changed = (high == 0) & (hsb["minority"] == 1)
+    assert out[1] == f"({int(changed.sum()):,} real changes made)"
+    np.testing.assert_array_equal(session.data["high"], np.where(changed, 2.0, high))
+    assert (session.data["where"] == np.where(hsb["id"] % 2 == 1, "north", "")).all()
+    assert out[2] == f"({int((hsb['id'] % 2 == 0).sum()):,} missing values generated)"
+    z = session.data["z"].to_numpy()
+    np.testing.assert_array_equal(z[:100], (np.log(hsb["size"][:100]) - 7).astype(np.float32).astype(float))
+    assert np.isnan(z[100:]).all()
+
+
+@pytest.mark.parametrize("fcn, how", [("mean", "mean"), ("sd", "std"), ("total", "sum"), ("count", "count"),
+                                      ("min", "min"), ("max", "max"), ("median", "median")])
+def test_egen_statistics_by_group(session, fcn, how):
+    hsb = jaxhlm.datasets.hsb()
+    x = hsb["ses"].where(hsb.index % 5 != 0)  # missing values are left out
+    session.data = session.data.assign(x=x)
+    _run(session, f"egen double s = {fcn}(x * 2) if female, by(id sector)")
+    sel = hsb["female"] == 1
+    want = (2 * x)[sel].groupby([hsb["id"][sel], hsb["sector"][sel]]).transform(how).reindex(hsb.index)
+    np.testing.assert_allclose(session.data["s"], want, rtol=1e-12)
+
+
+def test_drop_and_keep_rows_and_variables(session):
+    out = _run(session, "drop if sector == 1", "keep in 1/1000", "keep mathach ses id", "drop ses")
+    assert out[0] == "(3,543 observations deleted)" and out[1] == "(2,642 observations deleted)"
+    assert list(session.data.columns) == ["mathach", "id"] and len(session.data) == 1000
+    with pytest.raises(jaxhlm.JaxhlmError, match="dataset in memory has changed"):
+        session.run("use", "other.csv")
+
+
+@pytest.mark.parametrize("line, words", [
+    ("generate ses = 1", "variable ses already defined"),
+    ("replace nosuch = 1", "variable nosuch not found"),
+    ("replace double ses = 1", "replace takes no storage type"),
+    ("generate x == 1", "needs [type] varname = exp"),
+    ("generate _x = 1", "_x invalid name"),
+    ("egen m = rank(ses)", "egen computes mean()"),
+    ("egen m = mean(ses), over(id)", "option over not allowed"),
+    ("by id: generate m = 1", "prefixes egen"),
+    ("generate str3 s = ses", "type mismatch"),
+    ("generate s = nosuch + 1", "variable nosuch not found"),
+    ("drop", "needs a varlist or if/in"),
+    ("drop ses if sector", "not both"),
+])
+def test_bad_data_commands_are_explained(line, words):
+    with pytest.raises(DoFileError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        jaxhlm.run_do(line)
