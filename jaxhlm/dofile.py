@@ -2,7 +2,7 @@
 
 ``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``lincom``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
+prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
 with the line number.
@@ -266,7 +266,7 @@ class Session:
         return _missing_note(new)
 
     def replace(self, args: str) -> str:
-        """``replace oldvar = exp [if] [in]``: the selected rows get the new value, stored in the variable's type."""
+        """``replace oldvar = exp [if] [in]``: the selected rows get the new value."""
         kind, name, text = _assignment(args, "replace")
         if kind is not None:
             raise JaxhlmError("replace takes no storage type; the variable keeps its own")
@@ -278,8 +278,7 @@ class Session:
         value = evaluate(parse_expression(body, self._resolve), self.data)
         if (value.dtype == object) != text_var:
             raise JaxhlmError(f"type mismatch: {name} is a {'string' if text_var else 'numeric'} variable")
-        new = np.where(self._selected(subset), value if text_var else value.astype(old.dtype if old.dtype.kind == "f"
-                                                                                 else float), old)
+        new = np.where(self._selected(subset), value, old)
         changed = int(np.sum(~((new == old) | (pd.isna(new) & pd.isna(old)))))
         self._set(name, new)
         return f"({changed:,} real change{'s' if changed != 1 else ''} made)"
@@ -343,6 +342,67 @@ class Session:
         self.data = self.data.drop(columns=names) if drop else self.data[names]
         self.changed = True
         return ""
+
+    def predict(self, args: str) -> str:
+        """``predict newvar [if] [in] [, xb | fitted | residuals | rstandard | stdp]`` and ``predict newvars, reffects
+        [relevel(levelvar)]`` (one variable per random effect, or ``stub*``) after ``mixed``, on the data in
+        memory: a row with a missing predictor, outside if/in, or (but for xb and stdp) in a group the fit has not
+        seen gets a missing value, and rstandard is missing outside the estimation sample, as Stata has them.
+        Stored as float, Stata's default type."""
+        model = self._active()
+        body, *rest = split_top(args, ",")
+        body, subset = split_qualifiers(body, self._columns())
+        chosen, relevel = [], None
+        for o, arg in options(",".join(rest)):
+            if o == "relevel" and arg:
+                relevel = arg.strip()
+            elif arg is None and o in _PREDICT:
+                chosen.append(o)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; predict accepts {', '.join(_PREDICT)} and relevel(levelvar)")
+        if len(chosen) > 1:
+            raise JaxhlmError(f"only one statistic may be predicted; got {', '.join(chosen)}")
+        what = chosen[0] if chosen else "xb"
+        if relevel is not None and what != "reffects":
+            raise JaxhlmError("relevel() goes with reffects")
+        d = model.design
+        levels = list(range(len(d.level_names)))
+        if relevel is not None:
+            if relevel not in d.level_names:
+                raise JaxhlmError(f"relevel({relevel}): the model's levels are {', '.join(d.level_names)}")
+            levels = [d.level_names.index(relevel)]
+        n_new = sum(len(d.level_effects[k]) for k in levels) if what == "reffects" else 1
+        names = _new_names(body, n_new, self.data.columns)
+        keep = self._selected(subset)
+        complete, X, _, codes = d.predictors(self.data, random=what != "xb" and what != "stdp")
+        columns = []
+        if what == "reffects":
+            for k in levels:
+                modes = model.ranef(k).to_numpy()
+                for j in range(modes.shape[1]):
+                    out = np.full(len(self.data), np.nan)
+                    out[complete] = np.where(codes[k] >= 0, modes[np.maximum(codes[k], 0), j], np.nan)
+                    columns.append(out)
+        else:
+            if what == "stdp":
+                value = np.sqrt(np.einsum("ni,ij,nj->n", X, model.cov_params().to_numpy(), X))
+                out = np.full(len(self.data), np.nan)
+                out[complete] = value
+            else:
+                out = model.predict(self.data, random=what != "xb").to_numpy(copy=True)
+            if what not in ("xb", "stdp"):  # a group without a BLUP has no fitted value
+                out[np.flatnonzero(complete)[np.any(np.stack(codes) < 0, axis=0)]] = np.nan
+            if what in ("residuals", "rstandard"):
+                out = self.data[d.response].to_numpy(dtype=float) - out
+            if what == "rstandard":
+                out = np.where(self.data.index.isin(d.rows().index), out / np.sqrt(model.scale), np.nan)
+            columns.append(out)
+        notes = [] if chosen else ["(option xb assumed)"]
+        for name, values in zip(names, columns):
+            new = np.where(keep, _stored(None, values, name), np.nan)
+            self._set(name, new)
+            notes.append(_missing_note(new))
+        return "\n".join(n for n in notes if n)
 
     def _columns(self) -> Columns:
         return Columns(self.data.columns)
@@ -425,10 +485,31 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
+    ("predict", 4, Session.predict),
 ]
 
+#: predict's statistics after mixed.
+_PREDICT = ("xb", "fitted", "residuals", "rstandard", "reffects", "stdp")
+
+
+def _new_names(text: str, count: int, existing: Any) -> list[str]:
+    """``count`` new variable names from ``text``: as many names, or ``stub*`` (stub1, stub2, …)."""
+    words = text.split()
+    if len(words) == 1 and words[0].endswith("*"):
+        words = [f"{words[0][:-1]}{k}" for k in range(1, count + 1)]
+    if len(words) != count:
+        raise JaxhlmError(f"predict needs {count} new variable name{'s' if count > 1 else ''} here (or stub*); got "
+                          f"{len(words)}")
+    for w in words:
+        if not re.fullmatch(r"[A-Za-z][\w]*", w):
+            raise JaxhlmError(f"{w} invalid name")
+        if w in existing:
+            raise JaxhlmError(f"variable {w} already defined")
+    return words
+
+
 #: egen's functions: each group's statistic of the non-missing values (Stata's total() is 0 for none).
-_EGEN: dict[str, Callable[[pd.Series], Any] | str] = {
+_EGEN: dict[str, str] = {
     "mean": "mean", "sd": "std", "total": "sum", "count": "count", "min": "min", "max": "max", "median": "median",
 }
 

@@ -96,3 +96,68 @@ def test_drop_and_keep_rows_and_variables(session):
 def test_bad_data_commands_are_explained(line, words):
     with pytest.raises(DoFileError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         jaxhlm.run_do(line)
+
+
+def _single(values) -> np.ndarray:
+    return np.asarray(values, dtype=float).astype(np.float32).astype(float)
+
+
+def test_predict_after_mixed(session):
+    out = _run(session, "mixed mathach ses i.sector || id: ses, cov(un)", "predict xb", "predict fit, fitted",
+               "predict res, residuals", "predict rs, rstandard", "predict se, stdp", "predict u*, reffects",
+               "predict f1 if sector == 1, fitted")
+    assert out[1] == "(option xb assumed)" and out[2] == ""
+    r, hsb = session.active, jaxhlm.datasets.hsb()
+    d = session.data
+    np.testing.assert_array_equal(d["xb"], _single(r.predict(hsb, random=False)))
+    np.testing.assert_array_equal(d["fit"], _single(r.fittedvalues))
+    np.testing.assert_array_equal(d["res"], _single(hsb["mathach"] - r.fittedvalues))
+    np.testing.assert_array_equal(d["rs"], _single((hsb["mathach"] - r.fittedvalues) / np.sqrt(r.scale)))
+    X = np.column_stack([hsb["ses"], hsb["sector"], np.ones(len(hsb))])
+    np.testing.assert_allclose(d["se"], np.sqrt(np.einsum("ni,ij,nj->n", X, r.cov_params().to_numpy(), X)),
+                               rtol=1e-6)
+    blups = r.ranef().loc[hsb["id"]]
+    np.testing.assert_array_equal(d["u1"], _single(blups["ses"]))  # Stata's order: ses, then _cons
+    np.testing.assert_array_equal(d["u2"], _single(blups["_cons"]))
+    np.testing.assert_array_equal(d["f1"], np.where(hsb["sector"] == 1, d["fit"], np.nan))
+    assert out[-1] == f"({int((hsb['sector'] == 0).sum()):,} missing values generated)"
+
+
+def test_predict_random_effects_of_one_level(session):
+    session.data = session.data.assign(cls=session.data["minority"])
+    _run(session, "mixed mathach ses || id: || cls:", "predict school, reffects relevel(id)",
+         "predict a b, reffects")
+    r = session.active
+    np.testing.assert_array_equal(session.data["school"], _single(r.ranef(0).loc[session.data["id"], "_cons"]))
+    np.testing.assert_array_equal(session.data["a"], session.data["school"])
+    inner = r.ranef(1)["_cons"]
+    want = [inner[(g, c)] for g, c in zip(session.data["id"], session.data["cls"])]
+    np.testing.assert_array_equal(session.data["b"], _single(want))
+
+
+@pytest.mark.parametrize("lines, words", [
+    (["predict x"], "last estimates not found"),
+    (["mixed mathach ses || id: ses", "predict u, reffects"], "needs 2 new variable names"),
+    (["mixed mathach ses || id:", "predict ses"], "variable ses already defined"),
+    (["mixed mathach ses || id:", "predict a, xb fitted"], "only one statistic"),
+    (["mixed mathach ses || id:", "predict a, fitted relevel(id)"], "relevel() goes with reffects"),
+    (["mixed mathach ses || id:", "predict a, reffects relevel(school)"], "the model's levels are id"),
+    (["mixed mathach ses || id:", "predict a, scores"], "option scores not allowed"),
+])
+def test_bad_predict_is_explained(lines, words):
+    with pytest.raises(DoFileError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        jaxhlm.run_do("\n".join(lines))
+
+
+def test_predict_outside_the_estimation_sample_as_stata(session):
+    # A school whose every response is missing has no BLUP: its fitted values and residuals are missing (its xb
+    # is not); rows outside the estimation sample get no standardized residual.
+    data = session.data.assign(mathach=session.data["mathach"].where(session.data["id"] != 1224))
+    data.loc[data.index[100], "mathach"] = np.nan
+    session.data = data
+    _run(session, "mixed mathach ses || id:", "predict xb", "predict fit, fitted", "predict rs, rstandard")
+    school = (data["id"] == 1224).to_numpy()
+    assert np.isnan(session.data["fit"][school]).all() and not np.isnan(session.data["xb"][school]).any()
+    assert not np.isnan(session.data["fit"][~school]).any()
+    assert np.isnan(session.data["rs"].iloc[100]) and np.isnan(session.data["rs"][school]).all()
+    assert np.isnan(session.data["rs"]).sum() == school.sum() + 1
