@@ -74,12 +74,16 @@ class Shared(NamedTuple):
 
 
 class Simulator(NamedTuple):
-    """A fitted model to draw responses from: y = Xβ + Zb + e, b ~ N(0, σ²ΛΛᵀ), e ~ N(0, σ²)."""
+    """A fitted model to draw responses from: y = Xβ + Zb + e, b ~ N(0, σ²ΛΛᵀ), e ~ N(0, σ²), on whitened rows
+    (:func:`_rows`). ``within`` = Σ(fᵢ − 1) over rows with frequency weights fᵢ: a row then stands for fᵢ
+    observations, drawn as their mean (its whitened residual has variance σ²) and the sum of squares about it
+    (:func:`within_ss`). None (an empty pytree, so static) compiles that draw out."""
 
     data: GroupedData | FlatRows
     beta: Array  # (p,)
     lam: Array  # (q, q) relative covariance factor Λ(θ̂), block-diagonal over the levels
     sigma: Array  # σ̂
+    within: Array | None  # () the degrees of freedom of the residuals within rows; None without frequency weights
 
 
 class Replicate(NamedTuple):
@@ -136,6 +140,24 @@ def simulate_one(key: Array, sim: Simulator) -> Array:
     return (jnp.einsum("gnp,p->gn", X, sim.beta) + jnp.einsum("gnq,gq->gn", Z, b) + e) * real
 
 
+#: The sums of squares within rows are drawn from their own stream of each replicate's key, so that every
+#: other draw is the same whether a fit has frequency weights or not.
+_WITHIN_STREAM = 0x7FFFFFFF
+
+
+def within_ss(key: Array, sim: Simulator) -> Array:
+    """A replicate's sum of squares of its observations about their rows' means (frequency weights): σ²χ² on
+    Σ(fᵢ − 1) degrees of freedom, independent of the means. It enters the statistics only through yᵀy."""
+    if sim.within is None:
+        return jnp.zeros(())
+    draw = 2.0 * jax.random.gamma(jax.random.fold_in(key, _WITHIN_STREAM), sim.within / 2.0)
+    return sim.sigma**2 * draw
+
+
+def _with_spread(stats: GroupStats | NestedStats, extra: Array) -> GroupStats | NestedStats:
+    return stats._replace(yty=stats.yty + extra)
+
+
 def summarise(fit: Fit, blocks: cov.Structure) -> Replicate:
     sol = fit.solution
     return Replicate(fit.deviance, fit.theta, fit.beta, fit.sigma2,
@@ -169,12 +191,14 @@ def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Share
     flat rows (a two-level null against a three-level model), else None."""
     r, start_small, start_big = x
     key, sim, small, big, to_rows = shared
-    y = simulate_one(jax.random.fold_in(key, r), sim)
-    f_small = fit_stats(with_response(small, y), blocks_small, reml, start=start_small, max_steps=max_steps)
+    key_r = jax.random.fold_in(key, r)
+    y, extra = simulate_one(key_r, sim), within_ss(key_r, sim)
+    f_small = fit_stats(_with_spread(with_response(small, y), extra), blocks_small, reml, start=start_small,
+                        max_steps=max_steps)
     embedded = _embed(f_small.theta, blocks_small, blocks_big, index)
     y_big = y if to_rows is None else y[to_rows[0], to_rows[1]]
-    f_big = fit_stats(with_response(big, y_big), blocks_big, reml, start=jnp.stack([embedded, start_big]),
-                      max_steps=max_steps)
+    f_big = fit_stats(_with_spread(with_response(big, y_big), extra), blocks_big, reml,
+                      start=jnp.stack([embedded, start_big]), max_steps=max_steps)
     return summarise(f_small, blocks_small), summarise(f_big, blocks_big)
 
 
@@ -284,17 +308,21 @@ def _sharded(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], mesh: 
 
 
 # ---- front ends --------------------------------------------------------------------------------------
-def _rows(design: Design) -> tuple[Rows, np.ndarray | None]:
-    """``design``'s rows for simulation and refits, whitened (:meth:`~jaxhlm.design.Rows.whitened`): a model
-    with precision weights is then drawn from and refitted as an unweighted one, a response y as √a·y. Returns
-    the rows and √a (None without weights). Frequency weights are refused: a row that stands for f
-    observations would be drawn as one, with one residual instead of f."""
+def _rows(design: Design, frequencies: bool = False) -> tuple[Rows, np.ndarray | None]:
+    """``design``'s rows for simulation and refits, scaled by √(aᵢfᵢ) (:func:`~jaxhlm.stats.row_scale`): a
+    weighted model is then drawn from and refitted as an unweighted one, a response y as √(af)·y. Returns the
+    rows and that scale (None without weights). Frequency weights only for the bootstrap (``frequencies``),
+    which draws each row's spread within (:func:`within_ss`): a response given per row cannot hold it."""
     rows = design.rows()
-    if rows.freq is not None:
-        raise DataError("simulation, batched refits and the parametric bootstrap do not take frequency weights: a "
-                        "row that stands for f observations would be drawn as one observation; expand the rows "
-                        "(data.loc[data.index.repeat(data[w])]) and fit without weights to simulate from the model")
-    return rows.whitened(), row_scale(rows.weights, None)
+    if rows.freq is not None and not frequencies:
+        raise DataError("simulate and refit_batch do not take frequency weights: a row that stands for f "
+                        "observations holds one response, not f; the parametric bootstrap (bootstrap_lrtest, "
+                        "conf_int(method='bootstrap')) does, or expand the rows (data.loc[data.index.repeat(data[w])])")
+    scale = row_scale(rows.weights, rows.freq)
+    if scale is None:
+        return rows, None
+    return replace(rows, y=rows.y * scale, X=rows.X * scale[:, None], Z=rows.Z * scale[:, None], weights=None,
+                   freq=None), scale
 
 
 def _shared(design: Design, rows: Rows) -> Shared:
@@ -325,10 +353,12 @@ def _per_replicate_bytes(*designs: Design) -> int:
     return sum(size(d) for d in designs)
 
 
-def _simulator(result: MixedResult, data: GroupedData) -> Simulator:
-    """Draws from ``result``'s fit on its padded rows ``data``."""
+def _simulator(result: MixedResult, data: GroupedData | FlatRows, rows: Rows) -> Simulator:
+    """Draws from ``result``'s fit on its rows (``rows`` from :func:`_rows`, laid out as ``data``)."""
     lam = np.tensordot(result.theta, cov.templates(result.design.blocks), 1)
-    return Simulator(data, jnp.asarray(result.fit.beta), jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)))
+    within = result.nobs - len(rows.y)
+    return Simulator(data, jnp.asarray(result.fit.beta), jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)),
+                     jnp.asarray(float(within)) if within else None)
 
 
 def _key(seed: int | Array) -> Array:
@@ -336,8 +366,22 @@ def _key(seed: int | Array) -> Array:
 
 
 @partial(jax.jit, static_argnames="n")
-def _simulate(key: Array, sim: Simulator, n: int) -> Array:
-    return jax.vmap(lambda r: simulate_one(jax.random.fold_in(key, r), sim))(jnp.arange(n))
+def _simulate(key: Array, sim: Simulator, n: int) -> tuple[Array, Array]:
+    def one(r: Array) -> tuple[Array, Array]:
+        key_r = jax.random.fold_in(key, r)
+        return simulate_one(key_r, sim), within_ss(key_r, sim)
+
+    return jax.vmap(one)(jnp.arange(n))
+
+
+def _draws(result: MixedResult, rows: Rows, shared: Shared, n: int, seed: int | Array) -> tuple[Array, Array]:
+    """``n`` whitened responses drawn from ``result`` (n, N), rows in the estimation sample's order, and their
+    sums of squares within rows (n,) (:func:`within_ss`)."""
+    draws, within = _simulate(_key(seed), _simulator(result, shared.data, rows), int(n))
+    if not isinstance(shared.data, FlatRows):
+        g, slot, _ = slots(rows.group, result.design.n_groups)
+        draws = draws[:, g, slot]
+    return draws, within
 
 
 def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
@@ -349,11 +393,7 @@ def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
     """
     d = result.design
     rows, scale = _rows(d)
-    data = _shared(d, rows).data
-    draws = _simulate(_key(seed), _simulator(result, data), int(n))
-    if not isinstance(data, FlatRows):
-        g, slot, _ = slots(rows.group, d.n_groups)
-        draws = draws[:, g, slot]
+    draws, _ = _draws(result, rows, _shared(d, rows), n, seed)
     return draws if scale is None else draws / jnp.asarray(scale)
 
 
@@ -441,11 +481,29 @@ def refit_batch(result: MixedResult, Y: Any, *, chunk: int | None = None, progre
                         f"response; got shape {Y.shape}")
     if not np.all(np.isfinite(Y)):
         raise DataError("Y has missing or infinite values; refit_batch needs complete responses")
-    Y = Y if scale is None else Y * scale[:, None]
+    return _refit(result, rows, _shared(d, rows), Y if scale is None else Y * scale[:, None], 0.0, chunk, progress)
+
+
+def bootstrap_fits(result: MixedResult, B: int, seed: int = 0, *, chunk: int | None = None, progress: bool = False
+                   ) -> BatchFit:
+    """Refits of ``B`` responses drawn from ``result`` (:func:`simulate`'s draws for the same seed): the
+    parametric bootstrap of its estimates. A fit with frequency weights is drawn as its expanded rows would be,
+    each row's observations as their mean and their spread about it (:func:`within_ss`)."""
+    d = result.design
+    rows, _ = _rows(d, frequencies=True)
     shared = _shared(d, rows)
+    draws, within = _draws(result, rows, shared, B, seed)
+    return _refit(result, rows, shared, np.asarray(draws).T, np.asarray(within), chunk, progress)
+
+
+def _refit(result: MixedResult, rows: Rows, shared: Shared, Y: np.ndarray, within: np.ndarray | float,
+           chunk: int | None, progress: bool) -> BatchFit:
+    """Refits of ``result``'s model to the whitened responses Y (N, k), with ``within`` added to each one's yᵀy."""
+    d = result.design
     start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
-    inputs = (_response_stats(d, rows, Y, shared.base), start)
-    rep = _rounds(_refit_one, inputs, shared, lambda x, out: (x[0], out.theta), chunk=chunk,
+    stats = _response_stats(d, rows, Y, shared.base)
+    stats["yty"] = stats["yty"] + within
+    rep = _rounds(_refit_one, (stats, start), shared, lambda x, out: (x[0], out.theta), chunk=chunk,
                   per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
                   blocks=d.blocks, reml=result.reml)
     return _batch_fit(rep, d)
@@ -518,14 +576,14 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     if small.df_modelwc > big.df_modelwc:
         small, big = big, small
     ds, db = small.design, big.design
-    (rows_small, _), (rows_big, _) = _rows(ds), _rows(db)
+    (rows_small, _), (rows_big, _) = _rows(ds, frequencies=True), _rows(db, frequencies=True)
     index = _nesting(ds, db, rows_small.X, rows_big.X)
     shared_small, shared_big = _shared(ds, rows_small), _shared(db, rows_big)
     to_rows = None
     if isinstance(shared_big.data, FlatRows) and not isinstance(shared_small.data, FlatRows):
         g, slot, _ = slots(rows_small.group, ds.n_groups)
         to_rows = (jnp.asarray(g), jnp.asarray(slot))
-    shared = (_key(seed), _simulator(small, shared_small.data), shared_small, shared_big, to_rows)
+    shared = (_key(seed), _simulator(small, shared_small.data, rows_small), shared_small, shared_big, to_rows)
     B = int(B)
     inputs = (np.arange(B), np.zeros((B, cov.n_cov_params(ds.blocks))), np.zeros((B, cov.n_cov_params(db.blocks))))
     reps = _rounds(_lr_one, inputs, shared, lambda x, out: (x[0], out[0].theta, out[1].theta), chunk=chunk,

@@ -220,7 +220,7 @@ class MixedResult:
         if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 2:
             raise JaxhlmError(f"B must be a whole number of bootstrap replicates, at least 2; got {B!r}")
         if (B, seed) not in self._bootstraps:
-            fits = batch.refit_batch(self, np.asarray(batch.simulate(self, B, seed)).T, progress=False)
+            fits = batch.bootstrap_fits(self, B, seed)
             self._bootstraps[B, seed] = fits.select(fits.converged)
             failed = B - int(np.sum(fits.converged))
             if failed:

@@ -265,12 +265,26 @@ def test_refits_and_simulation_with_precision_weights(fits):
     assert boot.failed == 0 and np.all(boot.replicates >= 0)
 
 
-def test_frequency_weights_refuse_simulation_with_the_remedy():
-    data = pd.read_csv(FIXTURES / "sleepstudy.csv").assign(f=2)
-    r = jaxhlm.fit(SLEEP, data, freq_weights="f")
-    for call in (lambda: jaxhlm.simulate(r, 2), lambda: jaxhlm.refit_batch(r, np.zeros((360, 1))),
-                 lambda: r.conf_int(method="bootstrap", B=10)):
-        with pytest.raises(DataError, match=r"expand the rows"):
+def test_the_bootstrap_of_frequency_weights_draws_the_expanded_data():
+    # A row with frequency f is drawn as the mean of f observations plus their spread about it (σ²χ² on f − 1
+    # df in all); without the spread the refits' σ² would be about half the expanded data's here.
+    data = pd.read_csv(FIXTURES / "sleepstudy.csv").assign(f=lambda d: 1 + np.arange(len(d)) % 3)
+    expanded = _expanded(data, data["f"])
+    small, big = "Reaction ~ Days + (1 | Subject)", SLEEP
+    weighted = [jaxhlm.fit(m, data, freq_weights="f") for m in (small, big)]
+    plain = [jaxhlm.fit(m, expanded) for m in (small, big)]
+    w, e = (jaxhlm.bootstrap_lrtest(*fits, B=400, seed=5, progress=False) for fits in (weighted, plain))
+    assert w.statistic == pytest.approx(e.statistic, abs=1e-6) and w.failed == e.failed == 0
+    for stat in (lambda b: b.small_fits.sigma2, lambda b: b.replicates, lambda b: b.big_fits.beta[:, 1]):
+        a, b = stat(w), stat(e)
+        se = np.sqrt((a.var() + b.var()) / 400)
+        assert abs(a.mean() - b.mean()) < 4 * se, (a.mean(), b.mean(), se)
+    assert abs(w.pvalue - e.pvalue) < 0.06
+    ci_w = weighted[0].conf_int(method="bootstrap", B=400, seed=2).loc["var(Residual)"]
+    ci_e = plain[0].conf_int(method="bootstrap", B=400, seed=2).loc["var(Residual)"]
+    np.testing.assert_allclose(ci_w, ci_e, rtol=0.1)
+    for call in (lambda: jaxhlm.simulate(weighted[0], 2), lambda: jaxhlm.refit_batch(weighted[0], np.zeros((360, 1)))):
+        with pytest.raises(DataError, match=r"do not take frequency weights.*expand the rows"):
             call()
 
 
