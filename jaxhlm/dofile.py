@@ -2,7 +2,7 @@
 
 ``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``lincom``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
+prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
 with the line number.
@@ -404,6 +404,28 @@ class Session:
             notes.append(_missing_note(new))
         return "\n".join(n for n in notes if n)
 
+    def summarize(self, args: str) -> str:
+        """``summarize [varlist] [if] [in]``: each variable's non-missing count, mean, standard deviation, minimum
+        and maximum over the rows selected (all variables without a varlist)."""
+        body, *rest = split_top(args, ",")
+        if "".join(rest).strip():
+            raise JaxhlmError("summarize options are not supported here; summarize [varlist] [if] [in]")
+        body, subset = split_qualifiers(body, self._columns())
+        names = self._varlist(body) if body.strip() else [str(c) for c in self.data.columns]
+        frame = self.data.loc[self._selected(subset)]
+        rows = []
+        for name in names:
+            col = frame[name]
+            numeric = pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+            x = col.to_numpy(dtype=float) if numeric else np.zeros(0)  # a string variable counts no observations
+            x = x[~np.isnan(x)]
+            if len(x) == 0:
+                rows.append((name, 0, np.nan, np.nan, np.nan, np.nan))
+                continue
+            sd = float(x.std(ddof=1)) if len(x) > 1 else np.nan
+            rows.append((name, len(x), float(x.mean()), sd, float(x.min()), float(x.max())))
+        return render.summarize_text(rows)
+
     def _columns(self) -> Columns:
         return Columns(self.data.columns)
 
@@ -485,7 +507,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
-    ("predict", 4, Session.predict),
+    ("predict", 4, Session.predict), ("summarize", 2, Session.summarize),
 ]
 
 #: predict's statistics after mixed.

@@ -106,7 +106,9 @@ def _name_width(names: Sequence[str], floor: int = 12, cap: int = 32) -> int:
 
 
 def _abbrev(name: str, width: int) -> str:
-    return name if len(name) <= width else name[: width - 1] + "~"
+    """Stata's ``abbrev()``: a name longer than ``width`` keeps its first width − 2 characters, ``~`` and its last
+    (``xanders_aggregate`` → ``xanders_ag~e`` in 12)."""
+    return name if len(name) <= width else name[: width - 2] + "~" + name[-1]
 
 
 def _coef_rows(coefs: Sequence["Coef"]) -> list[tuple[str, "Coef | None"]]:
@@ -277,6 +279,19 @@ def _wrap_label(label: str, width: int) -> list[str]:
         else:
             lines.append(word)
     return lines or [""]
+
+
+def summarize_text(rows: Sequence[tuple[str, int, float, float, float, float]]) -> str:
+    """Stata's ``summarize`` table: per variable (name, Obs, Mean, Std. dev., Min, Max); a variable without
+    observations (or a string variable) shows its Obs only."""
+    lines = ["    Variable |        Obs        Mean    Std. dev.       Min        Max",
+             "-------------+---------------------------------------------------------"]
+    for name, n, mean, sd, low, high in rows:
+        line = f"{_abbrev(name, 12):>12} | {_fmt_int(n):>10}"
+        if n:
+            line += f" {stata_g(mean):>11} {stata_g(sd):>11} {stata_g(low):>10} {stata_g(high):>10}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) -> str:

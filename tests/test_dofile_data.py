@@ -5,6 +5,7 @@ single precision)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxhlm
@@ -161,3 +162,19 @@ def test_predict_outside_the_estimation_sample_as_stata(session):
     assert not np.isnan(session.data["fit"][~school]).any()
     assert np.isnan(session.data["rs"].iloc[100]) and np.isnan(session.data["rs"][school]).all()
     assert np.isnan(session.data["rs"]).sum() == school.sum() + 1
+
+
+def test_summarize_prints_statas_table():
+    # Lines of Stata logs (Stata 17): x1 takes 1, 2 and 3 400 times each, a long name is abbreviated with ~ and
+    # its last letter, a string variable shows no observations.
+    data = pd.DataFrame({"x1": np.repeat([1.0, 2.0, 3.0], 400), "xanders_aggregate": np.arange(1200.0),
+                         "make": ["a"] * 1200})
+    log = jaxhlm.run_do("summarize\nsu x1 if x1 > 1", data)
+    assert "    Variable |        Obs        Mean    Std. dev.       Min        Max" in log
+    assert "          x1 |      1,200           2     .816837          1          3" in log
+    assert "xanders_ag~e |      1,200       599.5    346.5545          0       1199" in log
+    assert "        make |          0\n" in log
+    assert "          x1 |        800         2.5    .5003128          2          3" in log
+    hsb = jaxhlm.run_do("summarize mathach ses")
+    assert "     mathach |      7,185    12.74785    6.878246     -2.832     24.993" in hsb
+    assert "         ses |      7,185    .0001434    .7793552     -3.758      2.692" in hsb
