@@ -318,11 +318,7 @@ def _rows(design: Design, frequencies: bool = False) -> tuple[Rows, np.ndarray |
         raise DataError("simulate and refit_batch do not take frequency weights: a row that stands for f "
                         "observations holds one response, not f; the parametric bootstrap (bootstrap_lrtest, "
                         "conf_int(method='bootstrap')) does, or expand the rows (data.loc[data.index.repeat(data[w])])")
-    scale = row_scale(rows.weights, rows.freq)
-    if scale is None:
-        return rows, None
-    return replace(rows, y=rows.y * scale, X=rows.X * scale[:, None], Z=rows.Z * scale[:, None], weights=None,
-                   freq=None), scale
+    return rows.whitened(frequencies=True), row_scale(rows.weights, rows.freq)
 
 
 def _shared(design: Design, rows: Rows) -> Shared:

@@ -68,14 +68,15 @@ class Rows:
         """Each row's group, and cluster, codes: one array per grouping level, outermost first."""
         return (self.group,) if self.cluster is None else (self.group, self.cluster)
 
-    def whitened(self) -> "Rows":
+    def whitened(self, frequencies: bool = False) -> "Rows":
         """The rows scaled by the square roots of their precision weights: an unweighted model (residual
-        variance σ² on every row) with the same likelihood up to Σ fᵢ log aᵢ. Frequencies are kept."""
-        scale = row_scale(self.weights, None)
+        variance σ² on every row) with the same likelihood up to Σ fᵢ log aᵢ. Frequencies are kept, or with
+        ``frequencies`` scaled in too (√(aᵢfᵢ): the cross-products of the expanded rows, one row each)."""
+        scale = row_scale(self.weights, self.freq if frequencies else None)
         if scale is None:
             return self
         return dataclasses.replace(self, y=self.y * scale, X=self.X * scale[:, None], Z=self.Z * scale[:, None],
-                                   weights=None)
+                                   weights=None, freq=None if frequencies else self.freq)
 
     def grouped(self, n_groups: int) -> GroupedData:
         """The rows, whitened, padded into one slab per group, their frequencies as observation weights: the

@@ -25,7 +25,7 @@ from .errors import JaxhlmError
 from .infer import sd_corr
 from .results import MixedResult, WaldTest, lrtest
 from .expressions import Subset, evaluate, parse_expression
-from .stata import Columns, abbreviates, options, parse_mixed, split_qualifiers, split_top
+from .stata import Columns, abbreviates, confidence_level, options, parse_mixed, split_qualifiers, split_top
 
 
 class DoFileError(JaxhlmError):
@@ -234,7 +234,7 @@ class Session:
 
     def tabulate(self, args: str) -> str:
         body, _, opts = args.partition(",")
-        names = [n for tok in body.split() for n in Columns(self.data.columns).resolve(tok)]
+        names = self._varlist(body)
         if len(names) != 1:
             raise JaxhlmError("tabulate here makes one-way tables: tabulate VAR [, generate(STUB)]")
         var = names[0]
@@ -262,7 +262,7 @@ class Session:
         value = evaluate(parse_expression(body, self._resolve), self.data)
         new = _stored(kind, value, name)
         new = np.where(self._selected(subset), new, _missing(new))
-        self._set(name, new)
+        self._set({name: new})
         return _missing_note(new)
 
     def replace(self, args: str) -> str:
@@ -280,7 +280,7 @@ class Session:
             raise JaxhlmError(f"type mismatch: {name} is a {'string' if text_var else 'numeric'} variable")
         new = np.where(self._selected(subset), value, old)
         changed = int(np.sum(~((new == old) | (pd.isna(new) & pd.isna(old)))))
-        self._set(name, new)
+        self._set({name: new})
         return f"({changed:,} real change{'s' if changed != 1 else ''} made)"
 
     def egen(self, args: str, by: list[str] | None = None) -> str:
@@ -307,7 +307,7 @@ class Session:
         groups = [self.data[v] for v in by] if by else np.zeros(len(value))
         stat = value[keep].groupby([g[keep] for g in groups] if by else groups[keep], dropna=False).transform(_EGEN[fcn])
         new = _stored(kind, np.where(keep, stat.reindex(value.index).to_numpy(dtype=float), np.nan), name)
-        self._set(name, new)
+        self._set({name: new})
         return _missing_note(new)
 
     def by(self, args: str) -> str:
@@ -400,7 +400,7 @@ class Session:
         notes = [] if chosen else ["(option xb assumed)"]
         for name, values in zip(names, columns):
             new = np.where(keep, _stored(None, values, name), np.nan)
-            self._set(name, new)
+            self._set({name: new})
             notes.append(_missing_note(new))
         return "\n".join(n for n in notes if n)
 
@@ -438,8 +438,8 @@ class Session:
     def _selected(self, subset: Subset | None) -> np.ndarray:
         return np.ones(len(self.data), bool) if subset is None else subset.mask(self.data, 0, len(self.data))
 
-    def _set(self, name: str, values: np.ndarray) -> None:
-        self.data = self.data.assign(**{name: values})
+    def _set(self, columns: dict[str, np.ndarray]) -> None:
+        self.data = self.data.assign(**columns)
         self.changed = True
 
     def _generate(self, var: str, stub: str, levels: pd.Index) -> None:
@@ -453,8 +453,7 @@ class Session:
             fresh[name] = np.where(col.isna(), np.nan, (col == level).astype(float))
             shown = f"{level:.4f}" if isinstance(level, (int, float, np.number)) else str(level)
             self.labels[name] = f"{var}=={shown}"
-        self.data = self.data.assign(**fresh)
-        self.changed = True
+        self._set(fresh)
 
     def quietly(self, args: str) -> str:
         cmd, _, rest = args.strip().lstrip(":").strip().partition(" ")
@@ -580,12 +579,7 @@ def _alpha(opts: str, command: str) -> float:
     for o, arg in options(opts):
         if not (abbreviates(o, "level", 1) and arg is not None):
             raise JaxhlmError(f"option {o} not allowed; {command} accepts level(#)")
-        try:
-            level = float(arg)
-        except ValueError:
-            level = float("nan")
-        if not 10 <= level <= 99.99:
-            raise JaxhlmError(f"level({arg}) invalid: the confidence level must be between 10 and 99.99")
+        level = confidence_level(arg)
     return 1 - level / 100
 
 

@@ -826,12 +826,16 @@ class LRTest:
                                   f"Prob > chi2 = {self.pvalue:.4f}", "", _BOUNDARY_NOTE])
 
 
-def _comparable(command: str, models: Sequence[MixedResult]) -> None:
-    """Refuse models whose likelihoods cannot be compared: other observations, or REML beside ML, or REML with
-    other fixed effects."""
+def _fitted(command: str, models: Sequence[MixedResult]) -> None:
     for m in models:
         if not isinstance(m, MixedResult):
             raise ComparisonError(f"{command} needs fitted models, got {type(m).__name__}")
+
+
+def _comparable(command: str, models: Sequence[MixedResult]) -> None:
+    """Refuse models whose likelihoods cannot be compared: other observations, or REML beside ML, or REML with
+    other fixed effects."""
+    _fitted(command, models)
     a = models[0]
     for b in models[1:]:
         if a.design.sample != b.design.sample:
@@ -904,9 +908,7 @@ def anova(*models: MixedResult, names: Sequence[str] | None = None, refit: bool 
     names = [f"m{k + 1}" for k in range(len(models))] if names is None else [str(n) for n in names]
     if len(names) != len(models) or len(set(names)) != len(names):
         raise ComparisonError(f"anova needs one distinct name per model; got {names} for {len(models)} models")
-    for m in models:
-        if not isinstance(m, MixedResult):
-            raise ComparisonError(f"anova needs fitted models, got {type(m).__name__}")
+    _fitted("anova", models)  # before refit_ml
     refitted = tuple(n for n, m in zip(names, models) if refit and m.reml)
     models = tuple(m.refit_ml() if refit and m.reml else m for m in models)
     _comparable("anova", models)

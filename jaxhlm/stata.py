@@ -362,16 +362,21 @@ _OMIT = {"noheader": "header", "nogroup": "group", "nofetable": "fixed_table", "
          "nolrtest": "lr_test"}
 
 
+def confidence_level(arg: str) -> float:
+    """The argument of Stata's ``level(#)`` option: a confidence level in percent, from 10 to 99.99."""
+    try:
+        level = float(arg)
+    except ValueError:
+        level = math.nan
+    if not 10 <= level <= 99.99:
+        raise FormulaError(f"level({arg}) invalid: the confidence level must be between 10 and 99.99")
+    return level
+
+
 def _global_option(name: str, arg: str | None, settings: dict) -> None:
     """Apply an estimation or display option to ``settings`` (``reml``, ``dfmethod``, ``display``)."""
     if abbreviates(name, "level", 1) and arg is not None:
-        try:
-            level = float(arg)
-        except ValueError:
-            level = math.nan
-        if not 10 <= level <= 99.99:
-            raise FormulaError(f"level({arg}) must be a confidence level in percent, between 10 and 99.99")
-        settings["display"]["level"] = level
+        settings["display"]["level"] = confidence_level(arg)
         return
     if arg is None and abbreviates(name, "stddeviations", 6):
         settings["display"]["stddeviations"] = True
