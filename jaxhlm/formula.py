@@ -11,6 +11,7 @@ otherwise (subjects and items) the two factors are crossed.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -254,3 +255,37 @@ def parse_formula(formula: str, cov: str | None = None, reml: bool = False, dfme
     levels.sort(key=lambda g: sum(variables[h] < variables[g] for h in variables))
     terms.sort(key=lambda t: levels.index(t.group))
     return ModelSpec(lhs, fixed or "1", tuple(terms), reml, dfmethod)
+
+
+def droppable_terms(spec: ModelSpec) -> list[tuple[str, ModelSpec]]:
+    """The fixed-effect terms that can be left out one at a time, each with the model without it: those no other
+    term contains (lme4's ``drop.scope``: a main effect stays while an interaction includes it), the constant
+    not among them. Labels as the model writes its terms (``ses:sector`` in a formula, ``c.ses#c.sector`` in
+    Stata syntax)."""
+    if isinstance(spec.fixed, FixedTerms):
+        terms = [(t.header, t.key, t) for t in spec.fixed.terms]
+    else:
+        import formulaic
+
+        try:
+            parsed = list(formulaic.Formula(spec.fixed))
+        except Exception as exc:  # formulaic's errors are of many types
+            raise FormulaError(f"cannot read the fixed-effects terms of {spec.fixed!r}: {exc}") from None
+        terms = [(str(t), frozenset(str(f) for f in t.factors), t) for t in parsed if str(t) != "1"]
+        constant = len(terms) < len(parsed)
+    out = []
+    for label, key, term in terms:
+        if any(key < other for _, other, _ in terms):
+            continue
+        kept = [t for _, _, t in terms if t is not term]
+        if isinstance(spec.fixed, FixedTerms):
+            fixed: str | FixedTerms = dataclasses.replace(spec.fixed, terms=tuple(kept))
+            empty = not kept and not spec.fixed.constant
+        else:
+            fixed = " + ".join(["1" if constant else "0"] + [str(t) for t in kept])
+            empty = not kept and not constant
+        if empty:
+            raise FormulaError(f"leaving out {label} would leave the model without fixed effects; add a constant "
+                               "to compare against")
+        out.append((label, dataclasses.replace(spec, fixed=fixed)))
+    return out

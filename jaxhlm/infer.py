@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +155,44 @@ def intraclass(re: RandomEffects, ks: Sequence[int], shared: Sequence[int], alph
     with np.errstate(divide="ignore", invalid="ignore"):
         logit, half = np.log(icc / (1 - icc)), float(special.ndtri(1 - alpha / 2)) * se / (icc * (1 - icc))
     return float(icc), se, float(special.expit(logit - half)), float(special.expit(logit + half))
+
+
+class VarianceDecomposition(NamedTuple):
+    """The response's variance split into what the fixed effects, the random effects and the residual explain
+    (Nakagawa and Schielzeth 2013; Johnson 2014 for random slopes), and the R² made of it."""
+
+    var_fixed: float  # the sample variance of the fixed-effect predictions Xβ̂
+    var_random: float  # the random effects' variance, averaged over the rows: mean of zᵢᵀΣzᵢ
+    var_residual: float  # σ̂²
+
+    @property
+    def marginal(self) -> float:
+        """The share of the fixed effects: var_fixed / total."""
+        return self.var_fixed / (self.var_fixed + self.var_random + self.var_residual)
+
+    @property
+    def conditional(self) -> float:
+        """The share of the fixed and random effects together: (var_fixed + var_random) / total."""
+        return (self.var_fixed + self.var_random) / (self.var_fixed + self.var_random + self.var_residual)
+
+
+def variance_decomposition(X: np.ndarray, Z: np.ndarray, beta: np.ndarray, sigma: np.ndarray, sigma2: float,
+                           freq: np.ndarray | None = None) -> VarianceDecomposition:
+    """:class:`VarianceDecomposition` over the rows X (N, p), Z (N, q) (every level's random effects, Σ their
+    block-diagonal covariance), each row counted ``freq`` times if given.
+
+    Why the mean of zᵢᵀΣzᵢ: with random slopes the random effects' variance differs from row to row (it grows
+    with the slope's variable), and its mean over the sample is Johnson's (2014) extension, the one R's
+    ``performance::r2_nakagawa`` and ``MuMIn::r.squaredGLMM`` report. The fixed part's variance is the sample
+    variance (denominator N − 1), as theirs.
+    """
+    f = np.ones(len(X)) if freq is None else np.asarray(freq, dtype=float)
+    n = f.sum()
+    xb = X @ beta
+    mean = f @ xb / n
+    var_fixed = float(f @ (xb - mean) ** 2 / (n - 1))
+    var_random = float(f @ np.einsum("ia,ab,ib->i", Z, sigma, Z) / n)
+    return VarianceDecomposition(var_fixed, var_random, float(sigma2))
 
 
 def satterthwaite_df(L: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, stats: GroupStats,

@@ -22,9 +22,9 @@ from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
 from .estimate import Fit
-from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod
+from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, droppable_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
-                    linear_hypothesis, sd_corr, small_sample)
+                    linear_hypothesis, sd_corr, small_sample, variance_decomposition)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
 from .stats import GroupStats, NestedStats, device_stats, group_totals, pair_totals
@@ -449,6 +449,21 @@ class MixedResult:
         rows = tuple(ICC(label, *intraclass(self.random_effects, ks, numerator, alpha))
                      for numerator, label in zip(shared, labels))
         return IntraclassCorrelation(kind, rows, 1 - alpha)
+
+    def r2(self) -> pd.Series:
+        """Nakagawa and Schielzeth's R² for mixed models: ``marginal`` (the share of the response's variance the
+        fixed effects explain) and ``conditional`` (fixed and random effects together), with the three variances
+        they are made of (``var_fixed``, ``var_random``, ``var_residual``); random slopes as Johnson (2014), as R's
+        ``performance::r2_nakagawa`` computes them (:func:`~jaxhlm.infer.variance_decomposition`). Needs the
+        fitted data in memory; rows with frequency weights count that many times."""
+        rows = self.design.rows()
+        if rows.weights is not None:
+            raise JaxhlmError("R² needs one residual variance for every row; with precision weights (weights=) row "
+                              "i's is σ²/aᵢ, so the share the residual takes is not defined")
+        v = variance_decomposition(rows.X, rows.Z, np.asarray(self.fit.beta), self.random_effects.sigma, self.scale,
+                                   rows.freq)
+        return pd.Series({"marginal": v.marginal, "conditional": v.conditional, "var_fixed": v.var_fixed,
+                          "var_random": v.var_random, "var_residual": v.var_residual}, name="R2")
 
     def refit_ml(self) -> "MixedResult":
         """This model refitted by maximum likelihood (lme4's ``refitML``): itself if it was fitted by ML. Needs
@@ -923,3 +938,58 @@ def anova(*models: MixedResult, names: Sequence[str] | None = None, refit: bool 
                           "BIC": [models[k].bic for k in order], "logLik": llf, "deviance": -2.0 * llf,
                           "Chisq": chisq, "Df": df, "Pr(>Chisq)": p}, index=[names[k] for k in order])
     return ModelComparison(table, refitted)
+
+
+@dataclass(frozen=True)
+class TermDeletions:
+    """lme4's ``drop1(model, test = "Chisq")``: the model (``<none>``) and the model without each droppable term,
+    fitted by ML, with the likelihood-ratio test of each term; ``refitted`` when the model was fitted by REML."""
+
+    table: pd.DataFrame  # npar (parameters the term has), AIC, LRT, Pr(Chi); the model itself first
+    refitted: bool
+
+    def __str__(self) -> str:
+        t = self.table
+        shown = pd.DataFrame({
+            "npar": t["npar"].map(lambda v: "" if np.isnan(v) else f"{v:.0f}"),
+            "AIC": t["AIC"].map(lambda v: f"{v:.1f}"),
+            "LRT": t["LRT"].map(lambda v: "" if np.isnan(v) else f"{v:.4f}"),
+            "Pr(Chi)": t["Pr(Chi)"].map(lambda v: "" if np.isnan(v) else f"{v:.4g}"),
+        }, index=t.index)
+        head = ["Single term deletions (likelihood-ratio tests, models fitted by ML)"]
+        head += ["refitting the model with ML (instead of REML)"] if self.refitted else []
+        return "\n".join(head + ["", shown.to_string()])
+
+
+def drop1(model: MixedResult) -> TermDeletions:
+    """Likelihood-ratio tests of the fixed-effect terms, one at a time, as lme4's ``drop1(model, test = "Chisq")``.
+
+    Each term that no other term contains (a main effect stays while an interaction includes it; the constant
+    stays) is left out and the model refitted; LRT = 2 (logLik − logLik without the term) on the term's number of
+    parameters. All fits are by ML (a REML fit is refitted first, as lme4 does, since REML likelihoods of models
+    with different fixed effects cannot be compared) and on the model's own estimation sample, so a term whose
+    variable has missing values is tested on the same rows. Needs the fitted data in memory.
+    """
+    _fitted("drop1", (model,))
+    if model.design.source is None:
+        raise ComparisonError("drop1 refits the model without each term, which needs the data in memory; this model "
+                              "was fitted from data read in chunks")
+    from .pipeline import fit_spec  # the pipeline builds results
+
+    full = model.refit_ml()
+    spec = dataclasses.replace(full.spec, reml=False, dfmethod=None, subset=None)
+    terms = droppable_terms(spec)
+    if not terms:
+        raise ComparisonError("the model has no fixed-effect terms besides the constant, so there is nothing to drop")
+    sample = model.design.source.loc[model.design.rows().index]
+    fits = [fit_spec(reduced, sample) for _, reduced in terms]
+    _comparable("drop1", [full, *fits])
+    llf = np.array([m.llf for m in fits])
+    npar = np.array([full.df_modelwc - m.df_modelwc for m in fits], dtype=float)
+    lrt = np.maximum(2.0 * (full.llf - llf), 0.0)
+    with np.errstate(invalid="ignore"):
+        p = np.where(npar > 0, special.chdtrc(np.where(npar > 0, npar, 1.0), lrt), np.nan)
+    table = pd.DataFrame({"npar": np.concatenate([[np.nan], npar]), "AIC": [full.aic] + [m.aic for m in fits],
+                          "LRT": np.concatenate([[np.nan], lrt]), "Pr(Chi)": np.concatenate([[np.nan], p])},
+                         index=["<none>"] + [label for label, _ in terms])
+    return TermDeletions(table, model.reml)

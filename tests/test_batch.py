@@ -115,7 +115,8 @@ def test_results_do_not_depend_on_chunks_or_devices(synthetic, tmp_path):
     small, big = jaxhlm.mixed("y x || g:", synthetic), jaxhlm.mixed("y x || g: x", synthetic)
     path = tmp_path / "fits.pickle"
     path.write_bytes(pickle.dumps((small, big)))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip())
     proc = subprocess.run([sys.executable, "-c", _INVARIANCE, str(path)], capture_output=True, text=True, env=env,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
