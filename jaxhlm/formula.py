@@ -289,3 +289,40 @@ def droppable_terms(spec: ModelSpec) -> list[tuple[str, ModelSpec]]:
                                "to compare against")
         out.append((label, dataclasses.replace(spec, fixed=fixed)))
     return out
+
+
+def term_text(term: RandomTerm) -> str:
+    """A random term as an lme4 formula writes it (``(1 + ses | id)``, ``(0 + Days | Subject)``, ``(1 + x || g)``),
+    with the covariance structure named where lme4's syntax has none (``(1 + x | g, exchangeable)``)."""
+    effects = " + ".join((["1"] if term.intercept else ["0"]) + list(term.slopes))
+    if len(term.names) == 1 or term.kind == "unstructured":
+        return f"({effects} | {term.group})"
+    if term.kind == "independent":
+        return f"({effects} || {term.group})"
+    return f"({effects} | {term.group}, {term.kind})"
+
+
+def reducible_terms(spec: ModelSpec) -> list[tuple[str, ModelSpec | None]]:
+    """The random-effects reductions lmerTest's ``ranova`` tests, each with the model after it (None: no random
+    effects left, the linear model): a slope left out of a term that has other effects (``ses in (1 + ses | id)``),
+    and a term of one effect left out whole (``(1 | id)``). Leaving out a level whose groups number the next level's
+    (Stata's reading of nested levels) names the next level by both variables (``school:class``), so that its
+    clusters stay apart."""
+    out: list[tuple[str, ModelSpec | None]] = []
+    for k, term in enumerate(spec.random):
+        if len(term.names) == 1:
+            label = f"{term.slopes[0]} in {term_text(term)}" if term.slopes else term_text(term)
+            rest = spec.random[:k] + spec.random[k + 1:]
+            if not rest:
+                out.append((label, None))
+                continue
+            if spec.relative and term.group == spec.levels[0] and all(t.group != term.group for t in rest):
+                joined = ":".join(spec.level_keys[1])
+                rest = tuple(dataclasses.replace(t, group=joined) for t in rest)
+            out.append((label, dataclasses.replace(spec, random=rest, dfmethod=None)))
+            continue
+        for slope in term.slopes:
+            reduced = random_term([v for v in term.slopes if v != slope], term.intercept, term.group, term.kind)
+            random = spec.random[:k] + (reduced,) + spec.random[k + 1:]
+            out.append((f"{slope} in {term_text(term)}", dataclasses.replace(spec, random=random, dfmethod=None)))
+    return out

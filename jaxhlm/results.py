@@ -22,7 +22,7 @@ from .design import Design
 from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT
 from .estimate import Fit
-from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, droppable_terms
+from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition)
 from .optimize import RESULTS, converged
@@ -993,3 +993,56 @@ def drop1(model: MixedResult) -> TermDeletions:
                           "LRT": np.concatenate([[np.nan], lrt]), "Pr(Chi)": np.concatenate([[np.nan], p])},
                          index=["<none>"] + [label for label, _ in terms])
     return TermDeletions(table, model.reml)
+
+
+@dataclass(frozen=True)
+class RandomTermDeletions:
+    """lmerTest's ``ranova(model)``: the model (``<none>``) and each reduction of its random effects, fitted as the
+    model was (ML or REML), with the likelihood-ratio test of each against the model."""
+
+    table: pd.DataFrame  # npar, logLik, AIC, LRT, Df, Pr(>Chisq); the model itself first
+
+    def __str__(self) -> str:
+        t = self.table
+        shown = pd.DataFrame({
+            "npar": t["npar"].map(str), "logLik": t["logLik"].map(lambda v: f"{v:.2f}"),
+            "AIC": t["AIC"].map(lambda v: f"{v:.1f}"),
+            **{c: t[c].map(lambda v, f=f: "" if np.isnan(v) else format(v, f))
+               for c, f in (("LRT", ".4f"), ("Df", ".0f"), ("Pr(>Chisq)", ".4g"))},
+        }, index=t.index)
+        return "\n".join(["Likelihood-ratio tests of the random effects: single term deletions", "",
+                          shown.to_string(), "", _BOUNDARY_NOTE])
+
+
+def ranova(model: MixedResult) -> RandomTermDeletions:
+    """Likelihood-ratio tests of the random effects, one reduction at a time, as lmerTest's ``ranova(model)``.
+
+    Each random slope is left out of its term (``ses in (1 + ses | id)``: its variance and covariances go), and
+    each term of a single effect is left out whole (``(1 | id)``); the model is refitted as it was fitted (REML
+    likelihoods compare here, the fixed effects being the same) on its own estimation sample. Leaving out the last
+    random term leaves the linear model, whose likelihood the fit already holds (the LR test vs. linear model's).
+    LRT = 2 (logLik − logLik of the reduced model) on the parameters it lacks, referred to chi-squared as lmerTest
+    does: conservative when the reduction puts a variance on its boundary (the note says so). Needs the fitted data
+    in memory.
+    """
+    _fitted("ranova", (model,))
+    if model.design.source is None:
+        raise ComparisonError("ranova refits the model without each random term, which needs the data in memory; "
+                              "this model was fitted from data read in chunks")
+    from .pipeline import fit_spec  # the pipeline builds results
+
+    reductions = reducible_terms(dataclasses.replace(model.spec, subset=None))
+    sample = model.design.source.loc[model.design.rows().index]
+    fits = {label: None if spec is None else fit_spec(spec, sample) for label, spec in reductions}
+    _comparable("ranova", [model, *(m for m in fits.values() if m is not None)])
+    n_linear = len(model.design.fe_names) + 1
+    npar = np.array([model.df_modelwc] + [n_linear if m is None else m.df_modelwc for m in fits.values()])
+    llf = np.array([model.llf] + [-0.5 * float(model.fit.deviance_linear) if m is None else m.llf
+                                  for m in fits.values()])
+    df = np.concatenate([[np.nan], npar[0] - npar[1:]])
+    lrt = np.concatenate([[np.nan], np.maximum(2.0 * (llf[0] - llf[1:]), 0.0)])
+    with np.errstate(invalid="ignore"):
+        p = np.where(df > 0, special.chdtrc(np.where(df > 0, df, 1.0), lrt), np.nan)
+    table = pd.DataFrame({"npar": npar, "logLik": llf, "AIC": -2.0 * llf + 2.0 * npar, "LRT": lrt, "Df": df,
+                          "Pr(>Chisq)": p}, index=["<none>", *fits])
+    return RandomTermDeletions(table)
