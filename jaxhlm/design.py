@@ -34,7 +34,7 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .stats import Accumulator, GroupedData, HostStats, inverse_permutation, pad_groups, row_scale
+from .stats import Accumulator, GroupedData, HostStats, inverse_permutation, pad_groups, pad_host, row_scale, total
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -116,6 +116,10 @@ class Design:
     encoding: "Encoding | None" = None  # how rows of data become rows of X and Z (for new data)
     source: pd.DataFrame | None = None  # the fitted data when it was in memory (for :meth:`rows`)
     inner: InnerLevel | None = None  # a three-level model's clusters
+    #: Stata's residuals(independent, by()): each stratum's statistics (as ``stats``, whose rows they divide)
+    #: and its value, in sorted order
+    strata: tuple[HostStats, ...] | None = None
+    strata_labels: np.ndarray | None = None
 
     @property
     def fe_names(self) -> tuple[str, ...]:
@@ -356,6 +360,7 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
     missing([n for t in spec.random for n in t.slopes], "random-effect variable")
     missing(fixed_vars, "variable")
     missing([n for n in (spec.weights, spec.freq_weights) if n is not None], "weight variable")
+    missing([spec.residual_by] if spec.residual_by is not None else [], "residual-variance variable")
 
 
 def _independent(R: np.ndarray, order: list[int]) -> set[int]:
@@ -377,7 +382,8 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     _check_columns(spec, [str(c) for c in columns], fixed_vars)
     return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
                                *[n for t in spec.random for n in t.slopes],
-                               *sorted(fixed_vars), *(n for n in (spec.weights, spec.freq_weights) if n)]))
+                               *sorted(fixed_vars),
+                               *(n for n in (spec.weights, spec.freq_weights, spec.residual_by) if n)]))
 
 
 def read_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
@@ -704,6 +710,8 @@ class _Pass:
     zero: int
     constant_response: bool
     source: pd.DataFrame | None
+    strata: tuple[HostStats, ...] | None = None  # one per value of the residual-variance variable, as it
+    strata_labels: pd.Index | None = None  # first appeared
 
 
 def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
@@ -714,6 +722,8 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     q1 = spec.n_first
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
+    # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
+    strata, parts_by = (_Groups(), []) if spec.residual_by else (None, None)
     if spec.subset is not None and spec.subset.has_range and source is None:
         raise DataError("an in range counts rows from the end of the data, which data read in chunks does not know "
                         "in advance; pass a DataFrame, or select the rows with if")
@@ -725,12 +735,26 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
         c = _encode(spec, frame, encoder, levels, offset, None if source is None else len(source))
         offset += len(frame)
         missing, zero = missing + c.missing, zero + c.zero
-        if len(c.y):
+        if len(c.y) and strata is not None:
+            where = strata.codes(c.frame[spec.residual_by])
+            for stratum in np.unique(where):
+                parts_by += [Accumulator(q1) for _ in range(stratum + 1 - len(parts_by))]
+                rows = where == stratum
+                precision, freq = (None if w is None else w[rows] for w in c.weights)
+                parts_by[stratum].add(c.X[rows], c.Z[rows], c.y[rows], c.codes[0][rows], precision=precision, freq=freq)
+        elif len(c.y):
             acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
+        if len(c.y):
             sample.update(c.frame, c.y, levels.variables, c.weights)
             low, high = min(low, c.y.min()), max(high, c.y.max())
-    return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), missing, zero, low == high,
-                 source)
+    if not parts_by:
+        return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), missing, zero,
+                     low == high, source)
+    hosts = [a.result() for a in parts_by]
+    m, p = max(len(h.counts) for h in hosts), max(h.R.shape[1] for h in hosts)
+    hosts = [pad_host(h, m, p) for h in hosts]
+    return _Pass(total(hosts), levels, encoder, sample.observations(), sample.digest(), missing, zero, low == high,
+                 source, tuple(hosts), strata.labels)
 
 
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
@@ -795,6 +819,14 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         if count:
             notes.append(f"{count:,} observation{'s' if count > 1 else ''} dropped because of {why}")
     order = np.asarray(groups.argsort())
+    strata, strata_labels = None, None
+    if reduced.strata is not None:
+        if len(reduced.strata) < 2:
+            raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
+                            "drop residuals(independent, by()) to fit one residual variance")
+        by = np.asarray(reduced.strata_labels.argsort())
+        strata = tuple(reduced.strata[k].select(kept, order) for k in by)
+        strata_labels = np.asarray(reduced.strata_labels[by])
     inner, cluster_order = None, None
     if levels.second is not None:
         second = levels.second[0].labels
@@ -808,7 +840,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         encoding=Encoding(spec, encoder, levels, kept,
                           tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None),
                           reduced.digest),
-        source=source, inner=inner,
+        source=source, inner=inner, strata=strata, strata_labels=strata_labels,
     )
 
 

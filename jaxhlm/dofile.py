@@ -395,7 +395,7 @@ class Session:
             if what in ("residuals", "rstandard"):
                 out = self.data[d.response].to_numpy(dtype=float) - out
             if what == "rstandard":
-                out = np.where(self.data.index.isin(d.rows().index), out / np.sqrt(model.scale), np.nan)
+                out = np.where(self.data.index.isin(d.rows().index), out / np.sqrt(model.residual_variance(self.data)), np.nan)
             columns.append(out)
         notes = [] if chosen else ["(option xb assumed)"]
         for name, values in zip(names, columns):

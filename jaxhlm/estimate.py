@@ -20,7 +20,7 @@ from .deviance import (factorize, fixed_effects, fixed_effects_cov, loglik_at_si
                        relative_factor, residual_variance)
 from .em import em_warmup
 from .optimize import Solution, minimise
-from .stats import GroupStats
+from .stats import GroupStats, combine
 
 #: A bounded θ this small (relative to the largest |θ|; lme4's singularity tolerance) is set to exactly 0
 #: when that does not worsen the deviance beyond rounding.
@@ -89,6 +89,55 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     )
 
 
+class StrataFit(NamedTuple):
+    """A fit with a residual variance per stratum (Stata's ``residuals(independent, by())``)."""
+
+    fit: Fit  # at the statistics of the rows whitened by the strata's residual scales (:func:`strata_stats`)
+    log_ratio: Array  # (S,) ln(σₛ/σ₁): each stratum's residual standard deviation relative to the first's (0 first)
+
+
+def strata_stats(strata: GroupStats, log_ratio: Array) -> GroupStats:
+    """The statistics of the rows scaled by 1/(σₛ/σ₁) (:func:`~jaxhlm.stats.combine`): an unweighted model whose
+    residual variance is σ₁² on every row, with the likelihood of the original up to Σₛ nₛ ln(σₛ/σ₁)."""
+    return combine(strata, jnp.exp(-2.0 * log_ratio))
+
+
+def strata_deviance(x: Array, strata: GroupStats, templates: Array, reml: bool) -> Array:
+    """The profiled deviance at x = (θ, ln(σₛ/σ₁) for s = 2…S): the whitened rows' (:func:`strata_stats`), plus
+    2 Σₛ nₛ ln(σₛ/σ₁), the log-determinant the whitening takes away (ML and REML alike: XᵀV⁻¹X is unchanged)."""
+    n_theta = templates.shape[0]
+    lr = jnp.concatenate([jnp.zeros(1), x[n_theta:]])
+    return _deviance(x[:n_theta], strata_stats(strata, lr), templates, reml) + 2.0 * jnp.sum(strata.n * lr)
+
+
+@partial(jax.jit, static_argnames=("blocks", "reml"))
+def fit_strata(strata: GroupStats, blocks: cov.Structure, reml: bool = False) -> StrataFit:
+    """Maximum-likelihood (or REML) fit with a residual variance per stratum, from each stratum's statistics
+    (:class:`~jaxhlm.stats.GroupStats` stacked on a leading stratum axis).
+
+    Why this way: the strata's residual scales only reweight the sufficient statistics, so the likelihood stays a
+    function of (θ, ln σₛ/σ₁) and the per-group products; projected Newton takes both together, from the fit with
+    one residual variance (θ) and equal variances. The linear model's deviance (θ = 0) is minimised over the
+    ratios too: the LR test vs. linear model tests the random effects alone.
+    """
+    T = jnp.asarray(cov.templates(blocks))
+    n_theta, k = T.shape[0], strata.n.shape[0] - 1
+    fixed = jax.lax.stop_gradient(strata)
+    dev = lambda x: strata_deviance(x, fixed, T, reml)  # noqa: E731
+    start = fit_stats(strata_stats(fixed, jnp.zeros(k + 1)), blocks, reml).theta
+    free = jnp.full(k, -jnp.inf)
+    sol = minimise(dev, jnp.concatenate([start, jnp.zeros(k)]),
+                   jnp.concatenate([jnp.asarray(cov.theta_lower(blocks)), free]),
+                   even=jnp.concatenate([jnp.asarray(cov.theta_even(blocks)), jnp.zeros(k, bool)]), snap=SNAP_TOL)
+    linear = minimise(lambda e: dev(jnp.concatenate([jnp.zeros(n_theta), e])), jnp.zeros(k), free)
+    theta, lr = sol.x[:n_theta], jnp.concatenate([jnp.zeros(1), sol.x[n_theta:]])
+    stats = strata_stats(fixed, lr)
+    f = factorize(relative_factor(theta, T), stats)
+    s2 = residual_variance(f, stats, reml)
+    return StrataFit(Fit(solution=sol, theta=theta, deviance=sol.value, deviance_linear=linear.value,
+                         beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2), lr)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _at_optimum(T: Array, reml: bool, lower: Array, stats: GroupStats, theta: Array) -> Array:
     """θ̂ itself; its derivative with respect to ``stats`` is that of the optimum (see the JVP rule)."""
@@ -122,21 +171,30 @@ class REInformation(NamedTuple):
     jacobian: Array  # ∂values/∂φ
 
 
-@partial(jax.jit, static_argnames=("blocks", "reml"))
-def re_information(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure, reml: bool = False
-                   ) -> REInformation:
+@partial(jax.jit, static_argnames=("blocks", "reml", "n_strata"))
+def re_information(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure, reml: bool = False,
+                   n_strata: int = 1) -> REInformation:
     """Hessian of ℓ(φ) = log L(β̂(φ), φ) at φ, with σ not profiled (Stata's VCE of the variance components).
 
-    ``phi`` ends with ln σ; ``edge`` is ±1 for a correlation held at ±1 (a boundary optimum), else 0.
+    ``phi`` ends with ln σ; ``edge`` is ±1 for a correlation held at ±1 (a boundary optimum), else 0. With a
+    residual variance per stratum (``n_strata`` > 1), ``stats`` are the strata's (:func:`fit_strata`) and ``phi``
+    ends with ln σ₁ and ln(σₛ/σ₁) for s = 2…S; the values end with each stratum's residual variance.
     """
-    n_re = phi.shape[0] - 1
+    n_re = phi.shape[0] - n_strata
+
+    def log_ratio(p: Array) -> Array:
+        return jnp.concatenate([jnp.zeros(1), p[n_re + 1:]])
 
     def loglik(p: Array) -> Array:
         root = cov.root_from_phi(blocks, p[:n_re], edge)
-        return loglik_at_sigma(root / jnp.exp(p[n_re]), p[n_re], stats, reml)
+        if n_strata == 1:
+            return loglik_at_sigma(root / jnp.exp(p[n_re]), p[n_re], stats, reml)
+        lr = log_ratio(p)
+        return (loglik_at_sigma(root / jnp.exp(p[n_re]), p[n_re], strata_stats(stats, lr), reml)
+                - jnp.sum(stats.n * lr))
 
     def values(p: Array) -> Array:
-        return jnp.concatenate([cov.reported(blocks, p[:n_re], edge), jnp.exp(2.0 * p[n_re:])])
+        return jnp.concatenate([cov.reported(blocks, p[:n_re], edge), jnp.exp(2.0 * (p[n_re] + log_ratio(p)))])
 
     return REInformation(jax.hessian(loglik)(phi), values(phi), jax.jacfwd(values)(phi))
 

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -55,6 +54,16 @@ class RandomEffects(ParameterTable):
     sigma: np.ndarray  # the q×q covariance matrix of the random effects
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
+    n_residual: int = 1  # the residual variances that end the rows (one per stratum with residuals by a variable)
+
+
+class ResidualStrata(NamedTuple):
+    """A fit's residual variance per stratum (Stata's ``residuals(independent, by())``): the strata's statistics
+    (stacked), ln(σₛ/σ₁) at the optimum, and the labels of the strata's variances."""
+
+    stats: GroupStats
+    log_ratio: np.ndarray
+    labels: tuple[str, ...]
 
 
 def singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]:
@@ -68,13 +77,19 @@ def singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]
     return out
 
 
-def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tuple[str, ...], reml: bool
-                   ) -> RandomEffects:
+def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tuple[str, ...], reml: bool,
+                   residuals: ResidualStrata | None = None) -> RandomEffects:
+    """The random-effects table at the optimum; with ``residuals``, a residual variance per stratum, and φ (where
+    the information is taken) ends with ln(σₛ/σ₁) for s = 2…S."""
     theta = np.asarray(fit.theta)
     sigma2 = float(fit.sigma2)
     sigma, phi, edge = phi_at(theta, sigma2, blocks)
-    labels = tuple(cov.labels(blocks, names)) + ("var(Residual)",)
-    is_var = np.append(cov.variance_mask(blocks), True)
+    ratio2 = np.ones(1) if residuals is None else np.exp(2.0 * np.asarray(residuals.log_ratio))
+    if residuals is not None:
+        phi = np.append(phi, residuals.log_ratio[1:])
+        edge = np.append(edge, np.zeros(len(ratio2) - 1))
+    labels = tuple(cov.labels(blocks, names)) + (("var(Residual)",) if residuals is None else residuals.labels)
+    is_var = np.append(cov.variance_mask(blocks), np.ones(len(ratio2), bool))
     warnings: list[str] = []
     notes: list[str] = []
 
@@ -91,8 +106,8 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
     vcov = np.full((len(labels), len(labels)), np.nan)
     V = np.full((len(phi), len(phi)), np.nan)
     if not failed:
-        info = tracecache.call(re_information, {"blocks": blocks, "reml": reml}, jnp.asarray(phi),
-                               jnp.asarray(edge), stats)
+        info = tracecache.call(re_information, {"blocks": blocks, "reml": reml, "n_strata": len(ratio2)},
+                               jnp.asarray(phi), jnp.asarray(edge), stats if residuals is None else residuals.stats)
         free = edge == 0
         H = -np.asarray(info.hessian)[np.ix_(free, free)]
         w = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([-1.0])
@@ -107,13 +122,13 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
         warnings.append(SE_FAILED)
     se = np.sqrt(np.clip(np.diag(vcov), 0.0, None))
     # Estimates come from θ̂ itself (exact even where φ is infinite).
-    est = np.append(cov.pick(blocks, sigma), sigma2)
+    est = np.append(cov.pick(blocks, sigma), sigma2 * ratio2)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(est > 0, se / est, np.nan)
         lo = np.where(is_var, est * np.exp(-Z975 * ratio), est - Z975 * se)
         hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
     return RandomEffects(labels, est, se, np.column_stack([lo, hi]), vcov, phi, edge, V, sigma, tuple(warnings),
-                         tuple(notes))
+                         tuple(notes), len(ratio2))
 
 
 def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> ParameterTable:
@@ -124,15 +139,26 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
     correlation held at ±1 has none.
     """
     z = float(special.ndtri(1 - alpha / 2))
-    is_sd = np.append(cov.variance_mask(blocks), True)
+    is_sd = np.append(cov.variance_mask(blocks), np.ones(re.n_residual, bool))
     with np.errstate(divide="ignore", invalid="ignore"):
-        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), math.sqrt(re.estimate[-1]))
-        se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(re.phi_cov)))
+        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), np.sqrt(re.estimate[-re.n_residual:]))
+        se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(_log_sd_cov(re))))
         se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
         lo = np.where(is_sd, est * np.exp(-z * se_phi), np.tanh(np.arctanh(est) - z * se_phi))
         hi = np.where(is_sd, est * np.exp(z * se_phi), np.tanh(np.arctanh(est) + z * se_phi))
     labels = tuple(lab.replace("var(", "sd(", 1).replace("cov(", "corr(", 1) for lab in re.labels)
     return ParameterTable(labels, est, se, np.column_stack([lo, hi]))
+
+
+def _log_sd_cov(re: RandomEffects) -> np.ndarray:
+    """The covariance of φ with each stratum's ln σₛ = ln σ₁ + ln(σₛ/σ₁) in place of its ratio (the metric of
+    the standard deviations)."""
+    k = re.n_residual
+    if k == 1:
+        return re.phi_cov
+    A = np.eye(len(re.phi))
+    A[len(re.phi) - k + 1:, len(re.phi) - k] = 1.0
+    return A @ re.phi_cov @ A.T
 
 
 def intraclass(re: RandomEffects, ks: Sequence[int], shared: Sequence[int], alpha: float = 0.05

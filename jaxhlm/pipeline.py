@@ -13,13 +13,13 @@ from numpy.typing import ArrayLike
 from . import covariance as cov
 from . import tracecache
 from .design import Data, Design, as_frame, build_design, fingerprint, read_columns
-from .errors import DataError
-from .estimate import Fit, fit_stats
+from .errors import DataError, FormulaError
+from .estimate import Fit, fit_stats, fit_strata
 from .formula import ModelSpec, parse_formula
-from .infer import lr_vs_linear, model_wald, random_effects, small_sample
+from .infer import ResidualStrata, lr_vs_linear, model_wald, random_effects, small_sample
 from .optimize import RESULTS
 from .results import Convergence, MixedResult
-from .stats import GroupStats, bucket, device_stats
+from .stats import GroupStats, bucket, device_stats, stack_strata
 
 
 #: Prepared (design, statistics) pairs of recent models, keyed by the model's data-relevant parts and a
@@ -34,7 +34,7 @@ def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
     if not isinstance(data, pd.DataFrame):
         design = build_design(spec, data)
         return design, design_stats(design)
-    key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights, spec.subset,
+    key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights, spec.subset, spec.residual_by,
            fingerprint(data, read_columns(spec, data.columns)))
     hit = _PREPARED.get(key)
     if hit is not None:
@@ -62,7 +62,8 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats:
 
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
-        weights: str | ArrayLike | None = None, freq_weights: str | ArrayLike | None = None) -> MixedResult:
+        weights: str | ArrayLike | None = None, freq_weights: str | ArrayLike | None = None,
+        residuals_by: str | None = None) -> MixedResult:
     """Fit a linear mixed model (two or three levels, or two crossed factors) by ML (default) or REML.
 
     Args:
@@ -87,6 +88,8 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       freq_weights: the column (as ``weights``) of frequency weights fᵢ, Stata's ``fweight``: row i stands for fᵢ identical
         observations, and the fit is that of the data with each row repeated fᵢ times (``nobs`` = Σ fᵢ).
         Rows with a zero weight of either kind are left out (and counted).
+      residuals_by: a column whose values each get their own residual variance (Stata's ``residuals(independent,
+        by(var))``; heteroskedastic level-1 variance): models with one grouping level.
 
     Example:
       >>> import jaxhlm
@@ -97,7 +100,8 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
     spec = parse_formula(formula, cov=cov, reml=reml, dfmethod=dfmethod)
     data, weights = _weight_column(data, weights, "(weights)")
     data, freq_weights = _weight_column(data, freq_weights, "(freq_weights)")
-    return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights), data)
+    return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights, residual_by=residuals_by),
+                    data)
 
 
 def _weight_column(data: Data, weights: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:
@@ -118,7 +122,18 @@ def _weight_column(data: Data, weights: str | ArrayLike | None, name: str) -> tu
 def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     """Fit a parsed :class:`~jaxhlm.formula.ModelSpec` (the entry point every front end shares)."""
     design, stats = prepare(spec, data)
-    raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
+    residuals = None
+    if design.strata is None:
+        raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
+    else:
+        if spec.dfmethod:
+            raise FormulaError("small-sample degrees of freedom (dfmethod) are not computed with a residual variance "
+                               "per stratum; drop dfmethod() or residuals(independent, by())")
+        strata = stack_strata(design.strata, bucket(design.n_groups, 8), bucket(len(design.fe_names)))
+        both = jax.device_get(tracecache.call(fit_strata, {"blocks": design.blocks, "reml": spec.reml}, strata))
+        raw, by = both.fit, spec.residual_by
+        residuals = ResidualStrata(strata, np.asarray(both.log_ratio),
+                                   tuple(f"var(Residual[{by}={v}])" for v in design.strata_labels))
     p = len(design.fe_names)
     # The statistics are those of the rows scaled by √aᵢ (precision weights): their likelihood lacks ½ Σ fᵢ log aᵢ.
     ldw = design.stats.log_weights
@@ -128,7 +143,7 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     sol = raw.solution
     conv = Convergence(RESULTS(int(sol.result)), int(sol.steps), float(np.max(np.abs(sol.grad), initial=0.0)),
                        float(sol.decrement), float(sol.min_eig))
-    re = random_effects(f, stats, design.blocks, design.re_names, spec.reml)
+    re = random_effects(f, stats, design.blocks, design.re_names, spec.reml, residuals)
     icpt = design.fe_names.index(design.constant) if design.constant else None
     small = (small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats, design.blocks) if spec.dfmethod
              else None)
@@ -136,5 +151,5 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
         spec=spec, design=design, fit=f, random_effects=re, small=small,
         wald=model_wald(f.beta, f.cov_beta, icpt, small),
         lr_linear=lr_vs_linear(float(f.deviance_linear), float(f.deviance), cov.n_cov_params(design.blocks)),
-        convergence=conv,
+        convergence=conv, log_ratio=None if residuals is None else residuals.log_ratio,
     )

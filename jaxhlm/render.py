@@ -192,8 +192,16 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
         for k in range(at, at + b.n_theta):
             lines.append(_re_row(re.labels[k], re.estimate[k], re.se[k], re.ci[k]))
         at += b.n_theta
-    lines += ["-" * 29 + "+" + "-" * 48, _re_row(re.labels[-1], re.estimate[-1], re.se[-1], re.ci[-1]), DASH]
-    return lines
+    k = r.random_effects.n_residual
+    lines.append("-" * 29 + "+" + "-" * 48)
+    if k == 1:
+        lines.append(_re_row(re.labels[-1], re.estimate[-1], re.se[-1], re.ci[-1]))
+    else:  # Stata's residuals(independent, by()): one row per value of the variable
+        kind = "sd(e)" if re.labels[-1].startswith("sd(") else "var(e)"
+        lines += [f"{'Residual: Independent,':<28} |", f"{'    by ' + r.spec.residual_by:<28} |"]
+        lines += [_re_row(f"{value}: {kind}", re.estimate[j], re.se[j], re.ci[j])
+                  for value, j in zip(r.design.strata_labels, range(len(re.labels) - k, len(re.labels)))]
+    return lines + [DASH]
 
 
 def _re_row(label: str, est: float, se: float, ci: Sequence[float]) -> str:

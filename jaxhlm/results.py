@@ -27,7 +27,8 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .stats import GroupStats, NestedStats, device_stats, group_totals, pair_totals
+from .estimate import strata_stats
+from .stats import GroupStats, NestedStats, device_stats, group_totals, pair_totals, stack_strata
 
 if TYPE_CHECKING:
     from .batch import BatchFit
@@ -74,6 +75,8 @@ class MixedResult:
     lr_linear: ChiTest
     convergence: Convergence
     small: SmallSample | None = None  # the fit's dfmethod, ready to test with
+    #: with a residual variance per stratum (``residuals_by``), each stratum's ln(σₛ/σ₁), in the strata's order
+    log_ratio: np.ndarray | None = None
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -168,6 +171,8 @@ class MixedResult:
         """
         _check_alpha(alpha)
         method = _check_method(method)
+        if method != "wald":
+            self._one_residual_variance(f"{method} intervals")
         if method == "profile":
             pi = self._profile(alpha)
             return pd.DataFrame(np.concatenate([pi.fixed, pi.random]), columns=["lower", "upper"],
@@ -179,7 +184,7 @@ class MixedResult:
         z = float(special.ndtri(1 - alpha / 2))
         fixed = coefficient_table(np.asarray(self.fit.beta), self._vcov_beta, alpha, self.ddf)
         re = self.random_effects
-        is_var = np.append(cov.variance_mask(self.design.blocks), True)
+        is_var = np.append(cov.variance_mask(self.design.blocks), np.ones(re.n_residual, bool))
         with np.errstate(divide="ignore", invalid="ignore"):
             lo = np.where(is_var, re.estimate * np.exp(-z * re.se / re.estimate), re.estimate - z * re.se)
             hi = np.where(is_var, re.estimate * np.exp(z * re.se / re.estimate), re.estimate + z * re.se)
@@ -200,6 +205,8 @@ class MixedResult:
         _check_alpha(alpha)
         t = sd_corr(self.random_effects, self.design.blocks, alpha)
         method = _check_method(method)
+        if method != "wald":
+            self._one_residual_variance(f"{method} intervals")
         ci = (self._profile(alpha).sd_corr if method == "profile"
               else _percentiles(self._bootstrap(B, seed).sd_corr, alpha) if method == "bootstrap" else t.ci)
         return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": ci[:, 0],
@@ -242,8 +249,22 @@ class MixedResult:
 
     @property
     def scale(self) -> float:
-        """σ², the residual variance."""
+        """σ², the residual variance (with a residual variance per stratum, the first stratum's)."""
         return float(self.fit.sigma2)
+
+    def residual_variance(self, data: pd.DataFrame) -> np.ndarray | float:
+        """The residual variance of each row of ``data``: σ², or with a residual variance per stratum, that of the
+        row's value of the ``residuals_by`` variable (NaN for a value the fit has not seen)."""
+        if self.log_ratio is None:
+            return self.scale
+        by = dict(zip(self.design.strata_labels, self.scale * np.exp(2.0 * self.log_ratio)))
+        return data[self.spec.residual_by].map(by).to_numpy(dtype=float)
+
+    def _one_residual_variance(self, what: str) -> None:
+        """Refuse ``what`` for a fit with a residual variance per stratum, which it does not handle."""
+        if self.log_ratio is not None:
+            raise JaxhlmError(f"{what} are not available for a model with a residual variance per stratum "
+                              f"(residuals by {self.spec.residual_by}); refit it without residuals_by to get them")
 
     @property
     def theta(self) -> np.ndarray:
@@ -256,6 +277,8 @@ class MixedResult:
         """The fit's statistics in their exact shapes (no padded groups, clusters or columns), for the
         computations done after the fit."""
         d = self.design
+        if d.strata is not None:  # the rows whitened by their strata's residual scales: σ₁² on every row
+            return strata_stats(stack_strata(d.strata, d.n_groups, len(d.fe_names)), jnp.asarray(self.log_ratio))
         return device_stats(d.stats, d.n_groups, len(d.fe_names))
 
     @cached_property
@@ -343,6 +366,7 @@ class MixedResult:
         fits whatever the number of groups); ``exact=True`` refits the model without each group (batched). On the
         HSB models the one-step values are within a few percent of the refits (README, "Influence").
         """
+        self._one_residual_variance("influence statistics")
         _config.relieve_map_pressure()
         d = self.design
         rows = d.rows()
@@ -384,7 +408,7 @@ class MixedResult:
     @property
     def df_modelwc(self) -> int:
         """Estimated parameters: fixed effects, variance components and the residual variance."""
-        return len(self.design.fe_names) + cov.n_cov_params(self.design.blocks) + 1
+        return len(self.design.fe_names) + cov.n_cov_params(self.design.blocks) + self.random_effects.n_residual
 
     @property
     def aic(self) -> float:
@@ -424,6 +448,7 @@ class MixedResult:
         var class) / total, labelled ``class|school`` as Stata labels it. Two crossed factors have one row each:
         two responses of one subject (on different items), var subject / total, and of one item.
         """
+        self._one_residual_variance("intraclass correlations")
         d = self.design
         per_level = d.level_effects
         for name, effects in zip(d.level_names, per_level):
@@ -456,6 +481,7 @@ class MixedResult:
         they are made of (``var_fixed``, ``var_random``, ``var_residual``); random slopes as Johnson (2014), as R's
         ``performance::r2_nakagawa`` computes them (:func:`~jaxhlm.infer.variance_decomposition`). Needs the
         fitted data in memory; rows with frequency weights count that many times."""
+        self._one_residual_variance("R² (which needs one residual variance)")
         rows = self.design.rows()
         if rows.weights is not None:
             raise JaxhlmError("R² needs one residual variance for every row; with precision weights (weights=) row "
@@ -527,6 +553,7 @@ class MixedResult:
 
     def _small_sample(self, method: str) -> SmallSample:
         """Tests by ``method``: the fit's own when it was fitted with it, else set up now."""
+        self._one_residual_variance("small-sample degrees of freedom")
         if self.small is not None and self.small.method == method:
             return self.small
         d = self.design

@@ -216,7 +216,7 @@ def split_top(text: str, sep: str) -> list[str]:
 def options(text: str) -> list[tuple[str, str | None]]:
     """Stata options ``name`` or ``name(argument)``, lower-cased names."""
     out = []
-    for m in re.finditer(r"([A-Za-z_]\w*)(?:\(([^)]*)\))?|(\S)", text):
+    for m in re.finditer(r"([A-Za-z_]\w*)(?:\(((?:[^()]|\([^()]*\))*)\))?|(\S)", text):
         if m.group(3):
             raise FormulaError(f"invalid option text {text.strip()!r}")
         out.append((m.group(1).lower(), m.group(2)))
@@ -240,7 +240,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if len(equations) < 2:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
-    settings: dict = {"reml": False, "dfmethod": None, "display": {}}
+    settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None}
     fixed_text, *rest = split_top(equations[0], ",")
     fixed_opts = ",".join(rest)
     fixed_text, fweight = _weight_clause(fixed_text, cols)
@@ -294,7 +294,9 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                            "option")
     # A level after _all: R.x is nested in _all (the whole sample), not in x: its values count alone.
     return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed,
-                     freq_weights=fweight, subset=subset, display=Display(**settings["display"]))
+                     freq_weights=fweight, subset=subset, display=Display(**settings["display"]),
+                     residual_by=None if settings["residual_by"] is None
+                     else cols.one(settings["residual_by"], "residuals(independent, by())"))
 
 
 def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
@@ -373,6 +375,20 @@ def confidence_level(arg: str) -> float:
     return level
 
 
+def _residuals(arg: str) -> str | None:
+    """The variable of ``residuals(independent, by(varname))`` (as written; resolved against the data later), or
+    None for ``residuals(independent)``, the default."""
+    parts = options(arg.replace(",", " "))
+    kind = parts[0][0] if parts and parts[0][1] is None else ""
+    by = [a for n, a in parts[1:] if abbreviates(n, "by", 2) and a]
+    if abbreviates(kind, "independent", 3) and len(parts) == 1:
+        return None
+    if not abbreviates(kind, "independent", 3) or len(by) != 1 or len(parts) != 2:
+        raise FormulaError(f"residuals({arg}) is not available; jaxhlm fits residuals(independent, by(varname)), a "
+                           "residual variance for each value of varname (plain independent residuals are the default)")
+    return by[0].strip()
+
+
 def _global_option(name: str, arg: str | None, settings: dict) -> None:
     """Apply an estimation or display option to ``settings`` (``reml``, ``dfmethod``, ``display``)."""
     if abbreviates(name, "level", 1) and arg is not None:
@@ -383,6 +399,9 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
         return
     if arg is None and name in _OMIT:
         settings["display"][_OMIT[name]] = False
+        return
+    if arg is not None and abbreviates(name, "residuals", 3):
+        settings["residual_by"] = _residuals(arg)
         return
     if arg is not None and abbreviates(name, "dfmethod", 3):
         word = arg.strip().lower()
@@ -400,6 +419,7 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
             return
     shown = name + (f"({arg})" if arg is not None else "")
     raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
+                       "residuals(independent, by(varname)), "
                        "nolog, level(#), variance, stddeviations, noheader, nogroup, nofetable, noretable, nolrtest, "
                        "and per equation covariance(identity|independent|exchangeable|unstructured) and noconstant")
 

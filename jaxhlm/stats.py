@@ -23,6 +23,7 @@ treats them as a dense block beside X; the factor with fewer effects in all is p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -364,6 +365,34 @@ class Accumulator:
                          inner, self.log_weights)
 
 
+def pad_host(h: HostStats, m: int, p: int) -> HostStats:
+    """A two-level sample's statistics with zero groups and columns added up to ``m`` and ``p``: those of a part of
+    the rows (one residual stratum, :func:`total`) in the whole sample's layout."""
+    dm, dp = m - len(h.counts), p - h.R.shape[1]
+    return HostStats(np.pad(h.ZtZ, ((0, dm), (0, 0), (0, 0))), np.pad(h.ZtX, ((0, dm), (0, 0), (0, dp))),
+                     np.pad(h.Zty, ((0, dm), (0, 0))), np.pad(h.R, ((0, dp), (0, dp))), np.pad(h.Xty, (0, dp)), h.yty,
+                     np.pad(h.counts, (0, dm)), None, h.log_weights)
+
+
+def total(parts: Sequence[HostStats]) -> HostStats:
+    """The statistics of the union of disjoint sets of rows, each in the same layout (:func:`pad_host`)."""
+    return HostStats(sum(h.ZtZ for h in parts), sum(h.ZtX for h in parts), sum(h.Zty for h in parts),
+                     _triangular(np.vstack([h.R for h in parts])), sum(h.Xty for h in parts),
+                     float(sum(h.yty for h in parts)), sum(h.counts for h in parts), None,
+                     float(sum(h.log_weights for h in parts)))
+
+
+def combine(strata: GroupStats, precision: Array) -> GroupStats:
+    """The statistics of rows whose residual variance is σ²/precisionₛ in stratum s, from each stratum's own
+    (``strata``: :class:`GroupStats` stacked on a leading stratum axis, without ZtX2): each stratum's rows scaled by
+    √precisionₛ, so the products are linear in the precisions, differentiably (Stata's ``residuals(independent,
+    by())``; the likelihood lacks Σₛ nₛ log precisionₛ, as with precision weights)."""
+    lin = lambda x: jnp.tensordot(precision, x, axes=1)  # noqa: E731
+    return GroupStats(ZtZ=lin(strata.ZtZ), ZtX=lin(strata.ZtX), ZtX2=strata.ZtX2[0], Zty=lin(strata.Zty),
+                      XtX=lin(strata.XtX), Xty=lin(strata.Xty), yty=lin(strata.yty), n=jnp.sum(strata.n),
+                      p=strata.p[0], group_weights=strata.group_weights[0])
+
+
 def row_scale(precision: np.ndarray | None, freq: np.ndarray | None) -> np.ndarray | None:
     """√(aᵢ fᵢ), the factor that turns weighted rows into unweighted ones (None: no weights).
 
@@ -440,6 +469,13 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
     return NestedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))),
                        WtZ=jnp.pad(i.WtZ, ((0, dk), (0, 0), (0, 0))), WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))),
                        Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))), parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))
+
+
+def stack_strata(hosts: Sequence[HostStats], n_groups: int, n_fixed: int) -> GroupStats:
+    """Each residual stratum's :func:`device_stats` (padded alike), stacked on a leading stratum axis: what
+    :func:`combine` and :func:`jaxhlm.estimate.fit_strata` take."""
+    parts = [device_stats(h, n_groups, n_fixed) for h in hosts]
+    return jax.tree.map(lambda *x: jnp.stack(x), *parts)
 
 
 def slots(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, int]:

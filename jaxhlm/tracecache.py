@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import export
 
 from . import _config
-from .estimate import Fit, KRParts, REInformation
+from .estimate import Fit, KRParts, REInformation, StrataFit
 from .optimize import Solution
 from .stats import CrossedStats, GroupedData, GroupStats, NestedStats
 
@@ -34,7 +34,7 @@ def register(*types: type) -> None:
         export.register_namedtuple_serialization(t, serialized_name=f"jaxhlm.{t.__name__}")
 
 
-register(Fit, KRParts, REInformation, Solution, GroupedData, GroupStats, NestedStats, CrossedStats)
+register(Fit, KRParts, REInformation, StrataFit, Solution, GroupedData, GroupStats, NestedStats, CrossedStats)
 
 _PROGRAMS: dict[str, Callable[..., Any]] = {}
 

@@ -1,0 +1,183 @@
+"""A residual variance per stratum: Stata's ``residuals(independent, by(var))``, ``fit(..., residuals_by=)``.
+
+Reference values: tests/fixtures/residuals_by_reference.json, written by tests/fixtures/residuals_by_reference.R
+(``Rscript tests/fixtures/residuals_by_reference.R``; nlme and lme4 versions in the JSON): ``nlme::lme`` with
+``weights = varIdent(form = ~ 1 | var)`` (HSB by sector, ML; sleepstudy in three periods, ML), and for HSB's random
+slope by female (REML), where nlme stops 5.6e-4 short of the optimum, lme4 with precision weights on one stratum
+and the ratio optimised; the linear model with the same residual variances (``gls``), BLUPs, and nlme's ``apVar``
+(a numerical Hessian).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxhlm
+from jaxhlm import DataError, FormulaError, JaxhlmError
+from jaxhlm.dofile import Session
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REF = {f["name"]: f for f in json.loads((FIXTURES / "residuals_by_reference.json").read_text())["fits"]}
+FORMULAS = {"hsb_intercept_ml": "mathach ~ ses + sector + (1 | id)",
+            "hsb_slope_reml": "mathach ~ ses * sector + (1 + ses | id)",
+            "sleep_three_strata_ml": "Reaction ~ Days + (1 | Subject)"}
+
+
+def _sleep() -> pd.DataFrame:
+    sleep = pd.read_csv(FIXTURES / "sleepstudy.csv")
+    return sleep.assign(period=pd.cut(sleep["Days"], [-1, 2, 5, 9], labels=["a", "b", "c"]).astype(str))
+
+
+DATA = {"hsb": jaxhlm.datasets.hsb, "sleepstudy": _sleep}
+
+
+@pytest.fixture(scope="module")
+def fits():
+    return {name: jaxhlm.fit(FORMULAS[name], DATA[ref["data"]](), reml=ref["reml"], residuals_by=ref["by"])
+            for name, ref in REF.items()}
+
+
+@pytest.mark.parametrize("name", list(REF))
+def test_matches_nlme(fits, name):
+    ref, m = REF[name], fits[name]
+    assert m.converged
+    assert m.llf == pytest.approx(ref["loglik"], abs=1e-9)
+    np.testing.assert_allclose(m.fe_params, ref["beta"], rtol=1e-7)
+    np.testing.assert_allclose(m.bse_fe, ref["se"], rtol=1e-6)
+    q = len(m.design.re_names)
+    first = [q - 1] + list(range(q - 1))  # the intercept first, as R orders the effects (Stata: last)
+    np.testing.assert_allclose(m.cov_re.to_numpy()[np.ix_(first, first)], ref["cov_re"], rtol=1e-5)
+    k = len(ref["strata"])
+    assert list(m.design.strata_labels.astype(str)) == ref["strata"]
+    # Log likelihoods agree to 1e-10 (jaxhlm's the higher); sleepstudy's three residual variances, from 60
+    # observations each, are pinned by so flat a likelihood that nlme's stop leaves them 2.4e-6 (relative) apart.
+    np.testing.assert_allclose(m.random_effects.estimate[-k:], ref["residual_variance"], rtol=1e-5)
+    assert list(m.params.index[-k:]) == [f"var(Residual[{ref['by']}={v}])" for v in m.design.strata_labels]
+    # The LR test vs. linear model keeps the strata's residual variances in the linear model (nlme's gls).
+    assert m.lr_linear.statistic == pytest.approx(2 * (ref["loglik"] - ref["loglik_linear"]), abs=2e-6)
+    assert m.df_modelwc == len(ref["beta"]) + m.random_effects.estimate.size
+    blups = m.ranef()
+    np.testing.assert_allclose(blups.loc[[type(blups.index[0])(g) for g in ref["groups"]]].to_numpy()[:, first],
+                               ref["blups"], rtol=2e-5, atol=1e-6)
+
+
+def test_information_matches_finite_differences_of_a_dense_likelihood(fits):
+    """The variance parameters' covariance (inverse information in φ = (ln sd, ln σ₁, ln σ₂/σ₁)) against central
+    second differences of the log likelihood written with each school's V = σ_b²11ᵀ + diag(σₛ²) and β by GLS, rows
+    and all: no sufficient statistics, no autodiff."""
+    hsb = jaxhlm.datasets.hsb()
+    re = fits["hsb_intercept_ml"].random_effects
+    X = np.column_stack([np.ones(len(hsb)), hsb["ses"], hsb["sector"]])
+    y, sector = hsb["mathach"].to_numpy(), hsb["sector"].to_numpy()
+    schools = [np.flatnonzero(hsb["id"].to_numpy() == g) for g in np.unique(hsb["id"])]
+
+    def loglik(phi: np.ndarray) -> float:
+        s2 = np.exp(2 * phi[1]) * np.where(sector == 1, np.exp(2 * phi[2]), 1.0)
+        inverses = [np.linalg.inv(np.exp(2 * phi[0]) + np.diag(s2[i])) for i in schools]
+        logdet = sum(np.linalg.slogdet(np.exp(2 * phi[0]) + np.diag(s2[i]))[1] for i in schools)
+        A = sum(X[i].T @ Vi @ X[i] for i, Vi in zip(schools, inverses))
+        beta = np.linalg.solve(A, sum(X[i].T @ Vi @ y[i] for i, Vi in zip(schools, inverses)))
+        e = y - X @ beta
+        return -0.5 * (len(y) * np.log(2 * np.pi) + logdet + sum(e[i] @ Vi @ e[i] for i, Vi in zip(schools, inverses)))
+
+    h, H = 1e-4, np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            da, db = h * np.eye(3)[a], h * np.eye(3)[b]
+            H[a, b] = (loglik(re.phi + da + db) - loglik(re.phi + da - db) - loglik(re.phi - da + db)
+                       + loglik(re.phi - da - db)) / (4 * h * h)
+    assert loglik(re.phi) == pytest.approx(fits["hsb_intercept_ml"].llf, abs=1e-8)
+    np.testing.assert_allclose(re.phi_cov, np.linalg.inv(-H), rtol=1e-4, atol=1e-10)
+
+
+def test_stata_syntax_report_and_do_file():
+    hsb = jaxhlm.datasets.hsb()
+    m = jaxhlm.mixed("mathach ses i.sector || id:, residuals(independent, by(sector))", hsb)
+    ref = REF["hsb_intercept_ml"]
+    assert m.llf == pytest.approx(ref["loglik"], abs=1e-7)
+    text = str(m)
+    assert ("-----------------------------+------------------------------------------------\n"
+            "Residual: Independent,       |\n"
+            "    by sector                |\n"
+            "                   0: var(e) |   40.29306   .9572108      38.45997    42.21353\n"
+            "                   1: var(e) |   33.67795   .8120796      32.12333    35.30781\n") in text
+    assert "LR test vs. linear model: chibar2(01) = 344.55" in text
+    sd = str(jaxhlm.mixed("mathach ses i.sector || id:, res(ind, by(sector)) stddeviations", hsb))
+    assert "                    0: sd(e) |   6.347682" in sd
+    assert jaxhlm.mixed("mathach ses || id:, residuals(independent)", hsb).random_effects.n_residual == 1
+    # A do-file: the fit, a comparison with one residual variance, and standardized residuals by stratum.
+    session = Session(hsb)
+    out = [session.run(*line.partition(" ")[::2]) for line in [
+        "mixed mathach ses i.sector || id:", "estimates store one",
+        "mixed mathach ses i.sector || id:, residuals(independent, by(sector))", "lrtest one .",
+        "predict r, rstandard", "predict e, residuals"]]
+    assert "LR chi2(1) =" in out[3]
+    s2 = session.data["sector"].map({0: 40.293065, 1: 33.677952})
+    np.testing.assert_allclose(session.data["r"], session.data["e"] / np.sqrt(s2), rtol=1e-5)
+
+
+def test_comparisons_and_refits(fits):
+    hsb = jaxhlm.datasets.hsb()
+    one = jaxhlm.fit(FORMULAS["hsb_intercept_ml"], hsb)
+    het = fits["hsb_intercept_ml"]
+    lr = jaxhlm.lrtest(one, het)
+    assert lr.df == 1 and lr.statistic == pytest.approx(2 * (het.llf - one.llf))
+    assert 2 * (het.llf - one.llf) > 10  # the sectors' residual variances differ (40.3 vs 33.7)
+    refit = fits["hsb_slope_reml"].refit_ml()
+    assert not refit.reml and refit.random_effects.n_residual == 2
+    drop = jaxhlm.drop1(het).table
+    assert drop.loc["sector", "LRT"] == pytest.approx(
+        2 * (het.llf - jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="sector").llf))
+
+
+def test_data_in_chunks_and_weights(fits):
+    hsb = jaxhlm.datasets.hsb()
+    ref = fits["hsb_intercept_ml"]
+    # Chunks that each lack one sector's rows of some schools: each stratum's statistics still line up.
+    chunks = [hsb.iloc[:2500], hsb.iloc[2500:5000], hsb.iloc[5000:]]
+    chunked = jaxhlm.fit(FORMULAS["hsb_intercept_ml"], iter(chunks), residuals_by="sector")
+    assert chunked.llf == pytest.approx(ref.llf, abs=1e-8)
+    np.testing.assert_allclose(chunked.params, ref.params, rtol=1e-8)
+    # Precision weights divide each row's residual variance within its stratum (σₛ²/wᵢ): weights of 2 everywhere
+    # double every stratum's σₛ² for the same data, leave the rest and the log likelihood as they were.
+    weighted = jaxhlm.fit(FORMULAS["hsb_intercept_ml"], hsb.assign(w=2.0), residuals_by="sector", weights="w")
+    np.testing.assert_allclose(weighted.random_effects.estimate[-2:], ref.random_effects.estimate[-2:] * 2, rtol=1e-7)
+    np.testing.assert_allclose(weighted.fe_params, ref.fe_params, rtol=1e-8)
+    assert weighted.llf == pytest.approx(ref.llf, abs=1e-7)
+    # Frequency weights: the fit of the expanded rows.
+    f = np.where(hsb.index % 3 == 0, 2, 1)
+    expanded = jaxhlm.fit(FORMULAS["hsb_intercept_ml"], hsb.loc[hsb.index.repeat(f)], residuals_by="sector")
+    counted = jaxhlm.fit(FORMULAS["hsb_intercept_ml"], hsb.assign(f=f), residuals_by="sector", freq_weights="f")
+    assert counted.llf == pytest.approx(expanded.llf, abs=1e-7)
+    np.testing.assert_allclose(counted.params, expanded.params, rtol=1e-7)
+
+
+def test_listwise_deletion_and_refusals(fits):
+    hsb = jaxhlm.datasets.hsb()
+    gappy = hsb.assign(sector=hsb["sector"].where(hsb.index % 11 != 0))
+    m = jaxhlm.fit("mathach ~ ses + (1 | id)", gappy, residuals_by="sector")
+    assert m.nobs == len(hsb) - len(hsb.index[::11]) and "dropped because of missing values" in " ".join(m.design.notes)
+    het = fits["hsb_intercept_ml"]
+    for call, words in [(lambda: het.conf_int(method="profile"), "profile intervals"),
+                        (lambda: het.varcorr(method="bootstrap", B=10), "bootstrap intervals"),
+                        (het.icc, "intraclass"), (het.r2, "R²"), (het.influence, "influence"),
+                        (lambda: het.satterthwaite(), "degrees of freedom")]:
+        with pytest.raises(JaxhlmError, match=words):
+            call()
+    with pytest.raises(DataError, match="residual variance per stratum"):
+        jaxhlm.simulate(het, 3)
+    with pytest.raises(FormulaError, match="dfmethod"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, reml=True, dfmethod="satterthwaite", residuals_by="sector")
+    with pytest.raises(FormulaError, match="one grouping level"):
+        jaxhlm.fit("strength ~ 1 + (1 | batch/cask)", jaxhlm.datasets.pastes(), residuals_by="batch")
+    with pytest.raises(DataError, match="one value in the sample"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb[hsb["sector"] == 1], residuals_by="sector")
+    with pytest.raises(FormulaError, match=r"residuals\(exchangeable\) is not available"):
+        jaxhlm.mixed("mathach ses || id:, residuals(exchangeable)", hsb)
+    with pytest.raises(FormulaError, match="nosuch"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="nosuch")
