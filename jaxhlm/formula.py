@@ -93,6 +93,8 @@ class ModelSpec:
     display: Display = Display()
     #: Stata's ``residuals(independent, by(var))``: a residual variance for each value of this column
     residual_by: str | None = None
+    #: the grouping factors written as Stata's ``_all: R.varname`` (reported as Stata reports them)
+    all_factors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_dfmethod(self.dfmethod, self.reml)

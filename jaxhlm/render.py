@@ -10,6 +10,9 @@ import math
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
+import pandas as pd
+
 from .formula import DFMETHOD_NAMES
 from .infer import sd_corr
 
@@ -60,18 +63,19 @@ def _header_right(label: str, value: str) -> str:
 def header(r: "MixedResult", groups: bool = True) -> list[str]:
     """The report's header; ``groups`` False leaves out the grouping levels' sizes (Stata's ``nogroup``)."""
     kind = "REML" if r.reml else "ML"
-    sizes = r.group_sizes
     ll_label = "Log restricted-likelihood" if r.reml else "Log likelihood"
     first = (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs)))
+    levels = stata_levels(r)
     if not groups:
         rows, lead = [first], []
-    elif r.design.inner is None:
+    elif len(levels) == 1:
+        name, (n, low, avg, high) = levels.index[0], levels.iloc[0]
         rows = [first,
-                (f"Group variable: {r.design.group_name}", _header_right("Number of groups", _fmt_int(r.ngroups))),
+                (f"Group variable: {name}", _header_right("Number of groups", _fmt_int(int(n)))),
                 ("", "Obs per group:"),
-                ("", f"{'min':>17} = {_fmt_int(sizes['min']):>10}"),
-                ("", f"{'avg':>17} = {sizes['avg']:>10.1f}"),
-                ("", f"{'max':>17} = {_fmt_int(sizes['max']):>10}")]
+                ("", f"{'min':>17} = {_fmt_int(int(low)):>10}"),
+                ("", f"{'avg':>17} = {avg:>10.1f}"),
+                ("", f"{'max':>17} = {_fmt_int(int(high)):>10}")]
         lead = []
     else:  # several levels: Stata's table of the groups, then the tests
         rows, lead = [], [_pair(*first), ""] + group_table(r) + [""]
@@ -95,10 +99,22 @@ def group_table(r: "MixedResult") -> list[str]:
     """Stata's table of the grouping levels (the header of a multilevel fit, and ``estat group``)."""
     lines = ["-" * 61, f"{'':16}|     No. of       Observations per group",
              f"{'Group variable':>15} |     groups    Minimum    Average    Maximum", "-" * 16 + "+" + "-" * 44]
-    for level, (n, low, avg, high) in r.group_info().iterrows():
+    for level, (n, low, avg, high) in stata_levels(r).iterrows():
         lines.append(f"{_abbrev(str(level), 15):>15} | {_fmt_int(int(n)):>10} {_fmt_int(int(low)):>10} {avg:>10.1f} "
                      f"{_fmt_int(int(high)):>10}")
     return lines + ["-" * 61]
+
+
+def stata_levels(r: "MixedResult") -> pd.DataFrame:
+    """:meth:`~jaxhlm.results.MixedResult.group_info` as Stata lists the levels: factors written ``_all: R.varname``
+    lie within ``_all``, one group of every observation, listed first as written."""
+    info = r.group_info()
+    if not r.spec.all_factors:
+        return info
+    n = r.nobs
+    rest = [level for level in r.spec.levels if level not in r.spec.all_factors]
+    return pd.concat([pd.DataFrame([(1, n, float(n), n)], index=pd.Index(["_all"], name="level"), columns=info.columns),
+                      info.loc[rest]])
 
 
 def _name_width(names: Sequence[str], floor: int = 12, cap: int = 32) -> int:
@@ -184,14 +200,19 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
              "-" * 29 + "+" + "-" * 48]
     kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",
              "unstructured": "Unstructured"}
-    at, names = 0, r.design.level_names
-    for i, (b, level) in enumerate(zip(r.design.blocks, r.design.block_levels)):
-        if i and level != r.design.block_levels[i - 1]:
+    names, starts = r.design.level_names, np.cumsum([0] + [b.n_theta for b in r.design.blocks])
+    sections = list(zip(r.design.blocks, r.design.block_levels, starts))
+    written = r.spec.all_factors  # Stata's _all: R.varname factors: listed first, as written
+    if written:
+        sections.sort(key=lambda s: r.spec.levels.index(names[s[1]]))
+    for i, (b, level, at) in enumerate(sections):
+        if i and level != sections[i - 1][1]:
             lines.append("-" * 29 + "+" + "-" * 48)
-        lines.append(f"{(names[level] + ': ' + kinds[b.kind]):<28} |")
+        factor = names[level] in written
+        lines.append(f"{('_all' if factor else names[level]) + ': ' + kinds[b.kind]:<28} |")
         for k in range(at, at + b.n_theta):
-            lines.append(_re_row(re.labels[k], re.estimate[k], re.se[k], re.ci[k]))
-        at += b.n_theta
+            label = re.labels[k].replace("_cons", f"R.{names[level]}") if factor else re.labels[k]
+            lines.append(_re_row(label, re.estimate[k], re.se[k], re.ci[k]))
     k = r.random_effects.n_residual
     lines.append("-" * 29 + "+" + "-" * 48)
     if k == 1:

@@ -296,7 +296,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed,
                      freq_weights=fweight, subset=subset, display=Display(**settings["display"]),
                      residual_by=None if settings["residual_by"] is None
-                     else cols.one(settings["residual_by"], "residuals(independent, by())"))
+                     else cols.one(settings["residual_by"], "residuals(independent, by())"), all_factors=tuple(crossed))
 
 
 def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:

@@ -234,8 +234,21 @@ def test_stata_all_r_syntax_fits_the_same_model(fits, crossed):
                                fits["slope_ml"].params.drop(fits["slope_ml"].fe_params.index).to_numpy(), rtol=1e-7)
     both = jaxhlm.mixed("y x cond || _all: R.item || _all: R.subj", crossed)
     assert both.llf == pytest.approx(fits["intercepts_ml"].llf, abs=1e-9)
-    log = jaxhlm.run_do(f"use {FIXTURES / 'crossed.csv'}\nmixed y x cond || _all: R.item || subj:\nestat icc")
-    assert "item: Identity" in log and "subj: Identity" in log
+    # Reported as Stata reports it (the layout of a published Stata log of "|| _all: R.sschool || _all: R.pschool",
+    # UCLA's examples for Hox's Multilevel Analysis, chapter 7): the factors under "_all: Identity" as var(R.x),
+    # in the order written; _all one group of every observation, in the header's group table or alone.
+    log = jaxhlm.run_do(f"use {FIXTURES / 'crossed.csv'}\nmixed y x cond || _all: R.item || subj:\nestat group")
+    n, subjects = len(crossed), crossed.groupby("subj").size()
+    table = (f"           _all |          1 {n:>10,} {n:>10.1f} {n:>10,}\n"
+             f"           subj | {len(subjects):>10} {subjects.min():>10} {subjects.mean():>10.1f} {subjects.max():>10}")
+    assert log.count(table) == 2  # the header and estat group
+    assert ("_all: Identity               |\n                 var(R.item) |" in log
+            and log.index("var(R.item)") < log.index("subj: Identity"))
+    text = str(both)
+    assert (f"Group variable: _all                            Number of groups  =          1\n"
+            f"                                                Obs per group:\n"
+            f"                                                              min = {n:>10,}") in text
+    assert text.index("var(R.item)") < text.index("var(R.subj)")
 
 
 @pytest.mark.parametrize("model, words", [
