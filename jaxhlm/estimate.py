@@ -116,15 +116,15 @@ def fit_strata(strata: GroupStats, blocks: cov.Structure, reml: bool = False) ->
     (:class:`~jaxhlm.stats.GroupStats` stacked on a leading stratum axis).
 
     Why this way: the strata's residual scales only reweight the sufficient statistics, so the likelihood stays a
-    function of (θ, ln σₛ/σ₁) and the per-group products; projected Newton takes both together, from the fit with
-    one residual variance (θ) and equal variances. The linear model's deviance (θ = 0) is minimised over the
-    ratios too: the LR test vs. linear model tests the random effects alone.
+    function of (θ, ln σₛ/σ₁) and the per-group products; projected Newton takes both together, from EM's warm
+    start for θ at equal variances (as :func:`fit_stats`). The linear model's deviance (θ = 0) is minimised over
+    the ratios too: the LR test vs. linear model tests the random effects alone.
     """
     T = jnp.asarray(cov.templates(blocks))
     n_theta, k = T.shape[0], strata.n.shape[0] - 1
     fixed = jax.lax.stop_gradient(strata)
     dev = lambda x: strata_deviance(x, fixed, T, reml)  # noqa: E731
-    start = fit_stats(strata_stats(fixed, jnp.zeros(k + 1)), blocks, reml).theta
+    start = em_warmup(jnp.asarray(cov.theta_start(blocks)), strata_stats(fixed, jnp.zeros(k + 1)), T, blocks, 20)
     free = jnp.full(k, -jnp.inf)
     sol = minimise(dev, jnp.concatenate([start, jnp.zeros(k)]),
                    jnp.concatenate([jnp.asarray(cov.theta_lower(blocks)), free]),
