@@ -199,16 +199,18 @@ def re_information(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Struc
     return REInformation(jax.hessian(loglik)(phi), values(phi), jax.jacfwd(values)(phi))
 
 
-@partial(jax.jit, static_argnames="blocks")
-def cov_beta_jacobian(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure) -> Array:
+@partial(jax.jit, static_argnames=("blocks", "n_strata"))
+def cov_beta_jacobian(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure, n_strata: int = 1
+                      ) -> Array:
     """∂Cov(β̂)/∂φ, (p, p, len φ): how the fixed effects' covariance (XᵀV⁻¹X)⁻¹ moves with the variance
-    parameters (σ not profiled), the derivative Satterthwaite's degrees of freedom need. φ and ``edge`` as in
-    :func:`re_information`."""
-    n_re = phi.shape[0] - 1
+    parameters (σ not profiled), the derivative Satterthwaite's degrees of freedom need. φ, ``edge``, ``stats``
+    and ``n_strata`` as in :func:`re_information`."""
+    n_re = phi.shape[0] - n_strata
 
     def cov_beta(p: Array) -> Array:
         root = cov.root_from_phi(blocks, p[:n_re], edge)
-        return fixed_effects_cov(factorize(root / jnp.exp(p[n_re]), stats), jnp.exp(2.0 * p[n_re]))
+        rows = stats if n_strata == 1 else strata_stats(stats, jnp.concatenate([jnp.zeros(1), p[n_re + 1:]]))
+        return fixed_effects_cov(factorize(root / jnp.exp(p[n_re]), rows), jnp.exp(2.0 * p[n_re]))
 
     return jax.jacfwd(cov_beta)(phi)
 

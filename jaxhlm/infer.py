@@ -231,8 +231,8 @@ def satterthwaite_df(L: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, sta
     variance-component SEs already use.
     """
     p = L.shape[1]  # the statistics may be padded to a shape bucket (exactly masked: the leading block is Cov(β̂))
-    dC = np.asarray(tracecache.call(cov_beta_jacobian, {"blocks": blocks}, jnp.asarray(re.phi),
-                                    jnp.asarray(re.edge), stats))[:p, :p]
+    dC = np.asarray(tracecache.call(cov_beta_jacobian, {"blocks": blocks, "n_strata": re.n_residual},
+                                    jnp.asarray(re.phi), jnp.asarray(re.edge), stats))[:p, :p]
     var = np.einsum("mi,ij,mj->m", L, cov_beta, L)
     g = np.einsum("mi,ijk,mj->mk", L, dC, L)
     return 2.0 * var**2 / np.einsum("mk,kl,ml->m", g, re.phi_cov, g)
@@ -320,7 +320,7 @@ class SmallSample:
     beta: np.ndarray
     cov_beta: np.ndarray  # (XᵀV⁻¹X)⁻¹
     re: RandomEffects
-    stats: GroupStats
+    stats: GroupStats  # with a residual variance per stratum, the strata's (:func:`~jaxhlm.estimate.fit_strata`)
     blocks: cov.Structure
     kr: KenwardRoger | None = None
 
@@ -347,6 +347,9 @@ def small_sample(method: str, beta: np.ndarray, cov_beta: np.ndarray, re: Random
     variance components have no information matrix."""
     if not np.all(np.isfinite(re.phi_cov)):
         raise JaxhlmError(SMALL_SAMPLE_NEEDS)
+    if method == "kroger" and re.n_residual > 1:
+        raise JaxhlmError("Kenward and Roger's adjustment is computed here for one residual variance; with a residual "
+                          "variance per stratum use dfmethod satterthwaite")
     kr = kenward_roger(re, cov_beta, stats, blocks) if method == "kroger" else None
     return SmallSample(method, beta, cov_beta, re, stats, blocks, kr)
 

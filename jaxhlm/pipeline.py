@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike
 from . import covariance as cov
 from . import tracecache
 from .design import Data, Design, as_frame, build_design, fingerprint, read_columns
-from .errors import DataError, FormulaError
+from .errors import DataError
 from .estimate import Fit, fit_stats, fit_strata
 from .formula import ModelSpec, parse_formula
 from .infer import ResidualStrata, lr_vs_linear, model_wald, random_effects, small_sample
@@ -126,9 +126,6 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     if design.strata is None:
         raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
     else:
-        if spec.dfmethod:
-            raise FormulaError("small-sample degrees of freedom (dfmethod) are not computed with a residual variance "
-                               "per stratum; drop dfmethod() or residuals(independent, by())")
         strata = stack_strata(design.strata, bucket(design.n_groups, 8), bucket(len(design.fe_names)))
         both = jax.device_get(tracecache.call(fit_strata, {"blocks": design.blocks, "reml": spec.reml}, strata))
         raw, by = both.fit, spec.residual_by
@@ -145,7 +142,8 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
                        float(sol.decrement), float(sol.min_eig))
     re = random_effects(f, stats, design.blocks, design.re_names, spec.reml, residuals)
     icpt = design.fe_names.index(design.constant) if design.constant else None
-    small = (small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats, design.blocks) if spec.dfmethod
+    small = (small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats if residuals is None else residuals.stats,
+                          design.blocks) if spec.dfmethod
              else None)
     return MixedResult(
         spec=spec, design=design, fit=f, random_effects=re, small=small,

@@ -553,12 +553,12 @@ class MixedResult:
 
     def _small_sample(self, method: str) -> SmallSample:
         """Tests by ``method``: the fit's own when it was fitted with it, else set up now."""
-        self._one_residual_variance("small-sample degrees of freedom")
         if self.small is not None and self.small.method == method:
             return self.small
         d = self.design
+        stats = self._stats if d.strata is None else stack_strata(d.strata, d.n_groups, len(d.fe_names))
         return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
-                            self._stats, d.blocks)
+                            stats, d.blocks)
 
     def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None) -> "LinearCombination":
         """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``

@@ -66,33 +66,49 @@ def test_matches_nlme(fits, name):
                                ref["blups"], rtol=2e-5, atol=1e-6)
 
 
-def test_information_matches_finite_differences_of_a_dense_likelihood(fits):
-    """The variance parameters' covariance (inverse information in φ = (ln sd, ln σ₁, ln σ₂/σ₁)) against central
-    second differences of the log likelihood written with each school's V = σ_b²11ᵀ + diag(σₛ²) and β by GLS, rows
-    and all: no sufficient statistics, no autodiff."""
-    hsb = jaxhlm.datasets.hsb()
-    re = fits["hsb_intercept_ml"].random_effects
+def _dense(hsb: pd.DataFrame, phi: np.ndarray) -> tuple[float, np.ndarray]:
+    """The ML log likelihood (β by GLS) and (XᵀV⁻¹X)⁻¹ of ``mathach ~ ses + sector + (1 | id)`` with a residual
+    variance per sector at φ = (ln sd, ln σ₁, ln σ₂/σ₁), written with each school's V = σ_b²11ᵀ + diag(σₛ²), rows and
+    all: no sufficient statistics, no autodiff."""
     X = np.column_stack([np.ones(len(hsb)), hsb["ses"], hsb["sector"]])
     y, sector = hsb["mathach"].to_numpy(), hsb["sector"].to_numpy()
     schools = [np.flatnonzero(hsb["id"].to_numpy() == g) for g in np.unique(hsb["id"])]
+    s2 = np.exp(2 * phi[1]) * np.where(sector == 1, np.exp(2 * phi[2]), 1.0)
+    V = [np.exp(2 * phi[0]) + np.diag(s2[i]) for i in schools]
+    inverses = [np.linalg.inv(v) for v in V]
+    A = sum(X[i].T @ Vi @ X[i] for i, Vi in zip(schools, inverses))
+    beta = np.linalg.solve(A, sum(X[i].T @ Vi @ y[i] for i, Vi in zip(schools, inverses)))
+    e = y - X @ beta
+    quad = sum(e[i] @ Vi @ e[i] for i, Vi in zip(schools, inverses))
+    logdet = sum(np.linalg.slogdet(v)[1] for v in V)
+    return -0.5 * (len(y) * np.log(2 * np.pi) + logdet + quad), np.linalg.inv(A)
 
-    def loglik(phi: np.ndarray) -> float:
-        s2 = np.exp(2 * phi[1]) * np.where(sector == 1, np.exp(2 * phi[2]), 1.0)
-        inverses = [np.linalg.inv(np.exp(2 * phi[0]) + np.diag(s2[i])) for i in schools]
-        logdet = sum(np.linalg.slogdet(np.exp(2 * phi[0]) + np.diag(s2[i]))[1] for i in schools)
-        A = sum(X[i].T @ Vi @ X[i] for i, Vi in zip(schools, inverses))
-        beta = np.linalg.solve(A, sum(X[i].T @ Vi @ y[i] for i, Vi in zip(schools, inverses)))
-        e = y - X @ beta
-        return -0.5 * (len(y) * np.log(2 * np.pi) + logdet + sum(e[i] @ Vi @ e[i] for i, Vi in zip(schools, inverses)))
 
-    h, H = 1e-4, np.zeros((3, 3))
+def test_information_and_satterthwaite_match_finite_differences_of_a_dense_likelihood(fits):
+    """The variance parameters' covariance (inverse information in φ) against central second differences of the
+    dense log likelihood, and Satterthwaite's degrees of freedom 2 Var(β̂ₖ)² / (gᵀ Cov(φ̂) g) with g the central
+    differences of the dense Var(β̂ₖ) in φ."""
+    hsb = jaxhlm.datasets.hsb()
+    m = fits["hsb_intercept_ml"]
+    re = m.random_effects
+    h, H, dC = 1e-4, np.zeros((3, 3)), np.zeros((3, 3))
     for a in range(3):
+        da = h * np.eye(3)[a]
+        dC[:, a] = np.diag(_dense(hsb, re.phi + da)[1] - _dense(hsb, re.phi - da)[1]) / (2 * h)
         for b in range(3):
-            da, db = h * np.eye(3)[a], h * np.eye(3)[b]
-            H[a, b] = (loglik(re.phi + da + db) - loglik(re.phi + da - db) - loglik(re.phi - da + db)
-                       + loglik(re.phi - da - db)) / (4 * h * h)
-    assert loglik(re.phi) == pytest.approx(fits["hsb_intercept_ml"].llf, abs=1e-8)
+            db = h * np.eye(3)[b]
+            H[a, b] = (_dense(hsb, re.phi + da + db)[0] - _dense(hsb, re.phi + da - db)[0]
+                       - _dense(hsb, re.phi - da + db)[0] + _dense(hsb, re.phi - da - db)[0]) / (4 * h * h)
+    ll, cov_beta = _dense(hsb, re.phi)
+    assert ll == pytest.approx(m.llf, abs=1e-8)
     np.testing.assert_allclose(re.phi_cov, np.linalg.inv(-H), rtol=1e-4, atol=1e-10)
+    want = 2 * np.diag(cov_beta) ** 2 / np.einsum("ka,ab,kb->k", dC, re.phi_cov, dC)
+    np.testing.assert_allclose(m.satterthwaite()["df"], want, rtol=1e-4)
+    # A model fitted with dfmethod(satterthwaite) reports the same, Kenward and Roger's is refused.
+    stata = jaxhlm.mixed("mathach ses sector || id:, residuals(independent, by(sector)) reml dfmethod(satt)", hsb)
+    assert stata.ddf is not None and np.all(stata.ddf > 100) and "DF method: Satterthwaite" in str(stata)
+    with pytest.raises(JaxhlmError, match="one residual variance"):
+        jaxhlm.mixed("mathach ses sector || id:, residuals(independent, by(sector)) reml dfmethod(kroger)", hsb)
 
 
 def test_stata_syntax_report_and_do_file():
@@ -165,14 +181,11 @@ def test_listwise_deletion_and_refusals(fits):
     het = fits["hsb_intercept_ml"]
     for call, words in [(lambda: het.conf_int(method="profile"), "profile intervals"),
                         (lambda: het.varcorr(method="bootstrap", B=10), "bootstrap intervals"),
-                        (het.icc, "intraclass"), (het.r2, "R²"), (het.influence, "influence"),
-                        (lambda: het.satterthwaite(), "degrees of freedom")]:
+                        (het.icc, "intraclass"), (het.r2, "R²"), (het.influence, "influence")]:
         with pytest.raises(JaxhlmError, match=words):
             call()
     with pytest.raises(DataError, match="residual variance per stratum"):
         jaxhlm.simulate(het, 3)
-    with pytest.raises(FormulaError, match="dfmethod"):
-        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, reml=True, dfmethod="satterthwaite", residuals_by="sector")
     with pytest.raises(FormulaError, match="one grouping level"):
         jaxhlm.fit("strength ~ 1 + (1 | batch/cask)", jaxhlm.datasets.pastes(), residuals_by="batch")
     with pytest.raises(DataError, match="one value in the sample"):
