@@ -84,7 +84,7 @@ def bench_nlme(df, repeats: int) -> dict[tuple[str, str], tuple[float, float]]:
     res = {}
     for line in out.splitlines():
         name, opt, ll, t = line.split("|")
-        res[name, opt] = (float(ll), float(t))
+        res[name, opt] = (float("nan"), float("nan")) if ll == "NA" else (float(ll), float(t))
     return res
 
 
