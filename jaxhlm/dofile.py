@@ -1,6 +1,6 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``lincom``,
+``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
@@ -231,6 +231,16 @@ class Session:
         result = model.test(_constraints(body), accumulate=previous)
         self.last_test = (model, result)
         return str(result)
+
+    def testparm(self, args: str) -> str:
+        """``testparm varlist [, equal]``."""
+        body, _, opts = args.partition(",")
+        equal = False
+        for o, _ in options(opts):
+            if not abbreviates(o, "equal", 2):
+                raise JaxhlmError(f"option {o} not allowed; testparm accepts equal")
+            equal = True
+        return str(self._active().testparm(body, equal=equal))
 
     def tabulate(self, args: str) -> str:
         body, _, opts = args.partition(",")
@@ -502,7 +512,7 @@ class Session:
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
-    ("test", 4, Session.test), ("lincom", 6, Session.lincom), ("tabulate", 2, Session.tabulate),
+    ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("tabulate", 2, Session.tabulate),
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),

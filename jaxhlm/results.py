@@ -20,7 +20,7 @@ from . import _config, functional, influence, render
 from .deviance import conditional_modes, level_modes, relative_factor
 from .design import Design
 from .errors import ComparisonError, JaxhlmError
-from .factor import CONSTANT
+from .factor import CONSTANT, FixedTerms
 from .estimate import Fit
 from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
@@ -521,12 +521,38 @@ class MixedResult:
         for an F test on small-sample denominator degrees of freedom instead of the chi-squared test; by
         default, the fit's own ``dfmethod``.
         """
-        check_dfmethod(dfmethod, self.reml)
-        dfmethod = dfmethod or self.spec.dfmethod
         if isinstance(constraints, str):
             constraints = [constraints]
         rows = [] if accumulate is None else list(accumulate.rows)
-        rows += [_parse_constraint(c, self.design) for c in constraints]
+        return self._wald(rows + [_parse_constraint(c, self.design) for c in constraints], dfmethod)
+
+    def testparm(self, varlist: str, equal: bool = False, dfmethod: str | None = None) -> "WaldTest":
+        """Stata's ``testparm``: the Wald test that the coefficients of the terms in a factor-variable varlist are all
+        0 (``"i.sized"``: 2.sized and 3.sized, not their interactions; ``"c.ses#c.sector"``, ``"x*"``), or with
+        ``equal`` that they are equal to each other. Base and omitted coefficients take no part. For models
+        written in Stata syntax (a formula's coefficients are tested by name with :meth:`test`)."""
+        from .stata import Columns, parse_varlist  # the Stata front end builds on results
+
+        fixed = self.spec.fixed
+        if not isinstance(fixed, FixedTerms):
+            raise JaxhlmError("testparm reads Stata factor-variable lists, and this model was written as a formula; "
+                              "test its coefficients by name with test([...])")
+        source = self.design.source
+        columns = list(map(str, source.columns)) if source is not None else sorted(fixed.variables)
+        keys = {t.key for t in parse_varlist(varlist, Columns(columns))}
+        picked = [j for j, name in enumerate(self.design.fe_names) if _coefficient_key(name) in keys]
+        if not picked or (equal and len(picked) < 2):
+            raise JaxhlmError(f"testparm {varlist}: " + ("no coefficient of the model belongs to these terms"
+                                                         if not picked else "equal needs two coefficients or more"))
+        eye = np.eye(len(self.design.fe_names))
+        rows = ([(eye[j] - eye[picked[0]], 0.0) for j in picked[1:]] if equal else [(eye[j], 0.0) for j in picked])
+        return self._wald(rows, dfmethod)
+
+    def _wald(self, rows: list[tuple[np.ndarray, float]], dfmethod: str | None) -> "WaldTest":
+        """The joint test of the constraints ``rows`` (R row, value): chi-squared, or F by ``dfmethod`` (default:
+        the fit's own)."""
+        check_dfmethod(dfmethod, self.reml)
+        dfmethod = dfmethod or self.spec.dfmethod
         R = np.array([r for r, _ in rows])
         q = np.array([v for _, v in rows])
         if dfmethod is None:
@@ -695,6 +721,16 @@ def _split_terms(expr: str) -> list[str]:
     if cur.strip():
         terms.append(cur)
     return [t.replace(" ", "") for t in terms]
+
+
+def _coefficient_key(name: str) -> frozenset[tuple[str, bool]]:
+    """A Stata coefficient's variables, each as factor or continuous (``2.sized#c.ses`` → sized a factor, ses
+    continuous): the identity of the term it belongs to (:attr:`jaxhlm.factor.Term.key`)."""
+    key = set()
+    for part in name.split("#"):
+        level = re.fullmatch(r"\d+[bno]*\.(.+)", part)
+        key.add((level[1], True) if level else (part.removeprefix("c."), False))
+    return frozenset(key)
 
 
 def _coefficient(token: str, design: Design, text: str) -> int:
