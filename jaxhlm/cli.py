@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="refit without each group instead of the one-step approximation from the derivatives")
     i.add_argument("--top", type=int, help="show only the N most influential groups")
     i.add_argument("--data", help=data_help)
+    for name, what in (("drop1", "likelihood-ratio tests of the fixed-effect terms, each left out in turn (lme4's "
+                                 "drop1)"),
+                       ("ranova", "likelihood-ratio tests of the random effects, each reduced in turn (lmerTest's "
+                                  "ranova)")):
+        t = sub.add_parser(name, help=what)
+        t.add_argument("model", help="Stata syntax ('mathach ses || id: ses') or a formula (with '~')")
+        t.add_argument("--reml", action="store_true", help="fit a formula by REML (ranova then compares REML fits)")
+        t.add_argument("--data", help=data_help)
     c = sub.add_parser("confint", help="confidence intervals of every parameter: profile likelihood (lme4's "
                                        "default), parametric bootstrap, or Wald (Stata's)")
     c.add_argument("model", help="Stata syntax ('mathach ses || id: ses, cov(un)') or a formula (with '~')")
@@ -80,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import bootstrap_lrtest, datasets, fit, mixed
+    from . import bootstrap_lrtest, datasets, drop1, fit, mixed, ranova
     from .dofile import DoFileError, run_do
     from .errors import JaxhlmError
     from .render import confint_text, influence_text
@@ -100,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_do(path.read_text(), data, base_dir=path.parent, write=lambda s: print(s, end="", flush=True))
             except DoFileError as exc:
                 raise JaxhlmError(f"{args.dofile}, {exc}") from None
+            return 0
+        if args.command in ("drop1", "ranova"):
+            fitted = fit(args.model, data, reml=args.reml) if "~" in args.model else mixed(args.model, data)
+            print((drop1 if args.command == "drop1" else ranova)(fitted))
             return 0
         if args.command == "bootstrap":
             if args.B < 1:

@@ -74,3 +74,13 @@ def test_drop1_refusals_are_explained():
         jaxhlm.drop1("m1")
     with pytest.raises(jaxhlm.FormulaError, match="without fixed effects"):
         jaxhlm.drop1(jaxhlm.fit("Reaction ~ 0 + Days + (1 | Subject)", sleep))
+
+
+def test_command_line(capsys):
+    from jaxhlm.cli import main
+
+    assert main(["drop1", "mathach c.ses##i.sector i.female##i.sized || id: ses, cov(unstr)"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Single term deletions") and "female#sized    2  46527.5   7.2724    0.02635" in out
+    assert main(["drop1", "mathach ~ 1 + (1 | id)"]) == 2
+    assert "nothing to drop" in capsys.readouterr().err

@@ -72,3 +72,14 @@ def test_ranova_on_the_estimation_sample_and_its_refusals():
         jaxhlm.ranova(chunked)
     with pytest.raises(ComparisonError, match="fitted models, got str"):
         jaxhlm.ranova("m1")
+
+
+def test_command_line(tmp_path, capsys):
+    from jaxhlm.cli import main
+
+    ref = REF["sleep_slope_reml"]
+    path = tmp_path / "sleep.csv"
+    DATA["sleepstudy"]().to_csv(path, index=False)
+    assert main(["ranova", ref["formula"], "--reml", "--data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"Days in (1 + Days | Subject)    4  {ref['logLik'][1]:.2f}" in out and f"{ref['LRT'][1]:.4f}" in out

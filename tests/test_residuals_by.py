@@ -194,3 +194,12 @@ def test_listwise_deletion_and_refusals(fits):
         jaxhlm.mixed("mathach ses || id:, residuals(exchangeable)", hsb)
     with pytest.raises(FormulaError, match="nosuch"):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="nosuch")
+
+
+def test_command_line(fits, capsys):
+    from jaxhlm.cli import main
+
+    assert main(["fit", FORMULAS["hsb_intercept_ml"], "--residuals-by", "sector", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["llf"] == pytest.approx(fits["hsb_intercept_ml"].llf, abs=1e-9)
+    assert out["random"]["var(Residual[sector=1])"]["estimate"] == pytest.approx(33.677952, rel=1e-6)
