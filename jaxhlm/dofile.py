@@ -217,11 +217,7 @@ class Session:
 
     def test(self, args: str) -> str:
         body, _, opts = args.partition(",")
-        accumulate = False
-        for o, _ in options(opts):
-            if not abbreviates(o, "accumulate", 1):
-                raise JaxhlmError(f"option {o} not allowed; test accepts accumulate")
-            accumulate = True
+        accumulate = _flag(opts, "accumulate", 1, "test")
         model = self._active()
         previous = None
         if accumulate:
@@ -235,12 +231,7 @@ class Session:
     def testparm(self, args: str) -> str:
         """``testparm varlist [, equal]``."""
         body, _, opts = args.partition(",")
-        equal = False
-        for o, _ in options(opts):
-            if not abbreviates(o, "equal", 2):
-                raise JaxhlmError(f"option {o} not allowed; testparm accepts equal")
-            equal = True
-        return str(self._active().testparm(body, equal=equal))
+        return str(self._active().testparm(body, equal=_flag(opts, "equal", 2, "testparm")))
 
     def tabulate(self, args: str) -> str:
         body, _, opts = args.partition(",")
@@ -591,6 +582,17 @@ def _alpha(opts: str, command: str) -> float:
             raise JaxhlmError(f"option {o} not allowed; {command} accepts level(#)")
         level = confidence_level(arg)
     return 1 - level / 100
+
+
+def _flag(opts: str, name: str, shortest: int, command: str) -> bool:
+    """Whether the options text gives ``command``'s one option ``name`` (abbreviated to ``shortest`` letters or
+    more); any other option is refused."""
+    given = False
+    for o, _ in options(opts):
+        if not abbreviates(o, name, shortest):
+            raise JaxhlmError(f"option {o} not allowed; {command} accepts {name}")
+        given = True
+    return given
 
 
 def _constraints(body: str) -> list[str]:
