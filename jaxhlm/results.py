@@ -951,6 +951,11 @@ def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None)
                   f"{small_name} nested within {big_name}" if names else "")
 
 
+def _cells(column: pd.Series, fmt: str) -> pd.Series:
+    """A comparison table's column as text, blank where NaN (the model the others are tested against)."""
+    return column.map(lambda v: "" if np.isnan(v) else format(v, fmt))
+
+
 @dataclass(frozen=True)
 class ModelComparison:
     """lme4's ``anova(m1, m2, ...)``: the models ordered by their number of parameters, each tested against the
@@ -964,9 +969,7 @@ class ModelComparison:
         shown = pd.DataFrame({
             "npar": t["npar"].map(str),
             **{c: t[c].map(lambda v: f"{v:.{d}f}") for c, d in (("AIC", 1), ("BIC", 1), ("logLik", 2), ("deviance", 1))},
-            "Chisq": t["Chisq"].map(lambda v: "" if np.isnan(v) else f"{v:.4f}"),
-            "Df": t["Df"].map(lambda v: "" if np.isnan(v) else f"{v:.0f}"),
-            "Pr(>Chisq)": t["Pr(>Chisq)"].map(lambda v: "" if np.isnan(v) else f"{v:.4g}"),
+            "Chisq": _cells(t["Chisq"], ".4f"), "Df": _cells(t["Df"], ".0f"), "Pr(>Chisq)": _cells(t["Pr(>Chisq)"], ".4g"),
         }, index=t.index)
         head = ["refitting model(s) with ML (instead of REML): " + ", ".join(self.refitted)] if self.refitted else []
         return "\n".join(head + [shown.to_string(), "", _BOUNDARY_NOTE])
@@ -1014,10 +1017,8 @@ class TermDeletions:
     def __str__(self) -> str:
         t = self.table
         shown = pd.DataFrame({
-            "npar": t["npar"].map(lambda v: "" if np.isnan(v) else f"{v:.0f}"),
-            "AIC": t["AIC"].map(lambda v: f"{v:.1f}"),
-            "LRT": t["LRT"].map(lambda v: "" if np.isnan(v) else f"{v:.4f}"),
-            "Pr(Chi)": t["Pr(Chi)"].map(lambda v: "" if np.isnan(v) else f"{v:.4g}"),
+            "npar": _cells(t["npar"], ".0f"), "AIC": _cells(t["AIC"], ".1f"), "LRT": _cells(t["LRT"], ".4f"),
+            "Pr(Chi)": _cells(t["Pr(Chi)"], ".4g"),
         }, index=t.index)
         head = ["Single term deletions (likelihood-ratio tests, models fitted by ML)"]
         head += ["refitting the model with ML (instead of REML)"] if self.refitted else []
@@ -1068,10 +1069,8 @@ class RandomTermDeletions:
     def __str__(self) -> str:
         t = self.table
         shown = pd.DataFrame({
-            "npar": t["npar"].map(str), "logLik": t["logLik"].map(lambda v: f"{v:.2f}"),
-            "AIC": t["AIC"].map(lambda v: f"{v:.1f}"),
-            **{c: t[c].map(lambda v, f=f: "" if np.isnan(v) else format(v, f))
-               for c, f in (("LRT", ".4f"), ("Df", ".0f"), ("Pr(>Chisq)", ".4g"))},
+            "npar": t["npar"].map(str), "logLik": _cells(t["logLik"], ".2f"), "AIC": _cells(t["AIC"], ".1f"),
+            "LRT": _cells(t["LRT"], ".4f"), "Df": _cells(t["Df"], ".0f"), "Pr(>Chisq)": _cells(t["Pr(>Chisq)"], ".4g"),
         }, index=t.index)
         return "\n".join(["Likelihood-ratio tests of the random effects: single term deletions", "",
                           shown.to_string(), "", _BOUNDARY_NOTE])
