@@ -738,10 +738,12 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
         if len(c.y) and strata is not None:
             where = strata.codes(c.frame[spec.residual_by])
             for stratum in np.unique(where):
-                parts_by += [Accumulator(q1) for _ in range(stratum + 1 - len(parts_by))]
+                parts_by += [Accumulator(q1, len(spec.re_names) - q1, crossed)
+                             for _ in range(stratum + 1 - len(parts_by))]
                 rows = where == stratum
                 precision, freq = (None if w is None else w[rows] for w in c.weights)
-                parts_by[stratum].add(c.X[rows], c.Z[rows], c.y[rows], c.codes[0][rows], precision=precision, freq=freq)
+                parts_by[stratum].add(c.X[rows], c.Z[rows, :q1], c.y[rows], c.codes[0][rows], c.Z[rows, q1:],
+                                      None if c.codes[1] is None else c.codes[1][rows], precision, freq)
         elif len(c.y):
             acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
         if len(c.y):
@@ -750,11 +752,15 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     if not parts_by:
         return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), missing, zero,
                      low == high, source)
+    if crossed:
+        raise DataError(f"residual variances by a variable are fitted for one grouping level or two nested ones; "
+                        f"{spec.levels[1]!r} is crossed with {spec.levels[0]!r}")
     hosts = [a.result() for a in parts_by]
-    m, p = max(len(h.counts) for h in hosts), max(h.R.shape[1] for h in hosts)
-    hosts = [pad_host(h, m, p) for h in hosts]
-    return _Pass(total(hosts), levels, encoder, sample.observations(), sample.digest(), missing, zero, low == high,
-                 source, tuple(hosts), strata.labels)
+    k = max((len(h.inner.counts) for h in hosts if h.inner is not None), default=0)
+    hosts = [pad_host(h, max(len(h.counts) for h in hosts), max(h.R.shape[1] for h in hosts), k) for h in hosts]
+    whole, hosts = total(hosts)
+    return _Pass(whole, levels, encoder, sample.observations(), sample.digest(), missing, zero, low == high, source,
+                 hosts, strata.labels)
 
 
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
@@ -819,20 +825,20 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         if count:
             notes.append(f"{count:,} observation{'s' if count > 1 else ''} dropped because of {why}")
     order = np.asarray(groups.argsort())
-    strata, strata_labels = None, None
-    if reduced.strata is not None:
-        if len(reduced.strata) < 2:
-            raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
-                            "drop residuals(independent, by()) to fit one residual variance")
-        by = np.asarray(reduced.strata_labels.argsort())
-        strata = tuple(reduced.strata[k].select(kept, order) for k in by)
-        strata_labels = np.asarray(reduced.strata_labels[by])
     inner, cluster_order = None, None
     if levels.second is not None:
         second = levels.second[0].labels
         cluster_order = np.asarray(second.argsort())
         inner = InnerLevel(spec.levels[1], np.asarray(second[cluster_order]), len(spec.re_names) - q1,
                            len(spec.level_terms(1)), levels.crossed)
+    strata, strata_labels = None, None
+    if reduced.strata is not None:
+        if len(reduced.strata) < 2:
+            raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
+                            "drop residuals(independent, by()) to fit one residual variance")
+        by = np.asarray(reduced.strata_labels.argsort())
+        strata = tuple(reduced.strata[k].select(kept, order, cluster_order) for k in by)
+        strata_labels = np.asarray(reduced.strata_labels[by])
     return Design(
         stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,

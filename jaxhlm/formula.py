@@ -104,9 +104,6 @@ class ModelSpec:
         if len(levels) > MAX_LEVELS:
             raise FormulaError(f"random effects use {len(levels)} grouping levels ({', '.join(levels)}); jaxhlm fits "
                                "models with one grouping level, or two (nested: a three-level model, or crossed)")
-        if self.residual_by is not None and len(levels) > 1:
-            raise FormulaError("residual variances by a variable are fitted for models with one grouping level; "
-                               f"this one has {len(levels)} ({', '.join(levels)})")
         order = [levels.index(t.group) for t in self.random]
         if order != sorted(order):
             raise FormulaError("list the random terms of each grouping level together, the outer level first")

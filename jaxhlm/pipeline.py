@@ -56,9 +56,15 @@ def clear_cache() -> None:
 def design_stats(design: Design, packed: bool = False) -> GroupStats:
     """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code
     (with ZtX2 if ``packed``: for batched refits, see :func:`~jaxhlm.stats.packed_products`)."""
+    n_groups, n_fixed, n_clusters = _buckets(design)
+    return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)
+
+
+def _buckets(design: Design) -> tuple[int, int, int]:
+    """The shape buckets of a design's statistics: groups, fixed-effect columns, clusters."""
     inner = design.stats.inner
-    return device_stats(design.stats, bucket(design.n_groups, 8), bucket(len(design.fe_names)), packed,
-                        0 if inner is None else bucket(len(inner.counts), 8))
+    return (bucket(design.n_groups, 8), bucket(len(design.fe_names)),
+            0 if inner is None else bucket(len(inner.counts), 8))
 
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
@@ -89,7 +95,7 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         observations, and the fit is that of the data with each row repeated fᵢ times (``nobs`` = Σ fᵢ).
         Rows with a zero weight of either kind are left out (and counted).
       residuals_by: a column whose values each get their own residual variance (Stata's ``residuals(independent,
-        by(var))``; heteroskedastic level-1 variance): models with one grouping level.
+        by(var))``; heteroskedastic level-1 variance): models with one grouping level or two nested ones.
 
     Example:
       >>> import jaxhlm
@@ -126,7 +132,7 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     if design.strata is None:
         raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
     else:
-        strata = stack_strata(design.strata, bucket(design.n_groups, 8), bucket(len(design.fe_names)))
+        strata = stack_strata(design.strata, *_buckets(design))
         both = jax.device_get(tracecache.call(fit_strata, {"blocks": design.blocks, "reml": spec.reml}, strata))
         raw, by = both.fit, spec.residual_by
         residuals = ResidualStrata(strata, np.asarray(both.log_ratio),

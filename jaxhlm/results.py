@@ -278,8 +278,15 @@ class MixedResult:
         computations done after the fit."""
         d = self.design
         if d.strata is not None:  # the rows whitened by their strata's residual scales: σ₁² on every row
-            return strata_stats(stack_strata(d.strata, d.n_groups, len(d.fe_names)), jnp.asarray(self.log_ratio))
+            return strata_stats(self._strata, jnp.asarray(self.log_ratio))
         return device_stats(d.stats, d.n_groups, len(d.fe_names))
+
+    @cached_property
+    def _strata(self) -> GroupStats | NestedStats:
+        """With a residual variance per stratum, each stratum's statistics in their exact shapes, stacked."""
+        d = self.design
+        inner = d.stats.inner
+        return stack_strata(d.strata, d.n_groups, len(d.fe_names), 0 if inner is None else len(inner.counts))
 
     @cached_property
     def _modes(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -582,7 +589,7 @@ class MixedResult:
         if self.small is not None and self.small.method == method:
             return self.small
         d = self.design
-        stats = self._stats if d.strata is None else stack_strata(d.strata, d.n_groups, len(d.fe_names))
+        stats = self._stats if d.strata is None else self._strata
         return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
                             stats, d.blocks)
 

@@ -23,6 +23,7 @@ treats them as a dense block beside X; the factor with fewer effects in all is p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -365,32 +366,52 @@ class Accumulator:
                          inner, self.log_weights)
 
 
-def pad_host(h: HostStats, m: int, p: int) -> HostStats:
-    """A two-level sample's statistics with zero groups and columns added up to ``m`` and ``p``: those of a part of
-    the rows (one residual stratum, :func:`total`) in the whole sample's layout."""
+def pad_host(h: HostStats, m: int, p: int, k: int = 0) -> HostStats:
+    """A sample's statistics with zero groups, columns and (three-level models) clusters added up to ``m``, ``p`` and
+    ``k``: those of a part of the rows (one residual stratum, :func:`total`) in the whole sample's layout. A padded
+    cluster's parent is 0 until :func:`total` names it."""
     dm, dp = m - len(h.counts), p - h.R.shape[1]
+    inner = h.inner
+    if isinstance(inner, InnerStats):
+        dk = k - len(inner.counts)
+        inner = InnerStats(np.pad(inner.WtW, ((0, dk), (0, 0), (0, 0))), np.pad(inner.WtZ, ((0, dk), (0, 0), (0, 0))),
+                           np.pad(inner.WtX, ((0, dk), (0, 0), (0, dp))), np.pad(inner.Wty, ((0, dk), (0, 0))),
+                           np.pad(inner.parent, (0, dk)), np.pad(inner.counts, (0, dk)))
     return HostStats(np.pad(h.ZtZ, ((0, dm), (0, 0), (0, 0))), np.pad(h.ZtX, ((0, dm), (0, 0), (0, dp))),
                      np.pad(h.Zty, ((0, dm), (0, 0))), np.pad(h.R, ((0, dp), (0, dp))), np.pad(h.Xty, (0, dp)), h.yty,
-                     np.pad(h.counts, (0, dm)), None, h.log_weights)
+                     np.pad(h.counts, (0, dm)), inner, h.log_weights)
 
 
-def total(parts: Sequence[HostStats]) -> HostStats:
-    """The statistics of the union of disjoint sets of rows, each in the same layout (:func:`pad_host`)."""
+def total(parts: Sequence[HostStats]) -> tuple[HostStats, tuple[HostStats, ...]]:
+    """The statistics of the union of disjoint sets of rows, each in the same layout (:func:`pad_host`), and the parts
+    with every cluster's parent named (a part without rows in a cluster had it as 0)."""
+    inner = None
+    if isinstance(parts[0].inner, InnerStats):
+        parent = np.zeros_like(parts[0].inner.parent)
+        for h in parts:
+            seen = h.inner.counts > 0
+            parent[seen] = h.inner.parent[seen]
+        parts = tuple(dataclasses.replace(h, inner=dataclasses.replace(h.inner, parent=parent)) for h in parts)
+        inner = InnerStats(*(sum(getattr(h.inner, f) for h in parts) for f in ("WtW", "WtZ", "WtX", "Wty")), parent,
+                           sum(h.inner.counts for h in parts))
     return HostStats(sum(h.ZtZ for h in parts), sum(h.ZtX for h in parts), sum(h.Zty for h in parts),
                      _triangular(np.vstack([h.R for h in parts])), sum(h.Xty for h in parts),
-                     float(sum(h.yty for h in parts)), sum(h.counts for h in parts), None,
-                     float(sum(h.log_weights for h in parts)))
+                     float(sum(h.yty for h in parts)), sum(h.counts for h in parts), inner,
+                     float(sum(h.log_weights for h in parts))), tuple(parts)
 
 
-def combine(strata: GroupStats, precision: Array) -> GroupStats:
+#: The fields of the statistics that are sums over rows, so linear in the rows' precisions (:func:`combine`).
+_ROW_SUMS = ("ZtZ", "ZtX", "Zty", "XtX", "Xty", "yty", "WtW", "WtZ", "WtX", "Wty")
+
+
+def combine(strata: GroupStats | NestedStats, precision: Array) -> GroupStats | NestedStats:
     """The statistics of rows whose residual variance is σ²/precisionₛ in stratum s, from each stratum's own
-    (``strata``: :class:`GroupStats` stacked on a leading stratum axis, without ZtX2): each stratum's rows scaled by
-    √precisionₛ, so the products are linear in the precisions, differentiably (Stata's ``residuals(independent,
-    by())``; the likelihood lacks Σₛ nₛ log precisionₛ, as with precision weights)."""
-    lin = lambda x: jnp.tensordot(precision, x, axes=1)  # noqa: E731
-    return GroupStats(ZtZ=lin(strata.ZtZ), ZtX=lin(strata.ZtX), ZtX2=strata.ZtX2[0], Zty=lin(strata.Zty),
-                      XtX=lin(strata.XtX), Xty=lin(strata.Xty), yty=lin(strata.yty), n=jnp.sum(strata.n),
-                      p=strata.p[0], group_weights=strata.group_weights[0])
+    (``strata``: :class:`GroupStats` or :class:`NestedStats` stacked on a leading stratum axis, without ZtX2): each
+    stratum's rows scaled by √precisionₛ, so the sums over rows are linear in the precisions, differentiably (Stata's
+    ``residuals(independent, by())``; the likelihood lacks Σₛ nₛ log precisionₛ, as with precision weights)."""
+    return type(strata)(**{f: jnp.tensordot(precision, x, axes=1) if f in _ROW_SUMS
+                           else jnp.sum(x, axis=0) if f == "n" else x[0]
+                           for f, x in zip(strata._fields, strata)})
 
 
 def row_scale(precision: np.ndarray | None, freq: np.ndarray | None) -> np.ndarray | None:
@@ -471,10 +492,11 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
                        Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))), parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))
 
 
-def stack_strata(hosts: Sequence[HostStats], n_groups: int, n_fixed: int) -> GroupStats:
+def stack_strata(hosts: Sequence[HostStats], n_groups: int, n_fixed: int, n_clusters: int = 0
+                 ) -> GroupStats | NestedStats:
     """Each residual stratum's :func:`device_stats` (padded alike), stacked on a leading stratum axis: what
     :func:`combine` and :func:`jaxhlm.estimate.fit_strata` take."""
-    parts = [device_stats(h, n_groups, n_fixed) for h in hosts]
+    parts = [device_stats(h, n_groups, n_fixed, n_clusters=n_clusters) for h in hosts]
     return jax.tree.map(lambda *x: jnp.stack(x), *parts)
 
 

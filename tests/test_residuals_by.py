@@ -25,7 +25,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REF = {f["name"]: f for f in json.loads((FIXTURES / "residuals_by_reference.json").read_text())["fits"]}
 FORMULAS = {"hsb_intercept_ml": "mathach ~ ses + sector + (1 | id)",
             "hsb_slope_reml": "mathach ~ ses * sector + (1 + ses | id)",
-            "sleep_three_strata_ml": "Reaction ~ Days + (1 | Subject)"}
+            "sleep_three_strata_ml": "Reaction ~ Days + (1 | Subject)",
+            "three_level_by_female_ml": "score ~ ses + (1 | school/class)"}
 
 
 def _sleep() -> pd.DataFrame:
@@ -33,7 +34,8 @@ def _sleep() -> pd.DataFrame:
     return sleep.assign(period=pd.cut(sleep["Days"], [-1, 2, 5, 9], labels=["a", "b", "c"]).astype(str))
 
 
-DATA = {"hsb": jaxhlm.datasets.hsb, "sleepstudy": _sleep}
+DATA = {"hsb": jaxhlm.datasets.hsb, "sleepstudy": _sleep,
+        "three_level": lambda: pd.read_csv(FIXTURES / "three_level.csv")}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,8 @@ def test_matches_nlme(fits, name):
     np.testing.assert_allclose(m.fe_params, ref["beta"], rtol=1e-7)
     np.testing.assert_allclose(m.bse_fe, ref["se"], rtol=1e-6)
     q = len(m.design.re_names)
-    first = [q - 1] + list(range(q - 1))  # the intercept first, as R orders the effects (Stata: last)
+    # One level: the intercept first, as R orders the effects (Stata: last); two nested levels: the outer first.
+    first = [q - 1] + list(range(q - 1)) if m.design.inner is None else list(range(q))
     np.testing.assert_allclose(m.cov_re.to_numpy()[np.ix_(first, first)], ref["cov_re"], rtol=1e-5)
     k = len(ref["strata"])
     assert list(m.design.strata_labels.astype(str)) == ref["strata"]
@@ -61,6 +64,8 @@ def test_matches_nlme(fits, name):
     # The LR test vs. linear model keeps the strata's residual variances in the linear model (nlme's gls).
     assert m.lr_linear.statistic == pytest.approx(2 * (ref["loglik"] - ref["loglik_linear"]), abs=2e-6)
     assert m.df_modelwc == len(ref["beta"]) + m.random_effects.estimate.size
+    if m.design.inner is not None:  # a three-level model's BLUPs: test_three_level_stata_syntax
+        return
     blups = m.ranef()
     np.testing.assert_allclose(blups.loc[[type(blups.index[0])(g) for g in ref["groups"]]].to_numpy()[:, first],
                                ref["blups"], rtol=2e-5, atol=1e-6)
@@ -137,6 +142,18 @@ def test_stata_syntax_report_and_do_file():
     np.testing.assert_allclose(session.data["r"], session.data["e"] / np.sqrt(s2), rtol=1e-5)
 
 
+def test_three_level_stata_syntax(fits):
+    """Stata's reading of nested levels (classes numbered within schools) fits the model nlme fits by school/class."""
+    m = jaxhlm.mixed("score ses || school: || class:, residuals(independent, by(female))", DATA["three_level"]())
+    ref = fits["three_level_by_female_ml"]
+    assert m.llf == pytest.approx(REF["three_level_by_female_ml"]["loglik"], abs=1e-9)
+    np.testing.assert_allclose(m.fe_params[["_cons", "ses"]], ref.fe_params[["Intercept", "ses"]], rtol=1e-8)
+    np.testing.assert_allclose(m.random_effects.estimate, ref.random_effects.estimate, rtol=1e-7)
+    np.testing.assert_allclose(m.random_effects.se, ref.random_effects.se, rtol=1e-7)
+    np.testing.assert_allclose(m.ranef(1).to_numpy(), ref.ranef(1).to_numpy(), rtol=1e-7, atol=1e-9)
+    assert "Residual: Independent,       |\n    by female" in str(m)
+
+
 def test_comparisons_and_refits(fits):
     hsb = jaxhlm.datasets.hsb()
     one = jaxhlm.fit(FORMULAS["hsb_intercept_ml"], hsb)
@@ -186,8 +203,8 @@ def test_listwise_deletion_and_refusals(fits):
             call()
     with pytest.raises(DataError, match="residual variance per stratum"):
         jaxhlm.simulate(het, 3)
-    with pytest.raises(FormulaError, match="one grouping level"):
-        jaxhlm.fit("strength ~ 1 + (1 | batch/cask)", jaxhlm.datasets.pastes(), residuals_by="batch")
+    with pytest.raises(DataError, match="'sample' is crossed with 'plate'"):
+        jaxhlm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", jaxhlm.datasets.penicillin(), residuals_by="plate")
     with pytest.raises(DataError, match="one value in the sample"):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb[hsb["sector"] == 1], residuals_by="sector")
     with pytest.raises(FormulaError, match=r"residuals\(exchangeable\) is not available"):
