@@ -59,10 +59,11 @@ class MixedResult:
 
     Fixed effects: ``fe_params``, ``bse_fe``, ``tvalues``, ``pvalues`` (z tests; t tests on ``ddf`` for a fit
     with a ``dfmethod``), ``cov_params()``.
-    All parameters (fixed, then the random-effects var/cov and ``var(Residual)``): ``params``, ``bse``,
-    ``conf_int()`` (Wald, ``method="profile"`` or ``"bootstrap"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``,
-    ``converged``, ``singular``.
-    Postestimation: ``ic()``, ``icc()``, ``varcorr()``, ``test()``, ``lincom()``, ``satterthwaite()``.
+    All parameters (fixed, then the random-effects var/cov and ``var(Residual)``, or one residual variance per
+    stratum with ``residuals_by``): ``params``, ``bse``, ``conf_int()`` (Wald, ``method="profile"`` or
+    ``"bootstrap"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
+    Postestimation: ``ic()``, ``icc()``, ``r2()``, ``varcorr()``, ``test()``, ``testparm()``, ``lincom()``,
+    ``satterthwaite()``; :func:`jaxhlm.drop1` and :func:`jaxhlm.ranova` refit it without each term.
     Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``,
     ``predict(data, random)`` (new data too), ``influence()`` (DFBETA, DFBETAS, Cook's distance per group).
     """
