@@ -23,6 +23,9 @@ twice, replacing its atanh r and replacing one of its SDs (see :func:`profile_in
 unstructured block of three or more effects is refused: its correlations are not at ±1 one by one, so no
 coordinate of φ holds the boundary.
 
+With a residual variance per stratum (Stata's ``residuals(independent, by())``) each stratum's ln σₛ is a
+coordinate of φ, so that each residual variance is a target of its own.
+
 The likelihood profiled is the ML one, for a REML fit too: the REML criterion changes with the fixed-effects
 design, so it has no profile in β. lme4 profiles a REML fit's ML likelihood as well.
 """
@@ -43,7 +46,7 @@ from . import covariance as cov
 from . import tracecache
 from .deviance import loglik_at_sigma
 from .errors import JaxhlmError
-from .estimate import fit_stats, phi_at
+from .estimate import fit_stats, fit_strata, phi_at, strata_stats
 from .infer import singular_blocks
 from .optimize import converged, minimise
 from .stats import GroupStats, NestedStats
@@ -85,16 +88,24 @@ class Endpoints(NamedTuple):
 tracecache.register(Targets, Endpoints)
 
 
-def _n_phi(blocks: cov.Structure) -> int:
-    return sum(b.n_theta for b in blocks) + 1
+def _n_phi(blocks: cov.Structure, n_strata: int = 1) -> int:
+    return sum(b.n_theta for b in blocks) + n_strata
 
 
-def loglik(psi: Array, stats: GroupStats | NestedStats, blocks: cov.Structure) -> Array:
-    """The ML log likelihood at ψ = (β, φ) (nothing profiled out)."""
-    p = psi.shape[0] - _n_phi(blocks)
+def loglik(psi: Array, stats: GroupStats | NestedStats, blocks: cov.Structure, n_strata: int = 1) -> Array:
+    """The ML log likelihood at ψ = (β, φ) (nothing profiled out). With a residual variance per stratum
+    (``n_strata`` > 1; ``stats`` the strata's, :func:`~jaxhlm.estimate.fit_strata`) φ ends with each stratum's ln σₛ,
+    so that each residual variance is a coordinate."""
+    p = psi.shape[0] - _n_phi(blocks, n_strata)
+    n_re = psi.shape[0] - p - n_strata
     phi = psi[p:]
-    root = cov.root_from_phi(blocks, phi[:-1], jnp.zeros(phi.shape[0] - 1))
-    return loglik_at_sigma(root / jnp.exp(phi[-1]), phi[-1], stats, False, beta=psi[:p])
+    root = cov.root_from_phi(blocks, phi[:n_re], jnp.zeros(n_re))
+    log_sigma = phi[n_re]
+    if n_strata == 1:
+        return loglik_at_sigma(root / jnp.exp(log_sigma), log_sigma, stats, False, beta=psi[:p])
+    lr = phi[n_re:] - log_sigma
+    return (loglik_at_sigma(root / jnp.exp(log_sigma), log_sigma, strata_stats(stats, lr), False, beta=psi[:p])
+            - jnp.sum(stats.n * lr))
 
 
 def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:
@@ -109,10 +120,10 @@ def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:
     return out
 
 
-def _coordinate_kinds(blocks: cov.Structure, p: int) -> np.ndarray:
+def _coordinate_kinds(blocks: cov.Structure, p: int, n_strata: int = 1) -> np.ndarray:
     """Per coordinate of ψ: 1 for a ln sd, 2 for an atanh r, 0 otherwise (β, ln σ)."""
     phi = [1 if is_var else 2 for is_var in cov.variance_mask(blocks)]
-    return np.array([0] * p + phi + [0])
+    return np.array([0] * p + phi + [0] * n_strata)
 
 
 class _State(NamedTuple):
@@ -124,26 +135,28 @@ class _State(NamedTuple):
     status: Array
 
 
-@partial(jax.jit, static_argnames="blocks")
+@partial(jax.jit, static_argnames=("blocks", "n_strata"))
 def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | NestedStats,
-              blocks: cov.Structure) -> Endpoints:
+              blocks: cov.Structure, n_strata: int = 1) -> Endpoints:
     """Solve every target's endpoint (module docstring); ``cut`` = χ²₁(1 − α)/2, ψ̂ the ML estimate.
 
     A Newton step on ζ that leaves the bracket of values known to lie inside and outside the interval is
     replaced by bisection (or, with nothing outside yet, by doubling the distance from the estimate).
     """
-    n, p = psi_hat.shape[0], psi_hat.shape[0] - _n_phi(blocks)
-    kinds = jnp.asarray(_coordinate_kinds(blocks, p))
+    n, p = psi_hat.shape[0], psi_hat.shape[0] - _n_phi(blocks, n_strata)
+    n_re = n - p - n_strata
+    log_sigma = psi_hat[p + n_re]  # ln σ (the first stratum's): the scale of the SDs' boundary values
+    kinds = jnp.asarray(_coordinate_kinds(blocks, p, n_strata))
     # Coordinates at a singular fit's boundary (see SD_FLOOR): the likelihood is flat along them there, so the
     # Wald covariance is that of the others, and a target on the boundary starts from a point inside.
-    on_edge = ((kinds == 1) & (psi_hat < jnp.log(SD_FLOOR) + psi_hat[-1] + 1.0)) | (
+    on_edge = ((kinds == 1) & (psi_hat < jnp.log(SD_FLOOR) + log_sigma + 1.0)) | (
         (kinds == 2) & (jnp.abs(psi_hat) >= ATANH_EDGE))
     both = on_edge[:, None] | on_edge[None, :]
-    H = jnp.where(both, -jnp.eye(n), jax.hessian(loglik)(psi_hat, stats, blocks))
+    H = jnp.where(both, -jnp.eye(n), jax.hessian(loglik)(psi_hat, stats, blocks, n_strata))
     V = jnp.where(both, 0.0, jnp.linalg.inv(-H))
-    ll_hat = loglik(psi_hat, stats, blocks)
+    ll_hat = loglik(psi_hat, stats, blocks, n_strata)
     z_cut = jnp.sqrt(2.0 * cut)
-    no_edge = jnp.zeros(n - p - 1)
+    no_edge = jnp.zeros(n_re)
     half = jnp.arctanh(0.5)
 
     def one(index: Array, row: Array, side: Array) -> Endpoints:
@@ -151,11 +164,12 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
 
         def covariance(x: Array, value: Array) -> Array:
             """The covariance at x with the replaced coordinate set to ``value``."""
-            return cov.reported(blocks, x[p:-1].at[index - p].set(value), no_edge)[jnp.maximum(row, 0)]
+            return cov.reported(blocks, x[p:p + n_re].at[index - p].set(value), no_edge)[jnp.maximum(row, 0)]
 
         def g(psi: Array) -> Array:
             """The target at ψ: its coordinate, or the covariance."""
-            return jnp.where(reported, cov.reported(blocks, psi[p:-1], no_edge)[jnp.maximum(row, 0)], psi[index])
+            return jnp.where(reported, cov.reported(blocks, psi[p:p + n_re], no_edge)[jnp.maximum(row, 0)],
+                             psi[index])
 
         def from_primed(x: Array) -> Array:
             """ψ from x, whose replaced coordinate holds the covariance c. A covariance is tanh(φ_r)·S with S the
@@ -173,7 +187,7 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
         def primed(psi: Array) -> Array:
             return psi.at[index].set(g(psi))
 
-        ll = lambda x: loglik(from_primed(x), stats, blocks)  # noqa: E731
+        ll = lambda x: loglik(from_primed(x), stats, blocks, n_strata)  # noqa: E731
         fixed = jnp.arange(n) == index
 
         def profile_at(c: Array, x0: Array) -> tuple[Array, Array, Array]:
@@ -184,9 +198,9 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
             has moved inside; the second start puts such coordinates inside (an SD of σ̂/10, r = ±0.76) and the
             better of the two maxima is taken. One batched call, so the maximiser is compiled once.
             """
-            near = ~fixed & (((kinds == 1) & (x0 < psi_hat[-1] + jnp.log(SD_FLOOR) + 8.0))
+            near = ~fixed & (((kinds == 1) & (x0 < log_sigma + jnp.log(SD_FLOOR) + 8.0))
                              | ((kinds == 2) & (jnp.abs(x0) > ATANH_RUN)))
-            moved = jnp.where(near, jnp.where(kinds == 1, psi_hat[-1] - jnp.log(10.0), jnp.sign(x0)), x0)
+            moved = jnp.where(near, jnp.where(kinds == 1, log_sigma - jnp.log(10.0), jnp.sign(x0)), x0)
             sols = jax.vmap(lambda s: minimise(lambda x: -ll(jnp.where(fixed, c, x)), jnp.where(fixed, c, s),
                                                jnp.full(n, -jnp.inf)))(jnp.stack([x0, moved]))
             value = jnp.where(converged(sols.result, sols.decrement), -sols.value, -jnp.inf)
@@ -200,7 +214,7 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
         along = jnp.where(edge, 0.0, V @ dg / jnp.where(edge, 1.0, se**2))  # how the others move with g
         c_hat = g(psi_hat)
         # The Wald endpoint; for a target on the boundary (no Wald SE), an SD of a tenth of σ̂ or r = 0.
-        c0 = jnp.where(edge, jnp.where(kinds[index] == 1, psi_hat[-1] - jnp.log(10.0), 0.0),
+        c0 = jnp.where(edge, jnp.where(kinds[index] == 1, log_sigma - jnp.log(10.0), 0.0),
                        c_hat + side * z_cut * se)
         x0 = primed(psi_hat + (c0 - c_hat) * along)
         can_run = ~reported & ((kinds[index] == 2) | ((kinds[index] == 1) & (side < 0)))
@@ -249,15 +263,23 @@ class ProfileIntervals(NamedTuple):
 
 
 def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, theta: np.ndarray, sigma2: float,
-                      beta: np.ndarray, reml: bool, labels: tuple[str, ...], alpha: float) -> ProfileIntervals:
+                      beta: np.ndarray, reml: bool, labels: tuple[str, ...], alpha: float,
+                      log_ratio: np.ndarray | None = None) -> ProfileIntervals:
     """Profile intervals of every parameter of a fit (``labels``: fixed effects, then the random-effects table's
-    rows); a REML fit is refitted by ML first (module docstring)."""
+    rows); a REML fit is refitted by ML first (module docstring). With a residual variance per stratum,
+    ``log_ratio`` holds each stratum's ln(σₛ/σ₁) and ``stats`` are the strata's (:func:`~jaxhlm.estimate.fit_strata`)."""
+    n_strata = 1 if log_ratio is None else len(log_ratio)
     if reml:
-        ml = jax.device_get(tracecache.call(fit_stats, {"blocks": blocks, "reml": False}, stats))
+        fn = fit_stats if n_strata == 1 else fit_strata
+        ml = jax.device_get(tracecache.call(fn, {"blocks": blocks, "reml": False}, stats))
+        if n_strata > 1:
+            ml, log_ratio = ml.fit, np.asarray(ml.log_ratio)
         if not bool(converged(ml.solution.result, ml.solution.decrement)):
             raise JaxhlmError("profile-likelihood intervals: the ML refit of this REML model did not converge.")
         theta, sigma2, beta = np.asarray(ml.theta), float(ml.sigma2), np.asarray(ml.beta)
     sigma, phi, edge = phi_at(theta, sigma2, blocks)
+    if n_strata > 1:  # each stratum's ln σₛ a coordinate of its own
+        phi, edge = np.append(phi, phi[-1] + log_ratio[1:]), np.append(edge, np.zeros(n_strata - 1))
     for b in singular_blocks(blocks, sigma):
         if b.kind == "unstructured" and b.q >= 3:
             raise JaxhlmError(
@@ -265,11 +287,11 @@ def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, th
                 "singular (rank-deficient) at this" + (" model's ML" if reml else "") + " fit, and its profile "
                 "cannot start from there; use method='bootstrap', or a smaller random-effects structure.")
     # A singular fit's boundary values, just inside (see SD_FLOOR); the profile starts there.
-    phi = np.where(np.isfinite(phi), phi, np.log(SD_FLOOR) + phi[-1])
+    phi = np.where(np.isfinite(phi), phi, np.log(SD_FLOOR) + phi[len(phi) - n_strata])
     phi = np.where(edge != 0, edge * ATANH_EDGE, phi)
     psi_hat = np.concatenate([beta, phi])
     p, k = len(beta), len(phi)
-    is_var = np.append(cov.variance_mask(blocks), True)
+    is_var = np.append(cov.variance_mask(blocks), np.ones(n_strata, bool))
     covs = np.flatnonzero(~is_var)
     # Coordinates (β, then φ), then each covariance twice: replacing its atanh r, and replacing one of its SDs.
     # Either can fail where the other does not: at a fixed covariance the maximum may lie on the edge
@@ -282,8 +304,8 @@ def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, th
     targets = Targets(jnp.asarray(both(index)), jnp.asarray(both(row)),
                       jnp.asarray(np.repeat([-1.0, 1.0], len(index))))
     cut = 0.5 * float(special.chdtri(1, alpha))
-    out = jax.device_get(tracecache.call(endpoints, {"blocks": blocks}, jnp.asarray(psi_hat), jnp.asarray(cut),
-                                         targets, stats))
+    out = jax.device_get(tracecache.call(endpoints, {"blocks": blocks, "n_strata": n_strata}, jnp.asarray(psi_hat),
+                                         jnp.asarray(cut), targets, stats))
     ends = np.asarray(out.value).reshape(2, -1).T  # (targets, [lower, upper])
     status = np.asarray(out.status).reshape(2, -1).T
     m = len(covs)

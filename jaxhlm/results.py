@@ -172,8 +172,8 @@ class MixedResult:
         """
         _check_alpha(alpha)
         method = _check_method(method)
-        if method != "wald":
-            self._one_residual_variance(f"{method} intervals")
+        if method == "bootstrap":
+            self._one_residual_variance("bootstrap intervals")
         if method == "profile":
             pi = self._profile(alpha)
             return pd.DataFrame(np.concatenate([pi.fixed, pi.random]), columns=["lower", "upper"],
@@ -206,8 +206,8 @@ class MixedResult:
         _check_alpha(alpha)
         t = sd_corr(self.random_effects, self.design.blocks, alpha)
         method = _check_method(method)
-        if method != "wald":
-            self._one_residual_variance(f"{method} intervals")
+        if method == "bootstrap":
+            self._one_residual_variance("bootstrap intervals")
         ci = (self._profile(alpha).sd_corr if method == "profile"
               else _percentiles(self._bootstrap(B, seed).sd_corr, alpha) if method == "bootstrap" else t.ci)
         return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": ci[:, 0],
@@ -239,9 +239,10 @@ class MixedResult:
     def _profile(self, alpha: float) -> ProfileIntervals:
         """The profile intervals at ``alpha`` (solved once per result and level)."""
         if alpha not in self._profiles:
+            strata = self.log_ratio is not None
             self._profiles[alpha] = profile_intervals(
-                self._stats, self.design.blocks, self.theta, self.scale, np.asarray(self.fit.beta), self.reml,
-                tuple(self.params.index), alpha)
+                self._strata if strata else self._stats, self.design.blocks, self.theta, self.scale,
+                np.asarray(self.fit.beta), self.reml, tuple(self.params.index), alpha, self.log_ratio)
         pi = self._profiles[alpha]
         if pi.failed:
             warnings.warn("profile-likelihood interval not found (reported as NaN): " + ", ".join(pi.failed),

@@ -116,6 +116,36 @@ def test_information_and_satterthwaite_match_finite_differences_of_a_dense_likel
         jaxhlm.mixed("mathach ses sector || id:, residuals(independent, by(sector)) reml dfmethod(kroger)", hsb)
 
 
+def test_profile_intervals_end_where_the_dense_profile_crosses_the_cut(fits):
+    """Each endpoint c of a variance's profile interval: the dense likelihood maximised over the other variance
+    parameters (β by GLS) with that variance held at c lies χ²₁(0.95)/2 below the maximum. A REML fit's profile is
+    of its ML likelihood (as lme4's), so it equals the ML refit's."""
+    from scipy import optimize, stats
+
+    hsb = jaxhlm.datasets.hsb()
+    m = fits["hsb_intercept_ml"]
+    ci = m.conf_int(method="profile")
+    lsd, ls1, lr = m.random_effects.phi
+    ll_hat = _dense(hsb, m.random_effects.phi)[0]
+    for label, side, to_phi, x0 in [
+        ("var(_cons)", "lower", lambda x, c: [0.5 * np.log(c), x[0], x[1]], [ls1, lr]),
+        ("var(Residual[sector=0])", "lower", lambda x, c: [x[0], 0.5 * np.log(c), x[1] - 0.5 * np.log(c)],
+         [lsd, ls1 + lr]),
+        ("var(Residual[sector=1])", "upper", lambda x, c: [x[0], x[1], 0.5 * np.log(c) - x[1]], [lsd, ls1]),
+    ]:
+        c = ci.loc[label, side]
+        best = optimize.minimize(lambda x: -_dense(hsb, np.array(to_phi(x, c)))[0], x0, method="Nelder-Mead",
+                                 options={"xatol": 1e-7, "fatol": 1e-9})
+        assert 2 * (ll_hat + best.fun) == pytest.approx(stats.chi2.ppf(0.95, 1), abs=1e-6), label
+    reml = fits["hsb_slope_reml"]
+    np.testing.assert_allclose(reml.conf_int(method="profile"), reml.refit_ml().conf_int(method="profile"),
+                               rtol=1e-7)
+    sd = reml.varcorr(method="profile")  # corr(ses,_cons) is at +1 here: its own upper endpoint
+    assert sd.loc["corr(ses,_cons)", "estimate"] == sd.loc["corr(ses,_cons)", "ci_upper"] == 1.0
+    residual = sd.filter(like="Residual", axis=0)
+    assert np.all(residual["ci_lower"] < residual["estimate"]) and np.all(residual["estimate"] < residual["ci_upper"])
+
+
 def test_stata_syntax_report_and_do_file():
     hsb = jaxhlm.datasets.hsb()
     m = jaxhlm.mixed("mathach ses i.sector || id:, residuals(independent, by(sector))", hsb)
@@ -196,7 +226,7 @@ def test_listwise_deletion_and_refusals(fits):
     m = jaxhlm.fit("mathach ~ ses + (1 | id)", gappy, residuals_by="sector")
     assert m.nobs == len(hsb) - len(hsb.index[::11]) and "dropped because of missing values" in " ".join(m.design.notes)
     het = fits["hsb_intercept_ml"]
-    for call, words in [(lambda: het.conf_int(method="profile"), "profile intervals"),
+    for call, words in [(lambda: het.conf_int(method="bootstrap", B=10), "bootstrap intervals"),
                         (lambda: het.varcorr(method="bootstrap", B=10), "bootstrap intervals"),
                         (het.icc, "intraclass"), (het.r2, "R²"), (het.influence, "influence")]:
         with pytest.raises(JaxhlmError, match=words):
