@@ -102,6 +102,16 @@ def strata_stats(strata: GroupStats, log_ratio: Array) -> GroupStats:
     return combine(strata, jnp.exp(-2.0 * log_ratio))
 
 
+def strata_loglik(Lam: Array, log_sigma: Array, stats: GroupStats, reml: bool, log_ratio: Array | None = None,
+                  beta: Array | None = None) -> Array:
+    """:func:`~jaxhlm.deviance.loglik_at_sigma`, and with ``log_ratio`` (each stratum's ln(σₛ/σ₁); ``stats`` the
+    strata's) that of the model with a residual variance per stratum: the whitened rows' (:func:`strata_stats`)
+    less Σₛ nₛ ln(σₛ/σ₁), the log-determinant the whitening takes away."""
+    if log_ratio is None:
+        return loglik_at_sigma(Lam, log_sigma, stats, reml, beta)
+    return loglik_at_sigma(Lam, log_sigma, strata_stats(stats, log_ratio), reml, beta) - jnp.sum(stats.n * log_ratio)
+
+
 def strata_deviance(x: Array, strata: GroupStats, templates: Array, reml: bool) -> Array:
     """The profiled deviance at x = (θ, ln(σₛ/σ₁) for s = 2…S): the whitened rows' (:func:`strata_stats`), plus
     2 Σₛ nₛ ln(σₛ/σ₁), the log-determinant the whitening takes away (ML and REML alike: XᵀV⁻¹X is unchanged)."""
@@ -187,11 +197,7 @@ def re_information(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Struc
 
     def loglik(p: Array) -> Array:
         root = cov.root_from_phi(blocks, p[:n_re], edge)
-        if n_strata == 1:
-            return loglik_at_sigma(root / jnp.exp(p[n_re]), p[n_re], stats, reml)
-        lr = log_ratio(p)
-        return (loglik_at_sigma(root / jnp.exp(p[n_re]), p[n_re], strata_stats(stats, lr), reml)
-                - jnp.sum(stats.n * lr))
+        return strata_loglik(root / jnp.exp(p[n_re]), p[n_re], stats, reml, log_ratio(p) if n_strata > 1 else None)
 
     def values(p: Array) -> Array:
         return jnp.concatenate([cov.reported(blocks, p[:n_re], edge), jnp.exp(2.0 * (p[n_re] + log_ratio(p)))])

@@ -44,9 +44,8 @@ from scipy import special
 
 from . import covariance as cov
 from . import tracecache
-from .deviance import loglik_at_sigma
 from .errors import JaxhlmError
-from .estimate import fit_stats, fit_strata, phi_at, strata_stats
+from .estimate import fit_stats, fit_strata, phi_at, strata_loglik
 from .infer import singular_blocks
 from .optimize import converged, minimise
 from .stats import GroupStats, NestedStats
@@ -101,11 +100,8 @@ def loglik(psi: Array, stats: GroupStats | NestedStats, blocks: cov.Structure, n
     phi = psi[p:]
     root = cov.root_from_phi(blocks, phi[:n_re], jnp.zeros(n_re))
     log_sigma = phi[n_re]
-    if n_strata == 1:
-        return loglik_at_sigma(root / jnp.exp(log_sigma), log_sigma, stats, False, beta=psi[:p])
-    lr = phi[n_re:] - log_sigma
-    return (loglik_at_sigma(root / jnp.exp(log_sigma), log_sigma, strata_stats(stats, lr), False, beta=psi[:p])
-            - jnp.sum(stats.n * lr))
+    return strata_loglik(root / jnp.exp(log_sigma), log_sigma, stats, False,
+                         phi[n_re:] - log_sigma if n_strata > 1 else None, beta=psi[:p])
 
 
 def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:

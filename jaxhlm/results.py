@@ -1007,12 +1007,30 @@ def anova(*models: MixedResult, names: Sequence[str] | None = None, refit: bool 
     llf = np.array([models[k].llf for k in order])
     chisq = np.concatenate([[np.nan], 2.0 * np.maximum(np.diff(llf), 0.0)])
     df = np.concatenate([[np.nan], np.diff(npar)])
-    with np.errstate(invalid="ignore"):
-        p = np.where(df > 0, special.chdtrc(np.where(df > 0, df, 1.0), chisq), np.nan)
+    p = _chi2_pvalues(chisq, df)
     table = pd.DataFrame({"npar": npar.astype(int), "AIC": [models[k].aic for k in order],
                           "BIC": [models[k].bic for k in order], "logLik": llf, "deviance": -2.0 * llf,
                           "Chisq": chisq, "Df": df, "Pr(>Chisq)": p}, index=[names[k] for k in order])
     return ModelComparison(table, refitted)
+
+
+def _chi2_pvalues(statistic: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Upper chi-squared tail probabilities, NaN where there are no degrees of freedom (no test)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(df > 0, special.chdtrc(np.where(df > 0, df, 1.0), statistic), np.nan)
+
+
+def _refits(command: str, model: MixedResult, specs: Sequence[ModelSpec | None], how: str
+            ) -> list[MixedResult | None]:
+    """``specs`` (None stays None) fitted on ``model``'s own estimation sample: its rows after listwise deletion and
+    its if/in qualifiers, so that a variable a reduced model no longer uses cannot bring rows back."""
+    if model.design.source is None:
+        raise ComparisonError(f"{command} refits the model {how}, which needs the data in memory; this model was "
+                              "fitted from data read in chunks")
+    from .pipeline import fit_spec  # the pipeline builds results
+
+    sample = model.design.source.loc[model.design.rows().index]
+    return [None if spec is None else fit_spec(dataclasses.replace(spec, subset=None), sample) for spec in specs]
 
 
 @dataclass(frozen=True)
@@ -1044,24 +1062,16 @@ def drop1(model: MixedResult) -> TermDeletions:
     variable has missing values is tested on the same rows. Needs the fitted data in memory.
     """
     _fitted("drop1", (model,))
-    if model.design.source is None:
-        raise ComparisonError("drop1 refits the model without each term, which needs the data in memory; this model "
-                              "was fitted from data read in chunks")
-    from .pipeline import fit_spec  # the pipeline builds results
-
     full = model.refit_ml()
-    spec = dataclasses.replace(full.spec, reml=False, dfmethod=None, subset=None)
-    terms = droppable_terms(spec)
+    terms = droppable_terms(dataclasses.replace(full.spec, reml=False, dfmethod=None))
     if not terms:
         raise ComparisonError("the model has no fixed-effect terms besides the constant, so there is nothing to drop")
-    sample = model.design.source.loc[model.design.rows().index]
-    fits = [fit_spec(reduced, sample) for _, reduced in terms]
+    fits = _refits("drop1", model, [reduced for _, reduced in terms], "without each term")
     _comparable("drop1", [full, *fits])
     llf = np.array([m.llf for m in fits])
     npar = np.array([full.df_modelwc - m.df_modelwc for m in fits], dtype=float)
     lrt = np.maximum(2.0 * (full.llf - llf), 0.0)
-    with np.errstate(invalid="ignore"):
-        p = np.where(npar > 0, special.chdtrc(np.where(npar > 0, npar, 1.0), lrt), np.nan)
+    p = _chi2_pvalues(lrt, npar)
     table = pd.DataFrame({"npar": np.concatenate([[np.nan], npar]), "AIC": [full.aic] + [m.aic for m in fits],
                           "LRT": np.concatenate([[np.nan], lrt]), "Pr(Chi)": np.concatenate([[np.nan], p])},
                          index=["<none>"] + [label for label, _ in terms])
@@ -1097,14 +1107,9 @@ def ranova(model: MixedResult) -> RandomTermDeletions:
     in memory.
     """
     _fitted("ranova", (model,))
-    if model.design.source is None:
-        raise ComparisonError("ranova refits the model without each random term, which needs the data in memory; "
-                              "this model was fitted from data read in chunks")
-    from .pipeline import fit_spec  # the pipeline builds results
-
-    reductions = reducible_terms(dataclasses.replace(model.spec, subset=None))
-    sample = model.design.source.loc[model.design.rows().index]
-    fits = {label: None if spec is None else fit_spec(spec, sample) for label, spec in reductions}
+    reductions = reducible_terms(model.spec)
+    fits = dict(zip([label for label, _ in reductions],
+                    _refits("ranova", model, [spec for _, spec in reductions], "without each random term")))
     _comparable("ranova", [model, *(m for m in fits.values() if m is not None)])
     n_linear = len(model.design.fe_names) + 1
     npar = np.array([model.df_modelwc] + [n_linear if m is None else m.df_modelwc for m in fits.values()])
@@ -1112,8 +1117,7 @@ def ranova(model: MixedResult) -> RandomTermDeletions:
                                   for m in fits.values()])
     df = np.concatenate([[np.nan], npar[0] - npar[1:]])
     lrt = np.concatenate([[np.nan], np.maximum(2.0 * (llf[0] - llf[1:]), 0.0)])
-    with np.errstate(invalid="ignore"):
-        p = np.where(df > 0, special.chdtrc(np.where(df > 0, df, 1.0), lrt), np.nan)
+    p = _chi2_pvalues(lrt, df)
     table = pd.DataFrame({"npar": npar, "logLik": llf, "AIC": -2.0 * llf + 2.0 * npar, "LRT": lrt, "Df": df,
                           "Pr(>Chisq)": p}, index=["<none>", *fits])
     return RandomTermDeletions(table)
