@@ -1111,7 +1111,7 @@ def ranova(model: MixedResult) -> RandomTermDeletions:
     fits = dict(zip([label for label, _ in reductions],
                     _refits("ranova", model, [spec for _, spec in reductions], "without each random term")))
     _comparable("ranova", [model, *(m for m in fits.values() if m is not None)])
-    n_linear = len(model.design.fe_names) + 1
+    n_linear = len(model.design.fe_names) + model.random_effects.n_residual
     npar = np.array([model.df_modelwc] + [n_linear if m is None else m.df_modelwc for m in fits.values()])
     llf = np.array([model.llf] + [-0.5 * float(model.fit.deviance_linear) if m is None else m.llf
                                   for m in fits.values()])

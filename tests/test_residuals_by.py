@@ -193,6 +193,11 @@ def test_comparisons_and_refits(fits):
     assert 2 * (het.llf - one.llf) > 10  # the sectors' residual variances differ (40.3 vs 33.7)
     refit = fits["hsb_slope_reml"].refit_ml()
     assert not refit.reml and refit.random_effects.n_residual == 2
+    # Leaving out the last random term leaves the linear model with the strata's two residual variances.
+    ra = jaxhlm.ranova(het).table
+    assert ra.loc["(1 | id)", "npar"] == 3 + 2 and ra.loc["(1 | id)", "Df"] == 1
+    assert ra.loc["(1 | id)", "LRT"] == pytest.approx(het.lr_linear.statistic, rel=1e-12)
+    assert ra.loc["(1 | id)", "logLik"] == pytest.approx(REF["hsb_intercept_ml"]["loglik_linear"], abs=1e-8)
     drop = jaxhlm.drop1(het).table
     assert drop.loc["sector", "LRT"] == pytest.approx(
         2 * (het.llf - jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="sector").llf))
