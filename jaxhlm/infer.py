@@ -58,10 +58,9 @@ class RandomEffects(ParameterTable):
 
 
 class ResidualStrata(NamedTuple):
-    """A fit's residual variance per stratum (Stata's ``residuals(independent, by())``): the strata's statistics
-    (stacked), ln(σₛ/σ₁) at the optimum, and the labels of the strata's variances."""
+    """A fit's residual variance per stratum (Stata's ``residuals(independent, by())``): ln(σₛ/σ₁) at the optimum,
+    and the labels of the strata's variances."""
 
-    stats: GroupStats
     log_ratio: np.ndarray
     labels: tuple[str, ...]
 
@@ -79,8 +78,9 @@ def singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]
 
 def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tuple[str, ...], reml: bool,
                    residuals: ResidualStrata | None = None) -> RandomEffects:
-    """The random-effects table at the optimum; with ``residuals``, a residual variance per stratum, and φ (where
-    the information is taken) ends with ln(σₛ/σ₁) for s = 2…S."""
+    """The random-effects table at the optimum; with ``residuals``, a residual variance per stratum (``stats`` the
+    strata's, :func:`~jaxhlm.estimate.fit_strata`), and φ (where the information is taken) ends with ln(σₛ/σ₁)
+    for s = 2…S."""
     theta = np.asarray(fit.theta)
     sigma2 = float(fit.sigma2)
     sigma, phi, edge = phi_at(theta, sigma2, blocks)
@@ -107,7 +107,7 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
     V = np.full((len(phi), len(phi)), np.nan)
     if not failed:
         info = tracecache.call(re_information, {"blocks": blocks, "reml": reml, "n_strata": len(ratio2)},
-                               jnp.asarray(phi), jnp.asarray(edge), stats if residuals is None else residuals.stats)
+                               jnp.asarray(phi), jnp.asarray(edge), stats)
         free = edge == 0
         H = -np.asarray(info.hessian)[np.ix_(free, free)]
         w = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([-1.0])

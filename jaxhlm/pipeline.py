@@ -55,16 +55,14 @@ def clear_cache() -> None:
 
 def design_stats(design: Design, packed: bool = False) -> GroupStats:
     """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code
-    (with ZtX2 if ``packed``: for batched refits, see :func:`~jaxhlm.stats.packed_products`)."""
-    n_groups, n_fixed, n_clusters = _buckets(design)
-    return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)
-
-
-def _buckets(design: Design) -> tuple[int, int, int]:
-    """The shape buckets of a design's statistics: groups, fixed-effect columns, clusters."""
+    (with ZtX2 if ``packed``: for batched refits, see :func:`~jaxhlm.stats.packed_products`); with a residual
+    variance per stratum, each stratum's, stacked (what :func:`~jaxhlm.estimate.fit_strata` takes)."""
     inner = design.stats.inner
-    return (bucket(design.n_groups, 8), bucket(len(design.fe_names)),
-            0 if inner is None else bucket(len(inner.counts), 8))
+    n_groups, n_fixed = bucket(design.n_groups, 8), bucket(len(design.fe_names))
+    n_clusters = 0 if inner is None else bucket(len(inner.counts), 8)
+    if design.strata is not None:
+        return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
+    return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)
 
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
@@ -132,10 +130,9 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     if design.strata is None:
         raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
     else:
-        strata = stack_strata(design.strata, *_buckets(design))
-        both = jax.device_get(tracecache.call(fit_strata, {"blocks": design.blocks, "reml": spec.reml}, strata))
+        both = jax.device_get(tracecache.call(fit_strata, {"blocks": design.blocks, "reml": spec.reml}, stats))
         raw, by = both.fit, spec.residual_by
-        residuals = ResidualStrata(strata, np.asarray(both.log_ratio),
+        residuals = ResidualStrata(np.asarray(both.log_ratio),
                                    tuple(f"var(Residual[{by}={v}])" for v in design.strata_labels))
     p = len(design.fe_names)
     # The statistics are those of the rows scaled by √aᵢ (precision weights): their likelihood lacks ½ Σ fᵢ log aᵢ.
@@ -148,9 +145,7 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
                        float(sol.decrement), float(sol.min_eig))
     re = random_effects(f, stats, design.blocks, design.re_names, spec.reml, residuals)
     icpt = design.fe_names.index(design.constant) if design.constant else None
-    small = (small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats if residuals is None else residuals.stats,
-                          design.blocks) if spec.dfmethod
-             else None)
+    small = small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats, design.blocks) if spec.dfmethod else None
     return MixedResult(
         spec=spec, design=design, fit=f, random_effects=re, small=small,
         wald=model_wald(f.beta, f.cov_beta, icpt, small),
