@@ -92,7 +92,7 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       freq_weights: the column (as ``weights``) of frequency weights fᵢ, Stata's ``fweight``: row i stands for fᵢ identical
         observations, and the fit is that of the data with each row repeated fᵢ times (``nobs`` = Σ fᵢ).
         Rows with a zero weight of either kind are left out (and counted).
-      residuals_by: a column whose values each get their own residual variance (Stata's ``residuals(independent,
+      residuals_by: the column (as ``weights``) whose values each get their own residual variance (Stata's ``residuals(independent,
         by(var))``; heteroskedastic level-1 variance): models with one grouping level or two nested ones.
 
     Example:
@@ -102,22 +102,24 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       -23320.502
     """
     spec = parse_formula(formula, cov=cov, reml=reml, dfmethod=dfmethod)
-    data, weights = _weight_column(data, weights, "(weights)")
-    data, freq_weights = _weight_column(data, freq_weights, "(freq_weights)")
+    data, weights = _column(data, weights, "(weights)")
+    data, freq_weights = _column(data, freq_weights, "(freq_weights)")
+    data, residuals_by = _column(data, residuals_by, "(residuals_by)")
     return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights, residual_by=residuals_by),
                     data)
 
 
-def _weight_column(data: Data, weights: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:
-    """The data and the name of its weight column: ``weights`` itself when it names one, else ``name`` for the
-    array ``weights`` added to (a copy of) in-memory data, as lme4 adds ``(weights)`` to its model frame."""
-    if weights is None or isinstance(weights, str):
-        return data, weights
+def _column(data: Data, values: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:
+    """The data and the name of a column the model reads (weights, the residual strata): ``values`` itself when it
+    names one, else ``name`` for the array ``values`` added to (a copy of) in-memory data, as lme4 adds ``(weights)``
+    to its model frame."""
+    if values is None or isinstance(values, str):
+        return data, values
     frame = as_frame(data)
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{name[1:-1]} given as an array need the data in memory (a DataFrame or a dict of arrays); "
-                        "with data read in chunks, name a column of weights instead")
-    w = np.asarray(weights)
+                        "with data read in chunks, name a column instead")
+    w = np.asarray(values)
     if w.shape != (len(frame),):
         raise DataError(f"{name[1:-1]} must have one value per row of the data ({len(frame):,}); got shape {w.shape}")
     return frame.assign(**{name: w}), name

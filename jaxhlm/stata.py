@@ -383,7 +383,7 @@ def _residuals(arg: str) -> str | None:
     by = [a for n, a in parts[1:] if abbreviates(n, "by", 2) and a]
     if abbreviates(kind, "independent", 3) and len(parts) == 1:
         return None
-    if not abbreviates(kind, "independent", 3) or len(by) != 1 or len(parts) != 2:
+    if not abbreviates(kind, "independent", 3) or len(by) != 1 or len(parts) != 2 or len(by[0].split()) != 1:
         raise FormulaError(f"residuals({arg}) is not available; jaxhlm fits residuals(independent, by(varname)), a "
                            "residual variance for each value of varname (plain independent residuals are the default)")
     return by[0].strip()

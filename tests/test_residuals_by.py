@@ -246,6 +246,13 @@ def test_listwise_deletion_and_refusals(fits):
         jaxhlm.mixed("mathach ses || id:, residuals(exchangeable)", hsb)
     with pytest.raises(FormulaError, match="nosuch"):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="nosuch")
+    with pytest.raises(FormulaError, match=r"residuals\(ind, by\(sector female\)\) is not available"):
+        jaxhlm.mixed("mathach ses || id:, residuals(ind, by(sector female))", hsb)
+    # An array of strata, one per row, as weights may be given.
+    as_array = jaxhlm.fit("mathach ~ ses + sector + (1 | id)", hsb, residuals_by=hsb["sector"].to_numpy())
+    assert as_array.llf == pytest.approx(het.llf, abs=1e-9)
+    with pytest.raises(DataError, match="one value per row"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by=np.zeros(3))
 
 
 def test_command_line(fits, capsys):
