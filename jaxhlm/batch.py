@@ -313,9 +313,7 @@ def _rows(design: Design, frequencies: bool = False) -> tuple[Rows, np.ndarray |
     weighted model is then drawn from and refitted as an unweighted one, a response y as √(af)·y. Returns the
     rows and that scale (None without weights). Frequency weights only for the bootstrap (``frequencies``),
     which draws each row's spread within (:func:`within_ss`): a response given per row cannot hold it."""
-    if design.strata is not None:
-        raise DataError("simulate, refit_batch and the parametric bootstrap are not available for a model with a "
-                        "residual variance per stratum (residuals_by); refit it without residuals_by to use them")
+    design.require_independent("simulate, refit_batch and the parametric bootstrap")
     rows = design.rows()
     if rows.freq is not None and not frequencies:
         raise DataError("simulate and refit_batch do not take frequency weights: a row that stands for f "

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--freq-weights", help="column of frequency weights (each row stands for that many observations)")
     f.add_argument("--residuals-by", help="column whose values each get their own residual variance (Stata's "
                                           "residuals(independent, by(var)))")
+    f.add_argument("--ar1-time", help="column of an integer time: AR(1) residuals within groups over it (Stata's "
+                                      "residuals(ar 1, t(var)))")
     f.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     m = sub.add_parser("mixed", help="fit a model written in Stata's mixed syntax")
     m.add_argument("model", help="e.g. 'mathach c.ses##i.sector || id: ses, cov(unstr)'")
@@ -131,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(influence_text(model(args.model).influence(exact=args.exact), top=args.top))
             return 0
         result = (fit(args.formula, data, reml=args.reml, cov=args.cov, dfmethod=args.dfmethod, weights=args.weights,
-                      freq_weights=args.freq_weights, residuals_by=args.residuals_by)
+                      freq_weights=args.freq_weights, residuals_by=args.residuals_by,
+                      ar1_time=args.ar1_time)
                   if args.command == "fit" else mixed(args.model, data))
     except JaxhlmError as exc:
         print(f"jaxhlm: error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple, Union
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -34,7 +35,9 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .stats import Accumulator, GroupedData, HostStats, inverse_permutation, pad_groups, pad_host, row_scale, total
+from .residual import AR1, INDEPENDENT, SerialRows, Strata, Structure
+from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
+                    pad_host, row_scale, stack_strata, total)
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -120,6 +123,28 @@ class Design:
     #: and its value, in sorted order
     strata: tuple[HostStats, ...] | None = None
     strata_labels: np.ndarray | None = None
+    residual: Structure = INDEPENDENT  # the residual covariance structure (:mod:`jaxhlm.residual`)
+    #: with AR(1) residuals, the rows in time order within groups (host arrays), which the structure whitens
+    serial: SerialRows | None = None
+
+    def require_independent(self, what: str) -> None:
+        """Refuse ``what`` (plural) for a model whose residuals are not σ²I, which it does not handle."""
+        if isinstance(self.residual, Strata):
+            by = self.encoding.spec.residual_by
+            raise DataError(f"{what} are not available for a model with a residual variance per stratum (residuals "
+                            f"by {by}); refit it without residuals_by to get them")
+        if isinstance(self.residual, AR1):
+            raise DataError(f"{what} are not available for a model with AR(1) residuals (t({self.encoding.spec.ar1_time})); "
+                            "refit it with independent residuals to get them")
+
+    @property
+    def residual_labels(self) -> tuple[str, ...]:
+        """The names of the residual structure's parameters (:class:`~jaxhlm.residual.Structure`'s rows)."""
+        if isinstance(self.residual, Strata):
+            return tuple(f"var(Residual[{self.encoding.spec.residual_by}={v}])" for v in self.strata_labels)
+        if isinstance(self.residual, AR1):
+            return ("rho(Residual)", "var(Residual)")
+        return ("var(Residual)",)
 
     @property
     def fe_names(self) -> tuple[str, ...]:
@@ -361,6 +386,7 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
     missing(fixed_vars, "variable")
     missing([n for n in (spec.weights, spec.freq_weights) if n is not None], "weight variable")
     missing([spec.residual_by] if spec.residual_by is not None else [], "residual-variance variable")
+    missing([spec.ar1_time] if spec.ar1_time is not None else [], "time variable")
 
 
 def _independent(R: np.ndarray, order: list[int]) -> set[int]:
@@ -383,7 +409,8 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
                                *[n for t in spec.random for n in t.slopes],
                                *sorted(fixed_vars),
-                               *(n for n in (spec.weights, spec.freq_weights, spec.residual_by) if n)]))
+                               *(n for n in (spec.weights, spec.freq_weights, spec.residual_by, spec.ar1_time)
+                                 if n)]))
 
 
 def read_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
@@ -712,6 +739,7 @@ class _Pass:
     source: pd.DataFrame | None
     strata: tuple[HostStats, ...] | None = None  # one per value of the residual-variance variable, as it
     strata_labels: pd.Index | None = None  # first appeared
+    serial: tuple[np.ndarray, ...] | None = None  # with AR(1) residuals, every row's (X, Z, y, group code, time)
 
 
 def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
@@ -724,6 +752,9 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
     strata, parts_by = (_Groups(), []) if spec.residual_by else (None, None)
+    if spec.ar1_time is not None:
+        _check_ar1(spec)
+    serial: list[tuple[np.ndarray, ...]] = []
     if spec.subset is not None and spec.subset.has_range and source is None:
         raise DataError("an in range counts rows from the end of the data, which data read in chunks does not know "
                         "in advance; pass a DataFrame, or select the rows with if")
@@ -746,12 +777,15 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
                                       None if c.codes[1] is None else c.codes[1][rows], precision, freq)
         elif len(c.y):
             acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
+        if len(c.y) and spec.ar1_time is not None:
+            serial.append((c.X, c.Z, c.y, c.codes[0], _numeric(c.frame, spec.ar1_time, "time variable")))
         if len(c.y):
             sample.update(c.frame, c.y, levels.variables, c.weights)
             low, high = min(low, c.y.min()), max(high, c.y.max())
     if not parts_by:
+        rows = tuple(np.concatenate(a) for a in zip(*serial)) if serial else None
         return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), missing, zero,
-                     low == high, source)
+                     low == high, source, serial=rows)
     if crossed:
         raise DataError(f"residual variances by a variable are fitted for one grouping level or two nested ones; "
                         f"{spec.levels[1]!r} is crossed with {spec.levels[0]!r}")
@@ -761,6 +795,34 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     whole, hosts = total(hosts)
     return _Pass(whole, levels, encoder, sample.observations(), sample.digest(), missing, zero, low == high, source,
                  hosts, strata.labels)
+
+
+def _check_ar1(spec: ModelSpec) -> None:
+    """AR(1) residuals are fitted for one grouping level, with unweighted rows and one residual variance."""
+    why = ("a second grouping level" if len(spec.levels) > 1 else "weights" if spec.weights or spec.freq_weights
+           else "a residual variance per stratum (by())" if spec.residual_by else None)
+    if why:
+        raise DataError(f"AR(1) residuals (t({spec.ar1_time})) are fitted for models with one grouping level, "
+                        f"unweighted rows and one residual variance; this model has {why}")
+
+
+def _serial_rows(rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_groups: int, time: str,
+                 group: str) -> SerialRows:
+    """The rows in time order within each group (in the design's group order), with the gaps in time between
+    a group's consecutive rows: what :class:`~jaxhlm.residual.AR1` whitens."""
+    X, Z, y, codes, t = rows
+    if not np.all(np.isfinite(t)) or np.any(t != np.round(t)):
+        raise DataError(f"the time variable {time!r} of AR(1) residuals must hold whole numbers (the lags are "
+                        "counted in its units)")
+    g = rank[codes]
+    order = np.lexsort((t, g))
+    g, t = g[order], t[order]
+    first = np.r_[True, g[1:] != g[:-1]]
+    gap = np.where(first, 0, np.diff(t, prepend=t[:1])).astype(np.int64)
+    if np.any(~first & (gap == 0)):
+        raise DataError(f"the time variable {time!r} repeats a value within a {group} group; AR(1) residuals need "
+                        "one observation per time in each group")
+    return SerialRows(X[order][:, kept], Z[order], y[order], g, gap, np.ones(n_groups))
 
 
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
@@ -831,7 +893,11 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         cluster_order = np.asarray(second.argsort())
         inner = InnerLevel(spec.levels[1], np.asarray(second[cluster_order]), len(spec.re_names) - q1,
                            len(spec.level_terms(1)), levels.crossed)
-    strata, strata_labels = None, None
+    strata, strata_labels, serial, structure = None, None, None, INDEPENDENT
+    if reduced.serial is not None:
+        serial = _serial_rows(reduced.serial, kept, inverse_permutation(order), len(groups), spec.ar1_time,
+                              spec.group)
+        structure = AR1()
     if reduced.strata is not None:
         if len(reduced.strata) < 2:
             raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
@@ -839,6 +905,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         by = np.asarray(reduced.strata_labels.argsort())
         strata = tuple(reduced.strata[k].select(kept, order, cluster_order) for k in by)
         strata_labels = np.asarray(reduced.strata_labels[by])
+        structure = Strata(len(strata))
     return Design(
         stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
@@ -846,8 +913,21 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         encoding=Encoding(spec, encoder, levels, kept,
                           tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None),
                           reduced.digest),
-        source=source, inner=inner, strata=strata, strata_labels=strata_labels,
+        source=source, inner=inner, strata=strata, strata_labels=strata_labels, residual=structure, serial=serial,
     )
+
+
+def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int = 0, packed: bool = False
+                  ) -> GroupStats | SerialRows:
+    """On the device, what the design's residual structure whitens, padded to ``n_groups`` groups, ``n_fixed``
+    columns and ``n_clusters`` clusters (ZtX2 if ``packed``; :func:`~jaxhlm.stats.device_stats`): the statistics
+    (σ²I), each stratum's stacked, or the rows in time order (whose columns are not padded)."""
+    if design.serial is not None:
+        rows = design.serial
+        return SerialRows(*(jnp.asarray(a) for a in rows[:-1]), jnp.ones(n_groups))
+    if design.strata is not None:
+        return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
+    return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)
 
 
 def _check_nesting(spec: ModelSpec, levels: _Levels, n: int) -> None:

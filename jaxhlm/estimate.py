@@ -20,7 +20,8 @@ from .deviance import (factorize, fixed_effects, fixed_effects_cov, loglik_at_si
                        relative_factor, residual_variance)
 from .em import em_warmup
 from .optimize import Solution, minimise
-from .stats import GroupStats, combine
+from .residual import INDEPENDENT, Structure
+from .stats import GroupStats
 
 #: A bounded θ this small (relative to the largest |θ|; lme4's singularity tolerance) is set to exactly 0
 #: when that does not worsen the deviance beyond rounding.
@@ -89,63 +90,53 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     )
 
 
-class StrataFit(NamedTuple):
-    """A fit with a residual variance per stratum (Stata's ``residuals(independent, by())``)."""
+class ResidualFit(NamedTuple):
+    """A fit with a residual covariance structure beyond σ²I (:mod:`jaxhlm.residual`)."""
 
-    fit: Fit  # at the statistics of the rows whitened by the strata's residual scales (:func:`strata_stats`)
-    log_ratio: Array  # (S,) ln(σₛ/σ₁): each stratum's residual standard deviation relative to the first's (0 first)
-
-
-def strata_stats(strata: GroupStats, log_ratio: Array) -> GroupStats:
-    """The statistics of the rows scaled by 1/(σₛ/σ₁) (:func:`~jaxhlm.stats.combine`): an unweighted model whose
-    residual variance is σ₁² on every row, with the likelihood of the original up to Σₛ nₛ ln(σₛ/σ₁)."""
-    return combine(strata, jnp.exp(-2.0 * log_ratio))
+    fit: Fit  # at the statistics of the rows whitened at ψ̂ (the structure's ``whiten``)
+    psi: Array  # ψ̂, the structure's parameters beyond σ
 
 
-def strata_loglik(Lam: Array, log_sigma: Array, stats: GroupStats, reml: bool, log_ratio: Array | None = None,
-                  beta: Array | None = None) -> Array:
-    """:func:`~jaxhlm.deviance.loglik_at_sigma`, and with ``log_ratio`` (each stratum's ln(σₛ/σ₁); ``stats`` the
-    strata's) that of the model with a residual variance per stratum: the whitened rows' (:func:`strata_stats`)
-    less Σₛ nₛ ln(σₛ/σ₁), the log-determinant the whitening takes away."""
-    if log_ratio is None:
-        return loglik_at_sigma(Lam, log_sigma, stats, reml, beta)
-    return loglik_at_sigma(Lam, log_sigma, strata_stats(stats, log_ratio), reml, beta) - jnp.sum(stats.n * log_ratio)
+def residual_loglik(Lam: Array, log_sigma: Array, data: GroupStats, reml: bool,
+                    structure: Structure = INDEPENDENT, psi: Array | None = None, beta: Array | None = None) -> Array:
+    """:func:`~jaxhlm.deviance.loglik_at_sigma` of the model with residual covariance σ²C(ψ) (``data`` what
+    ``structure`` whitens): the whitened rows' less ½ log|C|, the log-determinant the whitening takes away."""
+    stats, logdet = structure.whiten(data, jnp.zeros(0) if psi is None else psi)
+    return loglik_at_sigma(Lam, log_sigma, stats, reml, beta) - 0.5 * logdet
 
 
-def strata_deviance(x: Array, strata: GroupStats, templates: Array, reml: bool) -> Array:
-    """The profiled deviance at x = (θ, ln(σₛ/σ₁) for s = 2…S): the whitened rows' (:func:`strata_stats`), plus
-    2 Σₛ nₛ ln(σₛ/σ₁), the log-determinant the whitening takes away (ML and REML alike: XᵀV⁻¹X is unchanged)."""
+def residual_deviance(x: Array, data: GroupStats, structure: Structure, templates: Array, reml: bool) -> Array:
+    """The profiled deviance at x = (θ, ψ): the whitened rows', plus log|C(ψ)|."""
     n_theta = templates.shape[0]
-    lr = jnp.concatenate([jnp.zeros(1), x[n_theta:]])
-    return _deviance(x[:n_theta], strata_stats(strata, lr), templates, reml) + 2.0 * jnp.sum(strata.n * lr)
+    stats, logdet = structure.whiten(data, x[n_theta:])
+    return _deviance(x[:n_theta], stats, templates, reml) + logdet
 
 
-@partial(jax.jit, static_argnames=("blocks", "reml"))
-def fit_strata(strata: GroupStats, blocks: cov.Structure, reml: bool = False) -> StrataFit:
-    """Maximum-likelihood (or REML) fit with a residual variance per stratum, from each stratum's statistics
-    (:class:`~jaxhlm.stats.GroupStats` stacked on a leading stratum axis).
+@partial(jax.jit, static_argnames=("structure", "blocks", "reml"))
+def fit_residual(data: GroupStats, structure: Structure, blocks: cov.Structure, reml: bool = False) -> ResidualFit:
+    """Maximum-likelihood (or REML) fit with residual covariance σ²C(ψ), from what ``structure`` whitens.
 
-    Why this way: the strata's residual scales only reweight the sufficient statistics, so the likelihood stays a
-    function of (θ, ln σₛ/σ₁) and the per-group products; projected Newton takes both together, from EM's warm
-    start for θ at equal variances (as :func:`fit_stats`). The linear model's deviance (θ = 0) is minimised over
-    the ratios too: the LR test vs. linear model tests the random effects alone.
+    Why this way: ψ only changes the whitened rows' statistics, so the likelihood stays a function of (θ, ψ) and
+    statistics of the size :func:`fit_stats` takes; projected Newton takes both together, from EM's warm start
+    for θ at ψ = 0 (independent residuals of equal variance). The linear model's deviance (θ = 0) is minimised
+    over ψ too: the LR test vs. linear model tests the random effects alone, as nlme's ``gls`` beside ``lme``.
     """
     T = jnp.asarray(cov.templates(blocks))
-    n_theta, k = T.shape[0], strata.n.shape[0] - 1
-    fixed = jax.lax.stop_gradient(strata)
-    dev = lambda x: strata_deviance(x, fixed, T, reml)  # noqa: E731
-    start = em_warmup(jnp.asarray(cov.theta_start(blocks)), strata_stats(fixed, jnp.zeros(k + 1)), T, blocks, 20)
+    n_theta, k = T.shape[0], structure.n_params
+    fixed = jax.lax.stop_gradient(data)
+    dev = lambda x: residual_deviance(x, fixed, structure, T, reml)  # noqa: E731
+    start = em_warmup(jnp.asarray(cov.theta_start(blocks)), structure.whiten(fixed, jnp.zeros(k))[0], T, blocks, 20)
     free = jnp.full(k, -jnp.inf)
     sol = minimise(dev, jnp.concatenate([start, jnp.zeros(k)]),
                    jnp.concatenate([jnp.asarray(cov.theta_lower(blocks)), free]),
                    even=jnp.concatenate([jnp.asarray(cov.theta_even(blocks)), jnp.zeros(k, bool)]), snap=SNAP_TOL)
     linear = minimise(lambda e: dev(jnp.concatenate([jnp.zeros(n_theta), e])), jnp.zeros(k), free)
-    theta, lr = sol.x[:n_theta], jnp.concatenate([jnp.zeros(1), sol.x[n_theta:]])
-    stats = strata_stats(fixed, lr)
+    theta, psi = sol.x[:n_theta], sol.x[n_theta:]
+    stats = structure.whiten(fixed, psi)[0]
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
-    return StrataFit(Fit(solution=sol, theta=theta, deviance=sol.value, deviance_linear=linear.value,
-                         beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2), lr)
+    return ResidualFit(Fit(solution=sol, theta=theta, deviance=sol.value, deviance_linear=linear.value,
+                           beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2), psi)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -181,42 +172,41 @@ class REInformation(NamedTuple):
     jacobian: Array  # ∂values/∂φ
 
 
-@partial(jax.jit, static_argnames=("blocks", "reml", "n_strata"))
-def re_information(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure, reml: bool = False,
-                   n_strata: int = 1) -> REInformation:
+@partial(jax.jit, static_argnames=("blocks", "reml", "structure"))
+def re_information(phi: Array, edge: Array, data: GroupStats, blocks: cov.Structure, reml: bool = False,
+                   structure: Structure = INDEPENDENT) -> REInformation:
     """Hessian of ℓ(φ) = log L(β̂(φ), φ) at φ, with σ not profiled (Stata's VCE of the variance components).
 
-    ``phi`` ends with ln σ; ``edge`` is ±1 for a correlation held at ±1 (a boundary optimum), else 0. With a
-    residual variance per stratum (``n_strata`` > 1), ``stats`` are the strata's (:func:`fit_strata`) and ``phi``
-    ends with ln σ₁ and ln(σₛ/σ₁) for s = 2…S; the values end with each stratum's residual variance.
+    ``phi`` ends with the residual rows' coordinates (ln σ alone for σ²I; see :class:`~jaxhlm.residual.Structure`),
+    ``data`` is what ``structure`` whitens; ``edge`` is ±1 for a correlation held at ±1 (a boundary optimum),
+    else 0.
     """
-    n_re = phi.shape[0] - n_strata
-
-    def log_ratio(p: Array) -> Array:
-        return jnp.concatenate([jnp.zeros(1), p[n_re + 1:]])
+    n_re = phi.shape[0] - len(structure.is_var)
 
     def loglik(p: Array) -> Array:
         root = cov.root_from_phi(blocks, p[:n_re], edge)
-        return strata_loglik(root / jnp.exp(p[n_re]), p[n_re], stats, reml, log_ratio(p) if n_strata > 1 else None)
+        log_sigma, psi = structure.split(p[n_re:])
+        return residual_loglik(root / jnp.exp(log_sigma), log_sigma, data, reml, structure, psi)
 
     def values(p: Array) -> Array:
-        return jnp.concatenate([cov.reported(blocks, p[:n_re], edge), jnp.exp(2.0 * (p[n_re] + log_ratio(p)))])
+        return jnp.concatenate([cov.reported(blocks, p[:n_re], edge), structure.values(p[n_re:])])
 
     return REInformation(jax.hessian(loglik)(phi), values(phi), jax.jacfwd(values)(phi))
 
 
-@partial(jax.jit, static_argnames=("blocks", "n_strata"))
-def cov_beta_jacobian(phi: Array, edge: Array, stats: GroupStats, blocks: cov.Structure, n_strata: int = 1
-                      ) -> Array:
+@partial(jax.jit, static_argnames=("blocks", "structure"))
+def cov_beta_jacobian(phi: Array, edge: Array, data: GroupStats, blocks: cov.Structure,
+                      structure: Structure = INDEPENDENT) -> Array:
     """∂Cov(β̂)/∂φ, (p, p, len φ): how the fixed effects' covariance (XᵀV⁻¹X)⁻¹ moves with the variance
-    parameters (σ not profiled), the derivative Satterthwaite's degrees of freedom need. φ, ``edge``, ``stats``
-    and ``n_strata`` as in :func:`re_information`."""
-    n_re = phi.shape[0] - n_strata
+    parameters (σ not profiled), the derivative Satterthwaite's degrees of freedom need. φ, ``edge``, ``data``
+    and ``structure`` as in :func:`re_information`."""
+    n_re = phi.shape[0] - len(structure.is_var)
 
     def cov_beta(p: Array) -> Array:
         root = cov.root_from_phi(blocks, p[:n_re], edge)
-        rows = stats if n_strata == 1 else strata_stats(stats, jnp.concatenate([jnp.zeros(1), p[n_re + 1:]]))
-        return fixed_effects_cov(factorize(root / jnp.exp(p[n_re]), rows), jnp.exp(2.0 * p[n_re]))
+        log_sigma, psi = structure.split(p[n_re:])
+        rows = structure.whiten(data, psi)[0]
+        return fixed_effects_cov(factorize(root / jnp.exp(log_sigma), rows), jnp.exp(2.0 * log_sigma))
 
     return jax.jacfwd(cov_beta)(phi)
 

@@ -93,6 +93,8 @@ class ModelSpec:
     display: Display = Display()
     #: Stata's ``residuals(independent, by(var))``: a residual variance for each value of this column
     residual_by: str | None = None
+    #: Stata's ``residuals(ar 1, t(var))``: first-order autoregressive residuals within groups over this integer time
+    ar1_time: str | None = None
     #: the grouping factors written as Stata's ``_all: R.varname`` (reported as Stata reports them)
     all_factors: tuple[str, ...] = ()
 

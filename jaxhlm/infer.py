@@ -27,6 +27,7 @@ from . import covariance as cov
 from . import tracecache
 from .errors import JaxhlmError
 from .estimate import Fit, cov_beta_jacobian, kenward_roger_parts, phi_at, re_information
+from .residual import INDEPENDENT, Structure
 from .stats import GroupStats
 
 Z975 = float(special.ndtri(0.975))
@@ -54,15 +55,29 @@ class RandomEffects(ParameterTable):
     sigma: np.ndarray  # the q×q covariance matrix of the random effects
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
-    n_residual: int = 1  # the residual variances that end the rows (one per stratum with residuals by a variable)
+    is_var: np.ndarray  # per row: a variance (coordinate ln sd; interval on the log scale)
+    is_corr: np.ndarray  # per row: a correlation of the residual structure (coordinate and interval in atanh r)
+    structure: Structure = INDEPENDENT  # the residual covariance structure, whose rows end the table
+
+    @property
+    def n_residual(self) -> int:
+        """The rows of the residual structure (var(Residual) alone for independent residuals)."""
+        return len(self.structure.is_var)
 
 
-class ResidualStrata(NamedTuple):
-    """A fit's residual variance per stratum (Stata's ``residuals(independent, by())``): ln(σₛ/σ₁) at the optimum,
-    and the labels of the strata's variances."""
-
-    log_ratio: np.ndarray
-    labels: tuple[str, ...]
+def wald_interval(estimate: np.ndarray, se: np.ndarray, is_var: np.ndarray, is_corr: np.ndarray, z: float
+                  ) -> np.ndarray:
+    """Stata's intervals for the random-effects table's rows: variances est·exp(∓z·SE/est) (symmetric in ln sd),
+    correlations tanh(atanh r ∓ z·SE/(1 − r²)) (symmetric in atanh r), covariances est ∓ z·SE."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(estimate > 0, se / estimate, np.nan)
+        z_r = np.arctanh(np.where(is_corr, estimate, 0.0))
+        se_r = se / (1.0 - estimate**2)
+        lo = np.where(is_var, estimate * np.exp(-z * ratio), np.where(is_corr, np.tanh(z_r - z * se_r),
+                                                                     estimate - z * se))
+        hi = np.where(is_var, estimate * np.exp(z * ratio), np.where(is_corr, np.tanh(z_r + z * se_r),
+                                                                    estimate + z * se))
+    return np.column_stack([lo, hi])
 
 
 def singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]:
@@ -76,20 +91,19 @@ def singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]
     return out
 
 
-def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tuple[str, ...], reml: bool,
-                   residuals: ResidualStrata | None = None) -> RandomEffects:
-    """The random-effects table at the optimum; with ``residuals``, a residual variance per stratum (``stats`` the
-    strata's, :func:`~jaxhlm.estimate.fit_strata`), and φ (where the information is taken) ends with ln(σₛ/σ₁)
-    for s = 2…S."""
+def random_effects(fit: Fit, data: GroupStats, blocks: cov.Structure, names: tuple[str, ...], reml: bool,
+                   structure: Structure = INDEPENDENT, psi: np.ndarray | None = None,
+                   residual_labels: tuple[str, ...] = ("var(Residual)",)) -> RandomEffects:
+    """The random-effects table at the optimum, its rows ending with those of the residual ``structure`` at ψ̂
+    ``psi`` (``data`` what it whitens; ``residual_labels`` their names); φ, where the information is taken, ends
+    with their coordinates (:class:`~jaxhlm.residual.Structure`)."""
     theta = np.asarray(fit.theta)
     sigma2 = float(fit.sigma2)
     sigma, phi, edge = phi_at(theta, sigma2, blocks)
-    ratio2 = np.ones(1) if residuals is None else np.exp(2.0 * np.asarray(residuals.log_ratio))
-    if residuals is not None:
-        phi = np.append(phi, residuals.log_ratio[1:])
-        edge = np.append(edge, np.zeros(len(ratio2) - 1))
-    labels = tuple(cov.labels(blocks, names)) + (("var(Residual)",) if residuals is None else residuals.labels)
-    is_var = np.append(cov.variance_mask(blocks), np.ones(len(ratio2), bool))
+    tail = np.asarray(structure.join(jnp.asarray(phi[-1]), jnp.zeros(0) if psi is None else jnp.asarray(psi)))
+    phi = np.append(phi[:-1], tail)
+    edge = np.append(edge[:-1], np.zeros(len(tail)))
+    labels = tuple(cov.labels(blocks, names)) + tuple(residual_labels)
     warnings: list[str] = []
     notes: list[str] = []
 
@@ -106,8 +120,8 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
     vcov = np.full((len(labels), len(labels)), np.nan)
     V = np.full((len(phi), len(phi)), np.nan)
     if not failed:
-        info = tracecache.call(re_information, {"blocks": blocks, "reml": reml, "n_strata": len(ratio2)},
-                               jnp.asarray(phi), jnp.asarray(edge), stats)
+        info = tracecache.call(re_information, {"blocks": blocks, "reml": reml, "structure": structure},
+                               jnp.asarray(phi), jnp.asarray(edge), data)
         free = edge == 0
         H = -np.asarray(info.hessian)[np.ix_(free, free)]
         w = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([-1.0])
@@ -122,13 +136,11 @@ def random_effects(fit: Fit, stats: GroupStats, blocks: cov.Structure, names: tu
         warnings.append(SE_FAILED)
     se = np.sqrt(np.clip(np.diag(vcov), 0.0, None))
     # Estimates come from θ̂ itself (exact even where φ is infinite).
-    est = np.append(cov.pick(blocks, sigma), sigma2 * ratio2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(est > 0, se / est, np.nan)
-        lo = np.where(is_var, est * np.exp(-Z975 * ratio), est - Z975 * se)
-        hi = np.where(is_var, est * np.exp(Z975 * ratio), est + Z975 * se)
-    return RandomEffects(labels, est, se, np.column_stack([lo, hi]), vcov, phi, edge, V, sigma, tuple(warnings),
-                         tuple(notes), len(ratio2))
+    est = np.append(cov.pick(blocks, sigma), np.asarray(structure.values(jnp.asarray(tail))))
+    is_var = np.append(cov.variance_mask(blocks), structure.is_var)
+    is_corr = np.append(np.zeros(len(phi) - len(tail), bool), ~np.asarray(structure.is_var))
+    return RandomEffects(labels, est, se, wald_interval(est, se, is_var, is_corr, Z975), vcov, phi, edge, V, sigma,
+                         tuple(warnings), tuple(notes), is_var, is_corr, structure)
 
 
 def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> ParameterTable:
@@ -139,26 +151,16 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
     correlation held at ±1 has none.
     """
     z = float(special.ndtri(1 - alpha / 2))
-    is_sd = np.append(cov.variance_mask(blocks), np.ones(re.n_residual, bool))
+    k, is_sd = re.n_residual, re.is_var
     with np.errstate(divide="ignore", invalid="ignore"):
-        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), np.sqrt(re.estimate[-re.n_residual:]))
-        se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(_log_sd_cov(re))))
+        tail = re.estimate[-k:]
+        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), np.where(is_sd[-k:], np.sqrt(tail), tail))
+        se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(re.phi_cov)))
         se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
         lo = np.where(is_sd, est * np.exp(-z * se_phi), np.tanh(np.arctanh(est) - z * se_phi))
         hi = np.where(is_sd, est * np.exp(z * se_phi), np.tanh(np.arctanh(est) + z * se_phi))
     labels = tuple(lab.replace("var(", "sd(", 1).replace("cov(", "corr(", 1) for lab in re.labels)
     return ParameterTable(labels, est, se, np.column_stack([lo, hi]))
-
-
-def _log_sd_cov(re: RandomEffects) -> np.ndarray:
-    """The covariance of φ with each stratum's ln σₛ = ln σ₁ + ln(σₛ/σ₁) in place of its ratio (the metric of
-    the standard deviations)."""
-    k = re.n_residual
-    if k == 1:
-        return re.phi_cov
-    A = np.eye(len(re.phi))
-    A[len(re.phi) - k + 1:, len(re.phi) - k] = 1.0
-    return A @ re.phi_cov @ A.T
 
 
 def intraclass(re: RandomEffects, ks: Sequence[int], shared: Sequence[int], alpha: float = 0.05
@@ -231,7 +233,7 @@ def satterthwaite_df(L: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, sta
     variance-component SEs already use.
     """
     p = L.shape[1]  # the statistics may be padded to a shape bucket (exactly masked: the leading block is Cov(β̂))
-    dC = np.asarray(tracecache.call(cov_beta_jacobian, {"blocks": blocks, "n_strata": re.n_residual},
+    dC = np.asarray(tracecache.call(cov_beta_jacobian, {"blocks": blocks, "structure": re.structure},
                                     jnp.asarray(re.phi), jnp.asarray(re.edge), stats))[:p, :p]
     var = np.einsum("mi,ij,mj->m", L, cov_beta, L)
     g = np.einsum("mi,ijk,mj->mk", L, dC, L)
@@ -320,7 +322,7 @@ class SmallSample:
     beta: np.ndarray
     cov_beta: np.ndarray  # (XᵀV⁻¹X)⁻¹
     re: RandomEffects
-    stats: GroupStats  # with a residual variance per stratum, the strata's (:func:`~jaxhlm.estimate.fit_strata`)
+    stats: GroupStats  # what the residual structure whitens (:func:`~jaxhlm.estimate.fit_residual`)
     blocks: cov.Structure
     kr: KenwardRoger | None = None
 
@@ -347,9 +349,9 @@ def small_sample(method: str, beta: np.ndarray, cov_beta: np.ndarray, re: Random
     variance components have no information matrix."""
     if not np.all(np.isfinite(re.phi_cov)):
         raise JaxhlmError(SMALL_SAMPLE_NEEDS)
-    if method == "kroger" and re.n_residual > 1:
-        raise JaxhlmError("Kenward and Roger's adjustment is computed here for one residual variance; with a residual "
-                          "variance per stratum use dfmethod satterthwaite")
+    if method == "kroger" and re.structure != INDEPENDENT:
+        raise JaxhlmError("Kenward and Roger's adjustment is computed here for independent residuals with one residual variance; "
+                          "with this residual structure use dfmethod satterthwaite")
     kr = kenward_roger(re, cov_beta, stats, blocks) if method == "kroger" else None
     return SmallSample(method, beta, cov_beta, re, stats, blocks, kr)
 

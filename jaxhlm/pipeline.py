@@ -12,14 +12,15 @@ from numpy.typing import ArrayLike
 
 from . import covariance as cov
 from . import tracecache
-from .design import Data, Design, as_frame, build_design, fingerprint, read_columns
+from .design import Data, Design, as_frame, build_design, fingerprint, read_columns, residual_data
 from .errors import DataError
-from .estimate import Fit, fit_stats, fit_strata
+from .estimate import Fit, fit_residual, fit_stats
 from .formula import ModelSpec, parse_formula
-from .infer import ResidualStrata, lr_vs_linear, model_wald, random_effects, small_sample
+from .infer import lr_vs_linear, model_wald, random_effects, small_sample
+from .residual import INDEPENDENT, SerialRows
 from .optimize import RESULTS
 from .results import Convergence, MixedResult
-from .stats import GroupStats, bucket, device_stats, stack_strata
+from .stats import GroupStats, bucket
 
 
 #: Prepared (design, statistics) pairs of recent models, keyed by the model's data-relevant parts and a
@@ -35,6 +36,7 @@ def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
         design = build_design(spec, data)
         return design, design_stats(design)
     key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights, spec.subset, spec.residual_by,
+           spec.ar1_time,
            fingerprint(data, read_columns(spec, data.columns)))
     hit = _PREPARED.get(key)
     if hit is not None:
@@ -53,21 +55,20 @@ def clear_cache() -> None:
     _PREPARED.clear()
 
 
-def design_stats(design: Design, packed: bool = False) -> GroupStats:
+def design_stats(design: Design, packed: bool = False) -> GroupStats | SerialRows:
     """Sufficient statistics of a design, padded to shape buckets so similar models share compiled code
     (with ZtX2 if ``packed``: for batched refits, see :func:`~jaxhlm.stats.packed_products`); with a residual
-    variance per stratum, each stratum's, stacked (what :func:`~jaxhlm.estimate.fit_strata` takes)."""
+    structure beyond σ²I, what it whitens (:func:`~jaxhlm.estimate.fit_residual`): each stratum's statistics,
+    stacked, or the rows in time order."""
     inner = design.stats.inner
     n_groups, n_fixed = bucket(design.n_groups, 8), bucket(len(design.fe_names))
     n_clusters = 0 if inner is None else bucket(len(inner.counts), 8)
-    if design.strata is not None:
-        return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
-    return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)
+    return residual_data(design, n_groups, n_fixed, n_clusters, packed)
 
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
         weights: str | ArrayLike | None = None, freq_weights: str | ArrayLike | None = None,
-        residuals_by: str | None = None) -> MixedResult:
+        residuals_by: str | ArrayLike | None = None, ar1_time: str | ArrayLike | None = None) -> MixedResult:
     """Fit a linear mixed model (two or three levels, or two crossed factors) by ML (default) or REML.
 
     Args:
@@ -94,6 +95,10 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         Rows with a zero weight of either kind are left out (and counted).
       residuals_by: the column (as ``weights``) whose values each get their own residual variance (Stata's ``residuals(independent,
         by(var))``; heteroskedastic level-1 variance): models with one grouping level or two nested ones.
+      ar1_time: the column (as ``weights``) of an integer time: residuals within each group are first-order
+        autoregressive in it, corr(eₛ, eₜ) = ρ^|s−t| (Stata's ``residuals(ar 1, t(var))``, nlme's
+        ``corAR1(form = ~ time | group)``); one observation per time in a group, gaps allowed. Models with one
+        grouping level and unweighted rows.
 
     Example:
       >>> import jaxhlm
@@ -105,8 +110,9 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
     data, weights = _column(data, weights, "(weights)")
     data, freq_weights = _column(data, freq_weights, "(freq_weights)")
     data, residuals_by = _column(data, residuals_by, "(residuals_by)")
-    return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights, residual_by=residuals_by),
-                    data)
+    data, ar1_time = _column(data, ar1_time, "(ar1_time)")
+    return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights, residual_by=residuals_by,
+                                        ar1_time=ar1_time), data)
 
 
 def _column(data: Data, values: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:
@@ -128,14 +134,13 @@ def _column(data: Data, values: str | ArrayLike | None, name: str) -> tuple[Data
 def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     """Fit a parsed :class:`~jaxhlm.formula.ModelSpec` (the entry point every front end shares)."""
     design, stats = prepare(spec, data)
-    residuals = None
-    if design.strata is None:
+    structure, psi = design.residual, None
+    if structure == INDEPENDENT:
         raw = jax.device_get(tracecache.call(fit_stats, {"blocks": design.blocks, "reml": spec.reml}, stats))
     else:
-        both = jax.device_get(tracecache.call(fit_strata, {"blocks": design.blocks, "reml": spec.reml}, stats))
-        raw, by = both.fit, spec.residual_by
-        residuals = ResidualStrata(np.asarray(both.log_ratio),
-                                   tuple(f"var(Residual[{by}={v}])" for v in design.strata_labels))
+        both = jax.device_get(tracecache.call(fit_residual, {"structure": structure, "blocks": design.blocks,
+                                                             "reml": spec.reml}, stats))
+        raw, psi = both.fit, np.asarray(both.psi)
     p = len(design.fe_names)
     # The statistics are those of the rows scaled by √aᵢ (precision weights): their likelihood lacks ½ Σ fᵢ log aᵢ.
     ldw = design.stats.log_weights
@@ -145,12 +150,12 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     sol = raw.solution
     conv = Convergence(RESULTS(int(sol.result)), int(sol.steps), float(np.max(np.abs(sol.grad), initial=0.0)),
                        float(sol.decrement), float(sol.min_eig))
-    re = random_effects(f, stats, design.blocks, design.re_names, spec.reml, residuals)
+    re = random_effects(f, stats, design.blocks, design.re_names, spec.reml, structure, psi, design.residual_labels)
     icpt = design.fe_names.index(design.constant) if design.constant else None
     small = small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats, design.blocks) if spec.dfmethod else None
     return MixedResult(
         spec=spec, design=design, fit=f, random_effects=re, small=small,
         wald=model_wald(f.beta, f.cov_beta, icpt, small),
         lr_linear=lr_vs_linear(float(f.deviance_linear), float(f.deviance), cov.n_cov_params(design.blocks)),
-        convergence=conv, log_ratio=None if residuals is None else residuals.log_ratio,
+        convergence=conv, psi=psi,
     )

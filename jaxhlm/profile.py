@@ -23,8 +23,9 @@ twice, replacing its atanh r and replacing one of its SDs (see :func:`profile_in
 unstructured block of three or more effects is refused: its correlations are not at ±1 one by one, so no
 coordinate of φ holds the boundary.
 
-With a residual variance per stratum (Stata's ``residuals(independent, by())``) each stratum's ln σₛ is a
-coordinate of φ, so that each residual variance is a target of its own.
+With a residual structure beyond σ²I, φ ends with its rows' coordinates (:class:`~jaxhlm.residual.Structure`):
+each stratum's ln σₛ (Stata's ``residuals(independent, by())``), so that each residual variance is a target of its
+own, or AR(1)'s atanh ρ and ln σ.
 
 The likelihood profiled is the ML one, for a REML fit too: the REML criterion changes with the fixed-effects
 design, so it has no profile in β. lme4 profiles a REML fit's ML likelihood as well.
@@ -45,9 +46,10 @@ from scipy import special
 from . import covariance as cov
 from . import tracecache
 from .errors import JaxhlmError
-from .estimate import fit_stats, fit_strata, phi_at, strata_loglik
+from .estimate import fit_residual, fit_stats, phi_at, residual_loglik
 from .infer import singular_blocks
 from .optimize import converged, minimise
+from .residual import INDEPENDENT, Structure
 from .stats import GroupStats, NestedStats
 
 #: Values of the target tried at most per endpoint (each a maximisation over the other parameters).
@@ -87,21 +89,20 @@ class Endpoints(NamedTuple):
 tracecache.register(Targets, Endpoints)
 
 
-def _n_phi(blocks: cov.Structure, n_strata: int = 1) -> int:
-    return sum(b.n_theta for b in blocks) + n_strata
+def _n_re(blocks: cov.Structure) -> int:
+    return sum(b.n_theta for b in blocks)
 
 
-def loglik(psi: Array, stats: GroupStats | NestedStats, blocks: cov.Structure, n_strata: int = 1) -> Array:
-    """The ML log likelihood at ψ = (β, φ) (nothing profiled out). With a residual variance per stratum
-    (``n_strata`` > 1; ``stats`` the strata's, :func:`~jaxhlm.estimate.fit_strata`) φ ends with each stratum's ln σₛ,
-    so that each residual variance is a coordinate."""
-    p = psi.shape[0] - _n_phi(blocks, n_strata)
-    n_re = psi.shape[0] - p - n_strata
+def loglik(psi: Array, data: GroupStats | NestedStats, blocks: cov.Structure, structure: Structure = INDEPENDENT
+           ) -> Array:
+    """The ML log likelihood at ψ = (β, φ) (nothing profiled out); φ ends with the residual structure's
+    coordinates (``data`` what it whitens)."""
+    n_re = _n_re(blocks)
+    p = psi.shape[0] - n_re - len(structure.is_var)
     phi = psi[p:]
     root = cov.root_from_phi(blocks, phi[:n_re], jnp.zeros(n_re))
-    log_sigma = phi[n_re]
-    return strata_loglik(root / jnp.exp(log_sigma), log_sigma, stats, False,
-                         phi[n_re:] - log_sigma if n_strata > 1 else None, beta=psi[:p])
+    log_sigma, rest = structure.split(phi[n_re:])
+    return residual_loglik(root / jnp.exp(log_sigma), log_sigma, data, False, structure, rest, beta=psi[:p])
 
 
 def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:
@@ -116,10 +117,11 @@ def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:
     return out
 
 
-def _coordinate_kinds(blocks: cov.Structure, p: int, n_strata: int = 1) -> np.ndarray:
-    """Per coordinate of ψ: 1 for a ln sd, 2 for an atanh r, 0 otherwise (β, ln σ)."""
+def _coordinate_kinds(blocks: cov.Structure, p: int, structure: Structure = INDEPENDENT) -> np.ndarray:
+    """Per coordinate of ψ: 1 for a random effect's ln sd, 2 for an atanh r (a random-effects correlation, the
+    residuals' ρ), 0 otherwise (β, the residual variances' ln σ)."""
     phi = [1 if is_var else 2 for is_var in cov.variance_mask(blocks)]
-    return np.array([0] * p + phi + [0] * n_strata)
+    return np.array([0] * p + phi + [0 if is_var else 2 for is_var in structure.is_var])
 
 
 class _State(NamedTuple):
@@ -131,26 +133,26 @@ class _State(NamedTuple):
     status: Array
 
 
-@partial(jax.jit, static_argnames=("blocks", "n_strata"))
+@partial(jax.jit, static_argnames=("blocks", "structure"))
 def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | NestedStats,
-              blocks: cov.Structure, n_strata: int = 1) -> Endpoints:
+              blocks: cov.Structure, structure: Structure = INDEPENDENT) -> Endpoints:
     """Solve every target's endpoint (module docstring); ``cut`` = χ²₁(1 − α)/2, ψ̂ the ML estimate.
 
     A Newton step on ζ that leaves the bracket of values known to lie inside and outside the interval is
     replaced by bisection (or, with nothing outside yet, by doubling the distance from the estimate).
     """
-    n, p = psi_hat.shape[0], psi_hat.shape[0] - _n_phi(blocks, n_strata)
-    n_re = n - p - n_strata
-    log_sigma = psi_hat[p + n_re]  # ln σ (the first stratum's): the scale of the SDs' boundary values
-    kinds = jnp.asarray(_coordinate_kinds(blocks, p, n_strata))
+    n_re = _n_re(blocks)
+    n, p = psi_hat.shape[0], psi_hat.shape[0] - n_re - len(structure.is_var)
+    log_sigma = structure.split(psi_hat[p + n_re:])[0]  # ln σ (the first stratum's): the SDs' boundary scale
+    kinds = jnp.asarray(_coordinate_kinds(blocks, p, structure))
     # Coordinates at a singular fit's boundary (see SD_FLOOR): the likelihood is flat along them there, so the
     # Wald covariance is that of the others, and a target on the boundary starts from a point inside.
     on_edge = ((kinds == 1) & (psi_hat < jnp.log(SD_FLOOR) + log_sigma + 1.0)) | (
         (kinds == 2) & (jnp.abs(psi_hat) >= ATANH_EDGE))
     both = on_edge[:, None] | on_edge[None, :]
-    H = jnp.where(both, -jnp.eye(n), jax.hessian(loglik)(psi_hat, stats, blocks, n_strata))
+    H = jnp.where(both, -jnp.eye(n), jax.hessian(loglik)(psi_hat, stats, blocks, structure))
     V = jnp.where(both, 0.0, jnp.linalg.inv(-H))
-    ll_hat = loglik(psi_hat, stats, blocks, n_strata)
+    ll_hat = loglik(psi_hat, stats, blocks, structure)
     z_cut = jnp.sqrt(2.0 * cut)
     no_edge = jnp.zeros(n_re)
     half = jnp.arctanh(0.5)
@@ -183,7 +185,7 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
         def primed(psi: Array) -> Array:
             return psi.at[index].set(g(psi))
 
-        ll = lambda x: loglik(from_primed(x), stats, blocks, n_strata)  # noqa: E731
+        ll = lambda x: loglik(from_primed(x), stats, blocks, structure)  # noqa: E731
         fixed = jnp.arange(n) == index
 
         def profile_at(c: Array, x0: Array) -> tuple[Array, Array, Array]:
@@ -258,24 +260,26 @@ class ProfileIntervals(NamedTuple):
     failed: tuple[str, ...]  # the intervals not found, "label (lower)" etc.
 
 
-def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, theta: np.ndarray, sigma2: float,
+def profile_intervals(data: GroupStats | NestedStats, blocks: cov.Structure, theta: np.ndarray, sigma2: float,
                       beta: np.ndarray, reml: bool, labels: tuple[str, ...], alpha: float,
-                      log_ratio: np.ndarray | None = None) -> ProfileIntervals:
+                      structure: Structure = INDEPENDENT, psi: np.ndarray | None = None) -> ProfileIntervals:
     """Profile intervals of every parameter of a fit (``labels``: fixed effects, then the random-effects table's
-    rows); a REML fit is refitted by ML first (module docstring). With a residual variance per stratum,
-    ``log_ratio`` holds each stratum's ln(σₛ/σ₁) and ``stats`` are the strata's (:func:`~jaxhlm.estimate.fit_strata`)."""
-    n_strata = 1 if log_ratio is None else len(log_ratio)
+    rows); a REML fit is refitted by ML first (module docstring). With a residual ``structure`` beyond σ²I,
+    ``psi`` holds its ψ̂ and ``data`` is what it whitens (:func:`~jaxhlm.estimate.fit_residual`)."""
     if reml:
-        fn = fit_stats if n_strata == 1 else fit_strata
-        ml = jax.device_get(tracecache.call(fn, {"blocks": blocks, "reml": False}, stats))
-        if n_strata > 1:
-            ml, log_ratio = ml.fit, np.asarray(ml.log_ratio)
+        if structure == INDEPENDENT:
+            ml = jax.device_get(tracecache.call(fit_stats, {"blocks": blocks, "reml": False}, data))
+        else:
+            ml = jax.device_get(tracecache.call(fit_residual, {"structure": structure, "blocks": blocks,
+                                                               "reml": False}, data))
+            ml, psi = ml.fit, np.asarray(ml.psi)
         if not bool(converged(ml.solution.result, ml.solution.decrement)):
             raise JaxhlmError("profile-likelihood intervals: the ML refit of this REML model did not converge.")
         theta, sigma2, beta = np.asarray(ml.theta), float(ml.sigma2), np.asarray(ml.beta)
     sigma, phi, edge = phi_at(theta, sigma2, blocks)
-    if n_strata > 1:  # each stratum's ln σₛ a coordinate of its own
-        phi, edge = np.append(phi, phi[-1] + log_ratio[1:]), np.append(edge, np.zeros(n_strata - 1))
+    k = len(structure.is_var)
+    tail = np.asarray(structure.join(jnp.asarray(phi[-1]), jnp.zeros(0) if psi is None else jnp.asarray(psi)))
+    phi, edge = np.append(phi[:-1], tail), np.append(edge[:-1], np.zeros(k))
     for b in singular_blocks(blocks, sigma):
         if b.kind == "unstructured" and b.q >= 3:
             raise JaxhlmError(
@@ -283,12 +287,12 @@ def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, th
                 "singular (rank-deficient) at this" + (" model's ML" if reml else "") + " fit, and its profile "
                 "cannot start from there; use method='bootstrap', or a smaller random-effects structure.")
     # A singular fit's boundary values, just inside (see SD_FLOOR); the profile starts there.
-    phi = np.where(np.isfinite(phi), phi, np.log(SD_FLOOR) + phi[len(phi) - n_strata])
+    phi = np.where(np.isfinite(phi), phi, np.log(SD_FLOOR) + float(structure.split(jnp.asarray(tail))[0]))
     phi = np.where(edge != 0, edge * ATANH_EDGE, phi)
     psi_hat = np.concatenate([beta, phi])
     p, k = len(beta), len(phi)
-    is_var = np.append(cov.variance_mask(blocks), np.ones(n_strata, bool))
-    covs = np.flatnonzero(~is_var)
+    is_var = np.append(cov.variance_mask(blocks), structure.is_var)
+    covs = np.flatnonzero(~cov.variance_mask(blocks))  # the random effects' covariances (not the residuals' ρ)
     # Coordinates (β, then φ), then each covariance twice: replacing its atanh r, and replacing one of its SDs.
     # Either can fail where the other does not: at a fixed covariance the maximum may lie on the edge
     # |c / (sd·sd)| = 1 (a correlation at ±1), where the first parameterisation ends, or at a correlation of the
@@ -300,8 +304,8 @@ def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, th
     targets = Targets(jnp.asarray(both(index)), jnp.asarray(both(row)),
                       jnp.asarray(np.repeat([-1.0, 1.0], len(index))))
     cut = 0.5 * float(special.chdtri(1, alpha))
-    out = jax.device_get(tracecache.call(endpoints, {"blocks": blocks, "n_strata": n_strata}, jnp.asarray(psi_hat),
-                                         jnp.asarray(cut), targets, stats))
+    out = jax.device_get(tracecache.call(endpoints, {"blocks": blocks, "structure": structure},
+                                         jnp.asarray(psi_hat), jnp.asarray(cut), targets, data))
     ends = np.asarray(out.value).reshape(2, -1).T  # (targets, [lower, upper])
     status = np.asarray(out.status).reshape(2, -1).T
     m = len(covs)
@@ -311,7 +315,7 @@ def profile_intervals(stats: GroupStats | NestedStats, blocks: cov.Structure, th
     coord = ends[:p + k]
     phi_ends = coord[p:]
     sd_corr = np.where(is_var[:, None], np.exp(phi_ends), np.tanh(phi_ends))
-    random = np.exp(2.0 * phi_ends)
+    random = np.where(is_var[:, None], np.exp(2.0 * phi_ends), np.tanh(phi_ends))
     random[covs] = cov_ends
     # A coordinate target of a covariance row is its correlation.
     names = list(labels[:p]) + [lab if v else lab.replace("cov(", "corr(", 1) for lab, v in zip(labels[p:], is_var)]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .formula import DFMETHOD_NAMES
 from .infer import sd_corr
+from .residual import AR1
 
 if TYPE_CHECKING:
     from .factor import Coef
@@ -214,14 +215,18 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
             label = re.labels[k].replace("_cons", f"R.{names[level]}") if factor else re.labels[k]
             lines.append(_re_row(label, re.estimate[k], re.se[k], re.ci[k]))
     k = r.random_effects.n_residual
+    tail = range(len(re.labels) - k, len(re.labels))
+    kind = "sd(e)" if re.labels[-1].startswith("sd(") else "var(e)"
     lines.append("-" * 29 + "+" + "-" * 48)
-    if k == 1:
+    if isinstance(r.design.residual, AR1):  # Stata's residuals(ar 1, t()): rho, then the variance
+        lines.append(f"{'Residual: AR(1)':<28} |")
+        lines += [_re_row(label, re.estimate[j], re.se[j], re.ci[j]) for label, j in zip(("rho", kind), tail)]
+    elif k == 1:
         lines.append(_re_row(re.labels[-1], re.estimate[-1], re.se[-1], re.ci[-1]))
     else:  # Stata's residuals(independent, by()): one row per value of the variable
-        kind = "sd(e)" if re.labels[-1].startswith("sd(") else "var(e)"
         lines += [f"{'Residual: Independent,':<28} |", f"{'    by ' + r.spec.residual_by:<28} |"]
         lines += [_re_row(f"{value}: {kind}", re.estimate[j], re.se[j], re.ci[j])
-                  for value, j in zip(r.design.strata_labels, range(len(re.labels) - k, len(re.labels)))]
+                  for value, j in zip(r.design.strata_labels, tail)]
     return lines + [DASH]
 
 

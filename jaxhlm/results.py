@@ -18,17 +18,17 @@ from scipy import special
 from . import covariance as cov
 from . import _config, functional, influence, render
 from .deviance import conditional_modes, level_modes, relative_factor
-from .design import Design
+from .design import Design, residual_data
 from .errors import ComparisonError, JaxhlmError
 from .factor import CONSTANT, FixedTerms
 from .estimate import Fit
 from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
-                    linear_hypothesis, sd_corr, small_sample, variance_decomposition)
+                    linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .estimate import strata_stats
-from .stats import GroupStats, NestedStats, device_stats, group_totals, pair_totals, stack_strata
+from .residual import SerialRows
+from .stats import GroupStats, NestedStats, group_totals, pair_totals
 
 if TYPE_CHECKING:
     from .batch import BatchFit
@@ -76,8 +76,9 @@ class MixedResult:
     lr_linear: ChiTest
     convergence: Convergence
     small: SmallSample | None = None  # the fit's dfmethod, ready to test with
-    #: with a residual variance per stratum (``residuals_by``), each stratum's ln(σₛ/σ₁), in the strata's order
-    log_ratio: np.ndarray | None = None
+    #: with a residual structure beyond σ²I, its parameters ψ̂ (:class:`~jaxhlm.residual.Structure`): each
+    #: stratum's ln(σₛ/σ₁) (``residuals_by``), in the strata's order, or atanh ρ (AR(1) residuals)
+    psi: np.ndarray | None = None
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -173,7 +174,7 @@ class MixedResult:
         _check_alpha(alpha)
         method = _check_method(method)
         if method == "bootstrap":
-            self._one_residual_variance("bootstrap intervals")
+            self.design.require_independent("bootstrap intervals")
         if method == "profile":
             pi = self._profile(alpha)
             return pd.DataFrame(np.concatenate([pi.fixed, pi.random]), columns=["lower", "upper"],
@@ -185,12 +186,9 @@ class MixedResult:
         z = float(special.ndtri(1 - alpha / 2))
         fixed = coefficient_table(np.asarray(self.fit.beta), self._vcov_beta, alpha, self.ddf)
         re = self.random_effects
-        is_var = np.append(cov.variance_mask(self.design.blocks), np.ones(re.n_residual, bool))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lo = np.where(is_var, re.estimate * np.exp(-z * re.se / re.estimate), re.estimate - z * re.se)
-            hi = np.where(is_var, re.estimate * np.exp(z * re.se / re.estimate), re.estimate + z * re.se)
-        return pd.DataFrame({"lower": np.concatenate([fixed[:, 4], lo]),
-                             "upper": np.concatenate([fixed[:, 5], hi])}, index=self.params.index)
+        ci = wald_interval(re.estimate, re.se, re.is_var, re.is_corr, z)
+        return pd.DataFrame({"lower": np.concatenate([fixed[:, 4], ci[:, 0]]),
+                             "upper": np.concatenate([fixed[:, 5], ci[:, 1]])}, index=self.params.index)
 
     # ---- variance components --------------------------------------------------------------------
     @property
@@ -207,7 +205,7 @@ class MixedResult:
         t = sd_corr(self.random_effects, self.design.blocks, alpha)
         method = _check_method(method)
         if method == "bootstrap":
-            self._one_residual_variance("bootstrap intervals")
+            self.design.require_independent("bootstrap intervals")
         ci = (self._profile(alpha).sd_corr if method == "profile"
               else _percentiles(self._bootstrap(B, seed).sd_corr, alpha) if method == "bootstrap" else t.ci)
         return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": ci[:, 0],
@@ -239,10 +237,9 @@ class MixedResult:
     def _profile(self, alpha: float) -> ProfileIntervals:
         """The profile intervals at ``alpha`` (solved once per result and level)."""
         if alpha not in self._profiles:
-            strata = self.log_ratio is not None
             self._profiles[alpha] = profile_intervals(
-                self._strata if strata else self._stats, self.design.blocks, self.theta, self.scale,
-                np.asarray(self.fit.beta), self.reml, tuple(self.params.index), alpha, self.log_ratio)
+                self._data, self.design.blocks, self.theta, self.scale, np.asarray(self.fit.beta), self.reml,
+                tuple(self.params.index), alpha, self.design.residual, self.psi)
         pi = self._profiles[alpha]
         if pi.failed:
             warnings.warn("profile-likelihood interval not found (reported as NaN): " + ", ".join(pi.failed),
@@ -251,22 +248,18 @@ class MixedResult:
 
     @property
     def scale(self) -> float:
-        """σ², the residual variance (with a residual variance per stratum, the first stratum's)."""
+        """σ², the residual variance (with a residual variance per stratum, the first stratum's; with AR(1)
+        residuals, every row's)."""
         return float(self.fit.sigma2)
 
     def residual_variance(self, data: pd.DataFrame) -> np.ndarray | float:
         """The residual variance of each row of ``data``: σ², or with a residual variance per stratum, that of the
         row's value of the ``residuals_by`` variable (NaN for a value the fit has not seen)."""
-        if self.log_ratio is None:
+        if self.design.strata is None:
             return self.scale
-        by = dict(zip(self.design.strata_labels, self.scale * np.exp(2.0 * self.log_ratio)))
+        log_ratio = np.append(0.0, self.psi)
+        by = dict(zip(self.design.strata_labels, self.scale * np.exp(2.0 * log_ratio)))
         return data[self.spec.residual_by].map(by).to_numpy(dtype=float)
-
-    def _one_residual_variance(self, what: str) -> None:
-        """Refuse ``what`` for a fit with a residual variance per stratum, which it does not handle."""
-        if self.log_ratio is not None:
-            raise JaxhlmError(f"{what} are not available for a model with a residual variance per stratum "
-                              f"(residuals by {self.spec.residual_by}); refit it without residuals_by to get them")
 
     @property
     def theta(self) -> np.ndarray:
@@ -278,17 +271,17 @@ class MixedResult:
     def _stats(self) -> GroupStats | NestedStats:
         """The fit's statistics in their exact shapes (no padded groups, clusters or columns), for the
         computations done after the fit."""
-        d = self.design
-        if d.strata is not None:  # the rows whitened by their strata's residual scales: σ₁² on every row
-            return strata_stats(self._strata, jnp.asarray(self.log_ratio))
-        return device_stats(d.stats, d.n_groups, len(d.fe_names))
+        if self.psi is None:
+            return self._data
+        # the rows whitened at ψ̂: residual covariance σ²I
+        return self.design.residual.whiten(self._data, jnp.asarray(self.psi))[0]
 
     @cached_property
-    def _strata(self) -> GroupStats | NestedStats:
-        """With a residual variance per stratum, each stratum's statistics in their exact shapes, stacked."""
+    def _data(self) -> GroupStats | NestedStats | SerialRows:
+        """What the fit's residual structure whitens (its statistics for σ²I), in their exact shapes."""
         d = self.design
         inner = d.stats.inner
-        return stack_strata(d.strata, d.n_groups, len(d.fe_names), 0 if inner is None else len(inner.counts))
+        return residual_data(d, d.n_groups, len(d.fe_names), 0 if inner is None else len(inner.counts))
 
     @cached_property
     def _modes(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -375,7 +368,7 @@ class MixedResult:
         fits whatever the number of groups); ``exact=True`` refits the model without each group (batched). On the
         HSB models the one-step values are within a few percent of the refits (README, "Influence").
         """
-        self._one_residual_variance("influence statistics")
+        self.design.require_independent("influence statistics")
         _config.relieve_map_pressure()
         d = self.design
         rows = d.rows()
@@ -457,7 +450,7 @@ class MixedResult:
         var class) / total, labelled ``class|school`` as Stata labels it. Two crossed factors have one row each:
         two responses of one subject (on different items), var subject / total, and of one item.
         """
-        self._one_residual_variance("intraclass correlations")
+        self.design.require_independent("intraclass correlations")
         d = self.design
         per_level = d.level_effects
         for name, effects in zip(d.level_names, per_level):
@@ -490,7 +483,7 @@ class MixedResult:
         they are made of (``var_fixed``, ``var_random``, ``var_residual``); random slopes as Johnson (2014), as R's
         ``performance::r2_nakagawa`` computes them (:func:`~jaxhlm.infer.variance_decomposition`). Needs the
         fitted data in memory; rows with frequency weights count that many times."""
-        self._one_residual_variance("R² (which needs one residual variance)")
+        self.design.require_independent("R² (which needs one residual variance)")
         rows = self.design.rows()
         if rows.weights is not None:
             raise JaxhlmError("R² needs one residual variance for every row; with precision weights (weights=) row "
@@ -590,10 +583,8 @@ class MixedResult:
         """Tests by ``method``: the fit's own when it was fitted with it, else set up now."""
         if self.small is not None and self.small.method == method:
             return self.small
-        d = self.design
-        stats = self._stats if d.strata is None else self._strata
         return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
-                            stats, d.blocks)
+                            self._data, self.design.blocks)
 
     def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None) -> "LinearCombination":
         """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``

@@ -240,7 +240,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if len(equations) < 2:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
-    settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None}
+    settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None, "ar1_time": None}
     fixed_text, *rest = split_top(equations[0], ",")
     fixed_opts = ",".join(rest)
     fixed_text, fweight = _weight_clause(fixed_text, cols)
@@ -296,7 +296,10 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed,
                      freq_weights=fweight, subset=subset, display=Display(**settings["display"]),
                      residual_by=None if settings["residual_by"] is None
-                     else cols.one(settings["residual_by"], "residuals(independent, by())"), all_factors=tuple(crossed))
+                     else cols.one(settings["residual_by"], "residuals(independent, by())"),
+                     ar1_time=None if settings["ar1_time"] is None else cols.one(settings["ar1_time"],
+                                                                                 "residuals(ar 1, t())"),
+                     all_factors=tuple(crossed))
 
 
 def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
@@ -375,18 +378,28 @@ def confidence_level(arg: str) -> float:
     return level
 
 
-def _residuals(arg: str) -> str | None:
-    """The variable of ``residuals(independent, by(varname))`` (as written; resolved against the data later), or
-    None for ``residuals(independent)``, the default."""
-    parts = options(arg.replace(",", " "))
-    kind = parts[0][0] if parts and parts[0][1] is None else ""
-    by = [a for n, a in parts[1:] if abbreviates(n, "by", 2) and a]
-    if abbreviates(kind, "independent", 3) and len(parts) == 1:
-        return None
-    if not abbreviates(kind, "independent", 3) or len(by) != 1 or len(parts) != 2 or len(by[0].split()) != 1:
-        raise FormulaError(f"residuals({arg}) is not available; jaxhlm fits residuals(independent, by(varname)), a "
-                           "residual variance for each value of varname (plain independent residuals are the default)")
-    return by[0].strip()
+def _residuals(arg: str) -> tuple[str | None, str | None]:
+    """(by, t): the variables of ``residuals(independent, by(varname))`` or ``residuals(ar 1, t(varname))`` (as
+    written; resolved against the data later); (None, None) for ``residuals(independent)``, the default."""
+    kind, _, rest = arg.partition(",")
+    words, parts = kind.split(), options(rest)
+    by = [a.strip() for n, a in parts if abbreviates(n, "by", 2) and a]
+    t = [a.strip() for n, a in parts if n == "t" and a]
+    single = all(len(v.split()) == 1 for v in by + t) and len(by) + len(t) == len(parts)
+    if words and abbreviates(words[0], "independent", 3) and len(words) == 1 and single and not t and len(by) <= 1:
+        return (by[0] if by else None), None
+    if words and words[0] == "ar":
+        if words[1:] not in ([], ["1"]):
+            raise FormulaError(f"residuals({arg}) is not available; jaxhlm fits first-order autoregressive residuals, "
+                               "residuals(ar 1, t(varname))")
+        if single and len(t) == 1 and not by:
+            return None, t[0]
+        raise FormulaError(f"residuals({arg}) is not available; AR(1) residuals need the time variable and take no "
+                           "other option: residuals(ar 1, t(varname))")
+    raise FormulaError(f"residuals({arg}) is not available; jaxhlm fits residuals(independent, by(varname)), a "
+                       "residual variance for each value of varname, and residuals(ar 1, t(varname)), "
+                       "first-order autoregressive residuals over an integer time within groups (plain independent "
+                       "residuals are the default)")
 
 
 def _global_option(name: str, arg: str | None, settings: dict) -> None:
@@ -401,7 +414,7 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
         settings["display"][_OMIT[name]] = False
         return
     if arg is not None and abbreviates(name, "residuals", 3):
-        settings["residual_by"] = _residuals(arg)
+        settings["residual_by"], settings["ar1_time"] = _residuals(arg)
         return
     if arg is not None and abbreviates(name, "dfmethod", 3):
         word = arg.strip().lower()
@@ -419,7 +432,7 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
             return
     shown = name + (f"({arg})" if arg is not None else "")
     raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
-                       "residuals(independent, by(varname)), "
+                       "residuals(independent, by(varname)), residuals(ar 1, t(varname)), "
                        "nolog, level(#), variance, stddeviations, noheader, nogroup, nofetable, noretable, nolrtest, "
                        "and per equation covariance(identity|independent|exchangeable|unstructured) and noconstant")
 

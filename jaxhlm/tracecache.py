@@ -23,8 +23,9 @@ import jax.numpy as jnp
 from jax import export
 
 from . import _config
-from .estimate import Fit, KRParts, REInformation, StrataFit
+from .estimate import Fit, KRParts, REInformation, ResidualFit
 from .optimize import Solution
+from .residual import SerialRows
 from .stats import CrossedStats, GroupedData, GroupStats, NestedStats
 
 
@@ -34,7 +35,8 @@ def register(*types: type) -> None:
         export.register_namedtuple_serialization(t, serialized_name=f"jaxhlm.{t.__name__}")
 
 
-register(Fit, KRParts, REInformation, StrataFit, Solution, GroupedData, GroupStats, NestedStats, CrossedStats)
+register(Fit, KRParts, REInformation, ResidualFit, Solution, GroupedData, GroupStats, NestedStats, CrossedStats,
+         SerialRows)
 
 _PROGRAMS: dict[str, Callable[..., Any]] = {}
 

@@ -73,12 +73,12 @@ def test_matches_nlme(fits, name):
 
 def _dense(hsb: pd.DataFrame, phi: np.ndarray) -> tuple[float, np.ndarray]:
     """The ML log likelihood (β by GLS) and (XᵀV⁻¹X)⁻¹ of ``mathach ~ ses + sector + (1 | id)`` with a residual
-    variance per sector at φ = (ln sd, ln σ₁, ln σ₂/σ₁), written with each school's V = σ_b²11ᵀ + diag(σₛ²), rows and
+    variance per sector at φ = (ln sd, ln σ₁, ln σ₂), written with each school's V = σ_b²11ᵀ + diag(σₛ²), rows and
     all: no sufficient statistics, no autodiff."""
     X = np.column_stack([np.ones(len(hsb)), hsb["ses"], hsb["sector"]])
     y, sector = hsb["mathach"].to_numpy(), hsb["sector"].to_numpy()
     schools = [np.flatnonzero(hsb["id"].to_numpy() == g) for g in np.unique(hsb["id"])]
-    s2 = np.exp(2 * phi[1]) * np.where(sector == 1, np.exp(2 * phi[2]), 1.0)
+    s2 = np.exp(2 * np.where(sector == 1, phi[2], phi[1]))
     V = [np.exp(2 * phi[0]) + np.diag(s2[i]) for i in schools]
     inverses = [np.linalg.inv(v) for v in V]
     A = sum(X[i].T @ Vi @ X[i] for i, Vi in zip(schools, inverses))
@@ -125,13 +125,12 @@ def test_profile_intervals_end_where_the_dense_profile_crosses_the_cut(fits):
     hsb = jaxhlm.datasets.hsb()
     m = fits["hsb_intercept_ml"]
     ci = m.conf_int(method="profile")
-    lsd, ls1, lr = m.random_effects.phi
+    lsd, ls1, ls2 = m.random_effects.phi
     ll_hat = _dense(hsb, m.random_effects.phi)[0]
     for label, side, to_phi, x0 in [
-        ("var(_cons)", "lower", lambda x, c: [0.5 * np.log(c), x[0], x[1]], [ls1, lr]),
-        ("var(Residual[sector=0])", "lower", lambda x, c: [x[0], 0.5 * np.log(c), x[1] - 0.5 * np.log(c)],
-         [lsd, ls1 + lr]),
-        ("var(Residual[sector=1])", "upper", lambda x, c: [x[0], x[1], 0.5 * np.log(c) - x[1]], [lsd, ls1]),
+        ("var(_cons)", "lower", lambda x, c: [0.5 * np.log(c), x[0], x[1]], [ls1, ls2]),
+        ("var(Residual[sector=0])", "lower", lambda x, c: [x[0], 0.5 * np.log(c), x[1]], [lsd, ls2]),
+        ("var(Residual[sector=1])", "upper", lambda x, c: [x[0], x[1], 0.5 * np.log(c)], [lsd, ls1]),
     ]:
         c = ci.loc[label, side]
         best = optimize.minimize(lambda x: -_dense(hsb, np.array(to_phi(x, c)))[0], x0, method="Nelder-Mead",

@@ -1,0 +1,158 @@
+"""Residual covariance structures: σ²C(ψ) in place of σ²I, each in one form the deviance already takes.
+
+With C = LLᵀ, the rows L⁻¹[Z X y] have residual covariance σ²I: an ordinary linear mixed model, whose sufficient
+statistics :mod:`jaxhlm.deviance` takes as they are. Its likelihood differs from the original's only by the
+log-determinant log|C| the whitening takes away (ML and REML alike: XᵀV⁻¹X is unchanged). So a structure is
+a function ψ ↦ (statistics of the whitened rows, log|C|), and fitting one is minimising the profiled deviance
+over (θ, ψ) together (:func:`jaxhlm.estimate.fit_residual`).
+
+Each structure also fixes how its parameters are reported: rows in Stata's order whose coordinates are ln sd
+(a variance) or atanh r (a correlation), the metric where the information matrix is taken and where profile
+intervals move (:meth:`Structure.join`, :meth:`Structure.split`).
+
+- :class:`Independent`: C = I, the default.
+- :class:`Strata`: a variance per stratum (Stata's ``residuals(independent, by(var))``): C is diagonal, so the
+  whitening only reweights each stratum's statistics (:func:`~jaxhlm.stats.combine`) and costs O(groups).
+- :class:`AR1`: first-order autoregressive residuals within each group over an integer time (Stata's
+  ``residuals(ar 1, t(var))``): corr(eₛ, eₜ) = ρ^|s−t|, gaps in time included. The process is Markov, so L⁻¹ is
+  the Prais–Winsten transform, each row less ρ^gap times the group's previous row, scaled by 1/√(1 − ρ^2gap):
+  O(rows) per evaluation, no per-group matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from .stats import GroupStats, combine
+
+
+class SerialRows(NamedTuple):
+    """A model's rows in time order within each group (a pytree; what :class:`AR1` whitens).
+
+    X (N, p), Z (N, q), y (N,); group (N,) each row's group code; gap (N,) the time since the group's previous
+    row (a positive integer; 0 on a group's first row); group_weights (m,) ones, one per group, padding included
+    (its length is the number of groups the statistics have).
+    """
+
+    X: Array
+    Z: Array
+    y: Array
+    group: Array
+    gap: Array
+    group_weights: Array
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A residual covariance structure (static: hashable, so jitted functions take it as a static argument)."""
+
+    @property
+    def is_var(self) -> tuple[bool, ...]:
+        """Per reported row: a variance (coordinate ln sd) or a correlation (coordinate atanh r)."""
+        return (True,)
+
+    @property
+    def n_params(self) -> int:
+        """The length of ψ, the parameters beyond σ."""
+        return len(self.is_var) - 1
+
+    def split(self, u: Array) -> tuple[Array, Array]:
+        """(ln σ, ψ) from the reported rows' coordinates u."""
+        return u[0], u[1:]
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        """The reported rows' coordinates from (ln σ, ψ): the inverse of :meth:`split`."""
+        return jnp.concatenate([jnp.reshape(log_sigma, (1,)), psi])
+
+    def values(self, u: Array) -> Array:
+        """The reported rows' values at coordinates u: variances exp(2u), correlations tanh(u)."""
+        return jnp.where(jnp.asarray(self.is_var), jnp.exp(2.0 * u), jnp.tanh(u))
+
+    def whiten(self, data: GroupStats, psi: Array) -> tuple[GroupStats, Array]:
+        """The statistics of the whitened rows, and log|C|."""
+        return data, jnp.zeros(())
+
+
+@dataclass(frozen=True)
+class Independent(Structure):
+    """σ²I: the data are the model's statistics themselves."""
+
+
+@dataclass(frozen=True)
+class Strata(Structure):
+    """A residual variance per stratum: σ²C with C = diag((σₛ/σ₁)²) over the strata's rows; ψ = ln(σₛ/σ₁) for
+    s = 2…S; data are the strata's statistics stacked on a leading axis (:func:`~jaxhlm.stats.stack_strata`).
+    Each stratum's ln σₛ is a coordinate of its own."""
+
+    n_strata: int
+
+    @property
+    def is_var(self) -> tuple[bool, ...]:
+        return (True,) * self.n_strata
+
+    def split(self, u: Array) -> tuple[Array, Array]:
+        return u[0], u[1:] - u[0]
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        return jnp.concatenate([jnp.reshape(log_sigma, (1,)), log_sigma + psi])
+
+    def whiten(self, data: GroupStats, psi: Array) -> tuple[GroupStats, Array]:
+        log_ratio = jnp.concatenate([jnp.zeros(1), psi])
+        return combine(data, jnp.exp(-2.0 * log_ratio)), 2.0 * jnp.sum(data.n * log_ratio)
+
+
+@dataclass(frozen=True)
+class AR1(Structure):
+    """First-order autoregressive residuals within groups: ψ = atanh ρ; data are :class:`SerialRows`. Reported as
+    Stata reports them: ρ, then var(e) = σ²."""
+
+    @property
+    def is_var(self) -> tuple[bool, ...]:
+        return (False, True)
+
+    def split(self, u: Array) -> tuple[Array, Array]:
+        return u[1], u[:1]
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        return jnp.concatenate([psi, jnp.reshape(log_sigma, (1,))])
+
+    def whiten(self, data: SerialRows, psi: Array) -> tuple[GroupStats, Array]:
+        rho = jnp.tanh(psi[0])
+        first = data.gap == 0
+        a = jnp.where(first, 0.0, _power(rho, data.gap))
+        one_less = 1.0 - a * a
+        rows = jnp.column_stack([data.Z, data.X, data.y])
+        previous = jnp.concatenate([jnp.zeros_like(rows[:1]), rows[:-1]])
+        white = (rows - a[:, None] * previous) / jnp.sqrt(one_less)[:, None]
+        q, p = data.Z.shape[1], data.X.shape[1]
+        Z, X, y = white[:, :q], white[:, q:q + p], white[:, -1]
+        m = data.group_weights.shape[0]
+
+        def per_group(a_: Array, b_: Array) -> Array:
+            return jax.ops.segment_sum(a_[:, :, None] * b_[:, None, :], data.group, m)
+
+        stats = GroupStats(
+            ZtZ=per_group(Z, Z), ZtX=per_group(Z, X), ZtX2=jnp.zeros((m, 0, 0)),
+            Zty=jax.ops.segment_sum(Z * y[:, None], data.group, m),
+            XtX=X.T @ X, Xty=X.T @ y, yty=y @ y, n=jnp.asarray(y.shape[0], jnp.float64),
+            p=jnp.asarray(p, jnp.float64), group_weights=data.group_weights,
+        )
+        return stats, jnp.sum(jnp.log(one_less))
+
+
+def _power(x: Array, n: Array) -> Array:
+    """xⁿ for integer n ≥ 0 (n < 2³¹) by binary powers: a polynomial in x, so every derivative is finite at x = 0,
+    where lax.pow's second derivative is 0·x⁻¹ = NaN."""
+    out, square = jnp.ones(n.shape), x
+    for bit in range(31):
+        out = out * jnp.where((n >> bit) & 1 == 1, square, 1.0)
+        square = square * square
+    return out
+
+
+INDEPENDENT = Independent()
