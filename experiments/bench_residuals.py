@@ -1,5 +1,8 @@
-"""Side-by-side benchmark of a residual variance per stratum (Stata's ``residuals(independent, by())``): jaxhlm
-vs nlme's ``lme(..., weights = varIdent(form = ~ 1 | var))``, in one run on one machine.
+"""Side-by-side benchmark of residual structures, jaxhlm vs nlme's ``lme`` in one run on one machine: a residual
+variance per stratum (Stata's ``residuals(independent, by())``; nlme's ``weights = varIdent(form = ~ 1 | var)``)
+on HSB, and AR(1) residuals within groups (Stata's ``residuals(ar 1, t())``; nlme's
+``correlation = corAR1(form = ~ time | id)``) on tests/fixtures/ar1.csv (80 subjects, 643 rows) and on a larger
+panel simulated here (seeded; 2,000 subjects at times 0..9, a fifth missing, 16,000 rows).
 
 For each model: the log likelihood reached and the warm wall time of one complete fit from a formula and a
 DataFrame (median of repeats after a first untimed fit; jaxhlm with its prepared-design cache cleared, so the
@@ -24,41 +27,71 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
 import jaxhlm  # noqa: E402
 from jaxhlm.pipeline import clear_cache  # noqa: E402
 
-#: name: (fixed part, random part, the stratum variable, REML)
+#: name: (data set, fixed part, random part, jaxhlm's residual option, nlme's residual argument, REML)
 MODELS = {
-    "intercept by sector, ML": ("mathach ~ ses + sector", "1", "sector", False),
-    "slope by female, ML": ("mathach ~ ses * sector", "1 + ses", "female", False),
-    "slope by female, REML": ("mathach ~ ses * sector", "1 + ses", "female", True),
+    "intercept by sector, ML": ("hsb", "mathach ~ ses + sector", "1", {"residuals_by": "sector"},
+                                "weights = varIdent(form = ~ 1 | sector)", False),
+    "slope by female, ML": ("hsb", "mathach ~ ses * sector", "1 + ses", {"residuals_by": "female"},
+                            "weights = varIdent(form = ~ 1 | female)", False),
+    "slope by female, REML": ("hsb", "mathach ~ ses * sector", "1 + ses", {"residuals_by": "female"},
+                              "weights = varIdent(form = ~ 1 | female)", True),
+    "AR(1) intercept, ML": ("ar1", "y ~ time + x", "1", {"ar1_time": "time"},
+                            "correlation = corAR1(form = ~ time | id)", False),
+    "AR(1) slope, REML": ("ar1", "y ~ time + x", "1 + time", {"ar1_time": "time"},
+                          "correlation = corAR1(form = ~ time | id)", True),
+    "AR(1) slope, REML, 16k": ("panel", "y ~ time + x", "1 + time", {"ar1_time": "time"},
+                               "correlation = corAR1(form = ~ time | id)", True),
 }
+
+
+def panel(n: int = 2000, seed: int = 1) -> pd.DataFrame:
+    """Subjects at times 0..9 (a fifth of the times missing): a random intercept and slope, AR(1) residuals."""
+    rng = np.random.default_rng(seed)
+    t = np.tile(np.arange(10), n)
+    ids = np.repeat(np.arange(n), 10)
+    e = np.zeros(n * 10)
+    shocks = rng.normal(0, 1.5 * np.sqrt(0.75), n * 10)
+    for k in range(n * 10):
+        e[k] = shocks[k] + (0.5 * e[k - 1] if t[k] else rng.normal(0, 1.5) - shocks[k])
+    u0, u1, x = rng.normal(0, 2, n)[ids], rng.normal(0, 0.4, n)[ids], rng.normal(size=n * 10)
+    d = pd.DataFrame({"id": ids, "time": t, "x": x, "y": 10 + 0.5 * t + x + u0 + u1 * t + e})
+    return d[rng.random(n * 10) > 0.2].reset_index(drop=True)
+
+
+DATA = {"hsb": jaxhlm.datasets.hsb, "ar1": lambda: pd.read_csv(ROOT / "tests" / "fixtures" / "ar1.csv"),
+        "panel": panel}
 
 R_SCRIPT = r"""
 suppressMessages(library(nlme))
-d <- read.csv("{csv}")
 reps <- {repeats}
-fit <- function(fixed, random, by, method, opt) lme(as.formula(fixed), random = as.formula(random), data = d,
-  weights = varIdent(form = as.formula(paste("~ 1 |", by))), method = method,
-  control = lmeControl(opt = opt, maxIter = 200, msMaxIter = 500))
+fit <- function(d, fixed, random, residual, method, opt) eval(parse(text = paste0(
+  "lme(", fixed, ", random = ~ ", random, " | id, data = d, method = method, ", residual,
+  ", control = lmeControl(opt = opt, maxIter = 200, msMaxIter = 500))")))
 models <- list({models})
 for (nm in names(models)) for (opt in c("nlminb", "optim")) {{
   a <- models[[nm]]
-  m <- tryCatch(fit(a[1], a[2], a[3], a[4], opt), error = function(e) NULL)
+  d <- read.csv(a[1])
+  m <- tryCatch(fit(d, a[2], a[3], a[4], a[5], opt), error = function(e) NULL)
   if (is.null(m)) {{ cat(sprintf("%s|%s|NA|NA\n", nm, opt)); next }}
   ts <- numeric(reps)
-  for (i in seq_len(reps)) ts[i] <- system.time(m <- fit(a[1], a[2], a[3], a[4], opt))[["elapsed"]]
+  for (i in seq_len(reps)) ts[i] <- system.time(m <- fit(d, a[2], a[3], a[4], a[5], opt))[["elapsed"]]
   cat(sprintf("%s|%s|%.9f|%.6f\n", nm, opt, as.numeric(logLik(m)), median(ts)))
 }}
 """
 
 
-def bench_jaxhlm(df, repeats: int) -> dict[str, tuple[float, float]]:
+def bench_jaxhlm(data: dict[str, pd.DataFrame], repeats: int) -> dict[str, tuple[float, float]]:
     out = {}
-    for name, (fixed, random, by, reml) in MODELS.items():
-        def fit(fixed=fixed, random=random, by=by, reml=reml):
+    for name, (which, fixed, random, option, _, reml) in MODELS.items():
+        def fit(df=data[which], fixed=fixed, random=random, option=option, reml=reml):
             clear_cache()
-            return jaxhlm.fit(f"{fixed} + ({random} | id)", df, reml=reml, residuals_by=by)
+            return jaxhlm.fit(f"{fixed} + ({random} | id)", df, reml=reml, **option)
 
         r = fit()  # compilation
         times = []
@@ -70,16 +103,16 @@ def bench_jaxhlm(df, repeats: int) -> dict[str, tuple[float, float]]:
     return out
 
 
-def bench_nlme(df, repeats: int) -> dict[tuple[str, str], tuple[float, float]]:
+def bench_nlme(data: dict[str, pd.DataFrame], repeats: int) -> dict[tuple[str, str], tuple[float, float]]:
     if shutil.which("Rscript") is None:
         raise RuntimeError("Rscript not found")
     with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "hsb.csv"
-        df.to_csv(csv, index=False)
-        models = ", ".join(f'"{k}" = c("{f}", "~ {r} | id", "{b}", "{"REML" if reml else "ML"}")'
-                           for k, (f, r, b, reml) in MODELS.items())
+        for which, df in data.items():
+            df.to_csv(Path(tmp) / f"{which}.csv", index=False)
+        models = ", ".join(f'"{k}" = c("{Path(tmp) / (w + ".csv")}", "{f}", "{r}", "{res}", '
+                           f'"{"REML" if reml else "ML"}")' for k, (w, f, r, _, res, reml) in MODELS.items())
         script = Path(tmp) / "bench.R"
-        script.write_text(R_SCRIPT.format(csv=csv, repeats=repeats, models=models))
+        script.write_text(R_SCRIPT.format(repeats=repeats, models=models))
         out = subprocess.run(["Rscript", str(script)], capture_output=True, text=True, check=True).stdout
     res = {}
     for line in out.splitlines():
@@ -92,20 +125,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    df = jaxhlm.datasets.hsb()
-    ours = bench_jaxhlm(df, args.repeats)
+    data = {k: load() for k, load in DATA.items()}
+    ours = bench_jaxhlm(data, args.repeats)
     try:
-        theirs = bench_nlme(df, args.repeats)
+        theirs = bench_nlme(data, args.repeats)
     except Exception as exc:  # without R the comparison is not possible; say so
         print(f"[nlme skipped: {type(exc).__name__}: {exc}]")
         theirs = {}
-    print(f"\nResidual variance per stratum, HSB (n = 7,185, 160 schools); warm fit, median of {args.repeats}; "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'model':<24}{'jaxhlm ms':>10}{'jaxhlm LL':>16}   {'nlme opt':<8}{'nlme ms':>9}{'ratio':>8}{'LL gap':>11}")
+    print(f"\nResidual structures: by stratum on HSB (n = 7,185, 160 schools), AR(1) on panels; warm fit, median of "
+          f"{args.repeats}; {os.cpu_count()} CPUs")
+    print(f"{'model':<26}{'jaxhlm ms':>10}{'jaxhlm LL':>16}   {'nlme opt':<8}{'nlme ms':>9}{'ratio':>8}{'LL gap':>11}")
     for name, (ll, t) in ours.items():
         for opt in ("nlminb", "optim"):
             ll2, t2 = theirs.get((name, opt), (float("nan"), float("nan")))
-            print(f"{name:<24}{t * 1e3:>10.1f}{ll:>16.6f}   {opt:<8}{t2 * 1e3:>9.1f}{t2 / t:>7.1f}x{ll - ll2:>+11.2e}")
+            print(f"{name:<26}{t * 1e3:>10.1f}{ll:>16.6f}   {opt:<8}{t2 * 1e3:>9.1f}{t2 / t:>7.1f}x{ll - ll2:>+11.2e}")
     print("\nratio: nlme time / jaxhlm time; LL gap: jaxhlm LL - nlme LL (NaN: nlme failed)")
 
 

@@ -3,6 +3,7 @@
 ``fit_stats(stats, blocks, reml)`` runs EM warm-up and projected Newton on θ (tiny variances snapped to
 exactly 0), then evaluates β̂, σ̂², Cov(β̂) and the deviance of the linear model (θ = 0) at the same
 statistics. It is the array-level entry point that :func:`jaxhlm.fit` wraps and that batched refits vmap over.
+``fit_residual`` does the same over (θ, ψ) for a residual covariance structure beyond σ²I (:mod:`jaxhlm.residual`).
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ def _at_optimum_jvp(reml: bool, primals: tuple, tangents: tuple) -> tuple[Array,
 class REInformation(NamedTuple):
     """Observed information of the variance parameters in Stata's metric, and the delta-method Jacobian."""
 
-    hessian: Array  # ∂²ℓ/∂φ∂φᵀ of the β-profiled log likelihood, φ = (ln sd…, atanh r…, ln σ)
-    values: Array  # reported estimates: the blocks' var/cov entries, then var(Residual)
+    hessian: Array  # ∂²ℓ/∂φ∂φᵀ of the β-profiled log likelihood, φ = (ln sd…, atanh r…, the residual rows')
+    values: Array  # reported estimates: the blocks' var/cov entries, then the residual structure's rows
     jacobian: Array  # ∂values/∂φ
 
 

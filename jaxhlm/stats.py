@@ -495,7 +495,7 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
 def stack_strata(hosts: Sequence[HostStats], n_groups: int, n_fixed: int, n_clusters: int = 0
                  ) -> GroupStats | NestedStats:
     """Each residual stratum's :func:`device_stats` (padded alike), stacked on a leading stratum axis: what
-    :func:`combine` and :func:`jaxhlm.estimate.fit_strata` take."""
+    :func:`combine` and :class:`jaxhlm.residual.Strata` take."""
     parts = [device_stats(h, n_groups, n_fixed, n_clusters=n_clusters) for h in hosts]
     return jax.tree.map(lambda *x: jnp.stack(x), *parts)
 
