@@ -37,7 +37,7 @@ from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
 from .residual import AR1, INDEPENDENT, SerialRows, Strata, Structure
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
-                    pad_host, row_scale, stack_strata, total)
+                    pad_host, pad_rows, row_scale, stack_strata, total)
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -822,7 +822,8 @@ def _serial_rows(rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray
     if np.any(~first & (gap == 0)):
         raise DataError(f"the time variable {time!r} repeats a value within a {group} group; AR(1) residuals need "
                         "one observation per time in each group")
-    return SerialRows(X[order][:, kept], Z[order], y[order], g, gap, np.ones(n_groups))
+    slabs = [pad_rows(a, g, n_groups) for a in (X[order][:, kept], Z[order], y[order], gap)]
+    return SerialRows(*slabs[:3], slabs[3].astype(np.int64), np.asarray(float(len(y))), np.ones(n_groups))
 
 
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
@@ -897,7 +898,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     if reduced.serial is not None:
         serial = _serial_rows(reduced.serial, kept, inverse_permutation(order), len(groups), spec.ar1_time,
                               spec.group)
-        structure = AR1()
+        structure = AR1(max(int(serial.gap.max()), 1).bit_length())
     if reduced.strata is not None:
         if len(reduced.strata) < 2:
             raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
@@ -924,7 +925,9 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
     (σ²I), each stratum's stacked, or the rows in time order (whose columns are not padded)."""
     if design.serial is not None:
         rows = design.serial
-        return SerialRows(*(jnp.asarray(a) for a in rows[:-1]), jnp.ones(n_groups))
+        more = n_groups - len(rows.group_weights)
+        return SerialRows(*(jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in rows[:4]),
+                          jnp.asarray(rows.n), jnp.ones(n_groups))
     if design.strata is not None:
         return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
     return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)
