@@ -20,6 +20,7 @@ import pytest
 import jaxhlm
 from jaxhlm import DataError, FormulaError, JaxhlmError
 from jaxhlm.dofile import Session
+from finite_differences import differences
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = {f["name"]: f for f in json.loads((FIXTURES / "residuals_by_reference.json").read_text())["fits"]}
@@ -96,14 +97,7 @@ def test_information_and_satterthwaite_match_finite_differences_of_a_dense_likel
     hsb = jaxhlm.datasets.hsb()
     m = fits["hsb_intercept_ml"]
     re = m.random_effects
-    h, H, dC = 1e-4, np.zeros((3, 3)), np.zeros((3, 3))
-    for a in range(3):
-        da = h * np.eye(3)[a]
-        dC[:, a] = np.diag(_dense(hsb, re.phi + da)[1] - _dense(hsb, re.phi - da)[1]) / (2 * h)
-        for b in range(3):
-            db = h * np.eye(3)[b]
-            H[a, b] = (_dense(hsb, re.phi + da + db)[0] - _dense(hsb, re.phi + da - db)[0]
-                       - _dense(hsb, re.phi - da + db)[0] + _dense(hsb, re.phi - da - db)[0]) / (4 * h * h)
+    H, dC = differences(lambda phi: _dense(hsb, phi), re.phi)
     ll, cov_beta = _dense(hsb, re.phi)
     assert ll == pytest.approx(m.llf, abs=1e-8)
     np.testing.assert_allclose(re.phi_cov, np.linalg.inv(-H), rtol=1e-4, atol=1e-10)
