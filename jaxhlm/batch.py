@@ -10,7 +10,10 @@ not depend on the chunk size or the number of devices.
 
 A two-level model's replicates are laid out in per-group slabs (:class:`~jaxhlm.stats.GroupedData`); a
 three-level model's stay as flat rows (:class:`FlatRows`), reduced by segment sums over groups and clusters,
-since slabs would have to be padded to the largest cluster within the largest group.
+since slabs would have to be padded to the largest cluster within the largest group. A model with AR(1)
+residuals keeps its rows in time order (:class:`~jaxhlm.residual.SerialRows`): its statistics depend on ρ, so
+each replicate is refitted from its whitened rows (:func:`~jaxhlm.estimate.fit_residual`), its residuals drawn
+by the AR(1) recursion.
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from . import _config
 from . import covariance as cov
 from .design import Design, Rows
 from .errors import ComparisonError, DataError
-from .estimate import Fit, fit_stats
+from .estimate import fit_residual, fit_stats
 from .optimize import RESULTS, converged
 from .pipeline import design_stats
+from .residual import INDEPENDENT, SerialRows, Strata, Structure
 from .results import MixedResult, lrtest
 from .stats import GroupedData, GroupStats, NestedStats, row_scale, slots
 
@@ -67,10 +71,11 @@ class FlatRows(NamedTuple):
 
 
 class Shared(NamedTuple):
-    """What every replicate of one model shares: its design's rows and its bucket-padded statistics."""
+    """What every replicate of one model shares: its design's rows and its bucket-padded statistics (with AR(1)
+    residuals, the rows in time order, both; the response is replaced)."""
 
-    data: GroupedData | FlatRows  # group slabs (X, Z, unit weights: 1 on real rows, 0 on padding; y unused)
-    base: GroupStats | NestedStats  # statistics of the fitted response; the response parts are replaced
+    data: GroupedData | FlatRows | SerialRows  # group slabs (X, Z, unit weights: 1 on real rows, 0 on padding)
+    base: GroupStats | NestedStats | SerialRows  # statistics of the fitted response; the response parts are replaced
 
 
 class Simulator(NamedTuple):
@@ -84,6 +89,8 @@ class Simulator(NamedTuple):
     lam: Array  # (q, q) relative covariance factor Λ(θ̂), block-diagonal over the levels
     sigma: Array  # σ̂
     within: Array | None  # () the degrees of freedom of the residuals within rows; None without frequency weights
+    psi: Array  # ψ̂ of the residual structure (atanh ρ for AR(1)); empty for σ²I
+    real: Array | None  # (m, T) 1 on the real rows of :class:`SerialRows` slabs, 0 on padding; None otherwise
 
 
 class Replicate(NamedTuple):
@@ -95,7 +102,13 @@ class Replicate(NamedTuple):
     sigma2: Array
     converged: Array
     singular: Array
-    exhausted: Array  # stopped by the step limit of its round: to be resumed from its θ
+    exhausted: Array  # stopped by the step limit of its round: to be resumed from its θ (and ψ)
+    psi: Array  # ψ of the residual structure; empty for σ²I
+
+    @property
+    def start(self) -> Array:
+        """Where a resumed round starts: (θ, ψ)."""
+        return jnp.concatenate([self.theta, self.psi], axis=-1)
 
 
 #: Newton steps per round of a batch. Most replicates converge within one round; the few that need more (an
@@ -109,8 +122,10 @@ MAX_ROUNDS = 13
 RESUME_CHUNK = 8
 
 
-def with_response(shared: Shared, y: Array) -> GroupStats | NestedStats:
+def with_response(shared: Shared, y: Array) -> GroupStats | NestedStats | SerialRows:
     """The statistics of ``shared``'s design with the response ``y`` (laid out like ``shared.data``)."""
+    if isinstance(shared.data, SerialRows):
+        return shared.base._replace(y=y)
     if isinstance(shared.data, FlatRows):
         d, base = shared.data, shared.base
         return base._replace(Zty=jax.ops.segment_sum(d.Z * y[:, None], d.group, base.Zty.shape[0]),
@@ -127,6 +142,19 @@ def with_response(shared: Shared, y: Array) -> GroupStats | NestedStats:
 def simulate_one(key: Array, sim: Simulator) -> Array:
     """One response drawn from the fitted model, in the layout of ``sim.data`` (zero on padding rows)."""
     k_re, k_e = jax.random.split(key)
+    if isinstance(sim.data, SerialRows):  # e_t = ρ^gap e_(t-1) + √(1 − ρ^2gap) σ z_t, stationary from each start
+        d = sim.data
+        b = sim.sigma * jax.random.normal(k_re, (d.Z.shape[0], d.Z.shape[2])) @ sim.lam.T
+        rho = jnp.tanh(sim.psi[0])
+        a = jnp.where(d.gap == 0, 0.0, rho ** d.gap)
+
+        def step(previous: Array, at: tuple[Array, Array]) -> tuple[Array, Array]:
+            e = at[0] * previous + jnp.sqrt(1.0 - at[0] ** 2) * at[1]
+            return e, e
+
+        _, e = jax.lax.scan(step, jnp.zeros(d.y.shape[0]), (a.T, jax.random.normal(k_e, d.y.shape).T))
+        return (jnp.einsum("gnp,p->gn", d.X, sim.beta) + jnp.einsum("gnq,gq->gn", d.Z, b)
+                + sim.sigma * e.T) * sim.real
     if isinstance(sim.data, FlatRows):
         d, q1 = sim.data, sim.data.Z.shape[1]
         k1, k2 = jax.random.split(k_re)
@@ -154,24 +182,32 @@ def within_ss(key: Array, sim: Simulator) -> Array:
     return sim.sigma**2 * draw
 
 
-def _with_spread(stats: GroupStats | NestedStats, extra: Array) -> GroupStats | NestedStats:
-    return stats._replace(yty=stats.yty + extra)
+def _with_spread(stats: GroupStats | NestedStats | SerialRows, extra: Array) -> GroupStats | NestedStats | SerialRows:
+    # Rows in time order have no frequency weights, so no spread within rows.
+    return stats if isinstance(stats, SerialRows) else stats._replace(yty=stats.yty + extra)
 
 
-def summarise(fit: Fit, blocks: cov.Structure) -> Replicate:
+def _fit(stats: GroupStats | NestedStats | SerialRows, structure: Structure, blocks: cov.Structure, reml: bool,
+         start: Array, max_steps: int) -> Replicate:
+    """One replicate's fit from its statistics (with a residual structure, from what it whitens), from the best
+    of ``start`` ((θ, ψ), or several stacked) and EM's warm start, reduced to a :class:`Replicate`."""
+    if structure == INDEPENDENT:
+        fit, psi = fit_stats(stats, blocks, reml, start=start, max_steps=max_steps), jnp.zeros(0)
+    else:
+        both = fit_residual(stats, structure, blocks, reml, start=start, max_steps=max_steps)
+        fit, psi = both.fit, both.psi
     sol = fit.solution
     return Replicate(fit.deviance, fit.theta, fit.beta, fit.sigma2,
                      converged(sol.result, sol.decrement) & jnp.isfinite(fit.deviance),
-                     cov.on_boundary(blocks, fit.theta), sol.result == RESULTS.max_steps_reached)
+                     cov.on_boundary(blocks, fit.theta), sol.result == RESULTS.max_steps_reached, psi)
 
 
 def _refit_one(x: tuple[dict[str, Array], Array], shared: Shared, blocks: cov.Structure, reml: bool,
-               max_steps: int) -> Replicate:
-    """One column of :func:`refit_batch`: x = (its response statistics by field name, θ start), padded like
+               max_steps: int, structure: Structure = INDEPENDENT) -> Replicate:
+    """One column of :func:`refit_batch`: x = (its response statistics by field name, (θ, ψ) start), padded like
     ``shared.base``."""
     response, start = x
-    stats = shared.base._replace(**response)
-    return summarise(fit_stats(stats, blocks, reml, start=start, max_steps=max_steps), blocks)
+    return _fit(shared.base._replace(**response), structure, blocks, reml, start, max_steps)
 
 
 def _embed(theta: Array, small: cov.Structure, big: cov.Structure, index: tuple[int, ...]) -> Array:
@@ -184,22 +220,26 @@ def _embed(theta: Array, small: cov.Structure, big: cov.Structure, index: tuple[
 
 def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Shared, Shared, Any],
             blocks_small: cov.Structure, blocks_big: cov.Structure, index: tuple[int, ...], reml: bool,
-            max_steps: int) -> tuple[Replicate, Replicate]:
-    """Replicate r of the bootstrap: simulate under the small model, fit both. ``x`` = (r, θ_small start,
-    θ_big start); the big model starts from the better of its start, the small optimum and its EM start.
-    ``shared`` ends with the (group, slot) of each row in the small model's slabs when the big model takes
-    flat rows (a two-level null against a three-level model), else None."""
+            max_steps: int, structure_small: Structure = INDEPENDENT, structure_big: Structure = INDEPENDENT
+            ) -> tuple[Replicate, Replicate]:
+    """Replicate r of the bootstrap: simulate under the small model, fit both. ``x`` = (r, (θ, ψ)_small start,
+    (θ, ψ)_big start); the big model starts from the better of its start, the small optimum and its EM start.
+    ``shared`` ends with where each row sits in the small model's layout and in the big model's, and the big
+    layout's shape, when the two differ (a two-level null against a three-level model or one with AR(1)
+    residuals), else None."""
     r, start_small, start_big = x
-    key, sim, small, big, to_rows = shared
+    key, sim, small, big, layouts = shared
     key_r = jax.random.fold_in(key, r)
     y, extra = simulate_one(key_r, sim), within_ss(key_r, sim)
-    f_small = fit_stats(_with_spread(with_response(small, y), extra), blocks_small, reml, start=start_small,
-                        max_steps=max_steps)
+    f_small = _fit(_with_spread(with_response(small, y), extra), structure_small, blocks_small, reml, start_small,
+                   max_steps)
     embedded = _embed(f_small.theta, blocks_small, blocks_big, index)
-    y_big = y if to_rows is None else y[to_rows[0], to_rows[1]]
-    f_big = fit_stats(_with_spread(with_response(big, y_big), extra), blocks_big, reml,
-                      start=jnp.stack([embedded, start_big]), max_steps=max_steps)
-    return summarise(f_small, blocks_small), summarise(f_big, blocks_big)
+    # AR(1) in both: the small model's ρ; AR(1) in the big one only: ρ = 0, the small model's own residuals.
+    psi = f_small.psi if structure_small == structure_big else jnp.zeros(structure_big.n_params)
+    y_big = y if layouts is None else jnp.zeros(layouts[2].shape).at[layouts[1]].set(y[layouts[0]])
+    f_big = _fit(_with_spread(with_response(big, y_big), extra), structure_big, blocks_big, reml,
+                 jnp.stack([jnp.concatenate([embedded, psi]), start_big]), max_steps)
+    return f_small, f_big
 
 
 def _rounds(fn: Callable[..., Any], inputs: tuple[np.ndarray, ...], shared: Any, resume: Callable[[Any, Any], Any],
@@ -313,7 +353,7 @@ def _rows(design: Design, frequencies: bool = False) -> tuple[Rows, np.ndarray |
     weighted model is then drawn from and refitted as an unweighted one, a response y as √(af)·y. Returns the
     rows and that scale (None without weights). Frequency weights only for the bootstrap (``frequencies``),
     which draws each row's spread within (:func:`within_ss`): a response given per row cannot hold it."""
-    design.require_independent("simulate, refit_batch and the parametric bootstrap")
+    design.require_independent("simulate, refit_batch and the parametric bootstrap", (Strata,))
     rows = design.rows()
     if rows.freq is not None and not frequencies:
         raise DataError("simulate and refit_batch do not take frequency weights: a row that stands for f "
@@ -325,6 +365,9 @@ def _rows(design: Design, frequencies: bool = False) -> tuple[Rows, np.ndarray |
 def _shared(design: Design, rows: Rows) -> Shared:
     """``design``'s rows (``rows`` = :func:`_rows`, rebuilt once by the caller; padded slabs for two levels,
     flat for three) and its bucket-padded statistics (packed for two levels)."""
+    if design.serial is not None:
+        serial = design_stats(design)
+        return Shared(serial, serial)
     if design.inner is None:
         return Shared(rows.grouped(design.n_groups), design_stats(design, packed=True))
     q1 = len(design.level_effects[0])
@@ -336,6 +379,8 @@ def _shared(design: Design, rows: Rows) -> Shared:
 def _per_replicate_bytes(*designs: Design) -> int:
     def size(d: Design) -> int:
         rows = d.nobs if d.inner is not None else d.n_groups * int(d.group_sizes.max())
+        if d.serial is not None:  # the rows, whitened and differentiated at every evaluation of the fit
+            rows *= 4 * (len(d.fe_names) + len(d.re_names) + 1) * (cov.n_cov_params(d.blocks) + 1)
         groups = d.n_groups + (0 if d.inner is None else len(d.stats.inner.counts))
         out = (_BYTES_PER_ROW * rows
                + _BYTES_PER_GROUP_ENTRY * groups * len(d.re_names) * (len(d.re_names) + len(d.fe_names)))
@@ -350,12 +395,33 @@ def _per_replicate_bytes(*designs: Design) -> int:
     return sum(size(d) for d in designs)
 
 
-def _simulator(result: MixedResult, data: GroupedData | FlatRows, rows: Rows) -> Simulator:
+def _simulator(result: MixedResult, data: GroupedData | FlatRows | SerialRows, rows: Rows) -> Simulator:
     """Draws from ``result``'s fit on its rows (``rows`` from :func:`_rows`, laid out as ``data``)."""
     lam = np.tensordot(result.theta, cov.templates(result.design.blocks), 1)
     within = result.nobs - len(rows.y)
+    real = None
+    if isinstance(data, SerialRows):
+        real = jnp.zeros(data.y.shape).at[result.design.serial_slots].set(1.0)
     return Simulator(data, jnp.asarray(result.fit.beta), jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)),
-                     jnp.asarray(float(within)) if within else None)
+                     jnp.asarray(float(within)) if within else None,
+                     jnp.zeros(0) if result.psi is None else jnp.asarray(result.psi), real)
+
+
+def _response_shape(data: GroupedData | FlatRows | SerialRows) -> tuple[int, ...]:
+    """The shape of one response laid out like ``data``."""
+    if isinstance(data, FlatRows):
+        return data.group.shape
+    return data.y.shape if isinstance(data, SerialRows) else data.weights.shape
+
+
+def _layout(design: Design, rows: Rows, data: GroupedData | FlatRows | SerialRows) -> tuple[np.ndarray, ...]:
+    """Where each estimation-sample row sits in ``data``'s layout of a response: (group, slot) in slabs (in time
+    order within groups for :class:`SerialRows`), or its index among flat rows."""
+    if isinstance(data, SerialRows):
+        return design.serial_slots
+    if isinstance(data, FlatRows):
+        return (np.arange(len(rows.y)),)
+    return slots(rows.group, design.n_groups)[:2]
 
 
 def _key(seed: int | Array) -> Array:
@@ -375,10 +441,7 @@ def _draws(result: MixedResult, rows: Rows, shared: Shared, n: int, seed: int | 
     """``n`` whitened responses drawn from ``result`` (n, N), rows in the estimation sample's order, and their
     sums of squares within rows (n,) (:func:`within_ss`)."""
     draws, within = _simulate(_key(seed), _simulator(result, shared.data, rows), int(n))
-    if not isinstance(shared.data, FlatRows):
-        g, slot, _ = slots(rows.group, result.design.n_groups)
-        draws = draws[:, g, slot]
-    return draws, within
+    return draws[(slice(None), *_layout(result.design, rows, shared.data))], within
 
 
 def simulate(result: MixedResult, n: int, seed: int | Array = 0) -> Array:
@@ -427,13 +490,18 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     lam = np.einsum("kt,tij->kij", theta, cov.templates(design.blocks))
     sigma2 = np.asarray(rep.sigma2)
     sigma = sigma2[:, None, None] * lam @ np.swapaxes(lam, 1, 2)
+    structure = design.residual  # its rows: var(Residual), or AR(1)'s rho and var(Residual)
+    tail = jax.vmap(lambda s2, psi: structure.values(structure.join(0.5 * jnp.log(s2), psi)))(
+        jnp.asarray(sigma2), jnp.asarray(rep.psi))
+    is_var = np.asarray(structure.is_var)
     return BatchFit(
         llf=-0.5 * (np.asarray(rep.deviance) - design.stats.log_weights), beta=np.asarray(rep.beta)[:, :p],
-        varcomp=np.column_stack([cov.pick(design.blocks, sigma), sigma2]),
-        sd_corr=np.column_stack([cov.pick(design.blocks, cov.sd_corr_matrix(sigma)), np.sqrt(sigma2)]),
+        varcomp=np.column_stack([cov.pick(design.blocks, sigma), tail]),
+        sd_corr=np.column_stack([cov.pick(design.blocks, cov.sd_corr_matrix(sigma)),
+                                 np.where(is_var, np.sqrt(np.abs(tail)), tail)]),
         sigma2=sigma2, theta=theta,
         converged=np.asarray(rep.converged), singular=np.asarray(rep.singular), fe_names=design.fe_names,
-        re_labels=tuple(design.qualify(cov.labels(design.blocks, design.re_names) + ["var(Residual)"])),
+        re_labels=tuple(design.qualify(cov.labels(design.blocks, design.re_names) + list(design.residual_labels))),
     )
 
 
@@ -448,6 +516,10 @@ def _response_stats(design: Design, rows: Rows, Y: np.ndarray, base: GroupStats 
     """
     n = len(rows.y)
     at = np.arange(n)
+    if isinstance(base, SerialRows):  # the responses themselves, in the rows' slabs
+        out = np.zeros((Y.shape[1],) + base.y.shape)
+        out[(slice(None), *design.serial_slots)] = Y.T
+        return {"y": out}
 
     def per_group(design_cols: np.ndarray, codes: np.ndarray, m: int, padded: int) -> np.ndarray:
         # (k, padded, q): one sparse product per effect, no (n, k) temporaries
@@ -497,12 +569,14 @@ def _refit(result: MixedResult, rows: Rows, shared: Shared, Y: np.ndarray, withi
            chunk: int | None, progress: bool) -> BatchFit:
     """Refits of ``result``'s model to the whitened responses Y (N, k), with ``within`` added to each one's yᵀy."""
     d = result.design
-    start = np.tile(result.theta, (Y.shape[1], 1))  # the fitted θ̂, where lme4's refit starts too
+    fitted = np.concatenate([result.theta, np.zeros(0) if result.psi is None else result.psi])
+    start = np.tile(fitted, (Y.shape[1], 1))  # the fitted (θ̂, ψ̂), where lme4's refit starts too
     stats = _response_stats(d, rows, Y, shared.base)
-    stats["yty"] = stats["yty"] + within
-    rep = _rounds(_refit_one, (stats, start), shared, lambda x, out: (x[0], out.theta), chunk=chunk,
+    if "yty" in stats:  # rows in time order have no frequency weights, so no spread within rows
+        stats["yty"] = stats["yty"] + within
+    rep = _rounds(_refit_one, (stats, start), shared, lambda x, out: (x[0], out.start), chunk=chunk,
                   per_replicate_bytes=_per_replicate_bytes(d), progress=progress, label="refits",
-                  blocks=d.blocks, reml=result.reml)
+                  blocks=d.blocks, reml=result.reml, structure=d.residual)
     return _batch_fit(rep, d)
 
 
@@ -575,17 +649,23 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     ds, db = small.design, big.design
     (rows_small, _), (rows_big, _) = _rows(ds, frequencies=True), _rows(db, frequencies=True)
     index = _nesting(ds, db, rows_small.X, rows_big.X)
+    if ds.residual != db.residual and ds.residual != INDEPENDENT:
+        raise ComparisonError("the bootstrap needs nested models: the smaller model's residual structure must be "
+                              "the bigger model's, or independent residuals within AR(1) ones")
     shared_small, shared_big = _shared(ds, rows_small), _shared(db, rows_big)
-    to_rows = None
-    if isinstance(shared_big.data, FlatRows) and not isinstance(shared_small.data, FlatRows):
-        g, slot, _ = slots(rows_small.group, ds.n_groups)
-        to_rows = (jnp.asarray(g), jnp.asarray(slot))
-    shared = (_key(seed), _simulator(small, shared_small.data, rows_small), shared_small, shared_big, to_rows)
+    layouts = None
+    if type(shared_big.data) is not type(shared_small.data):  # noqa: E721 (the layouts of a response differ)
+        layouts = (tuple(map(jnp.asarray, _layout(ds, rows_small, shared_small.data))),
+                   tuple(map(jnp.asarray, _layout(db, rows_big, shared_big.data))),
+                   jnp.zeros(_response_shape(shared_big.data)))
+    shared = (_key(seed), _simulator(small, shared_small.data, rows_small), shared_small, shared_big, layouts)
     B = int(B)
-    inputs = (np.arange(B), np.zeros((B, cov.n_cov_params(ds.blocks))), np.zeros((B, cov.n_cov_params(db.blocks))))
-    reps = _rounds(_lr_one, inputs, shared, lambda x, out: (x[0], out[0].theta, out[1].theta), chunk=chunk,
+    n_small, n_big = (cov.n_cov_params(d.blocks) + d.residual.n_params for d in (ds, db))
+    inputs = (np.arange(B), np.zeros((B, n_small)), np.zeros((B, n_big)))
+    reps = _rounds(_lr_one, inputs, shared, lambda x, out: (x[0], out[0].start, out[1].start), chunk=chunk,
                    per_replicate_bytes=_per_replicate_bytes(ds, db), progress=progress, label="bootstrap",
-                   blocks_small=ds.blocks, blocks_big=db.blocks, index=index, reml=small.reml)
+                   blocks_small=ds.blocks, blocks_big=db.blocks, index=index, reml=small.reml,
+                   structure_small=ds.residual, structure_big=db.residual)
     rs, rb = reps
     ok = np.asarray(rs.converged) & np.asarray(rb.converged)
     lr = np.asarray(rs.deviance) - np.asarray(rb.deviance)

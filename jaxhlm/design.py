@@ -37,7 +37,7 @@ from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
 from .residual import AR1, INDEPENDENT, SerialRows, Strata, Structure
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
-                    pad_host, pad_rows, row_scale, stack_strata, total)
+                    pad_host, pad_rows, row_scale, slots, stack_strata, total)
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -126,9 +126,14 @@ class Design:
     residual: Structure = INDEPENDENT  # the residual covariance structure (:mod:`jaxhlm.residual`)
     #: with AR(1) residuals, the rows in time order within groups (host arrays), which the structure whitens
     serial: SerialRows | None = None
+    #: and each estimation-sample row's place in them: (group, position in the group's slab)
+    serial_slots: tuple[np.ndarray, np.ndarray] | None = None
 
-    def require_independent(self, what: str) -> None:
-        """Refuse ``what`` (plural) for a model whose residuals are not σ²I, which it does not handle."""
+    def require_independent(self, what: str, refused: tuple[type, ...] = (Strata, AR1)) -> None:
+        """Refuse ``what`` (plural) for a model whose residual structure is one of ``refused`` (by default any but
+        σ²I), which it does not handle."""
+        if not isinstance(self.residual, refused):
+            return
         if isinstance(self.residual, Strata):
             by = self.encoding.spec.residual_by
             raise DataError(f"{what} are not available for a model with a residual variance per stratum (residuals "
@@ -807,23 +812,27 @@ def _check_ar1(spec: ModelSpec) -> None:
 
 
 def _serial_rows(rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_groups: int, time: str,
-                 group: str) -> SerialRows:
+                 group: str) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray]]:
     """The rows in time order within each group (in the design's group order), with the gaps in time between
-    a group's consecutive rows: what :class:`~jaxhlm.residual.AR1` whitens."""
+    a group's consecutive rows: what :class:`~jaxhlm.residual.AR1` whitens; and each row's place in them
+    (group, position in the group's slab), rows in the estimation sample's order."""
     X, Z, y, codes, t = rows
     if not np.all(np.isfinite(t)) or np.any(t != np.round(t)):
         raise DataError(f"the time variable {time!r} of AR(1) residuals must hold whole numbers (the lags are "
                         "counted in its units)")
-    g = rank[codes]
-    order = np.lexsort((t, g))
-    g, t = g[order], t[order]
+    g_rows = rank[codes]
+    order = np.lexsort((t, g_rows))
+    g, t = g_rows[order], t[order]
     first = np.r_[True, g[1:] != g[:-1]]
     gap = np.where(first, 0, np.diff(t, prepend=t[:1])).astype(np.int64)
     if np.any(~first & (gap == 0)):
         raise DataError(f"the time variable {time!r} repeats a value within a {group} group; AR(1) residuals need "
                         "one observation per time in each group")
     slabs = [pad_rows(a, g, n_groups) for a in (X[order][:, kept], Z[order], y[order], gap)]
-    return SerialRows(*slabs[:3], slabs[3].astype(np.int64), np.asarray(float(len(y))), np.ones(n_groups))
+    slot = np.empty(len(y), dtype=np.int64)
+    slot[order] = slots(g, n_groups)[1]
+    return (SerialRows(*slabs[:3], slabs[3].astype(np.int64), np.asarray(float(len(y))), np.ones(n_groups)),
+            (g_rows, slot))
 
 
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
@@ -894,9 +903,9 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         cluster_order = np.asarray(second.argsort())
         inner = InnerLevel(spec.levels[1], np.asarray(second[cluster_order]), len(spec.re_names) - q1,
                            len(spec.level_terms(1)), levels.crossed)
-    strata, strata_labels, serial, structure = None, None, None, INDEPENDENT
+    strata, strata_labels, serial, serial_slots, structure = None, None, None, None, INDEPENDENT
     if reduced.serial is not None:
-        serial = _serial_rows(reduced.serial, kept, inverse_permutation(order), len(groups), spec.ar1_time,
+        serial, serial_slots = _serial_rows(reduced.serial, kept, inverse_permutation(order), len(groups), spec.ar1_time,
                               spec.group)
         structure = AR1(max(int(serial.gap.max()), 1).bit_length())
     if reduced.strata is not None:
@@ -915,6 +924,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
                           tuple(inverse_permutation(o) for o in (order, cluster_order) if o is not None),
                           reduced.digest),
         source=source, inner=inner, strata=strata, strata_labels=strata_labels, residual=structure, serial=serial,
+        serial_slots=serial_slots,
     )
 
 

@@ -8,6 +8,7 @@ statistics. It is the array-level entry point that :func:`jaxhlm.fit` wraps and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -74,11 +75,7 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     lower = jnp.asarray(cov.theta_lower(blocks))
     fixed = jax.lax.stop_gradient(stats)
     dev = lambda th: _deviance(th, fixed, T, reml)  # noqa: E731
-    theta0 = em_warmup(jnp.asarray(cov.theta_start(blocks)), fixed, T, blocks, em_steps)
-    if start is not None:
-        candidates = jnp.concatenate([theta0[None], jnp.reshape(start, (-1, theta0.shape[0]))])
-        devs = jax.vmap(dev)(candidates)
-        theta0 = candidates[jnp.argmin(jnp.where(jnp.isnan(devs), jnp.inf, devs))]
+    theta0 = _best_start(dev, em_warmup(jnp.asarray(cov.theta_start(blocks)), fixed, T, blocks, em_steps), start)
     sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps,
                    snap=SNAP_TOL)
     theta = _at_optimum(T, reml, lower, stats, sol.x)
@@ -89,6 +86,16 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
         deviance_linear=_deviance(jnp.zeros_like(theta), stats, T, reml),
         beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2,
     )
+
+
+def _best_start(dev: Callable[[Array], Array], x0: Array, start: Array | None) -> Array:
+    """Of EM's warm start x0 and the given starts (one, or several stacked), the one with the lowest finite
+    deviance (x0 on a tie)."""
+    if start is None:
+        return x0
+    candidates = jnp.concatenate([x0[None], jnp.reshape(start, (-1, x0.shape[0]))])
+    devs = jax.vmap(dev)(candidates)
+    return candidates[jnp.argmin(jnp.where(jnp.isnan(devs), jnp.inf, devs))]
 
 
 class ResidualFit(NamedTuple):
@@ -113,9 +120,11 @@ def residual_deviance(x: Array, data: GroupStats, structure: Structure, template
     return _deviance(x[:n_theta], stats, templates, reml) + logdet
 
 
-@partial(jax.jit, static_argnames=("structure", "blocks", "reml"))
-def fit_residual(data: GroupStats, structure: Structure, blocks: cov.Structure, reml: bool = False) -> ResidualFit:
-    """Maximum-likelihood (or REML) fit with residual covariance σ²C(ψ), from what ``structure`` whitens.
+@partial(jax.jit, static_argnames=("structure", "blocks", "reml", "max_steps"))
+def fit_residual(data: GroupStats, structure: Structure, blocks: cov.Structure, reml: bool = False,
+                 start: Array | None = None, max_steps: int = 200) -> ResidualFit:
+    """Maximum-likelihood (or REML) fit with residual covariance σ²C(ψ), from what ``structure`` whitens;
+    ``start`` (θ, ψ), or several stacked, and ``max_steps`` as in :func:`fit_stats`.
 
     Why this way: ψ only changes the whitened rows' statistics, so the likelihood stays a function of (θ, ψ) and
     statistics of the size :func:`fit_stats` takes; projected Newton takes both together, from EM's warm start
@@ -126,11 +135,12 @@ def fit_residual(data: GroupStats, structure: Structure, blocks: cov.Structure, 
     n_theta, k = T.shape[0], structure.n_params
     fixed = jax.lax.stop_gradient(data)
     dev = lambda x: residual_deviance(x, fixed, structure, T, reml)  # noqa: E731
-    start = em_warmup(jnp.asarray(cov.theta_start(blocks)), structure.whiten(fixed, jnp.zeros(k))[0], T, blocks, 20)
+    em = em_warmup(jnp.asarray(cov.theta_start(blocks)), structure.whiten(fixed, jnp.zeros(k))[0], T, blocks, 20)
+    x0 = _best_start(dev, jnp.concatenate([em, jnp.zeros(k)]), start)
     free = jnp.full(k, -jnp.inf)
-    sol = minimise(dev, jnp.concatenate([start, jnp.zeros(k)]),
-                   jnp.concatenate([jnp.asarray(cov.theta_lower(blocks)), free]),
-                   even=jnp.concatenate([jnp.asarray(cov.theta_even(blocks)), jnp.zeros(k, bool)]), snap=SNAP_TOL)
+    sol = minimise(dev, x0, jnp.concatenate([jnp.asarray(cov.theta_lower(blocks)), free]),
+                   even=jnp.concatenate([jnp.asarray(cov.theta_even(blocks)), jnp.zeros(k, bool)]),
+                   max_steps=max_steps, snap=SNAP_TOL)
     linear = minimise(lambda e: dev(jnp.concatenate([jnp.zeros(n_theta), e])), jnp.zeros(k), free)
     theta, psi = sol.x[:n_theta], sol.x[n_theta:]
     stats = structure.whiten(fixed, psi)[0]

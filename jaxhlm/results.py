@@ -27,7 +27,7 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .residual import SerialRows
+from .residual import SerialRows, Strata
 from .stats import GroupStats, NestedStats, group_totals, pair_totals
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class MixedResult:
         _check_alpha(alpha)
         method = _check_method(method)
         if method == "bootstrap":
-            self.design.require_independent("bootstrap intervals")
+            self.design.require_independent("bootstrap intervals", (Strata,))
         if method == "profile":
             pi = self._profile(alpha)
             return pd.DataFrame(np.concatenate([pi.fixed, pi.random]), columns=["lower", "upper"],
@@ -205,7 +205,7 @@ class MixedResult:
         t = sd_corr(self.random_effects, self.design.blocks, alpha)
         method = _check_method(method)
         if method == "bootstrap":
-            self.design.require_independent("bootstrap intervals")
+            self.design.require_independent("bootstrap intervals", (Strata,))
         ci = (self._profile(alpha).sd_corr if method == "profile"
               else _percentiles(self._bootstrap(B, seed).sd_corr, alpha) if method == "bootstrap" else t.ci)
         return pd.DataFrame({"estimate": t.estimate, "std_err": t.se, "ci_lower": ci[:, 0],
