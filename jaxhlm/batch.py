@@ -366,6 +366,9 @@ def _shared(design: Design, rows: Rows) -> Shared:
     """``design``'s rows (``rows`` = :func:`_rows`, rebuilt once by the caller; padded slabs for two levels,
     flat for three) and its bucket-padded statistics (packed for two levels)."""
     if design.serial is not None:
+        if design.inner is not None:
+            raise DataError("simulate, refit_batch and the parametric bootstrap are available with AR(1) residuals "
+                            "for one grouping level; this model has two nested levels")
         serial = design_stats(design)
         return Shared(serial, serial)
     if design.inner is None:

@@ -744,7 +744,7 @@ class _Pass:
     source: pd.DataFrame | None
     strata: tuple[HostStats, ...] | None = None  # one per value of the residual-variance variable, as it
     strata_labels: pd.Index | None = None  # first appeared
-    serial: tuple[np.ndarray, ...] | None = None  # with AR(1) residuals, every row's (X, Z, y, group code, time)
+    serial: tuple[np.ndarray, ...] | None = None  # with AR(1) residuals, every row's (X, Z, y, series code, time)
 
 
 def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
@@ -758,7 +758,7 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
     strata, parts_by = (_Groups(), []) if spec.residual_by else (None, None)
     if spec.ar1_time is not None:
-        _check_ar1(spec)
+        _check_ar1(spec, crossed)
     serial: list[tuple[np.ndarray, ...]] = []
     if spec.subset is not None and spec.subset.has_range and source is None:
         raise DataError("an in range counts rows from the end of the data, which data read in chunks does not know "
@@ -783,7 +783,9 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
         elif len(c.y):
             acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
         if len(c.y) and spec.ar1_time is not None:
-            serial.append((c.X, c.Z, c.y, c.codes[0], _numeric(c.frame, spec.ar1_time, "time variable")))
+            # a series: a group, or with two nested levels a cluster of the inner one
+            series = c.codes[0] if c.codes[1] is None else c.codes[1]
+            serial.append((c.X, c.Z, c.y, series, _numeric(c.frame, spec.ar1_time, "time variable")))
         if len(c.y):
             sample.update(c.frame, c.y, levels.variables, c.weights)
             low, high = min(low, c.y.min()), max(high, c.y.max())
@@ -802,20 +804,22 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
                  hosts, strata.labels)
 
 
-def _check_ar1(spec: ModelSpec) -> None:
-    """AR(1) residuals are fitted for one grouping level, with unweighted rows and one residual variance."""
-    why = ("a second grouping level" if len(spec.levels) > 1 else "weights" if spec.weights or spec.freq_weights
+def _check_ar1(spec: ModelSpec, crossed: bool) -> None:
+    """AR(1) residuals are fitted for one grouping level or two nested ones, with unweighted rows and one residual
+    variance."""
+    why = ("crossed grouping factors" if crossed else "weights" if spec.weights or spec.freq_weights
            else "a residual variance per stratum (by())" if spec.residual_by else None)
     if why:
-        raise DataError(f"AR(1) residuals (t({spec.ar1_time})) are fitted for models with one grouping level, "
-                        f"unweighted rows and one residual variance; this model has {why}")
+        raise DataError(f"AR(1) residuals (t({spec.ar1_time})) are fitted for models with one grouping level or two "
+                        f"nested ones, unweighted rows and one residual variance; this model has {why}")
 
 
-def _serial_rows(rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_groups: int, time: str,
-                 group: str) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray]]:
-    """The rows in time order within each group (in the design's group order), with the gaps in time between
-    a group's consecutive rows: what :class:`~jaxhlm.residual.AR1` whitens; and each row's place in them
-    (group, position in the group's slab), rows in the estimation sample's order."""
+def _serial_rows(rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_series: int, q1: int,
+                 n_groups: int, parent: np.ndarray | None, time: str, group: str) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray]]:
+    """The rows in time order within each series (a group, or with two nested levels a cluster of the inner one,
+    whose group is its ``parent``; in the design's order), with the gaps in time between a series' consecutive
+    rows: what :class:`~jaxhlm.residual.AR1` whitens; and each row's place in them (series, position in its
+    slab), rows in the estimation sample's order."""
     X, Z, y, codes, t = rows
     if not np.all(np.isfinite(t)) or np.any(t != np.round(t)):
         raise DataError(f"the time variable {time!r} of AR(1) residuals must hold whole numbers (the lags are "
@@ -828,10 +832,12 @@ def _serial_rows(rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray
     if np.any(~first & (gap == 0)):
         raise DataError(f"the time variable {time!r} repeats a value within a {group} group; AR(1) residuals need "
                         "one observation per time in each group")
-    slabs = [pad_rows(a, g, n_groups) for a in (X[order][:, kept], Z[order], y[order], gap)]
-    slot = np.empty(len(y), dtype=np.int64)
-    slot[order] = slots(g, n_groups)[1]
-    return (SerialRows(*slabs[:3], slabs[3].astype(np.int64), np.asarray(float(len(y))), np.ones(n_groups)),
+    X, Z, W, y, gap = (pad_rows(a, g, n_series) for a in (X[order][:, kept], Z[order, :q1], Z[order, q1:], y[order],
+                                                           gap))
+    slot = np.empty(len(g), dtype=np.int64)
+    slot[order] = slots(g, n_series)[1]
+    return (SerialRows(X, Z, W, y, gap.astype(np.int64), np.asarray(float(len(g))),
+                       np.zeros(0, np.int64) if parent is None else parent.astype(np.int64), np.ones(n_groups)),
             (g_rows, slot))
 
 
@@ -904,9 +910,13 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         inner = InnerLevel(spec.levels[1], np.asarray(second[cluster_order]), len(spec.re_names) - q1,
                            len(spec.level_terms(1)), levels.crossed)
     strata, strata_labels, serial, serial_slots, structure = None, None, None, None, INDEPENDENT
+    selected = stats.select(kept, order, cluster_order)
     if reduced.serial is not None:
-        serial, serial_slots = _serial_rows(reduced.serial, kept, inverse_permutation(order), len(groups), spec.ar1_time,
-                              spec.group)
+        nested = cluster_order is not None
+        serial, serial_slots = _serial_rows(
+            reduced.serial, kept, inverse_permutation(cluster_order if nested else order),
+            len(inner.labels) if nested else len(groups), q1, len(groups),
+            selected.inner.parent if nested else None, spec.ar1_time, spec.levels[-1])
         structure = AR1(max(int(serial.gap.max()), 1).bit_length())
     if reduced.strata is not None:
         if len(reduced.strata) < 2:
@@ -917,7 +927,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         strata_labels = np.asarray(reduced.strata_labels[by])
         structure = Strata(len(strata))
     return Design(
-        stats=stats.select(kept, order, cluster_order), group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
+        stats=selected, group_labels=np.asarray(groups[order]), coefs=tuple(coefs),
         re_names=spec.re_names, blocks=spec.blocks, response=spec.response, group_name=spec.group,
         constant=constant, n_dropped=reduced.missing + reduced.zero, notes=tuple(notes), sample=reduced.sample,
         encoding=Encoding(spec, encoder, levels, kept,
@@ -933,11 +943,12 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
     """On the device, what the design's residual structure whitens, padded to ``n_groups`` groups, ``n_fixed``
     columns and ``n_clusters`` clusters (ZtX2 if ``packed``; :func:`~jaxhlm.stats.device_stats`): the statistics
     (σ²I), each stratum's stacked, or the rows in time order (whose columns are not padded)."""
-    if design.serial is not None:
+    if design.serial is not None:  # the series padded to the groups, or with two nested levels to the clusters
         rows = design.serial
-        more = n_groups - len(rows.group_weights)
-        return SerialRows(*(jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in rows[:4]),
-                          jnp.asarray(rows.n), jnp.ones(n_groups))
+        more = (n_groups if design.inner is None else n_clusters) - len(rows.y)
+        slabs = (jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in (*rows[:4], rows.gap))
+        parent = rows.parent if design.inner is None else jnp.pad(jnp.asarray(rows.parent), (0, more))
+        return SerialRows(*slabs, jnp.asarray(rows.n), jnp.asarray(parent), jnp.ones(n_groups))
     if design.strata is not None:
         return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
     return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)

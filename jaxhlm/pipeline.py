@@ -95,10 +95,10 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         Rows with a zero weight of either kind are left out (and counted).
       residuals_by: the column (as ``weights``) whose values each get their own residual variance (Stata's ``residuals(independent,
         by(var))``; heteroskedastic level-1 variance): models with one grouping level or two nested ones.
-      ar1_time: the column (as ``weights``) of an integer time: residuals within each group are first-order
-        autoregressive in it, corr(eₛ, eₜ) = ρ^|s−t| (Stata's ``residuals(ar 1, t(var))``, nlme's
-        ``corAR1(form = ~ time | group)``); one observation per time in a group, gaps allowed. Models with one
-        grouping level and unweighted rows.
+      ar1_time: the column (as ``weights``) of an integer time: residuals within each group (with two nested
+        levels, each cluster of the inner one) are first-order autoregressive in it, corr(eₛ, eₜ) = ρ^|s−t|
+        (Stata's ``residuals(ar 1, t(var))``, nlme's ``corAR1(form = ~ time | group)``); one observation per time
+        in a group, gaps allowed; unweighted rows.
 
     Example:
       >>> import jaxhlm

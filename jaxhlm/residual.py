@@ -26,26 +26,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 
-from .stats import GroupStats, combine
+from .stats import GroupStats, NestedStats, combine
 
 
 class SerialRows(NamedTuple):
-    """A model's rows in time order within each group, one zero-padded slab per group (a pytree; what :class:`AR1`
-    whitens).
+    """A model's rows in time order within each series, one zero-padded slab per series (a pytree; what
+    :class:`AR1` whitens). A series is a group, or in a three-level model a cluster of the inner level (a student
+    measured repeatedly, within a school).
 
-    X (m, T, p), Z (m, T, q), y (m, T); gap (m, T) the time since the group's previous row (a positive integer;
-    0 on a group's first row and on padding, whose rows are zero and so add nothing); n () the observations;
-    group_weights (m,) ones.
+    X (s, T, p), Z (s, T, q) the outer level's random-effects design, W (s, T, q2) the inner level's (no columns
+    for two levels), y (s, T); gap (s, T) the time since the series' previous row (a positive integer; 0 on a
+    series' first row and on padding, whose rows are zero and so add nothing); n () the observations; parent (s,)
+    each series' group (two levels: the series are the groups, parent (0,)); group_weights (m,) ones.
     """
 
     X: Array
     Z: Array
+    W: Array
     y: Array
     gap: Array
     n: Array
+    parent: Array
     group_weights: Array
 
 
@@ -130,22 +135,30 @@ class AR1(Structure):
     def join(self, log_sigma: Array, psi: Array) -> Array:
         return jnp.concatenate([psi, jnp.reshape(log_sigma, (1,))])
 
-    def whiten(self, data: SerialRows, psi: Array) -> tuple[GroupStats, Array]:
+    def whiten(self, data: SerialRows, psi: Array) -> tuple[GroupStats | NestedStats, Array]:
         rho = jnp.tanh(psi[0])
         a = jnp.where(data.gap == 0, 0.0, _power(rho, data.gap, self.bits))
         one_less = 1.0 - a * a
-        rows = jnp.concatenate([data.Z, data.X, data.y[..., None]], axis=-1)
+        rows = jnp.concatenate([data.Z, data.W, data.X, data.y[..., None]], axis=-1)
         previous = jnp.concatenate([jnp.zeros_like(rows[:, :1]), rows[:, :-1]], axis=1)
         white = (rows - a[..., None] * previous) / jnp.sqrt(one_less)[..., None]
-        q, p = data.Z.shape[-1], data.X.shape[-1]
-        Z, X, y = white[..., :q], white[..., q:q + p], white[..., -1]
+        q, q2, p = data.Z.shape[-1], data.W.shape[-1], data.X.shape[-1]
+        Z, W, X, y = white[..., :q], white[..., q:q + q2], white[..., q + q2:-1], white[..., -1]
         m = data.group_weights.shape[0]
+
+        def per_group(a_: Array) -> Array:  # the series' sums, summed over each group's series
+            return a_ if q2 == 0 else jax.ops.segment_sum(a_, data.parent, m)
+
         stats = GroupStats(
-            ZtZ=jnp.einsum("gti,gtj->gij", Z, Z), ZtX=jnp.einsum("gti,gtj->gij", Z, X), ZtX2=jnp.zeros((m, 0, 0)),
-            Zty=jnp.einsum("gti,gt->gi", Z, y), XtX=jnp.einsum("gti,gtj->ij", X, X),
-            Xty=jnp.einsum("gti,gt->i", X, y), yty=jnp.sum(y * y), n=data.n,
+            ZtZ=per_group(jnp.einsum("gti,gtj->gij", Z, Z)), ZtX=per_group(jnp.einsum("gti,gtj->gij", Z, X)),
+            ZtX2=jnp.zeros((m, 0, 0)), Zty=per_group(jnp.einsum("gti,gt->gi", Z, y)),
+            XtX=jnp.einsum("gti,gtj->ij", X, X), Xty=jnp.einsum("gti,gt->i", X, y), yty=jnp.sum(y * y), n=data.n,
             p=jnp.asarray(p, jnp.float64), group_weights=data.group_weights,
         )
+        if q2:
+            stats = NestedStats(*stats, WtW=jnp.einsum("gti,gtj->gij", W, W), WtZ=jnp.einsum("gti,gtj->gij", W, Z),
+                                WtX=jnp.einsum("gti,gtj->gij", W, X), Wty=jnp.einsum("gti,gt->gi", W, y),
+                                parent=data.parent)
         return stats, jnp.sum(jnp.log(one_less))
 
 

@@ -4,7 +4,8 @@ Reference values: tests/fixtures/ar1_reference.json, written with the data tests
 tests/fixtures/ar1_reference.R (``Rscript tests/fixtures/ar1_reference.R``; nlme's version in the JSON): ``nlme::lme``
 with ``correlation = corAR1(form = ~ time | id)`` (80 subjects, times 0..9 with gaps, rows shuffled): a random
 intercept by ML, a random intercept and time slope by ML and REML; the linear model with the same residuals
-(``gls``), BLUPs. The variance parameters' information, Satterthwaite's degrees of freedom and the profile intervals
+(``gls``), BLUPs; and a three-level panel (tests/fixtures/ar1_three.csv: students numbered within schools, AR(1)
+within students), ``random = ~ 1 | school/student`` by ML. The variance parameters' information, Satterthwaite's degrees of freedom and the profile intervals
 are checked against finite differences and maximisations of a dense likelihood written here, V per subject and all.
 """
 
@@ -24,6 +25,7 @@ from finite_differences import differences
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = {f["name"]: f for f in json.loads((FIXTURES / "ar1_reference.json").read_text())["fits"]}
+THREE = REF.pop("three_level_ml")
 FORMULAS = {"intercept_ml": "y ~ time + x + (1 | id)", "slope_reml": "y ~ time + x + (1 + time | id)",
             "slope_ml": "y ~ time + x + (1 + time | id)"}
 
@@ -185,8 +187,8 @@ def test_bad_input_and_refusals(fits):
         jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(t=d["time"] + 0.5 * (d.index % 2)), ar1_time="t")
     with pytest.raises(DataError, match="this model has weights"):
         jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(w=1.0), ar1_time="time", weights="w")
-    with pytest.raises(DataError, match="a second grouping level"):
-        jaxhlm.fit("y ~ x + (1 | id/time)", d, ar1_time="time")
+    with pytest.raises(DataError, match="this model has crossed grouping factors"):
+        jaxhlm.fit("y ~ x + (1 | id) + (1 | time)", d, ar1_time="time")
     with pytest.raises(FormulaError, match="time variable 'nosuch' not found"):
         jaxhlm.fit(FORMULAS["intercept_ml"], d, ar1_time="nosuch")
     with pytest.raises(FormulaError, match=r"residuals\(ar 2, t\(time\)\) is not available"):
@@ -282,3 +284,23 @@ def test_bootstrap_lrtest_of_a_random_slope_under_ar1_residuals(fits):
     assert slope_independent.llf > ar1.llf
     with pytest.raises(JaxhlmError, match="residual structure must be the bigger model's"):
         jaxhlm.bootstrap_lrtest(ar1, slope_independent, B=4, progress=False)
+
+
+def test_three_levels_match_nlme():
+    """AR(1) within the inner level's clusters (students measured repeatedly, within schools): the series are the
+    clusters, whose whitened rows give the nested statistics. Stata's reading (students numbered within schools)
+    and the lme4 formula fit the same model."""
+    d = pd.read_csv(FIXTURES / "ar1_three.csv")
+    m = jaxhlm.fit("y ~ time + x + (1 | school/student)", d, ar1_time="time")
+    assert m.converged and m.llf == pytest.approx(THREE["loglik"], abs=1e-9)
+    np.testing.assert_allclose(m.fe_params, THREE["beta"], rtol=1e-8)
+    np.testing.assert_allclose(m.bse_fe, THREE["se"], rtol=1e-7)
+    np.testing.assert_allclose(m.random_effects.estimate, [*THREE["variances"], THREE["rho"], THREE["sigma2"]],
+                               rtol=1e-6)
+    assert m.lr_linear.statistic == pytest.approx(2 * (THREE["loglik"] - THREE["loglik_linear"]), abs=1e-8)
+    stata = jaxhlm.mixed("y time x || school: || student:, residuals(ar 1, t(time))", d)
+    assert stata.llf == pytest.approx(m.llf, abs=1e-9)
+    np.testing.assert_allclose(stata.random_effects.se, m.random_effects.se, rtol=1e-7)
+    assert "Residual: AR(1)" in str(stata)
+    with pytest.raises(DataError, match="for one grouping level; this model has two nested levels"):
+        jaxhlm.simulate(m, 2)
