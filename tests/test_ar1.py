@@ -21,7 +21,7 @@ import pytest
 import jaxhlm
 from jaxhlm import DataError, FormulaError, JaxhlmError
 from jaxhlm.dofile import Session
-from finite_differences import differences
+from finite_differences import differences, gls_loglik
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = {f["name"]: f for f in json.loads((FIXTURES / "ar1_reference.json").read_text())["fits"]}
@@ -72,13 +72,7 @@ def _dense(d: pd.DataFrame, phi: np.ndarray) -> tuple[float, np.ndarray]:
     subjects = [np.flatnonzero(d["id"].to_numpy() == g) for g in np.unique(d["id"])]
     rho, s2 = np.tanh(phi[1]), np.exp(2 * phi[2])
     V = [np.exp(2 * phi[0]) + s2 * rho ** np.abs(t[i][:, None] - t[i][None, :]) for i in subjects]
-    inverses = [np.linalg.inv(v) for v in V]
-    A = sum(X[i].T @ Vi @ X[i] for i, Vi in zip(subjects, inverses))
-    beta = np.linalg.solve(A, sum(X[i].T @ Vi @ y[i] for i, Vi in zip(subjects, inverses)))
-    e = y - X @ beta
-    quad = sum(e[i] @ Vi @ e[i] for i, Vi in zip(subjects, inverses))
-    logdet = sum(np.linalg.slogdet(v)[1] for v in V)
-    return -0.5 * (len(y) * np.log(2 * np.pi) + logdet + quad), np.linalg.inv(A)
+    return gls_loglik(X, y, subjects, V)
 
 
 def test_information_and_satterthwaite_match_finite_differences_of_a_dense_likelihood(fits):

@@ -20,7 +20,7 @@ import pytest
 import jaxhlm
 from jaxhlm import DataError, FormulaError, JaxhlmError
 from jaxhlm.dofile import Session
-from finite_differences import differences
+from finite_differences import differences, gls_loglik
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = {f["name"]: f for f in json.loads((FIXTURES / "residuals_by_reference.json").read_text())["fits"]}
@@ -81,13 +81,7 @@ def _dense(hsb: pd.DataFrame, phi: np.ndarray) -> tuple[float, np.ndarray]:
     schools = [np.flatnonzero(hsb["id"].to_numpy() == g) for g in np.unique(hsb["id"])]
     s2 = np.exp(2 * np.where(sector == 1, phi[2], phi[1]))
     V = [np.exp(2 * phi[0]) + np.diag(s2[i]) for i in schools]
-    inverses = [np.linalg.inv(v) for v in V]
-    A = sum(X[i].T @ Vi @ X[i] for i, Vi in zip(schools, inverses))
-    beta = np.linalg.solve(A, sum(X[i].T @ Vi @ y[i] for i, Vi in zip(schools, inverses)))
-    e = y - X @ beta
-    quad = sum(e[i] @ Vi @ e[i] for i, Vi in zip(schools, inverses))
-    logdet = sum(np.linalg.slogdet(v)[1] for v in V)
-    return -0.5 * (len(y) * np.log(2 * np.pi) + logdet + quad), np.linalg.inv(A)
+    return gls_loglik(X, y, schools, V)
 
 
 def test_information_and_satterthwaite_match_finite_differences_of_a_dense_likelihood(fits):
