@@ -955,8 +955,12 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
 
 
 def _check_nesting(spec: ModelSpec, levels: _Levels, n: int) -> None:
-    """A second level must be identifiable beside the first and beside the residual."""
+    """Every level must be identifiable beside the residual, and a second level beside the first."""
     if levels.second is None:
+        if len(levels.groups.labels) == n:
+            raise DataError(f"every {spec.levels[0]} group has a single observation, so its random effects cannot be "
+                            "told from the residual; a mixed model needs groups of several observations (use ordinary "
+                            "regression here)")
         return
     outer, inner = spec.levels
     n_groups, n_clusters = len(levels.groups.labels), len(levels.second[0].labels)

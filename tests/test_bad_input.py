@@ -58,6 +58,16 @@ def test_single_group(hsb):
         jaxhlm.fit("mathach ~ ses + (1 | id)", one)
 
 
+def test_groups_of_one_observation(hsb):
+    """One row per school: the schools' intercepts cannot be told from the residual (the likelihood is flat along
+    var(_cons) + var(Residual) = const), so the fit is refused rather than split arbitrarily, as lme4 refuses it."""
+    first = hsb.groupby("id").head(1)
+    with pytest.raises(jaxhlm.DataError, match="every id group has a single observation"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", first)
+    with pytest.raises(jaxhlm.DataError, match="every id group has a single observation"):
+        jaxhlm.mixed("mathach ses || id:", first)
+
+
 def test_singular_random_design(small):
     df = small.assign(ses2=2 * small["ses"])
     with pytest.raises(jaxhlm.DataError, match="random-effects design .* is singular"):
