@@ -483,7 +483,7 @@ class MixedResult:
         they are made of (``var_fixed``, ``var_random``, ``var_residual``); random slopes as Johnson (2014), as R's
         ``performance::r2_nakagawa`` computes them (:func:`~jaxhlm.infer.variance_decomposition`). Needs the
         fitted data in memory; rows with frequency weights count that many times."""
-        self.design.require_independent("R² (which needs one residual variance)")
+        self.design.require_independent("R² (which needs one residual variance)", (Strata,))
         rows = self.design.rows()
         if rows.weights is not None:
             raise JaxhlmError("R² needs one residual variance for every row; with precision weights (weights=) row "
