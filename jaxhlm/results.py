@@ -64,7 +64,8 @@ class MixedResult:
     ``"bootstrap"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
     Postestimation: ``ic()``, ``icc()``, ``r2()``, ``varcorr()``, ``test()``, ``testparm()``, ``lincom()``,
     ``satterthwaite()``; :func:`jaxhlm.drop1` and :func:`jaxhlm.ranova` refit it without each term.
-    Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``fittedvalues``, ``resid``,
+    Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``marginal_cov()`` and
+    ``wcorrelation()`` (a group's response covariance and correlations), ``fittedvalues``, ``resid``,
     ``predict(data, random)`` (new data too), ``influence()`` (DFBETA, DFBETAS, Cook's distance per group).
     """
 
@@ -320,6 +321,46 @@ class MixedResult:
         """(groups, q, q): each group's conditional covariance of its random effects given the data and the
         estimates (lme4's ``condVar``), rows and columns as in :meth:`ranef`."""
         return self._modes[self._level(level)][1]
+
+    def marginal_cov(self, group: object = None) -> pd.DataFrame:
+        """The estimated covariance of one group's responses, V = ZΣ̂Zᵀ + R̂ (nlme's ``getVarCov(type =
+        "marginal")``; the covariance behind Stata's ``estat wcorrelation``): the random effects' part, a three-level
+        model's inner clusters' within them, and the residuals' (σ̂²/aᵢ with precision weights, each stratum's
+        variance with ``residuals_by``, σ̂²ρ̂^|s−t| within a series with AR(1) residuals). ``group``: a value of the
+        outermost grouping variable (default: the first group). Rows and columns are labelled by the data's index,
+        in the estimation sample's order."""
+        d = self.design
+        if d.crossed:
+            raise JaxhlmError("a model with crossed grouping factors has no independent groups: every response is "
+                              "correlated with others through both factors")
+        if self.spec.freq_weights:
+            raise JaxhlmError("the marginal covariance is of single observations; with frequency weights a row stands "
+                              "for several, so expand the rows (data.loc[data.index.repeat(data[w])]) first")
+        found = np.flatnonzero(d.group_labels == (d.group_labels[0] if group is None else group))
+        if not len(found):
+            raise JaxhlmError(f"{group!r} is not a group of {d.group_name} in this fit")
+        rows = d.rows()
+        at = np.flatnonzero(rows.group == found[0])
+        Z, sigma, q1 = rows.Z[at], self.random_effects.sigma, len(d.level_effects[0])
+        V = Z[:, :q1] @ sigma[:q1, :q1] @ Z[:, :q1].T
+        series = np.zeros(len(at)) if rows.cluster is None else rows.cluster[at]
+        same = series[:, None] == series[None, :]
+        V += same * (Z[:, q1:] @ sigma[q1:, q1:] @ Z[:, q1:].T)
+        frame = d.source.loc[rows.index[at]]
+        if d.serial is not None:
+            t = frame[self.spec.ar1_time].to_numpy(dtype=float)
+            rho = float(np.tanh(self.psi[0]))
+            V += same * self.scale * rho ** np.abs(t[:, None] - t[None, :])
+        else:
+            var = np.broadcast_to(self.residual_variance(frame), (len(at),))
+            V += np.diag(var if rows.weights is None else var / rows.weights[at])
+        return pd.DataFrame(V, index=rows.index[at], columns=rows.index[at])
+
+    def wcorrelation(self, group: object = None) -> pd.DataFrame:
+        """The correlations of one group's responses (Stata's ``estat wcorrelation``), from :meth:`marginal_cov`."""
+        V = self.marginal_cov(group)
+        sd = np.sqrt(np.diag(V.to_numpy()))
+        return V / np.outer(sd, sd)
 
     @property
     def fittedvalues(self) -> np.ndarray:

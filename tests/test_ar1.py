@@ -300,3 +300,28 @@ def test_three_levels_match_nlme():
     assert "Residual: AR(1)" in str(stata)
     with pytest.raises(DataError, match="for one grouping level; this model has two nested levels"):
         jaxhlm.simulate(m, 2)
+
+
+def test_marginal_covariance_matches_nlme(fits):
+    """V = ZΣ̂Zᵀ + σ̂²ρ̂^|s−t| for subject 1 (nlme's getVarCov(type = "marginal"), to nlme's own stop), and its
+    correlations (Stata's estat wcorrelation)."""
+    d = _data()
+    ref, m = REF["slope_ml"], fits["slope_ml"]
+    V = m.marginal_cov(1)
+    assert list(d.loc[V.index, "time"]) == ref["marginal_1_time"]
+    np.testing.assert_allclose(V.to_numpy(), ref["marginal_1"], rtol=2e-6)
+    corr = m.wcorrelation(1).to_numpy()
+    np.testing.assert_allclose(corr, V.to_numpy() / np.sqrt(np.outer(np.diag(V), np.diag(V))), rtol=1e-12)
+    assert m.marginal_cov().equals(V)  # the first group by default
+    with pytest.raises(JaxhlmError, match="is not a group of id"):
+        m.marginal_cov(999)
+    # Three levels: students' series are correlated within a student only; the school's intercept spans them all.
+    three = jaxhlm.fit("y ~ time + x + (1 | school/student)", pd.read_csv(FIXTURES / "ar1_three.csv"),
+                       ar1_time="time")
+    V3 = three.marginal_cov(1)
+    rows = pd.read_csv(FIXTURES / "ar1_three.csv").loc[V3.index]
+    school, student, rho, s2 = *three.random_effects.estimate[:2], *three.random_effects.estimate[2:]
+    same = rows["student"].to_numpy()[:, None] == rows["student"].to_numpy()[None, :]
+    t = rows["time"].to_numpy()
+    np.testing.assert_allclose(V3.to_numpy(), school + same * (student + s2 * rho ** np.abs(t[:, None] - t[None, :])),
+                               rtol=1e-12)

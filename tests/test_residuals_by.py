@@ -84,6 +84,18 @@ def _dense(hsb: pd.DataFrame, phi: np.ndarray) -> tuple[float, np.ndarray]:
     return gls_loglik(X, y, schools, V)
 
 
+def test_marginal_covariance(fits):
+    """Each school's V = σ_b²11ᵀ + diag(σₛ²) at the estimates; crossed factors have no independent groups."""
+    hsb = jaxhlm.datasets.hsb()
+    m = fits["hsb_intercept_ml"]
+    V = m.marginal_cov(hsb["id"].iloc[0])
+    s2 = np.where(hsb.loc[V.index, "sector"] == 1, *m.random_effects.estimate[[2, 1]])
+    np.testing.assert_allclose(V.to_numpy(), m.random_effects.estimate[0] + np.diag(s2), rtol=1e-12)
+    crossed = jaxhlm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", jaxhlm.datasets.penicillin())
+    with pytest.raises(JaxhlmError, match="no independent groups"):
+        crossed.marginal_cov()
+
+
 def test_information_and_satterthwaite_match_finite_differences_of_a_dense_likelihood(fits):
     """The variance parameters' covariance (inverse information in φ) against central second differences of the
     dense log likelihood, and Satterthwaite's degrees of freedom 2 Var(β̂ₖ)² / (gᵀ Cov(φ̂) g) with g the central
