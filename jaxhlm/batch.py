@@ -144,7 +144,14 @@ def simulate_one(key: Array, sim: Simulator) -> Array:
     k_re, k_e = jax.random.split(key)
     if isinstance(sim.data, SerialRows):  # e_t = ρ^gap e_(t-1) + √(1 − ρ^2gap) σ z_t, stationary from each start
         d = sim.data
-        b = sim.sigma * jax.random.normal(k_re, (d.Z.shape[0], d.Z.shape[2])) @ sim.lam.T
+        q1 = d.Z.shape[2]
+        if d.W.shape[2]:  # two nested levels: the series are the clusters, each with its group's effects
+            k1, k2 = jax.random.split(k_re)
+            b1 = sim.sigma * jax.random.normal(k1, (d.group_weights.shape[0], q1)) @ sim.lam[:q1, :q1].T
+            b2 = sim.sigma * jax.random.normal(k2, (d.W.shape[0], d.W.shape[2])) @ sim.lam[q1:, q1:].T
+            effects = jnp.einsum("gnq,gq->gn", d.Z, b1[d.parent]) + jnp.einsum("gnq,gq->gn", d.W, b2)
+        else:
+            effects = jnp.einsum("gnq,gq->gn", d.Z, sim.sigma * jax.random.normal(k_re, (d.Z.shape[0], q1)) @ sim.lam.T)
         rho = jnp.tanh(sim.psi[0])
         a = jnp.where(d.gap == 0, 0.0, rho ** d.gap)
 
@@ -153,8 +160,7 @@ def simulate_one(key: Array, sim: Simulator) -> Array:
             return e, e
 
         _, e = jax.lax.scan(step, jnp.zeros(d.y.shape[0]), (a.T, jax.random.normal(k_e, d.y.shape).T))
-        return (jnp.einsum("gnp,p->gn", d.X, sim.beta) + jnp.einsum("gnq,gq->gn", d.Z, b)
-                + sim.sigma * e.T) * sim.real
+        return (jnp.einsum("gnp,p->gn", d.X, sim.beta) + effects + sim.sigma * e.T) * sim.real
     if isinstance(sim.data, FlatRows):
         d, q1 = sim.data, sim.data.Z.shape[1]
         k1, k2 = jax.random.split(k_re)
@@ -366,9 +372,6 @@ def _shared(design: Design, rows: Rows) -> Shared:
     """``design``'s rows (``rows`` = :func:`_rows`, rebuilt once by the caller; padded slabs for two levels,
     flat for three) and its bucket-padded statistics (packed for two levels)."""
     if design.serial is not None:
-        if design.inner is not None:
-            raise DataError("simulate, refit_batch and the parametric bootstrap are available with AR(1) residuals "
-                            "for one grouping level; this model has two nested levels")
         serial = design_stats(design)
         return Shared(serial, serial)
     if design.inner is None:
