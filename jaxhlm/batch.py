@@ -42,7 +42,7 @@ from .errors import ComparisonError, DataError
 from .estimate import fit_residual, fit_stats
 from .optimize import RESULTS, converged
 from .pipeline import design_stats
-from .residual import INDEPENDENT, SerialRows, Strata, Structure
+from .residual import AR1, INDEPENDENT, SerialRows, Strata, Structure
 from .results import MixedResult, lrtest
 from .stats import GroupedData, GroupStats, NestedStats, row_scale, slots
 
@@ -152,8 +152,7 @@ def simulate_one(key: Array, sim: Simulator) -> Array:
             effects = jnp.einsum("gnq,gq->gn", d.Z, b1[d.parent]) + jnp.einsum("gnq,gq->gn", d.W, b2)
         else:
             effects = jnp.einsum("gnq,gq->gn", d.Z, sim.sigma * jax.random.normal(k_re, (d.Z.shape[0], q1)) @ sim.lam.T)
-        rho = jnp.tanh(sim.psi[0])
-        a = jnp.where(d.gap == 0, 0.0, rho ** d.gap)
+        a = jnp.where(d.gap == 0, 0.0, AR1.correlation(d.gap, sim.psi))
 
         def step(previous: Array, at: tuple[Array, Array]) -> tuple[Array, Array]:
             e = at[0] * previous + jnp.sqrt(1.0 - at[0] ** 2) * at[1]

@@ -125,6 +125,12 @@ class AR1(Structure):
 
     bits: int = 31
 
+    @staticmethod
+    def correlation(lag: Array, psi: Array) -> Array:
+        """ρ^lag, the correlation of two residuals ``lag`` apart in time (not for differentiating at ρ = 0: see
+        :func:`_power`)."""
+        return jnp.tanh(psi[0]) ** lag
+
     @property
     def is_var(self) -> tuple[bool, ...]:
         return (False, True)

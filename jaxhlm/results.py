@@ -27,7 +27,7 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .residual import SerialRows, Strata
+from .residual import AR1, SerialRows, Strata
 from .stats import GroupStats, NestedStats, group_totals, pair_totals
 
 if TYPE_CHECKING:
@@ -349,8 +349,7 @@ class MixedResult:
         frame = d.source.loc[rows.index[at]]
         if d.serial is not None:
             t = frame[self.spec.ar1_time].to_numpy(dtype=float)
-            rho = float(np.tanh(self.psi[0]))
-            V += same * self.scale * rho ** np.abs(t[:, None] - t[None, :])
+            V += same * self.scale * np.asarray(AR1.correlation(np.abs(t[:, None] - t[None, :]), self.psi))
         else:
             var = np.broadcast_to(self.residual_variance(frame), (len(at),))
             V += np.diag(var if rows.weights is None else var / rows.weights[at])
