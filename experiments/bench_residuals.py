@@ -1,8 +1,11 @@
-"""Side-by-side benchmark of residual structures, jaxhlm vs nlme's ``lme`` in one run on one machine: a residual
-variance per stratum (Stata's ``residuals(independent, by())``; nlme's ``weights = varIdent(form = ~ 1 | var)``)
-on HSB, and AR(1) residuals within groups (Stata's ``residuals(ar 1, t())``; nlme's
-``correlation = corAR1(form = ~ time | id)``) on tests/fixtures/ar1.csv (80 subjects, 643 rows) and on a larger
-panel simulated here (seeded; 2,000 subjects at times 0..9, a fifth missing, 16,000 rows).
+"""Side-by-side benchmark of residual structures, jaxhlm vs nlme's ``lme`` (``gls`` without random effects) in one
+run on one machine: a residual variance per stratum (Stata's ``residuals(independent, by())``; nlme's
+``weights = varIdent(form = ~ 1 | var)``) on HSB, and residuals correlated within subjects on
+tests/fixtures/ar1.csv (80 subjects, 643 rows) and on a larger panel simulated here (seeded; 2,000 subjects at
+times 0..9, a fifth missing, 16,000 rows): AR(1) (Stata's ``residuals(ar 1, t())``; nlme's ``corAR1``),
+exchangeable (``corCompSymm``) beside a random slope, exponential over a real time (``corExp``) beside a random
+intercept, and unstructured over the visits 0..4 with no random effects (Stata's ``|| id:, noconstant
+residuals(unstructured, t())``; nlme's ``gls`` with ``corSymm`` and ``varIdent``).
 
 For each model: the log likelihood reached and the warm wall time of one complete fit from a formula and a
 DataFrame (median of repeats after a first untimed fit; jaxhlm with its prepared-design cache cleared, so the
@@ -47,12 +50,21 @@ MODELS = {
                             "weights = varIdent(form = ~ 1 | female)", False),
     "slope by female, REML": ("hsb", "mathach ~ ses * sector", "1 + ses", {"residuals_by": "female"},
                               "weights = varIdent(form = ~ 1 | female)", True),
-    "AR(1) intercept, ML": ("ar1", "y ~ time + x", "1", {"ar1_time": "time"},
+    "AR(1) intercept, ML": ("ar1", "y ~ time + x", "1", {"residuals": "ar1", "time": "time"},
                             "correlation = corAR1(form = ~ time | id)", False),
-    "AR(1) slope, REML": ("ar1", "y ~ time + x", "1 + time", {"ar1_time": "time"},
+    "AR(1) slope, REML": ("ar1", "y ~ time + x", "1 + time", {"residuals": "ar1", "time": "time"},
                           "correlation = corAR1(form = ~ time | id)", True),
-    "AR(1) slope, REML, 16k": ("panel", "y ~ time + x", "1 + time", {"ar1_time": "time"},
+    "AR(1) slope, REML, 16k": ("panel", "y ~ time + x", "1 + time", {"residuals": "ar1", "time": "time"},
                                "correlation = corAR1(form = ~ time | id)", True),
+    "exchangeable, slope, ML": ("ar1", "y ~ time + x", "0 + time", {"residuals": "exchangeable"},
+                                "correlation = corCompSymm(form = ~ 1 | id)", False),
+    "exponential, ML": ("ar1", "y ~ time + x", "1", {"residuals": "exponential", "time": "rt"},
+                        "correlation = corExp(form = ~ rt | id)", False),
+    # no random effects (nlme's gls): the repeated-measures model with an unstructured covariance over visits
+    "unstructured, REML": ("ar1_early", "y ~ time + x", "0", {"residuals": "unstructured", "time": "time"},
+                           "correlation = corSymm(form = ~ pos | id), weights = varIdent(form = ~ 1 | time)", True),
+    "unstructured, REML, 8k": ("panel_early", "y ~ time + x", "0", {"residuals": "unstructured", "time": "time"},
+                               "correlation = corSymm(form = ~ pos | id), weights = varIdent(form = ~ 1 | time)", True),
 }
 
 
@@ -70,13 +82,25 @@ def panel(n: int = 2000, seed: int = 1) -> pd.DataFrame:
     return d[rng.random(n * 10) > 0.2].reset_index(drop=True)
 
 
-DATA = {"hsb": jaxhlm.datasets.hsb, "ar1": lambda: pd.read_csv(ROOT / "tests" / "fixtures" / "ar1.csv"),
-        "panel": panel}
+def _timed(d: pd.DataFrame, last: int | None = None) -> pd.DataFrame:
+    """``d`` with the real time rt = √(time + 1) and nlme's visit position pos = time + 1 (rows up to ``last``)."""
+    d = d if last is None else d[d["time"] <= last]
+    return d.assign(rt=np.sqrt(d["time"] + 1), pos=d["time"] + 1)
+
+
+def _ar1() -> pd.DataFrame:
+    return pd.read_csv(ROOT / "tests" / "fixtures" / "ar1.csv")
+
+
+DATA = {"hsb": jaxhlm.datasets.hsb, "ar1": lambda: _timed(_ar1()), "ar1_early": lambda: _timed(_ar1(), 4),
+        "panel": panel, "panel_early": lambda: _timed(panel(), 4)}
 
 R_SCRIPT = r"""
 suppressMessages(library(nlme))
 reps <- {repeats}
-fit <- function(d, fixed, random, residual, method, opt) eval(parse(text = paste0(
+fit <- function(d, fixed, random, residual, method, opt) eval(parse(text = if (random == "0") paste0(
+  "gls(", fixed, ", data = d, method = method, ", residual,
+  ", control = glsControl(opt = opt, maxIter = 200, msMaxIter = 500))") else paste0(
   "lme(", fixed, ", random = ~ ", random, " | id, data = d, method = method, ", residual,
   ", control = lmeControl(opt = opt, maxIter = 200, msMaxIter = 500))")))
 models <- list({models})
@@ -158,8 +182,8 @@ cat(sprintf("%.6f|%d|%.6f\n", t / B, sum(is.na(lr)), mean(lr < 0, na.rm = TRUE))
 def bench_bootstrap(B: int) -> None:
     """The AR(1) bootstrap LR test side by side: seconds per replicate, and failed or negative replicates."""
     d = DATA["ar1"]()
-    small = jaxhlm.fit("y ~ time + x + (1 | id)", d, ar1_time="time")
-    big = jaxhlm.fit("y ~ time + x + (1 + time | id)", d, ar1_time="time")
+    small = jaxhlm.fit("y ~ time + x + (1 | id)", d, residuals="ar1", time="time")
+    big = jaxhlm.fit("y ~ time + x + (1 + time | id)", d, residuals="ar1", time="time")
     jaxhlm.bootstrap_lrtest(small, big, B=B, seed=0, progress=False)  # compilation
     t = time.perf_counter()
     ours = jaxhlm.bootstrap_lrtest(small, big, B=B, seed=1, progress=False)

@@ -10,10 +10,11 @@ not depend on the chunk size or the number of devices.
 
 A two-level model's replicates are laid out in per-group slabs (:class:`~jaxhlm.stats.GroupedData`); a
 three-level model's stay as flat rows (:class:`FlatRows`), reduced by segment sums over groups and clusters,
-since slabs would have to be padded to the largest cluster within the largest group. A model with AR(1)
-residuals keeps its rows in time order (:class:`~jaxhlm.residual.SerialRows`): its statistics depend on ρ, so
-each replicate is refitted from its whitened rows (:func:`~jaxhlm.estimate.fit_residual`), its residuals drawn
-by the AR(1) recursion.
+since slabs would have to be padded to the largest cluster within the largest group. A model whose residuals
+are correlated within series (AR(1), Toeplitz, unstructured, …) keeps its rows in time order
+(:class:`~jaxhlm.residual.SerialRows`): its statistics depend on ψ, so each replicate is refitted from its
+whitened rows (:func:`~jaxhlm.estimate.fit_residual`), its residuals drawn as σLz with each series' Cholesky
+factor C(ψ̂) = LLᵀ, taken once.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .errors import ComparisonError, DataError
 from .estimate import fit_residual, fit_stats
 from .optimize import RESULTS, converged
 from .pipeline import design_stats
-from .residual import AR1, INDEPENDENT, SerialRows, Strata, Structure
+from .residual import INDEPENDENT, SerialRows, Strata, Structure
 from .results import MixedResult, lrtest
 from .stats import GroupedData, GroupStats, NestedStats, row_scale, slots
 
@@ -71,8 +72,8 @@ class FlatRows(NamedTuple):
 
 
 class Shared(NamedTuple):
-    """What every replicate of one model shares: its design's rows and its bucket-padded statistics (with AR(1)
-    residuals, the rows in time order, both; the response is replaced)."""
+    """What every replicate of one model shares: its design's rows and its bucket-padded statistics (with residuals
+    correlated within series, the rows in time order, both; the response is replaced)."""
 
     data: GroupedData | FlatRows | SerialRows  # group slabs (X, Z, unit weights: 1 on real rows, 0 on padding)
     base: GroupStats | NestedStats | SerialRows  # statistics of the fitted response; the response parts are replaced
@@ -89,8 +90,9 @@ class Simulator(NamedTuple):
     lam: Array  # (q, q) relative covariance factor Λ(θ̂), block-diagonal over the levels
     sigma: Array  # σ̂
     within: Array | None  # () the degrees of freedom of the residuals within rows; None without frequency weights
-    psi: Array  # ψ̂ of the residual structure (atanh ρ for AR(1)); empty for σ²I
-    real: Array | None  # (m, T) 1 on the real rows of :class:`SerialRows` slabs, 0 on padding; None otherwise
+    #: with residuals correlated within series (:class:`SerialRows` data), each series' Cholesky factor of C(ψ̂)
+    #: (s, T, T; identity on padding), taken once for every draw; None otherwise
+    chol: Array | None
 
 
 class Replicate(NamedTuple):
@@ -142,7 +144,7 @@ def with_response(shared: Shared, y: Array) -> GroupStats | NestedStats | Serial
 def simulate_one(key: Array, sim: Simulator) -> Array:
     """One response drawn from the fitted model, in the layout of ``sim.data`` (zero on padding rows)."""
     k_re, k_e = jax.random.split(key)
-    if isinstance(sim.data, SerialRows):  # e_t = ρ^gap e_(t-1) + √(1 − ρ^2gap) σ z_t, stationary from each start
+    if isinstance(sim.data, SerialRows):  # e = σLz within each series, C(ψ̂) = LLᵀ
         d = sim.data
         q1 = d.Z.shape[2]
         if d.W.shape[2]:  # two nested levels: the series are the clusters, each with its group's effects
@@ -152,14 +154,8 @@ def simulate_one(key: Array, sim: Simulator) -> Array:
             effects = jnp.einsum("gnq,gq->gn", d.Z, b1[d.parent]) + jnp.einsum("gnq,gq->gn", d.W, b2)
         else:
             effects = jnp.einsum("gnq,gq->gn", d.Z, sim.sigma * jax.random.normal(k_re, (d.Z.shape[0], q1)) @ sim.lam.T)
-        a = jnp.where(d.gap == 0, 0.0, AR1.correlation(d.gap, sim.psi))
-
-        def step(previous: Array, at: tuple[Array, Array]) -> tuple[Array, Array]:
-            e = at[0] * previous + jnp.sqrt(1.0 - at[0] ** 2) * at[1]
-            return e, e
-
-        _, e = jax.lax.scan(step, jnp.zeros(d.y.shape[0]), (a.T, jax.random.normal(k_e, d.y.shape).T))
-        return (jnp.einsum("gnp,p->gn", d.X, sim.beta) + effects + sim.sigma * e.T) * sim.real
+        e = jnp.einsum("gij,gj->gi", sim.chol, jax.random.normal(k_e, d.y.shape))
+        return (jnp.einsum("gnp,p->gn", d.X, sim.beta) + effects + sim.sigma * e) * d.live
     if isinstance(sim.data, FlatRows):
         d, q1 = sim.data, sim.data.Z.shape[1]
         k1, k2 = jax.random.split(k_re)
@@ -239,8 +235,9 @@ def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Share
     f_small = _fit(_with_spread(with_response(small, y), extra), structure_small, blocks_small, reml, start_small,
                    max_steps)
     embedded = _embed(f_small.theta, blocks_small, blocks_big, index)
-    # AR(1) in both: the small model's ρ; AR(1) in the big one only: ρ = 0, the small model's own residuals.
-    psi = f_small.psi if structure_small == structure_big else jnp.zeros(structure_big.n_params)
+    # The same structure in both: the small model's ψ; one in the big model only: ψ = 0, which must then be the
+    # small model's own residuals (independent), as :func:`bootstrap_lrtest` checks.
+    psi = f_small.psi if structure_small == structure_big else structure_big.independent
     y_big = y if layouts is None else jnp.zeros(layouts[2].shape).at[layouts[1]].set(y[layouts[0]])
     f_big = _fit(_with_spread(with_response(big, y_big), extra), structure_big, blocks_big, reml,
                  jnp.stack([jnp.concatenate([embedded, psi]), start_big]), max_steps)
@@ -404,12 +401,11 @@ def _simulator(result: MixedResult, data: GroupedData | FlatRows | SerialRows, r
     """Draws from ``result``'s fit on its rows (``rows`` from :func:`_rows`, laid out as ``data``)."""
     lam = np.tensordot(result.theta, cov.templates(result.design.blocks), 1)
     within = result.nobs - len(rows.y)
-    real = None
+    chol = None
     if isinstance(data, SerialRows):
-        real = jnp.zeros(data.y.shape).at[result.design.serial_slots].set(1.0)
+        chol = jnp.linalg.cholesky(result.design.residual.correlation(data, jnp.asarray(result.psi)))
     return Simulator(data, jnp.asarray(result.fit.beta), jnp.asarray(lam), jnp.sqrt(jnp.asarray(result.scale)),
-                     jnp.asarray(float(within)) if within else None,
-                     jnp.zeros(0) if result.psi is None else jnp.asarray(result.psi), real)
+                     jnp.asarray(float(within)) if within else None, chol)
 
 
 def _response_shape(data: GroupedData | FlatRows | SerialRows) -> tuple[int, ...]:
@@ -495,15 +491,15 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     lam = np.einsum("kt,tij->kij", theta, cov.templates(design.blocks))
     sigma2 = np.asarray(rep.sigma2)
     sigma = sigma2[:, None, None] * lam @ np.swapaxes(lam, 1, 2)
-    structure = design.residual  # its rows: var(Residual), or AR(1)'s rho and var(Residual)
-    tail = jax.vmap(lambda s2, psi: structure.values(structure.join(0.5 * jnp.log(s2), psi)))(
-        jnp.asarray(sigma2), jnp.asarray(rep.psi))
+    structure = design.residual  # its rows (:attr:`~jaxhlm.design.Design.residual_labels`), at their coordinates
+    u = np.asarray(jax.vmap(structure.join)(0.5 * jnp.log(jnp.asarray(sigma2)), jnp.asarray(rep.psi)))
+    tail = np.asarray(jax.vmap(structure.values)(jnp.asarray(u)))
     is_var = np.asarray(structure.is_var)
     return BatchFit(
         llf=-0.5 * (np.asarray(rep.deviance) - design.stats.log_weights), beta=np.asarray(rep.beta)[:, :p],
         varcomp=np.column_stack([cov.pick(design.blocks, sigma), tail]),
         sd_corr=np.column_stack([cov.pick(design.blocks, cov.sd_corr_matrix(sigma)),
-                                 np.where(is_var, np.sqrt(np.abs(tail)), tail)]),
+                                 np.where(is_var, np.exp(u), np.tanh(u))]),
         sigma2=sigma2, theta=theta,
         converged=np.asarray(rep.converged), singular=np.asarray(rep.singular), fe_names=design.fe_names,
         re_labels=tuple(design.qualify(cov.labels(design.blocks, design.re_names) + list(design.residual_labels))),
@@ -656,7 +652,7 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     index = _nesting(ds, db, rows_small.X, rows_big.X)
     if ds.residual != db.residual and ds.residual != INDEPENDENT:
         raise ComparisonError("the bootstrap needs nested models: the smaller model's residual structure must be "
-                              "the bigger model's, or independent residuals within AR(1) ones")
+                              "the bigger model's, or independent residuals within correlated ones")
     shared_small, shared_big = _shared(ds, rows_small), _shared(db, rows_big)
     layouts = None
     if type(shared_big.data) is not type(shared_small.data):  # noqa: E721 (the layouts of a response differ)

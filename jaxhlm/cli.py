@@ -44,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--freq-weights", help="column of frequency weights (each row stands for that many observations)")
     f.add_argument("--residuals-by", help="column whose values each get their own residual variance (Stata's "
                                           "residuals(independent, by(var)))")
-    f.add_argument("--ar1-time", help="column of an integer time: AR(1) residuals within groups over it (Stata's "
-                                      "residuals(ar 1, t(var)))")
+    f.add_argument("--residuals", default="independent",
+                   help="residual correlation within groups: independent, exchangeable, ar1, exponential, toeplitz "
+                        "[q], banded [q] or unstructured (Stata's residuals(rspec, t(var)))")
+    f.add_argument("--time", help="column of the time the correlated residual structures (all but independent and "
+                                  "exchangeable) need")
     f.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     m = sub.add_parser("mixed", help="fit a model written in Stata's mixed syntax")
     m.add_argument("model", help="e.g. 'mathach c.ses##i.sector || id: ses, cov(unstr)'")
@@ -134,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         result = (fit(args.formula, data, reml=args.reml, cov=args.cov, dfmethod=args.dfmethod, weights=args.weights,
                       freq_weights=args.freq_weights, residuals_by=args.residuals_by,
-                      ar1_time=args.ar1_time)
+                      residuals=args.residuals, time=args.time)
                   if args.command == "fit" else mixed(args.model, data))
     except JaxhlmError as exc:
         print(f"jaxhlm: error: {exc}", file=sys.stderr)

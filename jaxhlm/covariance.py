@@ -263,7 +263,7 @@ def _embedded(blocks: Structure, per_block: Callable[[Block], np.ndarray]) -> np
             full[at:at + b.q, at:at + b.q] = t
             out.append(full)
         at += b.q
-    return np.stack(out)
+    return np.stack(out) if out else np.zeros((0, q, q))  # no random effects: the series of correlated residuals
 
 
 def templates(blocks: Structure) -> np.ndarray:
@@ -278,7 +278,7 @@ def covariance_templates(blocks: Structure) -> np.ndarray:
 
 def theta_from_cov(blocks: Structure, rel: Array) -> Array:
     qs = _slices(blocks, lambda b: b.q)
-    return jnp.concatenate([b.theta_from_cov(rel[s, s]) for b, s in zip(blocks, qs)])
+    return jnp.concatenate([jnp.zeros(0)] + [b.theta_from_cov(rel[s, s]) for b, s in zip(blocks, qs)])
 
 
 def theta_even(blocks: Structure) -> np.ndarray:
@@ -292,11 +292,11 @@ def theta_even(blocks: Structure) -> np.ndarray:
     cross = np.einsum("kij,lmj->klim", T, T)
     cross = np.abs(cross + cross.transpose(1, 0, 3, 2)).sum(axis=(2, 3))
     np.fill_diagonal(cross, 0.0)
-    return (cross.max(axis=1) < 1e-12) & (theta_lower(blocks) == 0)
+    return (cross.max(axis=1, initial=0.0) < 1e-12) & (theta_lower(blocks) == 0)
 
 
 def theta_lower(blocks: Structure) -> np.ndarray:
-    return np.concatenate([b.lower() for b in blocks])
+    return np.concatenate([np.zeros(0)] + [b.lower() for b in blocks])
 
 
 def on_boundary(blocks: Structure, theta: Array) -> Array:
@@ -305,7 +305,7 @@ def on_boundary(blocks: Structure, theta: Array) -> Array:
 
 
 def theta_start(blocks: Structure) -> np.ndarray:
-    return np.concatenate([b.theta_start() for b in blocks])
+    return np.concatenate([np.zeros(0)] + [b.theta_start() for b in blocks])
 
 
 def n_cov_params(blocks: Structure) -> int:
@@ -323,14 +323,14 @@ def _slices(blocks: Structure, size) -> list[slice]:
 
 def phi_from_cov(blocks: Structure, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     qs = _slices(blocks, lambda b: b.q)
-    parts = [b.phi_from_cov(sigma[s, s]) for b, s in zip(blocks, qs)]
+    parts = [(np.zeros(0), np.zeros(0))] + [b.phi_from_cov(sigma[s, s]) for b, s in zip(blocks, qs)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def root_from_phi(blocks: Structure, phi: Array, edge: Array) -> Array:
     ps = _slices(blocks, lambda b: b.n_theta)
     roots = [b.root_from_phi(phi[s], edge[s]) for b, s in zip(blocks, ps)]
-    return jnp.asarray(roots[0]) if len(roots) == 1 else jax_block_diag(roots)
+    return jnp.asarray(roots[0]) if len(roots) == 1 else jax_block_diag(roots)  # none: a 0×0 root
 
 
 def jax_block_diag(mats: Sequence[Array]) -> Array:
@@ -345,13 +345,14 @@ def jax_block_diag(mats: Sequence[Array]) -> Array:
 
 def reported(blocks: Structure, phi: Array, edge: Array) -> Array:
     ps = _slices(blocks, lambda b: b.n_theta)
-    return jnp.concatenate([b.reported(phi[s], edge[s]) for b, s in zip(blocks, ps)])
+    return jnp.concatenate([jnp.zeros(0)] + [b.reported(phi[s], edge[s]) for b, s in zip(blocks, ps)])
 
 
 def pick(blocks: Structure, sigma: np.ndarray) -> np.ndarray:
     """The reported var/cov estimates of a full (block-diagonal) Σ, or of a stack of them (…, q, q)."""
     qs = _slices(blocks, lambda b: b.q)
-    return np.concatenate([b.pick(sigma[..., s, s]) for b, s in zip(blocks, qs)], axis=-1)
+    return np.concatenate([np.zeros(sigma.shape[:-2] + (0,))] + [b.pick(sigma[..., s, s]) for b, s in zip(blocks, qs)],
+                          axis=-1)
 
 
 def sd_corr_matrix(sigma: np.ndarray) -> np.ndarray:
@@ -372,7 +373,7 @@ def labels(blocks: Structure, names: Sequence[str]) -> list[str]:
 
 def variance_mask(blocks: Structure) -> np.ndarray:
     """True for entries of :func:`reported` that are variances (CI on the log scale), False for covariances."""
-    return np.concatenate([np.arange(b.n_theta) < b.n_variances for b in blocks])
+    return np.concatenate([np.zeros(0, bool)] + [np.arange(b.n_theta) < b.n_variances for b in blocks])
 
 
 def variance_index(blocks: Structure, effect: int) -> int:

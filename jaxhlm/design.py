@@ -35,7 +35,8 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .residual import AR1, INDEPENDENT, SerialRows, Strata, Structure
+from .residual import (AR1, INDEPENDENT, Exchangeable, Exponential, SerialRows, Serial, Strata, Structure, Toeplitz,
+                       Unstructured)
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
                     pad_host, pad_rows, row_scale, slots, stack_strata, total)
 
@@ -124,12 +125,13 @@ class Design:
     strata: tuple[HostStats, ...] | None = None
     strata_labels: np.ndarray | None = None
     residual: Structure = INDEPENDENT  # the residual covariance structure (:mod:`jaxhlm.residual`)
-    #: with AR(1) residuals, the rows in time order within groups (host arrays), which the structure whitens
+    #: with residuals correlated within series, the rows in time order within series (host arrays), which the
+    #: structure whitens
     serial: SerialRows | None = None
     #: and each estimation-sample row's place in them: (group, position in the group's slab)
     serial_slots: tuple[np.ndarray, np.ndarray] | None = None
 
-    def require_independent(self, what: str, refused: tuple[type, ...] = (Strata, AR1)) -> None:
+    def require_independent(self, what: str, refused: tuple[type, ...] = (Strata, Serial)) -> None:
         """Refuse ``what`` (plural) for a model whose residual structure is one of ``refused`` (by default any but
         σ²I), which it does not handle."""
         if not isinstance(self.residual, refused):
@@ -138,16 +140,24 @@ class Design:
             by = self.encoding.spec.residual_by
             raise DataError(f"{what} are not available for a model with a residual variance per stratum (residuals "
                             f"by {by}); refit it without residuals_by to get them")
-        if isinstance(self.residual, AR1):
-            raise DataError(f"{what} are not available for a model with AR(1) residuals (t({self.encoding.spec.ar1_time})); "
-                            "refit it with independent residuals to get them")
+        if isinstance(self.residual, Serial):
+            raise DataError(f"{what} are not available for a model with {self.residual.title} residuals; refit it "
+                            "with independent residuals to get them")
 
     @property
     def residual_labels(self) -> tuple[str, ...]:
         """The names of the residual structure's parameters (:class:`~jaxhlm.residual.Structure`'s rows)."""
         if isinstance(self.residual, Strata):
             return tuple(f"var(Residual[{self.encoding.spec.residual_by}={v}])" for v in self.strata_labels)
-        if isinstance(self.residual, AR1):
+        r = self.residual
+        if isinstance(r, Unstructured):  # Stata's e1, e2, …: the residual at each value of the time
+            e = [f"e{t:g}" for t in r.times]
+            return tuple(f"var({x})" for x in e) + tuple(f"cov({e[k]},{e[l]})" for k, l in r.pairs)
+        if isinstance(r, Exchangeable):
+            return ("var(Residual)", "cov(Residual)")
+        if isinstance(r, Toeplitz):
+            return tuple(f"rho{k}(Residual)" for k in range(1, r.order + 1)) + ("var(Residual)",)
+        if isinstance(r, Serial):
             return ("rho(Residual)", "var(Residual)")
         return ("var(Residual)",)
 
@@ -391,7 +401,7 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
     missing(fixed_vars, "variable")
     missing([n for n in (spec.weights, spec.freq_weights) if n is not None], "weight variable")
     missing([spec.residual_by] if spec.residual_by is not None else [], "residual-variance variable")
-    missing([spec.ar1_time] if spec.ar1_time is not None else [], "time variable")
+    missing([spec.residual_time] if spec.residual_time is not None else [], "time variable")
 
 
 def _independent(R: np.ndarray, order: list[int]) -> set[int]:
@@ -414,7 +424,7 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
                                *[n for t in spec.random for n in t.slopes],
                                *sorted(fixed_vars),
-                               *(n for n in (spec.weights, spec.freq_weights, spec.residual_by, spec.ar1_time)
+                               *(n for n in (spec.weights, spec.freq_weights, spec.residual_by, spec.residual_time)
                                  if n)]))
 
 
@@ -606,7 +616,7 @@ def _complete(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 
 def _random_design(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
-    return np.column_stack([
+    return np.column_stack([np.zeros((len(frame), 0))] + [
         np.ones(len(frame)) if n == CONSTANT else _numeric(frame, n, "random-effect variable")
         for t in spec.random for n in t.names
     ])
@@ -744,7 +754,7 @@ class _Pass:
     source: pd.DataFrame | None
     strata: tuple[HostStats, ...] | None = None  # one per value of the residual-variance variable, as it
     strata_labels: pd.Index | None = None  # first appeared
-    serial: tuple[np.ndarray, ...] | None = None  # with AR(1) residuals, every row's (X, Z, y, series code, time)
+    serial: tuple[np.ndarray, ...] | None = None  # with serial residuals, every row's (X, Z, y, series code, time)
 
 
 def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
@@ -757,8 +767,8 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
     strata, parts_by = (_Groups(), []) if spec.residual_by else (None, None)
-    if spec.ar1_time is not None:
-        _check_ar1(spec, crossed)
+    if spec.residual_kind != "independent":
+        _check_serial(spec, crossed)
     serial: list[tuple[np.ndarray, ...]] = []
     if spec.subset is not None and spec.subset.has_range and source is None:
         raise DataError("an in range counts rows from the end of the data, which data read in chunks does not know "
@@ -782,10 +792,12 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
                                       None if c.codes[1] is None else c.codes[1][rows], precision, freq)
         elif len(c.y):
             acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
-        if len(c.y) and spec.ar1_time is not None:
+        if len(c.y) and spec.residual_kind != "independent":
             # a series: a group, or with two nested levels a cluster of the inner one
             series = c.codes[0] if c.codes[1] is None else c.codes[1]
-            serial.append((c.X, c.Z, c.y, series, _numeric(c.frame, spec.ar1_time, "time variable")))
+            t = (np.zeros(len(c.y)) if spec.residual_time is None
+                 else _numeric(c.frame, spec.residual_time, "time variable"))
+            serial.append((c.X, c.Z, c.y, series, t))
         if len(c.y):
             sample.update(c.frame, c.y, levels.variables, c.weights)
             low, high = min(low, c.y.min()), max(high, c.y.max())
@@ -804,41 +816,111 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
                  hosts, strata.labels)
 
 
-def _check_ar1(spec: ModelSpec, crossed: bool) -> None:
-    """AR(1) residuals are fitted for one grouping level or two nested ones, with unweighted rows and one residual
-    variance."""
+#: the residual structures that need a time (t()): their lags or occasions are counted in it
+TIMED = ("ar", "exponential", "toeplitz", "banded", "unstructured")
+
+
+def _check_serial(spec: ModelSpec, crossed: bool) -> None:
+    """Residuals correlated within series are fitted for one grouping level or two nested ones, with unweighted
+    rows, one residual variance and, for the structures that count lags or occasions, a time."""
+    kind = spec.residual_kind
+    if (kind in TIMED) != (spec.residual_time is not None):
+        raise DataError(f"{kind} residuals " + ("need a time variable: t(varname) in residuals(), time= in fit()"
+                                                if kind in TIMED else "take no time variable"))
     why = ("crossed grouping factors" if crossed else "weights" if spec.weights or spec.freq_weights
            else "a residual variance per stratum (by())" if spec.residual_by else None)
     if why:
-        raise DataError(f"AR(1) residuals (t({spec.ar1_time})) are fitted for models with one grouping level or two "
-                        f"nested ones, unweighted rows and one residual variance; this model has {why}")
+        raise DataError(f"{kind} residuals are fitted for models with one grouping level or two nested ones, "
+                        f"unweighted rows and one residual variance; this model has {why}")
 
 
-def _serial_rows(rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_series: int, q1: int,
-                 n_groups: int, parent: np.ndarray | None, time: str, group: str) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray]]:
+def _serial_rows(spec: ModelSpec, rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_series: int,
+                 q1: int, n_groups: int, parent: np.ndarray | None
+                 ) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray], Structure]:
     """The rows in time order within each series (a group, or with two nested levels a cluster of the inner one,
     whose group is its ``parent``; in the design's order), with the gaps in time between a series' consecutive
-    rows: what :class:`~jaxhlm.residual.AR1` whitens; and each row's place in them (series, position in its
-    slab), rows in the estimation sample's order."""
+    rows: what a :class:`~jaxhlm.residual.Serial` structure whitens; each row's place in them (series, position in
+    its slab), rows in the estimation sample's order; and the structure, checked to be identifiable."""
     X, Z, y, codes, t = rows
-    if not np.all(np.isfinite(t)) or np.any(t != np.round(t)):
-        raise DataError(f"the time variable {time!r} of AR(1) residuals must hold whole numbers (the lags are "
+    kind, name, group = spec.residual_kind, spec.residual_time, spec.levels[-1]
+    if not np.all(np.isfinite(t)):
+        raise DataError(f"the time variable {name!r} must be finite")
+    if kind in ("ar", "toeplitz") and np.any(t != np.round(t)):
+        raise DataError(f"the time variable {name!r} of {kind} residuals must hold whole numbers (the lags are "
                         "counted in its units)")
     g_rows = rank[codes]
     order = np.lexsort((t, g_rows))
     g, t = g_rows[order], t[order]
     first = np.r_[True, g[1:] != g[:-1]]
-    gap = np.where(first, 0, np.diff(t, prepend=t[:1])).astype(np.int64)
-    if np.any(~first & (gap == 0)):
-        raise DataError(f"the time variable {time!r} repeats a value within a {group} group; AR(1) residuals need "
+    gap = np.where(first, 0, np.diff(t, prepend=t[:1]))
+    if kind in TIMED and np.any(~first & (gap == 0)):
+        raise DataError(f"the time variable {name!r} repeats a value within a {group} group; {kind} residuals need "
                         "one observation per time in each group")
-    X, Z, W, y, gap = (pad_rows(a, g, n_series) for a in (X[order][:, kept], Z[order, :q1], Z[order, q1:], y[order],
-                                                           gap))
+    if first.all():
+        raise DataError(f"every {group} group has a single observation, so {kind} residuals have no pairs to be "
+                        "correlated")
+    X, Z, W, y, gap, time, live = (pad_rows(a, g, n_series) for a in (
+        X[order][:, kept], Z[order, :q1], Z[order, q1:], y[order], gap, t, np.ones(len(g))))
     slot = np.empty(len(g), dtype=np.int64)
     slot[order] = slots(g, n_series)[1]
-    return (SerialRows(X, Z, W, y, gap.astype(np.int64), np.asarray(float(len(g))),
-                       np.zeros(0, np.int64) if parent is None else parent.astype(np.int64), np.ones(n_groups)),
-            (g_rows, slot))
+    serial = SerialRows(X, Z, W, y, gap.astype(np.int64), time, live, np.asarray(float(len(g))),
+                        np.zeros(0, np.int64) if parent is None else parent.astype(np.int64), np.ones(n_groups))
+    return serial, (g_rows, slot), _serial_structure(spec, serial)
+
+
+def _serial_structure(spec: ModelSpec, serial: SerialRows) -> Structure:
+    """The structure ``spec`` names, sized to the data (the lags, the occasions), once the parameters it has are
+    known to be identifiable: every lag or pair of occasions it gives a correlation occurs in some series."""
+    kind, q, name = spec.residual_kind, spec.residual_order, spec.residual_time
+    if kind == "ar":
+        return AR1(max(int(serial.gap.max()), 1).bit_length())
+    if kind == "exponential":
+        return Exponential()
+    intercept = any(t.intercept for t in spec.level_terms(len(spec.levels) - 1))
+    if kind == "exchangeable":
+        if intercept:
+            raise _duplicated(spec, "exchangeable")
+        return Exchangeable()
+    live = serial.live > 0
+    both = live[:, :, None] & live[:, None, :]
+    if kind == "toeplitz":
+        lags = np.abs(serial.time[:, :, None] - serial.time[:, None, :])[both]
+        longest = int(lags.max())
+        absent = sorted(set(range(1, (longest if q is None else q) + 1)) - set(lags.astype(int).tolist()))
+        if absent:
+            raise DataError(f"toeplitz residuals estimate a correlation at each lag up to "
+                            f"{longest if q is None else q}, but no series has observations {absent[0]} apart in "
+                            f"{name!r}" + (f" (the longest lag is {longest})" if q is not None and q > longest else ""))
+        if intercept and (q is None or q >= longest):
+            raise _duplicated(spec, "toeplitz" + ("" if q is None else f" {q}"))
+        return Toeplitz(longest if q is None else q)
+    times = tuple(float(v) for v in np.unique(serial.time[live]))
+    if len(times) < 2:
+        raise DataError(f"the time variable {name!r} has one value; {kind} residuals need at least two occasions")
+    structure = Unstructured(times, q)
+    if intercept and (q is None or q >= len(times) - 1):
+        raise _duplicated(spec, kind if q is None else f"banded {q}")
+    at = np.searchsorted(np.asarray(times), serial.time)
+    seen = {(int(k), int(l)) for k, l in zip(np.broadcast_to(at[:, :, None], both.shape)[both],
+                                             np.broadcast_to(at[:, None, :], both.shape)[both])}
+    absent = [pair for pair in structure.pairs if pair not in seen]
+    if absent:
+        k, l = absent[0]
+        raise DataError(f"{kind} residuals estimate the covariance of every pair of occasions"
+                        + ("" if q is None else f" up to {q} apart") + f", but no series is observed at both "
+                        f"{name} = {times[k]:g} and {times[l]:g}; use a structure with fewer parameters (toeplitz, "
+                        "ar 1) or banded with a smaller q")
+    return structure
+
+
+def _duplicated(spec: ModelSpec, rspec: str) -> DataError:
+    """The refusal of a residual structure that gives every pair of a series its own covariance beside a random
+    intercept of the same series, which adds one to every pair: the likelihood is flat along their sum."""
+    group = spec.levels[-1]
+    return DataError(f"{rspec} residuals give every pair of observations in a {group} group a covariance of their "
+                     f"own, and the random intercept of {group} adds the same amount to each, so the two cannot be "
+                     f"told apart; drop the random intercept (|| {group}:, noconstant in Stata syntax, (0 | {group}) "
+                     "in a formula)")
 
 
 def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
@@ -856,6 +938,15 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     Whether a second grouping factor named by its own variables is nested in the first or crossed with it is
     known only once every row has been seen; crossed factors need other statistics, so the data are then read a
     second time (which an iterator of chunks cannot be)."""
+    empty = [level for level in spec.levels if not any(t.names for t in spec.random if t.group == level)]
+    if empty and spec.residual_kind == "independent":
+        raise FormulaError(f"the random part for {empty[0]} has no effects; a level without random effects only names "
+                           "the groups within which residuals are correlated (residuals(rspec, t()) in Stata syntax, "
+                           "residuals= in fit()); add a random effect, or drop the level")
+    if empty and len(spec.levels) > 1:
+        raise FormulaError(f"the random part for {empty[0]} has no effects; with two grouping levels both need random "
+                           "effects (a level without them, naming the series of correlated residuals, is fitted in "
+                           "models with one grouping level)")
     reduced = _reduce(spec, data, False)
     if reduced.levels.is_crossed:
         if reduced.source is None and not isinstance(data, (str, os.PathLike)):
@@ -894,7 +985,7 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         raise DataError(f"{stats.n} observations cannot identify {p} fixed effects plus variance components")
     inner_sums = () if stats.inner is None else (stats.inner.WtW.sum(axis=0),)
     for names, ZtZ in zip((spec.re_names[:q1], spec.re_names[q1:]), (stats.ZtZ.sum(axis=0), *inner_sums)):
-        if np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < ZtZ.shape[0]:
+        if names and np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < ZtZ.shape[0]:
             raise DataError(
                 f"the random-effects design ({', '.join(names)}) is singular: its columns are collinear; "
                 "drop a redundant random effect"
@@ -908,16 +999,14 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         second = levels.second[0].labels
         cluster_order = np.asarray(second.argsort())
         inner = InnerLevel(spec.levels[1], np.asarray(second[cluster_order]), len(spec.re_names) - q1,
-                           len(spec.level_terms(1)), levels.crossed)
+                           sum(1 for t in spec.level_terms(1) if t.names), levels.crossed)
     strata, strata_labels, serial, serial_slots, structure = None, None, None, None, INDEPENDENT
     selected = stats.select(kept, order, cluster_order)
     if reduced.serial is not None:
         nested = cluster_order is not None
-        serial, serial_slots = _serial_rows(
-            reduced.serial, kept, inverse_permutation(cluster_order if nested else order),
-            len(inner.labels) if nested else len(groups), q1, len(groups),
-            selected.inner.parent if nested else None, spec.ar1_time, spec.levels[-1])
-        structure = AR1(max(int(serial.gap.max()), 1).bit_length())
+        serial, serial_slots, structure = _serial_rows(
+            spec, reduced.serial, kept, inverse_permutation(cluster_order if nested else order),
+            len(inner.labels) if nested else len(groups), q1, len(groups), selected.inner.parent if nested else None)
     if reduced.strata is not None:
         if len(reduced.strata) < 2:
             raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
@@ -946,7 +1035,7 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
     if design.serial is not None:  # the series padded to the groups, or with two nested levels to the clusters
         rows = design.serial
         more = (n_groups if design.inner is None else n_clusters) - len(rows.y)
-        slabs = (jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in (*rows[:4], rows.gap))
+        slabs = (jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in rows[:7])
         parent = rows.parent if design.inner is None else jnp.pad(jnp.asarray(rows.parent), (0, more))
         return SerialRows(*slabs, jnp.asarray(rows.n), jnp.asarray(parent), jnp.ones(n_groups))
     if design.strata is not None:
@@ -955,7 +1044,10 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
 
 
 def _check_nesting(spec: ModelSpec, levels: _Levels, n: int) -> None:
-    """Every level must be identifiable beside the residual, and a second level beside the first."""
+    """Every level's random effects must be identifiable beside the residual, and a second level's beside the
+    first's (a level without random effects, which only names the series of correlated residuals, has none)."""
+    if not all(t.names for t in spec.random):
+        return
     if levels.second is None:
         if len(levels.groups.labels) == n:
             raise DataError(f"every {spec.levels[0]} group has a single observation, so its random effects cannot be "

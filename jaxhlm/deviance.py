@@ -87,8 +87,8 @@ def _chol_solve_small(M: Array, B: Array) -> tuple[Array, Array]:
         for k in range(i):
             s = s - L[i][k][..., None] * x[k]
         x.append(s / L[i][i][..., None])
-    logdiag = sum(jnp.log(L[j][j]) for j in range(q))
-    return logdiag, jnp.stack(x, axis=-2)
+    logdiag = sum((jnp.log(L[j][j]) for j in range(q)), jnp.zeros(M.shape[:-2]))
+    return logdiag, jnp.stack(x, axis=-2) if q else B  # q = 0: no random effects, nothing to solve
 
 
 def chol_solve(M: Array, B: Array) -> tuple[Array, Array]:

@@ -93,8 +93,13 @@ class ModelSpec:
     display: Display = Display()
     #: Stata's ``residuals(independent, by(var))``: a residual variance for each value of this column
     residual_by: str | None = None
-    #: Stata's ``residuals(ar 1, t(var))``: first-order autoregressive residuals within groups over this integer time
-    ar1_time: str | None = None
+    #: Stata's ``residuals(rspec, t(var))``: the residuals' correlation within each series (a group, or with two
+    #: nested levels an inner cluster): ``"independent"`` (none), ``"exchangeable"``, ``"ar"``, ``"exponential"``,
+    #: ``"toeplitz"``, ``"banded"`` or ``"unstructured"``; ``residual_order`` the q of ``toeplitz q`` and
+    #: ``banded q`` (None: every lag), and ``residual_time`` the column of the time ``t()``
+    residual_kind: str = "independent"
+    residual_order: int | None = None
+    residual_time: str | None = None
     #: the grouping factors written as Stata's ``_all: R.varname`` (reported as Stata reports them)
     all_factors: tuple[str, ...] = ()
 
@@ -146,7 +151,7 @@ class ModelSpec:
     @property
     def blocks(self) -> cov.Structure:
         return tuple(cov.Block(t.kind, len(t.names), lead=len(t.names) - 1 if t.intercept and t.kind == "unstructured"
-                               else None) for t in self.random)
+                               else None) for t in self.random if t.names)
 
     @property
     def re_names(self) -> tuple[str, ...]:
@@ -225,8 +230,6 @@ def _parse_random(body: str, kind_override: str | None) -> list[RandomTerm]:
             )
         elif name not in slopes:
             slopes.append(name)
-    if not slopes and not intercept:
-        raise FormulaError(f"random term ({body}) has no effects")
     kind = kind_override if kind_override is not None else "independent" if double else "unstructured"
     groups = [outer, outer + ":" + inner] if slash else [outer]
     return [random_term(slopes, intercept, g, kind) for g in groups]

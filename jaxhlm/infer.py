@@ -62,7 +62,7 @@ class RandomEffects(ParameterTable):
     @property
     def n_residual(self) -> int:
         """The rows of the residual structure (var(Residual) alone for independent residuals)."""
-        return len(self.structure.is_var)
+        return len(self.structure.kinds)
 
 
 def wald_interval(estimate: np.ndarray, se: np.ndarray, is_var: np.ndarray, is_corr: np.ndarray, z: float
@@ -138,7 +138,7 @@ def random_effects(fit: Fit, data: GroupStats, blocks: cov.Structure, names: tup
     # Estimates come from θ̂ itself (exact even where φ is infinite).
     est = np.append(cov.pick(blocks, sigma), np.asarray(structure.values(jnp.asarray(tail))))
     is_var = np.append(cov.variance_mask(blocks), structure.is_var)
-    is_corr = np.append(np.zeros(len(phi) - len(tail), bool), ~np.asarray(structure.is_var))
+    is_corr = np.append(np.zeros(len(phi) - len(tail), bool), np.asarray(structure.kinds) == "corr")
     return RandomEffects(labels, est, se, wald_interval(est, se, is_var, is_corr, Z975), vcov, phi, edge, V, sigma,
                          tuple(warnings), tuple(notes), is_var, is_corr, structure)
 
@@ -153,8 +153,9 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
     z = float(special.ndtri(1 - alpha / 2))
     k, is_sd = re.n_residual, re.is_var
     with np.errstate(divide="ignore", invalid="ignore"):
-        tail = re.estimate[-k:]
-        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), np.where(is_sd[-k:], np.sqrt(tail), tail))
+        tail = re.phi[-k:]  # the residual rows' coordinates: ln sd, or atanh of a correlation (its own or a cov's)
+        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), np.where(is_sd[-k:], np.exp(tail),
+                                                                                 np.tanh(tail)))
         se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(re.phi_cov)))
         se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
         lo = np.where(is_sd, est * np.exp(-z * se_phi), np.tanh(np.arctanh(est) - z * se_phi))

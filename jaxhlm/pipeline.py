@@ -20,6 +20,7 @@ from .infer import lr_vs_linear, model_wald, random_effects, small_sample
 from .residual import INDEPENDENT, SerialRows
 from .optimize import RESULTS
 from .results import Convergence, MixedResult
+from .stata import residual_structure
 from .stats import GroupStats, bucket
 
 
@@ -36,7 +37,7 @@ def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
         design = build_design(spec, data)
         return design, design_stats(design)
     key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights, spec.subset, spec.residual_by,
-           spec.ar1_time,
+           spec.residual_kind, spec.residual_order, spec.residual_time,
            fingerprint(data, read_columns(spec, data.columns)))
     hit = _PREPARED.get(key)
     if hit is not None:
@@ -68,7 +69,8 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats | SerialRow
 
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
         weights: str | ArrayLike | None = None, freq_weights: str | ArrayLike | None = None,
-        residuals_by: str | ArrayLike | None = None, ar1_time: str | ArrayLike | None = None) -> MixedResult:
+        residuals_by: str | ArrayLike | None = None, residuals: str = "independent",
+        time: str | ArrayLike | None = None) -> MixedResult:
     """Fit a linear mixed model (two or three levels, or two crossed factors) by ML (default) or REML.
 
     Args:
@@ -95,10 +97,16 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         Rows with a zero weight of either kind are left out (and counted).
       residuals_by: the column (as ``weights``) whose values each get their own residual variance (Stata's ``residuals(independent,
         by(var))``; heteroskedastic level-1 variance): models with one grouping level or two nested ones.
-      ar1_time: the column (as ``weights``) of an integer time: residuals within each group (with two nested
-        levels, each cluster of the inner one) are first-order autoregressive in it, corr(eₛ, eₜ) = ρ^|s−t|
-        (Stata's ``residuals(ar 1, t(var))``, nlme's ``corAR1(form = ~ time | group)``); one observation per time
-        in a group, gaps allowed; unweighted rows.
+      residuals: the residuals' correlation within each group (with two nested levels, each cluster of the inner
+        one), Stata's ``residuals(rspec, t(var))`` structures: ``"independent"`` (the default),
+        ``"exchangeable"`` (one correlation for every pair), ``"ar1"`` (corr(eₛ, eₜ) = ρ^|s−t| over an integer
+        time, gaps allowed; nlme's ``corAR1``), ``"exponential"`` (ρ^|s−t| over a real time; nlme's
+        ``corExp``), ``"toeplitz"`` / ``"toeplitz q"`` (a correlation per lag in an integer time, up to lag q),
+        ``"unstructured"`` (a variance per value of the time and a covariance per pair; nlme's ``corSymm`` with
+        ``varIdent``) and ``"banded q"`` (unstructured, covariances at most q values apart). Stata's
+        abbreviations accepted. Unweighted rows.
+      time: the column (as ``weights``) of the time the structures other than independent and exchangeable
+        need; one observation per time in a group.
 
     Example:
       >>> import jaxhlm
@@ -110,9 +118,10 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
     data, weights = _column(data, weights, "(weights)")
     data, freq_weights = _column(data, freq_weights, "(freq_weights)")
     data, residuals_by = _column(data, residuals_by, "(residuals_by)")
-    data, ar1_time = _column(data, ar1_time, "(ar1_time)")
+    data, time = _column(data, time, "(time)")
+    kind, order = residual_structure(residuals)
     return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights, residual_by=residuals_by,
-                                        ar1_time=ar1_time), data)
+                                        residual_kind=kind, residual_order=order, residual_time=time), data)
 
 
 def _column(data: Data, values: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:

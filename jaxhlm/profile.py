@@ -266,6 +266,9 @@ def profile_intervals(data: GroupStats | NestedStats, blocks: cov.Structure, the
     """Profile intervals of every parameter of a fit (``labels``: fixed effects, then the random-effects table's
     rows); a REML fit is refitted by ML first (module docstring). With a residual ``structure`` beyond σ²I,
     ``psi`` holds its ψ̂ and ``data`` is what it whitens (:func:`~jaxhlm.estimate.fit_residual`)."""
+    if "cov" in structure.kinds:
+        raise JaxhlmError(f"profile-likelihood intervals are not available for the residual covariances of "
+                          f"{structure.title} residuals; use method='wald' or method='bootstrap'")
     if reml:
         if structure == INDEPENDENT:
             ml = jax.device_get(tracecache.call(fit_stats, {"blocks": blocks, "reml": False}, data))

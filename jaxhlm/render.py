@@ -15,7 +15,7 @@ import pandas as pd
 
 from .formula import DFMETHOD_NAMES
 from .infer import sd_corr
-from .residual import AR1
+from .residual import Serial
 
 if TYPE_CHECKING:
     from .factor import Coef
@@ -206,9 +206,16 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
     written = r.spec.all_factors  # Stata's _all: R.varname factors: listed first, as written
     if written:
         sections.sort(key=lambda s: r.spec.levels.index(names[s[1]]))
+    # A level without random effects (it names the series of correlated residuals): Stata's "(empty)" row.
+    sections += [(None, level, 0) for level in range(len(names)) if level not in r.design.block_levels]
+    if not written:
+        sections.sort(key=lambda s: s[1])
     for i, (b, level, at) in enumerate(sections):
         if i and level != sections[i - 1][1]:
             lines.append("-" * 29 + "+" + "-" * 48)
+        if b is None:
+            lines.append(f"{names[level] + ':':<20}{'(empty)':>8} |")
+            continue
         factor = names[level] in written
         lines.append(f"{('_all' if factor else names[level]) + ': ' + kinds[b.kind]:<28} |")
         for k in range(at, at + b.n_theta):
@@ -218,9 +225,9 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
     tail = range(len(re.labels) - k, len(re.labels))
     kind = "sd(e)" if re.labels[-1].startswith("sd(") else "var(e)"
     lines.append("-" * 29 + "+" + "-" * 48)
-    if isinstance(r.design.residual, AR1):  # Stata's residuals(ar 1, t()): rho, then the variance
-        lines.append(f"{'Residual: AR(1)':<28} |")
-        lines += [_re_row(label, re.estimate[j], re.se[j], re.ci[j]) for label, j in zip(("rho", kind), tail)]
+    if isinstance(r.design.residual, Serial):  # Stata's residuals(rspec, t()): the structure, then its rows
+        lines.append(f"{'Residual: ' + r.design.residual.title:<28} |")
+        lines += [_re_row(_residual_label(re.labels[j]), re.estimate[j], re.se[j], re.ci[j]) for j in tail]
     elif k == 1:
         lines.append(_re_row(re.labels[-1], re.estimate[-1], re.se[-1], re.ci[-1]))
     else:  # Stata's residuals(independent, by()): one row per value of the variable
@@ -228,6 +235,13 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
         lines += [_re_row(f"{value}: {kind}", re.estimate[j], re.se[j], re.ci[j])
                   for value, j in zip(r.design.strata_labels, tail)]
     return lines + [DASH]
+
+
+def _residual_label(label: str) -> str:
+    """Stata's name of a residual structure's row: var(e), cov(e), rho, rho1 (var(e1), cov(e1,e2) as they are)."""
+    for name in ("var", "cov", "sd", "corr"):
+        label = label.replace(f"{name}(Residual)", f"{name}(e)")
+    return label.replace("(Residual)", "")
 
 
 def _re_row(label: str, est: float, se: float, ci: Sequence[float]) -> str:
@@ -266,7 +280,7 @@ def summary_text(r: "MixedResult") -> str:
     lines = [n for n in r.design.notes if n.startswith("note:")] + [""]
     lines += (header(r, d.group) + [""] if d.header else []) + (coefficient_table(r, d.level) if d.fixed_table else [])
     lines += ((random_table(r, _random_rows(r, d.level, d.stddeviations), d.level) if d.random_table else [])
-              + (lr_line(r) if d.lr_test else []))
+              + (lr_line(r) if d.lr_test and r.lr_linear.df else []))
     extra = [n for n in r.design.notes if not n.startswith("note:")] + list(r.random_effects.notes)
     extra += [f"Warning: {w}" for w in r.warnings]
     if extra:

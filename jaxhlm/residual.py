@@ -13,12 +13,12 @@ intervals move (:meth:`Structure.join`, :meth:`Structure.split`).
 - :class:`Independent`: C = I, the default.
 - :class:`Strata`: a variance per stratum (Stata's ``residuals(independent, by(var))``): C is diagonal, so the
   whitening only reweights each stratum's statistics (:func:`~jaxhlm.stats.combine`) and costs O(groups).
-- :class:`AR1`: first-order autoregressive residuals within each group over an integer time (Stata's
-  ``residuals(ar 1, t(var))``): corr(eₛ, eₜ) = ρ^|s−t|, gaps in time included. The process is Markov, so L⁻¹ is
-  the Prais–Winsten transform, each row less ρ^gap times the group's previous row, scaled by 1/√(1 − ρ^2gap):
-  O(rows) per evaluation, no per-group matrices. The rows are held as one slab per group in time order
-  (padded to the longest series), so that the transform is a shift along the slab and the statistics are batched
-  matrix products.
+- :class:`Serial`: residuals correlated within each series (a group, or an inner level's cluster), Stata's
+  ``residuals(rspec, t(var))``. The rows are held as one slab per series in time order (padded to the longest
+  series), and the statistics of the whitened slabs are batched matrix products. :class:`Exchangeable`,
+  :class:`Exponential`, :class:`Toeplitz` and :class:`Unstructured` (banded too) whiten each series by the
+  Cholesky factor of its block of C; :class:`AR1` (first order, gaps in time included) by the Prais–Winsten
+  transform, O(rows) per evaluation.
 """
 
 from __future__ import annotations
@@ -34,14 +34,15 @@ from .stats import GroupStats, NestedStats, combine
 
 
 class SerialRows(NamedTuple):
-    """A model's rows in time order within each series, one zero-padded slab per series (a pytree; what
-    :class:`AR1` whitens). A series is a group, or in a three-level model a cluster of the inner level (a student
-    measured repeatedly, within a school).
+    """A model's rows in time order within each series, one zero-padded slab per series (a pytree; what the
+    serial structures whiten). A series is a group, or in a three-level model a cluster of the inner level (a
+    student measured repeatedly, within a school).
 
     X (s, T, p), Z (s, T, q) the outer level's random-effects design, W (s, T, q2) the inner level's (no columns
-    for two levels), y (s, T); gap (s, T) the time since the series' previous row (a positive integer; 0 on a
-    series' first row and on padding, whose rows are zero and so add nothing); n () the observations; parent (s,)
-    each series' group (two levels: the series are the groups, parent (0,)); group_weights (m,) ones.
+    for two levels), y (s, T); gap (s, T) the time since the series' previous row (0 on a series' first row and on
+    padding, whose rows are zero and so add nothing); time (s, T) each row's time (0 on padding); live (s, T) 1 on
+    real rows, 0 on padding; n () the observations; parent (s,) each series' group (two levels: the series are
+    the groups, parent (0,)); group_weights (m,) ones.
     """
 
     X: Array
@@ -49,6 +50,8 @@ class SerialRows(NamedTuple):
     W: Array
     y: Array
     gap: Array
+    time: Array
+    live: Array
     n: Array
     parent: Array
     group_weights: Array
@@ -58,15 +61,23 @@ class SerialRows(NamedTuple):
 class Structure:
     """A residual covariance structure (static: hashable, so jitted functions take it as a static argument)."""
 
+    title = "Independent"  # Stata's name of the structure, in the report's ``Residual:`` line
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Per reported row: ``"var"`` a variance (coordinate ln sd), ``"corr"`` a correlation (coordinate
+        atanh r) or ``"cov"`` a covariance (coordinate atanh of its correlation; its value and interval are
+        the covariance's)."""
+        return ("var",)
+
     @property
     def is_var(self) -> tuple[bool, ...]:
-        """Per reported row: a variance (coordinate ln sd) or a correlation (coordinate atanh r)."""
-        return (True,)
+        return tuple(k == "var" for k in self.kinds)
 
     @property
     def n_params(self) -> int:
         """The length of ψ, the parameters beyond σ."""
-        return len(self.is_var) - 1
+        return len(self.kinds) - 1
 
     def split(self, u: Array) -> tuple[Array, Array]:
         """(ln σ, ψ) from the reported rows' coordinates u."""
@@ -79,6 +90,11 @@ class Structure:
     def values(self, u: Array) -> Array:
         """The reported rows' values at coordinates u: variances exp(2u), correlations tanh(u)."""
         return jnp.where(jnp.asarray(self.is_var), jnp.exp(2.0 * u), jnp.tanh(u))
+
+    @property
+    def independent(self) -> Array:
+        """ψ where C(ψ) = I (to rounding): where a fit starts from a smaller model's with σ²I residuals."""
+        return jnp.zeros(self.n_params)
 
     def whiten(self, data: GroupStats, psi: Array) -> tuple[GroupStats, Array]:
         """The statistics of the whitened rows, and log|C|."""
@@ -99,8 +115,8 @@ class Strata(Structure):
     n_strata: int
 
     @property
-    def is_var(self) -> tuple[bool, ...]:
-        return (True,) * self.n_strata
+    def kinds(self) -> tuple[str, ...]:
+        return ("var",) * self.n_strata
 
     def split(self, u: Array) -> tuple[Array, Array]:
         return u[0], u[1:] - u[0]
@@ -114,9 +130,49 @@ class Strata(Structure):
 
 
 @dataclass(frozen=True)
-class AR1(Structure):
-    """First-order autoregressive residuals within groups: ψ = atanh ρ; data are :class:`SerialRows`. Reported as
-    Stata reports them: ρ, then var(e) = σ².
+class Serial(Structure):
+    """Residuals correlated within each series, independent between series: data are :class:`SerialRows`, C is
+    block diagonal with one block C(ψ)ₛ per series (:meth:`correlation`).
+
+    The default whitening factors each series' block, C = LLᵀ, and solves L⁻¹[Z X y] on the slab: O(T³) per
+    series of T rows, what repeated measures with a handful of occasions need, and the one route every structure
+    with a dense block takes. :class:`AR1` overrides it with an O(T) transform.
+    """
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("corr", "var")
+
+    def split(self, u: Array) -> tuple[Array, Array]:  # Stata's order: the correlations, then var(e)
+        return u[-1], u[:-1]
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        return jnp.concatenate([psi, jnp.reshape(log_sigma, (1,))])
+
+    def block(self, data: SerialRows, psi: Array) -> Array:
+        """C(ψ) between the live rows of each series, (s, T, T); entries involving padding are arbitrary."""
+        raise NotImplementedError
+
+    def correlation(self, data: SerialRows, psi: Array) -> Array:
+        """Each series' block of C(ψ), (s, T, T), with padding rows uncorrelated and of unit variance."""
+        live = data.live > 0
+        eye = jnp.eye(data.y.shape[1], dtype=bool)
+        return jnp.where(live[:, :, None] & live[:, None, :], self.block(data, psi), jnp.where(eye, 1.0, 0.0))
+
+    def whiten(self, data: SerialRows, psi: Array) -> tuple[GroupStats | NestedStats, Array]:
+        L = jnp.linalg.cholesky(self.correlation(data, psi))
+        rows = jax.lax.linalg.triangular_solve(L, _slab_rows(data), left_side=True, lower=True)
+        return _slab_stats(rows, data), 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2)))
+
+
+@dataclass(frozen=True)
+class AR1(Serial):
+    """First-order autoregressive residuals within series over an integer time (Stata's ``residuals(ar 1,
+    t(var))``): corr(eₛ, eₜ) = ρ^|s−t|, gaps in time included; ψ = atanh ρ. Reported as Stata reports them: ρ,
+    then var(e) = σ².
+
+    The process is Markov, so L⁻¹ is the Prais–Winsten transform, each row less ρ^gap times the series' previous
+    row, scaled by 1/√(1 − ρ^2gap): O(rows) per evaluation, no per-series matrices.
 
     ``bits``: the binary digits of the longest gap in time. ρ^gap is a product over them (:func:`_power`), and
     with only as many as the data need (3 for gaps up to 7) a fit of 16,000 rows took 0.16 s, against 0.95 s
@@ -124,48 +180,171 @@ class AR1(Structure):
     """
 
     bits: int = 31
+    title = "AR(1)"
 
-    @staticmethod
-    def correlation(lag: Array, psi: Array) -> Array:
-        """ρ^lag, the correlation of two residuals ``lag`` apart in time (not for differentiating at ρ = 0: see
-        :func:`_power`)."""
+    def block(self, data: SerialRows, psi: Array) -> Array:
+        lag = jnp.abs(data.time[:, :, None] - data.time[:, None, :]).astype(jnp.int64)
         return jnp.tanh(psi[0]) ** lag
-
-    @property
-    def is_var(self) -> tuple[bool, ...]:
-        return (False, True)
-
-    def split(self, u: Array) -> tuple[Array, Array]:
-        return u[1], u[:1]
-
-    def join(self, log_sigma: Array, psi: Array) -> Array:
-        return jnp.concatenate([psi, jnp.reshape(log_sigma, (1,))])
 
     def whiten(self, data: SerialRows, psi: Array) -> tuple[GroupStats | NestedStats, Array]:
         rho = jnp.tanh(psi[0])
         a = jnp.where(data.gap == 0, 0.0, _power(rho, data.gap, self.bits))
         one_less = 1.0 - a * a
-        rows = jnp.concatenate([data.Z, data.W, data.X, data.y[..., None]], axis=-1)
+        rows = _slab_rows(data)
         previous = jnp.concatenate([jnp.zeros_like(rows[:, :1]), rows[:, :-1]], axis=1)
         white = (rows - a[..., None] * previous) / jnp.sqrt(one_less)[..., None]
-        q, q2, p = data.Z.shape[-1], data.W.shape[-1], data.X.shape[-1]
-        Z, W, X, y = white[..., :q], white[..., q:q + q2], white[..., q + q2:-1], white[..., -1]
-        m = data.group_weights.shape[0]
+        return _slab_stats(white, data), jnp.sum(jnp.log(one_less))
 
-        def per_group(a_: Array) -> Array:  # the series' sums, summed over each group's series
-            return a_ if q2 == 0 else jax.ops.segment_sum(a_, data.parent, m)
 
-        stats = GroupStats(
-            ZtZ=per_group(jnp.einsum("gti,gtj->gij", Z, Z)), ZtX=per_group(jnp.einsum("gti,gtj->gij", Z, X)),
-            ZtX2=jnp.zeros((m, 0, 0)), Zty=per_group(jnp.einsum("gti,gt->gi", Z, y)),
-            XtX=jnp.einsum("gti,gtj->ij", X, X), Xty=jnp.einsum("gti,gt->i", X, y), yty=jnp.sum(y * y), n=data.n,
-            p=jnp.asarray(p, jnp.float64), group_weights=data.group_weights,
-        )
-        if q2:
-            stats = NestedStats(*stats, WtW=jnp.einsum("gti,gtj->gij", W, W), WtZ=jnp.einsum("gti,gtj->gij", W, Z),
-                                WtX=jnp.einsum("gti,gtj->gij", W, X), Wty=jnp.einsum("gti,gt->gi", W, y),
-                                parent=data.parent)
-        return stats, jnp.sum(jnp.log(one_less))
+@dataclass(frozen=True)
+class Exponential(Serial):
+    """Exponential correlation over a continuous time (Stata's ``residuals(exponential, t(var))``, nlme's
+    ``corExp``): corr(eₛ, eₜ) = ρ^|s−t| with 0 < ρ < 1, any real times. ψ = ln(−1/ln ρ), nlme's log range:
+    every real ψ is a valid ρ, so the optimiser needs no bounds, and ψ = 0 (ρ = e⁻¹) is a start inside."""
+
+    title = "Exponential"
+
+    @property
+    def independent(self) -> Array:  # ρ = exp(−e³⁰): 0 in float64 at any lag beyond 1e-13
+        return jnp.full(1, -30.0)
+
+    def split(self, u: Array) -> tuple[Array, Array]:
+        return u[-1], -jnp.log(-jnp.log(jnp.tanh(u[:-1])))
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        return jnp.concatenate([jnp.arctanh(jnp.exp(-jnp.exp(-psi))), jnp.reshape(log_sigma, (1,))])
+
+    def block(self, data: SerialRows, psi: Array) -> Array:
+        return jnp.exp(-jnp.abs(data.time[:, :, None] - data.time[:, None, :]) * jnp.exp(-psi[0]))
+
+
+@dataclass(frozen=True)
+class Toeplitz(Serial):
+    """Stata's ``residuals(toeplitz q, t(var))``: homoskedastic residuals whose correlation depends on the lag in
+    an integer time alone, ρₖ for lags k = 1…q and 0 beyond; ψ = atanh ρₖ. Reported as ρ₁…ρ_q, then var(e).
+    A Newton step out of the positive-definite region gives a NaN deviance, which the line search steps back
+    from."""
+
+    order: int = 1
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"Toeplitz({self.order})"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("corr",) * self.order + ("var",)
+
+    def block(self, data: SerialRows, psi: Array) -> Array:
+        lag = jnp.abs(data.time[:, :, None] - data.time[:, None, :]).astype(jnp.int64)
+        rho = jnp.concatenate([jnp.ones(1), jnp.tanh(psi), jnp.zeros(1)])
+        return rho[jnp.minimum(lag, self.order + 1)]
+
+
+@dataclass(frozen=True)
+class Exchangeable(Serial):
+    """Stata's ``residuals(exchangeable)``: every pair of residuals in a series has the same correlation ρ;
+    ψ = atanh ρ. Reported as var(e) = σ², then cov(e) = σ²ρ."""
+
+    title = "Exchangeable"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("var", "cov")
+
+    split, join = Structure.split, Structure.join  # Stata's order: var(e) first
+
+    def values(self, u: Array) -> Array:
+        return jnp.exp(2.0 * u[0]) * jnp.stack([jnp.ones(()), jnp.tanh(u[1])])
+
+    def block(self, data: SerialRows, psi: Array) -> Array:
+        eye = jnp.eye(data.y.shape[1], dtype=bool)
+        return jnp.where(eye, 1.0, jnp.tanh(psi[0]))[None]
+
+
+@dataclass(frozen=True)
+class Unstructured(Serial):
+    """Stata's ``residuals(unstructured, t(var))``, and with ``order`` ``residuals(banded q, t(var))``: a
+    variance for each of the K values of the time and a covariance for each pair of them (banded: each pair at
+    most q values apart; the rest 0). Reported as var(e·) for each time, then cov(e·,e·) for each pair.
+
+    Coordinates: ln sdₖ and the pairs' atanh rₖₗ; σ = sd₁ and ψ = (ln(sdₖ/sd₁) for k ≥ 2, atanh rₖₗ), so that
+    C(0) = I. A step out of the positive-definite region gives a NaN deviance, which the line search steps back
+    from.
+    """
+
+    times: tuple[float, ...] = (0.0, 1.0)
+    order: int | None = None
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return "Unstructured" if self.order is None else f"Banded({self.order})"
+
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The (k, l) index pairs of the times whose covariance is estimated, k < l, in Stata's order."""
+        K, q = len(self.times), len(self.times) if self.order is None else self.order
+        return tuple((k, l) for k in range(K) for l in range(k + 1, K) if l - k <= q)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("var",) * len(self.times) + ("cov",) * len(self.pairs)
+
+    def split(self, u: Array) -> tuple[Array, Array]:
+        K = len(self.times)
+        return u[0], jnp.concatenate([u[1:K] - u[0], u[K:]])
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        K = len(self.times)
+        return jnp.concatenate([jnp.reshape(log_sigma, (1,)), log_sigma + psi[:K - 1], psi[K - 1:]])
+
+    def values(self, u: Array) -> Array:
+        K = len(self.times)
+        k, l = (jnp.asarray(i, dtype=int) for i in zip(*self.pairs)) if self.pairs else (jnp.zeros(0, int),) * 2
+        return jnp.concatenate([jnp.exp(2.0 * u[:K]), jnp.exp(u[k] + u[l]) * jnp.tanh(u[K:])])
+
+    def matrix(self, psi: Array) -> Array:
+        """C(ψ) among the K times (K, K)."""
+        K = len(self.times)
+        sd = jnp.exp(jnp.concatenate([jnp.zeros(1), psi[:K - 1]]))
+        R = jnp.eye(K)
+        if self.pairs:
+            k, l = (jnp.asarray(i, dtype=int) for i in zip(*self.pairs))
+            r = jnp.tanh(psi[K - 1:])
+            R = R.at[k, l].set(r).at[l, k].set(r)
+        return sd[:, None] * R * sd[None, :]
+
+    def block(self, data: SerialRows, psi: Array) -> Array:
+        at = jnp.clip(jnp.searchsorted(jnp.asarray(self.times), data.time), 0, len(self.times) - 1)
+        return self.matrix(psi)[at[:, :, None], at[:, None, :]]
+
+
+def _slab_rows(data: SerialRows) -> Array:
+    """[Z W X y] on each series' slab, (s, T, q + q2 + p + 1)."""
+    return jnp.concatenate([data.Z, data.W, data.X, data.y[..., None]], axis=-1)
+
+
+def _slab_stats(white: Array, data: SerialRows) -> GroupStats | NestedStats:
+    """The sufficient statistics of whitened slab rows [Z W X y] (:func:`_slab_rows`'s layout): per group, the
+    series' cross-products summed over each group's series."""
+    q, q2, p = data.Z.shape[-1], data.W.shape[-1], data.X.shape[-1]
+    Z, W, X, y = white[..., :q], white[..., q:q + q2], white[..., q + q2:-1], white[..., -1]
+    m = data.group_weights.shape[0]
+
+    def per_group(a_: Array) -> Array:
+        return a_ if q2 == 0 else jax.ops.segment_sum(a_, data.parent, m)
+
+    stats = GroupStats(
+        ZtZ=per_group(jnp.einsum("gti,gtj->gij", Z, Z)), ZtX=per_group(jnp.einsum("gti,gtj->gij", Z, X)),
+        ZtX2=jnp.zeros((m, 0, 0)), Zty=per_group(jnp.einsum("gti,gt->gi", Z, y)),
+        XtX=jnp.einsum("gti,gtj->ij", X, X), Xty=jnp.einsum("gti,gt->i", X, y), yty=jnp.sum(y * y), n=data.n,
+        p=jnp.asarray(p, jnp.float64), group_weights=data.group_weights,
+    )
+    if q2:
+        stats = NestedStats(*stats, WtW=jnp.einsum("gti,gtj->gij", W, W), WtZ=jnp.einsum("gti,gtj->gij", W, Z),
+                            WtX=jnp.einsum("gti,gtj->gij", W, X), Wty=jnp.einsum("gti,gt->gi", W, y),
+                            parent=data.parent)
+    return stats
 
 
 def _power(x: Array, n: Array, bits: int) -> Array:

@@ -27,7 +27,7 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .residual import AR1, SerialRows, Strata
+from .residual import SerialRows, Strata, Unstructured
 from .stats import GroupStats, NestedStats, group_totals, pair_totals
 
 if TYPE_CHECKING:
@@ -78,7 +78,8 @@ class MixedResult:
     convergence: Convergence
     small: SmallSample | None = None  # the fit's dfmethod, ready to test with
     #: with a residual structure beyond σ²I, its parameters ψ̂ (:class:`~jaxhlm.residual.Structure`): each
-    #: stratum's ln(σₛ/σ₁) (``residuals_by``), in the strata's order, or atanh ρ (AR(1) residuals)
+    #: stratum's ln(σₛ/σ₁) (``residuals_by``), in the strata's order, or those of residuals correlated within
+    #: series (atanh ρ for AR(1); :mod:`jaxhlm.residual`)
     psi: np.ndarray | None = None
 
     # ---- sizes ----------------------------------------------------------------------------------
@@ -249,13 +250,18 @@ class MixedResult:
 
     @property
     def scale(self) -> float:
-        """σ², the residual variance (with a residual variance per stratum, the first stratum's; with AR(1)
-        residuals, every row's)."""
+        """σ², the residual variance (with a residual variance per stratum, the first stratum's; with unstructured
+        or banded residuals, that at the first time; with the other correlated residuals, every row's)."""
         return float(self.fit.sigma2)
 
     def residual_variance(self, data: pd.DataFrame) -> np.ndarray | float:
         """The residual variance of each row of ``data``: σ², or with a residual variance per stratum, that of the
-        row's value of the ``residuals_by`` variable (NaN for a value the fit has not seen)."""
+        row's value of the ``residuals_by`` variable, or with unstructured or banded residuals that of the row's
+        time (NaN for a value the fit has not seen)."""
+        r = self.design.residual
+        if isinstance(r, Unstructured):
+            var = dict(zip(r.times, self.scale * np.diag(np.asarray(r.matrix(jnp.asarray(self.psi))))))
+            return data[self.spec.residual_time].map(var).to_numpy(dtype=float)
         if self.design.strata is None:
             return self.scale
         log_ratio = np.append(0.0, self.psi)
@@ -326,7 +332,7 @@ class MixedResult:
         """The estimated covariance of one group's responses, V = ZΣ̂Zᵀ + R̂ (nlme's ``getVarCov(type =
         "marginal")``; the covariance behind Stata's ``estat wcorrelation``): the random effects' part, a three-level
         model's inner clusters' within them, and the residuals' (σ̂²/aᵢ with precision weights, each stratum's
-        variance with ``residuals_by``, σ̂²ρ̂^|s−t| within a series with AR(1) residuals). ``group``: a value of the
+        variance with ``residuals_by``, σ̂²C(ψ̂) within a series with correlated residuals). ``group``: a value of the
         outermost grouping variable (default: the first group). Rows and columns are labelled by the data's index,
         in the estimation sample's order."""
         d = self.design
@@ -347,9 +353,12 @@ class MixedResult:
         same = series[:, None] == series[None, :]
         V += same * (Z[:, q1:] @ sigma[q1:, q1:] @ Z[:, q1:].T)
         frame = d.source.loc[rows.index[at]]
-        if d.serial is not None:
-            t = frame[self.spec.ar1_time].to_numpy(dtype=float)
-            V += same * self.scale * np.asarray(AR1.correlation(np.abs(t[:, None] - t[None, :]), self.psi))
+        if d.serial is not None:  # C(ψ̂) of the group's series, picked at its rows' places in their slabs
+            series, slot = (a[at] for a in d.serial_slots)
+            u, pos = np.unique(series, return_inverse=True)
+            rows_u = d.serial._replace(time=d.serial.time[u], live=d.serial.live[u], y=d.serial.y[u])
+            C = np.asarray(d.residual.correlation(rows_u, jnp.asarray(self.psi)))
+            V += same * self.scale * C[pos[:, None], slot[:, None], slot[None, :]]
         else:
             var = np.broadcast_to(self.residual_variance(frame), (len(at),))
             V += np.diag(var if rows.weights is None else var / rows.weights[at])
@@ -523,7 +532,7 @@ class MixedResult:
         they are made of (``var_fixed``, ``var_random``, ``var_residual``); random slopes as Johnson (2014), as R's
         ``performance::r2_nakagawa`` computes them (:func:`~jaxhlm.infer.variance_decomposition`). Needs the
         fitted data in memory; rows with frequency weights count that many times."""
-        self.design.require_independent("R² (which needs one residual variance)", (Strata,))
+        self.design.require_independent("R² (which needs one residual variance)", (Strata, Unstructured))
         rows = self.design.rows()
         if rows.weights is not None:
             raise JaxhlmError("R² needs one residual variance for every row; with precision weights (weights=) row "

@@ -240,7 +240,8 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if len(equations) < 2:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
-    settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None, "ar1_time": None}
+    settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None,
+                      "residual_kind": "independent", "residual_order": None, "residual_time": None}
     fixed_text, *rest = split_top(equations[0], ",")
     fixed_opts = ",".join(rest)
     fixed_text, fweight = _weight_clause(fixed_text, cols)
@@ -286,8 +287,6 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
             raise FormulaError(f"factor-variable notation is not allowed in the random part ({varlist.strip()}); "
                                "create the variables first (tabulate x, generate(x_))")
         slopes = [n for tok in varlist.split() for n in cols.resolve(tok)]
-        if not slopes and not intercept:
-            raise FormulaError(f"random-effects equation {eq.strip()!r} has no effects")
         random.append(random_term(slopes, intercept, group, kind))
     if settings["dfmethod"] and not settings["reml"]:
         raise FormulaError(f"dfmethod({settings['dfmethod']}) requires REML estimation, as in Stata: add the reml "
@@ -297,8 +296,9 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                      freq_weights=fweight, subset=subset, display=Display(**settings["display"]),
                      residual_by=None if settings["residual_by"] is None
                      else cols.one(settings["residual_by"], "residuals(independent, by())"),
-                     ar1_time=None if settings["ar1_time"] is None else cols.one(settings["ar1_time"],
-                                                                                 "residuals(ar 1, t())"),
+                     residual_kind=settings["residual_kind"], residual_order=settings["residual_order"],
+                     residual_time=None if settings["residual_time"] is None
+                     else cols.one(settings["residual_time"], "residuals(rspec, t())"),
                      all_factors=tuple(crossed))
 
 
@@ -378,28 +378,44 @@ def confidence_level(arg: str) -> float:
     return level
 
 
-def _residuals(arg: str) -> tuple[str | None, str | None]:
-    """(by, t): the variables of ``residuals(independent, by(varname))`` or ``residuals(ar 1, t(varname))`` (as
-    written; resolved against the data later); (None, None) for ``residuals(independent)``, the default."""
-    kind, _, rest = arg.partition(",")
-    words, parts = kind.split(), options(rest)
+#: Stata's residual structures (``residuals(rspec)``) and their shortest abbreviations
+_RESIDUALS = {"independent": 3, "exchangeable": 3, "ar": 2, "ma": 2, "unstructured": 2, "banded": 2, "toeplitz": 3,
+              "exponential": 3}
+_RESIDUALS_AVAILABLE = ("independent, exchangeable, ar 1, exponential, toeplitz [q], banded [q] and unstructured "
+                        "(by() with independent only; t(varname) with the last five)")
+
+
+def residual_structure(text: str) -> tuple[str, int | None]:
+    """(kind, order) of a residual structure written as Stata's rspec (``"ar 1"``, ``"toeplitz 2"``, ``"unstr"``;
+    the number may be run on: ``"ar1"``); the order is None where the structure takes none or every lag."""
+    m = re.fullmatch(r"\s*([A-Za-z]+)\s*(\d+)?\s*", text)
+    word = m.group(1).lower() if m else ""
+    kind = next((k for k, shortest in _RESIDUALS.items() if word and abbreviates(word, k, shortest)), None)
+    order = int(m.group(2)) if m and m.group(2) is not None else None
+    if kind is None:
+        raise FormulaError(f"residuals({text.strip()}) is not a residual structure; jaxhlm fits {_RESIDUALS_AVAILABLE}")
+    if kind == "ma" or (kind == "ar" and order not in (None, 1)):
+        raise FormulaError(f"residuals({text.strip()}) is not available; of the autoregressive and moving-average "
+                           "structures jaxhlm fits the first-order autoregressive one, ar 1")
+    if kind == "ar":
+        return kind, 1
+    if order is not None and (kind not in ("toeplitz", "banded") or (kind == "toeplitz" and order < 1)):
+        raise FormulaError(f"residuals({text.strip()}): only toeplitz (q >= 1) and banded (q >= 0) take a number")
+    return kind, order
+
+
+def _residuals(arg: str) -> tuple[str, int | None, str | None, str | None]:
+    """(kind, order, by, t) of ``residuals(rspec[, by(varname) t(varname)])`` (variables as written; resolved
+    against the data later)."""
+    rspec, _, rest = arg.partition(",")
+    kind, order = residual_structure(rspec)
+    parts = options(rest)
     by = [a.strip() for n, a in parts if abbreviates(n, "by", 2) and a]
     t = [a.strip() for n, a in parts if n == "t" and a]
-    single = all(len(v.split()) == 1 for v in by + t) and len(by) + len(t) == len(parts)
-    if words and abbreviates(words[0], "independent", 3) and len(words) == 1 and single and not t and len(by) <= 1:
-        return (by[0] if by else None), None
-    if words and words[0] == "ar":
-        if words[1:] not in ([], ["1"]):
-            raise FormulaError(f"residuals({arg}) is not available; jaxhlm fits first-order autoregressive residuals, "
-                               "residuals(ar 1, t(varname))")
-        if single and len(t) == 1 and not by:
-            return None, t[0]
-        raise FormulaError(f"residuals({arg}) is not available; AR(1) residuals need the time variable and take no "
-                           "other option: residuals(ar 1, t(varname))")
-    raise FormulaError(f"residuals({arg}) is not available; jaxhlm fits residuals(independent, by(varname)), a "
-                       "residual variance for each value of varname, and residuals(ar 1, t(varname)), "
-                       "first-order autoregressive residuals over an integer time within groups (plain independent "
-                       "residuals are the default)")
+    if not (all(len(v.split()) == 1 for v in by + t) and len(by) + len(t) == len(parts) and len(by) <= 1
+            and len(t) <= 1):
+        raise FormulaError(f"residuals({arg}): the options are by(varname) and t(varname)")
+    return kind, order, (by[0] if by else None), (t[0] if t else None)
 
 
 def _global_option(name: str, arg: str | None, settings: dict) -> None:
@@ -414,7 +430,8 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
         settings["display"][_OMIT[name]] = False
         return
     if arg is not None and abbreviates(name, "residuals", 3):
-        settings["residual_by"], settings["ar1_time"] = _residuals(arg)
+        (settings["residual_kind"], settings["residual_order"], settings["residual_by"],
+         settings["residual_time"]) = _residuals(arg)
         return
     if arg is not None and abbreviates(name, "dfmethod", 3):
         word = arg.strip().lower()
@@ -432,7 +449,7 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
             return
     shown = name + (f"({arg})" if arg is not None else "")
     raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
-                       "residuals(independent, by(varname)), residuals(ar 1, t(varname)), "
+                       f"residuals(rspec[, by(varname) t(varname)]) with rspec {_RESIDUALS_AVAILABLE}, "
                        "nolog, level(#), variance, stddeviations, noheader, nogroup, nofetable, noretable, nolrtest, "
                        "and per equation covariance(identity|independent|exchangeable|unstructured) and noconstant")
 

@@ -24,4 +24,4 @@ def data() -> pd.DataFrame:
 def fit_all() -> dict[str, jaxhlm.MixedResult]:
     """The two-level references' models, fitted as nlme fitted them."""
     d = data()
-    return {name: jaxhlm.fit(FORMULAS[name], d, reml=ref["reml"], ar1_time="time") for name, ref in REF.items()}
+    return {name: jaxhlm.fit(FORMULAS[name], d, reml=ref["reml"], residuals="ar1", time="time") for name, ref in REF.items()}

@@ -1,4 +1,4 @@
-"""First-order autoregressive residuals within groups: Stata's ``residuals(ar 1, t(time))``, ``fit(..., ar1_time=)``.
+"""First-order autoregressive residuals within groups: Stata's ``residuals(ar 1, t(time))``, ``fit(..., residuals="ar1", time=)``.
 
 Reference values: tests/fixtures/ar1_reference.json, written with the data tests/fixtures/ar1.csv by
 tests/fixtures/ar1_reference.R (``Rscript tests/fixtures/ar1_reference.R``; nlme's version in the JSON): ``nlme::lme``
@@ -143,15 +143,15 @@ def test_order_chunks_missing_times_and_comparisons(fits):
     d = _data()
     ref = fits["intercept_ml"]
     # The rows' order does not matter (the fixture's rows are shuffled), nor reading them in chunks.
-    ordered = jaxhlm.fit(FORMULAS["intercept_ml"], d.sort_values(["id", "time"]), ar1_time="time")
+    ordered = jaxhlm.fit(FORMULAS["intercept_ml"], d.sort_values(["id", "time"]), residuals="ar1", time="time")
     np.testing.assert_allclose(ordered.params, ref.params, rtol=1e-9)
-    chunked = jaxhlm.fit(FORMULAS["intercept_ml"], iter([d.iloc[:300], d.iloc[300:]]), ar1_time="time")
+    chunked = jaxhlm.fit(FORMULAS["intercept_ml"], iter([d.iloc[:300], d.iloc[300:]]), residuals="ar1", time="time")
     np.testing.assert_allclose(chunked.params, ref.params, rtol=1e-9)
     # A row with no time is dropped, and counted; the time may be given as an array.
     gappy = d.assign(time2=d["time"].where(d.index % 7 != 0))
-    m = jaxhlm.fit(FORMULAS["intercept_ml"], gappy, ar1_time="time2")
+    m = jaxhlm.fit(FORMULAS["intercept_ml"], gappy, residuals="ar1", time="time2")
     assert m.nobs == len(d) - len(d.index[::7]) and "dropped because of missing values" in " ".join(m.design.notes)
-    as_array = jaxhlm.fit(FORMULAS["intercept_ml"], d, ar1_time=d["time"].to_numpy())
+    as_array = jaxhlm.fit(FORMULAS["intercept_ml"], d, residuals="ar1", time=d["time"].to_numpy())
     assert as_array.llf == pytest.approx(ref.llf, abs=1e-10)
     # ranova's linear model keeps the AR(1) residuals: its row is the fit's LR test vs. linear model.
     ra = jaxhlm.ranova(ref).table
@@ -168,28 +168,34 @@ def test_bad_input_and_refusals(fits):
             call()
         assert words in str(info.value)
     with pytest.raises(DataError, match="repeats a value within a id group"):
-        jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(t=d["time"] // 2), ar1_time="t")
+        jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(t=d["time"] // 2), residuals="ar1", time="t")
     with pytest.raises(DataError, match="whole numbers"):
-        jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(t=d["time"] + 0.5 * (d.index % 2)), ar1_time="t")
+        jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(t=d["time"] + 0.5 * (d.index % 2)), residuals="ar1", time="t")
     with pytest.raises(DataError, match="this model has weights"):
-        jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(w=1.0), ar1_time="time", weights="w")
+        jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(w=1.0), residuals="ar1", time="time", weights="w")
     with pytest.raises(DataError, match="this model has crossed grouping factors"):
-        jaxhlm.fit("y ~ x + (1 | id) + (1 | time)", d, ar1_time="time")
+        jaxhlm.fit("y ~ x + (1 | id) + (1 | time)", d, residuals="ar1", time="time")
     with pytest.raises(FormulaError, match="time variable 'nosuch' not found"):
-        jaxhlm.fit(FORMULAS["intercept_ml"], d, ar1_time="nosuch")
-    with pytest.raises(FormulaError, match=r"residuals\(ar 2, t\(time\)\) is not available"):
+        jaxhlm.fit(FORMULAS["intercept_ml"], d, residuals="ar1", time="nosuch")
+    with pytest.raises(FormulaError, match=r"residuals\(ar 2\) is not available; .* ar 1"):
         jaxhlm.mixed("y time || id:, residuals(ar 2, t(time))", d)
-    with pytest.raises(FormulaError, match="need the time variable"):
+    with pytest.raises(FormulaError, match=r"residuals\(ma 1\) is not available"):
+        jaxhlm.mixed("y time || id:, residuals(ma 1, t(time))", d)
+    with pytest.raises(DataError, match="ar residuals need a time variable"):
         jaxhlm.mixed("y time || id:, residuals(ar 1)", d)
-    with pytest.raises(FormulaError, match="need the time variable"):
+    with pytest.raises(DataError, match="ar residuals need a time variable: .* time= in fit"):
+        jaxhlm.fit(FORMULAS["intercept_ml"], d, residuals="ar1")
+    with pytest.raises(DataError, match=r"this model has a residual variance per stratum \(by\(\)\)"):
         jaxhlm.mixed("y time || id:, residuals(ar 1, t(time) by(x))", d)
+    with pytest.raises(FormulaError, match="the options are by.varname. and t.varname."):
+        jaxhlm.mixed("y time || id:, residuals(ar 1, t(time) foo(x))", d)
 
 
 def test_command_line(fits, capsys):
     from jaxhlm.cli import main
 
     path = str(FIXTURES / "ar1.csv")
-    assert main(["fit", FORMULAS["intercept_ml"], "--data", path, "--ar1-time", "time", "--json"]) == 0
+    assert main(["fit", FORMULAS["intercept_ml"], "--data", path, "--residuals", "ar1", "--time", "time", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["llf"] == pytest.approx(fits["intercept_ml"].llf, abs=1e-9)
     assert out["random"]["rho(Residual)"]["estimate"] == pytest.approx(fits["intercept_ml"].params["rho(Residual)"])
@@ -200,7 +206,7 @@ def test_three_levels_match_nlme():
     clusters, whose whitened rows give the nested statistics. Stata's reading (students numbered within schools)
     and the lme4 formula fit the same model."""
     d = pd.read_csv(FIXTURES / "ar1_three.csv")
-    m = jaxhlm.fit("y ~ time + x + (1 | school/student)", d, ar1_time="time")
+    m = jaxhlm.fit("y ~ time + x + (1 | school/student)", d, residuals="ar1", time="time")
     assert m.converged and m.llf == pytest.approx(THREE["loglik"], abs=1e-9)
     np.testing.assert_allclose(m.fe_params, THREE["beta"], rtol=1e-8)
     np.testing.assert_allclose(m.bse_fe, THREE["se"], rtol=1e-7)
@@ -228,7 +234,7 @@ def test_marginal_covariance_matches_nlme(fits):
         m.marginal_cov(999)
     # Three levels: students' series are correlated within a student only; the school's intercept spans them all.
     three = jaxhlm.fit("y ~ time + x + (1 | school/student)", pd.read_csv(FIXTURES / "ar1_three.csv"),
-                       ar1_time="time")
+                       residuals="ar1", time="time")
     V3 = three.marginal_cov(1)
     rows = pd.read_csv(FIXTURES / "ar1_three.csv").loc[V3.index]
     school, student, rho, s2 = *three.random_effects.estimate[:2], *three.random_effects.estimate[2:]

@@ -49,7 +49,7 @@ def test_refit_batch_equals_single_fits(fits):
     assert list(batch.re_labels[-2:]) == ["rho(Residual)", "var(Residual)"]
     assert batch.llf[0] == pytest.approx(m.llf, abs=1e-8)
     for k in (1, 6, 12):
-        one = jaxhlm.fit(FORMULAS["slope_reml"], d.assign(y=Y[:, k - 1]), reml=True, ar1_time="time")
+        one = jaxhlm.fit(FORMULAS["slope_reml"], d.assign(y=Y[:, k - 1]), reml=True, residuals="ar1", time="time")
         assert batch.llf[k] == pytest.approx(one.llf, abs=1e-6)
         np.testing.assert_allclose(batch.beta[k], one.fe_params, rtol=1e-6)
         np.testing.assert_allclose(batch.varcomp[k], one.random_effects.estimate, rtol=1e-5, atol=1e-8)
@@ -65,15 +65,15 @@ def test_bootstrap_lrtest_of_a_random_slope_under_ar1_residuals(fits):
     chunk size; independent residuals nested in AR(1) ones are bootstrapped too, the reverse is refused."""
     d = _data()
     small = fits["intercept_ml"]
-    big = jaxhlm.fit(FORMULAS["slope_ml"], d, ar1_time="time")
+    big = jaxhlm.fit(FORMULAS["slope_ml"], d, residuals="ar1", time="time")
     boot = jaxhlm.bootstrap_lrtest(small, big, B=24, seed=2, progress=False)
     assert boot.failed == 0 and np.all(boot.replicates >= 0)
     assert boot.statistic == pytest.approx(2 * (big.llf - small.llf), rel=1e-9)
     Y = np.asarray(jaxhlm.simulate(small, 24, seed=2))
     for r in (0, 13):
         y = d.assign(y=Y[r])
-        lr = 2 * (jaxhlm.fit(FORMULAS["slope_ml"], y, ar1_time="time").llf
-                  - jaxhlm.fit(FORMULAS["intercept_ml"], y, ar1_time="time").llf)
+        lr = 2 * (jaxhlm.fit(FORMULAS["slope_ml"], y, residuals="ar1", time="time").llf
+                  - jaxhlm.fit(FORMULAS["intercept_ml"], y, residuals="ar1", time="time").llf)
         assert boot.replicates[r] == pytest.approx(max(lr, 0.0), abs=1e-6)
     again = jaxhlm.bootstrap_lrtest(small, big, B=24, seed=2, chunk=4, progress=False)
     np.testing.assert_allclose(again.replicates, boot.replicates, rtol=1e-9, atol=1e-9)
@@ -88,7 +88,7 @@ def test_bootstrap_lrtest_of_a_random_slope_under_ar1_residuals(fits):
     slopes = np.repeat(rng.normal(0, 1, 50), 8)
     panel = pd.DataFrame({"id": np.repeat(np.arange(50), 8), "time": t, "x": rng.normal(size=400),
                           "y": slopes * t + rng.normal(size=400)})
-    ar1 = jaxhlm.fit(FORMULAS["intercept_ml"], panel, ar1_time="time")
+    ar1 = jaxhlm.fit(FORMULAS["intercept_ml"], panel, residuals="ar1", time="time")
     slope_independent = jaxhlm.fit(FORMULAS["slope_ml"], panel)
     assert slope_independent.llf > ar1.llf
     with pytest.raises(JaxhlmError, match="residual structure must be the bigger model's"):
@@ -100,7 +100,7 @@ def test_three_level_draws_refits_and_bootstrap():
     AR(1) within students; :meth:`marginal_cov`) to Monte-Carlo error; batched refits and the bootstrap of a
     students' random slope equal one-at-a-time fits of the same responses."""
     d = pd.read_csv(FIXTURES / "ar1_three.csv")
-    small = jaxhlm.fit("y ~ time + x + (1 | school/student)", d, ar1_time="time")
+    small = jaxhlm.fit("y ~ time + x + (1 | school/student)", d, residuals="ar1", time="time")
     n = 20_000
     Y = np.asarray(jaxhlm.simulate(small, n, seed=4))
     V = small.marginal_cov(1)
@@ -108,14 +108,14 @@ def test_three_level_draws_refits_and_bootstrap():
     tol = 4 * np.sqrt((np.outer(np.diag(V), np.diag(V)) + V.to_numpy() ** 2) / n)
     assert np.all(np.abs(np.cov(Y[:, at].T) - V.to_numpy()) < tol)
     batch = jaxhlm.refit_batch(small, Y[:2].T, progress=False)
-    one = jaxhlm.fit("y ~ time + x + (1 | school/student)", d.assign(y=Y[1]), ar1_time="time")
+    one = jaxhlm.fit("y ~ time + x + (1 | school/student)", d.assign(y=Y[1]), residuals="ar1", time="time")
     assert batch.llf[1] == pytest.approx(one.llf, abs=1e-6)
     np.testing.assert_allclose(batch.varcomp[1], one.random_effects.estimate, rtol=1e-5)
     big_formula = "y ~ time + x + (1 | school) + (1 + time | school:student)"
-    big = jaxhlm.fit(big_formula, d, ar1_time="time")
+    big = jaxhlm.fit(big_formula, d, residuals="ar1", time="time")
     boot = jaxhlm.bootstrap_lrtest(small, big, B=8, seed=1, progress=False)
     assert boot.failed == 0 and np.all(boot.replicates >= 0)
     y = d.assign(y=np.asarray(jaxhlm.simulate(small, 8, seed=1))[5])
-    lr = 2 * (jaxhlm.fit(big_formula, y, ar1_time="time").llf
-              - jaxhlm.fit("y ~ time + x + (1 | school/student)", y, ar1_time="time").llf)
+    lr = 2 * (jaxhlm.fit(big_formula, y, residuals="ar1", time="time").llf
+              - jaxhlm.fit("y ~ time + x + (1 | school/student)", y, residuals="ar1", time="time").llf)
     assert boot.replicates[5] == pytest.approx(max(lr, 0.0), abs=1e-6)

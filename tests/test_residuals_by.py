@@ -241,11 +241,11 @@ def test_listwise_deletion_and_refusals(fits):
         jaxhlm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", jaxhlm.datasets.penicillin(), residuals_by="plate")
     with pytest.raises(DataError, match="one value in the sample"):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb[hsb["sector"] == 1], residuals_by="sector")
-    with pytest.raises(FormulaError, match=r"residuals\(exchangeable\) is not available"):
+    with pytest.raises(DataError, match="the random intercept of id adds the same amount"):
         jaxhlm.mixed("mathach ses || id:, residuals(exchangeable)", hsb)
     with pytest.raises(FormulaError, match="nosuch"):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="nosuch")
-    with pytest.raises(FormulaError, match=r"residuals\(ind, by\(sector female\)\) is not available"):
+    with pytest.raises(FormulaError, match=r"residuals\(ind, by\(sector female\)\): the options are by"):
         jaxhlm.mixed("mathach ses || id:, residuals(ind, by(sector female))", hsb)
     # An array of strata, one per row, as weights may be given.
     as_array = jaxhlm.fit("mathach ~ ses + sector + (1 | id)", hsb, residuals_by=hsb["sector"].to_numpy())
