@@ -217,8 +217,8 @@ def main() -> None:
     except Exception as exc:  # without R the comparison is not possible; say so
         print(f"[nlme skipped: {type(exc).__name__}: {exc}]")
         theirs = {}
-    print(f"\nResidual structures: by stratum on HSB (n = 7,185, 160 schools), correlated within subjects on panels; warm fit, median of "
-          f"{args.repeats}; {os.cpu_count()} CPUs")
+    print(f"\nResidual structures: by stratum on HSB (n = 7,185, 160 schools), correlated within subjects on panels; "
+          f"warm fit, median of {args.repeats}; {os.cpu_count()} CPUs")
     print(f"{'model':<26}{'jaxhlm ms':>10}{'jaxhlm LL':>16}   {'nlme opt':<8}{'nlme ms':>9}{'ratio':>8}{'LL gap':>11}")
     for name, (ll, t) in ours.items():
         for opt in ("nlminb", "optim"):
