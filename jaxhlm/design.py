@@ -35,7 +35,7 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .residual import (AR1, INDEPENDENT, Exchangeable, Exponential, SerialRows, Serial, Strata, Structure, Toeplitz,
+from .residual import (AR1, INDEPENDENT, ByStratum, Exchangeable, Exponential, SerialRows, Serial, Strata, Structure, Toeplitz,
                        Unstructured)
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
                     pad_host, pad_rows, row_scale, slots, stack_strata, total)
@@ -147,19 +147,13 @@ class Design:
     @property
     def residual_labels(self) -> tuple[str, ...]:
         """The names of the residual structure's parameters (:class:`~jaxhlm.residual.Structure`'s rows)."""
+        by = self.encoding.spec.residual_by
         if isinstance(self.residual, Strata):
-            return tuple(f"var(Residual[{self.encoding.spec.residual_by}={v}])" for v in self.strata_labels)
-        r = self.residual
-        if isinstance(r, Unstructured):  # Stata's e1, e2, …: the residual at each value of the time
-            e = [f"e{t:g}" for t in r.times]
-            return tuple(f"var({x})" for x in e) + tuple(f"cov({e[k]},{e[l]})" for k, l in r.pairs)
-        if isinstance(r, Exchangeable):
-            return ("var(Residual)", "cov(Residual)")
-        if isinstance(r, Toeplitz):
-            return tuple(f"rho{k}(Residual)" for k in range(1, r.order + 1)) + ("var(Residual)",)
-        if isinstance(r, Serial):
-            return ("rho(Residual)", "var(Residual)")
-        return ("var(Residual)",)
+            return tuple(f"var(Residual[{by}={v}])" for v in self.strata_labels)
+        if isinstance(self.residual, ByStratum):  # each stratum's rows, the stratum in brackets
+            inner = _serial_labels(self.residual.inner)
+            return tuple(f"{label[:-1]}[{by}={v}])" for v in self.strata_labels for label in inner)
+        return _serial_labels(self.residual)
 
     @property
     def fe_names(self) -> tuple[str, ...]:
@@ -754,7 +748,8 @@ class _Pass:
     source: pd.DataFrame | None
     strata: tuple[HostStats, ...] | None = None  # one per value of the residual-variance variable, as it
     strata_labels: pd.Index | None = None  # first appeared
-    serial: tuple[np.ndarray, ...] | None = None  # with serial residuals, every row's (X, Z, y, series code, time)
+    #: with serial residuals, every row's (X, Z, y, series code, time, stratum code); the strata's labels above
+    serial: tuple[np.ndarray, ...] | None = None
 
 
 def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
@@ -766,7 +761,9 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
-    strata, parts_by = (_Groups(), []) if spec.residual_by else (None, None)
+    strata, parts_by = (_Groups(), []) if spec.residual_by and spec.residual_kind == "independent" else (None, None)
+    # With correlated residuals by a variable, each series' stratum (its value), for the structure to tell apart.
+    serial_by = _Groups() if spec.residual_by and spec.residual_kind != "independent" else None
     if spec.residual_kind != "independent":
         _check_serial(spec, crossed)
     serial: list[tuple[np.ndarray, ...]] = []
@@ -797,14 +794,15 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
             series = c.codes[0] if c.codes[1] is None else c.codes[1]
             t = (np.zeros(len(c.y)) if spec.residual_time is None
                  else _numeric(c.frame, spec.residual_time, "time variable"))
-            serial.append((c.X, c.Z, c.y, series, t))
+            by = np.zeros(len(c.y), np.int64) if serial_by is None else serial_by.codes(c.frame[spec.residual_by])
+            serial.append((c.X, c.Z, c.y, series, t, by))
         if len(c.y):
             sample.update(c.frame, c.y, levels.variables, c.weights)
             low, high = min(low, c.y.min()), max(high, c.y.max())
     if not parts_by:
         rows = tuple(np.concatenate(a) for a in zip(*serial)) if serial else None
         return _Pass(acc.result(), levels, encoder, sample.observations(), sample.digest(), missing, zero,
-                     low == high, source, serial=rows)
+                     low == high, source, serial=rows, strata_labels=None if serial_by is None else serial_by.labels)
     if crossed:
         raise DataError(f"residual variances by a variable are fitted for one grouping level or two nested ones; "
                         f"{spec.levels[1]!r} is crossed with {spec.levels[0]!r}")
@@ -814,6 +812,20 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     whole, hosts = total(hosts)
     return _Pass(whole, levels, encoder, sample.observations(), sample.digest(), missing, zero, low == high, source,
                  hosts, strata.labels)
+
+
+def _serial_labels(r: Structure) -> tuple[str, ...]:
+    """The names of a residual structure's parameters, strata aside."""
+    if isinstance(r, Unstructured):  # Stata's e1, e2, …: the residual at each value of the time
+        e = [f"e{t:g}" for t in r.times]
+        return tuple(f"var({x})" for x in e) + tuple(f"cov({e[k]},{e[l]})" for k, l in r.pairs)
+    if isinstance(r, Exchangeable):
+        return ("var(Residual)", "cov(Residual)")
+    if isinstance(r, Toeplitz):
+        return tuple(f"rho{k}(Residual)" for k in range(1, r.order + 1)) + ("var(Residual)",)
+    if isinstance(r, Serial):
+        return ("rho(Residual)", "var(Residual)")
+    return ("var(Residual)",)
 
 
 #: the residual structures that need a time (t()): their lags or occasions are counted in it
@@ -827,21 +839,21 @@ def _check_serial(spec: ModelSpec, crossed: bool) -> None:
     if (kind in TIMED) != (spec.residual_time is not None):
         raise DataError(f"{kind} residuals " + ("need a time variable: t(varname) in residuals(), time= in fit()"
                                                 if kind in TIMED else "take no time variable"))
-    why = ("crossed grouping factors" if crossed else "weights" if spec.weights or spec.freq_weights
-           else "a residual variance per stratum (by())" if spec.residual_by else None)
+    why = "crossed grouping factors" if crossed else "weights" if spec.weights or spec.freq_weights else None
     if why:
-        raise DataError(f"{kind} residuals are fitted for models with one grouping level or two nested ones, "
-                        f"unweighted rows and one residual variance; this model has {why}")
+        raise DataError(f"{kind} residuals are fitted for models with one grouping level or two nested ones and "
+                        f"unweighted rows; this model has {why}")
 
 
 def _serial_rows(spec: ModelSpec, rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_series: int,
-                 q1: int, n_groups: int, parent: np.ndarray | None
+                 q1: int, n_groups: int, parent: np.ndarray | None, strata_labels: pd.Index | None
                  ) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray], Structure]:
     """The rows in time order within each series (a group, or with two nested levels a cluster of the inner one,
     whose group is its ``parent``; in the design's order), with the gaps in time between a series' consecutive
     rows: what a :class:`~jaxhlm.residual.Serial` structure whitens; each row's place in them (series, position in
-    its slab), rows in the estimation sample's order; and the structure, checked to be identifiable."""
-    X, Z, y, codes, t = rows
+    its slab), rows in the estimation sample's order; and the structure, checked to be identifiable (with by(), in
+    every stratum: ``strata_labels`` the by() variable's values, in the order of the rows' stratum codes)."""
+    X, Z, y, codes, t, by = rows
     kind, name, group = spec.residual_kind, spec.residual_time, spec.levels[-1]
     if not np.all(np.isfinite(t)):
         raise DataError(f"the time variable {name!r} must be finite")
@@ -859,13 +871,37 @@ def _serial_rows(spec: ModelSpec, rows: tuple[np.ndarray, ...], kept: list[int],
     if first.all():
         raise DataError(f"every {group} group has a single observation, so {kind} residuals have no pairs to be "
                         "correlated")
+    stratum = np.zeros(n_series, np.int64)
+    if strata_labels is not None:  # codes in the order of the sorted labels, one per series
+        by = inverse_permutation(np.asarray(strata_labels.argsort()))[by[order]]
+        stratum[g] = by
+        if np.any(stratum[g] != by):
+            raise DataError(f"the residuals' by() variable {spec.residual_by!r} changes within a {group} group; "
+                            f"{kind} residuals by a variable need it constant within each group (a treatment arm)")
     X, Z, W, y, gap, time, live = (pad_rows(a, g, n_series) for a in (
         X[order][:, kept], Z[order, :q1], Z[order, q1:], y[order], gap, t, np.ones(len(g))))
     slot = np.empty(len(g), dtype=np.int64)
     slot[order] = slots(g, n_series)[1]
-    serial = SerialRows(X, Z, W, y, gap.astype(np.int64), time, live, np.asarray(float(len(g))),
+    serial = SerialRows(X, Z, W, y, gap.astype(np.int64), time, live, stratum, np.asarray(float(len(g))),
                         np.zeros(0, np.int64) if parent is None else parent.astype(np.int64), np.ones(n_groups))
-    return serial, (g_rows, slot), _serial_structure(spec, serial)
+    structure = _serial_structure(spec, serial)
+    if strata_labels is None:
+        return serial, (g_rows, slot), structure
+    if len(strata_labels) < 2:
+        raise DataError(f"the residuals are by {spec.residual_by!r}, which has one value in the sample; drop by()")
+    for s, value in enumerate(np.asarray(strata_labels)[np.argsort(np.asarray(strata_labels))]):
+        # each stratum's series must identify its own parameters of the same structure
+        keep = (stratum == s).astype(float)
+        own = serial._replace(live=live * keep[:, None], gap=serial.gap * (stratum == s)[:, None])
+        if not np.any(own.live.sum(axis=1) > 1):
+            raise DataError(f"no {group} group with {spec.residual_by} = {value} has two observations, so its "
+                            f"{kind} residuals have no pairs to be correlated")
+        mine = _serial_structure(dataclasses.replace(spec, residual_order=getattr(structure, "order", None)), own)
+        if isinstance(structure, (Toeplitz, Unstructured)) and mine != structure:
+            raise DataError(f"the {group} groups with {spec.residual_by} = {value} are not seen at every time the "
+                            f"others are, so their {kind} residuals lack parameters the others have; use a structure "
+                            "with fewer parameters, or drop by()")
+    return serial, (g_rows, slot), ByStratum(structure, len(strata_labels))
 
 
 def _serial_structure(spec: ModelSpec, serial: SerialRows) -> Structure:
@@ -1006,7 +1042,10 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         nested = cluster_order is not None
         serial, serial_slots, structure = _serial_rows(
             spec, reduced.serial, kept, inverse_permutation(cluster_order if nested else order),
-            len(inner.labels) if nested else len(groups), q1, len(groups), selected.inner.parent if nested else None)
+            len(inner.labels) if nested else len(groups), q1, len(groups), selected.inner.parent if nested else None,
+            reduced.strata_labels)
+        if reduced.strata_labels is not None:
+            strata_labels = np.asarray(reduced.strata_labels[np.asarray(reduced.strata_labels.argsort())])
     if reduced.strata is not None:
         if len(reduced.strata) < 2:
             raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
@@ -1035,7 +1074,7 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
     if design.serial is not None:  # the series padded to the groups, or with two nested levels to the clusters
         rows = design.serial
         more = (n_groups if design.inner is None else n_clusters) - len(rows.y)
-        slabs = (jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in rows[:7])
+        slabs = (jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in rows[:8])
         parent = rows.parent if design.inner is None else jnp.pad(jnp.asarray(rows.parent), (0, more))
         return SerialRows(*slabs, jnp.asarray(rows.n), jnp.asarray(parent), jnp.ones(n_groups))
     if design.strata is not None:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .formula import DFMETHOD_NAMES
 from .infer import sd_corr
-from .residual import Serial
+from .residual import ByStratum, Serial
 
 if TYPE_CHECKING:
     from .factor import Coef
@@ -225,7 +225,13 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
     tail = range(len(re.labels) - k, len(re.labels))
     kind = "sd(e)" if re.labels[-1].startswith("sd(") else "var(e)"
     lines.append("-" * 29 + "+" + "-" * 48)
-    if isinstance(r.design.residual, Serial):  # Stata's residuals(rspec, t()): the structure, then its rows
+    if isinstance(r.design.residual, ByStratum):  # residuals(rspec, t() by()): each value's rows in turn
+        lines += [f"{'Residual: ' + r.design.residual.title + ',':<28} |", f"{'    by ' + r.spec.residual_by:<28} |"]
+        per = len(r.design.residual.inner.kinds)
+        lines += [_re_row(f"{r.design.strata_labels[(j - tail[0]) // per]}: "
+                          f"{_residual_label(re.labels[j].split('[')[0] + ')')}", re.estimate[j], re.se[j], re.ci[j])
+                  for j in tail]
+    elif isinstance(r.design.residual, Serial):  # Stata's residuals(rspec, t()): the structure, then its rows
         lines.append(f"{'Residual: ' + r.design.residual.title:<28} |")
         lines += [_re_row(_residual_label(re.labels[j]), re.estimate[j], re.se[j], re.ci[j]) for j in tail]
     elif k == 1:

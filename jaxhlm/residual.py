@@ -41,7 +41,8 @@ class SerialRows(NamedTuple):
     X (s, T, p), Z (s, T, q) the outer level's random-effects design, W (s, T, q2) the inner level's (no columns
     for two levels), y (s, T); gap (s, T) the time since the series' previous row (0 on a series' first row and on
     padding, whose rows are zero and so add nothing); time (s, T) each row's time (0 on padding); live (s, T) 1 on
-    real rows, 0 on padding; n () the observations; parent (s,) each series' group (two levels: the series are
+    real rows, 0 on padding; stratum (s,) each series' stratum with :class:`ByStratum` (else 0); n () the
+    observations; parent (s,) each series' group (two levels: the series are
     the groups, parent (0,)); group_weights (m,) ones.
     """
 
@@ -52,6 +53,7 @@ class SerialRows(NamedTuple):
     gap: Array
     time: Array
     live: Array
+    stratum: Array
     n: Array
     parent: Array
     group_weights: Array
@@ -346,6 +348,80 @@ class Unstructured(Serial):
     def block(self, data: SerialRows, psi: Array) -> Array:
         at = jnp.clip(jnp.searchsorted(jnp.asarray(self.times), data.time), 0, len(self.times) - 1)
         return self.matrix(psi)[at[:, :, None], at[:, None, :]]
+
+
+@dataclass(frozen=True)
+class ByStratum(Serial):
+    """Stata's ``residuals(rspec, t(var) by(var))``: each stratum of series (a value of a variable constant within
+    series: a treatment arm) has its own parameters of the ``inner`` structure, its own σ among them. Reported as
+    the inner structure's rows for each stratum in turn.
+
+    Coordinates: the strata's inner coordinates one after another; σ = the first stratum's, and ψ = (each stratum's
+    inner ψ, then ln(σₛ/σ₁) for s ≥ 2). Each stratum's series are whitened by the inner structure at its ψ, its
+    rows scaled by σ₁/σₛ, the others' masked out; the statistics add over the strata (each series is in one).
+    """
+
+    inner: Serial = AR1()
+    n_strata: int = 2
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return self.inner.title
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.inner.kinds * self.n_strata
+
+    @property
+    def independent(self) -> Array:
+        return jnp.concatenate([jnp.tile(self.inner.independent, self.n_strata), jnp.zeros(self.n_strata - 1)])
+
+    def _parts(self, u: Array) -> list[Array]:
+        k = len(self.inner.kinds)
+        return [u[s * k:(s + 1) * k] for s in range(self.n_strata)]
+
+    def split(self, u: Array) -> tuple[Array, Array]:
+        sides = [self.inner.split(part) for part in self._parts(u)]
+        return sides[0][0], jnp.concatenate([psi for _, psi in sides] + [jnp.stack([ls - sides[0][0]
+                                                                                    for ls, _ in sides[1:]])])
+
+    def _psis(self, psi: Array) -> tuple[list[Array], Array]:
+        """Each stratum's inner ψ, and ln(σₛ/σ₁) for every stratum (0 for the first)."""
+        k = self.inner.n_params
+        return ([psi[s * k:(s + 1) * k] for s in range(self.n_strata)],
+                jnp.concatenate([jnp.zeros(1), psi[self.n_strata * k:]]))
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        psis, ratio = self._psis(psi)
+        return jnp.concatenate([self.inner.join(log_sigma + r, p) for p, r in zip(psis, ratio)])
+
+    def values(self, u: Array) -> Array:
+        return jnp.concatenate([self.inner.values(part) for part in self._parts(u)])
+
+    def _stratum(self, data: SerialRows, s: int, scale: Array) -> SerialRows:
+        """``data`` with only stratum s's series, their rows times ``scale``."""
+        keep = (data.stratum == s).astype(data.y.dtype)
+        rows = keep[:, None] * scale
+        return data._replace(X=data.X * rows[..., None], Z=data.Z * rows[..., None], W=data.W * rows[..., None],
+                             y=data.y * rows, gap=data.gap * (data.stratum == s)[:, None],
+                             live=data.live * keep[:, None])
+
+    def correlation(self, data: SerialRows, psi: Array) -> Array:
+        psis, ratio = self._psis(psi)
+        C = self.inner.correlation(data._replace(live=jnp.zeros_like(data.live)), psis[0])  # the identity
+        for s, (p, r) in enumerate(zip(psis, ratio)):
+            C = jnp.where((data.stratum == s)[:, None, None] & (data.live > 0)[:, :, None],
+                          jnp.exp(2.0 * r) * self.inner.correlation(self._stratum(data, s, 1.0), p), C)
+        return C
+
+    def whiten(self, data: SerialRows, psi: Array) -> tuple[GroupStats | NestedStats, Array]:
+        psis, ratio = self._psis(psi)
+        parts = [self.inner.whiten(self._stratum(data, s, jnp.exp(-r)), p) for s, (p, r) in
+                 enumerate(zip(psis, ratio))]
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *[stats for stats, _ in parts])
+        n = jnp.stack([jnp.sum(data.live * (data.stratum == s)[:, None]) for s in range(self.n_strata)])
+        logdet = sum(logdet for _, logdet in parts) + 2.0 * jnp.sum(n * ratio)
+        return combine(stacked, jnp.ones(self.n_strata))._replace(n=data.n), logdet
 
 
 def _slab_rows(data: SerialRows) -> Array:

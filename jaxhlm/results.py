@@ -27,7 +27,7 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .residual import SerialRows, Strata, Unstructured
+from .residual import ByStratum, SerialRows, Strata, Unstructured
 from .stats import GroupStats, NestedStats, group_totals, pair_totals
 
 if TYPE_CHECKING:
@@ -256,12 +256,13 @@ class MixedResult:
 
     def residual_variance(self, data: pd.DataFrame) -> np.ndarray | float:
         """The residual variance of each row of ``data``: σ², or with a residual variance per stratum, that of the
-        row's value of the ``residuals_by`` variable, or with unstructured or banded residuals that of the row's
-        time (NaN for a value the fit has not seen)."""
-        r = self.design.residual
-        if isinstance(r, Unstructured):
-            var = dict(zip(r.times, self.scale * np.diag(np.asarray(r.matrix(jnp.asarray(self.psi))))))
-            return data[self.spec.residual_time].map(var).to_numpy(dtype=float)
+        row's value of the ``residuals_by`` variable, or with residuals correlated within series σ² times the
+        diagonal of C(ψ̂) at the row (NaN for a row the fit has not seen)."""
+        d = self.design
+        if d.serial is not None:
+            C = np.asarray(d.residual.correlation(d.serial, jnp.asarray(self.psi)))
+            var = self.scale * np.diagonal(C, axis1=1, axis2=2)[d.serial_slots]
+            return pd.Series(var, index=d.rows().index).reindex(data.index).to_numpy(dtype=float)
         if self.design.strata is None:
             return self.scale
         log_ratio = np.append(0.0, self.psi)
@@ -356,7 +357,8 @@ class MixedResult:
         if d.serial is not None:  # C(ψ̂) of the group's series, picked at its rows' places in their slabs
             series, slot = (a[at] for a in d.serial_slots)
             u, pos = np.unique(series, return_inverse=True)
-            rows_u = d.serial._replace(time=d.serial.time[u], live=d.serial.live[u], y=d.serial.y[u])
+            rows_u = d.serial._replace(**{f: getattr(d.serial, f)[u] for f in ("X", "Z", "W", "y", "gap", "time",
+                                                                                "live", "stratum")})
             C = np.asarray(d.residual.correlation(rows_u, jnp.asarray(self.psi)))
             V += same * self.scale * C[pos[:, None], slot[:, None], slot[None, :]]
         else:
@@ -532,7 +534,7 @@ class MixedResult:
         they are made of (``var_fixed``, ``var_random``, ``var_residual``); random slopes as Johnson (2014), as R's
         ``performance::r2_nakagawa`` computes them (:func:`~jaxhlm.infer.variance_decomposition`). Needs the
         fitted data in memory; rows with frequency weights count that many times."""
-        self.design.require_independent("R² (which needs one residual variance)", (Strata, Unstructured))
+        self.design.require_independent("R² (which needs one residual variance)", (Strata, Unstructured, ByStratum))
         rows = self.design.rows()
         if rows.weights is not None:
             raise JaxhlmError("R² needs one residual variance for every row; with precision weights (weights=) row "

@@ -185,7 +185,7 @@ def test_bad_input_and_refusals(fits):
         jaxhlm.mixed("y time || id:, residuals(ar 1)", d)
     with pytest.raises(DataError, match="ar residuals need a time variable: .* time= in fit"):
         jaxhlm.fit(FORMULAS["intercept_ml"], d, residuals="ar1")
-    with pytest.raises(DataError, match=r"this model has a residual variance per stratum \(by\(\)\)"):
+    with pytest.raises(DataError, match="the residuals' by.. variable 'x' changes within a id group"):
         jaxhlm.mixed("y time || id:, residuals(ar 1, t(time) by(x))", d)
     with pytest.raises(FormulaError, match="the options are by.varname. and t.varname."):
         jaxhlm.mixed("y time || id:, residuals(ar 1, t(time) foo(x))", d)

@@ -228,3 +228,75 @@ def test_refusals():
     with pytest.raises(JaxhlmError, match="profile-likelihood intervals are not available for the residual "
                                           "covariances of Unstructured residuals"):
         m.conf_int(method="profile")
+
+
+def _arms(d: pd.DataFrame) -> pd.DataFrame:
+    return d.assign(arm=d["id"] % 2)
+
+
+@pytest.mark.parametrize("reml", [False, True])
+def test_strata_with_their_own_fixed_effects_fit_as_separate_models(reml):
+    """``residuals(unstructured, t(time) by(arm))`` with every fixed effect by arm and no random effects: the arms
+    share no parameter, so the likelihood (ML, and REML: XᵀV⁻¹X is block diagonal) is the sum of the arms' fitted
+    alone, and each arm's rows are those of its own fit."""
+    early = _arms(_early())
+    both = jaxhlm.mixed("y i.arm##c.time i.arm##c.x || id:, noconstant residuals(unstructured, t(time) by(arm))"
+                        + (" reml" if reml else ""), early)
+    alone = [jaxhlm.fit("y ~ time + x + (0 | id)", early[early["arm"] == a], reml=reml, residuals="unstructured",
+                        time="time") for a in (0, 1)]
+    assert both.converged
+    assert both.llf == pytest.approx(sum(m.llf for m in alone), abs=1e-8)
+    for a, m in enumerate(alone):
+        mine = both.params[[f"{label[:-1]}[arm={a}])" for label in m.random_effects.labels]]
+        np.testing.assert_allclose(mine, m.random_effects.estimate, rtol=1e-6)
+    assert list(both.params.index[-2:]) == ["cov(e2,e4[arm=1])", "cov(e3,e4[arm=1])"]
+
+
+def _ar1_by_arm(d: pd.DataFrame, u: np.ndarray) -> tuple[float, np.ndarray]:
+    """y ~ time + x + (1 | id) with AR(1) residuals by arm at coordinates u = (ln sd(_cons), then per arm atanh ρ,
+    ln σ): each subject's V written out."""
+    X = np.column_stack([np.ones(len(d)), d["time"], d["x"]])
+    y, t, arm = d["y"].to_numpy(), d["time"].to_numpy(), d["arm"].to_numpy()
+    subjects = [np.flatnonzero(d["id"].to_numpy() == g) for g in np.unique(d["id"])]
+    V = []
+    for i in subjects:
+        a = arm[i[0]]
+        rho, s2 = np.tanh(u[1 + 2 * a]), np.exp(2 * u[2 + 2 * a])
+        V.append(np.exp(2 * u[0]) + s2 * rho ** np.abs(t[i][:, None] - t[i][None, :]))
+    return gls_loglik(X, y, subjects, V)
+
+
+def test_ar1_by_arm_beside_a_random_intercept():
+    """AR(1) residuals with their own ρ and σ in each arm, a random intercept shared: the dense likelihood at the
+    fit's coordinates is its log likelihood, flat there; the report and the marginal covariance per arm."""
+    d = _arms(_data())
+    m = jaxhlm.mixed("y time x || id:, residuals(ar 1, t(time) by(arm))", d)
+    assert m.converged
+    phi = m.random_effects.phi
+    ll, cov_beta = _ar1_by_arm(d, phi)
+    assert ll == pytest.approx(m.llf, abs=1e-8)
+    order = [m.design.constant, "time", "x"]
+    np.testing.assert_allclose(cov_beta, m.cov_params().loc[order, order], rtol=1e-8)
+    h = 1e-5
+    grad = [(_ar1_by_arm(d, phi + h * e)[0] - _ar1_by_arm(d, phi - h * e)[0]) / (2 * h) for e in np.eye(len(phi))]
+    np.testing.assert_allclose(grad, 0.0, atol=1e-4)
+    assert list(m.params.index[-4:]) == ["rho(Residual[arm=0])", "var(Residual[arm=0])", "rho(Residual[arm=1])",
+                                         "var(Residual[arm=1])"]
+    out = str(m)
+    for line in [f"{'Residual: AR(1),':<28} |", f"{'    by arm':<28} |", f"{'1: rho':>28} |", f"{'0: var(e)':>28} |"]:
+        assert line in out
+    for g in (2, 3):  # one subject of each arm
+        V = m.marginal_cov(g)
+        np.testing.assert_allclose(np.diag(V), m.params["var(_cons)"] + m.params[f"var(Residual[arm={g % 2}])"],
+                                   rtol=1e-12)
+    np.testing.assert_allclose(m.residual_variance(d), m.params["var(Residual[arm=0])"] * (d["arm"] == 0)
+                               + m.params["var(Residual[arm=1])"] * (d["arm"] == 1), rtol=1e-12)
+    Y = np.asarray(jaxhlm.simulate(m, 2, seed=1))
+    batch = jaxhlm.refit_batch(m, Y.T)
+    one = jaxhlm.mixed("y time x || id:, residuals(ar 1, t(time) by(arm))", d.assign(y=Y[1]))
+    assert batch.llf[1] == pytest.approx(one.llf, abs=1e-6)
+    with pytest.raises(DataError, match="'x' changes within a id group"):
+        jaxhlm.mixed("y time x || id:, residuals(ar 1, t(time) by(x))", d)
+    with pytest.raises(DataError, match="no id group with arm = 1 has two observations"):
+        jaxhlm.mixed("y time x || id:, residuals(ar 1, t(time) by(arm))",
+                     d[(d["arm"] == 0) | ~d.duplicated("id")])
