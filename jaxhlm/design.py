@@ -979,6 +979,9 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         raise FormulaError(f"the random part for {empty[0]} has no effects; a level without random effects only names "
                            "the groups within which residuals are correlated (residuals(rspec, t()) in Stata syntax, "
                            "residuals= in fit()); add a random effect, or drop the level")
+    if spec.residual_kind == "independent" and spec.residual_time is not None:
+        raise FormulaError(f"independent residuals take no time variable ({spec.residual_time!r}); name the "
+                           "correlation structure over it: residuals(ar 1, t(var)) in Stata syntax, residuals= in fit()")
     if empty and len(spec.levels) > 1:
         raise FormulaError(f"the random part for {empty[0]} has no effects; with two grouping levels both need random "
                            "effects (a level without them, naming the series of correlated residuals, is fitted in "

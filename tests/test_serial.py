@@ -216,6 +216,8 @@ def test_refusals():
         jaxhlm.fit("y ~ time + (0 | id)", d, residuals="unstructured")
     with pytest.raises(DataError, match="exchangeable residuals take no time variable"):
         jaxhlm.fit("y ~ time + (0 | id)", d, residuals="exchangeable", time="time")
+    with pytest.raises(FormulaError, match="independent residuals take no time variable .'time'.; name the"):
+        jaxhlm.fit("y ~ time + (1 | id)", d, time="time")
     with pytest.raises(FormulaError, match=r"the random part for id has no effects; .* residuals= in fit"):
         jaxhlm.fit("y ~ time + (0 | id)", d)
     with pytest.raises(FormulaError, match=r"residuals\(ma 1\) is not available"):
@@ -234,15 +236,14 @@ def _arms(d: pd.DataFrame) -> pd.DataFrame:
     return d.assign(arm=d["id"] % 2)
 
 
-@pytest.mark.parametrize("reml", [False, True])
-def test_strata_with_their_own_fixed_effects_fit_as_separate_models(reml):
+def test_strata_with_their_own_fixed_effects_fit_as_separate_models():
     """``residuals(unstructured, t(time) by(arm))`` with every fixed effect by arm and no random effects: the arms
-    share no parameter, so the likelihood (ML, and REML: XᵀV⁻¹X is block diagonal) is the sum of the arms' fitted
+    share no parameter, so the restricted likelihood (XᵀV⁻¹X is block diagonal) is the sum of the arms' fitted
     alone, and each arm's rows are those of its own fit."""
     early = _arms(_early())
-    both = jaxhlm.mixed("y i.arm##c.time i.arm##c.x || id:, noconstant residuals(unstructured, t(time) by(arm))"
-                        + (" reml" if reml else ""), early)
-    alone = [jaxhlm.fit("y ~ time + x + (0 | id)", early[early["arm"] == a], reml=reml, residuals="unstructured",
+    both = jaxhlm.mixed("y i.arm##c.time i.arm##c.x || id:, noconstant reml residuals(unstructured, t(time) "
+                        "by(arm))", early)
+    alone = [jaxhlm.fit("y ~ time + x + (0 | id)", early[early["arm"] == a], reml=True, residuals="unstructured",
                         time="time") for a in (0, 1)]
     assert both.converged
     assert both.llf == pytest.approx(sum(m.llf for m in alone), abs=1e-8)
