@@ -129,8 +129,20 @@ def test_dense_likelihood_is_at_its_maximum_with_the_reported_information(fits, 
     h = 1e-5
     grad = [(dense(d, phi + h * e)[0] - dense(d, phi - h * e)[0]) / (2 * h) for e in np.eye(len(phi))]
     np.testing.assert_allclose(grad, 0.0, atol=1e-4)
-    H, _ = differences(lambda p: dense(d, p), phi)
-    np.testing.assert_allclose(m.random_effects.phi_cov, np.linalg.inv(-H), rtol=1e-4, atol=1e-8)
+    H, dC = differences(lambda p: dense(d, p), phi)
+    V = np.linalg.inv(-H)
+    np.testing.assert_allclose(m.random_effects.phi_cov, V, rtol=1e-4, atol=1e-8)
+    # Satterthwaite's degrees of freedom 2 Var(β̂ₖ)² / (gᵀ Cov(φ̂) g), g the dense Var(β̂ₖ)'s differences in φ
+    want = 2 * np.diag(cov_beta) ** 2 / np.einsum("ka,ab,kb->k", dC, V, dC)
+    np.testing.assert_allclose(m.satterthwaite()["df"].loc[order], want, rtol=1e-4)
+    if name == "banded_ml":  # the SEs of var(eₖ) = sdₖ² and cov(eₖ,eₗ) = sdₖsdₗrₖₗ by the delta method from V
+        def values(u: np.ndarray) -> np.ndarray:
+            sd, r = np.exp(u[:5]), np.tanh(u[5:])
+            return np.concatenate([sd**2, sd[:4] * sd[1:] * r])
+
+        J = np.column_stack([(values(phi + 1e-6 * e) - values(phi - 1e-6 * e)) / 2e-6 for e in np.eye(len(phi))])
+        np.testing.assert_allclose(m.random_effects.se, np.sqrt(np.diag(J @ V @ J.T)), rtol=1e-4)
+        assert list(m.params.index[-2:]) == ["cov(e2,e3)", "cov(e3,e4)"]
     if name == "toeplitz_ml":
         assert list(m.params.index[-3:]) == ["rho1(Residual)", "rho2(Residual)", "var(Residual)"]
         assert m.bse["rho1(Residual)"] == pytest.approx((1 - m.params["rho1(Residual)"] ** 2)
