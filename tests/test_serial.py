@@ -114,12 +114,9 @@ def _banded(d: pd.DataFrame, u: np.ndarray) -> tuple[float, np.ndarray]:
     return _dense(d, lambda s, t: C[s.astype(int), t.astype(int)])
 
 
-@pytest.mark.parametrize("name", ["toeplitz_ml", "banded_ml"])
-def test_dense_likelihood_is_at_its_maximum_with_the_reported_information(fits, name):
-    """The dense likelihood at the fit's coordinates φ equals its log likelihood, its gradient vanishes there, and
-    the inverse of its negated second differences is the fit's covariance of φ (whence the reported SEs)."""
-    m = fits[name]
-    d, dense = (_data(), _toeplitz) if name == "toeplitz_ml" else (_early(), _banded)
+def _at_dense_maximum(m: jaxhlm.MixedResult, d: pd.DataFrame, dense) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Check that the dense likelihood at the fit's coordinates φ is its log likelihood, with its (XᵀV⁻¹X)⁻¹, and
+    flat there (central differences); return φ, that covariance and the fixed effects' order in it."""
     assert m.converged
     phi = m.random_effects.phi
     ll, cov_beta = dense(d, phi)
@@ -129,6 +126,16 @@ def test_dense_likelihood_is_at_its_maximum_with_the_reported_information(fits, 
     h = 1e-5
     grad = [(dense(d, phi + h * e)[0] - dense(d, phi - h * e)[0]) / (2 * h) for e in np.eye(len(phi))]
     np.testing.assert_allclose(grad, 0.0, atol=1e-4)
+    return phi, cov_beta, order
+
+
+@pytest.mark.parametrize("name", ["toeplitz_ml", "banded_ml"])
+def test_dense_likelihood_is_at_its_maximum_with_the_reported_information(fits, name):
+    """The dense likelihood at the fit's coordinates φ equals its log likelihood, its gradient vanishes there, and
+    the inverse of its negated second differences is the fit's covariance of φ (whence the reported SEs)."""
+    m = fits[name]
+    d, dense = (_data(), _toeplitz) if name == "toeplitz_ml" else (_early(), _banded)
+    phi, cov_beta, order = _at_dense_maximum(m, d, dense)
     H, dC = differences(lambda p: dense(d, p), phi)
     V = np.linalg.inv(-H)
     np.testing.assert_allclose(m.random_effects.phi_cov, V, rtol=1e-4, atol=1e-8)
@@ -284,15 +291,7 @@ def test_ar1_by_arm_beside_a_random_intercept():
     fit's coordinates is its log likelihood, flat there; the report and the marginal covariance per arm."""
     d = _arms(_data())
     m = jaxhlm.mixed("y time x || id:, residuals(ar 1, t(time) by(arm))", d)
-    assert m.converged
-    phi = m.random_effects.phi
-    ll, cov_beta = _ar1_by_arm(d, phi)
-    assert ll == pytest.approx(m.llf, abs=1e-8)
-    order = [m.design.constant, "time", "x"]
-    np.testing.assert_allclose(cov_beta, m.cov_params().loc[order, order], rtol=1e-8)
-    h = 1e-5
-    grad = [(_ar1_by_arm(d, phi + h * e)[0] - _ar1_by_arm(d, phi - h * e)[0]) / (2 * h) for e in np.eye(len(phi))]
-    np.testing.assert_allclose(grad, 0.0, atol=1e-4)
+    _at_dense_maximum(m, d, _ar1_by_arm)
     assert list(m.params.index[-4:]) == ["rho(Residual[arm=0])", "var(Residual[arm=0])", "rho(Residual[arm=1])",
                                          "var(Residual[arm=1])"]
     out = str(m)
