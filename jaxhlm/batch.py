@@ -147,7 +147,7 @@ def simulate_one(key: Array, sim: Simulator) -> Array:
     if isinstance(sim.data, SerialRows):  # e = σLz within each series, C(ψ̂) = LLᵀ
         d = sim.data
         q1 = d.Z.shape[2]
-        if d.W.shape[2]:  # two nested levels: the series are the clusters, each with its group's effects
+        if d.parent.shape[0]:  # two nested levels: the series are the clusters, each with its group's effects
             k1, k2 = jax.random.split(k_re)
             b1 = sim.sigma * jax.random.normal(k1, (d.group_weights.shape[0], q1)) @ sim.lam[:q1, :q1].T
             b2 = sim.sigma * jax.random.normal(k2, (d.W.shape[0], d.W.shape[2])) @ sim.lam[q1:, q1:].T

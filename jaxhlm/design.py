@@ -170,6 +170,14 @@ class Design:
         return len(self.group_labels)
 
     @property
+    def n_clusters(self) -> int:
+        """The inner level's clusters: a three-level model's, or the series of correlated residuals that an inner
+        level without random effects names; 0 for none."""
+        if self.serial is not None and len(self.serial.parent):
+            return len(self.serial.y)
+        return 0 if self.stats.inner is None else len(self.stats.inner.counts)
+
+    @property
     def crossed(self) -> bool:
         """Whether the second grouping level is a factor crossed with the first (not nested in it)."""
         return self.inner is not None and self.inner.crossed
@@ -699,7 +707,8 @@ class Encoding:
         check = _Sample()
         check.update(c.frame, c.y, self.levels.variables, c.weights)
         return Rows(y=c.y, X=c.X[:, self.kept], Z=c.Z, group=self.ranks[0][codes], index=c.frame.index,
-                    cluster=None if clusters is None else self.ranks[1][clusters], weights=precision,
+                    cluster=None if clusters is None or len(self.ranks) < 2 else self.ranks[1][clusters],
+                    weights=precision,
                     freq=freq), check.digest()
 
     def predictors(self, data: pd.DataFrame, random: bool
@@ -795,7 +804,7 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
             t = (np.zeros(len(c.y)) if spec.residual_time is None
                  else _numeric(c.frame, spec.residual_time, "time variable"))
             by = np.zeros(len(c.y), np.int64) if serial_by is None else serial_by.codes(c.frame[spec.residual_by])
-            serial.append((c.X, c.Z, c.y, series, t, by))
+            serial.append((c.X, c.Z, c.y, series, t, by, c.codes[0]))
         if len(c.y):
             sample.update(c.frame, c.y, levels.variables, c.weights)
             low, high = min(low, c.y.min()), max(high, c.y.max())
@@ -846,14 +855,19 @@ def _check_serial(spec: ModelSpec, crossed: bool) -> None:
 
 
 def _serial_rows(spec: ModelSpec, rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_series: int,
-                 q1: int, n_groups: int, parent: np.ndarray | None, strata_labels: pd.Index | None
-                 ) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray], Structure]:
+                 q1: int, n_groups: int, parent: np.ndarray | None, strata_labels: pd.Index | None,
+                 group_rank: np.ndarray | None = None) -> tuple[SerialRows, tuple[np.ndarray, np.ndarray], Structure]:
     """The rows in time order within each series (a group, or with two nested levels a cluster of the inner one,
     whose group is its ``parent``; in the design's order), with the gaps in time between a series' consecutive
     rows: what a :class:`~jaxhlm.residual.Serial` structure whitens; each row's place in them (series, position in
     its slab), rows in the estimation sample's order; and the structure, checked to be identifiable (with by(), in
-    every stratum: ``strata_labels`` the by() variable's values, in the order of the rows' stratum codes)."""
-    X, Z, y, codes, t, by = rows
+    every stratum: ``strata_labels`` the by() variable's values, in the order of the rows' stratum codes). With
+    ``group_rank`` (the groups' places in the design) the series are the clusters of an inner level without random
+    effects, each series' group read from its rows."""
+    X, Z, y, codes, t, by, groups = rows
+    if group_rank is not None:
+        parent = np.zeros(n_series, np.int64)
+        parent[rank[codes]] = group_rank[groups]
     kind, name, group = spec.residual_kind, spec.residual_time, spec.levels[-1]
     if not np.all(np.isfinite(t)):
         raise DataError(f"the time variable {name!r} must be finite")
@@ -982,10 +996,10 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     if spec.residual_kind == "independent" and spec.residual_time is not None:
         raise FormulaError(f"independent residuals take no time variable ({spec.residual_time!r}); name the "
                            "correlation structure over it: residuals(ar 1, t(var)) in Stata syntax, residuals= in fit()")
-    if empty and len(spec.levels) > 1:
-        raise FormulaError(f"the random part for {empty[0]} has no effects; with two grouping levels both need random "
-                           "effects (a level without them, naming the series of correlated residuals, is fitted in "
-                           "models with one grouping level)")
+    if spec.levels[0] in empty and len(spec.levels) > 1:
+        raise FormulaError(f"the random part for {empty[0]} has no effects; with two grouping levels the outer one "
+                           "needs random effects (an inner level without them names the series of correlated "
+                           "residuals)")
     reduced = _reduce(spec, data, False)
     if reduced.levels.is_crossed:
         if reduced.source is None and not isinstance(data, (str, os.PathLike)):
@@ -1039,16 +1053,22 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         cluster_order = np.asarray(second.argsort())
         inner = InnerLevel(spec.levels[1], np.asarray(second[cluster_order]), len(spec.re_names) - q1,
                            sum(1 for t in spec.level_terms(1) if t.names), levels.crossed)
+    # An inner level without random effects only names the series of correlated residuals: the model is one of
+    # the outer level's, its series the inner level's clusters.
+    series_only = inner is not None and inner.n_effects == 0
     strata, strata_labels, serial, serial_slots, structure = None, None, None, None, INDEPENDENT
-    selected = stats.select(kept, order, cluster_order)
+    selected = stats.select(kept, order, None if series_only else cluster_order)
     if reduced.serial is not None:
         nested = cluster_order is not None
         serial, serial_slots, structure = _serial_rows(
             spec, reduced.serial, kept, inverse_permutation(cluster_order if nested else order),
-            len(inner.labels) if nested else len(groups), q1, len(groups), selected.inner.parent if nested else None,
-            reduced.strata_labels)
+            len(inner.labels) if nested else len(groups), q1, len(groups),
+            None if series_only or not nested else selected.inner.parent, reduced.strata_labels,
+            inverse_permutation(order) if series_only else None)
         if reduced.strata_labels is not None:
             strata_labels = np.asarray(reduced.strata_labels[np.asarray(reduced.strata_labels.argsort())])
+    if series_only:
+        inner, cluster_order = None, None
     if reduced.strata is not None:
         if len(reduced.strata) < 2:
             raise DataError(f"the residual variances are by {spec.residual_by!r}, which has one value in the sample; "
@@ -1074,11 +1094,12 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
     """On the device, what the design's residual structure whitens, padded to ``n_groups`` groups, ``n_fixed``
     columns and ``n_clusters`` clusters (ZtX2 if ``packed``; :func:`~jaxhlm.stats.device_stats`): the statistics
     (σ²I), each stratum's stacked, or the rows in time order (whose columns are not padded)."""
-    if design.serial is not None:  # the series padded to the groups, or with two nested levels to the clusters
+    if design.serial is not None:  # the series padded to the groups, or (their parents given) to the clusters
         rows = design.serial
-        more = (n_groups if design.inner is None else n_clusters) - len(rows.y)
+        nested = len(rows.parent) > 0
+        more = (n_clusters if nested else n_groups) - len(rows.y)
         slabs = (jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in rows[:8])
-        parent = rows.parent if design.inner is None else jnp.pad(jnp.asarray(rows.parent), (0, more))
+        parent = jnp.pad(jnp.asarray(rows.parent), (0, more)) if nested else rows.parent
         return SerialRows(*slabs, jnp.asarray(rows.n), jnp.asarray(parent), jnp.ones(n_groups))
     if design.strata is not None:
         return stack_strata(design.strata, n_groups, n_fixed, n_clusters)

@@ -61,9 +61,8 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats | SerialRow
     (with ZtX2 if ``packed``: for batched refits, see :func:`~jaxhlm.stats.packed_products`); with a residual
     structure beyond σ²I, what it whitens (:func:`~jaxhlm.estimate.fit_residual`): each stratum's statistics,
     stacked, or the rows in time order."""
-    inner = design.stats.inner
     n_groups, n_fixed = bucket(design.n_groups, 8), bucket(len(design.fe_names))
-    n_clusters = 0 if inner is None else bucket(len(inner.counts), 8)
+    n_clusters = bucket(design.n_clusters, 8) if design.n_clusters else 0
     return residual_data(design, n_groups, n_fixed, n_clusters, packed)
 
 

@@ -201,7 +201,9 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
              "-" * 29 + "+" + "-" * 48]
     kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",
              "unstructured": "Unstructured"}
-    names, starts = r.design.level_names, np.cumsum([0] + [b.n_theta for b in r.design.blocks])
+    # an inner level without random effects, which only names the series of correlated residuals, last
+    names = r.design.level_names + tuple(lvl for lvl in r.spec.levels[len(r.design.level_names):])
+    starts = np.cumsum([0] + [b.n_theta for b in r.design.blocks])
     sections = list(zip(r.design.blocks, r.design.block_levels, starts))
     written = r.spec.all_factors  # Stata's _all: R.varname factors: listed first, as written
     if written:

@@ -436,8 +436,8 @@ def _slab_stats(white: Array, data: SerialRows) -> GroupStats | NestedStats:
     Z, W, X, y = white[..., :q], white[..., q:q + q2], white[..., q + q2:-1], white[..., -1]
     m = data.group_weights.shape[0]
 
-    def per_group(a_: Array) -> Array:
-        return a_ if q2 == 0 else jax.ops.segment_sum(a_, data.parent, m)
+    def per_group(a_: Array) -> Array:  # two levels: the series are the groups (no parents)
+        return a_ if data.parent.shape[0] == 0 else jax.ops.segment_sum(a_, data.parent, m)
 
     stats = GroupStats(
         ZtZ=per_group(jnp.einsum("gti,gtj->gij", Z, Z)), ZtX=per_group(jnp.einsum("gti,gtj->gij", Z, X)),

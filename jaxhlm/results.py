@@ -288,8 +288,7 @@ class MixedResult:
     def _data(self) -> GroupStats | NestedStats | SerialRows:
         """What the fit's residual structure whitens (its statistics for σ²I), in their exact shapes."""
         d = self.design
-        inner = d.stats.inner
-        return residual_data(d, d.n_groups, len(d.fe_names), 0 if inner is None else len(inner.counts))
+        return residual_data(d, d.n_groups, len(d.fe_names), d.n_clusters)
 
     @cached_property
     def _modes(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -360,7 +359,7 @@ class MixedResult:
             rows_u = d.serial._replace(**{f: getattr(d.serial, f)[u] for f in ("X", "Z", "W", "y", "gap", "time",
                                                                                 "live", "stratum")})
             C = np.asarray(d.residual.correlation(rows_u, jnp.asarray(self.psi)))
-            V += same * self.scale * C[pos[:, None], slot[:, None], slot[None, :]]
+            V += (pos[:, None] == pos[None, :]) * self.scale * C[pos[:, None], slot[:, None], slot[None, :]]
         else:
             var = np.broadcast_to(self.residual_variance(frame), (len(at),))
             V += np.diag(var if rows.weights is None else var / rows.weights[at])

@@ -312,3 +312,34 @@ def test_ar1_by_arm_beside_a_random_intercept():
     with pytest.raises(DataError, match="no id group with arm = 1 has two observations"):
         jaxhlm.mixed("y time x || id:, residuals(ar 1, t(time) by(arm))",
                      d[(d["arm"] == 0) | ~d.duplicated("id")])
+
+
+def test_an_inner_level_without_random_effects_holds_the_series():
+    """``|| school: || student:, noconstant``: schools' random intercepts, the residuals correlated within each
+    student (AR(1) by ML, unstructured by REML), as nlme's ``random = ~ 1 | school`` with the correlation's groups
+    ``school/student``; the report lists the students' level as (empty)."""
+    d = pd.read_csv(FIXTURES / "ar1_three.csv")
+    for name, rspec in [("school_ar1_ml", "ar 1"), ("school_unstructured_reml", "unstructured")]:
+        ref = REF[name]
+        m = jaxhlm.mixed(f"y time x || school: || student:, noconstant residuals({rspec}, t(time))"
+                         + (" reml" if ref["reml"] else ""), d)
+        assert m.converged and m.design.n_groups == 20 and m.design.n_clusters == 160
+        assert m.llf == pytest.approx(ref["loglik"], abs=1e-7) and m.llf >= ref["loglik"] - 1e-9
+        first = [m.design.constant, "time", "x"]
+        np.testing.assert_allclose(m.fe_params[first], ref["beta"], rtol=1e-6)
+        # nlme stops 4-9e-8 short in log likelihood (jaxhlm's gradient there: 1e-9), 6e-5 away in the 20 schools'
+        # variance, which moves the constant's SE by 3e-5.
+        np.testing.assert_allclose(m.bse_fe[first], ref["se"], rtol=5e-5)
+        assert m.params["var(_cons)"] == pytest.approx(ref["var_intercept"], rel=1e-4)
+        out = str(m)
+        assert f"{'student:':<20}{'(empty)':>8} |" in out and "school: Identity" in out
+    V = m.marginal_cov(1)
+    student = d.loc[V.index, "student"].to_numpy()
+    np.testing.assert_allclose(V.to_numpy()[student[:, None] != student[None, :]], m.params["var(_cons)"], rtol=1e-12)
+    # draws from it share the school's intercept across its students and the unstructured residuals within each
+    Y = np.asarray(jaxhlm.simulate(m, 20000, seed=5))
+    rows = d.index.get_indexer(V.index)
+    np.testing.assert_allclose(np.cov(Y[:, rows], rowvar=False), V.to_numpy(), atol=0.2)
+    one = jaxhlm.mixed("y time x || school: || student:, noconstant reml residuals(unstructured, t(time))",
+                       d.assign(y=Y[0]))
+    assert jaxhlm.refit_batch(m, Y[:1].T).llf[0] == pytest.approx(one.llf, abs=1e-6)
