@@ -104,8 +104,12 @@ class MixedResult:
         """Stata's ``estat group``: per grouping level, outermost first, the number of groups and the fewest,
         average and most observations in a group."""
         d = self.design
-        return pd.DataFrame([(len(s), int(s.min()), float(s.mean()), int(s.max())) for s in d.level_sizes],
-                            index=pd.Index(d.level_names, name="level"), columns=["groups", "min", "avg", "max"])
+        sizes, names = list(d.level_sizes), list(d.level_names)
+        if d.inner is None and d.n_clusters:  # an inner level without random effects: the series it names
+            sizes.append(np.asarray(d.serial.live).sum(axis=1))
+            names.append(self.spec.levels[1])
+        return pd.DataFrame([(len(s), int(s.min()), float(s.mean()), int(s.max())) for s in sizes],
+                            index=pd.Index(names, name="level"), columns=["groups", "min", "avg", "max"])
 
     # ---- fixed effects --------------------------------------------------------------------------
     @cached_property

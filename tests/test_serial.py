@@ -333,6 +333,7 @@ def test_an_inner_level_without_random_effects_holds_the_series():
         assert m.params["var(_cons)"] == pytest.approx(ref["var_intercept"], rel=1e-4)
         out = str(m)
         assert f"{'student:':<20}{'(empty)':>8} |" in out and "school: Identity" in out
+        assert "        student |        160          2        4.8          6" in out  # Stata's group table
     V = m.marginal_cov(1)
     student = d.loc[V.index, "student"].to_numpy()
     np.testing.assert_allclose(V.to_numpy()[student[:, None] != student[None, :]], m.params["var(_cons)"], rtol=1e-12)
