@@ -42,8 +42,8 @@ class SerialRows(NamedTuple):
     for two levels), y (s, T); gap (s, T) the time since the series' previous row (0 on a series' first row and on
     padding, whose rows are zero and so add nothing); time (s, T) each row's time (0 on padding); live (s, T) 1 on
     real rows, 0 on padding; stratum (s,) each series' stratum with :class:`ByStratum` (else 0); n () the
-    observations; parent (s,) each series' group (two levels: the series are
-    the groups, parent (0,)); group_weights (m,) ones.
+    observations; parent (s,) each series' group when the series are an inner level's clusters (with random
+    effects of their own or none), else (0,): the series are the groups; group_weights (m,) ones.
     """
 
     X: Array

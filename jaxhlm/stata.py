@@ -382,7 +382,7 @@ def confidence_level(arg: str) -> float:
 _RESIDUALS = {"independent": 3, "exchangeable": 3, "ar": 2, "ma": 2, "unstructured": 2, "banded": 2, "toeplitz": 3,
               "exponential": 3}
 _RESIDUALS_AVAILABLE = ("independent, exchangeable, ar 1, exponential, toeplitz [q], banded [q] and unstructured "
-                        "(by() with independent only; t(varname) with the last five)")
+                        "(t(varname) with the last five; by(varname) with any)")
 
 
 def residual_structure(text: str) -> tuple[str, int | None]:
