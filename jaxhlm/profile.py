@@ -105,8 +105,9 @@ def loglik(psi: Array, data: GroupStats | NestedStats, blocks: cov.Structure, st
     return residual_loglik(root / jnp.exp(log_sigma), log_sigma, data, False, structure, rest, beta=psi[:p])
 
 
-def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:
-    """For each covariance row of the random-effects table (= its atanh r in φ), the φ index of an SD in it."""
+def _covariance_sds(blocks: cov.Structure, structure: Structure = INDEPENDENT) -> dict[int, int]:
+    """For each covariance row of the random-effects table (= its atanh r in φ), the φ index of an SD in it: the
+    random effects' covariances, then the residual structure's."""
     out, at = {}, 0
     for b in blocks:
         if b.kind == "exchangeable":
@@ -114,7 +115,7 @@ def _covariance_sds(blocks: cov.Structure) -> dict[int, int]:
         elif b.kind == "unstructured":
             out.update({at + b.q + t: at + j for t, (_, j) in enumerate(b.pairs)})
         at += b.n_theta
-    return out
+    return out | {at + row: at + sd for row, sd in structure.covariance_sds.items()}
 
 
 def _coordinate_kinds(blocks: cov.Structure, p: int, structure: Structure = INDEPENDENT) -> np.ndarray:
@@ -157,17 +158,20 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
     no_edge = jnp.zeros(n_re)
     half = jnp.arctanh(0.5)
 
+    def table(phi: Array) -> Array:
+        """The random-effects table's values at φ: the random effects', then the residual structure's."""
+        return jnp.concatenate([cov.reported(blocks, phi[:n_re], no_edge), structure.values(phi[n_re:])])
+
     def one(index: Array, row: Array, side: Array) -> Endpoints:
         reported = row >= 0
 
         def covariance(x: Array, value: Array) -> Array:
             """The covariance at x with the replaced coordinate set to ``value``."""
-            return cov.reported(blocks, x[p:p + n_re].at[index - p].set(value), no_edge)[jnp.maximum(row, 0)]
+            return table(x.at[index].set(value)[p:])[jnp.maximum(row, 0)]
 
         def g(psi: Array) -> Array:
             """The target at ψ: its coordinate, or the covariance."""
-            return jnp.where(reported, cov.reported(blocks, psi[p:p + n_re], no_edge)[jnp.maximum(row, 0)],
-                             psi[index])
+            return jnp.where(reported, table(psi[p:])[jnp.maximum(row, 0)], psi[index])
 
         def from_primed(x: Array) -> Array:
             """ψ from x, whose replaced coordinate holds the covariance c. A covariance is tanh(φ_r)·S with S the
@@ -266,9 +270,6 @@ def profile_intervals(data: GroupStats | NestedStats, blocks: cov.Structure, the
     """Profile intervals of every parameter of a fit (``labels``: fixed effects, then the random-effects table's
     rows); a REML fit is refitted by ML first (module docstring). With a residual ``structure`` beyond σ²I,
     ``psi`` holds its ψ̂ and ``data`` is what it whitens (:func:`~jaxhlm.estimate.fit_residual`)."""
-    if "cov" in structure.kinds:
-        raise JaxhlmError(f"profile-likelihood intervals are not available for the residual covariances of "
-                          f"{structure.title} residuals; use method='wald' or method='bootstrap'")
     if reml:
         if structure == INDEPENDENT:
             ml = jax.device_get(tracecache.call(fit_stats, {"blocks": blocks, "reml": False}, data))
@@ -295,12 +296,12 @@ def profile_intervals(data: GroupStats | NestedStats, blocks: cov.Structure, the
     psi_hat = np.concatenate([beta, phi])
     p, k = len(beta), len(phi)
     is_var = np.append(cov.variance_mask(blocks), structure.is_var)
-    covs = np.flatnonzero(~cov.variance_mask(blocks))  # the random effects' covariances (not the residuals' ρ)
+    sd_of = _covariance_sds(blocks, structure)
+    covs = np.asarray(sorted(sd_of), dtype=int)  # the covariance rows of the random effects and of the residuals
     # Coordinates (β, then φ), then each covariance twice: replacing its atanh r, and replacing one of its SDs.
     # Either can fail where the other does not: at a fixed covariance the maximum may lie on the edge
     # |c / (sd·sd)| = 1 (a correlation at ±1), where the first parameterisation ends, or at a correlation of the
     # other sign, which the second cannot reach. Where both converge they solve the same equation.
-    sd_of = _covariance_sds(blocks)
     index = np.concatenate([np.arange(p + k), p + covs, [p + sd_of[j] for j in covs]]).astype(int)
     row = np.concatenate([np.full(p + k, -1), covs, covs])
     both = lambda a: np.concatenate([a, a])  # noqa: E731

@@ -98,6 +98,12 @@ class Structure:
         """ψ where C(ψ) = I (to rounding): where a fit starts from a smaller model's with σ²I residuals."""
         return jnp.zeros(self.n_params)
 
+    @property
+    def covariance_sds(self) -> dict[int, int]:
+        """For each ``"cov"`` row, the row of a variance it is scaled by (cov = sd·sd·r): a profile interval of the
+        covariance may move that SD in place of the correlation (:mod:`jaxhlm.profile`)."""
+        return {}
+
     def whiten(self, data: GroupStats, psi: Array) -> tuple[GroupStats, Array]:
         """The statistics of the whitened rows, and log|C|."""
         return data, jnp.zeros(())
@@ -273,6 +279,10 @@ class Exchangeable(Serial):
 
     split, join = Structure.split, Structure.join  # Stata's order: var(e) first
 
+    @property
+    def covariance_sds(self) -> dict[int, int]:
+        return {1: 0}
+
     def values(self, u: Array) -> Array:
         return jnp.exp(2.0 * u[0]) * jnp.stack([jnp.ones(()), jnp.tanh(u[1])])
 
@@ -320,6 +330,10 @@ class Unstructured(Serial):
     @property
     def kinds(self) -> tuple[str, ...]:
         return ("var",) * len(self.times) + ("cov",) * len(self.pairs)
+
+    @property
+    def covariance_sds(self) -> dict[int, int]:
+        return {len(self.times) + t: k for t, (k, _) in enumerate(self.pairs)}
 
     def split(self, u: Array) -> tuple[Array, Array]:
         K = len(self.times)
@@ -375,6 +389,11 @@ class ByStratum(Serial):
     @property
     def independent(self) -> Array:
         return jnp.concatenate([jnp.tile(self.inner.independent, self.n_strata), jnp.zeros(self.n_strata - 1)])
+
+    @property
+    def covariance_sds(self) -> dict[int, int]:
+        k = len(self.inner.kinds)
+        return {s * k + row: s * k + sd for s in range(self.n_strata) for row, sd in self.inner.covariance_sds.items()}
 
     def _parts(self, u: Array) -> list[Array]:
         k = len(self.inner.kinds)

@@ -246,9 +246,6 @@ def test_refusals():
     m = jaxhlm.fit("y ~ time + x + (0 | id)", early, residuals="unstructured", time="time")
     with pytest.raises(JaxhlmError, match="R² .* Unstructured residuals"):
         m.r2()
-    with pytest.raises(JaxhlmError, match="profile-likelihood intervals are not available for the residual "
-                                          "covariances of Unstructured residuals"):
-        m.conf_int(method="profile")
 
 
 def _arms(d: pd.DataFrame) -> pd.DataFrame:
@@ -344,3 +341,22 @@ def test_an_inner_level_without_random_effects_holds_the_series():
     one = jaxhlm.mixed("y time x || school: || student:, noconstant reml residuals(unstructured, t(time))",
                        d.assign(y=Y[0]))
     assert jaxhlm.refit_batch(m, Y[:1].T).llf[0] == pytest.approx(one.llf, abs=1e-6)
+
+
+def test_profile_interval_of_a_residual_covariance_ends_where_the_dense_profile_crosses_the_cut(fits):
+    """cov(e) of exchangeable residuals: at each endpoint c the dense likelihood maximised over var(e) (the
+    correlation c/var(e) following; β by GLS) lies χ²₁(0.95)/2 below the maximum."""
+    from scipy import optimize, stats
+
+    m = fits["exchangeable_ml"]
+    d = _data()
+    ends = m.conf_int(method="profile").loc["cov(Residual)"].to_numpy()
+    wald = m.conf_int().loc["cov(Residual)"].to_numpy()
+    assert ends[0] < m.params["cov(Residual)"] < ends[1] and not np.allclose(ends, wald, rtol=1e-3)
+    cut = m.llf - 0.5 * stats.chi2.ppf(0.95, 1)
+    for c in ends:
+        low = 0.5 * np.log(c) + 1e-6  # var(e) > cov(e)
+        best = optimize.minimize_scalar(
+            lambda ls: -_dense(d, lambda s, t: np.where(s == t, np.exp(2 * ls), c))[0], bounds=(low, low + 3),
+            method="bounded", options={"xatol": 1e-10})
+        assert -best.fun == pytest.approx(cut, abs=1e-6)
