@@ -35,8 +35,8 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .residual import (AR1, INDEPENDENT, ByStratum, Exchangeable, Exponential, SerialRows, Serial, Strata, Structure, Toeplitz,
-                       Unstructured)
+from .residual import (AR1, INDEPENDENT, ByStratum, Exchangeable, Exponential, Serial, SerialRows, Strata, Structure,
+                       Toeplitz, Unstructured)
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
                     pad_host, pad_rows, row_scale, slots, stack_strata, total)
 
@@ -843,7 +843,7 @@ TIMED = ("ar", "exponential", "toeplitz", "banded", "unstructured")
 
 def _check_serial(spec: ModelSpec, crossed: bool) -> None:
     """Residuals correlated within series are fitted for one grouping level or two nested ones, with unweighted
-    rows, one residual variance and, for the structures that count lags or occasions, a time."""
+    rows and, for the structures that count lags or occasions, a time."""
     kind = spec.residual_kind
     if (kind in TIMED) != (spec.residual_time is not None):
         raise DataError(f"{kind} residuals " + ("need a time variable: t(varname) in residuals(), time= in fit()"
