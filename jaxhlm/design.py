@@ -35,8 +35,8 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .residual import (AR1, INDEPENDENT, ByStratum, Exchangeable, Exponential, Serial, SerialRows, Strata, Structure,
-                       Toeplitz, Unstructured)
+from .residual import (AR1, INDEPENDENT, SLABS, ByStratum, Exchangeable, Exponential, Serial, SerialRows, Strata,
+                       Structure, Toeplitz, Unstructured)
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
                     pad_host, pad_rows, row_scale, slots, stack_strata, total)
 
@@ -1098,9 +1098,10 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
         rows = design.serial
         nested = len(rows.parent) > 0
         more = (n_clusters if nested else n_groups) - len(rows.y)
-        slabs = (jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1)) for a in rows[:8])
+        slabs = {f: jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1))
+                 for f, a in ((f, getattr(rows, f)) for f in SLABS)}
         parent = jnp.pad(jnp.asarray(rows.parent), (0, more)) if nested else rows.parent
-        return SerialRows(*slabs, jnp.asarray(rows.n), jnp.asarray(parent), jnp.ones(n_groups))
+        return SerialRows(**slabs, n=jnp.asarray(rows.n), parent=jnp.asarray(parent), group_weights=jnp.ones(n_groups))
     if design.strata is not None:
         return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
     return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)

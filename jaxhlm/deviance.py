@@ -70,6 +70,8 @@ def relative_factor(theta: Array, templates: Array) -> Array:
 def _chol_solve_small(M: Array, B: Array) -> tuple[Array, Array]:
     """For a batch of SPD (…, q, q) M: (Σ log diag L, L⁻¹B) with L = chol(M), unrolled over q."""
     q = M.shape[-1]
+    if q == 0:  # no random effects: nothing to factor or solve
+        return jnp.zeros(M.shape[:-2]), B
     L: list[list[Array]] = [[None] * q for _ in range(q)]  # type: ignore[list-item]
     for j in range(q):
         s = M[..., j, j]
@@ -87,8 +89,7 @@ def _chol_solve_small(M: Array, B: Array) -> tuple[Array, Array]:
         for k in range(i):
             s = s - L[i][k][..., None] * x[k]
         x.append(s / L[i][i][..., None])
-    logdiag = sum((jnp.log(L[j][j]) for j in range(q)), jnp.zeros(M.shape[:-2]))
-    return logdiag, jnp.stack(x, axis=-2) if q else B  # q = 0: no random effects, nothing to solve
+    return sum(jnp.log(L[j][j]) for j in range(q)), jnp.stack(x, axis=-2)
 
 
 def chol_solve(M: Array, B: Array) -> tuple[Array, Array]:

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from .stats import GroupStats, NestedStats, combine
@@ -57,6 +58,14 @@ class SerialRows(NamedTuple):
     n: Array
     parent: Array
     group_weights: Array
+
+    def series(self, index: np.ndarray | Array) -> "SerialRows":
+        """The rows of the series ``index`` only (their slabs; n, parents and groups as they are)."""
+        return self._replace(**{f: getattr(self, f)[index] for f in SLABS})
+
+
+#: the fields of :class:`SerialRows` that hold one slab (or one value) per series
+SLABS = ("X", "Z", "W", "y", "gap", "time", "live", "stratum")
 
 
 @dataclass(frozen=True)

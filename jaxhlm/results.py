@@ -360,9 +360,7 @@ class MixedResult:
         if d.serial is not None:  # C(ψ̂) of the group's series, picked at its rows' places in their slabs
             series, slot = (a[at] for a in d.serial_slots)
             u, pos = np.unique(series, return_inverse=True)
-            rows_u = d.serial._replace(**{f: getattr(d.serial, f)[u] for f in ("X", "Z", "W", "y", "gap", "time",
-                                                                                "live", "stratum")})
-            C = np.asarray(d.residual.correlation(rows_u, jnp.asarray(self.psi)))
+            C = np.asarray(d.residual.correlation(d.serial.series(u), jnp.asarray(self.psi)))
             V += (pos[:, None] == pos[None, :]) * self.scale * C[pos[:, None], slot[:, None], slot[None, :]]
         else:
             var = np.broadcast_to(self.residual_variance(frame), (len(at),))
