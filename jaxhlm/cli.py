@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                         "[q], banded [q] or unstructured (Stata's residuals(rspec, t(var)))")
     f.add_argument("--time", help="column of the time the correlated residual structures (all but independent and "
                                   "exchangeable) need")
+    f.add_argument("--vce", choices=["oim", "robust"], default="oim",
+                   help="standard errors: oim (observed information, the default) or robust (the cluster-robust "
+                        "sandwich; Stata's vce(robust))")
+    f.add_argument("--cluster", help="column whose values are the clusters of --vce robust (Stata's vce(cluster "
+                                     "var)); default: the outermost grouping level's groups")
     f.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     m = sub.add_parser("mixed", help="fit a model written in Stata's mixed syntax")
     m.add_argument("model", help="e.g. 'mathach c.ses##i.sector || id: ses, cov(unstr)'")
@@ -137,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         result = (fit(args.formula, data, reml=args.reml, cov=args.cov, dfmethod=args.dfmethod, weights=args.weights,
                       freq_weights=args.freq_weights, residuals_by=args.residuals_by,
-                      residuals=args.residuals, time=args.time)
+                      residuals=args.residuals, time=args.time, vce=args.vce, cluster=args.cluster)
                   if args.command == "fit" else mixed(args.model, data))
     except JaxhlmError as exc:
         print(f"jaxhlm: error: {exc}", file=sys.stderr)

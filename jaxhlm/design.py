@@ -404,6 +404,7 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
     missing([n for n in (spec.weights, spec.freq_weights) if n is not None], "weight variable")
     missing([spec.residual_by] if spec.residual_by is not None else [], "residual-variance variable")
     missing([spec.residual_time] if spec.residual_time is not None else [], "time variable")
+    missing([spec.cluster] if spec.cluster is not None else [], "cluster variable")
 
 
 def _independent(R: np.ndarray, order: list[int]) -> set[int]:
@@ -426,8 +427,8 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
                                *[n for t in spec.random for n in t.slopes],
                                *sorted(fixed_vars),
-                               *(n for n in (spec.weights, spec.freq_weights, spec.residual_by, spec.residual_time)
-                                 if n)]))
+                               *(n for n in (spec.weights, spec.freq_weights, spec.residual_by, spec.residual_time,
+                                             spec.cluster) if n)]))
 
 
 def read_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:

@@ -57,6 +57,28 @@ def check_dfmethod(dfmethod: str | None, reml: bool) -> None:
                            "with reml=True")
 
 
+#: Variance estimators of the estimates (Stata's ``vce()``): the observed information matrix, or the sandwich
+#: over independent clusters (:func:`jaxhlm.infer.cluster_meat`).
+VCE_TYPES = ("oim", "robust")
+
+
+def check_vce(vce: str, cluster: str | None, reml: bool, dfmethod: str | None) -> None:
+    """A known estimator; a sandwich only with ML (the REML criterion is not a sum of the clusters'
+    contributions) and without small-sample degrees of freedom (those of Satterthwaite and of Kenward and Roger
+    are the model-based standard errors'; Stata's rule too)."""
+    if vce not in VCE_TYPES:
+        raise FormulaError(f"vce {vce!r} is not available; use 'oim' (the model's observed information, the default) "
+                           "or 'robust' (cluster-robust sandwich, with cluster= a variable to cluster by)")
+    if cluster is not None and vce != "robust":
+        raise FormulaError("a cluster variable is for robust standard errors: fit with vce='robust'")
+    if vce == "robust" and reml:
+        raise FormulaError("robust standard errors need ML estimation: the REML criterion is not a sum of the "
+                           "clusters' contributions; fit with reml=False")
+    if vce == "robust" and dfmethod is not None:
+        raise FormulaError(f"dfmethod {dfmethod!r} gives degrees of freedom for the model-based standard errors, so "
+                           "it cannot be combined with robust ones (as in Stata); drop one of them")
+
+
 @dataclass(frozen=True)
 class Display:
     """How a fit is reported: Stata's display options of ``mixed``. ``level`` sets the confidence level of both
@@ -102,9 +124,14 @@ class ModelSpec:
     residual_time: str | None = None
     #: the grouping factors written as Stata's ``_all: R.varname`` (reported as Stata reports them)
     all_factors: tuple[str, ...] = ()
+    #: Stata's ``vce()``: ``"oim"`` (model-based) or ``"robust"`` (the sandwich over independent clusters: the
+    #: groups of the outermost level, or those of the column ``cluster``, which must contain them whole)
+    vce: str = "oim"
+    cluster: str | None = None
 
     def __post_init__(self) -> None:
         check_dfmethod(self.dfmethod, self.reml)
+        check_vce(self.vce, self.cluster, self.reml, self.dfmethod)
         if not self.random:
             raise FormulaError("the model has no random effects; add a random intercept for the grouping variable")
         levels = self.levels

@@ -9,6 +9,10 @@
 * Where the optimum is singular the information of φ does not exist: a correlation at ±1 in a 2×2 block is
   held fixed at the boundary (the other SEs are conditional on it), any other singular Σ (a zero variance,
   a rank-deficient 3×3 Σ with interior correlations) leaves the SEs missing with a warning.
+* Robust (sandwich) standard errors, Stata's ``vce(robust)`` and ``vce(cluster)``: the same two blocks, each
+  D·B·D with D its model-based covariance above (the bread) and B = M/(M − 1) Σ_c g_c g_cᵀ (the meat), g_c cluster
+  c's score in (β, φ) and M the clusters (:func:`cluster_meat`). The variance components' rows and everything
+  derived from them follow by the same delta method.
 * Derived quantities by the delta method from V_φ: the intraclass correlation (``estat icc``, interval on the
   logit scale) and the standard deviations and correlations (``estat sd``, intervals in φ).
 """
@@ -91,12 +95,24 @@ def singular_blocks(blocks: cov.Structure, sigma: np.ndarray) -> list[cov.Block]
     return out
 
 
+def cluster_meat(scores: np.ndarray) -> np.ndarray:
+    """The sandwich's meat M/(M − 1) Σ_c g_c g_cᵀ from the (M, k) scores of M independent clusters.
+
+    M/(M − 1) is the finite-sample factor Stata applies to every clustered sandwich of a likelihood (clubSandwich
+    calls the sandwich with it CR1); without it the estimator is biased down by (M − 1)/M.
+    """
+    M = scores.shape[0]
+    return M / (M - 1) * scores.T @ scores
+
+
 def random_effects(fit: Fit, data: GroupStats, blocks: cov.Structure, names: tuple[str, ...], reml: bool,
                    structure: Structure = INDEPENDENT, psi: np.ndarray | None = None,
-                   residual_labels: tuple[str, ...] = ("var(Residual)",)) -> RandomEffects:
+                   residual_labels: tuple[str, ...] = ("var(Residual)",), meat: np.ndarray | None = None
+                   ) -> RandomEffects:
     """The random-effects table at the optimum, its rows ending with those of the residual ``structure`` at ψ̂
     ``psi`` (``data`` what it whitens; ``residual_labels`` their names); φ, where the information is taken, ends
-    with their coordinates (:class:`~jaxhlm.residual.Structure`)."""
+    with their coordinates (:class:`~jaxhlm.residual.Structure`). With the ``meat`` of a sandwich in φ
+    (:func:`cluster_meat`) the covariance of φ̂ is the sandwich around the inverse information."""
     theta = np.asarray(fit.theta)
     sigma2 = float(fit.sigma2)
     sigma, phi, edge = phi_at(theta, sigma2, blocks)
@@ -130,6 +146,8 @@ def random_effects(fit: Fit, data: GroupStats, blocks: cov.Structure, names: tup
         else:
             V = np.zeros((len(phi), len(phi)))
             V[np.ix_(free, free)] = np.linalg.inv(H)
+            if meat is not None:
+                V = V @ meat @ V
             J = np.asarray(info.jacobian)
             vcov = J @ V @ J.T
     if failed:

@@ -14,6 +14,10 @@ model without each group (m fits, batched) for the exact values, and to measure 
 
 Cook's distance of a group is Dⱼ = DFBETAⱼᵀ Cov(β̂)⁻¹ DFBETAⱼ / p (Christensen, Pearson and Johnson 1992).
 
+The same weights give each group's score, the derivative of its own log-likelihood contribution ℓⱼ in the
+parameters (:func:`scores`): the log likelihood at explicit (β, φ) is linear in w, so ∂²ℓ/∂wⱼ∂(β, φ) is group
+j's score. Robust (sandwich) standard errors are built from them (:func:`jaxhlm.infer.cluster_meat`).
+
 A three-level model's groups (schools, with their classes) are weighted the same way: its statistics at
 weights w are the per-group ones with ``group_weights`` = w (:func:`~jaxhlm.deviance.factorize` weights a
 school's terms, its classes' included) and totals Σⱼ wⱼ XⱼᵀXⱼ, … (:class:`NestedPieces`). So are a crossed
@@ -30,6 +34,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from . import covariance as cov
+from .deviance import loglik_at_sigma
 from .estimate import Fit, fit_stats
 from .stats import CrossedStats, GroupedData, GroupStats, NestedStats, group_stats
 
@@ -102,6 +107,22 @@ def leave_one_out(data: Pieces, structure: cov.Structure, reml: bool = False,
         return fit_stats(weighted_stats(data, jnp.ones(m).at[j].set(0.0)), structure, reml)
 
     return jax.lax.map(without, jnp.arange(m), batch_size=batch_size)
+
+
+@partial(jax.jit, static_argnames="structure")
+def scores(data: Pieces, beta: Array, phi: Array, edge: Array, structure: cov.Structure) -> Array:
+    """(m, p + k) each group's score ∂ℓⱼ/∂(β, φ) of the ML log likelihood at β and φ = (ln sd…, atanh r…, ln σ)
+    (Stata's metric; ``edge`` ±1 holds a correlation at ±1, as in :func:`~jaxhlm.estimate.re_information`):
+    k forward passes over one reverse pass in the group weights (module docstring)."""
+    p, n_re = beta.shape[0], phi.shape[0] - 1
+
+    def contributions(x: Array) -> Array:
+        root = cov.root_from_phi(structure, x[p:p + n_re], edge)
+        loglik = lambda w: loglik_at_sigma(root / jnp.exp(x[-1]), x[-1], weighted_stats(data, w), False,  # noqa: E731
+                                           x[:p])
+        return jax.grad(loglik)(jnp.ones(n_groups(data)))
+
+    return jax.jacfwd(contributions)(jnp.concatenate([beta, phi]))
 
 
 def cooks_distance(dfbeta: Array, cov_beta: Array) -> Array:

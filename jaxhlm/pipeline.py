@@ -16,7 +16,7 @@ from .design import Data, Design, as_frame, build_design, fingerprint, read_colu
 from .errors import DataError
 from .estimate import Fit, fit_residual, fit_stats
 from .formula import ModelSpec, parse_formula
-from .infer import lr_vs_linear, model_wald, random_effects, small_sample
+from .infer import cluster_meat, lr_vs_linear, model_wald, random_effects, small_sample
 from .residual import INDEPENDENT, SerialRows
 from .optimize import RESULTS
 from .results import Convergence, MixedResult
@@ -69,7 +69,8 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats | SerialRow
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
         weights: str | ArrayLike | None = None, freq_weights: str | ArrayLike | None = None,
         residuals_by: str | ArrayLike | None = None, residuals: str = "independent",
-        time: str | ArrayLike | None = None) -> MixedResult:
+        time: str | ArrayLike | None = None, vce: str = "oim", cluster: str | ArrayLike | None = None
+        ) -> MixedResult:
     """Fit a linear mixed model (two or three levels, or two crossed factors) by ML (default) or REML.
 
     Args:
@@ -106,6 +107,14 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         abbreviations accepted. Unweighted rows.
       time: the column (as ``weights``) of the time the structures other than independent and exchangeable
         need; one observation per time in a group.
+      vce: ``"oim"`` (the default): standard errors from the observed information, as Stata's; ``"robust"``:
+        the cluster-robust sandwich (Stata's ``vce(robust)``), valid when the random effects' or residuals'
+        distribution is misspecified, as long as the clusters are independent. ML fits of nested models with
+        independent residuals; the log likelihood becomes a pseudo-likelihood for testing, so likelihood-ratio
+        tests refuse it.
+      cluster: the column (as ``weights``) whose values are the independent clusters of ``vce="robust"``
+        (Stata's ``vce(cluster var)``): each must contain the outermost level's groups whole. Default: those
+        groups.
 
     Example:
       >>> import jaxhlm
@@ -118,9 +127,11 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
     data, freq_weights = _column(data, freq_weights, "(freq_weights)")
     data, residuals_by = _column(data, residuals_by, "(residuals_by)")
     data, time = _column(data, time, "(time)")
+    data, cluster = _column(data, cluster, "(cluster)")
     kind, order = residual_structure(residuals)
     return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights, residual_by=residuals_by,
-                                        residual_kind=kind, residual_order=order, residual_time=time), data)
+                                        residual_kind=kind, residual_order=order, residual_time=time, vce=vce,
+                                        cluster=cluster), data)
 
 
 def _column(data: Data, values: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:
@@ -161,9 +172,19 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     re = random_effects(f, stats, design.blocks, design.re_names, spec.reml, structure, psi, design.residual_labels)
     icpt = design.fe_names.index(design.constant) if design.constant else None
     small = small_sample(spec.dfmethod, f.beta, f.cov_beta, re, stats, design.blocks) if spec.dfmethod else None
-    return MixedResult(
+    model = MixedResult(
         spec=spec, design=design, fit=f, random_effects=re, small=small,
         wald=model_wald(f.beta, f.cov_beta, icpt, small),
         lr_linear=lr_vs_linear(float(f.deviance_linear), float(f.deviance), cov.n_cov_params(design.blocks)),
         convergence=conv, psi=psi,
     )
+    if spec.vce == "oim":
+        return model
+    # The sandwich: each block's model-based covariance around the clusters' scores (jaxhlm.infer).
+    G, clusters = model.cluster_scores(spec.cluster)
+    bread = np.asarray(f.cov_beta)
+    f = f._replace(cov_beta=bread @ cluster_meat(G[:, :p]) @ bread)
+    re = random_effects(f, stats, design.blocks, design.re_names, spec.reml, structure, psi, design.residual_labels,
+                        meat=cluster_meat(G[:, p:]))
+    return dataclasses.replace(model, fit=f, random_effects=re, wald=model_wald(f.beta, f.cov_beta, icpt, None),
+                               robust=clusters)

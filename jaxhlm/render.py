@@ -64,7 +64,8 @@ def _header_right(label: str, value: str) -> str:
 def header(r: "MixedResult", groups: bool = True) -> list[str]:
     """The report's header; ``groups`` False leaves out the grouping levels' sizes (Stata's ``nogroup``)."""
     kind = "REML" if r.reml else "ML"
-    ll_label = "Log restricted-likelihood" if r.reml else "Log likelihood"
+    # With robust standard errors the likelihood only gives the estimates (Stata's name for it then).
+    ll_label = "Log restricted-likelihood" if r.reml else "Log pseudolikelihood" if r.robust else "Log likelihood"
     first = (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs)))
     levels = stata_levels(r)
     if not groups:
@@ -149,12 +150,21 @@ def _level_title(confidence: float) -> str:
     return f"[{round(100 * confidence, 4):g}% conf. interval]"
 
 
-def _coef_head(response: str, w: int, confidence: float = 0.95, stat: str = "z") -> list[str]:
+def _coef_head(response: str, w: int, confidence: float = 0.95, stat: str = "z", robust: bool = False
+               ) -> list[str]:
     """The coefficient table's top rule, column titles and rule under them, for a first column ``w`` wide;
-    ``stat`` is "z" or "t"."""
-    head = (f"{_abbrev(response, w):>{w}} | Coefficient  Std. err.      {stat}    P>|{stat}|"
-            f"{_level_title(confidence):>25}")
-    return ["-" * (w + 66), head, "-" * (w + 1) + "+" + "-" * 64]
+    ``stat`` is "z" or "t"; ``robust`` titles the standard errors as Stata titles sandwich ones."""
+    head = (f"{_abbrev(response, w):>{w}} | Coefficient  {'std. err.' if robust else 'Std. err.'}      {stat}    "
+            f"P>|{stat}|{_level_title(confidence):>25}")
+    over = [f"{'':{w}} |{'Robust':>21}"] if robust else []
+    return ["-" * (w + 66)] + over + [head, "-" * (w + 1) + "+" + "-" * 64]
+
+
+def _adjusted(r: "MixedResult", width: int) -> list[str]:
+    """Stata's line over a table of robust standard errors, naming their clusters."""
+    if r.robust is None:
+        return []
+    return [f"(Std. err. adjusted for {_fmt_int(r.robust.count)} clusters in {r.robust.variable})".rjust(width)]
 
 
 def _coef_line(text: str, b: float, se: float, z: float, p: float, lo: float, hi: float) -> str:
@@ -166,7 +176,8 @@ def coefficient_table(r: "MixedResult", level: float = 95.0) -> list[str]:
     """The coefficient table, with ``level``% intervals."""
     rows = _coef_rows(r.design.coefs)
     w = _name_width([r.design.response, *(label for label, _ in rows)])
-    lines = _coef_head(r.design.response, w, level / 100, stat="z" if r.ddf is None else "t")
+    lines = _adjusted(r, w + 66) + _coef_head(r.design.response, w, level / 100, stat="z" if r.ddf is None else "t",
+                                              robust=r.robust is not None)
     coef = r.coef_table.copy()
     if level != 95.0:
         coef[:, 4:] = r.conf_int(1 - level / 100).to_numpy()[:len(coef)]
@@ -197,8 +208,9 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
     """The random-effects table: the fit's variances and covariances, or the rows of ``re`` (same layout) with
     ``level``% intervals."""
     re = r.random_effects if re is None else re
-    lines = [DASH, f"  Random-effects parameters  |   Estimate   Std. err.     [{level:g}% conf. interval]",
-             "-" * 29 + "+" + "-" * 48]
+    se = "Std. err." if r.robust is None else "std. err."
+    lines = ([DASH] + ([f"{'':28} |{'Robust':>21}"] if r.robust else [])
+             + [f"  Random-effects parameters  |   Estimate   {se}     [{level:g}% conf. interval]", "-" * 29 + "+" + "-" * 48])
     kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",
              "unstructured": "Unstructured"}
     # an inner level without random effects, which only names the series of correlated residuals, last
@@ -288,7 +300,7 @@ def summary_text(r: "MixedResult") -> str:
     lines = [n for n in r.design.notes if n.startswith("note:")] + [""]
     lines += (header(r, d.group) + [""] if d.header else []) + (coefficient_table(r, d.level) if d.fixed_table else [])
     lines += ((random_table(r, _random_rows(r, d.level, d.stddeviations), d.level) if d.random_table else [])
-              + (lr_line(r) if d.lr_test and r.lr_linear.df else []))
+              + (lr_line(r) if d.lr_test and r.lr_linear.df and r.robust is None else []))
     extra = [n for n in r.design.notes if not n.startswith("note:")] + list(r.random_effects.notes)
     extra += [f"Warning: {w}" for w in r.warnings]
     if extra:

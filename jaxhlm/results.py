@@ -18,11 +18,11 @@ from scipy import special
 from . import covariance as cov
 from . import _config, functional, influence, render
 from .deviance import conditional_modes, level_modes, relative_factor
-from .design import Design, residual_data
-from .errors import ComparisonError, JaxhlmError
+from .design import Design, Rows, residual_data
+from .errors import ComparisonError, DataError, JaxhlmError
 from .factor import CONSTANT, FixedTerms
 from .estimate import Fit
-from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, droppable_terms, reducible_terms
+from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, check_vce, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
@@ -53,6 +53,14 @@ class Convergence:
         return self.result.message
 
 
+@dataclass(frozen=True)
+class Clusters:
+    """The independent clusters of robust standard errors: the variable whose values they are, and how many."""
+
+    variable: str
+    count: int
+
+
 @dataclass(frozen=True, eq=False)
 class MixedResult:
     """A fitted linear mixed model (two or three levels, or two crossed factors).
@@ -67,6 +75,8 @@ class MixedResult:
     Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``marginal_cov()`` and
     ``wcorrelation()`` (a group's response covariance and correlations), ``fittedvalues``, ``resid``,
     ``predict(data, random)`` (new data too), ``influence()`` (DFBETA, DFBETAS, Cook's distance per group).
+    Fitted with ``vce="robust"``, every standard error and Wald test is the cluster-robust sandwich's and
+    ``robust`` names the clusters (:mod:`jaxhlm.infer`).
     """
 
     spec: ModelSpec
@@ -81,6 +91,8 @@ class MixedResult:
     #: stratum's ln(σₛ/σ₁) (``residuals_by``), in the strata's order, or those of residuals correlated within
     #: series (atanh ρ for AR(1); :mod:`jaxhlm.residual`)
     psi: np.ndarray | None = None
+    #: with robust standard errors (``vce="robust"``), the clusters they are over; None for model-based ones
+    robust: Clusters | None = None
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -423,18 +435,7 @@ class MixedResult:
         self.design.require_independent("influence statistics")
         _config.relieve_map_pressure()
         d = self.design
-        rows = d.rows()
-        if d.inner is None:
-            data: influence.Pieces = rows.grouped(d.n_groups)
-        else:  # exact shapes: one weight per group, no padded ones
-            totals = group_totals(rows.X, rows.y, rows.group, d.n_groups, rows.weights, rows.freq)
-            if d.crossed:
-                q1 = len(d.re_names) - d.inner.n_effects
-                pairs = pair_totals(rows.Z[:, q1:], rows.X, rows.y, rows.group, rows.cluster, d.n_groups,
-                                    len(d.inner.labels), rows.weights, rows.freq)
-                data = influence.CrossedPieces(self._stats, *map(jnp.asarray, totals + pairs))
-            else:
-                data = influence.NestedPieces(self._stats, *map(jnp.asarray, totals))
+        data = self._pieces(d.rows())
         beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         converged_all = None
         if exact:
@@ -452,6 +453,58 @@ class MixedResult:
             name="cooks_d"), group_sizes=pd.Series(d.group_sizes, index=index, name="n"),
             method="exact" if exact else "one-step", converged=converged_all,
         )
+
+    def _pieces(self, rows: Rows) -> influence.Pieces:
+        """The statistics as functions of the groups' weights (:mod:`jaxhlm.influence`), from the fit's ``rows``."""
+        d = self.design
+        if d.inner is None:
+            return rows.grouped(d.n_groups)
+        # exact shapes: one weight per group, no padded ones
+        totals = group_totals(rows.X, rows.y, rows.group, d.n_groups, rows.weights, rows.freq)
+        if d.crossed:
+            q1 = len(d.re_names) - d.inner.n_effects
+            pairs = pair_totals(rows.Z[:, q1:], rows.X, rows.y, rows.group, rows.cluster, d.n_groups,
+                                len(d.inner.labels), rows.weights, rows.freq)
+            return influence.CrossedPieces(self._stats, *map(jnp.asarray, totals + pairs))
+        return influence.NestedPieces(self._stats, *map(jnp.asarray, totals))
+
+    def cluster_scores(self, cluster: str | None = None) -> tuple[np.ndarray, "Clusters"]:
+        """The (M, p + k) scores ∂ℓ_c/∂(β, φ) of M independent clusters at the estimates (φ in Stata's metric, as
+        :attr:`random_effects` ``.phi``), and the clusters: the outermost level's groups, or the values of the
+        column ``cluster``, each of which must hold its groups whole. What robust standard errors are made of."""
+        d = self.design
+        if d.crossed:
+            raise DataError("robust standard errors need independent clusters, and crossed random effects leave "
+                            "none (every group of one factor shares effects with groups of the other); use the "
+                            "model-based standard errors, or the parametric bootstrap (conf_int(method='bootstrap'))")
+        d.require_independent("robust standard errors")
+        check_vce("robust", cluster, self.reml, None)
+        _config.relieve_map_pressure()
+        rows = d.rows()
+        re = self.random_effects
+        # A zero variance (ln sd = −∞) or a correlation held at ±1 leaves φ infinite: finite stand-ins give the
+        # same Σ to rounding, so the fixed effects' scores exist; the variance parameters' then have no bread.
+        phi = np.nan_to_num(re.phi, nan=0.0, neginf=-700.0, posinf=700.0)
+        G = np.asarray(influence.scores(self._pieces(rows), jnp.asarray(self.fit.beta), jnp.asarray(phi),
+                                        jnp.asarray(re.edge), d.blocks))
+        if cluster is None:
+            return G, Clusters(d.group_name, d.n_groups)
+        values = d.source.loc[rows.index, cluster]
+        codes, labels = pd.factorize(values, sort=True)
+        spans = pd.Series(codes).groupby(rows.group).nunique()
+        split = int((spans > 1).sum())
+        if split:
+            raise DataError(f"{split:,} {d.group_name} group(s) have rows in more than one cluster of {cluster!r}; "
+                            f"robust standard errors need each group within one cluster (as Stata requires): cluster "
+                            f"by {d.group_name}, or by a variable whose values contain its groups whole")
+        of_group = np.zeros(d.n_groups, np.int64)
+        of_group[rows.group] = codes
+        if len(labels) < 2:
+            raise DataError(f"the sample has one cluster of {cluster!r}, and robust standard errors need two or more "
+                            "independent clusters (many, to be reliable)")
+        summed = np.zeros((len(labels), G.shape[1]))
+        np.add.at(summed, of_group, G)
+        return summed, Clusters(cluster, len(labels))
 
     # ---- fit ------------------------------------------------------------------------------------
     @property
@@ -633,6 +686,7 @@ class MixedResult:
 
     def _small_sample(self, method: str) -> SmallSample:
         """Tests by ``method``: the fit's own when it was fitted with it, else set up now."""
+        check_vce(self.spec.vce, self.spec.cluster, self.reml, method)
         if self.small is not None and self.small.method == method:
             return self.small
         return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
@@ -700,6 +754,8 @@ class MixedResult:
             "aic": self.aic, "bic": self.bic,
             "omitted": list(self.design.omitted), "n_dropped": self.design.n_dropped,
             "weights": {"precision": self.spec.weights, "frequency": self.spec.freq_weights},
+            "vce": self.spec.vce,
+            "clusters": None if self.robust is None else {self.robust.variable: self.robust.count},
             "warnings": list(self.warnings),
         }
 
@@ -962,10 +1018,21 @@ def _fitted(command: str, models: Sequence[MixedResult]) -> None:
             raise ComparisonError(f"{command} needs fitted models, got {type(m).__name__}")
 
 
+def _likelihoods(command: str, models: Sequence[MixedResult]) -> None:
+    """Refuse likelihood-ratio tests of models fitted with robust standard errors: the sandwich is asked for when
+    the model may be misspecified, and then twice the log-likelihood difference is not chi-squared (Stata's lrtest
+    refuses them too)."""
+    if any(m.robust is not None for m in models):
+        raise ComparisonError(f"{command} compares likelihoods, which are not valid for tests when the standard errors "
+                              "are robust (the model may be misspecified); use Wald tests (test, testparm), or refit "
+                              "with vce='oim'")
+
+
 def _comparable(command: str, models: Sequence[MixedResult]) -> None:
     """Refuse models whose likelihoods cannot be compared: other observations, or REML beside ML, or REML with
-    other fixed effects."""
+    other fixed effects, or any with robust standard errors."""
     _fitted(command, models)
+    _likelihoods(command, models)
     a = models[0]
     for b in models[1:]:
         if a.design.sample != b.design.sample:
@@ -1067,6 +1134,7 @@ def _refits(command: str, model: MixedResult, specs: Sequence[ModelSpec | None],
             ) -> list[MixedResult | None]:
     """``specs`` (None stays None) fitted on ``model``'s own estimation sample: its rows after listwise deletion and
     its if/in qualifiers, so that a variable a reduced model no longer uses cannot bring rows back."""
+    _likelihoods(command, (model,))
     if model.design.source is None:
         raise ComparisonError(f"{command} refits the model {how}, which needs the data in memory; this model was "
                               "fitted from data read in chunks")

@@ -241,7 +241,8 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
         raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
                            "by id")
     settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None,
-                      "residual_kind": "independent", "residual_order": None, "residual_time": None}
+                      "residual_kind": "independent", "residual_order": None, "residual_time": None,
+                      "vce": "oim", "cluster": None}
     fixed_text, *rest = split_top(equations[0], ",")
     fixed_opts = ",".join(rest)
     fixed_text, fweight = _weight_clause(fixed_text, cols)
@@ -299,7 +300,8 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                      residual_kind=settings["residual_kind"], residual_order=settings["residual_order"],
                      residual_time=None if settings["residual_time"] is None
                      else cols.one(settings["residual_time"], "residuals(rspec, t())"),
-                     all_factors=tuple(crossed))
+                     all_factors=tuple(crossed), vce=settings["vce"],
+                     cluster=None if settings["cluster"] is None else cols.one(settings["cluster"], "vce(cluster)"))
 
 
 def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
@@ -418,6 +420,18 @@ def _residuals(arg: str) -> tuple[str, int | None, str | None, str | None]:
     return kind, order, (by[0] if by else None), (t[0] if t else None)
 
 
+def _vce(arg: str) -> tuple[str, str | None]:
+    """(vce, cluster variable) of Stata's ``vce(oim)``, ``vce(robust)`` and ``vce(cluster clustvar)``."""
+    words = arg.split()
+    if len(words) == 1 and abbreviates(words[0].lower(), "oim", 3):
+        return "oim", None
+    if len(words) == 1 and abbreviates(words[0].lower(), "robust", 1):
+        return "robust", None
+    if len(words) == 2 and abbreviates(words[0].lower(), "cluster", 2):
+        return "robust", words[1]
+    raise FormulaError(f"vce({arg}) is not available; mixed takes vce(oim), vce(robust) and vce(cluster clustvar)")
+
+
 def _global_option(name: str, arg: str | None, settings: dict) -> None:
     """Apply an estimation or display option to ``settings`` (``reml``, ``dfmethod``, ``display``)."""
     if abbreviates(name, "level", 1) and arg is not None:
@@ -432,6 +446,9 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
     if arg is not None and abbreviates(name, "residuals", 3):
         (settings["residual_kind"], settings["residual_order"], settings["residual_by"],
          settings["residual_time"]) = _residuals(arg)
+        return
+    if arg is not None and name == "vce":
+        settings["vce"], settings["cluster"] = _vce(arg)
         return
     if arg is not None and abbreviates(name, "dfmethod", 3):
         word = arg.strip().lower()
@@ -449,6 +466,7 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
             return
     shown = name + (f"({arg})" if arg is not None else "")
     raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
+                       "vce(oim|robust|cluster clustvar), "
                        f"residuals(rspec[, by(varname) t(varname)]) with rspec {_RESIDUALS_AVAILABLE}, "
                        "nolog, level(#), variance, stddeviations, noheader, nogroup, nofetable, noretable, nolrtest, "
                        "and per equation covariance(identity|independent|exchangeable|unstructured) and noconstant")

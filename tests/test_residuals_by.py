@@ -133,8 +133,7 @@ def test_profile_intervals_end_where_the_dense_profile_crosses_the_cut(fits):
         ("var(Residual[sector=1])", "upper", lambda x, c: [x[0], x[1], 0.5 * np.log(c)], [lsd, ls1]),
     ]:
         c = ci.loc[label, side]
-        best = optimize.minimize(lambda x: -_dense(hsb, np.array(to_phi(x, c)))[0], x0, method="Nelder-Mead",
-                                 options={"xatol": 1e-7, "fatol": 1e-9})
+        best = optimize.minimize(lambda x: -_dense(hsb, np.array(to_phi(x, c)))[0], x0, method="BFGS")
         assert 2 * (ll_hat + best.fun) == pytest.approx(stats.chi2.ppf(0.95, 1), abs=1e-6), label
     reml = fits["hsb_slope_reml"]
     np.testing.assert_allclose(reml.conf_int(method="profile"), reml.refit_ml().conf_int(method="profile"),

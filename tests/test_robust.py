@@ -1,0 +1,200 @@
+"""Robust (sandwich) standard errors, Stata's ``vce(robust)`` and ``vce(cluster var)``.
+
+The fixed effects' block against clubSandwich's ``vcovCR(type = "CR1")`` on lme4 ML fits
+(``Rscript tests/fixtures/robust_reference.R``; versions in the JSON). The variance parameters' block, which no
+package here computes, against the same sandwich built from each cluster's score of a dense log likelihood (each
+cluster's V written out, rows and all) taken by central differences.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxhlm
+from jaxhlm.errors import JaxhlmError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REF = json.loads((FIXTURES / "robust_reference.json").read_text())
+
+
+def _hsb() -> pd.DataFrame:
+    hsb = jaxhlm.datasets.hsb()
+    return hsb.assign(cl=(hsb["id"].rank(method="dense").astype(int) - 1) // 10)
+
+
+DATA = {"hsb": _hsb, "sleep": lambda: pd.read_csv(FIXTURES / "sleepstudy.csv"),
+        "three": lambda: pd.read_csv(FIXTURES / "three_level.csv")}
+#: reference name → (data, formula, cluster column)
+MODELS = {"hsb_intercept_ml": ("hsb", "mathach ~ ses + sector + (1 | id)", None),
+          "hsb_slope_ml": ("hsb", "mathach ~ ses * sector + (1 + ses | id)", None),
+          "hsb_cluster_ml": ("hsb", "mathach ~ ses + sector + (1 | id)", "cl"),
+          "sleep_slope_ml": ("sleep", "Reaction ~ Days + (1 + Days | Subject)", None),
+          "three_level_ml": ("three", "score ~ ses + (1 | school/class)", "school")}
+
+
+def _fit(name: str, vce: str = "robust") -> jaxhlm.MixedResult:
+    data, formula, cluster = MODELS[name]
+    return jaxhlm.fit(formula, DATA[data](), vce=vce, cluster=cluster if vce == "robust" else None)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fixed_effects_match_clubsandwich(name):
+    ref = REF[name]
+    m = _fit(name)
+    assert m.llf == pytest.approx(ref["loglik"], abs=1e-6)
+    np.testing.assert_allclose(m.fe_params, ref["beta"], rtol=1e-6)
+    np.testing.assert_allclose(m.cov_params(), ref["vcov_robust"], rtol=1e-5)
+    assert m.robust.count == ref["clusters"]
+    # the model-based covariance is what the sandwich wraps, and the same as a fit without vce's
+    np.testing.assert_allclose(_fit(name, vce="oim").cov_params(), ref["vcov_model"], rtol=1e-5)
+    # every test of the fixed effects takes the robust covariance: the model's Wald test, test, lincom
+    slopes = [c for c in m.fe_params.index if c != "Intercept"]
+    b, V = m.fe_params[slopes].to_numpy(), m.cov_params().loc[slopes, slopes].to_numpy()
+    assert m.wald.statistic == pytest.approx(b @ np.linalg.solve(V, b), rel=1e-10)
+    assert m.test(slopes).statistic == pytest.approx(m.wald.statistic, rel=1e-10)
+    assert m.lincom(slopes[0]).se == pytest.approx(np.sqrt(V[0, 0]), rel=1e-10)
+
+
+def _dense_scores(m: jaxhlm.MixedResult, data: pd.DataFrame, clusters: np.ndarray, sigma_of_phi,
+                  Z_of_rows, h: float = 1e-5) -> np.ndarray:
+    """Each cluster's score in φ of its dense log likelihood at β̂ (central differences of
+    −½(n log 2π + log|V| + rᵀV⁻¹r), V = Z Σ(φ) Zᵀ + σ²I)."""
+    X = np.column_stack([np.ones(len(data))] + [data[c].to_numpy() for c in m.fe_params.index[1:]])
+    r = data[m.spec.response].to_numpy() - X @ m.fe_params.to_numpy()
+    phi = m.random_effects.phi
+
+    def loglik(rows: np.ndarray, p: np.ndarray) -> float:
+        Z = Z_of_rows(rows)
+        V = Z @ sigma_of_phi(p) @ Z.T + np.exp(2 * p[-1]) * np.eye(len(rows))
+        return -0.5 * (len(rows) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r[rows] @ np.linalg.solve(V, r[rows]))
+
+    G = []
+    for c in np.unique(clusters):
+        rows = np.flatnonzero(clusters == c)
+        step = np.eye(len(phi)) * h
+        G.append([(loglik(rows, phi + e) - loglik(rows, phi - e)) / (2 * h) for e in step])
+    return np.array(G)
+
+
+def _sandwich(model: jaxhlm.MixedResult, G: np.ndarray) -> np.ndarray:
+    M = len(G)
+    V = model.random_effects.phi_cov
+    return V @ (M / (M - 1) * G.T @ G) @ V
+
+
+def test_variance_parameters_sandwich_of_dense_scores():
+    """A random intercept and slope (φ = ln sd(Days), ln sd(_cons), atanh r, ln σ) and a three-level model (φ = ln
+    sd of schools, of classes, ln σ): the robust covariance of φ̂ is the model-based one around the dense
+    scores' meat, and the table's SEs follow from it by the delta method."""
+    sleep = DATA["sleep"]()
+    m, oim = _fit("sleep_slope_ml"), _fit("sleep_slope_ml", vce="oim")
+    assert m.random_effects.labels[:3] == ("var(Days)", "var(_cons)", "cov(Days,_cons)")
+
+    def sigma_sleep(p: np.ndarray) -> np.ndarray:
+        sd = np.exp(p[:2])
+        R = np.array([[1.0, np.tanh(p[2])], [np.tanh(p[2]), 1.0]])
+        return sd[:, None] * R * sd[None, :]
+
+    G = _dense_scores(m, sleep, sleep["Subject"].to_numpy(), sigma_sleep,
+                      lambda rows: np.column_stack([sleep["Days"].to_numpy()[rows], np.ones(len(rows))]))
+    np.testing.assert_allclose(m.random_effects.phi_cov, _sandwich(oim, G), rtol=1e-6)
+    var_days = m.random_effects.estimate[0]  # var = sd², so SE(var) = 2 var SE(ln sd)
+    assert m.random_effects.se[0] == pytest.approx(2 * var_days * np.sqrt(m.random_effects.phi_cov[0, 0]), rel=1e-10)
+    assert m.random_effects.se[0] != pytest.approx(oim.random_effects.se[0], rel=1e-2)
+
+    three = DATA["three"]()
+    m, oim = _fit("three_level_ml"), _fit("three_level_ml", vce="oim")
+    school, klass = three["school"].to_numpy(), three["class"].to_numpy()
+
+    def z_three(rows: np.ndarray) -> np.ndarray:
+        classes = np.unique(klass[rows])
+        return np.column_stack([np.ones(len(rows))] + [(klass[rows] == c).astype(float) for c in classes])
+
+    def sigma_three(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        k = len(np.unique(klass[rows]))
+        return np.diag(np.r_[np.exp(2 * p[0]), np.full(k, np.exp(2 * p[1]))])
+
+    G = []
+    for s in np.unique(school):  # the class count differs by school, so Σ(φ) is per school here
+        rows = np.flatnonzero(school == s)
+        G.append(_dense_scores(m, three.iloc[rows].reset_index(drop=True), np.zeros(len(rows)),
+                               lambda p, rows=rows: sigma_three(p, rows), lambda _, rows=rows: z_three(rows))[0])
+    np.testing.assert_allclose(m.random_effects.phi_cov, _sandwich(oim, np.array(G)), rtol=1e-6)
+
+
+def test_stata_syntax_and_report():
+    hsb = DATA["hsb"]()
+    m = jaxhlm.mixed("mathach ses sector || id:, vce(robust)", hsb)
+    ref = REF["hsb_intercept_ml"]
+    np.testing.assert_allclose(m.cov_params().loc[["ses", "sector", "_cons"], ["ses", "sector", "_cons"]],
+                               np.array(ref["vcov_robust"])[np.ix_([1, 2, 0], [1, 2, 0])], rtol=1e-5)
+    text = str(m)
+    assert "Log pseudolikelihood = -23303.218" in text
+    assert ("                                   (Std. err. adjusted for 160 clusters in id)\n"
+            "------------------------------------------------------------------------------\n"
+            "             |               Robust\n"
+            "     mathach | Coefficient  std. err.      z    P>|z|     [95% conf. interval]\n") in text
+    assert "         ses |   2.377097   .1192652    19.93   0.000" in text
+    assert "  Random-effects parameters  |   Estimate   std. err.     [95% conf. interval]" in text
+    assert "LR test vs. linear model" not in text
+    clustered = jaxhlm.mixed("mathach ses sector || id:, vce(cl cl)", hsb)
+    np.testing.assert_allclose(clustered.bse_fe[["ses", "sector", "_cons"]],
+                               np.sqrt(np.diag(REF["hsb_cluster_ml"]["vcov_robust"]))[[1, 2, 0]], rtol=1e-5)
+    assert "(Std. err. adjusted for 16 clusters in cl)" in str(clustered)
+    assert jaxhlm.mixed("mathach ses sector || id:, vce(oim)", hsb).robust is None
+    doc = clustered.to_dict()
+    assert doc["vce"] == "robust" and doc["clusters"] == {"cl": 16}
+    assert doc["fixed"]["sector"]["se"] == pytest.approx(clustered.bse_fe["sector"], rel=1e-12)
+
+
+def test_command_line(tmp_path, capsys):
+    from jaxhlm.cli import main
+
+    path = tmp_path / "hsb.csv"
+    DATA["hsb"]().to_csv(path, index=False)
+    assert main(["fit", "mathach ~ ses + sector + (1 | id)", "--data", str(path), "--vce", "robust", "--cluster", "cl",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["clusters"] == {"cl": 16}
+    assert doc["fixed"]["sector"]["se"] == pytest.approx(np.sqrt(REF["hsb_cluster_ml"]["vcov_robust"][2][2]), rel=1e-5)
+
+
+def test_refusals():
+    hsb = DATA["hsb"]()
+    with pytest.raises(JaxhlmError, match="need ML estimation"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, reml=True, vce="robust")
+    with pytest.raises(JaxhlmError, match="cannot be combined with robust"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, dfmethod="satterthwaite", vce="robust")
+    with pytest.raises(JaxhlmError, match="vce='robust'"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, cluster="cl")
+    with pytest.raises(JaxhlmError, match="vce\\(sandwich\\) is not available"):
+        jaxhlm.mixed("mathach ses || id:, vce(sandwich)", hsb)
+    with pytest.raises(JaxhlmError, match="more than one cluster of 'sector'"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb.assign(sector=np.arange(len(hsb)) % 2), vce="robust",
+                   cluster="sector")
+    with pytest.raises(JaxhlmError, match="one cluster of 'one'"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb.assign(one=1), vce="robust", cluster="one")
+    with pytest.raises(JaxhlmError, match="cluster variable 'district' not found"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, vce="robust", cluster="district")
+    with pytest.raises(JaxhlmError, match="crossed random effects leave none"):
+        jaxhlm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", jaxhlm.datasets.penicillin(), vce="robust")
+    with pytest.raises(JaxhlmError, match="robust standard errors are not available for a model with a residual "
+                                          "variance per stratum"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="sector", vce="robust")
+    robust = jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, vce="robust")
+    oim = jaxhlm.fit("mathach ~ ses + sector + (1 | id)", hsb)
+    with pytest.raises(JaxhlmError, match="not valid for tests when the standard errors are robust"):
+        jaxhlm.lrtest(robust, oim)
+    with pytest.raises(JaxhlmError, match="not valid for tests when the standard errors are robust"):
+        jaxhlm.drop1(robust)
+    with pytest.raises(JaxhlmError, match="cannot be combined with robust"):
+        robust.satterthwaite()
+    # a cluster column with missing values: those rows leave the sample, counted, as any variable's
+    holes = hsb.assign(cl=hsb["cl"].where(hsb.index % 100 != 0))
+    m = jaxhlm.fit("mathach ~ ses + (1 | id)", holes, vce="robust", cluster="cl")
+    assert m.nobs == len(hsb) - 72
