@@ -1,6 +1,7 @@
 """Command line.
 
-``jaxhlm fit FORMULA [--data FILE] [--chunksize N] [--reml] [--cov KIND] [--json]`` — an lme4-style formula;
+``jaxhlm fit FORMULA [--data FILE] [--chunksize N] [--reml] [--cov KIND] [--vce robust [--cluster VAR]] [--json]``
+— an lme4-style formula;
 ``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE] [--chunksize N] [--json]`` —
 Stata syntax. FILE is CSV or Parquet; with ``--chunksize`` a CSV file is read and reduced N rows at a time;
 ``jaxhlm run FILE.do [--data FILE.csv]`` — a do-file, printed as a Stata log;

@@ -238,7 +238,7 @@ class Design:
         if self.source is None or self.encoding is None:
             raise DataError("this model was fitted from data read in chunks, so its rows are not at hand; fit it "
                             "from a DataFrame (or a dict of arrays) to simulate from it, refit it in batches or "
-                            "compute its fitted values or influence")
+                            "compute its fitted values, influence or robust standard errors")
         rows, digest = self.encoding.sample_rows(self.source)
         if digest != self.encoding.digest:
             raise DataError("the data changed after the fit; refit the model before simulating from it")

@@ -338,8 +338,9 @@ def _weight_clause(text: str, cols: Columns) -> tuple[str, str | None]:
         rest = text[:found.start()] + " " + text[found.end():]
         return rest, cols.one(exp.strip(), "weight variable")
     if kind in ("pw", "pweight"):
-        raise FormulaError("sampling weights (pweight) need robust (sandwich) standard errors, which jaxhlm does not "
-                           "compute; frequency weights are written [fweight=varname]")
+        raise FormulaError("sampling weights (pweight) need a pseudo-likelihood weighted at every level, which jaxhlm "
+                           "does not fit; frequency weights are written [fweight=varname], and robust standard "
+                           "errors of an unweighted fit are vce(robust)")
     kind = {"aw": "aweight", "iw": "iweight"}.get(kind, kind)
     raise FormulaError(f"{kind}s not allowed: mixed takes frequency weights, [fweight=varname] (precision weights, "
                        "lme4's weights, are jaxhlm.fit(..., weights=...))")

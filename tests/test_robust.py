@@ -48,7 +48,7 @@ def test_fixed_effects_match_clubsandwich(name):
     m = _fit(name)
     assert m.llf == pytest.approx(ref["loglik"], abs=1e-6)
     np.testing.assert_allclose(m.fe_params, ref["beta"], rtol=1e-6)
-    np.testing.assert_allclose(m.cov_params(), ref["vcov_robust"], rtol=1e-5)
+    np.testing.assert_allclose(m.cov_params(), ref["vcov_robust"], rtol=1e-6)  # measured: 2e-7 at most
     assert m.robust.count == ref["clusters"]
     # the model-based covariance is what the sandwich wraps, and the same as a fit without vce's
     np.testing.assert_allclose(_fit(name, vce="oim").cov_params(), ref["vcov_model"], rtol=1e-5)

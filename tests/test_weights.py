@@ -191,7 +191,7 @@ def test_stata_fweight_syntax_and_do_files():
 
 
 @pytest.mark.parametrize("clause, words", [
-    ("[pw=f]", "sampling weights (pweight) need robust"),
+    ("[pw=f]", "sampling weights (pweight) need a pseudo-likelihood weighted at every level"),
     ("[aw=f]", "aweights not allowed"),
     ("[iweight=f]", "iweights not allowed"),
     ("[fw=f*2]", "must be a variable"),
