@@ -209,8 +209,8 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
     ``level``% intervals."""
     re = r.random_effects if re is None else re
     se = "Std. err." if r.robust is None else "std. err."
-    lines = ([DASH] + ([f"{'':28} |{'Robust':>21}"] if r.robust else [])
-             + [f"  Random-effects parameters  |   Estimate   {se}     [{level:g}% conf. interval]", "-" * 29 + "+" + "-" * 48])
+    lines = [DASH] + ([f"{'':28} |{'Robust':>21}"] if r.robust else []) + [
+        f"  Random-effects parameters  |   Estimate   {se}     [{level:g}% conf. interval]", "-" * 29 + "+" + "-" * 48]
     kinds = {"identity": "Identity", "independent": "Independent", "exchangeable": "Exchangeable",
              "unstructured": "Unstructured"}
     # an inner level without random effects, which only names the series of correlated residuals, last

@@ -127,6 +127,22 @@ def test_variance_parameters_sandwich_of_dense_scores():
     np.testing.assert_allclose(m.random_effects.phi_cov, _sandwich(oim, np.array(G)), rtol=1e-6)
 
 
+def test_a_singular_fit_has_the_ordinary_least_squares_sandwich():
+    """With the groups' variance at 0, V = σ²I: the fixed effects' sandwich is least squares' clustered one,
+    (XᵀX)⁻¹ Σ_c X_cᵀe_c e_cᵀX_c (XᵀX)⁻¹ M/(M − 1); the variance parameters have no information, so no SEs."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(30), 5)
+    x = rng.normal(size=150)
+    data = pd.DataFrame({"y": 1 + 2 * x + rng.normal(size=150), "x": x, "g": g})
+    m = jaxhlm.fit("y ~ x + (1 | g)", data, vce="robust")
+    assert m.singular and np.all(np.isnan(m.bse.iloc[2:]))
+    X = np.column_stack([np.ones(150), x])
+    e = data["y"].to_numpy() - X @ m.fe_params.to_numpy()
+    scores = np.array([X[g == c].T @ e[g == c] for c in range(30)])
+    bread = np.linalg.inv(X.T @ X)
+    np.testing.assert_allclose(m.cov_params(), bread @ (30 / 29 * scores.T @ scores) @ bread, rtol=1e-8)
+
+
 def test_stata_syntax_and_report():
     hsb = DATA["hsb"]()
     m = jaxhlm.mixed("mathach ses sector || id:, vce(robust)", hsb)
