@@ -34,8 +34,8 @@ import jax.numpy as jnp
 from jax import Array
 
 from . import covariance as cov
-from .deviance import loglik_at_sigma
 from .estimate import Fit, fit_stats
+from .profile import loglik
 from .stats import CrossedStats, GroupedData, GroupStats, NestedStats, group_stats
 
 #: Leave-one-group-out refits run this many at a time (each holds its own copy of the statistics).
@@ -114,13 +114,8 @@ def scores(data: Pieces, beta: Array, phi: Array, edge: Array, structure: cov.St
     """(m, p + k) each group's score ∂ℓⱼ/∂(β, φ) of the ML log likelihood at β and φ = (ln sd…, atanh r…, ln σ)
     (Stata's metric; ``edge`` ±1 holds a correlation at ±1, as in :func:`~jaxhlm.estimate.re_information`):
     k forward passes over one reverse pass in the group weights (module docstring)."""
-    p, n_re = beta.shape[0], phi.shape[0] - 1
-
-    def contributions(x: Array) -> Array:
-        root = cov.root_from_phi(structure, x[p:p + n_re], edge)
-        loglik = lambda w: loglik_at_sigma(root / jnp.exp(x[-1]), x[-1], weighted_stats(data, w), False,  # noqa: E731
-                                           x[:p])
-        return jax.grad(loglik)(jnp.ones(n_groups(data)))
+    def contributions(psi: Array) -> Array:
+        return jax.grad(lambda w: loglik(psi, weighted_stats(data, w), structure, edge=edge))(jnp.ones(n_groups(data)))
 
     return jax.jacfwd(contributions)(jnp.concatenate([beta, phi]))
 

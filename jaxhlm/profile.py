@@ -93,14 +93,15 @@ def _n_re(blocks: cov.Structure) -> int:
     return sum(b.n_theta for b in blocks)
 
 
-def loglik(psi: Array, data: GroupStats | NestedStats, blocks: cov.Structure, structure: Structure = INDEPENDENT
-           ) -> Array:
+def loglik(psi: Array, data: GroupStats | NestedStats, blocks: cov.Structure, structure: Structure = INDEPENDENT,
+           edge: Array | None = None) -> Array:
     """The ML log likelihood at ψ = (β, φ) (nothing profiled out); φ ends with the residual structure's
-    coordinates (``data`` what it whitens)."""
+    coordinates (``data`` what it whitens); ``edge`` ±1 holds a correlation at ±1 (as
+    :func:`~jaxhlm.estimate.re_information`'s)."""
     n_re = _n_re(blocks)
     p = psi.shape[0] - n_re - len(structure.is_var)
     phi = psi[p:]
-    root = cov.root_from_phi(blocks, phi[:n_re], jnp.zeros(n_re))
+    root = cov.root_from_phi(blocks, phi[:n_re], jnp.zeros(n_re) if edge is None else edge)
     log_sigma, rest = structure.split(phi[n_re:])
     return residual_loglik(root / jnp.exp(log_sigma), log_sigma, data, False, structure, rest, beta=psi[:p])
 
