@@ -17,9 +17,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jaxhlm run examples/hsb_model_building.do
 
-# Two pytest processes, one test file each at a time, the longest files first (tests/conftest.py): the suite is
-# bound by XLA compilation, which one process runs on ~1.4 cores; two finish it about a fifth sooner on the 2-core
-# CI machine. TEST_WORKERS=0 runs it in one.
+# Two pytest processes, one test file each at a time: the suite is bound by XLA compilation, which one process
+# runs on ~1.4 cores; two finish it about a fifth sooner on the 2-core CI machine. TEST_WORKERS=0 runs it in one.
 TEST_WORKERS ?= 2
 # The same compilation is mostly LLVM's optimisation passes, which the suite's small programs barely need: without
 # them (XLA's backend level 0) it takes a quarter less time on the CI machine. The programs and their float64
@@ -28,8 +27,7 @@ TEST_WORKERS ?= 2
 TEST_XLA_FLAGS ?= --xla_backend_optimization_level=0
 
 test: $(STAMP)
-	XLA_FLAGS="$$XLA_FLAGS $(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		--durations=15
+	XLA_FLAGS="$$XLA_FLAGS $(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 $(VENV)/.bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'

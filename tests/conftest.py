@@ -45,21 +45,6 @@ FORMULAIC_NAMES = {
 }
 
 
-#: Test files by their time in a cold run (compilation included; CI, 2 workers, November 2026), longest first.
-#: ``make test`` hands whole files to its two workers in collection order (``--dist loadfile
-#: --no-loadscope-reorder``): the longest first, so that the workers finish together, as longest-processing-time
-#: scheduling does, and not with one worker left alone on a long file at the end. Files not listed follow.
-LONGEST_FIRST = ("test_serial.py", "test_residuals_by.py", "test_crossed.py", "test_weights.py", "test_ar1_batch.py",
-                 "test_ar1.py", "test_confint.py", "test_batch.py", "test_nested.py", "test_functional.py",
-                 "test_postestimation.py", "test_formula.py", "test_dofile.py", "test_expressions.py",
-                 "test_scale.py", "test_robust.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
-
-
 @pytest.fixture(autouse=True)
 def _bounded_memory_maps():
     """Between tests is a point where no compilation runs: the suite's array-level tests (gradient checks
