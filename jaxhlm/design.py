@@ -897,7 +897,7 @@ def _serial_rows(spec: ModelSpec, rows: tuple[np.ndarray, ...], kept: list[int],
         X[order][:, kept], Z[order, :q1], Z[order, q1:], y[order], gap, t, np.ones(len(g))))
     slot = np.empty(len(g), dtype=np.int64)
     slot[order] = slots(g, n_series)[1]
-    serial = SerialRows(X, Z, W, y, gap.astype(np.int64), time, live, stratum, np.asarray(float(len(g))),
+    serial = SerialRows(X, Z, W, y, gap.astype(np.int64), time, live, stratum,
                         np.zeros(0, np.int64) if parent is None else parent.astype(np.int64), np.ones(n_groups))
     structure = _serial_structure(spec, serial)
     if strata_labels is None:
@@ -1102,7 +1102,7 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
         slabs = {f: jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1))
                  for f, a in ((f, getattr(rows, f)) for f in SLABS)}
         parent = jnp.pad(jnp.asarray(rows.parent), (0, more)) if nested else rows.parent
-        return SerialRows(**slabs, n=jnp.asarray(rows.n), parent=jnp.asarray(parent), group_weights=jnp.ones(n_groups))
+        return SerialRows(**slabs, parent=jnp.asarray(parent), group_weights=jnp.ones(n_groups))
     if design.strata is not None:
         return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
     return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)

@@ -36,6 +36,7 @@ from jax import Array
 from . import covariance as cov
 from .estimate import Fit, fit_stats
 from .profile import loglik
+from .residual import INDEPENDENT, SerialRows, Structure
 from .stats import CrossedStats, GroupedData, GroupStats, NestedStats, group_stats
 
 #: Leave-one-group-out refits run this many at a time (each holds its own copy of the statistics).
@@ -69,11 +70,16 @@ class CrossedPieces(NamedTuple):
     Wty: Array
 
 
-Pieces = GroupedData | NestedPieces | CrossedPieces
+#: The rows of residuals correlated within series weight each series by its group's weight themselves
+#: (:attr:`~jaxhlm.residual.SerialRows.series_weights`), so they are their own pieces.
+Pieces = GroupedData | NestedPieces | CrossedPieces | SerialRows
 
 
-def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | CrossedStats:
-    """The statistics with group j's log-likelihood contribution weighted by wⱼ, differentiably in w."""
+def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | CrossedStats | SerialRows:
+    """The statistics (for rows correlated within series, the rows) with group j's log-likelihood contribution
+    weighted by wⱼ, differentiably in w."""
+    if isinstance(data, SerialRows):
+        return data._replace(group_weights=data.group_weights * w)
     if isinstance(data, GroupedData):
         return group_stats(data._replace(group_weights=data.group_weights * w))
     stats = data.stats._replace(group_weights=w, XtX=jnp.einsum("g,gij->ij", w, data.XtX), Xty=w @ data.Xty,
@@ -85,6 +91,8 @@ def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | Crossed
 
 
 def n_groups(data: Pieces) -> int:
+    if isinstance(data, SerialRows):
+        return data.group_weights.shape[0]
     return data.y.shape[0] if isinstance(data, GroupedData) else data.n.shape[0]
 
 
@@ -109,13 +117,16 @@ def leave_one_out(data: Pieces, structure: cov.Structure, reml: bool = False,
     return jax.lax.map(without, jnp.arange(m), batch_size=batch_size)
 
 
-@partial(jax.jit, static_argnames="structure")
-def scores(data: Pieces, beta: Array, phi: Array, edge: Array, structure: cov.Structure) -> Array:
-    """(m, p + k) each group's score ∂ℓⱼ/∂(β, φ) of the ML log likelihood at β and φ = (ln sd…, atanh r…, ln σ)
-    (Stata's metric; ``edge`` ±1 holds a correlation at ±1, as in :func:`~jaxhlm.estimate.re_information`):
-    k forward passes over one reverse pass in the group weights (module docstring)."""
+@partial(jax.jit, static_argnames=("structure", "residual"))
+def scores(data: Pieces, beta: Array, phi: Array, edge: Array, structure: cov.Structure,
+           residual: Structure = INDEPENDENT) -> Array:
+    """(m, p + k) each group's score ∂ℓⱼ/∂(β, φ) of the ML log likelihood at β and φ = (ln sd…, atanh r…, then
+    the ``residual`` structure's coordinates: ln σ for σ²I) in Stata's metric; ``edge`` ±1 holds a correlation of
+    the random effects at ±1, as in :func:`~jaxhlm.estimate.re_information`. k forward passes over one reverse
+    pass in the group weights (module docstring)."""
     def contributions(psi: Array) -> Array:
-        return jax.grad(lambda w: loglik(psi, weighted_stats(data, w), structure, edge=edge))(jnp.ones(n_groups(data)))
+        return jax.grad(lambda w: loglik(psi, weighted_stats(data, w), structure, residual, edge))(
+            jnp.ones(n_groups(data)))
 
     return jax.jacfwd(contributions)(jnp.concatenate([beta, phi]))
 

@@ -42,9 +42,9 @@ class SerialRows(NamedTuple):
     X (s, T, p), Z (s, T, q) the outer level's random-effects design, W (s, T, q2) the inner level's (no columns
     for two levels), y (s, T); gap (s, T) the time since the series' previous row (0 on a series' first row and on
     padding, whose rows are zero and so add nothing); time (s, T) each row's time (0 on padding); live (s, T) 1 on
-    real rows, 0 on padding; stratum (s,) each series' stratum with :class:`ByStratum` (else 0); n () the
-    observations; parent (s,) each series' group when the series are an inner level's clusters (with random
-    effects of their own or none), else (0,): the series are the groups; group_weights (m,) ones.
+    real rows, 0 on padding; stratum (s,) each series' stratum with :class:`ByStratum` (else 0); parent (s,) each series' group when the series are an inner level's clusters (with random
+    effects of their own or none), else (0,): the series are the groups; group_weights (m,) ones in a fit (see
+    :attr:`series_weights`).
     """
 
     X: Array
@@ -55,13 +55,19 @@ class SerialRows(NamedTuple):
     time: Array
     live: Array
     stratum: Array
-    n: Array
     parent: Array
     group_weights: Array
 
     def series(self, index: np.ndarray | Array) -> "SerialRows":
         """The rows of the series ``index`` only (their slabs; n, parents and groups as they are)."""
         return self._replace(**{f: getattr(self, f)[index] for f in SLABS})
+
+    @property
+    def series_weights(self) -> Array:
+        """(s,) each series' weight: its group's in ``group_weights``, which weights the group's log-likelihood
+        contribution (1 in a fit; :mod:`jaxhlm.influence` differentiates in them). Every term of a series, its
+        rows' cross-products and its log|C| alike, is multiplied by it."""
+        return self.group_weights if self.parent.shape[0] == 0 else self.group_weights[self.parent]
 
 
 #: the fields of :class:`SerialRows` that hold one slab (or one value) per series
@@ -179,7 +185,8 @@ class Serial(Structure):
     def whiten(self, data: SerialRows, psi: Array) -> tuple[GroupStats | NestedStats, Array]:
         L = jnp.linalg.cholesky(self.correlation(data, psi))
         rows = jax.lax.linalg.triangular_solve(L, _slab_rows(data), left_side=True, lower=True)
-        return _slab_stats(rows, data), 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2)))
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2)), axis=1)
+        return _slab_stats(rows, data), data.series_weights @ logdet
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,7 @@ class Markov(Serial):
         rows = _slab_rows(data)
         previous = jnp.concatenate([jnp.zeros_like(rows[:, :1]), rows[:, :-1]], axis=1)
         white = (rows - a[..., None] * previous) / jnp.sqrt(one_less)[..., None]
-        return _slab_stats(white, data), jnp.sum(jnp.log(one_less))
+        return _slab_stats(white, data), data.series_weights @ jnp.sum(jnp.log(one_less), axis=1)
 
 
 @dataclass(frozen=True)
@@ -309,7 +316,8 @@ class Exchangeable(Serial):
         mean = jnp.sum(rows, axis=1) / jnp.maximum(n, 1.0)[:, None]
         shrink = 1.0 - jnp.sqrt((1.0 - rho) / (1.0 + (n - 1.0) * rho))
         white = (rows - shrink[:, None, None] * mean[:, None, :]) * data.live[..., None] / jnp.sqrt(1.0 - rho)
-        return _slab_stats(white, data), jnp.sum((n - 1.0) * jnp.log1p(-rho) + jnp.log1p((n - 1.0) * rho))
+        logdet = (n - 1.0) * jnp.log1p(-rho) + jnp.log1p((n - 1.0) * rho)
+        return _slab_stats(white, data), data.series_weights @ logdet
 
 
 @dataclass(frozen=True)
@@ -447,9 +455,10 @@ class ByStratum(Serial):
         parts = [self.inner.whiten(self._stratum(data, s, jnp.exp(-r)), p) for s, (p, r) in
                  enumerate(zip(psis, ratio))]
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *[stats for stats, _ in parts])
-        n = jnp.stack([jnp.sum(data.live * (data.stratum == s)[:, None]) for s in range(self.n_strata)])
-        logdet = sum(logdet for _, logdet in parts) + 2.0 * jnp.sum(n * ratio)
-        return combine(stacked, jnp.ones(self.n_strata))._replace(n=data.n), logdet
+        # each stratum's statistics count its own (weighted) rows: together, the observations
+        combined = combine(stacked, jnp.ones(self.n_strata))
+        logdet = sum(logdet for _, logdet in parts) + 2.0 * stacked.n @ ratio
+        return combined, logdet
 
 
 def _slab_rows(data: SerialRows) -> Array:
@@ -463,6 +472,7 @@ def _slab_stats(white: Array, data: SerialRows) -> GroupStats | NestedStats:
     q, q2, p = data.Z.shape[-1], data.W.shape[-1], data.X.shape[-1]
     Z, W, X, y = white[..., :q], white[..., q:q + q2], white[..., q + q2:-1], white[..., -1]
     m = data.group_weights.shape[0]
+    v = data.series_weights  # the totals weight each series' rows; the per-group terms are weighted downstream
 
     def per_group(a_: Array) -> Array:  # two levels: the series are the groups (no parents)
         return a_ if data.parent.shape[0] == 0 else jax.ops.segment_sum(a_, data.parent, m)
@@ -470,7 +480,8 @@ def _slab_stats(white: Array, data: SerialRows) -> GroupStats | NestedStats:
     stats = GroupStats(
         ZtZ=per_group(jnp.einsum("gti,gtj->gij", Z, Z)), ZtX=per_group(jnp.einsum("gti,gtj->gij", Z, X)),
         ZtX2=jnp.zeros((m, 0, 0)), Zty=per_group(jnp.einsum("gti,gt->gi", Z, y)),
-        XtX=jnp.einsum("gti,gtj->ij", X, X), Xty=jnp.einsum("gti,gt->i", X, y), yty=jnp.sum(y * y), n=data.n,
+        XtX=jnp.einsum("g,gti,gtj->ij", v, X, X), Xty=jnp.einsum("g,gti,gt->i", v, X, y), yty=v @ jnp.sum(y * y, axis=1),
+        n=v @ jnp.sum(data.live, axis=1),
         p=jnp.asarray(p, jnp.float64), group_weights=data.group_weights,
     )
     if q2:

@@ -27,7 +27,7 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
                     linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
-from .residual import ByStratum, SerialRows, Strata, Unstructured
+from .residual import ByStratum, Serial, SerialRows, Strata, Unstructured
 from .stats import GroupStats, NestedStats, group_totals, pair_totals
 
 if TYPE_CHECKING:
@@ -455,8 +455,11 @@ class MixedResult:
         )
 
     def _pieces(self, rows: Rows) -> influence.Pieces:
-        """The statistics as functions of the groups' weights (:mod:`jaxhlm.influence`), from the fit's ``rows``."""
+        """The statistics as functions of the groups' weights (:mod:`jaxhlm.influence`), from the fit's ``rows``
+        (residuals correlated within series: the rows in time order, :attr:`_data`)."""
         d = self.design
+        if isinstance(d.residual, Serial):
+            return self._data
         if d.inner is None:
             return rows.grouped(d.n_groups)
         # exact shapes: one weight per group, no padded ones
@@ -477,7 +480,7 @@ class MixedResult:
             raise DataError("robust standard errors need independent clusters, and crossed random effects leave "
                             "none (every group of one factor shares effects with groups of the other); use the "
                             "model-based standard errors, or the parametric bootstrap (conf_int(method='bootstrap'))")
-        d.require_independent("robust standard errors")
+        d.require_independent("robust standard errors", refused=(Strata,))
         check_vce("robust", cluster, self.reml, None)
         _config.relieve_map_pressure()
         rows = d.rows()
@@ -486,7 +489,7 @@ class MixedResult:
         # same Σ to rounding, so the fixed effects' scores exist; the variance parameters' then have no bread.
         phi = np.nan_to_num(re.phi, nan=0.0, neginf=-700.0, posinf=700.0)
         G = np.asarray(influence.scores(self._pieces(rows), jnp.asarray(self.fit.beta), jnp.asarray(phi),
-                                        jnp.asarray(re.edge), d.blocks))
+                                        jnp.asarray(re.edge[:len(phi) - re.n_residual]), d.blocks, d.residual))
         if cluster is None:
             return G, Clusters(d.group_name, d.n_groups)
         values = d.source.loc[rows.index, cluster]
