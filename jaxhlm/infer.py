@@ -73,7 +73,8 @@ def wald_interval(estimate: np.ndarray, se: np.ndarray, is_var: np.ndarray, is_c
                   ) -> np.ndarray:
     """Stata's intervals for the random-effects table's rows: variances est·exp(∓z·SE/est) (symmetric in ln sd),
     correlations tanh(atanh r ∓ z·SE/(1 − r²)) (symmetric in atanh r), covariances est ∓ z·SE."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A variance near 0 with a finite SE has an upper limit past float range: inf, without a warning.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = np.where(estimate > 0, se / estimate, np.nan)
         z_r = np.arctanh(np.where(is_corr, estimate, 0.0))
         se_r = se / (1.0 - estimate**2)
