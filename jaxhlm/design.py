@@ -72,6 +72,12 @@ class Rows:
         """Each row's group, and cluster, codes: one array per grouping level, outermost first."""
         return (self.group,) if self.cluster is None else (self.group, self.cluster)
 
+    def subset(self, keep: np.ndarray) -> "Rows":
+        """The rows where the mask ``keep`` is true."""
+        pick = lambda a: None if a is None else a[keep]  # noqa: E731
+        return Rows(self.y[keep], self.X[keep], self.Z[keep], self.group[keep], self.index[keep], pick(self.cluster),
+                    pick(self.weights), pick(self.freq))
+
     def whitened(self, frequencies: bool = False) -> "Rows":
         """The rows scaled by the square roots of their precision weights: an unweighted model (residual
         variance σ² on every row) with the same likelihood up to Σ fᵢ log aᵢ. Frequencies are kept, or with

@@ -70,9 +70,16 @@ class CrossedPieces(NamedTuple):
     Wty: Array
 
 
+class StrataPieces(NamedTuple):
+    """A model with a residual variance per stratum: each stratum's pieces (of its rows), whose statistics are
+    stacked on a leading stratum axis, as :class:`~jaxhlm.residual.Strata` takes them."""
+
+    parts: tuple[GroupedData | NestedPieces, ...]
+
+
 #: The rows of residuals correlated within series weight each series by its group's weight themselves
 #: (:attr:`~jaxhlm.residual.SerialRows.series_weights`), so they are their own pieces.
-Pieces = GroupedData | NestedPieces | CrossedPieces | SerialRows
+Pieces = GroupedData | NestedPieces | CrossedPieces | SerialRows | StrataPieces
 
 
 def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | CrossedStats | SerialRows:
@@ -80,6 +87,8 @@ def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | Crossed
     weighted by wⱼ, differentiably in w."""
     if isinstance(data, SerialRows):
         return data._replace(group_weights=data.group_weights * w)
+    if isinstance(data, StrataPieces):
+        return jax.tree.map(lambda *a: jnp.stack(a), *(weighted_stats(part, w) for part in data.parts))
     if isinstance(data, GroupedData):
         return group_stats(data._replace(group_weights=data.group_weights * w))
     stats = data.stats._replace(group_weights=w, XtX=jnp.einsum("g,gij->ij", w, data.XtX), Xty=w @ data.Xty,
@@ -91,6 +100,8 @@ def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | Crossed
 
 
 def n_groups(data: Pieces) -> int:
+    if isinstance(data, StrataPieces):
+        return n_groups(data.parts[0])
     if isinstance(data, SerialRows):
         return data.group_weights.shape[0]
     return data.y.shape[0] if isinstance(data, GroupedData) else data.n.shape[0]

@@ -109,9 +109,9 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         need; one observation per time in a group.
       vce: ``"oim"`` (the default): standard errors from the observed information, as Stata's; ``"robust"``:
         the cluster-robust sandwich (Stata's ``vce(robust)``), valid when the random effects' or residuals'
-        distribution is misspecified, as long as the clusters are independent. ML fits of nested models (not with
-        ``residuals_by`` alone); the log likelihood becomes a pseudo-likelihood for testing, so likelihood-ratio
-        tests refuse it.
+        distribution is misspecified, as long as the clusters are independent. ML fits of nested models, any
+        residual structure; the log likelihood becomes a pseudo-likelihood for testing, so likelihood-ratio tests
+        refuse it.
       cluster: the column (as ``weights``) whose values are the independent clusters of ``vce="robust"``
         (Stata's ``vce(cluster var)``): each must contain the outermost level's groups whole. Default: those
         groups.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_tabl
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
 from .residual import ByStratum, Serial, SerialRows, Strata, Unstructured
-from .stats import GroupStats, NestedStats, group_totals, pair_totals
+from .stats import CrossedStats, GroupStats, NestedStats, group_totals, pair_totals
 
 if TYPE_CHECKING:
     from .batch import BatchFit
@@ -456,10 +457,21 @@ class MixedResult:
 
     def _pieces(self, rows: Rows) -> influence.Pieces:
         """The statistics as functions of the groups' weights (:mod:`jaxhlm.influence`), from the fit's ``rows``
-        (residuals correlated within series: the rows in time order, :attr:`_data`)."""
+        (residuals correlated within series: the rows in time order, :attr:`_data`; a residual variance per
+        stratum: each stratum's pieces)."""
         d = self.design
         if isinstance(d.residual, Serial):
             return self._data
+        if isinstance(d.residual, Strata):
+            stratum = pd.Index(d.strata_labels).get_indexer(d.source.loc[rows.index, self.spec.residual_by])
+            return influence.StrataPieces(tuple(
+                self._group_pieces(rows.subset(stratum == s), jax.tree.map(lambda a, s=s: a[s], self._data))
+                for s in range(len(d.strata_labels))))
+        return self._group_pieces(rows, self._stats)
+
+    def _group_pieces(self, rows: Rows, stats: GroupStats | NestedStats | CrossedStats) -> influence.Pieces:
+        """:meth:`_pieces` of ``rows`` whose statistics (in their exact shapes) are ``stats``."""
+        d = self.design
         if d.inner is None:
             return rows.grouped(d.n_groups)
         # exact shapes: one weight per group, no padded ones
@@ -468,8 +480,8 @@ class MixedResult:
             q1 = len(d.re_names) - d.inner.n_effects
             pairs = pair_totals(rows.Z[:, q1:], rows.X, rows.y, rows.group, rows.cluster, d.n_groups,
                                 len(d.inner.labels), rows.weights, rows.freq)
-            return influence.CrossedPieces(self._stats, *map(jnp.asarray, totals + pairs))
-        return influence.NestedPieces(self._stats, *map(jnp.asarray, totals))
+            return influence.CrossedPieces(stats, *map(jnp.asarray, totals + pairs))
+        return influence.NestedPieces(stats, *map(jnp.asarray, totals))
 
     def cluster_scores(self, cluster: str | None = None) -> tuple[np.ndarray, "Clusters"]:
         """The (M, p + k) scores ∂ℓ_c/∂(β, φ) of M independent clusters at the estimates (φ in Stata's metric, as
@@ -480,7 +492,6 @@ class MixedResult:
             raise DataError("robust standard errors need independent clusters, and crossed random effects leave "
                             "none (every group of one factor shares effects with groups of the other); use the "
                             "model-based standard errors, or the parametric bootstrap (conf_int(method='bootstrap'))")
-        d.require_independent("robust standard errors", refused=(Strata,))
         check_vce("robust", cluster, self.reml, None)
         _config.relieve_map_pressure()
         rows = d.rows()

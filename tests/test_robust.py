@@ -37,7 +37,10 @@ MODELS = {"hsb_intercept_ml": ("hsb", "mathach ~ ses + sector + (1 | id)", None,
           "sleep_slope_ml": ("sleep", "Reaction ~ Days + (1 + Days | Subject)", None, {}),
           "three_level_ml": ("three", "score ~ ses + (1 | school/class)", "school", {}),
           "ar1_intercept_ml": ("ar1", "y ~ time + x + (1 | id)", None, AR1),
-          "exchangeable_slope_ml": ("ar1", "y ~ time + x + (0 + time | id)", None, {"residuals": "exchangeable"})}
+          "exchangeable_slope_ml": ("ar1", "y ~ time + x + (0 + time | id)", None, {"residuals": "exchangeable"}),
+          "hsb_by_sector_ml": ("hsb", "mathach ~ ses + sector + (1 | id)", None, {"residuals_by": "sector"}),
+          "three_level_by_female_ml": ("three", "score ~ ses + (1 | school/class)", "school",
+                                       {"residuals_by": "female"})}
 
 
 def _fit(name: str, vce: str = "robust") -> jaxhlm.MixedResult:
@@ -125,9 +128,10 @@ def test_variance_parameters_sandwich_of_dense_scores():
     np.testing.assert_allclose(m.random_effects.phi_cov, _sandwich(oim, G), rtol=1e-6)
 
 
-def test_correlated_residuals_sandwich_of_dense_scores():
+def test_residual_structures_sandwich_of_dense_scores():
     """AR(1) residuals beside a random intercept, φ = (ln sd, atanh ρ, ln σ): each subject's V = sd²11ᵀ +
-    σ²ρ^|s−t| written out; the fixed effects' block is clubSandwich's (test above)."""
+    σ²ρ^|s−t| written out; and a residual variance per sector, φ = (ln sd, ln σ₀, ln σ₁): each school's V =
+    sd²11ᵀ + diag(σₛ²). The fixed effects' block is clubSandwich's (test above)."""
     d = DATA["ar1"]()
     m, oim = _fit("ar1_intercept_ml"), _fit("ar1_intercept_ml", vce="oim")
     assert m.random_effects.labels == ("var(_cons)", "rho(Residual)", "var(Residual)")
@@ -140,6 +144,16 @@ def test_correlated_residuals_sandwich_of_dense_scores():
     G = _dense_scores(m, d, d["id"].to_numpy(), v_ar1)
     np.testing.assert_allclose(m.random_effects.phi_cov, _sandwich(oim, G), rtol=1e-6)
     assert "Residual: AR(1)" in str(m) and "(Std. err. adjusted for 80 clusters in id)" in str(m)
+
+    hsb = DATA["hsb"]()
+    m, oim = _fit("hsb_by_sector_ml"), _fit("hsb_by_sector_ml", vce="oim")
+    sector = hsb["sector"].to_numpy()
+
+    def v_by(rows: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return np.exp(2 * p[0]) + np.diag(np.exp(2 * p[1 + sector[rows]]))
+
+    G = _dense_scores(m, hsb, hsb["id"].to_numpy(), v_by)
+    np.testing.assert_allclose(m.random_effects.phi_cov, _sandwich(oim, G), rtol=1e-6)
 
 
 def test_a_singular_fit_has_the_ordinary_least_squares_sandwich():
@@ -183,6 +197,16 @@ def test_stata_syntax_and_report():
     assert doc["fixed"]["sector"]["se"] == pytest.approx(clustered.bse_fe["sector"], rel=1e-12)
 
 
+def test_frequency_weights_give_the_expanded_datas_sandwich():
+    """A row with frequency weight f stands for f identical rows of its group: the clusters and their scores are
+    the expanded data's."""
+    hsb = DATA["hsb"]().assign(f=lambda d: 1 + d.index % 3)
+    weighted = jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, vce="robust", freq_weights="f")
+    expanded = jaxhlm.fit("mathach ~ ses + (1 | id)", hsb.loc[hsb.index.repeat(hsb["f"])], vce="robust")
+    np.testing.assert_allclose(weighted.bse, expanded.bse, rtol=1e-7)
+    assert weighted.robust == expanded.robust
+
+
 def test_command_line(tmp_path, capsys):
     from jaxhlm.cli import main
 
@@ -214,9 +238,6 @@ def test_refusals():
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, vce="robust", cluster="district")
     with pytest.raises(JaxhlmError, match="crossed random effects leave none"):
         jaxhlm.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", jaxhlm.datasets.penicillin(), vce="robust")
-    with pytest.raises(JaxhlmError, match="robust standard errors are not available for a model with a residual "
-                                          "variance per stratum"):
-        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, residuals_by="sector", vce="robust")
     robust = jaxhlm.fit("mathach ~ ses + (1 | id)", hsb, vce="robust")
     oim = jaxhlm.fit("mathach ~ ses + sector + (1 | id)", hsb)
     with pytest.raises(JaxhlmError, match="not valid for tests when the standard errors are robust"):
