@@ -41,6 +41,7 @@ bench: $(VENV)/.bench
 	$(PY) experiments/bench_nested.py
 	$(PY) experiments/bench_crossed.py
 	$(PY) experiments/bench_residuals.py
+	$(PY) experiments/bench_robust.py
 	$(PY) experiments/bench_profile.py
 	$(PY) experiments/neural_mixed.py
 
