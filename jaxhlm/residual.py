@@ -42,9 +42,9 @@ class SerialRows(NamedTuple):
     X (s, T, p), Z (s, T, q) the outer level's random-effects design, W (s, T, q2) the inner level's (no columns
     for two levels), y (s, T); gap (s, T) the time since the series' previous row (0 on a series' first row and on
     padding, whose rows are zero and so add nothing); time (s, T) each row's time (0 on padding); live (s, T) 1 on
-    real rows, 0 on padding; stratum (s,) each series' stratum with :class:`ByStratum` (else 0); parent (s,) each series' group when the series are an inner level's clusters (with random
-    effects of their own or none), else (0,): the series are the groups; group_weights (m,) ones in a fit (see
-    :attr:`series_weights`).
+    real rows, 0 on padding; stratum (s,) each series' stratum with :class:`ByStratum` (else 0); parent (s,) each
+    series' group when the series are an inner level's clusters (with random effects of their own or none), else
+    (0,): the series are the groups; group_weights (m,) ones in a fit (see :attr:`series_weights`).
     """
 
     X: Array
@@ -59,7 +59,7 @@ class SerialRows(NamedTuple):
     group_weights: Array
 
     def series(self, index: np.ndarray | Array) -> "SerialRows":
-        """The rows of the series ``index`` only (their slabs; n, parents and groups as they are)."""
+        """The rows of the series ``index`` only (their slabs; parents and groups as they are)."""
         return self._replace(**{f: getattr(self, f)[index] for f in SLABS})
 
     @property
@@ -480,8 +480,8 @@ def _slab_stats(white: Array, data: SerialRows) -> GroupStats | NestedStats:
     stats = GroupStats(
         ZtZ=per_group(jnp.einsum("gti,gtj->gij", Z, Z)), ZtX=per_group(jnp.einsum("gti,gtj->gij", Z, X)),
         ZtX2=jnp.zeros((m, 0, 0)), Zty=per_group(jnp.einsum("gti,gt->gi", Z, y)),
-        XtX=jnp.einsum("g,gti,gtj->ij", v, X, X), Xty=jnp.einsum("g,gti,gt->i", v, X, y), yty=v @ jnp.sum(y * y, axis=1),
-        n=v @ jnp.sum(data.live, axis=1),
+        XtX=jnp.einsum("g,gti,gtj->ij", v, X, X), Xty=jnp.einsum("g,gti,gt->i", v, X, y),
+        yty=v @ jnp.sum(y * y, axis=1), n=v @ jnp.sum(data.live, axis=1),
         p=jnp.asarray(p, jnp.float64), group_weights=data.group_weights,
     )
     if q2:
