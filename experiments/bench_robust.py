@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import jaxhlm  # noqa: E402
+from bench_hsb import timed  # noqa: E402  (the same timing protocol: one untimed call, then the median)
 from jaxhlm.pipeline import clear_cache  # noqa: E402
 
 
@@ -87,16 +86,6 @@ for (nm in names(models)) {{
 """
 
 
-def _median_time(fn, repeats: int) -> tuple[object, float]:
-    out = fn()  # compilation
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return out, statistics.median(times)
-
-
 def bench_jaxhlm(data: dict[str, pd.DataFrame], repeats: int) -> dict[str, tuple[jaxhlm.MixedResult, float, float]]:
     out = {}
     for name, (which, formula, cluster, options, _) in MODELS.items():
@@ -104,8 +93,8 @@ def bench_jaxhlm(data: dict[str, pd.DataFrame], repeats: int) -> dict[str, tuple
             clear_cache()
             return jaxhlm.fit(formula, df, vce=vce, cluster=cluster if vce == "robust" else None, **options)
 
-        robust, t_robust = _median_time(lambda: fit("robust"), repeats)
-        _, t_oim = _median_time(lambda: fit("oim"), repeats)
+        robust, t_robust = timed(lambda: fit("robust"), repeats)
+        _, t_oim = timed(lambda: fit("oim"), repeats)
         out[name] = (robust, t_robust, t_robust - t_oim)
     return out
 
