@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,17 +134,22 @@ def bench_jaxhlm(data: dict[str, pd.DataFrame], repeats: int) -> dict[str, tuple
     return out
 
 
-def bench_nlme(data: dict[str, pd.DataFrame], repeats: int) -> dict[tuple[str, str], tuple[float, float]]:
+def run_r(data: dict[str, pd.DataFrame], script: Callable[[Path], str]) -> str:
+    """The output of the R code ``script(directory)``, run where each of ``data`` is ``directory/<name>.csv``."""
     if shutil.which("Rscript") is None:
         raise RuntimeError("Rscript not found")
     with tempfile.TemporaryDirectory() as tmp:
         for which, df in data.items():
             df.to_csv(Path(tmp) / f"{which}.csv", index=False)
-        models = ", ".join(f'"{k}" = c("{Path(tmp) / (w + ".csv")}", "{f}", "{r}", "{res}", '
-                           f'"{"REML" if reml else "ML"}")' for k, (w, f, r, _, res, reml) in MODELS.items())
-        script = Path(tmp) / "bench.R"
-        script.write_text(R_SCRIPT.format(repeats=repeats, models=models))
-        out = subprocess.run(["Rscript", str(script)], capture_output=True, text=True, check=True).stdout
+        path = Path(tmp) / "bench.R"
+        path.write_text(script(Path(tmp)))
+        return subprocess.run(["Rscript", str(path)], capture_output=True, text=True, check=True).stdout
+
+
+def bench_nlme(data: dict[str, pd.DataFrame], repeats: int) -> dict[tuple[str, str], tuple[float, float]]:
+    out = run_r(data, lambda tmp: R_SCRIPT.format(repeats=repeats, models=", ".join(
+        f'"{k}" = c("{tmp / (w + ".csv")}", "{f}", "{r}", "{res}", "{"REML" if reml else "ML"}")'
+        for k, (w, f, r, _, res, reml) in MODELS.items())))
     res = {}
     for line in out.splitlines():
         name, opt, ll, t = line.split("|")
@@ -191,12 +197,7 @@ def bench_bootstrap(B: int) -> None:
     line = (f"jaxhlm: {per * 1e3:.2f} ms per replicate (B = {B}), {ours.failed} failed, "
             f"{int(np.sum(ours.replicates < 0))} negative; bootstrap p = {ours.pvalue:.4f}")
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "ar1.csv"
-            d.to_csv(csv, index=False)
-            script = Path(tmp) / "boot.R"
-            script.write_text(BOOT_R.format(csv=csv, B=max(B // 5, 10)))
-            out = subprocess.run(["Rscript", str(script)], capture_output=True, text=True, check=True).stdout
+        out = run_r({"ar1": d}, lambda tmp: BOOT_R.format(csv=tmp / "ar1.csv", B=max(B // 5, 10)))
         per_r, failed, negative = out.strip().split("|")
         line += (f"\nnlme loop: {float(per_r) * 1e3:.1f} ms per replicate (B = {max(B // 5, 10)}), {failed} failed, "
                  f"{float(negative):.1%} negative; ratio {float(per_r) / per:.1f}x")

@@ -18,10 +18,8 @@ Run: ``python experiments/bench_robust.py`` (in ``make bench``). Options: ``--re
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +30,7 @@ import pandas as pd  # noqa: E402
 
 import jaxhlm  # noqa: E402
 from bench_hsb import timed  # noqa: E402  (the same timing protocol: one untimed call, then the median)
+from bench_residuals import run_r  # noqa: E402
 from jaxhlm.pipeline import clear_cache  # noqa: E402
 
 
@@ -100,16 +99,8 @@ def bench_jaxhlm(data: dict[str, pd.DataFrame], repeats: int) -> dict[str, tuple
 
 
 def bench_r(data: dict[str, pd.DataFrame], repeats: int) -> dict[str, tuple[float, float, np.ndarray]]:
-    if shutil.which("Rscript") is None:
-        raise RuntimeError("Rscript not found")
-    with tempfile.TemporaryDirectory() as tmp:
-        for which, df in data.items():
-            df.to_csv(Path(tmp) / f"{which}.csv", index=False)
-        models = ", ".join(f'"{k}" = c("{Path(tmp) / (w + ".csv")}", "{r}", "{c or ""}")'
-                           for k, (w, _, c, _, r) in MODELS.items())
-        script = Path(tmp) / "bench.R"
-        script.write_text(R_SCRIPT.format(repeats=repeats, models=models))
-        out = subprocess.run(["Rscript", str(script)], capture_output=True, text=True, check=True).stdout
+    out = run_r(data, lambda tmp: R_SCRIPT.format(repeats=repeats, models=", ".join(
+        f'"{k}" = c("{tmp / (w + ".csv")}", "{r}", "{c or ""}")' for k, (w, _, c, _, r) in MODELS.items())))
     res = {}
     for line in out.splitlines():
         name, whole, sandwich, se = line.split("|")
