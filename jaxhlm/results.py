@@ -1039,7 +1039,7 @@ def _likelihoods(command: str, models: Sequence[MixedResult]) -> None:
     if any(m.robust is not None for m in models):
         raise ComparisonError(f"{command} compares likelihoods, which are not valid for tests when the standard errors "
                               "are robust (the model may be misspecified); use Wald tests (test, testparm), or refit "
-                              "with vce='oim'")
+                              "with model-based standard errors (vce='oim'; in Stata syntax, without vce(robust))")
 
 
 def _comparable(command: str, models: Sequence[MixedResult]) -> None:
