@@ -244,6 +244,7 @@ class MixedResult:
 
         if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 2:
             raise JaxhlmError(f"B must be a whole number of bootstrap replicates, at least 2; got {B!r}")
+        self._model_based("parametric-bootstrap intervals draw from the fitted model")
         if (B, seed) not in self._bootstraps:
             fits = batch.bootstrap_fits(self, B, seed)
             self._bootstraps[B, seed] = fits.select(fits.converged)
@@ -255,6 +256,7 @@ class MixedResult:
 
     def _profile(self, alpha: float) -> ProfileIntervals:
         """The profile intervals at ``alpha`` (solved once per result and level)."""
+        self._model_based("profile-likelihood intervals invert the likelihood-ratio test")
         if alpha not in self._profiles:
             self._profiles[alpha] = profile_intervals(
                 self._data, self.design.blocks, self.theta, self.scale, np.asarray(self.fit.beta), self.reml,
@@ -264,6 +266,14 @@ class MixedResult:
             warnings.warn("profile-likelihood interval not found (reported as NaN): " + ", ".join(pi.failed),
                           RuntimeWarning, stacklevel=3)
         return pi
+
+    def _model_based(self, what: str) -> None:
+        """Refuse, for a fit with robust standard errors, what holds only if the model is right: they were asked
+        for because it may not be."""
+        if self.robust is not None:
+            raise JaxhlmError(f"{what}, which holds only if the model is right, and this fit has robust standard "
+                              "errors because it may not be; use the Wald intervals (method='wald', the default), "
+                              "which take the sandwich, or refit with model-based standard errors (vce='oim')")
 
     @property
     def scale(self) -> float:

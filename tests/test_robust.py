@@ -246,6 +246,10 @@ def test_refusals():
         jaxhlm.drop1(robust)
     with pytest.raises(JaxhlmError, match="cannot be combined with robust"):
         robust.satterthwaite()
+    with pytest.raises(JaxhlmError, match="profile-likelihood intervals invert the likelihood-ratio test"):
+        robust.conf_int(method="profile")
+    with pytest.raises(JaxhlmError, match="parametric-bootstrap intervals draw from the fitted model"):
+        robust.varcorr(method="bootstrap", B=10)
     # a cluster column with missing values: those rows leave the sample, counted, as any variable's
     holes = hsb.assign(cl=hsb["cl"].where(hsb.index % 100 != 0))
     m = jaxhlm.fit("mathach ~ ses + (1 | id)", holes, vce="robust", cluster="cl")
