@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +78,7 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     theta0 = _best_start(dev, em_warmup(jnp.asarray(cov.theta_start(blocks)), fixed, T, blocks, em_steps), start)
     sol = minimise(dev, theta0, lower, even=jnp.asarray(cov.theta_even(blocks)), max_steps=max_steps,
                    snap=SNAP_TOL)
-    theta = _at_optimum(T, reml, lower, stats, sol.x)
+    theta = _at_optimum(partial(_deviance_of, reml=reml), lower, (stats, T), sol.x)
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
     return Fit(
@@ -138,41 +138,54 @@ def fit_residual(data: GroupStats, structure: Structure, blocks: cov.Structure, 
     em = em_warmup(jnp.asarray(cov.theta_start(blocks)), structure.whiten(fixed, jnp.zeros(k))[0], T, blocks, 20)
     x0 = _best_start(dev, jnp.concatenate([em, jnp.zeros(k)]), start)
     free = jnp.full(k, -jnp.inf)
-    sol = minimise(dev, x0, jnp.concatenate([jnp.asarray(cov.theta_lower(blocks)), free]),
+    lower = jnp.concatenate([jnp.asarray(cov.theta_lower(blocks)), free])
+    sol = minimise(dev, x0, lower,
                    even=jnp.concatenate([jnp.asarray(cov.theta_even(blocks)), jnp.zeros(k, bool)]),
                    max_steps=max_steps, snap=SNAP_TOL)
     linear = minimise(lambda e: dev(jnp.concatenate([jnp.zeros(n_theta), e])), jnp.zeros(k), free)
-    theta, psi = sol.x[:n_theta], sol.x[n_theta:]
-    stats = structure.whiten(fixed, psi)[0]
+    x = _at_optimum(partial(_residual_deviance_of, structure=structure, reml=reml), lower, (data, T), sol.x)
+    theta, psi = x[:n_theta], x[n_theta:]
+    stats = structure.whiten(data, psi)[0]
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
     return ResidualFit(Fit(solution=sol, theta=theta, deviance=sol.value, deviance_linear=linear.value,
                            beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2), psi)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _at_optimum(T: Array, reml: bool, lower: Array, stats: GroupStats, theta: Array) -> Array:
-    """θ̂ itself; its derivative with respect to ``stats`` is that of the optimum (see the JVP rule)."""
-    return theta
+def _deviance_of(theta: Array, data: tuple[GroupStats, Array], reml: bool) -> Array:
+    return _deviance(theta, *data, reml)
+
+
+def _residual_deviance_of(x: Array, data: tuple[GroupStats, Array], structure: Structure, reml: bool) -> Array:
+    stats, templates = data
+    return residual_deviance(x, stats, structure, templates, reml)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _at_optimum(deviance: Callable[[Array, Any], Array], lower: Array, data: Any, x: Array) -> Array:
+    """x̂ itself (θ̂, or (θ̂, ψ̂)), the minimiser of ``deviance(x, data)`` above ``lower``; its derivative with
+    respect to ``data`` is that of the optimum (see the JVP rule). ``deviance`` closes over static values only:
+    the arrays it needs (the statistics, the templates) come in ``data``."""
+    return x
 
 
 @_at_optimum.defjvp
-def _at_optimum_jvp(reml: bool, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
-    """The implicit function theorem: θ̂(s) solves ∇_θ d(θ, s) = 0 on the free coordinates, so
-    dθ̂ = −H⁻¹ ∂_s∇_θ d · ds there, and coordinates held at their bound (a zero variance) stay put.
+def _at_optimum_jvp(deviance: Callable[[Array, Any], Array], primals: tuple, tangents: tuple
+                    ) -> tuple[Array, Array]:
+    """The implicit function theorem: x̂(s) solves ∇ₓ d(x, s) = 0 on the free coordinates, so
+    dx̂ = −H⁻¹ ∂_s∇ₓ d · ds there, and coordinates held at their bound (a zero variance) stay put.
 
     Why not differentiate the optimiser: its loop has data-dependent length and a line search, and its
     derivative would be that of the iterates, not of the optimum; this costs one Hessian and one solve.
     """
-    T, lower, stats, theta = primals
-    ds = tangents[2]
-    grad = jax.grad(_deviance)
-    H = jax.hessian(_deviance)(theta, stats, T, reml)
-    _, g_dot = jax.jvp(lambda s: grad(theta, s, T, reml), (stats,), (ds,))
-    free = theta > lower
+    lower, data, x = primals
+    ds = tangents[1]
+    H = jax.hessian(deviance)(x, data)
+    _, g_dot = jax.jvp(lambda s: jax.grad(deviance)(x, s), (data,), (ds,))
+    free = x > lower
     both = free[:, None] & free[None, :]
-    H = jnp.where(both, H, jnp.eye(theta.shape[0]))
-    return theta, jnp.where(free, -jnp.linalg.solve(H, jnp.where(free, g_dot, 0.0)), 0.0)
+    H = jnp.where(both, H, jnp.eye(x.shape[0]))
+    return x, jnp.where(free, -jnp.linalg.solve(H, jnp.where(free, g_dot, 0.0)), 0.0)
 
 
 class REInformation(NamedTuple):

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from . import covariance as cov
-from .estimate import Fit, fit_stats
+from .estimate import Fit, fit_residual, fit_stats
 from .profile import loglik
 from .residual import INDEPENDENT, SerialRows, Structure
 from .stats import CrossedStats, GroupedData, GroupStats, NestedStats, group_stats
@@ -107,23 +107,31 @@ def n_groups(data: Pieces) -> int:
     return data.y.shape[0] if isinstance(data, GroupedData) else data.n.shape[0]
 
 
-@partial(jax.jit, static_argnames=("structure", "reml"))
-def one_step(data: Pieces, structure: cov.Structure, reml: bool = False) -> Array:
+def _fit(data: Pieces, w: Array, structure: cov.Structure, residual: Structure, reml: bool) -> Fit:
+    """The fit with group j's log-likelihood contribution weighted by wⱼ."""
+    stats = weighted_stats(data, w)
+    return fit_stats(stats, structure, reml) if residual == INDEPENDENT else fit_residual(
+        stats, residual, structure, reml).fit
+
+
+@partial(jax.jit, static_argnames=("structure", "reml", "residual"))
+def one_step(data: Pieces, structure: cov.Structure, reml: bool = False, residual: Structure = INDEPENDENT
+             ) -> Array:
     """(m, p) DFBETA by the infinitesimal jackknife: ∂β̂/∂wⱼ at w = 1 (module docstring). ``structure`` is a
-    tuple of :class:`~jaxhlm.covariance.Block` (static)."""
-    beta = lambda w: fit_stats(weighted_stats(data, w), structure, reml).beta  # noqa: E731
+    tuple of :class:`~jaxhlm.covariance.Block` (static), ``residual`` the residual structure."""
+    beta = lambda w: _fit(data, w, structure, residual, reml).beta  # noqa: E731
     return jax.jacrev(beta)(jnp.ones(n_groups(data))).T
 
 
-@partial(jax.jit, static_argnames=("structure", "reml", "batch_size"))
-def leave_one_out(data: Pieces, structure: cov.Structure, reml: bool = False,
-                  batch_size: int = LOO_BATCH) -> Fit:
+@partial(jax.jit, static_argnames=("structure", "reml", "batch_size", "residual"))
+def leave_one_out(data: Pieces, structure: cov.Structure, reml: bool = False, batch_size: int = LOO_BATCH,
+                  residual: Structure = INDEPENDENT) -> Fit:
     """The m fits without one group each (a :class:`Fit` with a leading group axis), batched ``batch_size``
     at a time."""
     m = n_groups(data)
 
     def without(j: Array) -> Fit:
-        return fit_stats(weighted_stats(data, jnp.ones(m).at[j].set(0.0)), structure, reml)
+        return _fit(data, jnp.ones(m).at[j].set(0.0), structure, residual, reml)
 
     return jax.lax.map(without, jnp.arange(m), batch_size=batch_size)
 

@@ -443,18 +443,17 @@ class MixedResult:
         fits whatever the number of groups); ``exact=True`` refits the model without each group (batched). On the
         HSB models the one-step values are within a few percent of the refits (README, "Influence").
         """
-        self.design.require_independent("influence statistics")
         _config.relieve_map_pressure()
         d = self.design
         data = self._pieces(d.rows())
         beta, cov_beta = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
         converged_all = None
         if exact:
-            loo = influence.leave_one_out(data, d.blocks, self.reml)
+            loo = influence.leave_one_out(data, d.blocks, self.reml, residual=d.residual)
             dfbeta = beta - np.asarray(loo.beta)
             converged_all = np.asarray(converged(loo.solution.result, loo.solution.decrement))
         else:
-            dfbeta = np.asarray(influence.one_step(data, d.blocks, self.reml))
+            dfbeta = np.asarray(influence.one_step(data, d.blocks, self.reml, d.residual))
         cooks = np.asarray(influence.cooks_distance(jnp.asarray(dfbeta), jnp.asarray(cov_beta)))
         index = pd.Index(d.group_labels, name=d.group_name)
         names = list(d.fe_names)

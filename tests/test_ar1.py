@@ -163,10 +163,9 @@ def test_order_chunks_missing_times_and_comparisons(fits):
 def test_bad_input_and_refusals(fits):
     d = _data()
     m = fits["intercept_ml"]
-    for call, words in [(m.icc, "intraclass"), (m.influence, "influence")]:
-        with pytest.raises(JaxhlmError, match="AR\\(1\\) residuals") as info:
-            call()
-        assert words in str(info.value)
+    with pytest.raises(JaxhlmError, match="AR\\(1\\) residuals") as info:
+        m.icc()
+    assert "intraclass" in str(info.value)
     with pytest.raises(DataError, match="repeats a value within a id group"):
         jaxhlm.fit(FORMULAS["intercept_ml"], d.assign(t=d["time"] // 2), residuals="ar1", time="t")
     with pytest.raises(DataError, match="whole numbers"):
