@@ -356,6 +356,10 @@ def _rows(design: Design, frequencies: bool = False) -> tuple[Rows, np.ndarray |
     rows and that scale (None without weights). Frequency weights only for the bootstrap (``frequencies``),
     which draws each row's spread within (:func:`within_ss`): a response given per row cannot hold it."""
     design.require_independent("simulate, refit_batch and the parametric bootstrap", (Strata,))
+    if design.encoding is not None and design.encoding.spec.sampled:
+        raise DataError("simulate, refit_batch and the parametric bootstrap are for fits without sampling weights: "
+                        "a pseudo-likelihood has no model of the sample to draw from, and the batched refits carry "
+                        "no level weights; fit each response with jaxhlm.fit")
     rows = design.rows()
     if rows.freq is not None and not frequencies:
         raise DataError("simulate and refit_batch do not take frequency weights: a row that stands for f "

@@ -1,6 +1,7 @@
 """Command line.
 
-``jaxhlm fit FORMULA [--data FILE] [--chunksize N] [--reml] [--cov KIND] [--vce robust [--cluster VAR]] [--json]``
+``jaxhlm fit FORMULA [--data FILE] [--chunksize N] [--reml] [--cov KIND] [--vce robust [--cluster VAR]]
+[--pweights VAR] [--group-pweights LEVEL=VAR ...] [--pwscale size|effective|gk] [--json]``
 — an lme4-style formula;
 ``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE] [--chunksize N] [--json]`` —
 Stata syntax. FILE is CSV or Parquet; with ``--chunksize`` a CSV file is read and reduced N rows at a time;
@@ -50,11 +51,16 @@ def _parser() -> argparse.ArgumentParser:
                         "[q], banded [q] or unstructured (Stata's residuals(rspec, t(var)))")
     f.add_argument("--time", help="column of the time the correlated residual structures (all but independent and "
                                   "exchangeable) need")
-    f.add_argument("--vce", choices=["oim", "robust"], default="oim",
+    f.add_argument("--vce", choices=["oim", "robust"],
                    help="standard errors: oim (observed information, the default) or robust (the cluster-robust "
-                        "sandwich; Stata's vce(robust))")
+                        "sandwich; Stata's vce(robust), the default with sampling weights)")
     f.add_argument("--cluster", help="column whose values are the clusters of --vce robust (Stata's vce(cluster "
                                      "var)); default: the outermost grouping level's groups")
+    f.add_argument("--pweights", help="column of the observations' sampling weights (Stata's [pw=var])")
+    f.add_argument("--group-pweights", nargs="+", metavar="LEVEL=VAR", default=[],
+                   help="a grouping level's sampling weights (Stata's pweight(var) of the level), e.g. id=wschool")
+    f.add_argument("--pwscale", choices=["size", "effective", "gk"],
+                   help="scale the observations' sampling weights within each group (Stata's pwscale())")
     f.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     m = sub.add_parser("mixed", help="fit a model written in Stata's mixed syntax")
     m.add_argument("model", help="e.g. 'mathach c.ses##i.sector || id: ses, cov(unstr)'")
@@ -96,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default 0)")
     c.add_argument("--data", help=data_help)
     return ap
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    """``LEVEL=VAR`` arguments as a mapping."""
+    from .errors import JaxhlmError
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key or not value:
+            raise JaxhlmError(f"{option} takes LEVEL=VAR pairs, e.g. id=wschool; got {item!r}")
+        out[key] = value
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         result = (fit(args.formula, data, reml=args.reml, cov=args.cov, dfmethod=args.dfmethod, weights=args.weights,
                       freq_weights=args.freq_weights, residuals_by=args.residuals_by,
-                      residuals=args.residuals, time=args.time, vce=args.vce, cluster=args.cluster)
+                      residuals=args.residuals, time=args.time, vce=args.vce, cluster=args.cluster,
+                      pweights=args.pweights, group_pweights=_pairs(args.group_pweights, "--group-pweights"),
+                      pwscale=args.pwscale)
                   if args.command == "fit" else mixed(args.model, data))
     except JaxhlmError as exc:
         print(f"jaxhlm: error: {exc}", file=sys.stderr)

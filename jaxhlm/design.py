@@ -37,8 +37,8 @@ from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
 from .residual import (AR1, INDEPENDENT, SLABS, ByStratum, Exchangeable, Exponential, Serial, SerialRows, Strata,
                        Structure, Toeplitz, Unstructured)
-from .stats import (Accumulator, GroupedData, GroupStats, HostStats, device_stats, inverse_permutation, pad_groups,
-                    pad_host, pad_rows, row_scale, slots, stack_strata, total)
+from .stats import (Accumulator, GroupedData, GroupStats, HostStats, Sampling, device_stats, inverse_permutation,
+                    pad_groups, pad_host, pad_rows, row_scale, slots, stack_strata, total)
 
 #: A column whose residual norm after projection on the kept columns is below this fraction of its own
 #: norm is collinear (lme4's rank tolerance).
@@ -56,7 +56,9 @@ Data = Union[pd.DataFrame, Mapping[str, Any], Iterable[pd.DataFrame], str, os.Pa
 class Rows:
     """The model's rows: y (N,), X (N, p), Z (N, q) and group codes (N,) in the estimation sample's order,
     with the row labels of the data they came from; a three-level model's cluster codes (N,) too; and the
-    rows' precision and frequency weights when the model has them (:class:`~jaxhlm.stats.Accumulator`)."""
+    rows' precision and frequency weights when the model has them (:class:`~jaxhlm.stats.Accumulator`). With
+    sampling weights, ``freq`` holds the rows' own (they count as frequencies do) and ``sampling`` all of them,
+    their groups' and clusters' included."""
 
     y: np.ndarray
     X: np.ndarray
@@ -66,6 +68,7 @@ class Rows:
     cluster: np.ndarray | None = None
     weights: np.ndarray | None = None
     freq: np.ndarray | None = None
+    sampling: Sampling | None = None
 
     @property
     def codes(self) -> tuple[np.ndarray, ...]:
@@ -76,7 +79,17 @@ class Rows:
         """The rows where the mask ``keep`` is true."""
         pick = lambda a: None if a is None else a[keep]  # noqa: E731
         return Rows(self.y[keep], self.X[keep], self.Z[keep], self.group[keep], self.index[keep], pick(self.cluster),
-                    pick(self.weights), pick(self.freq))
+                    pick(self.weights), pick(self.freq),
+                    None if self.sampling is None else Sampling(*map(pick, self.sampling)))
+
+    def level_weights(self, n_groups: int, n_clusters: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The groups' (n_groups,) and clusters' (n_clusters,) sampling weights, 1 without them."""
+        v, c = np.ones(n_groups), np.ones(n_clusters)
+        if self.sampling is not None:
+            v[self.group] = self.sampling.groups
+            if self.sampling.clusters is not None:
+                c[self.cluster] = self.sampling.clusters
+        return v, c
 
     def whitened(self, frequencies: bool = False) -> "Rows":
         """The rows scaled by the square roots of their precision weights: an unweighted model (residual
@@ -92,7 +105,8 @@ class Rows:
         """The rows, whitened, padded into one slab per group, their frequencies as observation weights: the
         array-level form."""
         r = self.whitened()
-        return pad_groups(r.X, r.Z, r.y, r.group, n_groups, r.freq)
+        return pad_groups(r.X, r.Z, r.y, r.group, n_groups, r.freq)._replace(
+            group_weights=jnp.asarray(self.level_weights(n_groups)[0]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -407,7 +421,8 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
     missing(list(dict.fromkeys(v for key in spec.level_keys for v in key)), "grouping variable")
     missing([n for t in spec.random for n in t.slopes], "random-effect variable")
     missing(fixed_vars, "variable")
-    missing([n for n in (spec.weights, spec.freq_weights) if n is not None], "weight variable")
+    missing([n for n in (spec.weights, spec.freq_weights, spec.pweights, *spec.level_pweights) if n is not None],
+            "weight variable")
     missing([spec.residual_by] if spec.residual_by is not None else [], "residual-variance variable")
     missing([spec.residual_time] if spec.residual_time is not None else [], "time variable")
     missing([spec.cluster] if spec.cluster is not None else [], "cluster variable")
@@ -434,7 +449,7 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
                                *[n for t in spec.random for n in t.slopes],
                                *sorted(fixed_vars),
                                *(n for n in (spec.weights, spec.freq_weights, spec.residual_by, spec.residual_time,
-                                             spec.cluster) if n)]))
+                                             spec.cluster, spec.pweights, *spec.level_pweights) if n)]))
 
 
 def read_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
@@ -653,10 +668,50 @@ def _weights(spec: ModelSpec, frame: pd.DataFrame) -> tuple[np.ndarray | None, n
     return out[0], out[1]
 
 
+def _pweights(spec: ModelSpec, frame: pd.DataFrame) -> list[np.ndarray | None]:
+    """The sampling weights' columns, the observations' then each level's (None where the model has none),
+    checked: finite and not negative (a zero weight leaves the row out, as other weights do)."""
+    names = [spec.pweights, *spec.level_pweights]
+    out = []
+    for name in names:
+        w = None if name is None else _numeric(frame, name, "sampling weight")
+        if w is not None and (bad := ~np.isfinite(w) | (w < 0)).any():
+            raise DataError(f"the sampling weight {name!r} must be finite and not negative; row "
+                            f"{frame.index[bad][0]!r} has {w[bad][0]}")
+        out.append(w)
+    return out
+
+
+def _sampling(spec: ModelSpec, frame: pd.DataFrame, pw: list[np.ndarray | None], groups: np.ndarray
+              ) -> Sampling:
+    """The rows' sampling weights by level (:class:`~jaxhlm.stats.Sampling`), 1 where a level has none; a level's
+    weight must be constant within each of its groups. ``pwscale`` scales the observations' weights within each
+    group (codes ``groups``), as Stata's: to sum to the group's size (size), to its effective size (Σw)²/Σw²
+    (effective), or (gk, Graubard and Korn) to 1, the group's weight becoming the mean of the products of both."""
+    n = len(frame)
+    for k, (name, keys) in enumerate(zip(spec.level_pweights, spec.level_keys)):
+        if name is not None:
+            spread = frame.groupby(list(keys), sort=False)[name].nunique()
+            if (spread > 1).any():
+                raise DataError(f"the sampling weight {name!r} of level {spec.levels[k]} varies within "
+                                f"{int((spread > 1).sum()):,} of its groups (e.g. {spread.index[spread > 1][0]}); "
+                                "a level's weight is its groups', one value per group")
+    rows, *levels = (np.ones(n) if w is None else w for w in pw + [None] * (1 + len(spec.levels) - len(pw)))
+    if spec.pwscale is not None:
+        total, size = np.bincount(groups, rows), np.bincount(groups)
+        if spec.pwscale == "size":
+            rows = rows * size[groups] / total[groups]
+        elif spec.pwscale == "effective":
+            rows = rows * total[groups] / np.bincount(groups, rows * rows)[groups]
+        else:
+            levels[0], rows = levels[0] * total[groups] / size[groups], np.ones(n)
+    return Sampling(rows, levels[0], levels[1] if len(levels) > 1 else None)
+
+
 class _Chunk(NamedTuple):
     """One chunk's rows in the estimation sample (``frame``) and what the model makes of them: y, X, Z, the
-    provisional group and cluster codes, the weights; and how many rows were left out, for a missing value or
-    a zero weight."""
+    provisional group and cluster codes, the weights; how many rows were left out, for a missing value or
+    a zero weight; and the sampling weights (None without them)."""
 
     frame: pd.DataFrame
     y: np.ndarray
@@ -666,6 +721,15 @@ class _Chunk(NamedTuple):
     weights: tuple[np.ndarray | None, np.ndarray | None]
     missing: int
     zero: int
+    sampling: Sampling | None = None
+
+    @property
+    def hashed(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The weights that tell the sample's observations apart (:class:`_Sample`): sampling weights, all levels'
+        together, in the frequency weights' place."""
+        if self.sampling is None:
+            return self.weights
+        return self.weights[0], np.concatenate([w for w in self.sampling if w is not None])
 
 
 def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors, levels: _Levels,
@@ -678,18 +742,21 @@ def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors
     missing = int((~complete).sum())
     if missing:
         frame = frame.loc[complete]
-    weights = _weights(spec, frame)
-    positive = np.logical_and.reduce([w > 0 for w in weights if w is not None] + [np.ones(len(frame), bool)])
+    weights, pw = _weights(spec, frame), _pweights(spec, frame)
+    positive = np.logical_and.reduce([w > 0 for w in (*weights, *pw) if w is not None] + [np.ones(len(frame), bool)])
     zero = int((~positive).sum())
     if zero:
         frame = frame.loc[positive]
         weights = tuple(None if w is None else w[positive] for w in weights)
+        pw = [None if w is None else w[positive] for w in pw]
     if len(frame) == 0:
         return _Chunk(frame, np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)), (np.zeros(0, int), None),
                       weights, missing, zero)
     y = _numeric(frame, spec.response, "response")
-    return _Chunk(frame, y, encoder.columns(frame), _random_design(spec, frame), levels.codes(frame), weights,
-                  missing, zero)
+    codes = levels.codes(frame)
+    sampling = _sampling(spec, frame, pw, codes[0]) if spec.sampled else None
+    return _Chunk(frame, y, encoder.columns(frame), _random_design(spec, frame), codes, weights, missing, zero,
+                  sampling)
 
 
 @dataclass(frozen=True, eq=False)
@@ -712,11 +779,11 @@ class Encoding:
         c = _encode(self.spec, data, self.encoder, self.levels, 0, len(data))
         (codes, clusters), (precision, freq) = c.codes, c.weights
         check = _Sample()
-        check.update(c.frame, c.y, self.levels.variables, c.weights)
+        check.update(c.frame, c.y, self.levels.variables, c.hashed)
         return Rows(y=c.y, X=c.X[:, self.kept], Z=c.Z, group=self.ranks[0][codes], index=c.frame.index,
                     cluster=None if clusters is None or len(self.ranks) < 2 else self.ranks[1][clusters],
-                    weights=precision,
-                    freq=freq), check.digest()
+                    weights=precision, freq=freq if c.sampling is None else c.sampling.rows,
+                    sampling=c.sampling), check.digest()
 
     def predictors(self, data: pd.DataFrame, random: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
@@ -776,6 +843,11 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     q1 = spec.n_first
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
+    if spec.sampled and (crossed or spec.residual_by or spec.residual_kind != "independent"):
+        raise DataError("sampling weights are fitted for models with one grouping level or two nested ones and "
+                        "independent residuals of one variance; this model has " + (
+                            "crossed grouping factors" if crossed else "a residual variance by a variable"
+                            if spec.residual_kind == "independent" else f"{spec.residual_kind} residuals"))
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
     strata, parts_by = (_Groups(), []) if spec.residual_by and spec.residual_kind == "independent" else (None, None)
     # With correlated residuals by a variable, each series' stratum (its value), for the structure to tell apart.
@@ -791,6 +863,9 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     for k, frame in enumerate(parts):
         if k == 1:
             encoder.check_chunked()
+            if spec.sampled:
+                raise DataError("sampling weights are scaled and checked within whole groups, and give robust "
+                                "standard errors, which need the rows at hand: pass the data as a DataFrame")
         c = _encode(spec, frame, encoder, levels, offset, None if source is None else len(source))
         offset += len(frame)
         missing, zero = missing + c.missing, zero + c.zero
@@ -804,7 +879,7 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
                 parts_by[stratum].add(c.X[rows], c.Z[rows, :q1], c.y[rows], c.codes[0][rows], c.Z[rows, q1:],
                                       None if c.codes[1] is None else c.codes[1][rows], precision, freq)
         elif len(c.y):
-            acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights)
+            acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights, sampling=c.sampling)
         if len(c.y) and spec.residual_kind != "independent":
             # a series: a group, or with two nested levels a cluster of the inner one
             series = c.codes[0] if c.codes[1] is None else c.codes[1]
@@ -813,7 +888,7 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
             by = np.zeros(len(c.y), np.int64) if serial_by is None else serial_by.codes(c.frame[spec.residual_by])
             serial.append((c.X, c.Z, c.y, series, t, by, c.codes[0]))
         if len(c.y):
-            sample.update(c.frame, c.y, levels.variables, c.weights)
+            sample.update(c.frame, c.y, levels.variables, c.hashed)
             low, high = min(low, c.y.min()), max(high, c.y.max())
     if not parts_by:
         rows = tuple(np.concatenate(a) for a in zip(*serial)) if serial else None

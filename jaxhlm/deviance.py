@@ -155,7 +155,8 @@ def _factorize_nested(Lam: Array, stats: NestedStats) -> Factor:
     effects of a group) matrix is formed however many clusters a group holds. log|L|² = Σ_k log|L_k|² +
     Σⱼ log|M_j|, and [X y]ᵀV⁻¹[X y] (times σ²) is [X y]ᵀ[X y] less the squares of the forward-solved right-hand
     sides of both stages. Λ is block-diagonal over (Λ₁, Λ₂): the outer level's effects first. A group's weight
-    (``group_weights``) multiplies all of its terms, its clusters' included.
+    (``group_weights``) multiplies all of its terms, its clusters' included; a cluster's (``cluster_weights``) its
+    own terms and those it leaves in its group's block (as would as many copies of the cluster).
     """
     q1, p = stats.ZtZ.shape[-1], stats.XtX.shape[0]
     L1, L2 = Lam[:q1, :q1], Lam[q1:, q1:]
@@ -163,14 +164,14 @@ def _factorize_nested(Lam: Array, stats: NestedStats) -> Factor:
     B2 = jnp.concatenate([stats.WtZ @ L1, stats.WtX, stats.Wty[..., None]], axis=-1)
     logdiag2, K = chol_solve(M2, jnp.einsum("ji,gjk->gik", L2, B2))
     C, Kxy = K[..., :q1], K[..., q1:]
-    m = stats.ZtZ.shape[0]
+    m, c = stats.ZtZ.shape[0], stats.cluster_weights
     M1 = (jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
-          - jax.ops.segment_sum(jnp.einsum("gai,gaj->gij", C, C), stats.parent, num_segments=m))
+          - jax.ops.segment_sum(jnp.einsum("g,gai,gaj->gij", c, C, C), stats.parent, num_segments=m))
     B1 = jnp.einsum("ji,gjk->gik", L1, jnp.concatenate([stats.ZtX, stats.Zty[..., None]], axis=-1))
-    logdiag1, K1 = chol_solve(M1, B1 - jax.ops.segment_sum(jnp.einsum("gai,gaj->gij", C, Kxy), stats.parent,
+    logdiag1, K1 = chol_solve(M1, B1 - jax.ops.segment_sum(jnp.einsum("g,gai,gaj->gij", c, C, Kxy), stats.parent,
                                                            num_segments=m))
     v1 = stats.group_weights
-    v2 = v1[stats.parent]
+    v2 = v1[stats.parent] * c
     G = jnp.einsum("g,gai,gaj->ij", v2, Kxy, Kxy) + jnp.einsum("g,gai,gaj->ij", v1, K1, K1)
     return _profile(stats.XtX - G[:p, :p], stats.Xty - G[:p, p], stats.yty - G[p, p],
                     2.0 * (jnp.sum(v1 * logdiag1) + jnp.sum(v2 * logdiag2)))
@@ -305,10 +306,11 @@ def nested_posterior(Lam: Array, stats: NestedStats, beta: Array) -> tuple[Array
     E = jnp.einsum("ji,gjk,kl->gil", L2, stats.WtZ, L1)
     _, K = chol_solve(D, jnp.concatenate([E, r2[..., None], jnp.broadcast_to(jnp.eye(q2), D.shape)], axis=-1))
     C, k2, Dinv_half = K[..., :q1], K[..., q1], K[..., q1 + 1:]  # L_k⁻¹E_k, L_k⁻¹r_k, L_k⁻¹
+    c = stats.cluster_weights  # a cluster's weight multiplies what it leaves in its group's block
     S = (jnp.einsum("ji,gjk,kl->gil", L1, stats.ZtZ, L1) + jnp.eye(q1)
-         - jax.ops.segment_sum(jnp.einsum("gai,gaj->gij", C, C), stats.parent, num_segments=m))
+         - jax.ops.segment_sum(jnp.einsum("g,gai,gaj->gij", c, C, C), stats.parent, num_segments=m))
     r1 = (jnp.einsum("ji,gj->gi", L1, stats.Zty - stats.ZtX @ beta)
-          - jax.ops.segment_sum(jnp.einsum("gai,ga->gi", C, k2), stats.parent, num_segments=m))
+          - jax.ops.segment_sum(jnp.einsum("g,gai,ga->gi", c, C, k2), stats.parent, num_segments=m))
     _, K1 = chol_solve(S, jnp.concatenate([r1[..., None], jnp.broadcast_to(jnp.eye(q1), S.shape)], axis=-1))
     u1 = jnp.einsum("gai,ga->gi", K1[..., 1:], K1[..., 0])
     V1 = jnp.einsum("gai,gaj->gij", K1[..., 1:], K1[..., 1:])

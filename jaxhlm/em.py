@@ -58,10 +58,10 @@ def _level_moments(Lam: Array, stats: NestedStats | CrossedStats, beta: Array, s
         return jnp.einsum("g,gi,gj->ij", real, b, b) / jnp.sum(real) + s2 * jnp.einsum(
             "g,ia,gab,jb->ij", real, L, V, L) / jnp.sum(real)
 
-    # Groups count by their weights (a left-out group not at all), and a nested cluster by its group's.
+    # Groups count by their weights (a left-out group not at all), and a nested cluster by its own and its group's.
     v = stats.group_weights
     outer = mean(Lam[:q1, :q1], u1, V1, jnp.any(stats.ZtZ != 0, axis=(1, 2)) * v)
-    inner_weights = v[stats.parent] if isinstance(stats, NestedStats) else 1.0
+    inner_weights = v[stats.parent] * stats.cluster_weights if isinstance(stats, NestedStats) else 1.0
     inner = mean(Lam[q1:, q1:], u2, V2, jnp.any(stats.WtW != 0, axis=(1, 2)) * inner_weights)
     return jax.scipy.linalg.block_diag(outer, inner)
 

@@ -79,6 +79,40 @@ def check_vce(vce: str, cluster: str | None, reml: bool, dfmethod: str | None) -
                            "it cannot be combined with robust ones (as in Stata); drop one of them")
 
 
+#: Stata's pwscale(): how the observations' sampling weights are scaled within each group (two-level models)
+PWSCALES = ("size", "effective", "gk")
+
+
+def check_sampling(spec: "ModelSpec") -> None:
+    """Sampling weights (Stata's pweights) make the fit a pseudo-likelihood: ML only, robust standard errors only
+    (both Stata's rules), and no other kind of weight beside them."""
+    levels = spec.levels
+    if len(spec.level_pweights) > len(levels):
+        raise FormulaError(f"sampling weights are given for {len(spec.level_pweights)} grouping levels; the model "
+                           f"has {len(levels)}")
+    if spec.pwscale is not None:
+        if spec.pwscale not in PWSCALES:
+            raise FormulaError(f"pwscale({spec.pwscale}) is not a scaling; use size, effective or gk")
+        if spec.pweights is None:
+            raise FormulaError("pwscale() scales the observations' sampling weights within their groups; give them "
+                               "([pw=varname], or pweights= in fit())")
+        if len(levels) > 1:
+            raise FormulaError("pwscale() is for models with one grouping level (as in Stata); scale the weights "
+                               "of a three-level model beforehand")
+    if not spec.sampled:
+        return
+    if spec.reml:
+        raise FormulaError("sampling weights make the fit a pseudo-likelihood, which REML does not restrict; fit by "
+                           "ML (reml=False), as Stata requires")
+    if spec.weights is not None or spec.freq_weights is not None:
+        raise FormulaError("sampling weights cannot be combined with precision or frequency weights; fold them into "
+                           "the sampling weights")
+    if spec.vce != "robust":
+        raise FormulaError("sampling weights give robust (sandwich) standard errors, clustered at the outermost "
+                           "level unless a cluster variable is given; the model-based ones (vce='oim') are not "
+                           "available with them, as in Stata")
+
+
 @dataclass(frozen=True)
 class Display:
     """How a fit is reported: Stata's display options of ``mixed``. ``level`` sets the confidence level of both
@@ -128,9 +162,17 @@ class ModelSpec:
     #: groups of the outermost level, or those of the column ``cluster``, which must contain them whole)
     vce: str = "oim"
     cluster: str | None = None
+    #: Stata's sampling weights (pweights): the column of the observations' own weights (``[pw=var]``, each given
+    #: its group, or in a three-level model its cluster), and per grouping level, outermost first, the column of
+    #: its groups' weights (the level's ``pweight(var)``; None where it has none); ``pwscale`` one of
+    #: :data:`PWSCALES`, how the observations' weights are scaled within each group
+    pweights: str | None = None
+    level_pweights: tuple[str | None, ...] = ()
+    pwscale: str | None = None
 
     def __post_init__(self) -> None:
         check_dfmethod(self.dfmethod, self.reml)
+        check_sampling(self)
         check_vce(self.vce, self.cluster, self.reml, self.dfmethod)
         if not self.random:
             raise FormulaError("the model has no random effects; add a random intercept for the grouping variable")
@@ -147,6 +189,11 @@ class ModelSpec:
             if repeated:
                 raise FormulaError(f"random effect(s) {', '.join(repeated)} appear in more than one random term "
                                    f"of {level}")
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the model has sampling weights at any level."""
+        return self.pweights is not None or any(w is not None for w in self.level_pweights)
 
     @property
     def levels(self) -> tuple[str, ...]:

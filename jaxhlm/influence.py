@@ -45,7 +45,8 @@ LOO_BATCH = 64
 
 class NestedPieces(NamedTuple):
     """A three-level model's statistics with each group's own totals (XᵀX (m, p, p), Xᵀy (m, p), yᵀy (m,),
-    rows (m,)), from which its statistics at any group weights follow (:func:`weighted_stats`)."""
+    rows (m,), its clusters' sampling weights applied), from which its statistics at any group weights (times
+    the groups' sampling weights) follow (:func:`weighted_stats`)."""
 
     stats: NestedStats
     XtX: Array
@@ -91,6 +92,7 @@ def weighted_stats(data: Pieces, w: Array) -> GroupStats | NestedStats | Crossed
         return jax.tree.map(lambda *a: jnp.stack(a), *(weighted_stats(part, w) for part in data.parts))
     if isinstance(data, GroupedData):
         return group_stats(data._replace(group_weights=data.group_weights * w))
+    w = data.stats.group_weights * w  # on the groups' own (sampling) weights
     stats = data.stats._replace(group_weights=w, XtX=jnp.einsum("g,gij->ij", w, data.XtX), Xty=w @ data.Xty,
                                 yty=w @ data.yty, n=w @ data.n)
     if isinstance(data, CrossedPieces):

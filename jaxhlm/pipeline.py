@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -13,7 +14,7 @@ from numpy.typing import ArrayLike
 from . import covariance as cov
 from . import tracecache
 from .design import Data, Design, as_frame, build_design, fingerprint, read_columns, residual_data
-from .errors import DataError
+from .errors import DataError, FormulaError
 from .estimate import Fit, fit_residual, fit_stats
 from .formula import ModelSpec, parse_formula
 from .infer import cluster_meat, lr_vs_linear, model_wald, random_effects, small_sample
@@ -37,8 +38,8 @@ def prepare(spec: ModelSpec, data: Data) -> tuple[Design, GroupStats]:
         design = build_design(spec, data)
         return design, design_stats(design)
     key = (spec.response, spec.fixed, spec.random, spec.weights, spec.freq_weights, spec.subset, spec.residual_by,
-           spec.residual_kind, spec.residual_order, spec.residual_time,
-           fingerprint(data, read_columns(spec, data.columns)))
+           spec.residual_kind, spec.residual_order, spec.residual_time, spec.pweights, spec.level_pweights,
+           spec.pwscale, fingerprint(data, read_columns(spec, data.columns)))
     hit = _PREPARED.get(key)
     if hit is not None:
         _PREPARED.move_to_end(key)
@@ -69,8 +70,9 @@ def design_stats(design: Design, packed: bool = False) -> GroupStats | SerialRow
 def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, dfmethod: str | None = None,
         weights: str | ArrayLike | None = None, freq_weights: str | ArrayLike | None = None,
         residuals_by: str | ArrayLike | None = None, residuals: str = "independent",
-        time: str | ArrayLike | None = None, vce: str = "oim", cluster: str | ArrayLike | None = None
-        ) -> MixedResult:
+        time: str | ArrayLike | None = None, vce: str | None = None, cluster: str | ArrayLike | None = None,
+        pweights: str | ArrayLike | None = None, group_pweights: Mapping[str, str | ArrayLike] | None = None,
+        pwscale: str | None = None) -> MixedResult:
     """Fit a linear mixed model (two or three levels, or two crossed factors) by ML (default) or REML.
 
     Args:
@@ -107,7 +109,8 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         abbreviations accepted. Unweighted rows.
       time: the column (as ``weights``) of the time the structures other than independent and exchangeable
         need; one observation per time in a group.
-      vce: ``"oim"`` (the default): standard errors from the observed information, as Stata's; ``"robust"``:
+      vce: ``"oim"`` (the default without sampling weights): standard errors from the observed information, as
+        Stata's; ``"robust"`` (the default, and the only choice, with them):
         the cluster-robust sandwich (Stata's ``vce(robust)``), valid when the random effects' or residuals'
         distribution is misspecified, as long as the clusters are independent. ML fits of nested models, any
         residual structure; the log likelihood becomes a pseudo-likelihood for testing, so likelihood-ratio tests
@@ -115,6 +118,18 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       cluster: the column (as ``weights``) whose values are the independent clusters of ``vce="robust"``
         (Stata's ``vce(cluster var)``): each must contain the outermost level's groups whole. Default: those
         groups.
+      pweights: the column (as ``weights``) of the observations' sampling weights, Stata's ``[pw=var]``: each
+        observation's weight given its group (in a three-level model, its cluster), the inverse of its probability
+        of selection within it. The fit maximises the pseudo-likelihood in which each observation's, cluster's and
+        group's contribution is raised to its weight (Stata's, and Rabe-Hesketh and Skrondal's), with robust
+        standard errors; ML only, and no likelihood-ratio tests.
+      group_pweights: the sampling weights of the grouping levels' groups, Stata's ``pweight(var)`` of a level: a
+        mapping from a level (as the formula names it, e.g. ``"school"`` or ``"school:class"``) to its column (as
+        ``weights``), constant within each of its groups; a level without one has weight 1.
+      pwscale: how the observations' sampling weights are scaled within each group (Stata's ``pwscale()``, models
+        with one grouping level): ``"size"`` (to sum to the group's number of observations), ``"effective"`` (to
+        its effective size (Σw)²/Σw²) or ``"gk"`` (Graubard and Korn: to 1, each group's weight multiplied by the
+        mean of its observations'); default: as given.
 
     Example:
       >>> import jaxhlm
@@ -128,10 +143,22 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
     data, residuals_by = _column(data, residuals_by, "(residuals_by)")
     data, time = _column(data, time, "(time)")
     data, cluster = _column(data, cluster, "(cluster)")
+    data, pweights = _column(data, pweights, "(pweights)")
+    unknown = [k for k in (group_pweights or {}) if k not in spec.levels]
+    if unknown:
+        raise FormulaError(f"group_pweights names {', '.join(map(repr, unknown))}, not a grouping level of the model; "
+                           f"its levels are {', '.join(map(repr, spec.levels))}")
+    level_pweights = []
+    for level in spec.levels:
+        data, name = _column(data, (group_pweights or {}).get(level), f"({level} pweights)")
+        level_pweights.append(name)
+    sampled = pweights is not None or any(level_pweights)
     kind, order = residual_structure(residuals)
     return fit_spec(dataclasses.replace(spec, weights=weights, freq_weights=freq_weights, residual_by=residuals_by,
-                                        residual_kind=kind, residual_order=order, residual_time=time, vce=vce,
-                                        cluster=cluster), data)
+                                        residual_kind=kind, residual_order=order, residual_time=time,
+                                        vce=vce or ("robust" if sampled else "oim"), cluster=cluster,
+                                        pweights=pweights, level_pweights=tuple(level_pweights) if sampled else (),
+                                        pwscale=pwscale), data)
 
 
 def _column(data: Data, values: str | ArrayLike | None, name: str) -> tuple[Data, str | None]:

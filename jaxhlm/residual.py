@@ -487,7 +487,7 @@ def _slab_stats(white: Array, data: SerialRows) -> GroupStats | NestedStats:
     if q2:
         stats = NestedStats(*stats, WtW=jnp.einsum("gti,gtj->gij", W, W), WtZ=jnp.einsum("gti,gtj->gij", W, Z),
                             WtX=jnp.einsum("gti,gtj->gij", W, X), Wty=jnp.einsum("gti,gt->gi", W, y),
-                            parent=data.parent)
+                            parent=data.parent, cluster_weights=jnp.ones(data.parent.shape[0]))
     return stats
 
 

@@ -484,7 +484,10 @@ class MixedResult:
         if d.inner is None:
             return rows.grouped(d.n_groups)
         # exact shapes: one weight per group, no padded ones
-        totals = group_totals(rows.X, rows.y, rows.group, d.n_groups, rows.weights, rows.freq)
+        freq = rows.freq
+        if rows.sampling is not None and rows.sampling.clusters is not None:  # a cluster's weight, on its rows
+            freq = freq * rows.sampling.clusters
+        totals = group_totals(rows.X, rows.y, rows.group, d.n_groups, rows.weights, freq)
         if d.crossed:
             q1 = len(d.re_names) - d.inner.n_effects
             pairs = pair_totals(rows.Z[:, q1:], rows.X, rows.y, rows.group, rows.cluster, d.n_groups,
@@ -612,6 +615,9 @@ class MixedResult:
         ``performance::r2_nakagawa`` computes them (:func:`~jaxhlm.infer.variance_decomposition`). Needs the
         fitted data in memory; rows with frequency weights count that many times."""
         self.design.require_independent("R² (which needs one residual variance)", (Strata, Unstructured, ByStratum))
+        if self.spec.sampled:
+            raise JaxhlmError("R² is not computed for fits with sampling weights: the variances it is made of would "
+                              "have to be estimated for the population, which the rows' sample variances are not")
         rows = self.design.rows()
         if rows.weights is not None:
             raise JaxhlmError("R² needs one residual variance for every row; with precision weights (weights=) row "
@@ -776,7 +782,10 @@ class MixedResult:
                        for lab, e, s in zip(self.design.qualify(re.labels), re.estimate, re.se)},
             "aic": self.aic, "bic": self.bic,
             "omitted": list(self.design.omitted), "n_dropped": self.design.n_dropped,
-            "weights": {"precision": self.spec.weights, "frequency": self.spec.freq_weights},
+            "weights": {"precision": self.spec.weights, "frequency": self.spec.freq_weights,
+                        "sampling": None if not self.spec.sampled else {
+                            "observations": self.spec.pweights, "pwscale": self.spec.pwscale,
+                            **{level: w for level, w in zip(self.spec.levels, self.spec.level_pweights) if w}}},
             "vce": self.spec.vce,
             "clusters": None if self.robust is None else {self.robust.variable: self.robust.count},
             "warnings": list(self.warnings),

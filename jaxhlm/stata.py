@@ -1,7 +1,7 @@
 """Stata's ``mixed`` syntax: a thin front end that turns a command into a :class:`~jaxhlm.formula.ModelSpec`.
 
-``mixed depvar fe_varlist [fweight=varname] [, noconstant] || group: [re_varlist] [, covariance(...)
-noconstant] [|| cluster: …] [, mle reml]``; a second level variable (``|| school: || class:``) is a level nested in the first, its values
+``mixed depvar fe_varlist [fweight=varname | pweight=varname] [, noconstant] || group: [re_varlist] [,
+covariance(...) noconstant pweight(varname)] [|| cluster: …] [, mle reml vce(...) pwscale(...)]``; a second level variable (``|| school: || class:``) is a level nested in the first, its values
 counted within each group (as Stata reads them). ``|| _all: R.item`` (Stata's device for crossed effects: a
 random intercept per value of item within the one group of all observations) makes item a grouping factor of
 its own, crossed with a level that follows (``|| _all: R.item || subj: x``) or with a second ``_all: R.``.
@@ -242,10 +242,11 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                            "by id")
     settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None,
                       "residual_kind": "independent", "residual_order": None, "residual_time": None,
-                      "vce": "oim", "cluster": None}
+                      "vce": None, "cluster": None, "pwscale": None}
     fixed_text, *rest = split_top(equations[0], ",")
     fixed_opts = ",".join(rest)
-    fixed_text, fweight = _weight_clause(fixed_text, cols)
+    fixed_text, (weight_kind, weight) = _weight_clause(fixed_text, cols)
+    level_pweights: list[str | None] = []
     fixed_text, subset = split_qualifiers(fixed_text, cols)
     constant = True
     for name, arg in options(fixed_opts):
@@ -277,11 +278,15 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
             continue
         group = cols.one(level.strip(), "level variable")
         kind, intercept = "independent", True
+        if not random or random[-1].group != group:  # a level's first equation: its groups' sampling weight
+            level_pweights.append(None)
         for name, arg in options(opts):
             if abbreviates(name, *_COV):
                 kind = _covariance(arg)
             elif abbreviates(name, *_NOCONS) and arg is None:
                 intercept = False
+            elif name == "pweight" and arg is not None:
+                level_pweights[-1] = cols.one(arg.strip(), "pweight()")
             else:
                 _global_option(name, arg, settings)
         if any(k in ("op", "f", "ff", "open") for k, _ in _tokens(varlist)):
@@ -292,16 +297,25 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     if settings["dfmethod"] and not settings["reml"]:
         raise FormulaError(f"dfmethod({settings['dfmethod']}) requires REML estimation, as in Stata: add the reml "
                            "option")
+    pweight = weight if weight_kind == "pweight" else None
+    sampled = pweight is not None or any(level_pweights)
+    vce = settings["vce"] or ("robust" if sampled else "oim")
+    if sampled and settings["vce"] == "oim":
+        raise FormulaError("vce(oim) not allowed with pweights: sampling weights give robust standard errors, as in "
+                           "Stata")
     # A level after _all: R.x is nested in _all (the whole sample), not in x: its values count alone.
     return ModelSpec(response, fixed, tuple(random), settings["reml"], settings["dfmethod"], relative=not crossed,
-                     freq_weights=fweight, subset=subset, display=Display(**settings["display"]),
+                     freq_weights=weight if weight_kind == "fweight" else None, subset=subset,
+                     display=Display(**settings["display"]),
                      residual_by=None if settings["residual_by"] is None
                      else cols.one(settings["residual_by"], "residuals(independent, by())"),
                      residual_kind=settings["residual_kind"], residual_order=settings["residual_order"],
                      residual_time=None if settings["residual_time"] is None
                      else cols.one(settings["residual_time"], "residuals(rspec, t())"),
-                     all_factors=tuple(crossed), vce=settings["vce"],
-                     cluster=None if settings["cluster"] is None else cols.one(settings["cluster"], "vce(cluster)"))
+                     all_factors=tuple(crossed), vce=vce,
+                     cluster=None if settings["cluster"] is None else cols.one(settings["cluster"], "vce(cluster)"),
+                     pweights=pweight, level_pweights=tuple(level_pweights) if sampled else (),
+                     pwscale=settings["pwscale"])
 
 
 def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
@@ -322,28 +336,26 @@ def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
     return text, parse_subset(condition, in_range, lambda name: cols.one(name, "variable"))
 
 
-def _weight_clause(text: str, cols: Columns) -> tuple[str, str | None]:
-    """The fixed-effects equation without its ``[fweight=varname]`` clause, and the weight variable (None
-    without one). Stata's other weights for ``mixed`` are refused with the reason."""
+def _weight_clause(text: str, cols: Columns) -> tuple[str, tuple[str | None, str | None]]:
+    """The fixed-effects equation without its ``[fweight=varname]`` or ``[pweight=varname]`` clause, and (the kind,
+    ``"fweight"`` or ``"pweight"``, and the weight variable), (None, None) without one. Stata's other weights for
+    ``mixed`` are refused with the reason."""
     found = re.search(r"\[([^\]]*)\]", text)
     if found is None:
-        return text, None
+        return text, (None, None)
     kind, eq, exp = found.group(1).partition("=")
     kind = kind.strip().lower()
     if not eq or not kind:
-        raise FormulaError(f"weights are written [fweight=varname]; got [{found.group(1)}]")
-    if kind in ("fw", "fweight", "frequency"):
+        raise FormulaError(f"weights are written [fweight=varname] or [pweight=varname]; got [{found.group(1)}]")
+    kind = {"fw": "fweight", "frequency": "fweight", "pw": "pweight"}.get(kind, kind)
+    if kind in ("fweight", "pweight"):
         if not re.fullmatch(r"\s*[A-Za-z_][\w]*\s*", exp):
-            raise FormulaError(f"the frequency weight must be a variable, got {exp.strip()!r}; generate it first")
+            raise FormulaError(f"the {kind} must be a variable, got {exp.strip()!r}; generate it first")
         rest = text[:found.start()] + " " + text[found.end():]
-        return rest, cols.one(exp.strip(), "weight variable")
-    if kind in ("pw", "pweight"):
-        raise FormulaError("sampling weights (pweight) need a pseudo-likelihood weighted at every level, which jaxhlm "
-                           "does not fit; frequency weights are written [fweight=varname], and robust standard "
-                           "errors of an unweighted fit are vce(robust)")
+        return rest, (kind, cols.one(exp.strip(), "weight variable"))
     kind = {"aw": "aweight", "iw": "iweight"}.get(kind, kind)
-    raise FormulaError(f"{kind}s not allowed: mixed takes frequency weights, [fweight=varname] (precision weights, "
-                       "lme4's weights, are jaxhlm.fit(..., weights=...))")
+    raise FormulaError(f"{kind}s not allowed: mixed takes frequency weights, [fweight=varname], and sampling weights, "
+                       "[pweight=varname] (precision weights, lme4's weights, are jaxhlm.fit(..., weights=...))")
 
 
 def _factor_term(varlist: str, opts: str, cols: Columns, settings: dict) -> RandomTerm:
@@ -451,6 +463,9 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
     if arg is not None and name == "vce":
         settings["vce"], settings["cluster"] = _vce(arg)
         return
+    if arg is not None and name == "pwscale":
+        settings["pwscale"] = arg.strip().lower()
+        return
     if arg is not None and abbreviates(name, "dfmethod", 3):
         word = arg.strip().lower()
         method = next((m for m, shortest in (("satterthwaite", 4), ("kroger", 2)) if abbreviates(word, m, shortest)),
@@ -467,10 +482,11 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
             return
     shown = name + (f"({arg})" if arg is not None else "")
     raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
-                       "vce(oim|robust|cluster clustvar), "
+                       "vce(oim|robust|cluster clustvar), pwscale(size|effective|gk), "
                        f"residuals(rspec[, by(varname) t(varname)]) with rspec {_RESIDUALS_AVAILABLE}, "
                        "nolog, level(#), variance, stddeviations, noheader, nogroup, nofetable, noretable, nolrtest, "
-                       "and per equation covariance(identity|independent|exchangeable|unstructured) and noconstant")
+                       "and per equation covariance(identity|independent|exchangeable|unstructured), noconstant and "
+                       "pweight(varname)")
 
 
 def mixed(command: str, data: Data) -> MixedResult:

@@ -83,7 +83,8 @@ class GroupStats(NamedTuple):
 
 
 NestedStats = NamedTuple("NestedStats", [*GroupStats.__annotations__.items(), ("WtW", Array), ("WtZ", Array),
-                                          ("WtX", Array), ("Wty", Array), ("parent", Array)])
+                                          ("WtX", Array), ("Wty", Array), ("parent", Array),
+                                          ("cluster_weights", Array)])
 CrossedStats = NamedTuple("CrossedStats", [*GroupStats.__annotations__.items(), ("WtW", Array), ("WtX", Array),
                                             ("Wty", Array), ("ZtW", Array), ("touched", Array)])
 CrossedStats.__doc__ = """:class:`GroupStats`' fields for the first of two crossed grouping factors (its groups
@@ -95,7 +96,10 @@ so it contributes nothing (:func:`device_stats`)."""
 
 NestedStats.__doc__ = """:class:`GroupStats`' fields for the outer level (groups; Z its random-effects design),
 then the cross-products of the inner level's clusters (W their random-effects design): WtW (k, q2, q2), WtZ
-(k, q2, q), WtX (k, q2, p), Wty (k, q2) and parent (k,), the outer group of each cluster. A pytree like
+(k, q2, q), WtX (k, q2, p), Wty (k, q2), parent (k,), the outer group of each cluster, and cluster_weights (k,),
+the weight c_k of each cluster's contribution to its group's likelihood (Stata's sampling weights of the inner
+level; 1 unless given): the clusters' own products are not weighted by it, the groups' products and the totals
+are (:class:`Accumulator`). A pytree like
 GroupStats; every function that reads only the outer fields and the totals (degrees of freedom, ``n``, ``p``)
 takes either. A padded cluster has zero products, so it contributes nothing (:func:`device_stats`)."""
 
@@ -123,7 +127,9 @@ class HostStats:
 
     With weights (:class:`Accumulator`) the products are weighted, counts are the observations the rows stand
     for, and log_weights is Σ fᵢ log aᵢ, the log-determinant of the precision weights: the products are those
-    of an unweighted model on rows scaled by √aᵢ, whose likelihood lacks that term.
+    of an unweighted model on rows scaled by √aᵢ, whose likelihood lacks that term. With sampling weights,
+    group_weights (m,) are the groups' (vⱼ; the totals R, Xty, yty are weighted by them, the per-group products
+    not) and weighted_n the weighted count of observations the likelihood uses; counts stay the rows.
     """
 
     ZtZ: np.ndarray
@@ -135,10 +141,18 @@ class HostStats:
     counts: np.ndarray
     inner: "InnerStats | CrossedInner | None" = None  # a three-level model's clusters, or a crossed factor
     log_weights: float = 0.0
+    group_weights: np.ndarray | None = None
+    weighted_n: float | None = None
 
     @property
     def n(self) -> int:
         return int(self.counts.sum())
+
+    @property
+    def likelihood_n(self) -> float:
+        """The observations the likelihood counts: the rows (with frequency weights, those they stand for), or with
+        sampling weights their weighted sum."""
+        return float(self.n) if self.weighted_n is None else self.weighted_n
 
     def select(self, columns: np.ndarray, groups: np.ndarray, clusters: np.ndarray | None = None) -> "HostStats":
         """The statistics of X[:, columns] with the groups reordered to ``groups`` (and the inner level's
@@ -150,7 +164,8 @@ class HostStats:
         inner, c, i = None, clusters, self.inner
         if isinstance(i, InnerStats):
             inner = InnerStats(i.WtW[c], i.WtZ[c], i.WtX[c][:, :, columns], i.Wty[c],
-                               inverse_permutation(groups)[i.parent[c]], i.counts[c])
+                               inverse_permutation(groups)[i.parent[c]], i.counts[c],
+                               None if i.weights is None else i.weights[c])
         elif isinstance(i, CrossedInner) and i.touched is None:
             inner = CrossedInner(i.WtW[c], i.WtX[c][:, :, columns], i.Wty[c], i.counts[c], i.ZtW[groups][:, :, c])
         elif isinstance(i, CrossedInner):  # the slots stay; the levels they name are renumbered
@@ -158,14 +173,15 @@ class HostStats:
                                  inverse_permutation(c)[i.touched[groups]])
         return HostStats(self.ZtZ[groups], self.ZtX[groups][:, :, columns], self.Zty[groups],
                          _triangular(self.R[:, columns]), self.Xty[columns], self.yty, self.counts[groups], inner,
-                         self.log_weights)
+                         self.log_weights, None if self.group_weights is None else self.group_weights[groups],
+                         self.weighted_n)
 
 
 @dataclass(frozen=True, eq=False)
 class InnerStats:
     """The inner level of a three-level model on the host, per cluster: WᵀW (k, q2, q2), WᵀZ (k, q2, q), WᵀX
     (k, q2, p), Wᵀy (k, q2) (W the inner level's random-effects design, Z the outer level's), parent (k,) the
-    cluster's group, counts (k,)."""
+    cluster's group, counts (k,), and with sampling weights the clusters' weights (k,) (:class:`NestedStats`)."""
 
     WtW: np.ndarray
     WtZ: np.ndarray
@@ -173,6 +189,7 @@ class InnerStats:
     Wty: np.ndarray
     parent: np.ndarray
     counts: np.ndarray
+    weights: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -286,6 +303,15 @@ class _CrossSums:
         return ZtW, touched
 
 
+class Sampling(NamedTuple):
+    """Each row's sampling weights (Stata's pweights) by level: its own, given its group (or cluster); its group's;
+    and in a three-level model its cluster's, given its group (None otherwise)."""
+
+    rows: np.ndarray
+    groups: np.ndarray
+    clusters: np.ndarray | None = None
+
+
 class Accumulator:
     """Sums the per-group cross-products of [Z X y] over blocks of rows, as they arrive.
 
@@ -300,7 +326,11 @@ class Accumulator:
     Groups are integer codes in any order; X may gain columns from one call to the next (rows seen before
     are zero in them, e.g. indicators of a level that had not occurred yet). Rows may carry weights
     (:func:`row_scale`): precision weights aᵢ (residual variance σ²/aᵢ, lme4's ``weights``) and frequency weights
-    fᵢ (the row stands for fᵢ identical observations, Stata's ``fweight``). With ``q_inner`` > 0 the rows
+    fᵢ (the row stands for fᵢ identical observations, Stata's ``fweight``), and sampling weights by level
+    (:class:`Sampling`): a row's own weight wᵢ counts like a frequency (its likelihood raised to wᵢ), a cluster's
+    c_k multiplies the cluster's contribution to its group (so the group's products and the totals are weighted
+    by it, the cluster's own are not), and a group's vⱼ its whole contribution (the totals are weighted by it, the
+    group's products are not; :class:`GroupStats`). With ``q_inner`` > 0 the rows
     also carry an inner level (clusters nested in the groups, with their own random-effects design W), or, with
     ``crossed``, a second grouping factor crossed with the first (its levels in place of the clusters).
     """
@@ -315,13 +345,18 @@ class Accumulator:
         self.m = self.k = 0  # groups and clusters seen
         self.R, self.Xty, self.yty = np.zeros((0, 0)), np.zeros(0), 0.0
         self.log_weights = 0.0
+        self.sampled, self.weighted_n = False, 0.0
+        self.group_weights, self.cluster_weights = np.zeros(0), np.zeros(0)
 
     def add(self, X: np.ndarray, Z: np.ndarray, y: np.ndarray, codes: np.ndarray, W: np.ndarray | None = None,
             clusters: np.ndarray | None = None, precision: np.ndarray | None = None,
-            freq: np.ndarray | None = None) -> None:
+            freq: np.ndarray | None = None, sampling: Sampling | None = None) -> None:
         """Add rows: X (n, p), Z (n, q), y (n,), group codes (n,) from 0; for a three-level model also the inner
         level's design W (n, q_inner) and cluster codes (n,) from 0 (a cluster lies within one group); and the
-        rows' precision and frequency weights, if any (positive; frequencies whole numbers)."""
+        rows' precision, frequency and sampling weights, if any (positive; frequencies whole numbers)."""
+        counts = freq
+        if sampling is not None:
+            freq = sampling.rows if freq is None else freq * sampling.rows
         scale = row_scale(precision, freq)
         if scale is not None:
             X, Z, y = X * scale[:, None], Z * scale[:, None], y * scale
@@ -331,6 +366,20 @@ class Accumulator:
         p = X.shape[1]
         self.m = max(self.m, int(codes.max()) + 1 if len(codes) else 0)
         self.outer.grow(self.m, p)
+        # the groups' products (Zo, Xo, yo) and the totals' rows (Xt, yt)
+        Zo, Xo, yo, Xt, yt = Z, X, y, X, y
+        if sampling is not None:
+            c = np.ones(len(y)) if sampling.clusters is None else sampling.clusters
+            Zo, Xo, yo = (a * np.sqrt(c).reshape(-1, *[1] * (a.ndim - 1)) for a in (Z, X, y))
+            Xt, yt = Xo * np.sqrt(sampling.groups)[:, None], yo * np.sqrt(sampling.groups)
+            self.sampled = True
+            self.weighted_n += float(np.sum((1.0 if freq is None else freq) * c * sampling.groups))
+            self.group_weights = np.pad(self.group_weights, (0, max(self.m - len(self.group_weights), 0)))
+            self.group_weights[codes] = sampling.groups
+            if sampling.clusters is not None:
+                k = int(clusters.max()) + 1 if len(clusters) else 0
+                self.cluster_weights = np.pad(self.cluster_weights, (0, max(k - len(self.cluster_weights), 0)))
+                self.cluster_weights[clusters] = sampling.clusters
         if self.R.shape[1] < p:
             self.R = np.pad(self.R, ((0, 0), (0, p - self.R.shape[1])))
             self.Xty = np.pad(self.Xty, (0, p - len(self.Xty)))
@@ -342,16 +391,16 @@ class Accumulator:
             self.parent[clusters] = codes
         for start in range(0, len(y), self.BLOCK):
             rows = slice(start, start + self.BLOCK)
-            f = None if freq is None else freq[rows]
-            self.outer.add(Z[rows], Z[rows], X[rows], y[rows], codes[rows], f)
+            f = None if counts is None else counts[rows]
+            self.outer.add(Zo[rows], Zo[rows], Xo[rows], yo[rows], codes[rows], f)
             if self.cross is not None:
                 self.inner.add(W[rows], W[rows], X[rows], y[rows], clusters[rows], f)
                 self.cross.add(Z[rows], W[rows], codes[rows], clusters[rows], self.m, self.k)
             elif self.inner is not None:
                 self.inner.add(W[rows], np.column_stack([W[rows], Z[rows]]), X[rows], y[rows], clusters[rows], f)
-            self.R = np.linalg.qr(np.vstack([self.R, X[rows]]), mode="r")
-        self.Xty += X.T @ y
-        self.yty += float(y @ y)
+            self.R = np.linalg.qr(np.vstack([self.R, Xt[rows]]), mode="r")
+        self.Xty += Xt.T @ yt
+        self.yty += float(yt @ yt)
 
     def result(self) -> HostStats:
         m, k, o, inner = self.m, self.k, self.outer, None
@@ -361,9 +410,10 @@ class Accumulator:
         elif self.inner is not None:
             i, q2 = self.inner, self.inner.ZtF.shape[1]
             inner = InnerStats(i.ZtF[:k, :, :q2], i.ZtF[:k, :, q2:], i.ZtX[:k], i.Zty[:k], self.parent[:k],
-                               i.counts[:k])
+                               i.counts[:k], self.cluster_weights[:k] if self.sampled else None)
         return HostStats(o.ZtF[:m], o.ZtX[:m], o.Zty[:m], _triangular(self.R), self.Xty, self.yty, o.counts[:m],
-                         inner, self.log_weights)
+                         inner, self.log_weights, self.group_weights[:m] if self.sampled else None,
+                         self.weighted_n if self.sampled else None)
 
 
 def pad_host(h: HostStats, m: int, p: int, k: int = 0) -> HostStats:
@@ -474,8 +524,10 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
     :class:`CrossedStats` for two crossed factors, the second's levels padded to ``n_clusters``."""
     m, q, p = host.ZtX.shape
     stats = pad_stats(GroupStats(ZtZ=host.ZtZ, ZtX=host.ZtX, ZtX2=np.zeros((m, 0, 0)), Zty=host.Zty,
-                                 XtX=host.R.T @ host.R, Xty=host.Xty, yty=np.float64(host.yty), n=np.float64(host.n),
-                                 p=np.float64(p), group_weights=np.ones(m)), n_groups, n_fixed, packed)
+                                 XtX=host.R.T @ host.R, Xty=host.Xty, yty=np.float64(host.yty),
+                                 n=np.float64(host.likelihood_n), p=np.float64(p),
+                                 group_weights=np.ones(m) if host.group_weights is None else host.group_weights),
+                      n_groups, n_fixed, packed)
     if host.inner is None:
         return stats
     i = host.inner
@@ -489,7 +541,9 @@ def device_stats(host: HostStats, n_groups: int, n_fixed: int, packed: bool = Fa
                             touched=jnp.pad(touched, ((0, n_groups - m), (0, 0))))
     return NestedStats(*stats, WtW=jnp.pad(i.WtW, ((0, dk), (0, 0), (0, 0))),
                        WtZ=jnp.pad(i.WtZ, ((0, dk), (0, 0), (0, 0))), WtX=jnp.pad(i.WtX, ((0, dk), (0, 0), (0, dp))),
-                       Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))), parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)))
+                       Wty=jnp.pad(i.Wty, ((0, dk), (0, 0))), parent=jnp.pad(jnp.asarray(i.parent, jnp.int32), (0, dk)),
+                       cluster_weights=jnp.pad(jnp.ones(len(i.counts)) if i.weights is None else jnp.asarray(i.weights),
+                                               (0, dk), constant_values=1.0))
 
 
 def stack_strata(hosts: Sequence[HostStats], n_groups: int, n_fixed: int, n_clusters: int = 0

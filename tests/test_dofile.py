@@ -167,7 +167,7 @@ def test_tab_generate_labels_and_clash(hsb):
         ("use nothere.csv\n", 1, ["file nothere.csv not found"]),
         ("use data.dta\n", 1, ["use reads CSV files"]),
         ("tab sized, gen(a_)\nuse other.csv\n", 2, ["dataset in memory has changed"]),
-        ("mixed mathach ses || id:, pwscale(size)\n", 1, ["option pwscale(size) not allowed"]),
+        ("mixed mathach ses || id:, matlog\n", 1, ["option matlog not allowed"]),
     ],
 )
 def test_errors_name_the_line(hsb, text, line, words):

@@ -125,7 +125,7 @@ def test_weights_as_an_array_or_a_column_and_in_chunks_agree(fits):
     for other in (by_array, chunked):
         assert other.llf == pytest.approx(fits["sleep_ml"].llf, abs=1e-9)
         np.testing.assert_allclose(other.params.to_numpy(), fits["sleep_ml"].params.to_numpy(), rtol=1e-8)
-    assert by_array.to_dict()["weights"] == {"precision": "(weights)", "frequency": None}
+    assert by_array.to_dict()["weights"] == {"precision": "(weights)", "frequency": None, "sampling": None}
 
 
 def _expanded(data: pd.DataFrame, f: np.ndarray) -> pd.DataFrame:
@@ -191,12 +191,11 @@ def test_stata_fweight_syntax_and_do_files():
 
 
 @pytest.mark.parametrize("clause, words", [
-    ("[pw=f]", "sampling weights (pweight) need a pseudo-likelihood weighted at every level"),
     ("[aw=f]", "aweights not allowed"),
     ("[iweight=f]", "iweights not allowed"),
     ("[fw=f*2]", "must be a variable"),
     ("[fw=nosuch]", "variable nosuch not found"),
-    ("[f]", "weights are written [fweight=varname]"),
+    ("[f]", "weights are written [fweight=varname] or [pweight=varname]"),
 ])
 def test_other_stata_weights_are_refused(clause, words):
     data = pd.read_csv(FIXTURES / "sleepstudy.csv").assign(f=1)
@@ -302,7 +301,7 @@ def test_command_line_weights(tmp_path, capsys):
     data.to_csv(path, index=False)
     assert main(["fit", SLEEP, "--data", str(path), "--freq-weights", "n", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["nobs"] == 360 and out["weights"] == {"precision": None, "frequency": "n"}
+    assert out["nobs"] == 360 and out["weights"] == {"precision": None, "frequency": "n", "sampling": None}
     assert out["llf"] == pytest.approx(jaxhlm.fit(SLEEP, data, freq_weights="n").llf, abs=1e-9)
     assert main(["fit", SLEEP, "--data", str(path), "--weights", "w", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["llf"] == pytest.approx(FITS["sleep_ml"]["loglik"], abs=1e-7)
