@@ -196,3 +196,18 @@ def test_cli(tmp_path, capsys):
     assert out["fixed"]["Days"]["se"] == pytest.approx(REF["stata"]["sleep_three"]["bse"][0], rel=2e-6)
     assert main(["fit", "Reaction ~ Days + (1 | Subject)", "--data", str(path), "--group-pweights", "Subject"]) == 2
     assert "takes LEVEL=VAR pairs" in capsys.readouterr().err
+
+
+def test_robust_errors_are_those_of_the_repeated_data_clustered_by_the_original_groups():
+    """With whole-number weights a school repeated vⱼ times contributes vⱼ copies of its score to its cluster: the
+    pweighted sandwich is the repeated data's robust one clustered by the original schools (bread and meat
+    alike), both blocks."""
+    hsb = _hsb()
+    rows = hsb.loc[hsb.index.repeat(hsb["w1"].astype(int))]
+    repeated = pd.concat([rows[rows["w2"] > k].assign(copy=k) for k in range(3)], ignore_index=True)
+    repeated["school"] = repeated["id"].astype(str) + "_" + repeated["copy"].astype(str)
+    weighted = jaxhlm.fit("mathach ~ ses + sector + (1 + ses | id)", hsb, pweights="w1", group_pweights={"id": "w2"})
+    by_copy = jaxhlm.fit("mathach ~ ses + sector + (1 + ses | school)", repeated, vce="robust", cluster="id")
+    assert by_copy.robust.count == weighted.robust.count == 160
+    assert weighted.llf == pytest.approx(by_copy.llf, abs=1e-8)
+    np.testing.assert_allclose(weighted.bse.to_numpy(), by_copy.bse.to_numpy(), rtol=1e-9)  # measured: 3e-13
