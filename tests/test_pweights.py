@@ -211,3 +211,9 @@ def test_robust_errors_are_those_of_the_repeated_data_clustered_by_the_original_
     assert by_copy.robust.count == weighted.robust.count == 160
     assert weighted.llf == pytest.approx(by_copy.llf, abs=1e-8)
     np.testing.assert_allclose(weighted.bse.to_numpy(), by_copy.bse.to_numpy(), rtol=1e-9)  # measured: 3e-13
+
+
+def test_dofile():
+    log = jaxhlm.run_do(f"mixed {SLEEP.format('')}\nlincom 2*Days", _sleep())
+    assert "Log pseudolikelihood = -1389.0983" in log and "(Std. err. adjusted for 4 clusters in Group)" in log
+    assert "4.936949" in log  # lincom's standard error: twice Days' robust one, Stata's 2.468474
