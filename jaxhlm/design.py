@@ -82,14 +82,12 @@ class Rows:
                     pick(self.weights), pick(self.freq),
                     None if self.sampling is None else Sampling(*map(pick, self.sampling)))
 
-    def level_weights(self, n_groups: int, n_clusters: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """The groups' (n_groups,) and clusters' (n_clusters,) sampling weights, 1 without them."""
-        v, c = np.ones(n_groups), np.ones(n_clusters)
+    def group_weights(self, n_groups: int) -> np.ndarray:
+        """The groups' (n_groups,) sampling weights, 1 without them (and for a group without rows here)."""
+        v = np.ones(n_groups)
         if self.sampling is not None:
             v[self.group] = self.sampling.groups
-            if self.sampling.clusters is not None:
-                c[self.cluster] = self.sampling.clusters
-        return v, c
+        return v
 
     def whitened(self, frequencies: bool = False) -> "Rows":
         """The rows scaled by the square roots of their precision weights: an unweighted model (residual
@@ -101,12 +99,12 @@ class Rows:
         return dataclasses.replace(self, y=self.y * scale, X=self.X * scale[:, None], Z=self.Z * scale[:, None],
                                    weights=None, freq=None if frequencies else self.freq)
 
-    def grouped(self, n_groups: int) -> GroupedData:
-        """The rows, whitened, padded into one slab per group, their frequencies as observation weights: the
-        array-level form."""
+    def grouped(self, n_groups: int, group_weights: np.ndarray | None = None) -> GroupedData:
+        """The rows, whitened, padded into one slab per group, their frequencies as observation weights, and the
+        groups' sampling weights (``group_weights``, or those of the rows' groups): the array-level form."""
         r = self.whitened()
-        return pad_groups(r.X, r.Z, r.y, r.group, n_groups, r.freq)._replace(
-            group_weights=jnp.asarray(self.level_weights(n_groups)[0]))
+        v = self.group_weights(n_groups) if group_weights is None else group_weights
+        return pad_groups(r.X, r.Z, r.y, r.group, n_groups, r.freq)._replace(group_weights=jnp.asarray(v))
 
 
 @dataclass(frozen=True, eq=False)
@@ -843,11 +841,10 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     q1 = spec.n_first
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
-    if spec.sampled and (crossed or spec.residual_by or spec.residual_kind != "independent"):
+    if spec.sampled and (crossed or spec.residual_kind != "independent"):
         raise DataError("sampling weights are fitted for models with one grouping level or two nested ones and "
-                        "independent residuals of one variance; this model has " + (
-                            "crossed grouping factors" if crossed else "a residual variance by a variable"
-                            if spec.residual_kind == "independent" else f"{spec.residual_kind} residuals"))
+                        "independent residuals; this model has " + (
+                            "crossed grouping factors" if crossed else f"{spec.residual_kind} residuals"))
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
     strata, parts_by = (_Groups(), []) if spec.residual_by and spec.residual_kind == "independent" else (None, None)
     # With correlated residuals by a variable, each series' stratum (its value), for the structure to tell apart.
@@ -876,8 +873,10 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
                              for _ in range(stratum + 1 - len(parts_by))]
                 rows = where == stratum
                 precision, freq = (None if w is None else w[rows] for w in c.weights)
+                sampling = None if c.sampling is None else Sampling(
+                    *(None if w is None else w[rows] for w in c.sampling))
                 parts_by[stratum].add(c.X[rows], c.Z[rows, :q1], c.y[rows], c.codes[0][rows], c.Z[rows, q1:],
-                                      None if c.codes[1] is None else c.codes[1][rows], precision, freq)
+                                      None if c.codes[1] is None else c.codes[1][rows], precision, freq, sampling)
         elif len(c.y):
             acc.add(c.X, c.Z[:, :q1], c.y, c.codes[0], c.Z[:, q1:], c.codes[1], *c.weights, sampling=c.sampling)
         if len(c.y) and spec.residual_kind != "independent":

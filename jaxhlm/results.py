@@ -473,16 +473,19 @@ class MixedResult:
             return self._data
         if isinstance(d.residual, Strata):
             stratum = pd.Index(d.strata_labels).get_indexer(d.source.loc[rows.index, self.spec.residual_by])
+            v = rows.group_weights(d.n_groups)  # every group's, those without rows in a stratum included
             return influence.StrataPieces(tuple(
-                self._group_pieces(rows.subset(stratum == s), jax.tree.map(lambda a, s=s: a[s], self._data))
+                self._group_pieces(rows.subset(stratum == s), jax.tree.map(lambda a, s=s: a[s], self._data), v)
                 for s in range(len(d.strata_labels))))
         return self._group_pieces(rows, self._stats)
 
-    def _group_pieces(self, rows: Rows, stats: GroupStats | NestedStats | CrossedStats) -> influence.Pieces:
-        """:meth:`_pieces` of ``rows`` whose statistics (in their exact shapes) are ``stats``."""
+    def _group_pieces(self, rows: Rows, stats: GroupStats | NestedStats | CrossedStats,
+                      group_weights: np.ndarray | None = None) -> influence.Pieces:
+        """:meth:`_pieces` of ``rows`` whose statistics (in their exact shapes) are ``stats``; a two-level model's
+        groups weighted by ``group_weights`` (default: the rows' groups' sampling weights)."""
         d = self.design
         if d.inner is None:
-            return rows.grouped(d.n_groups)
+            return rows.grouped(d.n_groups, group_weights)
         # exact shapes: one weight per group, no padded ones
         freq = rows.freq
         if rows.sampling is not None and rows.sampling.clusters is not None:  # a cluster's weight, on its rows

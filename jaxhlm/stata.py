@@ -1,8 +1,9 @@
 """Stata's ``mixed`` syntax: a thin front end that turns a command into a :class:`~jaxhlm.formula.ModelSpec`.
 
 ``mixed depvar fe_varlist [fweight=varname | pweight=varname] [, noconstant] || group: [re_varlist] [,
-covariance(...) noconstant pweight(varname)] [|| cluster: …] [, mle reml vce(...) pwscale(...)]``; a second level variable (``|| school: || class:``) is a level nested in the first, its values
-counted within each group (as Stata reads them). ``|| _all: R.item`` (Stata's device for crossed effects: a
+covariance(...) noconstant pweight(varname)] [|| cluster: …] [, mle reml vce(...) pwscale(...)]``; a second level
+variable (``|| school: || class:``) is a level nested in the first, its values counted within each group (as Stata
+reads them). ``|| _all: R.item`` (Stata's device for crossed effects: a
 random intercept per value of item within the one group of all observations) makes item a grouping factor of
 its own, crossed with a level that follows (``|| _all: R.item || subj: x``) or with a second ``_all: R.``.
 
@@ -275,6 +276,7 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                                    "follows a level equation")
             random.append(_factor_term(varlist, opts, cols, settings))
             crossed.append(random[-1].group)
+            level_pweights.append(None)
             continue
         group = cols.one(level.strip(), "level variable")
         kind, intercept = "independent", True

@@ -419,35 +419,43 @@ class Accumulator:
 def pad_host(h: HostStats, m: int, p: int, k: int = 0) -> HostStats:
     """A sample's statistics with zero groups, columns and (three-level models) clusters added up to ``m``, ``p`` and
     ``k``: those of a part of the rows (one residual stratum, :func:`total`) in the whole sample's layout. A padded
-    cluster's parent is 0 until :func:`total` names it."""
+    cluster's parent is 0, and a padded group's or cluster's sampling weight 0, until :func:`total` names them."""
     dm, dp = m - len(h.counts), p - h.R.shape[1]
+    pad = lambda w, d: None if w is None else np.pad(w, (0, d))  # noqa: E731
     inner = h.inner
     if isinstance(inner, InnerStats):
         dk = k - len(inner.counts)
         inner = InnerStats(np.pad(inner.WtW, ((0, dk), (0, 0), (0, 0))), np.pad(inner.WtZ, ((0, dk), (0, 0), (0, 0))),
                            np.pad(inner.WtX, ((0, dk), (0, 0), (0, dp))), np.pad(inner.Wty, ((0, dk), (0, 0))),
-                           np.pad(inner.parent, (0, dk)), np.pad(inner.counts, (0, dk)))
+                           np.pad(inner.parent, (0, dk)), np.pad(inner.counts, (0, dk)), pad(inner.weights, dk))
     return HostStats(np.pad(h.ZtZ, ((0, dm), (0, 0), (0, 0))), np.pad(h.ZtX, ((0, dm), (0, 0), (0, dp))),
                      np.pad(h.Zty, ((0, dm), (0, 0))), np.pad(h.R, ((0, dp), (0, dp))), np.pad(h.Xty, (0, dp)), h.yty,
-                     np.pad(h.counts, (0, dm)), inner, h.log_weights)
+                     np.pad(h.counts, (0, dm)), inner, h.log_weights, pad(h.group_weights, dm), h.weighted_n)
 
 
 def total(parts: Sequence[HostStats]) -> tuple[HostStats, tuple[HostStats, ...]]:
     """The statistics of the union of disjoint sets of rows, each in the same layout (:func:`pad_host`), and the parts
-    with every cluster's parent named (a part without rows in a cluster had it as 0)."""
+    with every cluster's parent, and every group's and cluster's sampling weight, named (a part without rows in a
+    cluster had its parent as 0, and its weight)."""
+    named = lambda ws: None if ws[0] is None else np.max(ws, axis=0)  # noqa: E731  (positive where seen, else 0)
+    v = named([h.group_weights for h in parts])
     inner = None
     if isinstance(parts[0].inner, InnerStats):
         parent = np.zeros_like(parts[0].inner.parent)
         for h in parts:
             seen = h.inner.counts > 0
             parent[seen] = h.inner.parent[seen]
-        parts = tuple(dataclasses.replace(h, inner=dataclasses.replace(h.inner, parent=parent)) for h in parts)
+        c = named([h.inner.weights for h in parts])
+        parts = tuple(dataclasses.replace(h, inner=dataclasses.replace(h.inner, parent=parent, weights=c))
+                      for h in parts)
         inner = InnerStats(*(sum(getattr(h.inner, f) for h in parts) for f in ("WtW", "WtZ", "WtX", "Wty")), parent,
-                           sum(h.inner.counts for h in parts))
+                           sum(h.inner.counts for h in parts), c)
+    parts = tuple(dataclasses.replace(h, group_weights=v) for h in parts)
+    n = None if parts[0].weighted_n is None else float(sum(h.weighted_n for h in parts))
     return HostStats(sum(h.ZtZ for h in parts), sum(h.ZtX for h in parts), sum(h.Zty for h in parts),
                      _triangular(np.vstack([h.R for h in parts])), sum(h.Xty for h in parts),
                      float(sum(h.yty for h in parts)), sum(h.counts for h in parts), inner,
-                     float(sum(h.log_weights for h in parts))), tuple(parts)
+                     float(sum(h.log_weights for h in parts)), v, n), tuple(parts)
 
 
 #: The fields of the statistics that are sums over rows, so linear in the rows' precisions (:func:`combine`).
