@@ -346,44 +346,54 @@ class Session:
 
     def predict(self, args: str) -> str:
         """``predict newvar [if] [in] [, xb | fitted | residuals | rstandard | stdp]`` and ``predict newvars, reffects
-        [relevel(levelvar)]`` (one variable per random effect, or ``stub*``) after ``mixed``, on the data in
-        memory: a row with a missing predictor, outside if/in, or (but for xb and stdp) in a group the fit has not
-        seen gets a missing value, and rstandard is missing outside the estimation sample, as Stata has them.
-        Stored as float, Stata's default type."""
+        [reses(newvars) relevel(levelvar)]`` (one variable per random effect, or ``stub*``; ``reses`` alone, the
+        older syntax, predicts the standard errors only) after ``mixed``, on the data in memory: a row with a
+        missing predictor, outside if/in, or (but for xb and stdp) in a group the fit has not seen gets a missing
+        value, and rstandard is missing outside the estimation sample, as Stata has them. Stored as float,
+        Stata's default type."""
         model = self._active()
         body, *rest = split_top(args, ",")
         body, subset = split_qualifiers(body, self._columns())
-        chosen, relevel = [], None
+        chosen, relevel, reses = [], None, None
         for o, arg in options(",".join(rest)):
             if o == "relevel" and arg:
                 relevel = arg.strip()
+            elif o == "reses" and arg:
+                reses = arg
             elif arg is None and o in _PREDICT:
                 chosen.append(o)
             else:
-                raise JaxhlmError(f"option {o} not allowed; predict accepts {', '.join(_PREDICT)} and relevel(levelvar)")
+                raise JaxhlmError(f"option {o} not allowed; predict accepts {', '.join(_PREDICT)}, relevel(levelvar) "
+                                  "and reses(newvars)")
         if len(chosen) > 1:
             raise JaxhlmError(f"only one statistic may be predicted; got {', '.join(chosen)}")
         what = chosen[0] if chosen else "xb"
-        if relevel is not None and what != "reffects":
-            raise JaxhlmError("relevel() goes with reffects")
+        if (relevel is not None or reses is not None) and what != "reffects":
+            raise JaxhlmError(f"{'relevel()' if relevel is not None else 'reses()'} goes with reffects")
         d = model.design
         levels = list(range(len(d.level_names)))
         if relevel is not None:
             if relevel not in d.level_names:
                 raise JaxhlmError(f"relevel({relevel}): the model's levels are {', '.join(d.level_names)}")
             levels = [d.level_names.index(relevel)]
-        n_new = sum(len(d.level_effects[k]) for k in levels) if what == "reffects" else 1
+        by_level = what in ("reffects", "reses")
+        n_new = sum(len(d.level_effects[k]) for k in levels) if by_level else 1
         names = _new_names(body, n_new, self.data.columns)
+        if reses is not None:
+            names += _new_names(reses, n_new, [*self.data.columns, *names])
         keep = self._selected(subset)
         complete, X, _, codes = d.predictors(self.data, random=what != "xb" and what != "stdp")
         columns = []
-        if what == "reffects":
-            for k in levels:
-                modes = model.ranef(k).to_numpy()
-                for j in range(modes.shape[1]):
-                    out = np.full(len(self.data), np.nan)
-                    out[complete] = np.where(codes[k] >= 0, modes[np.maximum(codes[k], 0), j], np.nan)
-                    columns.append(out)
+        if by_level:
+            tables = ([model.ranef] if what == "reffects" else []) + ([model.ranef_se] if what == "reses" or reses
+                                                                     else [])
+            for table in tables:
+                for k in levels:
+                    values = table(k).to_numpy()
+                    for j in range(values.shape[1]):
+                        out = np.full(len(self.data), np.nan)
+                        out[complete] = np.where(codes[k] >= 0, values[np.maximum(codes[k], 0), j], np.nan)
+                        columns.append(out)
         else:
             if what == "stdp":
                 value = np.sqrt(np.einsum("ni,ij,nj->n", X, model.cov_params().to_numpy(), X))
@@ -511,7 +521,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 ]
 
 #: predict's statistics after mixed.
-_PREDICT = ("xb", "fitted", "residuals", "rstandard", "reffects", "stdp")
+_PREDICT = ("xb", "fitted", "residuals", "rstandard", "reffects", "reses", "stdp")
 
 
 def _new_names(text: str, count: int, existing: Any) -> list[str]:

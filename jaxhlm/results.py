@@ -317,15 +317,19 @@ class MixedResult:
         d = self.design
         return residual_data(d, d.n_groups, len(d.fe_names), d.n_clusters)
 
-    @cached_property
-    def _modes(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-        """Per grouping level (outermost first), the random effects' conditional means and covariances."""
+    def _modes_at(self, beta: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
+        """Per grouping level (outermost first), the random effects' conditional means and covariances given the
+        data at the fixed effects ``beta`` (the variance parameters at their estimates)."""
         d = self.design
         lam = relative_factor(jnp.asarray(self.theta), jnp.asarray(cov.templates(d.blocks)))
-        beta, s2 = jnp.asarray(self.fit.beta), jnp.asarray(self.scale)
-        modes = (level_modes(lam, self._stats, beta, s2) if d.inner is not None
-                 else (conditional_modes(lam, self._stats, beta, s2),))
-        return tuple((np.asarray(b), np.asarray(V)) for b, V in modes)
+        s2 = jnp.asarray(self.scale)
+        return (level_modes(lam, self._stats, beta, s2) if d.inner is not None
+                else (conditional_modes(lam, self._stats, beta, s2),))
+
+    @cached_property
+    def _modes(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """:meth:`_modes_at` the estimates."""
+        return tuple((np.asarray(b), np.asarray(V)) for b, V in self._modes_at(jnp.asarray(self.fit.beta)))
 
     def _level(self, level: int | str) -> int:
         names = self.design.level_names
@@ -354,6 +358,23 @@ class MixedResult:
         """(groups, q, q): each group's conditional covariance of its random effects given the data and the
         estimates (lme4's ``condVar``), rows and columns as in :meth:`ranef`."""
         return self._modes[self._level(level)][1]
+
+    def ranef_se(self, level: int | str = 0) -> pd.DataFrame:
+        """Standard errors of the predicted random effects, as Stata's ``predict, reses`` computes them, laid out as
+        :meth:`ranef`.
+
+        After ML they are the conditional ones, √diag :meth:`ranef_cov` (β at β̂, as lme4's ``condVar``). After
+        REML, whose likelihood integrates β out, they also carry β̂'s uncertainty: Var(b̂ − b) = the conditional
+        covariance + K Cov(β̂) Kᵀ with K = ∂b̂/∂β (the BLUP is linear in β; K by automatic differentiation), which
+        is Σ − ΣZᵀPZΣ with P = V⁻¹ − V⁻¹X(XᵀV⁻¹X)⁻¹XᵀV⁻¹ (Henderson's prediction error variance).
+        """
+        k = self._level(level)
+        var = np.diagonal(self._modes[k][1], axis1=-2, axis2=-1)
+        if self.reml:
+            K = np.asarray(jax.jacfwd(lambda b: self._modes_at(b)[k][0])(jnp.asarray(self.fit.beta)))
+            var = var + np.einsum("gap,pq,gaq->ga", K, np.asarray(self.fit.cov_beta), K)
+        frame = self.ranef(k)
+        return pd.DataFrame(np.sqrt(var), index=frame.index, columns=frame.columns)
 
     def marginal_cov(self, group: object = None) -> pd.DataFrame:
         """The estimated covariance of one group's responses, V = ZΣ̂Zᵀ + R̂ (nlme's ``getVarCov(type =
