@@ -55,7 +55,7 @@ Data = Union[pd.DataFrame, Mapping[str, Any], Iterable[pd.DataFrame], str, os.Pa
 @dataclass(frozen=True, eq=False)
 class Rows:
     """The model's rows: y (N,), X (N, p), Z (N, q) and group codes (N,) in the estimation sample's order,
-    with the row labels of the data they came from; a three-level model's cluster codes (N,) too; and the
+    with the row labels and places of the data they came from; a three-level model's cluster codes (N,) too; and the
     rows' precision and frequency weights when the model has them (:class:`~jaxhlm.stats.Accumulator`). With
     sampling weights, ``freq`` holds the rows' own (they count as frequencies do) and ``sampling`` all of them,
     their groups' and clusters' included."""
@@ -69,6 +69,7 @@ class Rows:
     weights: np.ndarray | None = None
     freq: np.ndarray | None = None
     sampling: Sampling | None = None
+    position: np.ndarray | None = None  # each row's place in the fitted data (its labels may repeat)
 
     @property
     def codes(self) -> tuple[np.ndarray, ...]:
@@ -80,7 +81,7 @@ class Rows:
         pick = lambda a: None if a is None else a[keep]  # noqa: E731
         return Rows(self.y[keep], self.X[keep], self.Z[keep], self.group[keep], self.index[keep], pick(self.cluster),
                     pick(self.weights), pick(self.freq),
-                    None if self.sampling is None else Sampling(*map(pick, self.sampling)))
+                    None if self.sampling is None else Sampling(*map(pick, self.sampling)), pick(self.position))
 
     def group_weights(self, n_groups: int) -> np.ndarray:
         """The groups' (n_groups,) sampling weights, 1 without them (and for a group without rows here)."""
@@ -284,7 +285,8 @@ def _numeric(data: pd.DataFrame, name: str, role: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _fixed_variables(fixed: str | FixedTerms) -> frozenset[str]:
+def fixed_variables(fixed: str | FixedTerms) -> frozenset[str]:
+    """The data's variables that the fixed part reads."""
     if isinstance(fixed, FixedTerms):
         return fixed.variables
     import formulaic
@@ -441,7 +443,7 @@ def _independent(R: np.ndarray, order: list[int]) -> set[int]:
 
 def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     """The columns the model reads, after checking that they exist (a :class:`FormulaError` names any absent)."""
-    fixed_vars = _fixed_variables(spec.fixed)
+    fixed_vars = fixed_variables(spec.fixed)
     _check_columns(spec, [str(c) for c in columns], fixed_vars)
     return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
                                *[n for t in spec.random for n in t.slopes],
@@ -774,14 +776,18 @@ class Encoding:
 
     def sample_rows(self, data: pd.DataFrame) -> tuple[Rows, str]:
         """The estimation sample's rows from the fitted data, and their fingerprint (to check it is unchanged)."""
-        c = _encode(self.spec, data, self.encoder, self.levels, 0, len(data))
+        # The rows are found by place (a shallow copy labelled 0, 1, …), so that repeated labels cannot confuse them.
+        placed = data.copy(deep=False)
+        placed.index = pd.RangeIndex(len(data))
+        c = _encode(self.spec, placed, self.encoder, self.levels, 0, len(data))
         (codes, clusters), (precision, freq) = c.codes, c.weights
+        position = c.frame.index.to_numpy()
         check = _Sample()
-        check.update(c.frame, c.y, self.levels.variables, c.hashed)
-        return Rows(y=c.y, X=c.X[:, self.kept], Z=c.Z, group=self.ranks[0][codes], index=c.frame.index,
+        check.update(c.frame.set_axis(data.index[position]), c.y, self.levels.variables, c.hashed)
+        return Rows(y=c.y, X=c.X[:, self.kept], Z=c.Z, group=self.ranks[0][codes], index=data.index[position],
                     cluster=None if clusters is None or len(self.ranks) < 2 else self.ranks[1][clusters],
                     weights=precision, freq=freq if c.sampling is None else c.sampling.rows,
-                    sampling=c.sampling), check.digest()
+                    sampling=c.sampling, position=position), check.digest()
 
     def predictors(self, data: pd.DataFrame, random: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
@@ -790,7 +796,7 @@ class Encoding:
         needed; the grouping variables only when ``random``. Levels of a factor the fit has not seen are refused:
         they have no estimated effect."""
         spec = self.spec
-        needed = sorted(_fixed_variables(spec.fixed))
+        needed = sorted(fixed_variables(spec.fixed))
         if random:
             needed += [*self.levels.variables] + [n for t in spec.random for n in t.slopes]
         absent = [n for n in dict.fromkeys(needed) if n not in data.columns]

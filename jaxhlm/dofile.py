@@ -1,6 +1,6 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``,
+``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
 here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
@@ -188,6 +188,23 @@ class Session:
             raise JaxhlmError("lincom needs an expression: lincom EXP [, level(#)], e.g. "
                               "lincom ses + 1.sector#c.ses")
         return str(self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom")))
+
+    def margins(self, args: str) -> str:
+        """``margins [marginlist] [, at(var=(numlist) ...) level(#)]``: a table per term of the marginlist (a variable,
+        or variables joined by ``#``; ``i.`` allowed), each over the at() values (:meth:`MixedResult.margins`)."""
+        body, _, opts = args.partition(",")
+        at: dict[str, list[float]] = {}
+        rest = []
+        for o, arg in options(opts):
+            if o == "at" and arg:
+                for name, values in _at_values(arg):
+                    at[self._resolve(name)] = values
+            else:
+                rest.append(o if arg is None else f"{o}({arg})")
+        alpha = _alpha(" ".join(rest), "margins (besides at())")
+        model = self._active()
+        terms = [[self._resolve(re.sub(r"^i\.", "", v)) for v in term.split("#")] for term in body.split()]
+        return "\n\n".join(str(model.margins(over, at, alpha)) for over in terms or [[]])
 
     def lrtest(self, args: str) -> str:
         body, _, opts = args.partition(",")
@@ -517,7 +534,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
-    ("predict", 4, Session.predict), ("summarize", 2, Session.summarize),
+    ("predict", 4, Session.predict), ("summarize", 2, Session.summarize), ("margins", 7, Session.margins),
 ]
 
 #: predict's statistics after mixed.
@@ -582,6 +599,34 @@ def _missing(values: np.ndarray) -> Any:
 def _missing_note(values: np.ndarray) -> str:
     n = int(np.sum(values == "")) if values.dtype == object else int(np.isnan(values).sum())
     return f"({n:,} missing value{'s' if n != 1 else ''} generated)" if n else ""
+
+
+def _numlist(text: str) -> list[float]:
+    """Stata's numlist: numbers, ``a(d)b`` (a to b by d) and ``a/b`` (a to b by 1)."""
+    out: list[float] = []
+    for tok in re.findall(r"-?[\d.]+\(-?[\d.]+\)-?[\d.]+|-?[\d.]+/-?[\d.]+|\S+", text):
+        try:
+            if (ranged := re.fullmatch(r"(-?[\d.]+)\((-?[\d.]+)\)(-?[\d.]+)", tok)) is not None:
+                a, d, b = map(float, ranged.groups())
+                out += list(np.arange(a, b + d / 2, d)) if d else []
+            elif "/" in tok:
+                a, b = map(float, tok.split("/"))
+                out += list(np.arange(a, b + 0.5))
+            else:
+                out.append(float(tok))
+        except ValueError:
+            raise JaxhlmError(f"invalid numlist {text.strip()!r}: numbers, a(d)b or a/b") from None
+    if not out:
+        raise JaxhlmError(f"invalid numlist {text.strip()!r}: numbers, a(d)b or a/b")
+    return out
+
+
+def _at_values(text: str) -> list[tuple[str, list[float]]]:
+    """margins' ``at(var=# var=(numlist) ...)``."""
+    found = re.findall(r"([A-Za-z_]\w*)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|[^\s()]+)", text)
+    if not found or re.sub(r"([A-Za-z_]\w*)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|[^\s()]+)", "", text).strip():
+        raise JaxhlmError(f"at({text}) is not var=# or var=(numlist) terms")
+    return [(name, _numlist(values[1:-1] if values.startswith("(") else values)) for name, values in found]
 
 
 def _alpha(opts: str, command: str) -> float:

@@ -20,7 +20,7 @@ from .residual import ByStratum, Serial
 if TYPE_CHECKING:
     from .factor import Coef
     from .infer import ParameterTable
-    from .results import GroupInfluence, IntraclassCorrelation, LinearCombination, MixedResult
+    from .results import GroupInfluence, IntraclassCorrelation, LinearCombination, Margins, MixedResult
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -202,6 +202,41 @@ def lincom_text(lc: "LinearCombination") -> str:
     note = [] if math.isinf(lc.df) else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom "
                                          f"({DFMETHOD_NAMES[lc.dfmethod]})."]
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
+
+
+def margins_text(m: "Margins") -> str:
+    """Stata's ``margins`` output: the title and Number of obs, the VCE, the expression, each ``_at``'s values, and a
+    table of margins under "Delta-method" standard errors, rows labelled by the ``_at`` number and the ``over``
+    variables' values."""
+    t, stat = m.table, "z" if "z" in m.table.columns else "t"
+    title = "Adjusted predictions" if m.adjusted else "Predictive margins"
+    lines = [f"{title}{'Number of obs = ' + _fmt_int(m.nobs):>{WIDTH - len(title)}}", f"Model VCE: {m.vce}", "",
+             "Expression: Linear prediction, fixed portion, predict()"]
+    if m.at:
+        width = max(len(a) for a in m.at)
+        for k, values in enumerate(m.at_values, start=1):
+            lead = f"{k}._at: "
+            lines += [("" if j else lead).rjust(len(lead)) + f"{name:<{width}} = {stata_g(v, 7)}"
+                      for j, (name, v) in enumerate(zip(m.at, values))]
+    lines.append("")
+    group = "#".join((["_at"] if m.at else []) + list(m.over))
+    labels = ["_cons"]
+    if group:  # rows by _at, then by the over variables' values (:meth:`MixedResult.margins`)
+        keys = [k if isinstance(k, tuple) else (k,) for k in t.index]
+        per_at = len(t) // max(len(m.at_values), 1)
+        labels = [" ".join(([str(i // per_at + 1)] if m.at else [])
+                           + [stata_g(float(v), 7) for v in key[len(m.at):]]) for i, key in enumerate(keys)]
+    w = _name_width([group, *labels])
+    head = [f"{'':{w}} |{'Delta-method':>24}",
+            f"{'':{w}} | {'Margin':>10}  std. err.      {stat}    P>|{stat}|{_level_title(m.confidence):>25}"]
+    lines += ["-" * (w + 66)] + head + ["-" * (w + 1) + "+" + "-" * 64]
+    if group:
+        lines.append(f"{_abbrev(group, w):>{w}} |")
+    for label, row in zip(labels, t.itertuples(index=False)):
+        text = f"{label:>{w - 1}} " if group else f"{label:>{w}}"
+        lines.append(_coef_line(text, row.margin, row.std_err, getattr(row, stat), row.p, row.ci_lower, row.ci_upper))
+    lines.append("-" * (w + 66))
+    return "\n".join(lines)
 
 
 def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: float = 95.0) -> list[str]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple, Sequence
@@ -19,7 +21,7 @@ from scipy import special
 from . import covariance as cov
 from . import _config, functional, influence, render
 from .deviance import conditional_modes, level_modes, relative_factor
-from .design import Design, Rows, residual_data
+from .design import Design, Rows, fixed_variables, residual_data
 from .errors import ComparisonError, DataError, JaxhlmError
 from .factor import CONSTANT, FixedTerms
 from .estimate import Fit
@@ -400,7 +402,7 @@ class MixedResult:
         series = np.zeros(len(at)) if rows.cluster is None else rows.cluster[at]
         same = series[:, None] == series[None, :]
         V += same * (Z[:, q1:] @ sigma[q1:, q1:] @ Z[:, q1:].T)
-        frame = d.source.loc[rows.index[at]]
+        frame = d.source.iloc[rows.position[at]]
         if d.serial is not None:  # C(ψ̂) of the group's series, picked at its rows' places in their slabs
             series, slot = (a[at] for a in d.serial_slots)
             u, pos = np.unique(series, return_inverse=True)
@@ -493,7 +495,7 @@ class MixedResult:
         if isinstance(d.residual, Serial):
             return self._data
         if isinstance(d.residual, Strata):
-            stratum = pd.Index(d.strata_labels).get_indexer(d.source.loc[rows.index, self.spec.residual_by])
+            stratum = pd.Index(d.strata_labels).get_indexer(d.source[self.spec.residual_by].iloc[rows.position])
             v = rows.group_weights(d.n_groups)  # every group's, those without rows in a stratum included
             return influence.StrataPieces(tuple(
                 self._group_pieces(rows.subset(stratum == s), jax.tree.map(lambda a, s=s: a[s], self._data), v)
@@ -539,7 +541,7 @@ class MixedResult:
                                         jnp.asarray(re.edge[:len(phi) - re.n_residual]), d.blocks, d.residual))
         if cluster is None:
             return G, Clusters(d.group_name, d.n_groups)
-        values = d.source.loc[rows.index, cluster]
+        values = d.source[cluster].iloc[rows.position].to_numpy()
         codes, labels = pd.factorize(values, sort=True)
         spans = pd.Series(codes).groupby(rows.group).nunique()
         split = int((spans > 1).sum())
@@ -769,6 +771,62 @@ class MixedResult:
         return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self.design.response),
                                  self.design.response, b, se, z, p, lo, hi, 1 - alpha,
                                  math.inf if df is None else float(df[0]), dfmethod)
+
+    def margins(self, over: str | Sequence[str] | None = None, at: Mapping[str, float | Sequence[float]] | None = None,
+                alpha: float = 0.05, dfmethod: str | None = None) -> "Margins":
+        """Stata's ``margins`` of the linear prediction's fixed portion (xb): the mean over the estimation sample of
+        Xβ̂ with each variable of ``over`` set to each of its values in the sample (``margins sector``; several
+        variables: every combination, ``margins sector#female``) and each of ``at`` set to the given value or values
+        (``at(ses=(-1 0 1))``), the others as observed. Each margin is a linear combination x̄ᵀβ̂, so its standard
+        error is the delta method's, exact here: √(x̄ᵀ Cov(β̂) x̄), robust for a robust fit; z tests, or t tests on
+        small-sample degrees of freedom with a ``dfmethod`` (the fit's by default), as :meth:`lincom`. Frequency
+        weights weight the mean. Needs the fitted data in memory."""
+        _check_alpha(alpha)
+        check_dfmethod(dfmethod, self.reml)
+        dfmethod = dfmethod or self.spec.dfmethod
+        d = self.design
+        if self.spec.sampled:
+            raise JaxhlmError("margins are not computed for fits with sampling weights: the population's mean needs "
+                              "each observation's weight in the population, which the levels' weights do not give "
+                              "under a pseudo-likelihood fit here")
+        if d.source is None:
+            raise DataError("margins average the predictions over the estimation sample, and this fit's data were read "
+                            "in chunks; pass the data as a DataFrame")
+        over = [over] if isinstance(over, str) else list(over or [])
+        at = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in (at or {}).items()}
+        known = fixed_variables(self.spec.fixed)
+        for name in [*over, *at]:
+            if name not in known:
+                raise JaxhlmError(f"{name!r} is not a variable of the model's fixed part ({', '.join(sorted(known))})")
+        if set(over) & set(at):
+            raise JaxhlmError(f"{', '.join(sorted(set(over) & set(at)))} given both as a margin and in at()")
+        rows = d.rows()
+        frame = d.source.iloc[rows.position]
+        levels = []
+        for name in over:
+            values = np.sort(frame[name].unique())
+            if len(values) > MARGIN_LEVELS:
+                raise JaxhlmError(f"{name!r} takes {len(values):,} values; margins over a variable are for a factor (at "
+                                  f"most {MARGIN_LEVELS}): for a continuous one, fix it at values with at()")
+            levels.append(values)
+        w = np.ones(len(frame)) if rows.freq is None else rows.freq
+        names = [*at, *over]  # Stata's order: by _at, then by the over variables' values
+        combos = list(itertools.product(*at.values(), *levels))
+        L = np.stack([w @ d.predictors(frame.assign(**dict(zip(names, combo))), random=False)[1] / w.sum()
+                      for combo in combos])
+        beta, V, df = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), None
+        if dfmethod is not None:
+            small = self._small_sample(dfmethod)
+            V, df = small.vcov, small.df(L)
+        table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df)
+        stat = "z" if df is None else "t"
+        index = pd.MultiIndex.from_tuples(combos, names=names) if names else pd.Index(["_cons"])
+        frame = pd.DataFrame(table, index=index, columns=["margin", "std_err", stat, "p", "ci_lower", "ci_upper"])
+        if df is not None:
+            frame["df"] = df
+        return Margins(frame, tuple(over), tuple(at), tuple(itertools.product(*at.values())) if at else (),
+                       d.response, self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
+                       adjusted=bool(known) and set(at) >= known)
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -1009,6 +1067,29 @@ class LinearCombination:
         return render.lincom_text(self)
 
 
+#: The most values a variable of ``margins(over=...)`` may take (a factor's levels).
+MARGIN_LEVELS = 50
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Stata's ``margins`` (:meth:`MixedResult.margins`): one row per combination of the ``over`` variables' values
+    and the ``at`` values, with the margin, its delta-method SE, z (or t, with ``df``) test and interval."""
+
+    table: pd.DataFrame
+    over: tuple[str, ...]
+    at: tuple[str, ...]
+    at_values: tuple[tuple[float, ...], ...]  # the combinations of at() values, Stata's 1._at, 2._at, …
+    response: str
+    nobs: int
+    vce: str  # "OIM" or "Robust", as Stata's "Model VCE:" line
+    confidence: float
+    adjusted: bool  # every variable of the fixed part fixed by at(): Stata's "Adjusted predictions"
+
+    def __str__(self) -> str:
+        return render.margins_text(self)
+
+
 class ICC(NamedTuple):
     """One level's row of :class:`IntraclassCorrelation`."""
 
@@ -1196,7 +1277,7 @@ def _refits(command: str, model: MixedResult, specs: Sequence[ModelSpec | None],
                               "fitted from data read in chunks")
     from .pipeline import fit_spec  # the pipeline builds results
 
-    sample = model.design.source.loc[model.design.rows().index]
+    sample = model.design.source.iloc[model.design.rows().position]
     return [None if spec is None else fit_spec(dataclasses.replace(spec, subset=None), sample) for spec in specs]
 
 

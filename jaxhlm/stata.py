@@ -215,9 +215,10 @@ def split_top(text: str, sep: str) -> list[str]:
 
 
 def options(text: str) -> list[tuple[str, str | None]]:
-    """Stata options ``name`` or ``name(argument)``, lower-cased names."""
+    """Stata options ``name`` or ``name(argument)`` (parentheses nested up to three deep, as in margins'
+    ``at(x=(-1(1)1))``), lower-cased names."""
     out = []
-    for m in re.finditer(r"([A-Za-z_]\w*)(?:\(((?:[^()]|\([^()]*\))*)\))?|(\S)", text):
+    for m in re.finditer(r"([A-Za-z_]\w*)(?:\(((?:[^()]|\((?:[^()]|\([^()]*\))*\))*)\))?|(\S)", text):
         if m.group(3):
             raise FormulaError(f"invalid option text {text.strip()!r}")
         out.append((m.group(1).lower(), m.group(2)))
