@@ -269,3 +269,14 @@ def test_gllamm_robust_standard_errors(model):
     for key, scale in (("beta", 1e-6), ("variances", 1e-5), ("bse", 5e-6), ("variances_se", 5e-6)):
         ours = (m.bse if key.endswith("se") else m.params)[list(model[key])]
         np.testing.assert_allclose(ours, list(model[key].values()), rtol=scale, err_msg=key)
+
+
+def test_repeated_index_labels():
+    """Rows are looked up by place: labels repeated by pd.concat give the same clustered sandwich."""
+    hsb = _hsb()
+    repeated = pd.concat([hsb.iloc[:3000], hsb.iloc[3000:].set_axis(np.arange(len(hsb) - 3000))])
+    assert repeated.index.has_duplicates
+    a = jaxhlm.fit("mathach ~ ses + sector + (1 | id)", repeated, vce="robust", cluster="cl")
+    b = jaxhlm.fit("mathach ~ ses + sector + (1 | id)", hsb, vce="robust", cluster="cl")
+    np.testing.assert_allclose(a.cov_params(), b.cov_params(), rtol=1e-10)
+    assert a.robust.count == 16
