@@ -190,21 +190,24 @@ class Session:
         return str(self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom")))
 
     def margins(self, args: str) -> str:
-        """``margins [marginlist] [, at(var=(numlist) ...) level(#)]``: a table per term of the marginlist (a variable,
-        or variables joined by ``#``; ``i.`` allowed), each over the at() values (:meth:`MixedResult.margins`)."""
+        """``margins [marginlist] [, at(var=(numlist) ...) dydx(var) level(#)]``: a table per term of the marginlist (a
+        variable, or variables joined by ``#``; ``i.`` allowed), each over the at() values (:meth:`MixedResult.margins`);
+        with dydx(), the average marginal effects of that variable."""
         body, _, opts = args.partition(",")
         at: dict[str, list[float]] = {}
-        rest = []
+        rest, dydx = [], None
         for o, arg in options(opts):
             if o == "at" and arg:
                 for name, values in _at_values(arg):
                     at[self._resolve(name)] = values
+            elif o == "dydx" and arg:
+                dydx = self._resolve(re.sub(r"^c\.", "", arg.strip()))
             else:
                 rest.append(o if arg is None else f"{o}({arg})")
-        alpha = _alpha(" ".join(rest), "margins (besides at())")
+        alpha = _alpha(" ".join(rest), "margins (besides at() and dydx())")
         model = self._active()
         terms = [[self._resolve(re.sub(r"^i\.", "", v)) for v in term.split("#")] for term in body.split()]
-        return "\n\n".join(str(model.margins(over, at, alpha)) for over in terms or [[]])
+        return "\n\n".join(str(model.margins(over, at, dydx, alpha)) for over in terms or [[]])
 
     def lrtest(self, args: str) -> str:
         body, _, opts = args.partition(",")

@@ -209,9 +209,14 @@ def margins_text(m: "Margins") -> str:
     table of margins under "Delta-method" standard errors, rows labelled by the ``_at`` number and the ``over``
     variables' values."""
     t, stat = m.table, "z" if "z" in m.table.columns else "t"
-    title = "Adjusted predictions" if m.adjusted else "Predictive margins"
+    if m.dydx is None:
+        title = "Adjusted predictions" if m.adjusted else "Predictive margins"
+    else:
+        title = "Conditional marginal effects" if m.adjusted else "Average marginal effects"
     lines = [f"{title}{'Number of obs = ' + _fmt_int(m.nobs):>{WIDTH - len(title)}}", f"Model VCE: {m.vce}", "",
              "Expression: Linear prediction, fixed portion, predict()"]
+    if m.dydx is not None:
+        lines.append(f"dy/dx wrt:  {m.dydx}")
     if m.at:
         width = max(len(a) for a in m.at)
         for k, values in enumerate(m.at_values, start=1):
@@ -220,21 +225,24 @@ def margins_text(m: "Margins") -> str:
                       for j, (name, v) in enumerate(zip(m.at, values))]
     lines.append("")
     group = "#".join((["_at"] if m.at else []) + list(m.over))
-    labels = ["_cons"]
+    labels = ["_cons" if m.dydx is None else m.dydx]
     if group:  # rows by _at, then by the over variables' values (:meth:`MixedResult.margins`)
         keys = [k if isinstance(k, tuple) else (k,) for k in t.index]
         per_at = len(t) // max(len(m.at_values), 1)
         labels = [" ".join(([str(i // per_at + 1)] if m.at else [])
                            + [stata_g(float(v), 7) for v in key[len(m.at):]]) for i, key in enumerate(keys)]
-    w = _name_width([group, *labels])
+    w = _name_width([group, *labels, m.dydx or ""])
     head = [f"{'':{w}} |{'Delta-method':>24}",
-            f"{'':{w}} | {'Margin':>10}  std. err.      {stat}    P>|{stat}|{_level_title(m.confidence):>25}"]
+            f"{'':{w}} | {'Margin' if m.dydx is None else 'dy/dx':>10}  std. err.      {stat}    "
+            f"P>|{stat}|{_level_title(m.confidence):>25}"]
     lines += ["-" * (w + 66)] + head + ["-" * (w + 1) + "+" + "-" * 64]
+    if m.dydx is not None and group:
+        lines.append(f"{_abbrev(m.dydx, w):<{w}} |")
     if group:
         lines.append(f"{_abbrev(group, w):>{w}} |")
     for label, row in zip(labels, t.itertuples(index=False)):
         text = f"{label:>{w - 1}} " if group else f"{label:>{w}}"
-        lines.append(_coef_line(text, row.margin, row.std_err, getattr(row, stat), row.p, row.ci_lower, row.ci_upper))
+        lines.append(_coef_line(text, row[0], row.std_err, getattr(row, stat), row.p, row.ci_lower, row.ci_upper))
     lines.append("-" * (w + 66))
     return "\n".join(lines)
 

@@ -773,14 +773,18 @@ class MixedResult:
                                  math.inf if df is None else float(df[0]), dfmethod)
 
     def margins(self, over: str | Sequence[str] | None = None, at: Mapping[str, float | Sequence[float]] | None = None,
-                alpha: float = 0.05, dfmethod: str | None = None) -> "Margins":
+                dydx: str | None = None, alpha: float = 0.05, dfmethod: str | None = None) -> "Margins":
         """Stata's ``margins`` of the linear prediction's fixed portion (xb): the mean over the estimation sample of
         Xβ̂ with each variable of ``over`` set to each of its values in the sample (``margins sector``; several
         variables: every combination, ``margins sector#female``) and each of ``at`` set to the given value or values
         (``at(ses=(-1 0 1))``), the others as observed. Each margin is a linear combination x̄ᵀβ̂, so its standard
         error is the delta method's, exact here: √(x̄ᵀ Cov(β̂) x̄), robust for a robust fit; z tests, or t tests on
         small-sample degrees of freedom with a ``dfmethod`` (the fit's by default), as :meth:`lincom`. Frequency
-        weights weight the mean. Needs the fitted data in memory."""
+        weights weight the mean. Needs the fitted data in memory.
+
+        ``dydx``: a continuous variable's average marginal effect instead, the mean of ∂(Xβ̂)/∂x (Stata's
+        ``margins sector, dydx(ses)``: the slope of ses in each sector, its interactions included), by central
+        differences of the design, exact for terms up to quadratic in x."""
         _check_alpha(alpha)
         check_dfmethod(dfmethod, self.reml)
         dfmethod = dfmethod or self.spec.dfmethod
@@ -795,11 +799,13 @@ class MixedResult:
         over = [over] if isinstance(over, str) else list(over or [])
         at = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in (at or {}).items()}
         known = fixed_variables(self.spec.fixed)
-        for name in [*over, *at]:
+        for name in [*over, *at, *([dydx] if dydx else [])]:
             if name not in known:
                 raise JaxhlmError(f"{name!r} is not a variable of the model's fixed part ({', '.join(sorted(known))})")
         if set(over) & set(at):
             raise JaxhlmError(f"{', '.join(sorted(set(over) & set(at)))} given both as a margin and in at()")
+        if dydx in over:
+            raise JaxhlmError(f"{dydx!r} is both a margin and the variable of dydx(); its slope is one number")
         rows = d.rows()
         frame = d.source.iloc[rows.position]
         levels = []
@@ -812,8 +818,18 @@ class MixedResult:
         w = np.ones(len(frame)) if rows.freq is None else rows.freq
         names = [*at, *over]  # Stata's order: by _at, then by the over variables' values
         combos = list(itertools.product(*at.values(), *levels))
-        L = np.stack([w @ d.predictors(frame.assign(**dict(zip(names, combo))), random=False)[1] / w.sum()
-                      for combo in combos])
+
+        def mean_row(setting: dict) -> np.ndarray:
+            return w @ d.predictors(frame.assign(**setting), random=False)[1] / w.sum()
+
+        if dydx is None:
+            L = np.stack([mean_row(dict(zip(names, combo))) for combo in combos])
+        else:
+            x = pd.to_numeric(frame[dydx], errors="coerce").to_numpy(dtype=float)
+            h = 1e-3 * (float(np.std(x)) or 1.0)
+            L = np.stack([(mean_row({**setting, dydx: at_x + h}) - mean_row({**setting, dydx: at_x - h})) / (2 * h)
+                          for setting in (dict(zip(names, combo)) for combo in combos)
+                          for at_x in [setting.get(dydx, x)]])
         beta, V, df = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), None
         if dfmethod is not None:
             small = self._small_sample(dfmethod)
@@ -821,12 +837,13 @@ class MixedResult:
         table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df)
         stat = "z" if df is None else "t"
         index = pd.MultiIndex.from_tuples(combos, names=names) if names else pd.Index(["_cons"])
-        frame = pd.DataFrame(table, index=index, columns=["margin", "std_err", stat, "p", "ci_lower", "ci_upper"])
+        frame = pd.DataFrame(table, index=index, columns=["margin" if dydx is None else "dydx", "std_err", stat, "p",
+                                                          "ci_lower", "ci_upper"])
         if df is not None:
             frame["df"] = df
         return Margins(frame, tuple(over), tuple(at), tuple(itertools.product(*at.values())) if at else (),
                        d.response, self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
-                       adjusted=bool(known) and set(at) >= known)
+                       adjusted=bool(known) and set(at) >= known, dydx=dydx)
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -1074,7 +1091,8 @@ MARGIN_LEVELS = 50
 @dataclass(frozen=True)
 class Margins:
     """Stata's ``margins`` (:meth:`MixedResult.margins`): one row per combination of the ``over`` variables' values
-    and the ``at`` values, with the margin, its delta-method SE, z (or t, with ``df``) test and interval."""
+    and the ``at`` values, with the margin (or with ``dydx`` the average marginal effect), its delta-method SE, z
+    (or t, with ``df``) test and interval."""
 
     table: pd.DataFrame
     over: tuple[str, ...]
@@ -1085,6 +1103,7 @@ class Margins:
     vce: str  # "OIM" or "Robust", as Stata's "Model VCE:" line
     confidence: float
     adjusted: bool  # every variable of the fixed part fixed by at(): Stata's "Adjusted predictions"
+    dydx: str | None = None  # the variable of average marginal effects (Stata's dydx()), None for margins
 
     def __str__(self) -> str:
         return render.margins_text(self)

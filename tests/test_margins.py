@@ -43,6 +43,23 @@ def test_matches_emmeans(ml, name):
     np.testing.assert_allclose(half, 1.959963984540054 * m.table["std_err"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("name, over", [("dydx_ses_by_sector", "sector"), ("dydx_ses", None)])
+def test_average_marginal_effects_match_emtrends(ml, name, over):
+    ref, m = REF[name], ml.margins(over, dydx="ses")
+    np.testing.assert_allclose(m.table["dydx"], np.atleast_1d(ref["margin"]), rtol=1e-7)
+    np.testing.assert_allclose(m.table["std_err"], np.atleast_1d(ref["se"]), rtol=5e-7)
+    text = str(m)
+    assert text.startswith("Average marginal effects") and "dy/dx wrt:  ses" in text
+
+
+def test_dydx_of_a_quadratic_term_is_exact(hsb):
+    """The slope of b1 ses + b2 ses² at ses = x is b1 + 2 b2 x, and central differences are exact for it."""
+    m = jaxhlm.mixed("mathach c.ses##c.ses i.sector || id:", hsb)
+    b = m.fe_params
+    slopes = m.margins(at={"ses": [-1, 0, 1]}, dydx="ses").table["dydx"].to_numpy()
+    np.testing.assert_allclose(slopes, b["ses"] + 2 * b["c.ses#c.ses"] * np.array([-1, 0, 1]), rtol=1e-9)
+
+
 def test_robust_and_satterthwaite(hsb):
     robust = jaxhlm.mixed(MODEL + " vce(robust)", hsb).margins("sector")
     np.testing.assert_allclose(robust.table["std_err"], REF["by_sector_robust"]["se"], rtol=5e-7)
@@ -81,6 +98,7 @@ def test_dofile(hsb):
     assert "sector#female" in text and "12.37" in text
     assert "1._at: ses = -1" in session.run("margins", "sector, at(ses=(-1 1))")
     assert session.run("margins", ", at(ses=(-1(1)1))").count("._at:") == 3
+    assert "2.914303" in session.run("margins", "sector, dydx(ses)")
 
 
 @pytest.mark.parametrize("call, words", [
@@ -88,6 +106,7 @@ def test_dofile(hsb):
     (lambda m: m.margins("ses"), "takes 373 values"),
     (lambda m: m.margins("sector", at={"sector": 1}), "given both as a margin and in at()"),
     (lambda m: m.margins(alpha=1.5), "alpha"),
+    (lambda m: m.margins("sector", dydx="sector"), "both a margin and the variable of dydx()"),
 ])
 def test_refusals(ml, call, words):
     with pytest.raises(jaxhlm.JaxhlmError, match=words.replace("(", r"\(").replace(")", r"\)")):
