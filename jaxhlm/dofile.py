@@ -190,24 +190,27 @@ class Session:
         return str(self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom")))
 
     def margins(self, args: str) -> str:
-        """``margins [marginlist] [, at(var=(numlist) ...) dydx(var) level(#)]``: a table per term of the marginlist (a
-        variable, or variables joined by ``#``; ``i.`` allowed), each over the at() values (:meth:`MixedResult.margins`);
-        with dydx(), the average marginal effects of that variable."""
+        """``margins [marginlist] [, at(var=(numlist) ...) dydx(var) pwcompare[(effects)] level(#)]``: a table per term
+        of the marginlist (a variable, or variables joined by ``#``; ``i.`` allowed), each over the at() values
+        (:meth:`MixedResult.margins`); with dydx(), the average marginal effects of that variable; with pwcompare,
+        their pairwise differences, shown with tests (as Stata's ``pwcompare(effects)``)."""
         body, _, opts = args.partition(",")
         at: dict[str, list[float]] = {}
-        rest, dydx = [], None
+        rest, dydx, pwcompare = [], None, False
         for o, arg in options(opts):
             if o == "at" and arg:
                 for name, values in _at_values(arg):
                     at[self._resolve(name)] = values
             elif o == "dydx" and arg:
                 dydx = self._resolve(re.sub(r"^c\.", "", arg.strip()))
+            elif o == "pwcompare" and (arg is None or arg.strip() in ("effects", "eff")):
+                pwcompare = True
             else:
                 rest.append(o if arg is None else f"{o}({arg})")
-        alpha = _alpha(" ".join(rest), "margins (besides at() and dydx())")
+        alpha = _alpha(" ".join(rest), "margins (besides at(), dydx() and pwcompare)")
         model = self._active()
         terms = [[self._resolve(re.sub(r"^i\.", "", v)) for v in term.split("#")] for term in body.split()]
-        return "\n\n".join(str(model.margins(over, at, dydx, alpha)) for over in terms or [[]])
+        return "\n\n".join(str(model.margins(over, at, dydx, pwcompare, alpha)) for over in terms or [[]])
 
     def lrtest(self, args: str) -> str:
         body, _, opts = args.partition(",")

@@ -213,6 +213,8 @@ def margins_text(m: "Margins") -> str:
         title = "Adjusted predictions" if m.adjusted else "Predictive margins"
     else:
         title = "Conditional marginal effects" if m.adjusted else "Average marginal effects"
+    if m.pwcompare:
+        title = f"Pairwise comparisons of {title[0].lower()}{title[1:]}"
     lines = [f"{title}{'Number of obs = ' + _fmt_int(m.nobs):>{WIDTH - len(title)}}", f"Model VCE: {m.vce}", "",
              "Expression: Linear prediction, fixed portion, predict()"]
     if m.dydx is not None:
@@ -226,14 +228,16 @@ def margins_text(m: "Margins") -> str:
     lines.append("")
     group = "#".join((["_at"] if m.at else []) + list(m.over))
     labels = ["_cons" if m.dydx is None else m.dydx]
-    if group:  # rows by _at, then by the over variables' values (:meth:`MixedResult.margins`)
+    if m.pwcompare:
+        labels = list(t.index)
+    elif group:  # rows by _at, then by the over variables' values (:meth:`MixedResult.margins`)
         keys = [k if isinstance(k, tuple) else (k,) for k in t.index]
         per_at = len(t) // max(len(m.at_values), 1)
         labels = [" ".join(([str(i // per_at + 1)] if m.at else [])
                            + [stata_g(float(v), 7) for v in key[len(m.at):]]) for i, key in enumerate(keys)]
-    w = _name_width([group, *labels, m.dydx or ""])
+    w = _name_width([group, *(f"{label} " for label in labels), m.dydx or ""])  # rows are indented by one
     head = [f"{'':{w}} |{'Delta-method':>24}",
-            f"{'':{w}} | {'Margin' if m.dydx is None else 'dy/dx':>10}  std. err.      {stat}    "
+            f"{'':{w}} | {'Contrast' if m.pwcompare else 'Margin' if m.dydx is None else 'dy/dx':>10}  std. err.      {stat}    "
             f"P>|{stat}|{_level_title(m.confidence):>25}"]
     lines += ["-" * (w + 66)] + head + ["-" * (w + 1) + "+" + "-" * 64]
     if m.dydx is not None and group:

@@ -773,7 +773,8 @@ class MixedResult:
                                  math.inf if df is None else float(df[0]), dfmethod)
 
     def margins(self, over: str | Sequence[str] | None = None, at: Mapping[str, float | Sequence[float]] | None = None,
-                dydx: str | None = None, alpha: float = 0.05, dfmethod: str | None = None) -> "Margins":
+                dydx: str | None = None, pwcompare: bool = False, alpha: float = 0.05, dfmethod: str | None = None
+                ) -> "Margins":
         """Stata's ``margins`` of the linear prediction's fixed portion (xb): the mean over the estimation sample of
         Xβ̂ with each variable of ``over`` set to each of its values in the sample (``margins sector``; several
         variables: every combination, ``margins sector#female``) and each of ``at`` set to the given value or values
@@ -784,7 +785,11 @@ class MixedResult:
 
         ``dydx``: a continuous variable's average marginal effect instead, the mean of ∂(Xβ̂)/∂x (Stata's
         ``margins sector, dydx(ses)``: the slope of ses in each sector, its interactions included), by central
-        differences of the design, exact for terms up to quadratic in x."""
+        differences of the design, exact for terms up to quadratic in x.
+
+        ``pwcompare``: every pairwise difference of the margins instead (Stata's ``margins sector, pwcompare(effects)``;
+        rows "1 vs 0", cells in parentheses when they have several values, the at() values by their ``_at`` number),
+        unadjusted for multiple comparisons, as Stata's default."""
         _check_alpha(alpha)
         check_dfmethod(dfmethod, self.reml)
         dfmethod = dfmethod or self.spec.dfmethod
@@ -830,20 +835,32 @@ class MixedResult:
             L = np.stack([(mean_row({**setting, dydx: at_x + h}) - mean_row({**setting, dydx: at_x - h})) / (2 * h)
                           for setting in (dict(zip(names, combo)) for combo in combos)
                           for at_x in [setting.get(dydx, x)]])
+        index = pd.MultiIndex.from_tuples(combos, names=names) if names else pd.Index(["_cons"])
+        if pwcompare:
+            if len(combos) < 2:
+                raise JaxhlmError("pwcompare compares margins pairwise, and there is one; give margins over a "
+                                  "factor, or several at() values")
+            per_at = len(combos) // max(len(list(itertools.product(*at.values()))), 1)
+            cells = [[str(k // per_at + 1)] * bool(at) + [render.stata_g(float(v), 7) for v in combo[len(at):]]
+                     for k, combo in enumerate(combos)]
+            cell = lambda c: c[0] if len(c) == 1 else f"({' '.join(c)})"  # noqa: E731
+            pairs = [(i, j) for i in range(len(combos)) for j in range(i + 1, len(combos))]
+            L = np.stack([L[j] - L[i] for i, j in pairs])
+            index = pd.Index([f"{cell(cells[j])} vs {cell(cells[i])}" for i, j in pairs], name="#".join(
+                (["_at"] if at else []) + over))
         beta, V, df = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), None
         if dfmethod is not None:
             small = self._small_sample(dfmethod)
             V, df = small.vcov, small.df(L)
         table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df)
         stat = "z" if df is None else "t"
-        index = pd.MultiIndex.from_tuples(combos, names=names) if names else pd.Index(["_cons"])
-        frame = pd.DataFrame(table, index=index, columns=["margin" if dydx is None else "dydx", "std_err", stat, "p",
-                                                          "ci_lower", "ci_upper"])
+        what = "contrast" if pwcompare else "margin" if dydx is None else "dydx"
+        frame = pd.DataFrame(table, index=index, columns=[what, "std_err", stat, "p", "ci_lower", "ci_upper"])
         if df is not None:
             frame["df"] = df
         return Margins(frame, tuple(over), tuple(at), tuple(itertools.product(*at.values())) if at else (),
                        d.response, self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
-                       adjusted=bool(known) and set(at) >= known, dydx=dydx)
+                       adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare)
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -1104,6 +1121,7 @@ class Margins:
     confidence: float
     adjusted: bool  # every variable of the fixed part fixed by at(): Stata's "Adjusted predictions"
     dydx: str | None = None  # the variable of average marginal effects (Stata's dydx()), None for margins
+    pwcompare: bool = False  # the rows are the pairwise differences of the margins ("1 vs 0")
 
     def __str__(self) -> str:
         return render.margins_text(self)

@@ -52,6 +52,21 @@ def test_average_marginal_effects_match_emtrends(ml, name, over):
     assert text.startswith("Average marginal effects") and "dy/dx wrt:  ses" in text
 
 
+@pytest.mark.parametrize("name, kwargs", [("pw_sector", {"over": "sector"}),
+                                          ("pw_sector_female", {"over": ["sector", "female"]}),
+                                          ("pw_dydx_ses_by_sector", {"over": "sector", "dydx": "ses"})])
+def test_pairwise_comparisons_match_emmeans_pairs(ml, name, kwargs):
+    m = ml.margins(pwcompare=True, **kwargs)
+    n = len(ml.margins(**kwargs).table)
+    ours = [(i, j) for i in range(n) for j in range(i + 1, n)]  # j vs i, by i then j
+    theirs = [(i, j) for j in range(n) for i in range(j)]  # emmeans' pairs(reverse = TRUE): by j then i
+    at = [theirs.index(p) for p in ours]
+    np.testing.assert_allclose(m.table["contrast"], np.atleast_1d(REF[name]["margin"])[at], rtol=1e-7)
+    np.testing.assert_allclose(m.table["std_err"], np.atleast_1d(REF[name]["se"])[at], rtol=5e-7)
+    assert m.table.index[0] == ("(0 1) vs (0 0)" if name == "pw_sector_female" else "1 vs 0")
+    assert str(m).startswith("Pairwise comparisons of")
+
+
 def test_dydx_of_a_quadratic_term_is_exact(hsb):
     """The slope of b1 ses + b2 ses² at ses = x is b1 + 2 b2 x, and central differences are exact for it."""
     m = jaxhlm.mixed("mathach c.ses##c.ses i.sector || id:", hsb)
@@ -99,6 +114,7 @@ def test_dofile(hsb):
     assert "1._at: ses = -1" in session.run("margins", "sector, at(ses=(-1 1))")
     assert session.run("margins", ", at(ses=(-1(1)1))").count("._at:") == 3
     assert "2.914303" in session.run("margins", "sector, dydx(ses)")
+    assert "1 vs 0" in session.run("margins", "sector, pwcompare(effects)")
 
 
 @pytest.mark.parametrize("call, words", [
@@ -107,6 +123,7 @@ def test_dofile(hsb):
     (lambda m: m.margins("sector", at={"sector": 1}), "given both as a margin and in at()"),
     (lambda m: m.margins(alpha=1.5), "alpha"),
     (lambda m: m.margins("sector", dydx="sector"), "both a margin and the variable of dydx()"),
+    (lambda m: m.margins(pwcompare=True), "pwcompare compares margins pairwise, and there is one"),
 ])
 def test_refusals(ml, call, words):
     with pytest.raises(jaxhlm.JaxhlmError, match=words.replace("(", r"\(").replace(")", r"\)")):
