@@ -847,10 +847,13 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     q1 = spec.n_first
     levels, sample = _Levels(spec, crossed), _Sample()
     acc = Accumulator(q1, len(spec.re_names) - q1, crossed)
-    if spec.sampled and (crossed or spec.residual_kind != "independent"):
-        raise DataError("sampling weights are fitted for models with one grouping level or two nested ones and "
-                        "independent residuals; this model has " + (
-                            "crossed grouping factors" if crossed else f"{spec.residual_kind} residuals"))
+    if spec.sampled and crossed:
+        raise DataError("sampling weights are fitted for models with one grouping level or two nested ones; this "
+                        "model has crossed grouping factors")
+    if spec.sampled and spec.residual_kind != "independent" and (spec.pweights or any(spec.level_pweights[1:])):
+        raise DataError(f"with {spec.residual_kind} residuals only the outermost level's groups may carry sampling "
+                        "weights: the residuals of a series are correlated, so an observation's (or an inner "
+                        "cluster's) share of the likelihood cannot be weighted on its own")
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
     strata, parts_by = (_Groups(), []) if spec.residual_by and spec.residual_kind == "independent" else (None, None)
     # With correlated residuals by a variable, each series' stratum (its value), for the structure to tell apart.
@@ -1188,7 +1191,10 @@ def residual_data(design: Design, n_groups: int, n_fixed: int, n_clusters: int =
         slabs = {f: jnp.pad(jnp.asarray(a), [(0, more)] + [(0, 0)] * (a.ndim - 1))
                  for f, a in ((f, getattr(rows, f)) for f in SLABS)}
         parent = jnp.pad(jnp.asarray(rows.parent), (0, more)) if nested else rows.parent
-        return SerialRows(**slabs, parent=jnp.asarray(parent), group_weights=jnp.ones(n_groups))
+        v = np.ones(n_groups)  # the groups' sampling weights, padded groups 1
+        if design.stats.group_weights is not None:
+            v[:design.n_groups] = design.stats.group_weights
+        return SerialRows(**slabs, parent=jnp.asarray(parent), group_weights=jnp.asarray(v))
     if design.strata is not None:
         return stack_strata(design.strata, n_groups, n_fixed, n_clusters)
     return device_stats(design.stats, n_groups, n_fixed, packed, n_clusters)

@@ -106,7 +106,7 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
         ``corExp``), ``"toeplitz"`` / ``"toeplitz q"`` (a correlation per lag in an integer time, up to lag q),
         ``"unstructured"`` (a variance per value of the time and a covariance per pair; nlme's ``corSymm`` with
         ``varIdent``) and ``"banded q"`` (unstructured, covariances at most q values apart). Stata's
-        abbreviations accepted. Unweighted rows.
+        abbreviations accepted. Unweighted rows (the outermost groups may carry sampling weights).
       time: the column (as ``weights``) of the time the structures other than independent and exchangeable
         need; one observation per time in a group.
       vce: ``"oim"`` (the default without sampling weights): standard errors from the observed information, as
