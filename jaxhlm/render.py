@@ -206,8 +206,7 @@ def lincom_text(lc: "LinearCombination") -> str:
 
 def margins_text(m: "Margins") -> str:
     """Stata's ``margins`` output: the title and Number of obs, the VCE, the expression, each ``_at``'s values, and a
-    table of margins under "Delta-method" standard errors, rows labelled by the ``_at`` number and the ``over``
-    variables' values."""
+    table of margins (effects, contrasts) under "Delta-method" standard errors, rows labelled as ``m.labels``."""
     t, stat = m.table, "z" if "z" in m.table.columns else "t"
     if m.dydx is None:
         title = "Adjusted predictions" if m.adjusted else "Predictive margins"
@@ -226,19 +225,11 @@ def margins_text(m: "Margins") -> str:
             lines += [("" if j else lead).rjust(len(lead)) + f"{name:<{width}} = {stata_g(v, 7)}"
                       for j, (name, v) in enumerate(zip(m.at, values))]
     lines.append("")
-    group = "#".join((["_at"] if m.at else []) + list(m.over))
-    labels = ["_cons" if m.dydx is None else m.dydx]
-    if m.pwcompare:
-        labels = list(t.index)
-    elif group:  # rows by _at, then by the over variables' values (:meth:`MixedResult.margins`)
-        keys = [k if isinstance(k, tuple) else (k,) for k in t.index]
-        per_at = len(t) // max(len(m.at_values), 1)
-        labels = [" ".join(([str(i // per_at + 1)] if m.at else [])
-                           + [stata_g(float(v), 7) for v in key[len(m.at):]]) for i, key in enumerate(keys)]
+    group, labels = "#".join((["_at"] if m.at else []) + list(m.over)), m.labels
     w = _name_width([group, *(f"{label} " for label in labels), m.dydx or ""])  # rows are indented by one
+    first = "Contrast" if m.pwcompare else "Margin" if m.dydx is None else "dy/dx"
     head = [f"{'':{w}} |{'Delta-method':>24}",
-            f"{'':{w}} | {'Contrast' if m.pwcompare else 'Margin' if m.dydx is None else 'dy/dx':>10}  std. err.      {stat}    "
-            f"P>|{stat}|{_level_title(m.confidence):>25}"]
+            f"{'':{w}} | {first:>10}  std. err.      {stat}    P>|{stat}|{_level_title(m.confidence):>25}"]
     lines += ["-" * (w + 66)] + head + ["-" * (w + 1) + "+" + "-" * 64]
     if m.dydx is not None and group:
         lines.append(f"{_abbrev(m.dydx, w):<{w}} |")

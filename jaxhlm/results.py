@@ -820,34 +820,26 @@ class MixedResult:
                 raise JaxhlmError(f"{name!r} takes {len(values):,} values; margins over a variable are for a factor (at "
                                   f"most {MARGIN_LEVELS}): for a continuous one, fix it at values with at()")
             levels.append(values)
-        w = np.ones(len(frame)) if rows.freq is None else rows.freq
         names = [*at, *over]  # Stata's order: by _at, then by the over variables' values
+        at_values = list(itertools.product(*at.values()))
         combos = list(itertools.product(*at.values(), *levels))
-
-        def mean_row(setting: dict) -> np.ndarray:
-            return w @ d.predictors(frame.assign(**setting), random=False)[1] / w.sum()
-
-        if dydx is None:
-            L = np.stack([mean_row(dict(zip(names, combo))) for combo in combos])
-        else:
-            x = pd.to_numeric(frame[dydx], errors="coerce").to_numpy(dtype=float)
-            h = 1e-3 * (float(np.std(x)) or 1.0)
-            L = np.stack([(mean_row({**setting, dydx: at_x + h}) - mean_row({**setting, dydx: at_x - h})) / (2 * h)
-                          for setting in (dict(zip(names, combo)) for combo in combos)
-                          for at_x in [setting.get(dydx, x)]])
+        L = _margin_rows(d, frame, np.ones(len(frame)) if rows.freq is None else rows.freq,
+                         [dict(zip(names, combo)) for combo in combos], dydx)
         index = pd.MultiIndex.from_tuples(combos, names=names) if names else pd.Index(["_cons"])
+        # Stata's row labels: the _at number, then the over variables' values
+        per_at = len(combos) // max(len(at_values), 1)
+        cells = [[str(k // per_at + 1)] * bool(at) + [render.stata_g(float(v), 7) for v in combo[len(at):]]
+                 for k, combo in enumerate(combos)]
+        labels = [" ".join(c) for c in cells] if names else ["_cons" if dydx is None else dydx]
         if pwcompare:
             if len(combos) < 2:
                 raise JaxhlmError("pwcompare compares margins pairwise, and there is one; give margins over a "
                                   "factor, or several at() values")
-            per_at = len(combos) // max(len(list(itertools.product(*at.values()))), 1)
-            cells = [[str(k // per_at + 1)] * bool(at) + [render.stata_g(float(v), 7) for v in combo[len(at):]]
-                     for k, combo in enumerate(combos)]
             cell = lambda c: c[0] if len(c) == 1 else f"({' '.join(c)})"  # noqa: E731
             pairs = [(i, j) for i in range(len(combos)) for j in range(i + 1, len(combos))]
             L = np.stack([L[j] - L[i] for i, j in pairs])
-            index = pd.Index([f"{cell(cells[j])} vs {cell(cells[i])}" for i, j in pairs], name="#".join(
-                (["_at"] if at else []) + over))
+            labels = [f"{cell(cells[j])} vs {cell(cells[i])}" for i, j in pairs]
+            index = pd.Index(labels, name="#".join((["_at"] if at else []) + over))
         beta, V, df = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), None
         if dfmethod is not None:
             small = self._small_sample(dfmethod)
@@ -858,8 +850,8 @@ class MixedResult:
         frame = pd.DataFrame(table, index=index, columns=[what, "std_err", stat, "p", "ci_lower", "ci_upper"])
         if df is not None:
             frame["df"] = df
-        return Margins(frame, tuple(over), tuple(at), tuple(itertools.product(*at.values())) if at else (),
-                       d.response, self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
+        return Margins(frame, tuple(labels), tuple(over), tuple(at), tuple(at_values) if at else (), d.response,
+                       self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
                        adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare)
 
     # ---- output ---------------------------------------------------------------------------------
@@ -1105,6 +1097,21 @@ class LinearCombination:
 MARGIN_LEVELS = 50
 
 
+def _margin_rows(d: Design, frame: pd.DataFrame, w: np.ndarray, settings: list[dict], dydx: str | None) -> np.ndarray:
+    """(settings, p): per setting of some variables, the ``w``-weighted mean design row of ``frame`` with them set,
+    x̄ (a margin is x̄ᵀβ); with ``dydx``, the mean row's derivative in that variable by central differences (exact
+    for terms up to quadratic in it), at its set value or, unset, at each row's own."""
+    def mean_row(setting: dict) -> np.ndarray:
+        return w @ d.predictors(frame.assign(**setting), random=False)[1] / w.sum()
+
+    if dydx is None:
+        return np.stack([mean_row(s) for s in settings])
+    x = pd.to_numeric(frame[dydx], errors="coerce").to_numpy(dtype=float)
+    h = 1e-3 * (float(np.std(x)) or 1.0)
+    return np.stack([(mean_row({**s, dydx: s.get(dydx, x) + h}) - mean_row({**s, dydx: s.get(dydx, x) - h})) / (2 * h)
+                     for s in settings])
+
+
 @dataclass(frozen=True)
 class Margins:
     """Stata's ``margins`` (:meth:`MixedResult.margins`): one row per combination of the ``over`` variables' values
@@ -1112,6 +1119,7 @@ class Margins:
     (or t, with ``df``) test and interval."""
 
     table: pd.DataFrame
+    labels: tuple[str, ...]  # each row's, as Stata labels it: "1 0" (the _at number, then the values), "1 vs 0"
     over: tuple[str, ...]
     at: tuple[str, ...]
     at_values: tuple[tuple[float, ...], ...]  # the combinations of at() values, Stata's 1._at, 2._at, …
