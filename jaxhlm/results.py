@@ -74,12 +74,14 @@ class MixedResult:
     stratum with ``residuals_by``): ``params``, ``bse``, ``conf_int()`` (Wald, ``method="profile"`` or
     ``"bootstrap"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
     Postestimation: ``ic()``, ``icc()``, ``r2()``, ``varcorr()``, ``test()``, ``testparm()``, ``lincom()``,
-    ``satterthwaite()``; :func:`jaxhlm.drop1` and :func:`jaxhlm.ranova` refit it without each term.
-    Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``marginal_cov()`` and
+    ``margins()`` (predictive margins, marginal effects and their pairwise differences), ``satterthwaite()``;
+    :func:`jaxhlm.drop1` and :func:`jaxhlm.ranova` refit it without each term.
+    Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``ranef_se()`` (their standard
+    errors, as Stata's reses), ``marginal_cov()`` and
     ``wcorrelation()`` (a group's response covariance and correlations), ``fittedvalues``, ``resid``,
     ``predict(data, random)`` (new data too), ``influence()`` (DFBETA, DFBETAS, Cook's distance per group).
-    Fitted with ``vce="robust"``, every standard error and Wald test is the cluster-robust sandwich's and
-    ``robust`` names the clusters (:mod:`jaxhlm.infer`).
+    Fitted with ``vce="robust"`` (or with sampling weights, which imply it), every standard error and Wald test is
+    the cluster-robust sandwich's and ``robust`` names the clusters (:mod:`jaxhlm.infer`).
     """
 
     spec: ModelSpec
