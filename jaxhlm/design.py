@@ -850,10 +850,6 @@ def _reduce(spec: ModelSpec, data: Data, crossed: bool) -> _Pass:
     if spec.sampled and crossed:
         raise DataError("sampling weights are fitted for models with one grouping level or two nested ones; this "
                         "model has crossed grouping factors")
-    if spec.sampled and spec.residual_kind != "independent" and (spec.pweights or any(spec.level_pweights[1:])):
-        raise DataError(f"with {spec.residual_kind} residuals only the outermost level's groups may carry sampling "
-                        "weights: the residuals of a series are correlated, so an observation's (or an inner "
-                        "cluster's) share of the likelihood cannot be weighted on its own")
     # With residual variances by a variable, each of its values has its own statistics (residuals' scales differ).
     strata, parts_by = (_Groups(), []) if spec.residual_by and spec.residual_kind == "independent" else (None, None)
     # With correlated residuals by a variable, each series' stratum (its value), for the structure to tell apart.
@@ -933,7 +929,8 @@ TIMED = ("ar", "exponential", "toeplitz", "banded", "unstructured")
 
 def _check_serial(spec: ModelSpec, crossed: bool) -> None:
     """Residuals correlated within series are fitted for one grouping level or two nested ones, with unweighted
-    rows and, for the structures that count lags or occasions, a time."""
+    rows (only the outermost groups may carry sampling weights) and, for the structures that count lags or
+    occasions, a time."""
     kind = spec.residual_kind
     if (kind in TIMED) != (spec.residual_time is not None):
         raise DataError(f"{kind} residuals " + ("need a time variable: t(varname) in residuals(), time= in fit()"
@@ -942,6 +939,10 @@ def _check_serial(spec: ModelSpec, crossed: bool) -> None:
     if why:
         raise DataError(f"{kind} residuals are fitted for models with one grouping level or two nested ones and "
                         f"unweighted rows; this model has {why}")
+    if spec.pweights or any(spec.level_pweights[1:]):
+        raise DataError(f"with {kind} residuals only the outermost level's groups may carry sampling weights: the "
+                        "residuals of a series are correlated, so an observation's (or an inner cluster's) share of "
+                        "the likelihood cannot be weighted on its own")
 
 
 def _serial_rows(spec: ModelSpec, rows: tuple[np.ndarray, ...], kept: list[int], rank: np.ndarray, n_series: int,

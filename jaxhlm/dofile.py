@@ -627,10 +627,14 @@ def _numlist(text: str) -> list[float]:
     return out
 
 
+#: One term of margins' at(): ``var=#`` or ``var=(numlist)``.
+_AT_TERM = re.compile(r"([A-Za-z_]\w*)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|[^\s()]+)")
+
+
 def _at_values(text: str) -> list[tuple[str, list[float]]]:
     """margins' ``at(var=# var=(numlist) ...)``."""
-    found = re.findall(r"([A-Za-z_]\w*)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|[^\s()]+)", text)
-    if not found or re.sub(r"([A-Za-z_]\w*)\s*=\s*(\((?:[^()]|\([^()]*\))*\)|[^\s()]+)", "", text).strip():
+    found = _AT_TERM.findall(text)
+    if not found or _AT_TERM.sub("", text).strip():
         raise JaxhlmError(f"at({text}) is not var=# or var=(numlist) terms")
     return [(name, _numlist(values[1:-1] if values.startswith("(") else values)) for name, values in found]
 
