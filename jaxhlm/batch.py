@@ -235,9 +235,8 @@ def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Share
     f_small = _fit(_with_spread(with_response(small, y), extra), structure_small, blocks_small, reml, start_small,
                    max_steps)
     embedded = _embed(f_small.theta, blocks_small, blocks_big, index)
-    # The same structure in both: the small model's ψ; one in the big model only: ψ = 0, which must then be the
-    # small model's own residuals (independent), as :func:`bootstrap_lrtest` checks.
-    psi = f_small.psi if structure_small == structure_big else structure_big.independent
+    # The big structure at the small one's optimum (nested, as :func:`bootstrap_lrtest` checks).
+    psi = structure_big.embed(structure_small, f_small.psi)
     y_big = y if layouts is None else jnp.zeros(layouts[2].shape).at[layouts[1]].set(y[layouts[0]])
     f_big = _fit(_with_spread(with_response(big, y_big), extra), structure_big, blocks_big, reml,
                  jnp.stack([jnp.concatenate([embedded, psi]), start_big]), max_steps)
@@ -498,12 +497,11 @@ def _batch_fit(rep: Replicate, design: Design) -> BatchFit:
     structure = design.residual  # its rows (:attr:`~jaxhlm.design.Design.residual_labels`), at their coordinates
     u = np.asarray(jax.vmap(structure.join)(0.5 * jnp.log(jnp.asarray(sigma2)), jnp.asarray(rep.psi)))
     tail = np.asarray(jax.vmap(structure.values)(jnp.asarray(u)))
-    is_var = np.asarray(structure.is_var)
     return BatchFit(
         llf=-0.5 * (np.asarray(rep.deviance) - design.stats.log_weights), beta=np.asarray(rep.beta)[:, :p],
         varcomp=np.column_stack([cov.pick(design.blocks, sigma), tail]),
         sd_corr=np.column_stack([cov.pick(design.blocks, cov.sd_corr_matrix(sigma)),
-                                 np.where(is_var, np.exp(u), np.tanh(u))]),
+                                 np.asarray(jax.vmap(structure.sd_values)(jnp.asarray(u)))]),
         sigma2=sigma2, theta=theta,
         converged=np.asarray(rep.converged), singular=np.asarray(rep.singular), fe_names=design.fe_names,
         re_labels=tuple(design.qualify(cov.labels(design.blocks, design.re_names) + list(design.residual_labels))),
@@ -654,9 +652,10 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
     ds, db = small.design, big.design
     (rows_small, _), (rows_big, _) = _rows(ds, frequencies=True), _rows(db, frequencies=True)
     index = _nesting(ds, db, rows_small.X, rows_big.X)
-    if ds.residual != db.residual and ds.residual != INDEPENDENT:
+    if db.residual.embed(ds.residual, jnp.zeros(ds.residual.n_params)) is None:
         raise ComparisonError("the bootstrap needs nested models: the smaller model's residual structure must be "
-                              "the bigger model's, or independent residuals within correlated ones")
+                              "the bigger model's, a process of lower order (ar 1 within ar 2, ma 1 within ma 2), "
+                              "or independent residuals within correlated ones")
     shared_small, shared_big = _shared(ds, rows_small), _shared(db, rows_big)
     layouts = None
     if type(shared_big.data) is not type(shared_small.data):  # noqa: E721 (the layouts of a response differ)

@@ -47,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--residuals-by", help="column whose values each get their own residual variance (Stata's "
                                           "residuals(independent, by(var)))")
     f.add_argument("--residuals", default="independent",
-                   help="residual correlation within groups: independent, exchangeable, ar1, exponential, toeplitz "
-                        "[q], banded [q] or unstructured (Stata's residuals(rspec, t(var)))")
+                   help="residual correlation within groups: independent, exchangeable, ar1, 'ar p', 'ma q', "
+                        "exponential, toeplitz [q], banded [q] or unstructured (Stata's residuals(rspec, t(var)))")
     f.add_argument("--time", help="column of the time the correlated residual structures (all but independent and "
                                   "exchangeable) need")
     f.add_argument("--vce", choices=["oim", "robust"],

@@ -35,8 +35,8 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .residual import (AR1, INDEPENDENT, SLABS, ByStratum, Exchangeable, Exponential, Serial, SerialRows, Strata,
-                       Structure, Toeplitz, Unstructured)
+from .residual import (AR, AR1, INDEPENDENT, MA, SLABS, ByStratum, Exchangeable, Exponential, Serial, SerialRows,
+                       Strata, Structure, Toeplitz, Unstructured)
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, Sampling, device_stats, inverse_permutation,
                     pad_groups, pad_host, pad_rows, row_scale, slots, stack_strata, total)
 
@@ -916,15 +916,16 @@ def _serial_labels(r: Structure) -> tuple[str, ...]:
         return tuple(f"var({x})" for x in e) + tuple(f"cov({e[k]},{e[l]})" for k, l in r.pairs)
     if isinstance(r, Exchangeable):
         return ("var(Residual)", "cov(Residual)")
-    if isinstance(r, Toeplitz):
-        return tuple(f"rho{k}(Residual)" for k in range(1, r.order + 1)) + ("var(Residual)",)
+    if isinstance(r, (Toeplitz, AR, MA)):  # Stata's rho1, …; phi1, …; theta1, …
+        name = "rho" if isinstance(r, Toeplitz) else "phi" if isinstance(r, AR) else "theta"
+        return tuple(f"{name}{k}(Residual)" for k in range(1, r.order + 1)) + ("var(Residual)",)
     if isinstance(r, Serial):
         return ("rho(Residual)", "var(Residual)")
     return ("var(Residual)",)
 
 
 #: the residual structures that need a time (t()): their lags or occasions are counted in it
-TIMED = ("ar", "exponential", "toeplitz", "banded", "unstructured")
+TIMED = ("ar", "ma", "exponential", "toeplitz", "banded", "unstructured")
 
 
 def _check_serial(spec: ModelSpec, crossed: bool) -> None:
@@ -962,7 +963,7 @@ def _serial_rows(spec: ModelSpec, rows: tuple[np.ndarray, ...], kept: list[int],
     kind, name, group = spec.residual_kind, spec.residual_time, spec.levels[-1]
     if not np.all(np.isfinite(t)):
         raise DataError(f"the time variable {name!r} must be finite")
-    if kind in ("ar", "toeplitz") and np.any(t != np.round(t)):
+    if kind in ("ar", "ma", "toeplitz") and np.any(t != np.round(t)):
         raise DataError(f"the time variable {name!r} of {kind} residuals must hold whole numbers (the lags are "
                         "counted in its units)")
     g_rows = rank[codes]
@@ -1013,7 +1014,7 @@ def _serial_structure(spec: ModelSpec, serial: SerialRows) -> Structure:
     """The structure ``spec`` names, sized to the data (the lags, the occasions), once the parameters it has are
     known to be identifiable: every lag or pair of occasions it gives a correlation occurs in some series."""
     kind, q, name = spec.residual_kind, spec.residual_order, spec.residual_time
-    if kind == "ar":
+    if kind == "ar" and q in (None, 1):
         return AR1(max(int(serial.gap.max()), 1).bit_length())
     if kind == "exponential":
         return Exponential()
@@ -1024,17 +1025,19 @@ def _serial_structure(spec: ModelSpec, serial: SerialRows) -> Structure:
         return Exchangeable()
     live = serial.live > 0
     both = live[:, :, None] & live[:, None, :]
-    if kind == "toeplitz":
+    if kind in ("toeplitz", "ar", "ma"):  # a parameter per lag up to q, each identified only where that lag occurs
         lags = np.abs(serial.time[:, :, None] - serial.time[:, None, :])[both]
         longest = int(lags.max())
+        rspec = kind + ("" if q is None else f" {q}")
         absent = sorted(set(range(1, (longest if q is None else q) + 1)) - set(lags.astype(int).tolist()))
         if absent:
-            raise DataError(f"toeplitz residuals estimate a correlation at each lag up to "
-                            f"{longest if q is None else q}, but no series has observations {absent[0]} apart in "
+            raise DataError(f"{rspec} residuals estimate " + ("a correlation at each lag" if kind == "toeplitz" else
+                                                              f"{q} coefficients, which need every lag") +
+                            f" up to {longest if q is None else q}, but no series has observations {absent[0]} apart in "
                             f"{name!r}" + (f" (the longest lag is {longest})" if q is not None and q > longest else ""))
-        if intercept and (q is None or q >= longest):
-            raise _duplicated(spec, "toeplitz" + ("" if q is None else f" {q}"))
-        return Toeplitz(longest if q is None else q)
+        if intercept and (q is None or q >= longest):  # as many parameters as lags, and the intercept one more
+            raise _duplicated(spec, rspec)
+        return Toeplitz(longest if q is None else q) if kind == "toeplitz" else AR(q, longest) if kind == "ar" else MA(q)
     times = tuple(float(v) for v in np.unique(serial.time[live]))
     if len(times) < 2:
         raise DataError(f"the time variable {name!r} has one value; {kind} residuals need at least two occasions")

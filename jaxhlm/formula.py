@@ -150,9 +150,10 @@ class ModelSpec:
     #: Stata's ``residuals(independent, by(var))``: a residual variance for each value of this column
     residual_by: str | None = None
     #: Stata's ``residuals(rspec, t(var))``: the residuals' correlation within each series (a group, or with two
-    #: nested levels an inner cluster): ``"independent"`` (none), ``"exchangeable"``, ``"ar"``, ``"exponential"``,
-    #: ``"toeplitz"``, ``"banded"`` or ``"unstructured"``; ``residual_order`` the q of ``toeplitz q`` and
-    #: ``banded q`` (None: every lag), and ``residual_time`` the column of the time ``t()``
+    #: nested levels an inner cluster): ``"independent"`` (none), ``"exchangeable"``, ``"ar"``, ``"ma"``,
+    #: ``"exponential"``, ``"toeplitz"``, ``"banded"`` or ``"unstructured"``; ``residual_order`` the p of ``ar p``,
+    #: the q of ``ma q``, ``toeplitz q`` and ``banded q`` (None: every lag), and ``residual_time`` the column of
+    #: the time ``t()``
     residual_kind: str = "independent"
     residual_order: int | None = None
     residual_time: str | None = None

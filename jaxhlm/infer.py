@@ -167,18 +167,21 @@ def sd_corr(re: RandomEffects, blocks: cov.Structure, alpha: float = 0.05) -> Pa
 
     SEs and CIs come straight from φ = (ln sd, atanh r, ln σ), where the information matrix is taken: SE(sd) =
     sd·SE(ln sd) and SE(r) = (1 − r²)·SE(atanh r), intervals exp(ln sd ± z SE) and tanh(atanh r ± z SE). A
-    correlation held at ±1 has none.
+    correlation held at ±1 has none. A residual process' coefficient is its own coordinate: as in the variance
+    table.
     """
     z = float(special.ndtri(1 - alpha / 2))
     k, is_sd = re.n_residual, re.is_var
+    is_coef = np.append(np.zeros(len(re.phi) - k, bool), re.structure.is_coef)
     with np.errstate(divide="ignore", invalid="ignore"):
-        tail = re.phi[-k:]  # the residual rows' coordinates: ln sd, or atanh of a correlation (its own or a cov's)
-        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), np.where(is_sd[-k:], np.exp(tail),
-                                                                                 np.tanh(tail)))
+        tail = re.phi[-k:]  # the residual rows' coordinates: ln sd, atanh of a correlation (its own or a cov's), a coef
+        est = np.append(cov.pick(blocks, cov.sd_corr_matrix(re.sigma)), np.asarray(re.structure.sd_values(tail)))
         se_phi = np.where(re.edge != 0, np.nan, np.sqrt(np.diag(re.phi_cov)))
-        se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
-        lo = np.where(is_sd, est * np.exp(-z * se_phi), np.tanh(np.arctanh(est) - z * se_phi))
-        hi = np.where(is_sd, est * np.exp(z * se_phi), np.tanh(np.arctanh(est) + z * se_phi))
+        se = np.where(is_sd, est * se_phi, np.where(is_coef, se_phi, (1 - est**2) * se_phi))
+        lo = np.where(is_sd, est * np.exp(-z * se_phi), np.where(is_coef, est - z * se_phi,
+                                                                 np.tanh(np.arctanh(est) - z * se_phi)))
+        hi = np.where(is_sd, est * np.exp(z * se_phi), np.where(is_coef, est + z * se_phi,
+                                                                np.tanh(np.arctanh(est) + z * se_phi)))
     labels = tuple(lab.replace("var(", "sd(", 1).replace("cov(", "corr(", 1) for lab in re.labels)
     return ParameterTable(labels, est, se, np.column_stack([lo, hi]))
 

@@ -102,7 +102,9 @@ def fit(formula: str, data: Data, reml: bool = False, cov: str | None = None, df
       residuals: the residuals' correlation within each group (with two nested levels, each cluster of the inner
         one), Stata's ``residuals(rspec, t(var))`` structures: ``"independent"`` (the default),
         ``"exchangeable"`` (one correlation for every pair), ``"ar1"`` (corr(eₛ, eₜ) = ρ^|s−t| over an integer
-        time, gaps allowed; nlme's ``corAR1``), ``"exponential"`` (ρ^|s−t| over a real time; nlme's
+        time, gaps allowed; nlme's ``corAR1``), ``"ar p"`` (a stationary autoregression of order p over an
+        integer time; nlme's ``corARMA(p = p)``), ``"ma q"`` (an invertible moving average of order q; ``corARMA(q =
+        q)``), ``"exponential"`` (ρ^|s−t| over a real time; nlme's
         ``corExp``), ``"toeplitz"`` / ``"toeplitz q"`` (a correlation per lag in an integer time, up to lag q),
         ``"unstructured"`` (a variance per value of the time and a covariance per pair; nlme's ``corSymm`` with
         ``varIdent``) and ``"banded q"`` (unstructured, covariances at most q values apart). Stata's

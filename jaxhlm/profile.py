@@ -14,7 +14,9 @@ SD the data allow): the profile has a kink there that a spline smooths over.
 
 Why φ: ℓ is close to quadratic in (ln sd, atanh r, ln σ), so the Wald start is close. An interval that reaches
 the boundary has no root: where the profile of a standard deviation stays above the cut-off all the way to 0 (a
-correlation's, to ±1), the iterates run off along that coordinate, and the endpoint is the boundary, 0 (±1).
+correlation's, to ±1), the iterates run off along that coordinate, and the endpoint is the boundary, 0 (±1). A
+residual process' coefficient (AR(p), MA(q)) ends where the process stops being stationary or invertible, the
+likelihood undefined beyond: there bisection finds the edge.
 
 A singular fit (a variance at 0, a correlation at ±1) starts just inside the boundary (SD_FLOOR, ATANH_EDGE):
 its boundary estimate is its own endpoint on that side, the other endpoint is solved from an interior start, and
@@ -25,7 +27,7 @@ coordinate of φ holds the boundary.
 
 With a residual structure beyond σ²I, φ ends with its rows' coordinates (:class:`~jaxhlm.residual.Structure`):
 each stratum's ln σₛ (Stata's ``residuals(independent, by())``), so that each residual variance is a target of its
-own, or AR(1)'s atanh ρ and ln σ.
+own, AR(1)'s atanh ρ and ln σ, or AR(p)'s coefficients themselves.
 
 The likelihood profiled is the ML one, for a REML fit too: the REML criterion changes with the fixed-effects
 design, so it has no profile in β. lme4 profiles a REML fit's ML likelihood as well.
@@ -63,12 +65,15 @@ LNSD_RUN, ATANH_RUN = 10.0, 5.0
 #: A singular fit's boundary values in φ: a zero SD as SD_FLOOR·σ̂ (its variance, 1e-16 σ̂², changes the
 #: likelihood by rounding only), a correlation of ±1 as atanh r = ±ATANH_EDGE (1 − |r| ≈ 8e-11).
 SD_FLOOR, ATANH_EDGE = 1e-8, 12.0
+#: How close bisection brings a residual process' coefficient to the edge of its region (where the likelihood ends)
+#: before the interval is taken to reach it.
+REGION_TOL = 1e-10
 
 
 class Status(enum.IntEnum):
     RUNNING = -1
     CONVERGED = 0
-    BOUNDARY = 1  # the interval reaches the boundary of the target's range (sd 0, correlation ±1)
+    BOUNDARY = 1  # the interval reaches the boundary of the target's range (sd 0, correlation ±1, a process' edge)
     FAILED = 2  # no endpoint found in MAX_STEPS values, or a maximisation over the others failed
 
 
@@ -121,9 +126,9 @@ def _covariance_sds(blocks: cov.Structure, structure: Structure = INDEPENDENT) -
 
 def _coordinate_kinds(blocks: cov.Structure, p: int, structure: Structure = INDEPENDENT) -> np.ndarray:
     """Per coordinate of ψ: 1 for a random effect's ln sd, 2 for an atanh r (a random-effects correlation, the
-    residuals' ρ), 0 otherwise (β, the residual variances' ln σ)."""
+    residuals' ρ), 3 for a residual process' coefficient, 0 otherwise (β, the residual variances' ln σ)."""
     phi = [1 if is_var else 2 for is_var in cov.variance_mask(blocks)]
-    return np.array([0] * p + phi + [0 if is_var else 2 for is_var in structure.is_var])
+    return np.array([0] * p + phi + [{"var": 0, "coef": 3}.get(kind, 2) for kind in structure.kinds])
 
 
 class _State(NamedTuple):
@@ -221,6 +226,9 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
                        c_hat + side * z_cut * se)
         x0 = primed(psi_hat + (c0 - c_hat) * along)
         can_run = ~reported & ((kinds[index] == 2) | ((kinds[index] == 1) & (side < 0)))
+        # A process' coefficient ranges over the stationary (invertible) region only: past it the likelihood is
+        # NaN, which bisection closes in on; an interval still open there ends at the region's edge.
+        region = ~reported & (kinds[index] == 3)
         # A boundary estimate is its own endpoint on its side: SD 0 below, the correlation's sign beyond.
         at_edge = edge & jnp.where(kinds[index] == 1, side < 0, side * c_hat > 0)
 
@@ -235,9 +243,10 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
                           jnp.where(jnp.isinf(outer), c_hat + 2.0 * (inner - c_hat), 0.5 * (inner + outer)))
             ran = can_run & inside & jnp.where(kinds[index] == 1, st.c < psi_hat[index] - LNSD_RUN,
                                                side * st.c > ATANH_RUN)
-            status = jnp.where(~jnp.isfinite(l_c), Status.FAILED,
+            closed = region & (jnp.abs(outer - inner) < REGION_TOL)
+            status = jnp.where(~jnp.isfinite(l_c) & ~region, Status.FAILED,
                                jnp.where(jnp.abs(zeta - side * z_cut) < TOL, Status.CONVERGED,
-                                         jnp.where(ran, Status.BOUNDARY, Status.RUNNING)))
+                                         jnp.where(ran | closed, Status.BOUNDARY, Status.RUNNING)))
             c = jnp.where(status == Status.RUNNING, c, st.c)
             return _State(c, x + (c - st.c) * jnp.where(fixed, 0.0, along), inner, outer, st.steps + 1,
                           status.astype(jnp.int32))
@@ -248,7 +257,7 @@ def endpoints(psi_hat: Array, cut: Array, targets: Targets, stats: GroupStats | 
             _State(c0, x0, c_hat, side * jnp.inf, jnp.zeros((), jnp.int32), start))
         status = jnp.where(st.status == Status.RUNNING, Status.FAILED, st.status)
         value = jnp.where(status == Status.CONVERGED, st.c,
-                          jnp.where(status == Status.BOUNDARY, side * jnp.inf, jnp.nan))
+                          jnp.where(status == Status.BOUNDARY, jnp.where(region, st.inside, side * jnp.inf), jnp.nan))
         return Endpoints(value, status)
 
     # One target after another: batched, every target would iterate as long as the slowest (a maximisation that
@@ -319,8 +328,9 @@ def profile_intervals(data: GroupStats | NestedStats, blocks: cov.Structure, the
     cov_failed = (status[by_r] == Status.FAILED) & (status[by_sd] == Status.FAILED)
     coord = ends[:p + k]
     phi_ends = coord[p:]
-    sd_corr = np.where(is_var[:, None], np.exp(phi_ends), np.tanh(phi_ends))
-    random = np.where(is_var[:, None], np.exp(2.0 * phi_ends), np.tanh(phi_ends))
+    is_coef = np.append(np.zeros(k - len(structure.kinds), bool), structure.is_coef)[:, None]
+    sd_corr = np.where(is_var[:, None], np.exp(phi_ends), np.where(is_coef, phi_ends, np.tanh(phi_ends)))
+    random = np.where(is_var[:, None], np.exp(2.0 * phi_ends), sd_corr)
     random[covs] = cov_ends
     # A coordinate target of a covariance row is its correlation.
     names = list(labels[:p]) + [lab if v else lab.replace("cov(", "corr(", 1) for lab, v in zip(labels[p:], is_var)]

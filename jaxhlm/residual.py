@@ -18,7 +18,8 @@ intervals move (:meth:`Structure.join`, :meth:`Structure.split`).
   series), and the statistics of the whitened slabs are batched matrix products. :class:`Toeplitz` and
   :class:`Unstructured` (banded too) whiten each series by the Cholesky factor of its block of C; the Markov
   ones, :class:`AR1` (integer time, gaps included) and :class:`Exponential` (real time), by the Prais–Winsten
-  transform, and :class:`Exchangeable` in closed form, both O(rows) per evaluation.
+  transform, and :class:`Exchangeable` in closed form, both O(rows) per evaluation. :class:`AR` (order 2 and
+  up) and :class:`MA`, stationary linear processes, take the Cholesky route too.
 """
 
 from __future__ import annotations
@@ -83,13 +84,18 @@ class Structure:
     @property
     def kinds(self) -> tuple[str, ...]:
         """Per reported row: ``"var"`` a variance (coordinate ln sd), ``"corr"`` a correlation (coordinate
-        atanh r) or ``"cov"`` a covariance (coordinate atanh of its correlation; its value and interval are
-        the covariance's)."""
+        atanh r), ``"cov"`` a covariance (coordinate atanh of its correlation; its value and interval are
+        the covariance's) or ``"coef"`` a coefficient of a time-series process (its own coordinate, as a fixed
+        effect)."""
         return ("var",)
 
     @property
     def is_var(self) -> tuple[bool, ...]:
         return tuple(k == "var" for k in self.kinds)
+
+    @property
+    def is_coef(self) -> tuple[bool, ...]:
+        return tuple(k == "coef" for k in self.kinds)
 
     @property
     def n_params(self) -> int:
@@ -105,13 +111,26 @@ class Structure:
         return jnp.concatenate([jnp.reshape(log_sigma, (1,)), psi])
 
     def values(self, u: Array) -> Array:
-        """The reported rows' values at coordinates u: variances exp(2u), correlations tanh(u)."""
-        return jnp.where(jnp.asarray(self.is_var), jnp.exp(2.0 * u), jnp.tanh(u))
+        """The reported rows' values at coordinates u: variances exp(2u), correlations tanh(u), coefficients u."""
+        return jnp.where(jnp.asarray(self.is_var), jnp.exp(2.0 * u), self.sd_values(u))
+
+    def sd_values(self, u: Array) -> Array:
+        """The rows in standard deviations and correlations (Stata's ``estat sd``) at coordinates u: sd exp(u),
+        correlations (a covariance's too) tanh(u), coefficients u."""
+        return jnp.where(jnp.asarray(self.is_var), jnp.exp(u), jnp.where(jnp.asarray(self.is_coef), u, jnp.tanh(u)))
 
     @property
     def independent(self) -> Array:
         """ψ where C(ψ) = I (to rounding): where a fit starts from a smaller model's with σ²I residuals."""
         return jnp.zeros(self.n_params)
+
+    def embed(self, smaller: "Structure", psi: Array) -> Array | None:
+        """ψ of this structure at which C equals ``smaller``'s at its ``psi``, or None where ``smaller`` is not
+        nested in this one: where a bigger model starts from a smaller one's optimum (so that no bootstrap LR is
+        negative). Nested: the structure itself, and independent residuals (C = I) in any."""
+        if smaller == self:
+            return psi
+        return self.independent if smaller == INDEPENDENT else None
 
     @property
     def covariance_sds(self) -> dict[int, int]:
@@ -280,6 +299,137 @@ class Toeplitz(Serial):
         lag = jnp.abs(data.time[:, :, None] - data.time[:, None, :]).astype(jnp.int64)
         rho = jnp.concatenate([jnp.ones(1), jnp.tanh(psi), jnp.zeros(1)])
         return rho[jnp.minimum(lag, self.order + 1)]
+
+
+@dataclass(frozen=True)
+class Linear(Serial):
+    """Residuals of a stationary linear process over an integer time, Stata's ``residuals(ar p, t(var))`` (p ≥ 2;
+    p = 1 is :class:`AR1`) and ``residuals(ma q, t(var))``: corr(eₛ, eₜ) = ρ(|s − t|), the process'
+    autocorrelation at that lag, gaps in time included. Reported as its coefficients, then var(e) = σ² (the
+    process' variance).
+
+    The coefficients are the reported rows' coordinates themselves (kind ``"coef"``: a Wald interval symmetric in
+    each, a profile interval of each as of a fixed effect); not every value is a process, so ψ is what the
+    optimiser moves: atanh of the partial autocorrelations r ∈ (−1, 1)^order that map one to one onto the
+    stationary (AR) or invertible (MA) coefficients (:func:`_durbin_levinson`). Every real ψ is then a valid
+    process, ψ = 0 is C = I, and coefficients outside the region have no ψ (NaN), which the line search steps back
+    from. Each series is whitened by the Cholesky factor of its block of C (a handful of occasions, as for
+    :class:`Toeplitz`)."""
+
+    order: int = 2
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("coef",) * self.order + ("var",)
+
+    def coefficients(self, r: Array) -> Array:
+        """The process' coefficients with partial autocorrelations r."""
+        raise NotImplementedError
+
+    def partials(self, coefficients: Array) -> Array:
+        """r of :meth:`coefficients`: its inverse (NaN outside the region)."""
+        raise NotImplementedError
+
+    def autocorrelation(self, r: Array) -> Array:
+        """ρ(0), ρ(1), … at every lag the data have (the last one repeats beyond: see :meth:`block`)."""
+        raise NotImplementedError
+
+    def embed(self, smaller: Structure, psi: Array) -> Array | None:
+        """A process of lower order is this one with its last partial autocorrelations 0 (AR(1)'s ψ = atanh ρ is
+        an AR(p)'s first)."""
+        lower = ((type(smaller) is type(self) and smaller.order < self.order)  # type: ignore[attr-defined]
+                 or (isinstance(self, AR) and isinstance(smaller, AR1)))
+        if lower:
+            return jnp.concatenate([psi, jnp.zeros(self.order - psi.shape[0])])
+        return super().embed(smaller, psi)
+
+    def split(self, u: Array) -> tuple[Array, Array]:
+        return u[-1], jnp.arctanh(self.partials(u[:-1]))
+
+    def join(self, log_sigma: Array, psi: Array) -> Array:
+        return jnp.concatenate([self.coefficients(jnp.tanh(psi)), jnp.reshape(log_sigma, (1,))])
+
+    def block(self, data: SerialRows, psi: Array) -> Array:
+        rho = self.autocorrelation(jnp.tanh(psi))
+        lag = jnp.abs(data.time[:, :, None] - data.time[:, None, :]).astype(jnp.int64)
+        return rho[jnp.minimum(lag, rho.shape[0] - 1)]
+
+
+@dataclass(frozen=True)
+class AR(Linear):
+    """Autoregressive residuals of order p ≥ 2, eₜ = φ₁eₜ₋₁ + … + φₚeₜ₋ₚ + uₜ; reported as φ₁…φₚ, then var(e).
+    ``lags``: the longest lag within a series in the data, up to which the autocorrelations are carried by the
+    Yule–Walker recursion ρ(k) = Σⱼ φⱼ ρ(k − j)."""
+
+    lags: int = 2
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"AR({self.order})"
+
+    def coefficients(self, r: Array) -> Array:
+        return _durbin_levinson(r)[0]
+
+    def partials(self, coefficients: Array) -> Array:
+        return _step_down(coefficients)
+
+    def autocorrelation(self, r: Array) -> Array:
+        phi, rho = _durbin_levinson(r)
+        if self.lags <= self.order:
+            return rho
+
+        def step(recent: Array, _: None) -> tuple[Array, Array]:  # recent: ρ(k − 1), …, ρ(k − p)
+            nxt = phi @ recent
+            return jnp.concatenate([nxt[None], recent[:-1]]), nxt
+
+        _, more = jax.lax.scan(step, rho[:0:-1], None, length=self.lags - self.order)
+        return jnp.concatenate([rho, more])
+
+
+@dataclass(frozen=True)
+class MA(Linear):
+    """Moving-average residuals of order q, eₜ = uₜ + θ₁uₜ₋₁ + … + θ_q uₜ₋q (the sign of Stata's and nlme's):
+    correlated at lags up to q, 0 beyond; reported as θ₁…θ_q, then var(e). θ and its reciprocal roots give the
+    same correlations; the invertible one (roots outside the unit circle) is the one reported."""
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"MA({self.order})"
+
+    def coefficients(self, r: Array) -> Array:
+        return -_durbin_levinson(-r)[0]
+
+    def partials(self, coefficients: Array) -> Array:
+        return -_step_down(-coefficients)
+
+    def autocorrelation(self, r: Array) -> Array:
+        theta = jnp.concatenate([jnp.ones(1), self.coefficients(r)])
+        q = self.order
+        gamma = jnp.stack([theta[:q + 1 - k] @ theta[k:] for k in range(q + 1)])
+        return jnp.concatenate([gamma / gamma[0], jnp.zeros(1)])
+
+
+def _durbin_levinson(r: Array) -> tuple[Array, Array]:
+    """(φ₁…φₚ, ρ(0)…ρ(p)) of the stationary AR(p) whose partial autocorrelations are r ∈ (−1, 1)^p, by the
+    Durbin–Levinson recursion: a smooth one-to-one map of the cube onto the stationary region (Barndorff-Nielsen and
+    Schou 1973; Jones 1980), whence the unbounded coordinates atanh r of :class:`Linear`."""
+    phi, rho, v = jnp.zeros(0), [jnp.ones(())], jnp.ones(())
+    for k in range(r.shape[0]):
+        rho.append((phi @ jnp.stack(rho[k:0:-1]) if k else 0.0) + r[k] * v)
+        phi = jnp.concatenate([phi - r[k] * phi[::-1], r[k:k + 1]])
+        v = v * (1.0 - r[k] ** 2)
+    return phi, jnp.stack(rho)
+
+
+def _step_down(phi: Array) -> Array:
+    """The partial autocorrelations of AR coefficients φ: :func:`_durbin_levinson` run backwards (|r| ≥ 1 for a
+    φ outside the stationary region)."""
+    r = []
+    for _ in range(phi.shape[0]):
+        last, head = phi[-1], phi[:-1]
+        r.append(last)
+        phi = (head + last * head[::-1]) / (1.0 - last**2)
+    return jnp.stack(r[::-1])
 
 
 @dataclass(frozen=True)

@@ -399,8 +399,8 @@ def confidence_level(arg: str) -> float:
 #: Stata's residual structures (``residuals(rspec)``) and their shortest abbreviations
 _RESIDUALS = {"independent": 3, "exchangeable": 3, "ar": 2, "ma": 2, "unstructured": 2, "banded": 2, "toeplitz": 3,
               "exponential": 3}
-_RESIDUALS_AVAILABLE = ("independent, exchangeable, ar 1, exponential, toeplitz [q], banded [q] and unstructured "
-                        "(t(varname) with the last five; by(varname) with any)")
+_RESIDUALS_AVAILABLE = ("independent, exchangeable, ar [p], ma [q], exponential, toeplitz [q], banded [q] and "
+                        "unstructured (t(varname) with the last six; by(varname) with any)")
 
 
 def residual_structure(text: str) -> tuple[str, int | None]:
@@ -412,11 +412,10 @@ def residual_structure(text: str) -> tuple[str, int | None]:
     order = int(m.group(2)) if m and m.group(2) is not None else None
     if kind is None:
         raise FormulaError(f"residuals({text.strip()}) is not a residual structure; jaxhlm fits {_RESIDUALS_AVAILABLE}")
-    if kind == "ma" or (kind == "ar" and order not in (None, 1)):
-        raise FormulaError(f"residuals({text.strip()}) is not available; of the autoregressive and moving-average "
-                           "structures jaxhlm fits the first-order autoregressive one, ar 1")
-    if kind == "ar":
-        return kind, 1
+    if kind in ("ar", "ma"):
+        if order == 0:
+            raise FormulaError(f"residuals({text.strip()}): the order of {kind} residuals must be at least 1")
+        return kind, order or 1
     if order is not None and (kind not in ("toeplitz", "banded") or (kind == "toeplitz" and order < 1)):
         raise FormulaError(f"residuals({text.strip()}): only toeplitz (q >= 1) and banded (q >= 0) take a number")
     return kind, order

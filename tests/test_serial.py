@@ -239,8 +239,6 @@ def test_refusals():
         jaxhlm.fit("y ~ time + (1 | id)", d, time="time")
     with pytest.raises(FormulaError, match=r"the random part for id has no effects; .* residuals= in fit"):
         jaxhlm.fit("y ~ time + (0 | id)", d)
-    with pytest.raises(FormulaError, match=r"residuals\(ma 1\) is not available"):
-        jaxhlm.fit("y ~ time + (0 | id)", d, residuals="ma 1", time="time")
     with pytest.raises(FormulaError, match=r"residuals\(wiggly\) is not a residual structure"):
         jaxhlm.fit("y ~ time + (0 | id)", d, residuals="wiggly", time="time")
     m = jaxhlm.fit("y ~ time + x + (0 | id)", early, residuals="unstructured", time="time")
