@@ -2,8 +2,8 @@
 run on one machine: a residual variance per stratum (Stata's ``residuals(independent, by())``; nlme's
 ``weights = varIdent(form = ~ 1 | var)``) on HSB, and residuals correlated within subjects on
 tests/fixtures/ar1.csv (80 subjects, 643 rows) and on a larger panel simulated here (seeded; 2,000 subjects at
-times 0..9, a fifth missing, 16,000 rows): AR(1) (Stata's ``residuals(ar 1, t())``; nlme's ``corAR1``),
-exchangeable (``corCompSymm``) beside a random slope, exponential over a real time (``corExp``) beside a random
+times 0..9, a fifth missing, 16,000 rows): AR(1) (Stata's ``residuals(ar 1, t())``; nlme's ``corAR1``), AR(2)
+and MA(1) (``residuals(ar 2, t())``, ``residuals(ma 1, t())``; nlme's ``corARMA``), exchangeable (``corCompSymm``) beside a random slope, exponential over a real time (``corExp``) beside a random
 intercept, and unstructured over the visits 0..4 with no random effects (Stata's ``|| id:, noconstant
 residuals(unstructured, t())``; nlme's ``gls`` with ``corSymm`` and ``varIdent``).
 
@@ -57,6 +57,12 @@ MODELS = {
                           "correlation = corAR1(form = ~ time | id)", True),
     "AR(1) slope, REML, 16k": ("panel", "y ~ time + x", "1 + time", {"residuals": "ar1", "time": "time"},
                                "correlation = corAR1(form = ~ time | id)", True),
+    "AR(2) intercept, ML": ("ar1", "y ~ time + x", "1", {"residuals": "ar 2", "time": "time"},
+                            "correlation = corARMA(form = ~ time | id, p = 2)", False),
+    "AR(2) slope, REML, 16k": ("panel", "y ~ time + x", "1 + time", {"residuals": "ar 2", "time": "time"},
+                               "correlation = corARMA(form = ~ time | id, p = 2)", True),
+    "MA(1) intercept, ML": ("ar1", "y ~ time + x", "1", {"residuals": "ma 1", "time": "time"},
+                            "correlation = corARMA(form = ~ time | id, q = 1)", False),
     "exchangeable, slope, ML": ("ar1", "y ~ time + x", "0 + time", {"residuals": "exchangeable"},
                                 "correlation = corCompSymm(form = ~ 1 | id)", False),
     "exponential, ML": ("ar1", "y ~ time + x", "1", {"residuals": "exponential", "time": "rt"},

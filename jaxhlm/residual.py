@@ -331,8 +331,13 @@ class Linear(Serial):
         raise NotImplementedError
 
     def autocorrelation(self, r: Array) -> Array:
-        """ρ(0), ρ(1), … at every lag the data have (the last one repeats beyond: see :meth:`block`)."""
+        """ρ(0), ρ(1), … up to a lag past which :meth:`block` repeats the last: the longest lag in the data (AR),
+        or q + 1, where an MA's is 0 for good."""
         raise NotImplementedError
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"{type(self).__name__}({self.order})"  # Stata's AR(2), MA(1)
 
     def embed(self, smaller: Structure, psi: Array) -> Array | None:
         """A process of lower order is this one with its last partial autocorrelations 0 (AR(1)'s ψ = atanh ρ is
@@ -363,10 +368,6 @@ class AR(Linear):
 
     lags: int = 2
 
-    @property
-    def title(self) -> str:  # type: ignore[override]
-        return f"AR({self.order})"
-
     def coefficients(self, r: Array) -> Array:
         return _durbin_levinson(r)[0]
 
@@ -391,10 +392,6 @@ class MA(Linear):
     """Moving-average residuals of order q, eₜ = uₜ + θ₁uₜ₋₁ + … + θ_q uₜ₋q (the sign of Stata's and nlme's):
     correlated at lags up to q, 0 beyond; reported as θ₁…θ_q, then var(e). θ and its reciprocal roots give the
     same correlations; the invertible one (roots outside the unit circle) is the one reported."""
-
-    @property
-    def title(self) -> str:  # type: ignore[override]
-        return f"MA({self.order})"
 
     def coefficients(self, r: Array) -> Array:
         return -_durbin_levinson(-r)[0]

@@ -183,6 +183,21 @@ def test_simulation_and_batched_refits(fits):
         np.testing.assert_allclose(batch.varcomp[k], one.random_effects.estimate, rtol=1e-4, atol=1e-6)
 
 
+def test_by_arm_with_their_own_fixed_effects_fit_as_separate_models():
+    """``residuals(ar 2, t(time) by(arm))`` with every fixed effect by arm and no random effects: the arms share no
+    parameter, so the log likelihood is the sum of the arms' fitted alone, and each arm's rows are its own fit's."""
+    d = _data().assign(arm=lambda f: f["id"] % 2)
+    both = jaxhlm.mixed("y i.arm##c.time i.arm##c.x || id:, noconstant residuals(ar 2, t(time) by(arm))", d)
+    alone = [jaxhlm.fit("y ~ time + x + (0 | id)", d[d["arm"] == a], residuals="ar 2", time="time") for a in (0, 1)]
+    assert both.converged
+    assert both.llf == pytest.approx(sum(m.llf for m in alone), abs=1e-8)
+    for a, m in enumerate(alone):
+        mine = both.params[[f"{label[:-1]}[arm={a}])" for label in m.random_effects.labels]]
+        np.testing.assert_allclose(mine, m.random_effects.estimate, rtol=1e-6)
+    out = str(both)
+    assert "Residual: AR(2),             |" in out and "                     1: phi2 |" in out
+
+
 def test_bootstrap_of_the_autoregressive_order():
     """AR(1) within AR(2) beside a random intercept: the bigger model starts from the smaller one's optimum (its
     second partial autocorrelation 0), so no replicate's LR is negative, and each replicate is the single fits of
