@@ -2,8 +2,9 @@
 
 ``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, the ``quietly`` prefix, and ``version``/``set more`` (which change nothing
-here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
+prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in
+every later command), ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
+``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
 with the line number.
 """
@@ -11,6 +12,7 @@ with the line number.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from . import render
-from .errors import JaxhlmError
-from .infer import sd_corr
+from .errors import DataError, FormulaError, JaxhlmError
+from .infer import FTest, sd_corr
 from .results import MixedResult, WaldTest, lrtest
 from .expressions import Subset, evaluate, parse_expression
 from .stata import Columns, abbreviates, confidence_level, options, parse_mixed, split_qualifiers, split_top
@@ -83,13 +85,23 @@ class Session:
     active_name: str = "."  # '.' until `estimates store` names the active results
     stored: dict[str, MixedResult] = field(default_factory=dict)
     last_test: tuple[MixedResult, WaldTest] | None = None
+    macros: dict[str, str] = field(default_factory=dict)  # local macros (a do-file is one scope)
+    globals: dict[str, str] = field(default_factory=dict)
+    returned: dict[str, float] = field(default_factory=dict)  # r() of the last lrtest, test or lincom
+
+    def expand(self, text: str) -> str:
+        """``text`` with its macros substituted, as Stata does before it runs a command: `name' (a local;
+        innermost first, so `x`i'' works) and $name or ${name} (a global); an undefined macro is empty."""
+        previous = None
+        while previous != text:
+            previous = text
+            text = re.sub(r"`([A-Za-z_]\w*)'", lambda m: self.macros.get(m.group(1), ""), text)
+        return re.sub(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))",
+                      lambda m: self.globals.get(m.group(1) or m.group(2), ""), text)
 
     # ---- commands -------------------------------------------------------------------------------
     def run(self, cmd: str, args: str) -> str:
-        for name, shortest, method in _COMMANDS:
-            if abbreviates(cmd, name, shortest):
-                return method(self, args)
-        raise JaxhlmError(f"command {cmd} is not supported; jaxhlm runs " + ", ".join(n for n, _, _ in _COMMANDS))
+        return _handler(cmd)(self, args)
 
     def use(self, args: str) -> str:
         target, _, opts = args.partition(",")
@@ -187,7 +199,12 @@ class Session:
         if not body.strip():
             raise JaxhlmError("lincom needs an expression: lincom EXP [, level(#)], e.g. "
                               "lincom ses + 1.sector#c.ses")
-        return str(self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom")))
+        result = self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom"))
+        self.returned = {"estimate": result.estimate, "se": result.se, "z" if math.isinf(result.df) else "t":
+                         result.statistic, "p": result.pvalue, "lb": result.ci_lower, "ub": result.ci_upper}
+        if not math.isinf(result.df):
+            self.returned["df"] = result.df
+        return str(result)
 
     def margins(self, args: str) -> str:
         """``margins [marginlist] [, at(var=(numlist) ...) dydx(var) pwcompare[(effects)] level(#)]``: a table per term
@@ -236,6 +253,7 @@ class Session:
         else:
             result = lrtest(models[0], models[1], names=(names[0], names[1]))
         self.active_name = "."  # Stata's lrtest leaves the active results unnamed
+        self.returned = {"chi2": result.statistic, "df": float(result.df), "p": result.pvalue}  # type: ignore[attr-defined]
         return str(result)
 
     def test(self, args: str) -> str:
@@ -249,6 +267,8 @@ class Session:
             previous = self.last_test[1]
         result = model.test(_constraints(body), accumulate=previous)
         self.last_test = (model, result)
+        self.returned = ({"chi2": result.statistic} if math.isinf(result.ddf) else
+                         {"F": result.statistic, "df_r": result.ddf}) | {"df": float(result.df), "p": result.pvalue}
         return str(result)
 
     def testparm(self, args: str) -> str:
@@ -489,6 +509,87 @@ class Session:
             self.labels[name] = f"{var}=={shown}"
         self._set(fresh)
 
+    def local(self, args: str) -> str:
+        return self._define(self.macros, args, "local")
+
+    def global_(self, args: str) -> str:
+        return self._define(self.globals, args, "global")
+
+    def _define(self, table: dict[str, str], args: str, kind: str) -> str:
+        """``local name [=] ...``: text as written (one pair of enclosing quotes, plain or compound, removed), or
+        with ``=`` an expression's value as Stata writes it into a macro; nothing clears the macro."""
+        found = re.fullmatch(r"\s*([A-Za-z_]\w*)(?:\s*(=)(.*)|\s+(.*)|\s*)", args, re.S)
+        if found is None:
+            raise JaxhlmError(f"{kind} needs a name: {kind} name text, or {kind} name = exp")
+        name, assign, exp, text = found.groups()
+        if len(name) > 31:
+            raise JaxhlmError(f"{name} invalid name: a macro's name has at most 31 characters")
+        if assign:
+            value = self._value(exp)
+            table[name] = value if isinstance(value, str) else _macro_number(value)
+            return ""
+        text = (text or "").strip()
+        for opening, closing in (('`"', "\"'"), ('"', '"')):
+            if len(text) >= len(opening) + len(closing) and text.startswith(opening) and text.endswith(closing):
+                text = text[len(opening):-len(closing)]
+                break
+        table[name] = text
+        return ""
+
+    def display(self, args: str) -> str:
+        """``display [items]``: quoted text and expressions (with ``_b[coef]``, ``_se[coef]``, ``e()``, ``r()``
+        and Stata's functions, chi2tail() among them), each expression in Stata's default %10.0g or after a
+        ``%w.df`` / ``%w.0g`` format; the items are joined as written, without spaces."""
+        out, fmt, pos = [], None, 0
+        for m in re.finditer(r'"[^"]*"|%-?\d+\.\d+[fg]|[^"%]+', args):
+            if m.start() != pos:
+                break
+            pos, item = m.end(), m.group()
+            if item.startswith('"'):
+                out.append(item[1:-1])
+            elif item.startswith("%"):
+                fmt = item
+            elif item.strip():
+                out.append(_formatted(self._value(item), fmt))
+                fmt = None
+        if pos != len(args):
+            raise JaxhlmError(f"display: cannot read {args[pos:].strip()!r}; display takes \"text\", expressions "
+                              "and %w.df or %w.0g formats")
+        return "".join(out)
+
+    def _value(self, text: str) -> float | str:
+        """An expression's value in a scalar context (``display``, ``local name = exp``): with the active results'
+        ``_b[]``, ``_se[]`` and ``e()``, the last test's ``r()``, and ``_pi``; a variable stands for its first
+        observation's value, as in Stata."""
+        def number(x: float) -> str:
+            return "(.)" if not np.isfinite(x) else f"({float(x)!r})"
+
+        def scalar(m: re.Match[str]) -> str:
+            kind, key = m.group(1) or m.group(3), (m.group(2) or m.group(4)).strip()
+            if kind in ("_b", "_se"):
+                model = self._active()
+                table = model.fe_params if kind == "_b" else model.bse_fe
+                if key not in table.index:
+                    raise JaxhlmError(f"[{key}] not found: {kind}[] names a coefficient of the fixed part ("
+                                      f"{', '.join(table.index)})")
+                return number(float(table[key]))
+            values = _estimation_scalars(self._active()) if kind == "e" else self.returned
+            if key not in values:
+                raise JaxhlmError(f"{kind}({key}) not found; {kind}() holds "
+                                  + (", ".join(values) if values else "nothing yet (run lrtest, test or lincom)"))
+            return number(values[key])
+
+        written = text.strip()
+        text = re.sub(r"(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)", scalar, text)
+        text = re.sub(r"\b_pi\b", number(math.pi), text)
+        rows = self.data.iloc[:1] if len(self.data) else pd.DataFrame(index=[0])
+        try:
+            value = evaluate(parse_expression(text, self._resolve), rows)[0]
+        except (FormulaError, DataError, KeyError) as exc:
+            raise JaxhlmError(f"cannot evaluate {written!r}; {exc} (one expression at a time: separate expressions "
+                              'with quoted text, di e(ll) " " e(N))') from None
+        return value if isinstance(value, str) else float(value)
+
     def quietly(self, args: str) -> str:
         cmd, _, rest = args.strip().lstrip(":").strip().partition(" ")
         self.run(cmd, rest)
@@ -541,7 +642,59 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
     ("predict", 4, Session.predict), ("summarize", 2, Session.summarize), ("margins", 7, Session.margins),
+    ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
 ]
+
+
+#: The commands whose output follows their echo directly in Stata's log (a note, display's text); the others'
+#: tables start after a blank line.
+_INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep)
+
+
+def _handler(cmd: str) -> Callable[[Session, str], str]:
+    for name, shortest, method in _COMMANDS:
+        if abbreviates(cmd, name, shortest):
+            return method
+    raise JaxhlmError(f"command {cmd} is not supported; jaxhlm runs " + ", ".join(n for n, _, _ in _COMMANDS))
+
+
+def _estimation_scalars(model: MixedResult) -> dict[str, float]:
+    """Stata's e() scalars after ``mixed``: N, ll, k (parameters in all), k_f (fixed), k_r (variance parameters),
+    the model's Wald test (chi2, or F with df_r, df_m, p) and the LR test vs. the linear model (ll_c, chi2_c,
+    p_c)."""
+    k_f = len(model.fe_params)
+    wald = model.wald
+    test = {"F": wald.statistic, "df_r": wald.ddf} if isinstance(wald, FTest) else {"chi2": wald.statistic}
+    lr = model.lr_linear
+    return {"N": float(model.nobs), "ll": model.llf, "k": float(model.df_modelwc), "k_f": float(k_f),
+            "k_r": float(model.df_modelwc - k_f), **test, "df_m": float(wald.df), "p": wald.pvalue,
+            "ll_c": model.llf - lr.statistic / 2, "chi2_c": lr.statistic, "p_c": lr.pvalue}
+
+
+def _macro_number(x: float) -> str:
+    """A number as ``local name = exp`` stores it: every digit it has, Stata's way (.5, not 0.5; 6, not 6.0;
+    missing as .)."""
+    if not np.isfinite(x):
+        return "."
+    if x == int(x) and abs(x) < 1e15:
+        return str(int(x))
+    text = repr(float(x))
+    return text.replace("0.", ".", 1) if text.lstrip("-").startswith("0.") else text
+
+
+def _formatted(value: float | str, fmt: str | None) -> str:
+    """``display``'s rendering of one expression: Stata's default %10.0g (8 digits, no padding), or ``fmt``
+    (%w.df fixed, %w.0g general), right-aligned in w columns (left with %-w)."""
+    if isinstance(value, str):
+        return value
+    if fmt is None:
+        return render.stata_g(value, 8)
+    found = re.fullmatch(r"%(-?)(\d+)\.(\d+)([fg])", fmt)
+    assert found is not None  # display's pattern admits no other
+    left, width, decimals, kind = found.group(1), int(found.group(2)), int(found.group(3)), found.group(4)
+    text = ("." if not np.isfinite(value) else f"{value:.{decimals}f}") if kind == "f" else \
+        render.stata_g(value, max(width - 2, 1))
+    return text.ljust(width) if left else text.rjust(width)
 
 #: predict's statistics after mixed.
 _PREDICT = ("xb", "fitted", "residuals", "rstandard", "reffects", "reses", "stdp")
@@ -699,11 +852,11 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
         emit("\n".join([f". {cmd.echo[0]}"] + [f"> {e}" for e in cmd.echo[1:]]) + "\n")
         if not cmd.text:
             continue
-        name, _, args = cmd.text.partition(" ")
         try:
+            name, _, args = session.expand(cmd.text).strip().partition(" ")
             output = session.run(name, args)
         except JaxhlmError as exc:
             raise DoFileError(str(exc), cmd.line, "".join(log)) from None
         if output:
-            emit("\n" + output.strip("\n") + "\n\n")
+            emit(("" if _handler(name) in _INLINE else "\n") + output.strip("\n") + "\n\n")
     return "".join(log)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from .errors import DataError, FormulaError
 
@@ -48,6 +49,10 @@ _MATH: dict[str, tuple[Callable[..., np.ndarray], int]] = {
     "abs": (np.abs, 1), "exp": (np.exp, 1), "ln": (np.log, 1), "log": (np.log, 1), "log10": (np.log10, 1),
     "sqrt": (np.sqrt, 1), "int": (np.trunc, 1), "floor": (np.floor, 1), "ceil": (np.ceil, 1),
     "mod": (lambda x, y: x - y * np.floor(x / y), 2),
+    # Stata's distribution functions, for tests computed by hand (display chi2tail(1, 2*(ll1 - ll0)))
+    "normal": (special.ndtr, 1), "invnormal": (special.ndtri, 1), "chi2tail": (special.chdtrc, 2),
+    "invchi2tail": (special.chdtri, 2), "ttail": (lambda df, t: special.stdtr(df, -t), 2),
+    "Ftail": (special.fdtrc, 3),
 }
 
 

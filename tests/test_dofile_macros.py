@@ -1,0 +1,78 @@
+"""Do-file macros (``local``, ``global``) and ``display`` with the results' scalars (``_b[]``, ``_se[]``, ``e()``,
+``r()``) and Stata's distribution functions: each value displayed is the API's, printed as Stata prints it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import jaxhlm
+from jaxhlm.dofile import DoFileError, Session, run_do
+from jaxhlm.render import stata_g
+
+
+def _run(session: Session, *lines: str) -> list[str]:
+    return [session.run(*session.expand(line).partition(" ")[::2]) for line in lines]
+
+
+def test_macros_expand_before_each_command(hsb):
+    session = Session(hsb.copy())
+    _run(session, "local covars ses female", 'global level2 "i.sector"', 'local quoted `"say "hi""\'',
+         "local i 2", "local x2 ses", "local n = 2*3", "local third = 1/3", "local half = -1/2", "local empty")
+    assert session.macros == {"covars": "ses female", "quoted": 'say "hi"', "i": "2", "x2": "ses", "n": "6",
+                              "third": ".3333333333333333", "half": "-.5", "empty": ""}
+    assert session.globals == {"level2": "i.sector"}
+    assert session.expand("mixed mathach `covars' $level2 || id: `x`i''") == "mixed mathach ses female i.sector || id: ses"
+    assert session.expand("a${level2}b `nosuch'c $nosuch.") == "ai.sectorb c ."
+    log = run_do("local covars ses female\nglobal g i.sector\nmixed mathach `covars' $g || id:")
+    assert ". mixed mathach `covars' $g || id:" in log  # echoed as typed, as Stata's log does
+    want = jaxhlm.mixed("mathach ses female i.sector || id:", hsb)
+    assert f"Log likelihood = {stata_g(want.llf, 8)}" in log
+
+
+def test_display_of_estimation_and_test_results(hsb):
+    m0 = jaxhlm.mixed("mathach ses female || id:", hsb)
+    m1 = jaxhlm.mixed("mathach ses female || id: ses, cov(unstr)", hsb)
+    lr = jaxhlm.lrtest(m0, m1)
+    session = Session(hsb.copy())
+    out = _run(session, "mixed mathach ses female || id:", "estimates store m0", "local ll0 = e(ll)",
+               'display "ll0 = " `ll0\'', 'di e(N) " " e(k) " " e(k_f) " " e(k_r) " " %9.3f e(ll)',
+               'di e(chi2_c) "|" _b[ses]/_se[ses]', "mixed mathach ses female || id: ses, cov(unstr)",
+               "lrtest m0 .", 'display "LR = " 2*(e(ll) - `ll0\') ", p = " %6.4f chi2tail(2, 2*(e(ll) - `ll0\'))',
+               'di r(chi2) "," r(df) "," r(p)', "lincom ses + female", 'di r(estimate) "," r(se) "," r(lb) "," r(ub)',
+               'di %-8.2f 1/3 "|" %8.0g _pi',
+               'di normal(1.96) "," ttail(10, 2) "," Ftail(2, 30, 3) "," invchi2tail(1, .05) "," invnormal(.975)')
+    assert out[3] == f"ll0 = {stata_g(m0.llf, 8)}"
+    assert out[4] == f"7185 5 3 2 {m0.llf:9.3f}"  # β (3), var(_cons) and var(e)
+    assert out[5] == stata_g(m0.lr_linear.statistic, 8) + "|" + stata_g(m0.fe_params["ses"] / m0.bse_fe["ses"], 8)
+    assert out[8] == f"LR = {stata_g(lr.statistic, 8)}, p = {lr.pvalue:6.4f}"
+    assert out[9] == f"{stata_g(lr.statistic, 8)},2,{stata_g(lr.pvalue, 8)}"
+    c = m1.lincom("ses + female")
+    assert out[11] == ",".join(stata_g(v, 8) for v in (c.estimate, c.se, c.ci_lower, c.ci_upper))
+    assert out[12] == "0.33    |" + stata_g(np.pi, 6).rjust(8)  # %f keeps the leading zero, %g drops it
+    assert out[13] == ",".join(stata_g(v, 8) for v in (special.ndtr(1.96), stats.t.sf(2, 10), stats.f.sf(3, 2, 30),
+                                                      stats.chi2.isf(0.05, 1), stats.norm.ppf(0.975)))
+    # display follows its echo directly in the log, as in Stata's
+    assert ". di 1/3\n.33333333\n" in run_do("di 1/3")
+
+
+def test_test_results_and_bad_references(hsb):
+    session = Session(hsb.copy())
+    _run(session, "mixed mathach ses female || id:")
+    out = _run(session, "test ses female", "di r(chi2) \" \" r(df) \" \" r(p)")
+    t = session.active.test(["ses", "female"])
+    assert out[1] == f"{stata_g(t.statistic, 8)} 2 {stata_g(t.pvalue, 8)}"
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"\[sex\] not found: _b\[\] names a coefficient .* \(ses, female, _cons\)"):
+        _run(session, "di _b[sex]")
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"e\(nosuch\) not found; e\(\) holds N, ll, k"):
+        _run(session, "di e(nosuch)")
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"cannot evaluate '1 2'; .* separate expressions with quoted text"):
+        _run(session, "di 1 2")
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"display: cannot read '%5d 3'"):
+        _run(session, "di %5d 3")
+    fresh = Session(hsb.copy())
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"r\(p\) not found; r\(\) holds nothing yet"):
+        _run(fresh, "di r(p)")
+    with pytest.raises(DoFileError, match="line 2: local needs a name"):
+        run_do("local a 1\nlocal = 3")
