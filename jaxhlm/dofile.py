@@ -3,7 +3,7 @@
 ``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in
-every later command), ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
+every later command), ``foreach`` and ``forvalues`` loops, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
 ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
 with the line number.
@@ -70,6 +70,46 @@ def commands(text: str) -> list[Command]:
             pending = None
     if pending is not None:
         out.append(pending)
+    return out
+
+
+@dataclass
+class Loop:
+    """``foreach``/``forvalues`` ``{`` … ``}``: its header, the commands (and loops) of its body, its closing line."""
+
+    header: Command
+    body: list["Command | Loop"]
+    close: Command
+
+    def lines(self) -> list[Command]:
+        """The body's lines as Stata numbers them in the log (nested loops' included), then the closing ``}``."""
+        out: list[Command] = []
+        for item in self.body:
+            out += [item.header] + item.lines() if isinstance(item, Loop) else [item]
+        return out + [self.close]
+
+
+def blocks(cmds: list[Command]) -> list[Command | Loop]:
+    """The commands with each loop's body gathered under it: a ``foreach`` or ``forvalues`` line ending in ``{`` opens
+    a loop, a line holding only ``}`` closes the innermost one."""
+    out: list[Command | Loop] = []
+    open_: list[tuple[Command, list[Command | Loop], list[Command | Loop]]] = []
+    current = out
+    for c in cmds:
+        word = c.text.split(" ", 1)[0]
+        if c.text.endswith("{") and (word == "foreach" or abbreviates(word, "forvalues", 4)):
+            open_.append((c, current, []))
+            current = open_[-1][2]
+        elif c.text == "}":
+            if not open_:
+                raise DoFileError("unexpected }: no foreach or forvalues loop is open", c.line)
+            header, parent, body = open_.pop()
+            parent.append(Loop(header, body, c))
+            current = parent
+        else:
+            current.append(c)
+    if open_:
+        raise DoFileError("the loop opened here is not closed: } missing on a line of its own", open_[-1][0].line)
     return out
 
 
@@ -536,6 +576,31 @@ class Session:
         table[name] = text
         return ""
 
+    def loop(self, header: str) -> tuple[str, list[str]]:
+        """The macro a loop header sets and its values: ``foreach name in list``, ``foreach name of local|global
+        macro``, ``of varlist varlist``, ``of newlist names``, ``of numlist numlist``, ``forvalues name = range``
+        (``a/b``, ``a(d)b``)."""
+        word, _, rest = header.rstrip("{").strip().partition(" ")
+        if word == "foreach":
+            found = re.fullmatch(r"\s*([A-Za-z_]\w*)\s+(?:(in)|of\s+(\w+))(?:\s+(.*?))?\s*", rest, re.S)
+            if found is None:
+                raise JaxhlmError("foreach needs: foreach name in list {, or foreach name of local|global|varlist|"
+                                  "newlist|numlist list {")
+            name, within, kind, items = found.group(1), found.group(2), found.group(3), found.group(4) or ""
+            if within or kind == "newlist":
+                return name, [w[1:-1] if w.startswith('"') else w for w in re.findall(r'"[^"]*"|\S+', items)]
+            if kind in ("local", "global"):
+                return name, (self.macros if kind == "local" else self.globals).get(items.strip(), "").split()
+            if kind == "varlist":
+                return name, self._varlist(items)
+            if kind == "numlist":
+                return name, [_loop_number(v) for v in _numlist(items)]
+            raise JaxhlmError(f"foreach ... of {kind}: the lists are local, global, varlist, newlist and numlist")
+        found = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*(-?[\d.]+\s*(?:/|\(\s*-?[\d.]+\s*\))\s*-?[\d.]+)\s*", rest)
+        if found is None:
+            raise JaxhlmError("forvalues needs: forvalues name = a/b {, or forvalues name = a(d)b {")
+        return found.group(1), [_loop_number(v) for v in _numlist(re.sub(r"\s+", "", found.group(2)))]
+
     def display(self, args: str) -> str:
         """``display [items]``: quoted text and expressions (with ``_b[coef]``, ``_se[coef]``, ``e()``, ``r()``
         and Stata's functions, chi2tail() among them), each expression in Stata's default %10.0g or after a
@@ -669,6 +734,12 @@ def _estimation_scalars(model: MixedResult) -> dict[str, float]:
     return {"N": float(model.nobs), "ll": model.llf, "k": float(model.df_modelwc), "k_f": float(k_f),
             "k_r": float(model.df_modelwc - k_f), **test, "df_m": float(wald.df), "p": wald.pvalue,
             "ll_c": model.llf - lr.statistic / 2, "chi2_c": lr.statistic, "p_c": lr.pvalue}
+
+
+def _loop_number(x: float) -> str:
+    """A loop's number as its macro holds it: 12 significant digits, so that 0(.1)1 runs .1, .2, .3, not
+    .30000000000000004."""
+    return _macro_number(float(f"{x:.12g}"))
 
 
 def _macro_number(x: float) -> str:
@@ -848,15 +919,42 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
         if write is not None:
             write(chunk)
 
-    for cmd in commands(text):
-        emit("\n".join([f". {cmd.echo[0]}"] + [f"> {e}" for e in cmd.echo[1:]]) + "\n")
-        if not cmd.text:
-            continue
-        try:
-            name, _, args = session.expand(cmd.text).strip().partition(" ")
-            output = session.run(name, args)
-        except JaxhlmError as exc:
-            raise DoFileError(str(exc), cmd.line, "".join(log)) from None
-        if output:
-            emit(("" if _handler(name) in _INLINE else "\n") + output.strip("\n") + "\n\n")
+    def echo(cmd: Command, mark: str) -> str:
+        return "\n".join([f"{mark}{cmd.echo[0]}"] + [f"> {e}" for e in cmd.echo[1:]]) + "\n"
+
+    def execute(items: list[Command | Loop], echoed: bool) -> bool:
+        """Run ``items``; at the top level each is echoed first, a loop with its body's lines numbered as Stata's
+        log numbers them, before the output of all its passes (one after another; a blank line ends them, as it
+        ends each top-level command's output). Whether anything was printed."""
+        printed = False
+        for item in items:
+            cmd = item.header if isinstance(item, Loop) else item
+            if echoed:
+                emit(echo(cmd, ". ") + ("".join(echo(c, f"{k:>3}. ") for k, c in enumerate(item.lines(), start=2))
+                                        if isinstance(item, Loop) else ""))
+            if not cmd.text:
+                continue
+            try:
+                if isinstance(item, Loop):
+                    name, values = session.loop(session.expand(cmd.text))
+                    passes = False
+                    for value in values:
+                        session.macros[name] = value
+                        passes |= execute(item.body, False)
+                    if passes and echoed:
+                        emit("\n")
+                    printed |= passes
+                    continue
+                word, _, args = session.expand(cmd.text).strip().partition(" ")
+                output = session.run(word, args)
+            except DoFileError:
+                raise
+            except JaxhlmError as exc:
+                raise DoFileError(str(exc), cmd.line, "".join(log)) from None
+            if output:
+                emit(("" if _handler(word) in _INLINE else "\n") + output.strip("\n") + ("\n\n" if echoed else "\n"))
+                printed = True
+        return printed
+
+    execute(blocks(commands(text)), True)
     return "".join(log)

@@ -1,5 +1,6 @@
-"""Do-file macros (``local``, ``global``) and ``display`` with the results' scalars (``_b[]``, ``_se[]``, ``e()``,
-``r()``) and Stata's distribution functions: each value displayed is the API's, printed as Stata prints it."""
+"""Do-file macros (``local``, ``global``), loops over them (``foreach``, ``forvalues``) and ``display`` with the
+results' scalars (``_b[]``, ``_se[]``, ``e()``, ``r()``) and Stata's distribution functions: each value displayed is
+the API's, printed as Stata prints it, in Stata's log layout."""
 
 from __future__ import annotations
 
@@ -76,3 +77,55 @@ def test_test_results_and_bad_references(hsb):
         _run(fresh, "di r(p)")
     with pytest.raises(DoFileError, match="line 2: local needs a name"):
         run_do("local a 1\nlocal = 3")
+
+
+LOOPS = """foreach v of varlist ses fem* {
+    summarize `v'
+}
+forvalues k = 1/3 {
+    quietly generate x`k' = `k' * ses
+}
+forvalues x = 0(.1).3 {
+    di "`x'"
+}
+foreach c in "ses" "ses female" {
+    quietly mixed mathach `c' || id:
+    foreach s in ll N {
+        di "`s' = " e(`s')
+    }
+}
+local fits "m0 m1"
+foreach m of local fits {
+    di "`m'"
+}
+"""
+
+
+def test_loops_run_their_body_with_the_macro_set(hsb):
+    log = run_do(LOOPS)
+    lines = log.splitlines()
+    # the loop echoed once, its body's lines numbered (nested loops' too), then the output of every pass
+    start = lines.index(". foreach c in \"ses\" \"ses female\" {")
+    assert lines[start + 1:start + 6] == ["  2. quietly mixed mathach `c' || id:", "  3. foreach s in ll N {",
+                                          "  4. di \"`s' = \" e(`s')", "  5. }", "  6. }"]
+    fits = [jaxhlm.mixed(f"mathach {c} || id:", hsb) for c in ("ses", "ses female")]
+    assert lines[start + 6:start + 11] == [line for m in fits for line in (f"ll = {stata_g(m.llf, 8)}", "N = 7185")] + [""]
+    assert ". forvalues x = 0(.1).3 {\n  2. di \"`x'\"\n  3. }\n0\n.1\n.2\n.3\n\n" in log
+    assert log.count("    Variable |        Obs") == 2 and "      female |      7,185" in log
+    assert ". foreach m of local fits {\n  2. di \"`m'\"\n  3. }\nm0\nm1\n" in log
+    session = Session(hsb.copy())
+    assert session.loop("forvalues k = 3(-1)1 {") == ("k", ["3", "2", "1"])
+    assert session.loop("foreach n of numlist 1/2 2.5 {") == ("n", ["1", "2", "2.5"])
+    assert session.loop('foreach w in a "b c" d {') == ("w", ["a", "b c", "d"])
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("forvalues k = 1/2 {\n  di `k'\n", 1, "not closed: } missing"),
+    ("di 1\n}\n", 2, "unexpected }: no foreach or forvalues loop is open"),
+    ("forvalues k = 1/2 {\n  foreach v in a b {\n    di nosuch`k'\n  }\n}\n", 3, "cannot evaluate 'nosuch1'"),
+    ("forvalues k = a/b {\n}\n", 1, "forvalues needs: forvalues name = a/b"),
+    ("foreach v at x y {\n}\n", 1, "foreach needs: foreach name in list"),
+])
+def test_loop_errors_name_their_line(text, line, words):
+    with pytest.raises(DoFileError, match=f"line {line}: .*{words}"):
+        run_do(text)
