@@ -3,7 +3,7 @@
 ``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in
-every later command), ``foreach`` and ``forvalues`` loops, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
+every later command), ``foreach`` and ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
 ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
 with the line number.
@@ -128,6 +128,7 @@ class Session:
     macros: dict[str, str] = field(default_factory=dict)  # local macros (a do-file is one scope)
     globals: dict[str, str] = field(default_factory=dict)
     returned: dict[str, float] = field(default_factory=dict)  # r() of the last lrtest, test or lincom
+    scalars: dict[str, float | str] = field(default_factory=dict)
 
     def expand(self, text: str) -> str:
         """``text`` with its macros substituted, as Stata does before it runs a command: `name' (a local;
@@ -576,6 +577,24 @@ class Session:
         table[name] = text
         return ""
 
+    def scalar(self, args: str) -> str:
+        """``scalar [define] name = exp`` (a number or a string, by then usable in expressions by its name, or as
+        ``scalar(name)`` where a variable has the same name), ``scalar drop names|_all``."""
+        words = args.split()
+        if words[:1] == ["drop"]:
+            names = list(self.scalars) if words[1:] == ["_all"] else words[1:]
+            missing = [n for n in names if n not in self.scalars]
+            if not names or missing:
+                raise JaxhlmError(f"scalar {missing[0]} not found" if missing else "scalar drop needs names or _all")
+            for n in names:
+                del self.scalars[n]
+            return ""
+        found = re.fullmatch(r"\s*(?:define\s+)?([A-Za-z_]\w*)\s*=(.*)", args, re.S)
+        if found is None:
+            raise JaxhlmError("scalar needs: scalar [define] name = exp, e.g. scalar ll0 = e(ll)")
+        self.scalars[found.group(1)] = self._value(found.group(2))
+        return ""
+
     def loop(self, header: str) -> tuple[str, list[str]]:
         """The macro a loop header sets and its values: ``foreach name in list``, ``foreach name of local|global
         macro``, ``of varlist varlist``, ``of newlist names``, ``of numlist numlist``, ``forvalues name = range``
@@ -623,9 +642,9 @@ class Session:
         return "".join(out)
 
     def _value(self, text: str) -> float | str:
-        """An expression's value in a scalar context (``display``, ``local name = exp``): with the active results'
-        ``_b[]``, ``_se[]`` and ``e()``, the last test's ``r()``, and ``_pi``; a variable stands for its first
-        observation's value, as in Stata."""
+        """An expression's value in a scalar context (``display``, ``local name = exp``, ``scalar``): with the
+        active results' ``_b[]``, ``_se[]`` and ``e()``, the last test's ``r()``, the scalars defined, and ``_pi``; a
+        variable stands for its first observation's value, as in Stata."""
         def number(x: float) -> str:
             return "(.)" if not np.isfinite(x) else f"({float(x)!r})"
 
@@ -644,9 +663,19 @@ class Session:
                                   + (", ".join(values) if values else "nothing yet (run lrtest, test or lincom)"))
             return number(values[key])
 
+        def named(m: re.Match[str]) -> str:  # a scalar by its name (a variable of that name comes first), or scalar()
+            name = m.group(1) or m.group(2)
+            if name is None or (m.group(2) and name in self.data.columns) or name not in self.scalars:
+                if m.group(1):
+                    raise JaxhlmError(f"scalar {name} not found")
+                return m.group()
+            value = self.scalars[name]
+            return f'"{value}"' if isinstance(value, str) else number(value)
+
         written = text.strip()
         text = re.sub(r"(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)", scalar, text)
         text = re.sub(r"\b_pi\b", number(math.pi), text)
+        text = re.sub(r'"[^"]*"|\bscalar\(\s*([A-Za-z_]\w*)\s*\)|\b([A-Za-z_]\w*)\b(?!\s*\()', named, text)
         rows = self.data.iloc[:1] if len(self.data) else pd.DataFrame(index=[0])
         try:
             value = evaluate(parse_expression(text, self._resolve), rows)[0]
@@ -708,6 +737,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
     ("predict", 4, Session.predict), ("summarize", 2, Session.summarize), ("margins", 7, Session.margins),
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
+    ("scalar", 6, Session.scalar),
 ]
 
 

@@ -129,3 +129,19 @@ def test_loops_run_their_body_with_the_macro_set(hsb):
 def test_loop_errors_name_their_line(text, line, words):
     with pytest.raises(DoFileError, match=f"line {line}: .*{words}"):
         run_do(text)
+
+
+def test_scalars_by_name_and_by_scalar(hsb):
+    m0 = jaxhlm.mixed("mathach ses || id:", hsb)
+    m1 = jaxhlm.mixed("mathach ses female || id:", hsb)
+    session = Session(hsb.copy())
+    out = _run(session, "quietly mixed mathach ses || id:", "scalar ll0 = e(ll)", 'scalar define name = "m0"',
+               "quietly mixed mathach ses female || id:", 'di name ": " 2*(e(ll) - ll0) "," scalar(ll0)',
+               "gen ll0 = 1", 'di ll0 "," scalar(ll0)', "scalar drop ll0")
+    assert out[4] == f"m0: {stata_g(2 * (m1.llf - m0.llf), 8)},{stata_g(m0.llf, 8)}"
+    assert out[6] == f"1,{stata_g(m0.llf, 8)}"  # a variable of the same name comes first, as in Stata
+    assert session.scalars == {"name": "m0"}
+    with pytest.raises(jaxhlm.JaxhlmError, match="scalar ll0 not found"):
+        _run(session, "di scalar(ll0)")
+    with pytest.raises(jaxhlm.JaxhlmError, match="scalar needs: scalar .define. name = exp"):
+        _run(session, "scalar ll0")
