@@ -30,7 +30,7 @@ EXIT_INPUT = 2
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxhlm", description="Hierarchical linear models in JAX.")
     sub = ap.add_subparsers(dest="command", required=True)
-    data_help = "CSV or Parquet file (default: the bundled High School and Beyond data)"
+    data_help = "CSV, Parquet or Stata (.dta) file (default: the bundled High School and Beyond data)"
     chunk_help = "read a CSV file this many rows at a time (for data larger than memory comfortably holds)"
     f = sub.add_parser("fit", help="fit a linear mixed model (two or three levels, or crossed factors) and print a "
                                    "Stata-style report")

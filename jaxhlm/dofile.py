@@ -1,6 +1,6 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
+``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in
 every later command), ``foreach`` and ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
@@ -15,7 +15,7 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -129,6 +129,8 @@ class Session:
     globals: dict[str, str] = field(default_factory=dict)
     returned: dict[str, float] = field(default_factory=dict)  # r() of the last lrtest, test or lincom
     scalars: dict[str, float | str] = field(default_factory=dict)
+    log_file: TextIO | None = None  # a log using file, open
+    log_paused: bool = False  # log off
 
     def expand(self, text: str) -> str:
         """``text`` with its macros substituted, as Stata does before it runs a command: `name' (a local;
@@ -149,17 +151,18 @@ class Session:
         clear = any(abbreviates(o, "clear", 5) for o, _ in options(opts))
         path = target.strip().strip('"')
         if not path:
-            raise JaxhlmError("use needs a file name: use FILE.csv [, clear]")
+            raise JaxhlmError("use needs a file name: use FILE[.dta] or use FILE.csv [, clear]")
         if self.changed and not clear:
             raise JaxhlmError("no; dataset in memory has changed since last saved (add ', clear' to use)")
-        file = Path(path) if Path(path).is_absolute() or Path(path).exists() else self.base_dir / path
-        if file.suffix.lower() != ".csv":
-            raise JaxhlmError(f"use reads CSV files; save {path} as CSV (export delimited) first")
+        file = self._path(path, ".dta")
+        if file.suffix.lower() not in (".dta", ".csv"):
+            raise JaxhlmError(f"use reads Stata datasets (.dta) and CSV files; {path} is neither")
         if not file.is_file():
-            raise JaxhlmError(f"file {path} not found")
-        from .datasets import read_csv
+            raise JaxhlmError(f"file {path if Path(path).suffix else path + '.dta'} not found")
+        from .datasets import read_csv, read_dta
 
-        self.data, self.labels, self.changed = read_csv(str(file)), {}, False
+        self.data = (read_dta if file.suffix.lower() == ".dta" else read_csv)(str(file))
+        self.labels, self.changed = {}, False
         self.active, self.active_name, self.stored, self.last_test = None, ".", {}, None
         return ""
 
@@ -643,8 +646,8 @@ class Session:
 
     def _value(self, text: str) -> float | str:
         """An expression's value in a scalar context (``display``, ``local name = exp``, ``scalar``): with the
-        active results' ``_b[]``, ``_se[]`` and ``e()``, the last test's ``r()``, the scalars defined, and ``_pi``; a
-        variable stands for its first observation's value, as in Stata."""
+        active results' ``_b[]``, ``_se[]`` and ``e()``, the last test's ``r()``, the scalars defined, ``_pi`` and
+        ``_N``; a variable stands for its first observation's value, as in Stata."""
         def number(x: float) -> str:
             return "(.)" if not np.isfinite(x) else f"({float(x)!r})"
 
@@ -675,6 +678,7 @@ class Session:
         written = text.strip()
         text = re.sub(r"(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)", scalar, text)
         text = re.sub(r"\b_pi\b", number(math.pi), text)
+        text = re.sub(r"\b_N\b", number(float(len(self.data))), text)
         text = re.sub(r'"[^"]*"|\bscalar\(\s*([A-Za-z_]\w*)\s*\)|\b([A-Za-z_]\w*)\b(?!\s*\()', named, text)
         rows = self.data.iloc[:1] if len(self.data) else pd.DataFrame(index=[0])
         try:
@@ -688,6 +692,75 @@ class Session:
         cmd, _, rest = args.strip().lstrip(":").strip().partition(" ")
         self.run(cmd, rest)
         return ""
+
+    def capture(self, args: str) -> str:
+        """``capture command``: runs it without its output, and an error it raises stops nothing (``capture drop
+        x``, ``capture log close``)."""
+        try:
+            self.quietly(args)
+        except JaxhlmError:
+            pass
+        return ""
+
+    def clear(self, args: str) -> str:
+        """``clear``: no data in memory; ``clear all`` (or ``clear *``) forgets estimates and scalars too."""
+        every = args.strip() in ("all", "*")
+        if args.strip() and not every:
+            raise JaxhlmError(f"clear {args.strip()} is not supported; use clear or clear all")
+        self.data, self.labels, self.changed = pd.DataFrame(), {}, False
+        if every:
+            self.active, self.active_name, self.stored, self.last_test = None, ".", {}, None
+            self.scalars, self.returned = {}, {}
+        return ""
+
+    def log(self, args: str) -> str:
+        """``log using FILE [, replace | append] [text]`` (a text log, FILE.log where FILE has no extension: what
+        the run prints from there on), ``log close``, ``log off``, ``log on``."""
+        word, _, rest = args.strip().partition(" ")
+        if word in ("close", "off", "on"):
+            if self.log_file is None:
+                raise JaxhlmError("no log file open")
+            if word == "close":
+                footer = self._log_banner("closed")
+                self.log_file.write(footer + "\n")
+                self.log_file.close()
+                self.log_file = None
+                return footer
+            self.log_paused = word == "off"
+            return ""
+        if word != "using":
+            raise JaxhlmError("log needs: log using FILE [, replace | append] [text], or log close|off|on")
+        target, _, opts = rest.partition(",")
+        flags = {o for o, _ in options(opts)}
+        unknown = flags - {"replace", "append", "text", "t"}
+        if unknown or not target.strip():
+            raise JaxhlmError(f"option {sorted(unknown)[0]} not allowed; jaxhlm writes text logs: log using FILE "
+                              "[, replace | append] [text]" if unknown else "log using needs a file name")
+        if self.log_file is not None:
+            raise JaxhlmError("log file already open; log close it first")
+        name = target.strip().strip('"')
+        file = Path(name if Path(name).suffix else name + ".log")  # as Stata's: from the working directory
+        if file.exists() and not flags & {"replace", "append"}:
+            raise JaxhlmError(f"file {file} already exists; add replace (or append)")
+        self.log_file = file.open("a" if "append" in flags else "w", encoding="utf-8")
+        self.log_paused = False
+        return self._log_banner("opened")
+
+    def _log_banner(self, event: str) -> str:
+        """Stata's lines about the log: its name, file, type and when it was opened or closed."""
+        import datetime
+
+        assert self.log_file is not None
+        when = datetime.datetime.now().strftime("%d %b %Y, %H:%M:%S")
+        rows = [("name", "<unnamed>"), ("log", str(Path(self.log_file.name).resolve())), ("log type", "text"),
+                (f"{event} on", when)]
+        return "\n".join(f"{k:>10}:  {v}" for k, v in rows)
+
+    def _path(self, name: str, extension: str) -> Path:
+        """A file a command reads: as given, else under the do-file's directory; ``extension`` added where it has
+        none, as Stata adds .dta to use's."""
+        file = Path(name) if Path(name).suffix else Path(name + extension)
+        return file if file.is_absolute() or file.exists() else self.base_dir / file
 
     def version(self, args: str) -> str:
         return ""
@@ -737,7 +810,8 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
     ("predict", 4, Session.predict), ("summarize", 2, Session.summarize), ("margins", 7, Session.margins),
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
-    ("scalar", 6, Session.scalar),
+    ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
+    ("log", 3, Session.log),
 ]
 
 
@@ -948,6 +1022,8 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
         log.append(chunk)
         if write is not None:
             write(chunk)
+        if session.log_file is not None and not session.log_paused:
+            session.log_file.write(chunk)
 
     def echo(cmd: Command, mark: str) -> str:
         return "\n".join([f"{mark}{cmd.echo[0]}"] + [f"> {e}" for e in cmd.echo[1:]]) + "\n"
@@ -986,5 +1062,9 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
                 printed = True
         return printed
 
-    execute(blocks(commands(text)), True)
+    try:
+        execute(blocks(commands(text)), True)
+    finally:
+        if session.log_file is not None:  # a log left open ends with the run
+            session.log_file.close()
     return "".join(log)

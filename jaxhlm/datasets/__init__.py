@@ -1,7 +1,9 @@
-"""Data sets shipped with jaxhlm, and reading a user's CSV with a clear message when it cannot be read."""
+"""Data sets shipped with jaxhlm, and reading a user's CSV, Parquet or Stata (.dta) file with a clear message when it
+cannot be read."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -56,10 +58,24 @@ def _csv_error(path: str, exc: Exception) -> DataError:
     return DataError(f"cannot read {path!r} as CSV ({type(exc).__name__}: {str(exc).splitlines()[0]})")
 
 
+def read_dta(path: str) -> pd.DataFrame:
+    """A Stata dataset (.dta) as Stata's ``use`` loads it: value-labelled variables keep their numeric codes, and
+    missing values (``.`` and ``.a``–``.z``) are NaN."""
+    p = _existing(path)
+    try:
+        return pd.read_stata(p, convert_categoricals=False)
+    except (ValueError, OSError, UnicodeDecodeError, struct.error) as exc:  # what pandas' reader raises on a bad file
+        raise DataError(f"cannot read {path!r} as a Stata dataset ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'not a .dta file'})") from None
+
+
 def read(path: str, chunksize: int | None = None, in_memory: bool = False) -> pd.DataFrame | str | Iterator[pd.DataFrame]:
     """A data file as the fit reads it: a Parquet path is passed on (the fit reads it in batches) unless
-    ``in_memory``; a CSV file is read whole, or lazily in chunks of ``chunksize`` rows."""
+    ``in_memory``; a Stata dataset (.dta) is read whole; a CSV file whole, or lazily in chunks of ``chunksize``
+    rows."""
     p = _existing(path)
+    if p.suffix.lower() == ".dta":
+        return read_dta(path)
     if p.suffix.lower() == ".parquet":
         if not in_memory:
             return str(p)

@@ -1,0 +1,66 @@
+"""A do-file's preamble and files: ``use`` of a Stata dataset (.dta), ``clear``, ``capture``, and ``log using`` …
+``log close`` writing what the run prints in between."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxhlm
+from jaxhlm.cli import main
+from jaxhlm.dofile import DoFileError, run_do
+from jaxhlm.render import stata_g
+
+
+@pytest.fixture
+def dta(hsb, tmp_path):
+    """HSB as a Stata dataset written by pandas: sector value-labelled, ses missing on the first rows."""
+    d = hsb.drop(columns="sized_1").assign(ses=lambda f: f["ses"].mask(f.index < 3))
+    path = tmp_path / "hsb.dta"
+    d.to_stata(path, write_index=False, value_labels={"sector": {0: "public", 1: "catholic"}})
+    return path, d
+
+
+def test_use_of_a_stata_dataset(dta, tmp_path, capsys):
+    path, d = dta
+    want = jaxhlm.mixed("mathach ses i.sector || id:", d)
+    # without an extension use reads FILE.dta; value labels leave the codes, as Stata's use does
+    log = run_do(f"use {path.with_suffix('')}, clear\nsummarize sector\nmixed mathach ses i.sector || id:")
+    assert f"Log likelihood = {stata_g(want.llf, 8)}" in log and "Number of obs     =      7,182" in log
+    assert "      sector |      7,185    .4931106" in log
+    assert main(["fit", "mathach ~ ses + sector + (1 | id)", "--data", str(path)]) == 0
+    assert f"Log likelihood = {stata_g(want.llf, 8)}" in capsys.readouterr().out
+    bad = tmp_path / "bad.dta"
+    bad.write_text("not a Stata file")
+    with pytest.raises(DoFileError, match=r"line 1: cannot read .*bad.dta' as a Stata dataset"):
+        run_do(f"use {bad}")
+    with pytest.raises(DoFileError, match=r"use reads Stata datasets \(.dta\) and CSV files"):
+        run_do(f"use {tmp_path / 'x.xlsx'}")
+
+
+def test_clear_capture_and_a_log_file(dta, tmp_path):
+    path, d = dta
+    logfile = tmp_path / "run.log"
+    text = (f"clear all\nset more off\ncapture log close\nlog using {logfile.with_suffix('')}, replace text\n"
+            f"use {path}\ndi _N\ncapture drop nosuch\ncapture noisuchcommand\nquietly mixed mathach ses || id:\n"
+            "di e(ll)\nlog close\ndi \"after\"")
+    log = run_do(text)
+    written = logfile.read_text()
+    ll = jaxhlm.mixed("mathach ses || id:", d).llf
+    assert written.index("opened on:") < written.index(". use ") < written.index("\n7185\n") < written.index(
+        f"\n{stata_g(ll, 8)}\n") < written.index(". log close") < written.index("closed on:")
+    assert "after" not in written and "\n. di \"after\"\nafter\n" in log
+    assert f"       log:  {logfile.resolve()}" in written
+    # clear empties the data; clear all forgets the estimates too
+    with pytest.raises(DoFileError, match="line 4: last estimates not found"):
+        run_do(f"use {path}\nquietly mixed mathach ses || id:\nclear all\nmixed")
+    with pytest.raises(DoFileError, match=f"line 1: file {logfile} already exists; add replace"):
+        run_do(f"log using {logfile}, text")
+    with pytest.raises(DoFileError, match="line 1: option smcl not allowed; jaxhlm writes text logs"):
+        run_do(f"log using {tmp_path / 'other'}, smcl")
+    with pytest.raises(DoFileError, match="line 1: no log file open"):
+        run_do("log close")
+    appended = run_do(f"log using {logfile}, append\ndi 1 + 1\nlog close")
+    assert "\n2\n" in appended and logfile.read_text().startswith(written) and logfile.read_text().count("\n2\n") == 1
+    assert np.isnan(pd.read_stata(path)["ses"][:3]).all()  # the fixture's missing values, which use left out
