@@ -2,7 +2,7 @@
 
 ``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, ``predict`` (after ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in
+prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``preserve``/``restore``, ``label variable``, ``predict`` (after ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in
 every later command), ``foreach`` and ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
 ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
 with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
@@ -131,6 +131,7 @@ class Session:
     scalars: dict[str, float | str] = field(default_factory=dict)
     log_file: TextIO | None = None  # a log using file, open
     log_paused: bool = False  # log off
+    preserved: tuple[pd.DataFrame, dict[str, str], bool] | None = None  # preserve's copy: data, labels, changed
 
     def expand(self, text: str) -> str:
         """``text`` with its macros substituted, as Stata does before it runs a command: `name' (a local;
@@ -405,6 +406,60 @@ class Session:
         if not colon or not abbreviates(cmd, "egen", 4):
             raise JaxhlmError("by varlist: here prefixes egen, e.g. bysort id: egen m = mean(ses)")
         return self.egen(cmd_args, self._varlist(head))
+
+    def sort(self, args: str) -> str:
+        """``sort varlist``: the rows in ascending order of the variables (stable, as Stata's ``sort, stable``;
+        missing values last)."""
+        names = self._varlist(args)
+        if not names:
+            raise JaxhlmError("sort needs a varlist")
+        self.data, self.changed = self.data.sort_values(names, kind="stable", na_position="last"), True
+        return ""
+
+    def rename(self, args: str) -> str:
+        """``rename old new``."""
+        words = args.split()
+        if len(words) != 2:
+            raise JaxhlmError("rename needs: rename oldname newname")
+        old, new = self._varlist(words[0]), words[1]
+        if len(old) != 1:
+            raise JaxhlmError(f"rename: {words[0]} names {len(old)} variables; name one")
+        if new in self.data.columns:
+            raise JaxhlmError(f"variable {new} already defined")
+        if not re.fullmatch(r"[A-Za-z_]\w{0,31}", new):
+            raise JaxhlmError(f"{new} invalid name")
+        self.data, self.changed = self.data.rename(columns={old[0]: new}), True
+        if old[0] in self.labels:
+            self.labels[new] = self.labels.pop(old[0])
+        return ""
+
+    def preserve(self, args: str) -> str:
+        """``preserve``: a copy of the data that ``restore`` brings back (the analysis of a subset, then the whole
+        data again)."""
+        if args.strip():
+            raise JaxhlmError("preserve takes no arguments")
+        if self.preserved is not None:
+            raise JaxhlmError("already preserved; restore first")
+        self.preserved = (self.data.copy(), dict(self.labels), self.changed)
+        return ""
+
+    def restore(self, args: str) -> str:
+        if self.preserved is None:
+            raise JaxhlmError("nothing to restore: run preserve first")
+        (self.data, self.labels, self.changed), self.preserved = self.preserved, None
+        return ""
+
+    def label(self, args: str) -> str:
+        """``label variable var "text"``: the variable's label, shown as ``tabulate``'s header."""
+        found = re.fullmatch(r'\s*var(?:iable|iabl|iab|ia|i)?\s+(\S+)(?:\s+"([^"]*)")?\s*', args)
+        if found is None:
+            raise JaxhlmError("only label variable var \"text\" is supported (value labels, label define and "
+                              "label values, are not: tabulate shows the codes)")
+        var = self._varlist(found.group(1))
+        if len(var) != 1:
+            raise JaxhlmError(f"label variable: {found.group(1)} names {len(var)} variables; name one")
+        self.labels[var[0]] = found.group(2) or ""
+        return ""
 
     def drop(self, args: str) -> str:
         return self._drop_or_keep(args, drop=True)
@@ -811,7 +866,8 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("predict", 4, Session.predict), ("summarize", 2, Session.summarize), ("margins", 7, Session.margins),
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
-    ("log", 3, Session.log),
+    ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
+    ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
 ]
 
 

@@ -64,3 +64,27 @@ def test_clear_capture_and_a_log_file(dta, tmp_path):
     appended = run_do(f"log using {logfile}, append\ndi 1 + 1\nlog close")
     assert "\n2\n" in appended and logfile.read_text().startswith(written) and logfile.read_text().count("\n2\n") == 1
     assert np.isnan(pd.read_stata(path)["ses"][:3]).all()  # the fixture's missing values, which use left out
+
+
+def test_sort_rename_preserve_restore_and_variable_labels(hsb):
+    text = ("preserve\nkeep if sector == 1\nquietly mixed mathach ses || id:\ndi e(N)\nrestore\ndi _N\n"
+            "sort ses id\nrename mathach math\nlabel variable sized \"School size\"\ntab sized\n"
+            "mixed math ses || id:\nlabel define yesno 0 \"no\" 1 \"yes\"")
+    with pytest.raises(DoFileError, match="line 12: only label variable var .* is supported .value labels, label define and"):
+        run_do(text, hsb)
+    log = run_do(text.rsplit("\n", 1)[0], hsb)
+    assert ". di e(N)\n3,642\n" not in log and f". di e(N)\n{int((hsb['sector'] == 1).sum())}\n" in log
+    assert ". di _N\n7185\n" in log
+    assert "     School |\n       size |      Freq." in log
+    want = jaxhlm.mixed("mathach ses || id:", hsb)
+    assert f"Log likelihood = {stata_g(want.llf, 8)}" in log and "        math | Coefficient" in log
+    from jaxhlm.dofile import Session
+
+    session = Session(hsb.copy())
+    for line in ("sort ses id", "rename female girl"):
+        session.run(*line.partition(" ")[::2])
+    assert list(session.data["ses"]) == sorted(hsb["ses"]) and "girl" in session.data and "female" not in session.data
+    with pytest.raises(jaxhlm.JaxhlmError, match="nothing to restore: run preserve first"):
+        session.run("restore", "")
+    with pytest.raises(jaxhlm.JaxhlmError, match="variable ses already defined"):
+        session.run("rename", "girl ses")
