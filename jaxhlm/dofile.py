@@ -1,12 +1,14 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
-``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
+``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates
+store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``preserve``/``restore``, ``label variable``, ``predict`` (after ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in
-every later command), ``foreach`` and ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix, and
-``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///`` continuation follow Stata's rules. Each command is echoed
-with ``. `` and its output follows, as in a Stata log. A command outside the subset, or any error, stops the run
-with the line number.
+prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
+``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
+``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
+and ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///``
+continuation follow Stata's rules. Each command is echoed with ``. `` and its output follows, as in a Stata log. A
+command outside the subset, or any error, stops the run with the line number.
 """
 
 from __future__ import annotations
