@@ -388,13 +388,20 @@ class Session:
                 raise JaxhlmError(f"option {o} not allowed; egen accepts by(varlist)")
         body, subset = split_qualifiers(text, self._columns())
         found = re.fullmatch(r"\s*([a-z]+)\((.*)\)\s*", body, re.S)
-        if found is None or found.group(1) not in _EGEN:
-            raise JaxhlmError(f"egen computes {', '.join(f + '()' for f in _EGEN)}; got {body.strip()!r}")
+        if found is None or found.group(1) not in (*_EGEN, "group", "tag"):
+            raise JaxhlmError(f"egen computes {', '.join(f + '()' for f in (*_EGEN, 'group', 'tag'))}; got "
+                              f"{body.strip()!r}")
         fcn = found.group(1)
+        keep = self._selected(subset)
+        if fcn in ("group", "tag"):
+            if by:
+                raise JaxhlmError(f"egen {fcn}() takes a varlist, not by()")
+            new = _stored(kind, _grouping(self.data[self._varlist(found.group(2))], keep, fcn), name)
+            self._set({name: new})
+            return _missing_note(new)
         value = pd.Series(evaluate(parse_expression(found.group(2), self._resolve), self.data), index=self.data.index)
         if value.dtype == object:
             raise JaxhlmError(f"egen {fcn}() needs a numeric expression")
-        keep = self._selected(subset)
         groups = [self.data[v] for v in by] if by else np.zeros(len(value))
         stat = value[keep].groupby([g[keep] for g in groups] if by else groups[keep], dropna=False).transform(_EGEN[fcn])
         new = _stored(kind, np.where(keep, stat.reindex(value.index).to_numpy(dtype=float), np.nan), name)
@@ -949,10 +956,27 @@ def _new_names(text: str, count: int, existing: Any) -> list[str]:
     return words
 
 
-#: egen's functions: each group's statistic of the non-missing values (Stata's total() is 0 for none).
-_EGEN: dict[str, str] = {
+#: egen's functions of an expression: each group's statistic of the non-missing values (Stata's total() is 0 for
+#: none; std() the values standardised within the group); group() and tag() take a varlist (:func:`_grouping`).
+_EGEN: dict[str, str | Callable[[pd.Series], pd.Series]] = {
     "mean": "mean", "sd": "std", "total": "sum", "count": "count", "min": "min", "max": "max", "median": "median",
+    "std": lambda x: (x - x.mean()) / x.std(),
 }
+
+
+def _grouping(columns: pd.DataFrame, keep: np.ndarray, fcn: str) -> np.ndarray:
+    """egen's ``group(varlist)``: 1, 2, … numbering the varlist's distinct values in ascending order (missing where
+    a value is missing or the row not selected); ``tag(varlist)``: 1 on the first row of each distinct value, 0
+    elsewhere (and on rows with a missing value or not selected), as Stata's."""
+    complete = keep & columns.notna().all(axis=1).to_numpy()
+    rows = columns[complete]
+    if fcn == "tag":
+        out = np.zeros(len(columns))
+        out[np.flatnonzero(complete)[~rows.duplicated(keep="first").to_numpy()]] = 1.0
+        return out
+    out = np.full(len(columns), np.nan)
+    out[complete] = rows.groupby(list(columns.columns), sort=True).ngroup().to_numpy() + 1.0
+    return out
 
 #: Stata's storage types: generate's default is float (single precision), as Stata's.
 _TYPES = ("byte", "int", "long", "float", "double")

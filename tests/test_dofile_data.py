@@ -178,3 +178,26 @@ def test_summarize_prints_statas_table():
     hsb = jaxhlm.run_do("summarize mathach ses")
     assert "     mathach |      7,185    12.74785    6.878246     -2.832     24.993" in hsb
     assert "         ses |      7,185    .0001434    .7793552     -3.758      2.692" in hsb
+
+
+def test_egen_group_tag_and_std(session):
+    """group() numbers the distinct values in ascending order, tag() marks each's first row, std() standardises
+    (within by() groups too); rows not selected are missing (group, std) or 0 (tag), as in Stata."""
+    hsb = jaxhlm.datasets.hsb()
+    out = _run(session, "egen cell = group(sector sized)", "egen first = tag(id)", "egen z = std(ses)",
+               "bysort id: egen zid = std(ses)", "egen g = group(id) if female", "egen tf = tag(id) if female")
+    assert out[:4] == ["", "", "", ""] and out[4] == f"({int((hsb['female'] == 0).sum()):,} missing values generated)"
+    d = session.data
+    want = (hsb["sector"] * 3 + hsb["sized"]).to_numpy()  # sector 0 sized 1..3 -> 1..3; sector 1 -> 4..6
+    np.testing.assert_array_equal(d["cell"], want)
+    np.testing.assert_array_equal(d["first"], (~hsb["id"].duplicated()).astype(float))
+    np.testing.assert_allclose(d["z"], _single((hsb["ses"] - hsb["ses"].mean()) / hsb["ses"].std()), rtol=1e-6)
+    by_school = hsb.groupby("id")["ses"]
+    np.testing.assert_allclose(d["zid"], _single((hsb["ses"] - by_school.transform("mean"))
+                                                 / by_school.transform("std")), rtol=1e-6, atol=1e-7)
+    girls = hsb["female"] == 1
+    ranks = hsb["id"].where(girls).rank(method="dense")
+    np.testing.assert_array_equal(d["g"], ranks)
+    np.testing.assert_array_equal(d["tf"], (girls & ~hsb["id"].where(girls).duplicated()).astype(float))
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"egen group\(\) takes a varlist, not by\(\)"):
+        _run(session, "egen h = group(id), by(sector)")
