@@ -3,7 +3,7 @@
 ``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates
 store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
+prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
 ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
 ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
 and ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///``
@@ -442,6 +442,52 @@ class Session:
             self.labels[new] = self.labels.pop(old[0])
         return ""
 
+    def merge(self, args: str) -> str:
+        """``merge 1:1|m:1|1:m varlist using FILE [, keep(match master using) nogenerate keepusing(varlist)]``: the
+        using file's variables joined on the key (a school file onto its students, ``merge m:1 id using
+        schools``); ``_merge`` is 1 (master only), 2 (using only) or 3 (matched); a variable in both keeps the
+        master's values; the side of the key marked 1 must identify its rows. Prints Stata's table of results."""
+        body, _, opts = args.partition(",")
+        found = re.fullmatch(r"\s*([1m]):([1m])\s+(.+?)\s+using\s+(\S+)\s*", body)
+        if found is None or found.group(1) + found.group(2) == "mm":
+            raise JaxhlmError("merge needs: merge 1:1|m:1|1:m varlist using FILE")
+        master_one, using_one = found.group(1) == "1", found.group(2) == "1"
+        key = self._varlist(found.group(3))
+        keep, generate, only = ("match", "master", "using"), True, None
+        for o, arg in options(opts):
+            if o == "keep" and arg:
+                keep = tuple(next((k for k in ("match", "master", "using") if abbreviates(w, k, 3)), w)
+                             for w in arg.split())
+            elif abbreviates(o, "nogenerate", 5) and arg is None:
+                generate = False
+            elif o == "keepusing" and arg:
+                only = arg.split()
+            else:
+                raise JaxhlmError(f"option {o} not allowed; merge accepts keep(), nogenerate and keepusing()")
+        if "_merge" in self.data.columns and generate:
+            raise JaxhlmError("variable _merge already defined; drop it (or add nogenerate)")
+        file = self._path(found.group(4).strip('"'), ".dta")
+        if not file.is_file():
+            raise JaxhlmError(f"file {file.name} not found")
+        from .datasets import read_csv, read_dta
+
+        using = (read_dta if file.suffix.lower() == ".dta" else read_csv)(str(file))
+        missing = [k for k in key if k not in using.columns]
+        if missing:
+            raise JaxhlmError(f"variable {missing[0]} not found in the using data {file.name}")
+        for side, frame, one in (("master", self.data, master_one), ("using", using, using_one)):
+            if one and frame.duplicated(key).any():
+                raise JaxhlmError(f"variable{'s' if len(key) > 1 else ''} {' '.join(key)} do{'' if len(key) > 1 else 'es'}"
+                                  f" not uniquely identify observations in the {side} data")
+        extra = [c for c in (only if only is not None else using.columns) if c not in key and c not in self.data]
+        merged = self.data.merge(using[key + extra], on=key, how="outer", indicator="_merge", sort=False)
+        merged["_merge"] = merged["_merge"].map({"left_only": 1, "right_only": 2, "both": 3}).astype(float)
+        codes = {"master": 1.0, "using": 2.0, "match": 3.0}
+        counts = {c: int((merged["_merge"] == v).sum()) for c, v in codes.items()}
+        merged = merged[merged["_merge"].isin([codes[k] for k in keep if k in codes])].reset_index(drop=True)
+        self.data, self.changed = merged if generate else merged.drop(columns="_merge"), True
+        return _merge_table(counts)
+
     def preserve(self, args: str) -> str:
         """``preserve``: a copy of the data that ``restore`` brings back (the analysis of a subset, then the whole
         data again)."""
@@ -876,7 +922,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
-    ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    ("merge", 5, Session.merge), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
 ]
 
 
@@ -903,6 +949,19 @@ def _estimation_scalars(model: MixedResult) -> dict[str, float]:
     return {"N": float(model.nobs), "ll": model.llf, "k": float(model.df_modelwc), "k_f": float(k_f),
             "k_r": float(model.df_modelwc - k_f), **test, "df_m": float(wald.df), "p": wald.pvalue,
             "ll_c": model.llf - lr.statistic / 2, "chi2_c": lr.statistic, "p_c": lr.pvalue}
+
+
+def _merge_table(counts: dict[str, int]) -> str:
+    """Stata's report of a merge: the rows not matched (from each side) and matched."""
+    def row(label: str, n: int, code: int | None = None) -> str:
+        return f"    {label:<28}{n:>13,}" + (f"  (_merge=={code})" if code is not None else "")
+
+    rule = "    " + "-" * 41
+    unmatched = counts["master"] + counts["using"]
+    lines = [f"    {'Result':<28}{'Number of obs':>13}", rule, row("Not matched", unmatched)]
+    if unmatched:
+        lines += [row("    from master", counts["master"], 1), row("    from using", counts["using"], 2), ""]
+    return "\n".join(lines + [row("Matched", counts["match"], 3), rule])
 
 
 def _loop_number(x: float) -> str:

@@ -88,3 +88,39 @@ def test_sort_rename_preserve_restore_and_variable_labels(hsb):
         session.run("restore", "")
     with pytest.raises(jaxhlm.JaxhlmError, match="variable ses already defined"):
         session.run("rename", "girl ses")
+
+
+def test_merge_a_school_file_onto_its_students(hsb, tmp_path):
+    """merge m:1 id using schools: the school variables joined on id, _merge counting each side, Stata's table of
+    results; the fit on the merged data is the fit on the joined frame."""
+    students = hsb[["id", "mathach", "ses", "sector"]].rename(columns={"sector": "sector_own"})
+    schools = hsb.groupby("id", as_index=False)[["sector", "meanses"]].first()
+    students.to_stata(tmp_path / "stu.dta", write_index=False)
+    schools.iloc[2:].assign(extra=1.0).to_stata(tmp_path / "sch.dta", write_index=False)
+    dropped = int(hsb["id"].isin(schools["id"].iloc[:2]).sum())
+    log = run_do(f"use {tmp_path / 'stu'}\nmerge m:1 id using {tmp_path / 'sch'}, keepusing(sector meanses)\n"
+                 "mixed mathach ses i.sector meanses || id:", hsb)
+    assert dropped == 72  # the first two schools' students
+    assert ("    Result                      Number of obs\n"
+            "    -----------------------------------------\n"
+            "    Not matched                            72\n"
+            "        from master                        72  (_merge==1)\n"
+            "        from using                          0  (_merge==2)\n"
+            "\n"
+            "    Matched                             7,113  (_merge==3)\n"
+            "    -----------------------------------------\n") in log
+    joined = hsb[~hsb["id"].isin(schools["id"].iloc[:2])]
+    want = jaxhlm.mixed("mathach ses i.sector meanses || id:", joined)
+    assert f"Log likelihood = {stata_g(want.llf, 8)}" in log and "extra" not in log
+    from jaxhlm.dofile import Session
+
+    session = Session(students.copy(), base_dir=tmp_path)
+    out = session.run("merge", "m:1 id using sch, keep(match) nogenerate")
+    assert "Matched" in out and len(session.data) == len(hsb) - dropped and "_merge" not in session.data
+    assert set(session.data.columns) == {"id", "mathach", "ses", "sector_own", "sector", "meanses", "extra"}
+    with pytest.raises(jaxhlm.JaxhlmError, match="variable id does not uniquely identify observations in the master"):
+        session.run("merge", "1:1 id using sch")
+    with pytest.raises(jaxhlm.JaxhlmError, match="variable ses not found in the using data sch.dta"):
+        session.run("merge", "m:1 ses using sch")
+    with pytest.raises(jaxhlm.JaxhlmError, match="merge needs: merge 1:1|m:1|1:m varlist using FILE"):
+        session.run("merge", "m:m id using sch")
