@@ -3,7 +3,7 @@
 ``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates
 store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
+prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
 ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
 ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
 and ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///``
@@ -488,6 +488,73 @@ class Session:
         self.data, self.changed = merged if generate else merged.drop(columns="_merge"), True
         return _merge_table(counts)
 
+    def reshape(self, args: str) -> str:
+        """``reshape long stubs, i(varlist) j(var)``: each row of wide data (score1 score2 …, one per i) becomes a row
+        per j value (the suffixes of the stubs' variables, numbers), the stubs' variables one each, the other
+        variables repeated; ``reshape wide stubs, i(varlist) j(var)``, the reverse (the other variables constant
+        within i). Prints Stata's summary of the change."""
+        body, _, opts = args.partition(",")
+        how, _, stubs_text = body.strip().partition(" ")
+        if how not in ("long", "wide") or not stubs_text.split():
+            raise JaxhlmError("reshape needs: reshape long|wide stubs, i(varlist) j(var)")
+        stubs = stubs_text.split()
+        ivars, jvar = None, None
+        for o, arg in options(opts):
+            if o == "i" and arg:
+                ivars = self._varlist(arg)
+            elif o == "j" and arg and len(arg.split()) == 1:
+                jvar = arg.strip()
+            else:
+                raise JaxhlmError(f"option {o} not allowed; reshape accepts i(varlist) and j(var)")
+        if ivars is None or jvar is None:
+            raise JaxhlmError("reshape needs i(varlist) and j(var)")
+        before = self.data
+        if how == "long":
+            xij = {stub: {c: float(c[len(stub):]) for c in before.columns
+                          if c.startswith(stub) and re.fullmatch(r"\d+", c[len(stub):])} for stub in stubs}
+            empty = [stub for stub, cols in xij.items() if not cols]
+            if empty:
+                raise JaxhlmError(f"variable {empty[0]}# not found: reshape long needs {empty[0]}1, {empty[0]}2, …")
+            if jvar in before.columns:
+                raise JaxhlmError(f"variable {jvar} already defined")
+            if before.duplicated(ivars).any():
+                raise JaxhlmError(f"variable{'s' if len(ivars) > 1 else ''} {' '.join(ivars)} do"
+                                  f"{'' if len(ivars) > 1 else 'es'} not uniquely identify the observations")
+            js = sorted({j for cols in xij.values() for j in cols.values()})
+            wide_cols = [c for cols in xij.values() for c in cols]
+            other = [c for c in before.columns if c not in wide_cols]
+            parts = []
+            for j in js:
+                part = before[other].assign(**{jvar: j})
+                for stub, cols in xij.items():
+                    name = next((c for c, v in cols.items() if v == j), None)
+                    part[stub] = before[name].to_numpy() if name is not None else np.nan
+                parts.append(part)
+            after = pd.concat(parts).sort_values(ivars + [jvar], kind="stable").reset_index(drop=True)
+            after = after[ivars + [jvar] + stubs + [c for c in other if c not in ivars]]
+            summary = [(" ".join(cols), stub) for stub, cols in xij.items()]
+        else:
+            if jvar not in before.columns:
+                raise JaxhlmError(f"variable {jvar} not found")
+            if before.duplicated(ivars + [jvar]).any():
+                raise JaxhlmError(f"values of variable {jvar} not unique within {' '.join(ivars)}")
+            stubs = [self._resolve(stub) for stub in stubs]
+            other = [c for c in before.columns if c not in stubs + [jvar] + ivars]
+            varying = [c for c in other if (before.groupby(ivars, dropna=False)[c].nunique(dropna=False) > 1).any()]
+            if varying:
+                raise JaxhlmError(f"variable {varying[0]} not constant within {' '.join(ivars)}; add it to the "
+                                  "reshape's stubs or drop it")
+            js = sorted(before[jvar].dropna().unique())
+            after = before[ivars + other].drop_duplicates(ivars).reset_index(drop=True)
+            for stub in stubs:
+                table = before.pivot(index=ivars, columns=jvar, values=stub)
+                for j in js:
+                    column = table[j].rename(f"{stub}{_macro_number(float(j))}")
+                    after = after.merge(column, left_on=ivars, right_index=True, how="left")
+            summary = [(" ".join(f"{stub}{_macro_number(float(j))}" for j in js), stub) for stub in stubs]
+        self.data, self.changed = after, True
+        return _reshape_table(how, before.shape, after.shape, jvar, js, summary)
+
     def preserve(self, args: str) -> str:
         """``preserve``: a copy of the data that ``restore`` brings back (the analysis of a subset, then the whole
         data again)."""
@@ -922,7 +989,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
-    ("merge", 5, Session.merge), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
 ]
 
 
@@ -949,6 +1016,23 @@ def _estimation_scalars(model: MixedResult) -> dict[str, float]:
     return {"N": float(model.nobs), "ll": model.llf, "k": float(model.df_modelwc), "k_f": float(k_f),
             "k_r": float(model.df_modelwc - k_f), **test, "df_m": float(wald.df), "p": wald.pvalue,
             "ll_c": model.llf - lr.statistic / 2, "chi2_c": lr.statistic, "p_c": lr.pvalue}
+
+
+def _reshape_table(how: str, before: tuple[int, int], after: tuple[int, int], jvar: str, js: list[float],
+                   xij: list[tuple[str, str]]) -> str:
+    """Stata's summary of a reshape: the j values, then observations and variables before and after, the j
+    variable, and which wide variables became which long one."""
+    (n0, k0), (n1, k1) = before, after
+    left, right = ("Wide", "Long") if how == "long" else ("Long", "Wide")
+    rule = "-" * 77
+    counts = [("Number of observations", n0, n1), ("Number of variables", k0, k1)]
+    lines = [f"(j = {' '.join(_macro_number(float(j)) for j in js)})", "", f"{'Data':<35}{left:>4}   ->   {right}",
+             rule] + [f"{label:<28}{a:>11,}   ->   {b:,}" for label, a, b in counts]
+    j_line = f"j variable ({len(js)} values)"
+    lines += [f"{j_line:<39}   ->   {jvar}" if how == "long" else f"{j_line:<28}{jvar:>11}   ->   (dropped)",
+              "xij variables:"]
+    lines += [f"{w:>39}   ->   {l}" if how == "long" else f"{l:>39}   ->   {w}" for w, l in xij]
+    return "\n".join(lines + [rule])
 
 
 def _merge_table(counts: dict[str, int]) -> str:

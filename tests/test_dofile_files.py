@@ -124,3 +124,39 @@ def test_merge_a_school_file_onto_its_students(hsb, tmp_path):
         session.run("merge", "m:1 ses using sch")
     with pytest.raises(jaxhlm.JaxhlmError, match="merge needs: merge 1:1|m:1|1:m varlist using FILE"):
         session.run("merge", "m:m id using sch")
+
+
+def test_reshape_long_and_back(tmp_path):
+    """reshape long turns a subject's y0…y9 into rows at times 0…9 (a missing visit a missing y), which refit as
+    the long data do; reshape wide gives the wide data back."""
+    from ar1_cases import data
+    from jaxhlm.dofile import Session
+
+    d = data()
+    wide = d.pivot(index="id", columns="time", values="y").add_prefix("y").reset_index().assign(arm=lambda f: f["id"] % 2)
+    wide.columns.name = None
+    session = Session(wide.copy(), base_dir=tmp_path)
+    out = session.run("reshape", "long y, i(id) j(time)")
+    assert out.splitlines()[:6] == ["(j = 0 1 2 3 4 5 6 7 8 9)", "", "Data                               Wide   ->   Long",
+                                    "-" * 77, "Number of observations               80   ->   800",
+                                    "Number of variables                  12   ->   4"]
+    assert "          y0 y1 y2 y3 y4 y5 y6 y7 y8 y9   ->   y" in out
+    long = session.data
+    assert list(long.columns) == ["id", "time", "y", "arm"] and len(long) == 800
+    seen = long.dropna(subset=["y"]).merge(d, on=["id", "time"], suffixes=("", "_d"))
+    assert len(seen) == len(d) and np.array_equal(seen["y"], seen["y_d"])
+    ours = jaxhlm.mixed("y time || id:, residuals(ar 1, t(time))", long)
+    assert ours.llf == pytest.approx(jaxhlm.mixed("y time || id:, residuals(ar 1, t(time))", d).llf, abs=1e-9)
+    out = session.run("reshape", "wide y, i(id) j(time)")
+    assert "Number of observations              800   ->   80" in out
+    back = session.data
+    pd.testing.assert_frame_equal(back[wide.columns].reset_index(drop=True), wide.reset_index(drop=True),
+                                  check_dtype=False)
+    with pytest.raises(jaxhlm.JaxhlmError, match="variable arm does not uniquely identify the observations"):
+        session.run("reshape", "long y, i(arm) j(t)")
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"variable score# not found: reshape long needs score1"):
+        session.run("reshape", "long score, i(id) j(t)")
+    session.run("reshape", "long y, i(id) j(time)")
+    session.data["noise"] = np.arange(len(session.data))
+    with pytest.raises(jaxhlm.JaxhlmError, match="variable noise not constant within id"):
+        session.run("reshape", "wide y, i(id) j(time)")
