@@ -3,7 +3,8 @@
 ``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates
 store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
-prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
+prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``collapse``, ``save``,
+``tempfile``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
 ``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
 ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
 and ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///``
@@ -134,6 +135,7 @@ class Session:
     log_file: TextIO | None = None  # a log using file, open
     log_paused: bool = False  # log off
     preserved: tuple[pd.DataFrame, dict[str, str], bool] | None = None  # preserve's copy: data, labels, changed
+    scratch: Any = None  # tempfile's directory (a tempfile.TemporaryDirectory), made on first use
 
     def expand(self, text: str) -> str:
         """``text`` with its macros substituted, as Stata does before it runs a command: `name' (a local;
@@ -554,6 +556,75 @@ class Session:
             summary = [(" ".join(f"{stub}{_macro_number(float(j))}" for j in js), stub) for stub in stubs]
         self.data, self.changed = after, True
         return _reshape_table(how, before.shape, after.shape, jvar, js, summary)
+
+    def collapse(self, args: str) -> str:
+        """``collapse [(stat)] [target=]var … [(stat) …] [if] [in] [, by(varlist)]``: the data replaced by one row per
+        by() group (sorted by it) holding each statistic of the non-missing values: mean (the default), median,
+        sd, sum, count, min, max, first, last (a school file of means: ``collapse (mean) mses=ses, by(id)``)."""
+        body, _, opts = args.partition(",")
+        by: list[str] = []
+        for o, arg in options(opts):
+            if o == "by" and arg:
+                by = self._varlist(arg)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; collapse accepts by(varlist)")
+        body, subset = split_qualifiers(body, self._columns())
+        stat, targets = "mean", []
+        for token in re.findall(r"\(\s*\w+\s*\)|\S+=\S+|\S+", body):
+            if token.startswith("("):
+                stat = token[1:-1].strip()
+                if stat not in _COLLAPSE:
+                    raise JaxhlmError(f"collapse computes {', '.join(_COLLAPSE)}; got ({stat})")
+            elif "=" in token:
+                new, _, source = token.partition("=")
+                targets.append((new, self._resolve(source), stat))
+            else:
+                targets += [(name, name, stat) for name in self._varlist(token)]
+        if not targets:
+            raise JaxhlmError("collapse needs variables: collapse (mean) ses, by(id)")
+        names = [t for t, _, _ in targets]
+        clash = sorted({n for n in names if names.count(n) > 1} | set(names) & set(by))
+        if clash:
+            raise JaxhlmError(f"collapse would create {clash[0]} twice; name the results, e.g. (sd) sd_ses=ses")
+        rows = self.data[self._selected(subset)]
+        if rows.empty:
+            raise JaxhlmError("no observations")
+        grouped = rows.groupby(by, sort=True) if by else rows.groupby(np.zeros(len(rows)))
+        out = pd.DataFrame({new: grouped[source].agg(_COLLAPSE[stat]) for new, source, stat in targets})
+        self.data = out.reset_index(drop=not by)
+        self.labels, self.changed = {}, True
+        return ""
+
+    def save(self, args: str) -> str:
+        """``save FILE [, replace]``: the data as a Stata dataset (.dta, added where FILE has no extension)."""
+        target, _, opts = args.partition(",")
+        flags = {o for o, _ in options(opts)}
+        if flags - {"replace"} or not target.strip():
+            raise JaxhlmError("save needs: save FILE [, replace]")
+        name = target.strip().strip('"')
+        file = Path(name if Path(name).suffix else name + ".dta")
+        if file.suffix.lower() != ".dta":
+            raise JaxhlmError(f"save writes Stata datasets (.dta); {name} is not one")
+        if file.exists() and "replace" not in flags:
+            raise JaxhlmError(f"file {name} already exists; add replace")
+        try:
+            self.data.to_stata(file, write_index=False)
+        except (ValueError, OSError) as exc:
+            raise JaxhlmError(f"cannot save {name}: {exc}") from None
+        self.changed = False
+        return f"file {file} saved"
+
+    def tempfile(self, args: str) -> str:
+        """``tempfile name …``: each local macro names a new file in a directory removed when the run ends."""
+        if not args.split():
+            raise JaxhlmError("tempfile needs names: tempfile schools")
+        if self.scratch is None:
+            import tempfile
+
+            self.scratch = tempfile.TemporaryDirectory(prefix="jaxhlm-do-")
+        for name in args.split():
+            self.macros[name] = str(Path(self.scratch.name) / f"{name}_{len(self.macros)}.dta")
+        return ""
 
     def preserve(self, args: str) -> str:
         """``preserve``: a copy of the data that ``restore`` brings back (the analysis of a subset, then the whole
@@ -989,13 +1060,15 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
-    ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
+    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
 ]
 
 
 #: The commands whose output follows their echo directly in Stata's log (a note, display's text); the others'
 #: tables start after a blank line.
-_INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep)
+_INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
+           Session.save)
 
 
 def _handler(cmd: str) -> Callable[[Session, str], str]:
@@ -1016,6 +1089,11 @@ def _estimation_scalars(model: MixedResult) -> dict[str, float]:
     return {"N": float(model.nobs), "ll": model.llf, "k": float(model.df_modelwc), "k_f": float(k_f),
             "k_r": float(model.df_modelwc - k_f), **test, "df_m": float(wald.df), "p": wald.pvalue,
             "ll_c": model.llf - lr.statistic / 2, "chi2_c": lr.statistic, "p_c": lr.pvalue}
+
+
+#: collapse's statistics, of each group's non-missing values
+_COLLAPSE: dict[str, str] = {"mean": "mean", "median": "median", "p50": "median", "sd": "std", "sum": "sum",
+                             "count": "count", "min": "min", "max": "max", "first": "first", "last": "last"}
 
 
 def _reshape_table(how: str, before: tuple[int, int], after: tuple[int, int], jvar: str, js: list[float],
@@ -1292,4 +1370,6 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
     finally:
         if session.log_file is not None:  # a log left open ends with the run
             session.log_file.close()
+        if session.scratch is not None:
+            session.scratch.cleanup()
     return "".join(log)

@@ -160,3 +160,35 @@ def test_reshape_long_and_back(tmp_path):
     session.data["noise"] = np.arange(len(session.data))
     with pytest.raises(jaxhlm.JaxhlmError, match="variable noise not constant within id"):
         session.run("reshape", "wide y, i(id) j(time)")
+
+
+def test_collapse_save_tempfile_and_merge_back(hsb, tmp_path):
+    """The school means by collapse, saved to a tempfile and merged back onto the students: the fit with
+    group-mean centring is the API's on the same columns (doubles: collapse keeps the data's precision)."""
+    text = ("preserve\ncollapse (mean) mses=ses (sd) sdses=ses (count) n=ses (max) top=mathach, by(id)\n"
+            "tempfile schools\nsave `schools'\nrestore\nmerge m:1 id using `schools', nogenerate\n"
+            "gen double ses_c = ses - mses\nmixed mathach ses_c mses || id:")
+    log = run_do(text, hsb)
+    g = hsb.groupby("id")
+    d = hsb.assign(mses=g["ses"].transform("mean"))
+    want = jaxhlm.mixed("mathach ses_c mses || id:", d.assign(ses_c=d["ses"] - d["mses"]))
+    assert f"Log likelihood = {stata_g(want.llf, 8)}" in log and "\n. save `schools'\nfile " in log
+    from jaxhlm.dofile import Session
+
+    session = Session(hsb.copy(), base_dir=tmp_path)
+    session.run("collapse", "(mean) mses=ses (sd) sdses=ses (count) n=ses (max) top=mathach if female, by(id)")
+    girls = hsb[hsb["female"] == 1].groupby("id")
+    np.testing.assert_allclose(session.data["mses"], girls["ses"].mean())
+    np.testing.assert_allclose(session.data["sdses"], girls["ses"].std())
+    np.testing.assert_array_equal(session.data["n"], girls["ses"].count())
+    np.testing.assert_array_equal(session.data["top"], girls["mathach"].max())
+    assert list(session.data.columns) == ["id", "mses", "sdses", "n", "top"]
+    out = session.run("save", f"{tmp_path / 'girls'}")
+    assert out == f"file {tmp_path / 'girls.dta'} saved"
+    pd.testing.assert_frame_equal(pd.read_stata(tmp_path / "girls.dta"), session.data, check_dtype=False)
+    with pytest.raises(jaxhlm.JaxhlmError, match="already exists; add replace"):
+        session.run("save", f"{tmp_path / 'girls'}")
+    with pytest.raises(jaxhlm.JaxhlmError, match=r"collapse computes mean, .*; got \(iqr\)"):
+        session.run("collapse", "(iqr) mses")
+    with pytest.raises(jaxhlm.JaxhlmError, match="collapse would create mses twice"):
+        session.run("collapse", "(mean) mses (sd) mses, by(id)")
