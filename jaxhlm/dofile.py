@@ -5,7 +5,7 @@ store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testpa
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``collapse``, ``save``,
 ``tempfile``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
-``mixed``), ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
+``mixed``), ``count``, ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
 ``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
 and ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///``
 continuation follow Stata's rules. Each command is echoed with ``. `` and its output follows, as in a Stata log. A
@@ -130,7 +130,7 @@ class Session:
     last_test: tuple[MixedResult, WaldTest] | None = None
     macros: dict[str, str] = field(default_factory=dict)  # local macros (a do-file is one scope)
     globals: dict[str, str] = field(default_factory=dict)
-    returned: dict[str, float] = field(default_factory=dict)  # r() of the last lrtest, test or lincom
+    returned: dict[str, float] = field(default_factory=dict)  # r() of the last lrtest, test, lincom or count
     scalars: dict[str, float | str] = field(default_factory=dict)
     log_file: TextIO | None = None  # a log using file, open
     log_paused: bool = False  # log off
@@ -750,6 +750,15 @@ class Session:
             notes.append(_missing_note(new))
         return "\n".join(n for n in notes if n)
 
+    def count(self, args: str) -> str:
+        """``count [if] [in]``: the number of rows selected, as Stata prints it; r(N) holds it."""
+        body, subset = split_qualifiers(args, self._columns())
+        if body.strip():
+            raise JaxhlmError("count takes only if and in: count [if] [in]")
+        n = int(self._selected(subset).sum())
+        self.returned = {"N": float(n)}
+        return f"  {n:,}"
+
     def summarize(self, args: str) -> str:
         """``summarize [varlist] [if] [in]``: each variable's non-missing count, mean, standard deviation, minimum
         and maximum over the rows selected (all variables without a varlist)."""
@@ -911,7 +920,7 @@ class Session:
             values = _estimation_scalars(self._active()) if kind == "e" else self.returned
             if key not in values:
                 raise JaxhlmError(f"{kind}({key}) not found; {kind}() holds "
-                                  + (", ".join(values) if values else "nothing yet (run lrtest, test or lincom)"))
+                                  + (", ".join(values) if values else "nothing yet (run lrtest, test, lincom or count)"))
             return number(values[key])
 
         def named(m: re.Match[str]) -> str:  # a scalar by its name (a variable of that name comes first), or scalar()
@@ -1061,14 +1070,14 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
     ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
-    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
 ]
 
 
 #: The commands whose output follows their echo directly in Stata's log (a note, display's text); the others'
 #: tables start after a blank line.
 _INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
-           Session.save)
+           Session.save, Session.count)
 
 
 def _handler(cmd: str) -> Callable[[Session, str], str]:

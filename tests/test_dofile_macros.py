@@ -145,3 +145,9 @@ def test_scalars_by_name_and_by_scalar(hsb):
         _run(session, "di scalar(ll0)")
     with pytest.raises(jaxhlm.JaxhlmError, match="scalar needs: scalar .define. name = exp"):
         _run(session, "scalar ll0")
+
+
+def test_count_and_its_r_n(hsb):
+    log = run_do('count if sector == 1\ndi r(N)\ncount', hsb)
+    n = int((hsb["sector"] == 1).sum())
+    assert f". count if sector == 1\n  {n:,}\n" in log and f". di r(N)\n{n}\n" in log and "\n  7,185\n" in log
