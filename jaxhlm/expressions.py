@@ -53,6 +53,8 @@ _MATH: dict[str, tuple[Callable[..., np.ndarray], int]] = {
     "normal": (special.ndtr, 1), "invnormal": (special.ndtri, 1), "chi2tail": (special.chdtrc, 2),
     "invchi2tail": (special.chdtri, 2), "ttail": (lambda df, t: special.stdtr(df, -t), 2),
     "Ftail": (special.fdtrc, 3),
+    "logit": (special.logit, 1), "invlogit": (special.expit, 1), "sign": (np.sign, 1),
+    "float": (lambda x: np.asarray(x, dtype=np.float32).astype(float), 1),  # Stata's float(): single precision
 }
 
 
@@ -156,13 +158,14 @@ class _Parser:
 
 #: The functions an if expression may call, and how many arguments each takes (None: a variable number).
 _ARITY: dict[str, int | None] = {"missing": None, "inlist": None, "inrange": 3, "min": None, "max": None,
-                                 "round": None, **{f: n for f, (_, n) in _MATH.items()}}
+                                 "round": None, "cond": None, **{f: n for f, (_, n) in _MATH.items()}}
 
 
 def _call(name: str, args: tuple[Node, ...]) -> Node:
     want = _ARITY[name]
-    low = {"inlist": 2, "round": 1}.get(name, 1)
-    if (want is not None and len(args) != want) or len(args) < low or (name == "round" and len(args) > 2):
+    low = {"inlist": 2, "round": 1, "cond": 3}.get(name, 1)
+    high = {"round": 2, "cond": 4}.get(name)
+    if (want is not None and len(args) != want) or len(args) < low or (high is not None and len(args) > high):
         raise FormulaError(f"{name}() takes {want if want is not None else f'at least {low}'} arguments, got "
                            f"{len(args)}")
     return ("call", name, args)
@@ -248,6 +251,14 @@ def _function(name: str, args: Sequence[Value]) -> Value:
     if name == "inlist":
         z = _ordered(args[0])
         return np.logical_or.reduce([np.equal(z, _ordered(a)) for a in args[1:]]).astype(float)
+    if name == "cond":  # Stata's: a where x is true, b where false, c (or a) where x is missing
+        x = np.asarray(_number(args[0], "cond()"), dtype=float)
+        chosen = np.where(np.isnan(x), 0, np.where(x != 0, 1, 2))
+        missing = args[3] if len(args) > 3 else args[1]
+        if len({_is_text(a) for a in args[1:]}) > 1:
+            raise DataError("type mismatch in cond(): its results must all be numbers or all strings")
+        return np.choose(chosen, np.broadcast_arrays(*[np.asarray(a, dtype=object if _is_text(a) else float)
+                                                       for a in (missing, args[1], args[2])]))
     numbers = [np.asarray(_number(a, f"{name}()"), dtype=float) for a in args]
     if name == "inrange":  # Stata's rules: z missing gives 0; a missing bound is no bound
         z, a, b = numbers

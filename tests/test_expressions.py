@@ -97,3 +97,30 @@ def test_do_files_and_lrtest_see_the_subset(hsb):
 def test_bad_qualifiers_are_explained(hsb, command, error, words):
     with pytest.raises(error, match=words):
         jaxhlm.mixed(command, hsb)
+
+
+def test_stata_functions_cond_logit_float_and_distributions():
+    """cond() picks per row (its fourth argument where the condition is missing, else its second), the string
+    form too; logit/invlogit, sign, float() (single precision) and the distribution functions as scipy's."""
+    from scipy import special, stats
+
+    from jaxhlm.expressions import evaluate, parse_expression
+
+    frame = pd.DataFrame({"x": [-1.5, 0.0, np.nan, 2.0], "p": [0.1, 0.5, 0.9, np.nan]})
+
+    def ev(text: str) -> np.ndarray:
+        return evaluate(parse_expression(text, lambda n: n), frame)
+
+    np.testing.assert_array_equal(ev("cond(x > 0, 1, 0)"), [0, 0, 1, 1])  # missing > 0 is true in Stata
+    np.testing.assert_array_equal(ev("cond(x, 1, 2, 3)"), [1, 2, 3, 1])
+    np.testing.assert_array_equal(ev("cond(x, 1, 2)"), [1, 2, 1, 1])
+    assert list(ev('cond(x >= 0, "yes", "no")')) == ["no", "yes", "yes", "yes"]
+    np.testing.assert_allclose(ev("invlogit(logit(p))"), frame["p"])
+    np.testing.assert_array_equal(ev("sign(x)"), [-1, 0, np.nan, 1])
+    assert ev("float(1/3)")[0] == float(np.float32(1 / 3)) != 1 / 3
+    np.testing.assert_allclose(ev("chi2tail(2, x)")[[1, 3]], stats.chi2.sf([0.0, 2.0], 2))
+    np.testing.assert_allclose(ev("invnormal(p)")[:3], special.ndtri([0.1, 0.5, 0.9]))
+    with pytest.raises(FormulaError, match=r"cond\(\) takes at least 3 arguments, got 2"):
+        ev("cond(x, 1)")
+    with pytest.raises(DataError, match="type mismatch in cond"):
+        ev('cond(x, 1, "a")')
