@@ -5,8 +5,8 @@
 — an lme4-style formula;
 ``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE] [--chunksize N] [--json]`` —
 Stata syntax. FILE is CSV or Parquet; with ``--chunksize`` a CSV file is read and reduced N rows at a time;
-``jaxhlm run FILE.do [--data FILE.csv]`` — a do-file, printed as a Stata log;
-``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE.csv]`` — parametric-bootstrap LR test of two
+``jaxhlm run FILE.do [--data FILE]`` — a do-file, printed as a Stata log;
+``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE]`` — parametric-bootstrap LR test of two
 nested models, each a Stata ``mixed`` command or an lme4 formula;
 ``jaxhlm influence MODEL [--exact] [--top N] [--data FILE]`` — each group's influence on the fixed effects
 (Cook's distance, DFBETAS), most influential first;
