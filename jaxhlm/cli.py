@@ -4,7 +4,7 @@
 [--pweights VAR] [--group-pweights LEVEL=VAR ...] [--pwscale size|effective|gk] [--json]``
 — an lme4-style formula;
 ``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE] [--chunksize N] [--json]`` —
-Stata syntax. FILE is CSV or Parquet; with ``--chunksize`` a CSV file is read and reduced N rows at a time;
+Stata syntax. FILE is CSV, Parquet or a Stata dataset (.dta); with ``--chunksize`` a CSV file is read and reduced N rows at a time;
 ``jaxhlm run FILE.do [--data FILE]`` — a do-file, printed as a Stata log;
 ``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE]`` — parametric-bootstrap LR test of two
 nested models, each a Stata ``mixed`` command or an lme4 formula;
