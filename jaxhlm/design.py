@@ -35,8 +35,8 @@ from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
 from .formula import ModelSpec
-from .residual import (AR, AR1, INDEPENDENT, MA, SLABS, ByStratum, Exchangeable, Exponential, Serial, SerialRows,
-                       Strata, Structure, Toeplitz, Unstructured)
+from .residual import (AR, AR1, INDEPENDENT, MA, SLABS, ByStratum, Exchangeable, Exponential, Linear, Serial,
+                       SerialRows, Strata, Structure, Toeplitz, Unstructured)
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, Sampling, device_stats, inverse_permutation,
                     pad_groups, pad_host, pad_rows, row_scale, slots, stack_strata, total)
 
@@ -916,9 +916,8 @@ def _serial_labels(r: Structure) -> tuple[str, ...]:
         return tuple(f"var({x})" for x in e) + tuple(f"cov({e[k]},{e[l]})" for k, l in r.pairs)
     if isinstance(r, Exchangeable):
         return ("var(Residual)", "cov(Residual)")
-    if isinstance(r, (Toeplitz, AR, MA)):  # Stata's rho1, …; phi1, …; theta1, …
-        name = "rho" if isinstance(r, Toeplitz) else "phi" if isinstance(r, AR) else "theta"
-        return tuple(f"{name}{k}(Residual)" for k in range(1, r.order + 1)) + ("var(Residual)",)
+    if isinstance(r, (Toeplitz, Linear)):  # Stata's rho1, …; phi1, …; theta1, …
+        return tuple(f"{r.row_name}{k}(Residual)" for k in range(1, r.order + 1)) + ("var(Residual)",)
     if isinstance(r, Serial):
         return ("rho(Residual)", "var(Residual)")
     return ("var(Residual)",)

@@ -159,14 +159,7 @@ class Session:
             raise JaxhlmError("use needs a file name: use FILE[.dta] or use FILE.csv [, clear]")
         if self.changed and not clear:
             raise JaxhlmError("no; dataset in memory has changed since last saved (add ', clear' to use)")
-        file = self._path(path, ".dta")
-        if file.suffix.lower() not in (".dta", ".csv"):
-            raise JaxhlmError(f"use reads Stata datasets (.dta) and CSV files; {path} is neither")
-        if not file.is_file():
-            raise JaxhlmError(f"file {path if Path(path).suffix else path + '.dta'} not found")
-        from .datasets import read_csv, read_dta
-
-        self.data = (read_dta if file.suffix.lower() == ".dta" else read_csv)(str(file))
+        self.data = self._read(path, "use")
         self.labels, self.changed = {}, False
         self.active, self.active_name, self.stored, self.last_test = None, ".", {}, None
         return ""
@@ -468,19 +461,14 @@ class Session:
                 raise JaxhlmError(f"option {o} not allowed; merge accepts keep(), nogenerate and keepusing()")
         if "_merge" in self.data.columns and generate:
             raise JaxhlmError("variable _merge already defined; drop it (or add nogenerate)")
-        file = self._path(found.group(4).strip('"'), ".dta")
-        if not file.is_file():
-            raise JaxhlmError(f"file {file.name} not found")
-        from .datasets import read_csv, read_dta
-
-        using = (read_dta if file.suffix.lower() == ".dta" else read_csv)(str(file))
+        name = found.group(4).strip('"')
+        using = self._read(name, "merge")
         missing = [k for k in key if k not in using.columns]
         if missing:
-            raise JaxhlmError(f"variable {missing[0]} not found in the using data {file.name}")
+            raise JaxhlmError(f"variable {missing[0]} not found in the using data {_named(name, '.dta').name}")
         for side, frame, one in (("master", self.data, master_one), ("using", using, using_one)):
             if one and frame.duplicated(key).any():
-                raise JaxhlmError(f"variable{'s' if len(key) > 1 else ''} {' '.join(key)} do{'' if len(key) > 1 else 'es'}"
-                                  f" not uniquely identify observations in the {side} data")
+                raise _not_unique(key, f"observations in the {side} data")
         extra = [c for c in (only if only is not None else using.columns) if c not in key and c not in self.data]
         merged = self.data.merge(using[key + extra], on=key, how="outer", indicator="_merge", sort=False)
         merged["_merge"] = merged["_merge"].map({"left_only": 1, "right_only": 2, "both": 3}).astype(float)
@@ -520,8 +508,7 @@ class Session:
             if jvar in before.columns:
                 raise JaxhlmError(f"variable {jvar} already defined")
             if before.duplicated(ivars).any():
-                raise JaxhlmError(f"variable{'s' if len(ivars) > 1 else ''} {' '.join(ivars)} do"
-                                  f"{'' if len(ivars) > 1 else 'es'} not uniquely identify the observations")
+                raise _not_unique(ivars, "the observations")
             js = sorted({j for cols in xij.values() for j in cols.values()})
             wide_cols = [c for cols in xij.values() for c in cols]
             other = [c for c in before.columns if c not in wide_cols]
@@ -602,7 +589,7 @@ class Session:
         if flags - {"replace"} or not target.strip():
             raise JaxhlmError("save needs: save FILE [, replace]")
         name = target.strip().strip('"')
-        file = Path(name if Path(name).suffix else name + ".dta")
+        file = _named(name, ".dta")
         if file.suffix.lower() != ".dta":
             raise JaxhlmError(f"save writes Stata datasets (.dta); {name} is not one")
         if file.exists() and "replace" not in flags:
@@ -996,7 +983,7 @@ class Session:
         if self.log_file is not None:
             raise JaxhlmError("log file already open; log close it first")
         name = target.strip().strip('"')
-        file = Path(name if Path(name).suffix else name + ".log")  # as Stata's: from the working directory
+        file = _named(name, ".log")  # as Stata's: from the working directory
         if file.exists() and not flags & {"replace", "append"}:
             raise JaxhlmError(f"file {file} already exists; add replace (or append)")
         self.log_file = file.open("a" if "append" in flags else "w", encoding="utf-8")
@@ -1013,11 +1000,18 @@ class Session:
                 (f"{event} on", when)]
         return "\n".join(f"{k:>10}:  {v}" for k, v in rows)
 
-    def _path(self, name: str, extension: str) -> Path:
-        """A file a command reads: as given, else under the do-file's directory; ``extension`` added where it has
-        none, as Stata adds .dta to use's."""
-        file = Path(name) if Path(name).suffix else Path(name + extension)
-        return file if file.is_absolute() or file.exists() else self.base_dir / file
+    def _read(self, name: str, command: str) -> pd.DataFrame:
+        """The data file a command reads (``use``, ``merge … using``): a Stata dataset (.dta, added where the name
+        has no extension, as Stata adds it) or a CSV file, as given or else under the do-file's directory."""
+        file = _named(name, ".dta")
+        file = file if file.is_absolute() or file.exists() else self.base_dir / file
+        if file.suffix.lower() not in (".dta", ".csv"):
+            raise JaxhlmError(f"{command} reads Stata datasets (.dta) and CSV files; {name} is neither")
+        if not file.is_file():
+            raise JaxhlmError(f"file {_named(name, '.dta')} not found")
+        from .datasets import read_csv, read_dta
+
+        return (read_dta if file.suffix.lower() == ".dta" else read_csv)(str(file))
 
     def version(self, args: str) -> str:
         return ""
@@ -1120,6 +1114,18 @@ def _reshape_table(how: str, before: tuple[int, int], after: tuple[int, int], jv
               "xij variables:"]
     lines += [f"{w:>39}   ->   {l}" if how == "long" else f"{l:>39}   ->   {w}" for w, l in xij]
     return "\n".join(lines + [rule])
+
+
+def _named(name: str, extension: str) -> Path:
+    """A file named in a command, ``extension`` added where it has none (Stata's .dta for datasets, .log for logs)."""
+    return Path(name if Path(name).suffix else name + extension)
+
+
+def _not_unique(key: list[str], what: str) -> JaxhlmError:
+    """Stata's refusal of a key that should identify each row (merge's 1 side, reshape's i())."""
+    plural = len(key) > 1
+    return JaxhlmError(f"variable{'s' if plural else ''} {' '.join(key)} do{'' if plural else 'es'} not uniquely "
+                       f"identify {what}")
 
 
 def _merge_table(counts: dict[str, int]) -> str:

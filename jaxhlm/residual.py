@@ -25,7 +25,7 @@ intervals move (:meth:`Structure.join`, :meth:`Structure.split`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -286,6 +286,7 @@ class Toeplitz(Serial):
     from."""
 
     order: int = 1
+    row_name = "rho"  # its rows: rho1, rho2, …
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -317,6 +318,7 @@ class Linear(Serial):
     :class:`Toeplitz`)."""
 
     order: int = 2
+    row_name: ClassVar[str]  # Stata's name of the coefficients' rows: phi (phi1, phi2, …) or theta
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -339,12 +341,13 @@ class Linear(Serial):
     def title(self) -> str:  # type: ignore[override]
         return f"{type(self).__name__}({self.order})"  # Stata's AR(2), MA(1)
 
+    def lower(self, smaller: Structure) -> bool:
+        """Whether ``smaller`` is this process of a lower order."""
+        return type(smaller) is type(self) and smaller.order < self.order  # type: ignore[attr-defined]
+
     def embed(self, smaller: Structure, psi: Array) -> Array | None:
-        """A process of lower order is this one with its last partial autocorrelations 0 (AR(1)'s ψ = atanh ρ is
-        an AR(p)'s first)."""
-        lower = ((type(smaller) is type(self) and smaller.order < self.order)  # type: ignore[attr-defined]
-                 or (isinstance(self, AR) and isinstance(smaller, AR1)))
-        if lower:
+        """A process of lower order is this one with its last partial autocorrelations 0."""
+        if self.lower(smaller):
             return jnp.concatenate([psi, jnp.zeros(self.order - psi.shape[0])])
         return super().embed(smaller, psi)
 
@@ -367,6 +370,10 @@ class AR(Linear):
     Yule–Walker recursion ρ(k) = Σⱼ φⱼ ρ(k − j)."""
 
     lags: int = 2
+    row_name = "phi"
+
+    def lower(self, smaller: Structure) -> bool:  # AR(1)'s ψ = atanh ρ is an AR(p)'s first partial autocorrelation
+        return isinstance(smaller, AR1) or super().lower(smaller)
 
     def coefficients(self, r: Array) -> Array:
         return _durbin_levinson(r)[0]
@@ -392,6 +399,8 @@ class MA(Linear):
     """Moving-average residuals of order q, eₜ = uₜ + θ₁uₜ₋₁ + … + θ_q uₜ₋q (the sign of Stata's and nlme's):
     correlated at lags up to q, 0 beyond; reported as θ₁…θ_q, then var(e). θ and its reciprocal roots give the
     same correlations; the invertible one (roots outside the unit circle) is the one reported."""
+
+    row_name = "theta"
 
     def coefficients(self, r: Array) -> Array:
         return -_durbin_levinson(-r)[0]
