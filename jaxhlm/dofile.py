@@ -1,7 +1,7 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
 ``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates
-store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd``, ``test``, ``testparm``, ``lincom``, ``margins``,
+store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd|recovariance``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``collapse``, ``save``,
 ``tempfile``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
@@ -198,10 +198,32 @@ class Session:
             return "\n".join(render.group_table(self._active()))
         if body.split() == ["sd"]:
             return self._estat_sd(opts)
+        if body.split() and abbreviates(body.split()[0], "recovariance", 5) and len(body.split()) == 1:
+            return self._estat_recovariance(opts)
         if body.split() != ["icc"]:
             raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic, estat icc [, level(#)], "
-                              "estat group and estat sd are")
+                              "estat group, estat sd and estat recovariance [, relevel(levelvar) correlation] are")
         return str(self._active().icc(alpha=_alpha(opts, "estat icc")))
+
+    def _estat_recovariance(self, opts: str) -> str:
+        """``estat recovariance [, relevel(levelvar) correlation]``; r(relevels) is the number of levels."""
+        model = self._active()
+        levels = list(model.design.level_names)
+        shown, correlation = levels, False
+        for o, arg in options(opts):
+            if abbreviates(o, "correlation", 4) and arg is None:
+                correlation = True
+            elif abbreviates(o, "relevel", 5) and arg is not None:
+                named = [lvl for lvl in levels
+                         if arg.strip() == lvl or (arg.strip() == "_all" and lvl in model.spec.all_factors)]
+                if not named:
+                    raise JaxhlmError(f"relevel({arg.strip()}): not a level of the model; its levels are "
+                                      + ", ".join(levels))
+                shown = named
+            else:
+                raise JaxhlmError(f"option {o} not allowed; estat recovariance accepts relevel(levelvar) and correlation")
+        self.returned = {"relevels": float(len(levels))}
+        return render.recovariance_text(model, shown, correlation)
 
     def _estat_sd(self, opts: str) -> str:
         """``estat sd``; and, a jaxhlm extension, ``estat sd, profile`` or ``estat sd, bootstrap(#) [seed(#)]``

@@ -372,6 +372,28 @@ def icc_text(icc: "IntraclassCorrelation") -> str:
          if icc.kind.startswith("Conditional") else []))
 
 
+def recovariance_text(r: "MixedResult", levels: Sequence[str], correlation: bool = False) -> str:
+    """Stata's ``estat recovariance``: each level's lower triangle as ``matlist`` prints it (%9.0g in columns 11
+    wide). A factor written ``_all: R.varname`` is level ``_all``, its effect ``R.varname`` (as in the
+    random-effects table)."""
+    kind = "correlation" if correlation else "covariance"
+    matrices = r.recovariance(correlation)
+    order = sorted(levels, key=r.spec.levels.index) if r.spec.all_factors else levels  # _all factors as written
+    lines = []
+    for level in order:
+        matrix = matrices[level]
+        factor = level in r.spec.all_factors
+        names = [f"R.{level}" if factor and n == "_cons" else n for n in matrix.index]
+        w = _name_width(names)
+        lines += ["", f"Random-effects {kind} matrix for level {'_all' if factor else level}", "",
+                  f"{'':{w}} |" + "".join(f" {_abbrev(n, 9):>9} " for n in names).rstrip(),
+                  "-" * (w + 1) + "+" + "-" * (11 * len(names))]
+        values = matrix.to_numpy()
+        lines += [f"{_abbrev(n, w):>{w}} |" + "".join(f" {stata_g(values[i, j]):>9} " for j in range(i + 1)).rstrip()
+                  for i, n in enumerate(names)]
+    return "\n".join(lines[1:])
+
+
 def _wrap_label(label: str, width: int) -> list[str]:
     """Stata's tabulate header: the label over several lines, broken at spaces, or after '==' in a long word."""
     lines: list[str] = []

@@ -219,6 +219,21 @@ class MixedResult:
         names = list(self.design.re_names)
         return pd.DataFrame(self.random_effects.sigma, index=names, columns=names)
 
+    def recovariance(self, correlation: bool = False) -> dict[str, pd.DataFrame]:
+        """The random effects' covariance matrix of each grouping level, outermost first (Stata's ``estat
+        recovariance``): :attr:`cov_re` split by level, since a three-level model has a ``_cons`` at each. With
+        ``correlation``, the correlations (missing where a variance is zero)."""
+        out, at = {}, 0
+        for level, names in zip(self.design.level_names, self.design.level_effects):
+            block = self.random_effects.sigma[at:at + len(names), at:at + len(names)]
+            at += len(names)
+            if correlation:
+                sd = np.sqrt(np.diag(block))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    block = block / np.outer(sd, sd)
+            out[level] = pd.DataFrame(block, index=list(names), columns=list(names))
+        return out
+
     def varcorr(self, alpha: float = 0.05, method: str = "wald", B: int = 1000, seed: int = 0) -> pd.DataFrame:
         """Standard deviations and correlations of the random effects and the residual (lme4's ``VarCorr``,
         Stata's ``estat sd``), with SEs and ``1 - alpha`` intervals: Wald intervals in Stata's conventions (see

@@ -29,6 +29,7 @@ from jaxhlm import stats as stats_module
 from jaxhlm.deviance import level_modes, profiled_deviance, relative_factor
 from jaxhlm.formula import parse_formula
 from jaxhlm.pipeline import prepare
+from jaxhlm.render import stata_g
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = json.loads((FIXTURES / "crossed_reference.json").read_text())
@@ -237,13 +238,19 @@ def test_stata_all_r_syntax_fits_the_same_model(fits, crossed):
     # Reported as Stata reports it (the layout of a published Stata log of "|| _all: R.sschool || _all: R.pschool",
     # UCLA's examples for Hox's Multilevel Analysis, chapter 7): the factors under "_all: Identity" as var(R.x),
     # in the order written; _all one group of every observation, in the header's group table or alone.
-    log = jaxhlm.run_do(f"use {FIXTURES / 'crossed.csv'}\nmixed y x cond || _all: R.item || subj:\nestat group")
+    log = jaxhlm.run_do(f"use {FIXTURES / 'crossed.csv'}\nmixed y x cond || _all: R.item || subj:\nestat group\n"
+                        "estat recovariance")
     n, subjects = len(crossed), crossed.groupby("subj").size()
     table = (f"           _all |          1 {n:>10,} {n:>10.1f} {n:>10,}\n"
              f"           subj | {len(subjects):>10} {subjects.min():>10} {subjects.mean():>10.1f} {subjects.max():>10}")
     assert log.count(table) == 2  # the header and estat group
     assert ("_all: Identity               |\n                 var(R.item) |" in log
             and log.index("var(R.item)") < log.index("subj: Identity"))
+    # estat recovariance: the factor's level _all first, as written, its variance named as in the table.
+    fit = jaxhlm.mixed("y x cond || _all: R.item || subj:", crossed)
+    assert log.split(". estat recovariance\n")[1].splitlines()[:6] == [
+        "", "Random-effects covariance matrix for level _all", "", "             |    R.item",
+        "-------------+-----------", f"      R.item | {stata_g(fit.params['var(_cons[item])']):>9}"]
     text = str(both)
     assert (f"Group variable: _all                            Number of groups  =          1\n"
             f"                                                Obs per group:\n"

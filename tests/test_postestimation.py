@@ -34,6 +34,7 @@ from scipy import special
 
 import jaxhlm
 from jaxhlm import covariance as cov
+from jaxhlm.render import stata_g
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFS = json.loads((FIXTURES / "icc_reference.json").read_text())["fits"]
@@ -295,6 +296,55 @@ def test_estat_sd_in_a_do_file():
     assert row.startswith("             corr(ses _cons) |  -.0443377   .1271186")
     # The conditional ICC of an exchangeable block uses the shared variance.
     assert m.icc().icc == pytest.approx(re.estimate[0] / (re.estimate[0] + re.estimate[2]), rel=1e-12)
+
+
+def test_estat_recovariance_in_a_do_file(hsb):
+    log = jaxhlm.run_do("quietly mixed mathach ses female || id: ses female, cov(unstr)\nestat recovariance\n"
+                        "estat recov, corr\nquietly mixed mathach ses || sector: || id: ses\n"
+                        "estat recovariance, relevel(id)\ndisplay r(relevels)\nestat recovariance")
+    lines = log.splitlines()
+    m = jaxhlm.mixed("mathach ses female || id: ses female, cov(unstr)", hsb)
+    p, vc = m.params, m.varcorr()["estimate"]
+    at = lines.index(". estat recovariance")
+    # matlist's lower triangle, %9.0g in columns 11 wide; each value is the fit's var() or cov() parameter.
+    assert lines[at + 1:at + 9] == [
+        "", "Random-effects covariance matrix for level id", "",
+        "             |       ses     female      _cons",
+        "-------------+---------------------------------",
+        f"         ses | {stata_g(p['var(ses)']):>9}",
+        f"      female | {stata_g(p['cov(ses,female)']):>9}  {stata_g(p['var(female)']):>9}",
+        f"       _cons | {stata_g(p['cov(ses,_cons)']):>9}  {stata_g(p['cov(female,_cons)']):>9}  "
+        f"{stata_g(p['var(_cons)']):>9}",
+    ]
+    assert lines[at + 8] == "       _cons | -.0728226    -1.0748   5.208132"
+    at = lines.index(". estat recov, corr")
+    assert lines[at + 2] == "Random-effects correlation matrix for level id"
+    assert lines[at + 6:at + 9] == [
+        "         ses |         1", f"      female | {stata_g(vc['corr(ses,female)']):>9}          1",
+        f"       _cons | {stata_g(vc['corr(ses,_cons)']):>9}  {stata_g(vc['corr(female,_cons)']):>9}          1"]
+    # A three-level model: one matrix per level, outermost first; relevel() picks one; r(relevels) counts them.
+    nested = jaxhlm.mixed("mathach ses || sector: || id: ses", hsb)
+    blocks = nested.recovariance()
+    assert list(blocks) == ["sector", "id"]
+    assert blocks["id"].to_numpy() == pytest.approx(np.diag([nested.params["var(ses[sector>id])"],
+                                                             nested.params["var(_cons[sector>id])"]]), abs=0)
+    at = lines.index(". estat recovariance, relevel(id)")
+    assert lines[at + 2] == "Random-effects covariance matrix for level id"
+    assert lines[at + 7] == f"       _cons |         0  {stata_g(nested.params['var(_cons[sector>id])']):>9}"
+    assert lines[at + 9:at + 11] == [". display r(relevels)", "2"]
+    at = lines.index(". estat recovariance", at)
+    assert [line for line in lines[at:] if line.startswith("Random-effects")] == [
+        "Random-effects covariance matrix for level sector", "Random-effects covariance matrix for level id"]
+    assert f"       _cons | {stata_g(nested.params['var(_cons[sector])']):>9}" in lines[at:]
+
+
+@pytest.mark.parametrize("command, message", [
+    ("estat recovariance, relevel(school)", r"relevel\(school\): not a level of the model; its levels are id"),
+    ("estat recovariance, level(90)", "option level not allowed; estat recovariance accepts relevel"),
+])
+def test_estat_recovariance_bad_input(command, message):
+    with pytest.raises(jaxhlm.DoFileError, match=message):
+        jaxhlm.run_do(f"quietly mixed mathach ses || id:\n{command}")
 
 
 def test_estat_sd_holds_a_boundary_correlation():
