@@ -36,6 +36,7 @@ $(VENV)/.bench: $(STAMP)
 
 bench: $(VENV)/.bench
 	$(PY) experiments/bench_hsb.py
+	$(PY) experiments/bench_compile.py
 	$(PY) experiments/bench_bootstrap.py
 	$(PY) experiments/bench_scale.py
 	$(PY) experiments/bench_nested.py

@@ -41,6 +41,7 @@ from .optimize import Solution as Solution
 from .results import MixedResult as MixedResult
 from .results import anova as anova
 from .results import drop1 as drop1
+from .results import estimates_table as estimates_table
 from .results import lrtest as lrtest
 from .results import ranova as ranova
 from .stata import mixed as mixed
@@ -52,6 +53,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Block", "ComparisonError", "functional", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
-    "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "anova", "drop1", "lrtest", "ranova", "pad_groups",
+    "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "anova", "drop1", "estimates_table", "lrtest", "ranova", "pad_groups",
     "mixed", "parse_formula", "profiled_deviance", "run_do", "bootstrap_lrtest", "refit_batch", "simulate",
 ]

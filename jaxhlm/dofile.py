@@ -1,7 +1,7 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
 ``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates
-store|restore|stats``, ``lrtest``, ``estat ic|icc|group|sd|recovariance``, ``test``, ``testparm``, ``lincom``, ``margins``,
+store|restore|stats|table``, ``lrtest``, ``estat ic|icc|group|sd|recovariance``, ``test``, ``testparm``, ``lincom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``collapse``, ``save``,
 ``tempfile``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
@@ -27,8 +27,8 @@ import pandas as pd
 
 from . import render
 from .errors import DataError, FormulaError, JaxhlmError
-from .infer import FTest, sd_corr
-from .results import MixedResult, WaldTest, lrtest
+from .infer import sd_corr
+from .results import MixedResult, WaldTest, estimates_table, lrtest
 from .expressions import Subset, evaluate, parse_expression
 from .stata import Columns, abbreviates, confidence_level, options, parse_mixed, split_qualifiers, split_top
 
@@ -187,8 +187,32 @@ class Session:
             return ""
         if abbreviates(sub, "stats", 4):
             return render.ic_text(self._named(name))
-        raise JaxhlmError(f"estimates {sub} is not supported; use estimates store NAME, estimates restore NAME or "
-                          "estimates stats [NAMES]")
+        if abbreviates(sub, "table", 3):
+            return self._estimates_table(rest)
+        raise JaxhlmError(f"estimates {sub} is not supported; use estimates store NAME, estimates restore NAME, "
+                          "estimates stats [NAMES] or estimates table [NAMES] [, options]")
+
+    def _estimates_table(self, args: str) -> str:
+        """``estimates table [namelist] [, b(%fmt) se[(%fmt)] t[(%fmt)] p[(%fmt)] stats(scalarlist) stfmt(%fmt)
+        star[(#1 #2 #3)] keep(coeflist) drop(coeflist)]`` (:func:`~jaxhlm.results.estimates_table`)."""
+        names, _, opts = args.partition(",")
+        given: dict[str, object] = {}
+        for o, arg in options(opts):
+            value = True if arg is None else arg.strip()
+            if o in ("se", "t", "p"):
+                given[o] = value
+            elif o in ("b", "stfmt") and arg is not None:
+                given[o] = value
+            elif abbreviates(o, "stats", 2) and arg is not None:
+                given["stats"] = tuple(str(value).split())
+            elif o == "star":
+                given["star"] = True if arg is None else [float(x) for x in str(value).split()]
+            elif o in ("keep", "drop") and arg is not None:
+                given[o] = value
+            else:
+                raise JaxhlmError(f"option {o} not allowed; estimates table accepts b(%fmt), se, t, p (each with an "
+                                  "optional (%fmt)), stats(scalarlist), stfmt(%fmt), star[(#1 #2 #3)], keep() and drop()")
+        return str(estimates_table(dict(self._named(names)), **given))
 
     def estat(self, args: str) -> str:
         body, comma, opts = args.partition(",")
@@ -919,6 +943,13 @@ class Session:
 
         def scalar(m: re.Match[str]) -> str:
             kind, key = m.group(1) or m.group(3), (m.group(2) or m.group(4)).strip()
+            if kind in ("_b", "_se") and ":" in key:  # an equation's coefficient: _b[lns1_1_1:_cons]
+                frame = self._active().equations()
+                eq, _, name = key.partition(":")
+                if (eq.strip(), name.strip()) not in frame.index:
+                    raise JaxhlmError(f"[{key}] not found: the equations are "
+                                      + ", ".join(dict.fromkeys(frame.index.get_level_values(0))))
+                return number(float(frame.loc[(eq.strip(), name.strip()), "coef" if kind == "_b" else "std_err"]))
             if kind in ("_b", "_se"):
                 model = self._active()
                 table = model.fe_params if kind == "_b" else model.bse_fe
@@ -926,7 +957,7 @@ class Session:
                     raise JaxhlmError(f"[{key}] not found: {kind}[] names a coefficient of the fixed part ("
                                       f"{', '.join(table.index)})")
                 return number(float(table[key]))
-            values = _estimation_scalars(self._active()) if kind == "e" else self.returned
+            values = self._active().e_scalars if kind == "e" else self.returned
             if key not in values:
                 raise JaxhlmError(f"{kind}({key}) not found; {kind}() holds "
                                   + (", ".join(values) if values else "nothing yet (run lrtest, test, lincom or count)"))
@@ -1103,19 +1134,6 @@ def _handler(cmd: str) -> Callable[[Session, str], str]:
     raise JaxhlmError(f"command {cmd} is not supported; jaxhlm runs " + ", ".join(n for n, _, _ in _COMMANDS))
 
 
-def _estimation_scalars(model: MixedResult) -> dict[str, float]:
-    """Stata's e() scalars after ``mixed``: N, ll, k (parameters in all), k_f (fixed), k_r (variance parameters),
-    the model's Wald test (chi2, or F with df_r, df_m, p) and the LR test vs. the linear model (ll_c, chi2_c,
-    p_c)."""
-    k_f = len(model.fe_params)
-    wald = model.wald
-    test = {"F": wald.statistic, "df_r": wald.ddf} if isinstance(wald, FTest) else {"chi2": wald.statistic}
-    lr = model.lr_linear
-    return {"N": float(model.nobs), "ll": model.llf, "k": float(model.df_modelwc), "k_f": float(k_f),
-            "k_r": float(model.df_modelwc - k_f), **test, "df_m": float(wald.df), "p": wald.pvalue,
-            "ll_c": model.llf - lr.statistic / 2, "chi2_c": lr.statistic, "p_c": lr.pvalue}
-
-
 #: collapse's statistics, of each group's non-missing values
 _COLLAPSE: dict[str, str] = {"mean": "mean", "median": "median", "p50": "median", "sd": "std", "sum": "sum",
                              "count": "count", "min": "min", "max": "max", "first": "first", "last": "last"}
@@ -1185,14 +1203,11 @@ def _formatted(value: float | str, fmt: str | None) -> str:
     (%w.df fixed, %w.0g general), right-aligned in w columns (left with %-w)."""
     if isinstance(value, str):
         return value
+    text = render.stata_number(value, fmt)
     if fmt is None:
-        return render.stata_g(value, 8)
-    found = re.fullmatch(r"%(-?)(\d+)\.(\d+)([fg])", fmt)
-    assert found is not None  # display's pattern admits no other
-    left, width, decimals, kind = found.group(1), int(found.group(2)), int(found.group(3)), found.group(4)
-    text = ("." if not np.isfinite(value) else f"{value:.{decimals}f}") if kind == "f" else \
-        render.stata_g(value, max(width - 2, 1))
-    return text.ljust(width) if left else text.rjust(width)
+        return text
+    width = render.format_width(fmt)
+    return text.ljust(width) if fmt.startswith("%-") else text.rjust(width)
 
 #: predict's statistics after mixed.
 _PREDICT = ("xb", "fitted", "residuals", "rstandard", "reffects", "reses", "stdp")

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .errors import JaxhlmError
 from .formula import DFMETHOD_NAMES
 from .infer import sd_corr
 from .residual import ByStratum, Serial
@@ -20,7 +22,7 @@ from .residual import ByStratum, Serial
 if TYPE_CHECKING:
     from .factor import Coef
     from .infer import ParameterTable
-    from .results import GroupInfluence, IntraclassCorrelation, LinearCombination, Margins, MixedResult
+    from .results import EstimatesTable, GroupInfluence, IntraclassCorrelation, LinearCombination, Margins, MixedResult
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -45,6 +47,31 @@ def stata_g(x: float, digits: int = 7) -> str:
     if s.startswith("0."):
         s = s[1:]
     return sign + s
+
+
+#: The Stata display formats jaxhlm renders: %w.df (fixed) and %w.0g (general), optionally left-aligned (%-w).
+FORMAT = re.compile(r"%(-?)(\d+)\.(\d+)([fg])")
+
+
+def format_width(fmt: str | None) -> int:
+    """The width of a Stata display format (None: %10.0g, Stata's default for results)."""
+    if fmt is None:
+        return 10
+    found = FORMAT.fullmatch(fmt)
+    if found is None or (found.group(4) == "g" and found.group(3) != "0"):
+        raise JaxhlmError(f"format {fmt} is not one jaxhlm renders; use %w.df (fixed, e.g. %9.3f) or %w.0g "
+                          "(general, e.g. %9.0g)")
+    return int(found.group(2))
+
+
+def stata_number(x: float, fmt: str | None) -> str:
+    """``x`` in the Stata display format ``fmt``, unpadded: %w.df with d decimals (the leading zero kept), %w.0g
+    in w − 2 significant digits (None: %10.0g's 8); missing values as Stata's ``.``."""
+    width = format_width(fmt)
+    found = FORMAT.fullmatch(fmt or "%10.0g")
+    if found.group(4) == "g":
+        return stata_g(x, max(width - 2, 1))
+    return f"{x:.{found.group(3)}f}" if math.isfinite(x) else "."
 
 
 def _fmt_int(n: int) -> str:
@@ -392,6 +419,71 @@ def recovariance_text(r: "MixedResult", levels: Sequence[str], correlation: bool
         lines += [f"{_abbrev(n, w):>{w}} |" + "".join(f" {stata_g(values[i, j]):>9} " for j in range(i + 1)).rstrip()
                   for i, n in enumerate(names)]
     return "\n".join(lines[1:])
+
+
+def estimates_table_text(t: "EstimatesTable") -> str:
+    """Stata's ``estimates table``: a column per model (its values right-aligned in the coefficients' format width,
+    a space before and two after; three more for stars), equations headed by name and ruled apart, the
+    factor-variable rows of the coefficient table, then the statistics, and a legend of the cells shown."""
+    w = max(format_width(t.formats[c]) for c in t.cells)
+    marks = 3 if t.star else 0
+    n, cw = len(t.names), 1 + w + marks + 2
+    width = 14 + n * cw
+    rule = "-" * 13 + "+" + "-" * (n * cw)
+
+    def line(label: str, cells: Sequence[str], stars: Sequence[str] | None = None) -> str:
+        stars = stars or [""] * len(cells)
+        return (f"{label} |" + "".join(f" {c:>{w}}{m:<{marks}}  " for c, m in zip(cells, stars))).rstrip()
+
+    def centred(name: str) -> str:
+        pad = w - len(name)
+        return " " * (pad // 2) + name + " " * (pad - pad // 2)
+
+    lines = ["-" * width, line(f"{'Variable':>12}", [centred(_abbrev(m, w)) for m in t.names]), rule]
+    shown = list(t.equations[0].index)
+    for k, eq in enumerate(dict.fromkeys(e for e, _ in shown)):
+        if k:
+            lines.append(rule)
+        lines.append(f"{_abbrev(eq, 12):<12} |")
+        terms = {id(c): term for e, term, c in t.fixed if e == eq}
+        fixed = [c for e, _, c in t.fixed if e == eq]
+        rows = ([(label, c) for label, c in _coef_rows(fixed) if label] if fixed
+                else [(term, None) for e, term in shown if e == eq])
+        for label, c in rows:
+            if fixed and c is None:  # a factor variable's header row
+                lines.append(f"{_abbrev(label, 12):>12} |")
+                continue
+            term = terms[id(c)] if c is not None else label
+            text = f"{_abbrev(label, 11):>11} " if c is not None and c.group is not None else f"{_abbrev(label, 12):>12}"
+            got = [f.loc[(eq, term)] for f in t.equations]
+            # a model without this row has no status (missing); one that did not estimate it says why
+            estimated = [isinstance(g["status"], str) and not g["status"] for g in got]
+            lines.append(line(text, [stata_number(g["coef"], t.formats["b"]) if est else
+                                     f"({g['status']})" if isinstance(g["status"], str) else ""
+                                     for g, est in zip(got, estimated)],
+                              [_stars(g["pvalue"], t.star) if est else "" for g, est in zip(got, estimated)]))
+            for cell, column in (("se", "std_err"), ("t", "statistic"), ("p", "pvalue")):
+                if cell in t.cells:
+                    lines.append(line(" " * 12, [stata_number(g[column], t.formats[cell]) if est else ""
+                                                 for g, est in zip(got, estimated)]))
+    if len(t.stats):
+        lines.append(rule)
+        for stat, row in t.stats.iterrows():
+            lines.append(line(f"{_abbrev(str(stat), 12):>12}", [
+                "" if not math.isfinite(v) else f"{v:.0f}" if v == int(v) and abs(v) < 1e15
+                else stata_number(v, t.formats["stats"]) for v in row.to_numpy(float)]))
+    lines.append("-" * width)
+    if len(t.cells) > 1:
+        lines.append(f"legend: {'/'.join(t.cells)}".rjust(width))
+    if t.star:
+        lines.append(("legend: " + "; ".join(f"{'*' * (k + 1)} p<{level:g}" for k, level in enumerate(t.star)))
+                     .rjust(width))
+    return "\n".join(lines)
+
+
+def _stars(p: float, levels: tuple[float, float, float] | None) -> str:
+    """Stata's significance stars: one per level that ``p`` is below."""
+    return "*" * sum(p < level for level in levels) if levels and math.isfinite(p) else ""
 
 
 def _wrap_label(label: str, width: int) -> list[str]:

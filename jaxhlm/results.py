@@ -23,7 +23,7 @@ from . import _config, functional, influence, render
 from .deviance import conditional_modes, level_modes, relative_factor
 from .design import Design, Rows, fixed_variables, residual_data
 from .errors import ComparisonError, DataError, JaxhlmError
-from .factor import CONSTANT, FixedTerms
+from .factor import CONSTANT, Coef, FixedTerms
 from .estimate import Fit
 from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, check_vce, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
@@ -683,6 +683,55 @@ class MixedResult:
         dfmethod = self.spec.dfmethod if self.spec.dfmethod != "kroger" else None  # Kenward-Roger needs REML
         return fit_spec(dataclasses.replace(self.spec, reml=False, dfmethod=dfmethod), self.design.source)
 
+    @property
+    def e_scalars(self) -> dict[str, float]:
+        """Stata's e() scalars after ``mixed``: N, ll, k (parameters in all), k_f (fixed), k_r (variance parameters),
+        the model's Wald test (chi2, or F with df_r, df_m, p) and the LR test vs. the linear model (ll_c, chi2_c,
+        p_c)."""
+        k_f = len(self.fe_params)
+        wald = self.wald
+        test = {"F": wald.statistic, "df_r": wald.ddf} if isinstance(wald, FTest) else {"chi2": wald.statistic}
+        lr = self.lr_linear
+        return {"N": float(self.nobs), "ll": self.llf, "k": float(self.df_modelwc), "k_f": float(k_f),
+                "k_r": float(self.df_modelwc - k_f), **test, "df_m": float(wald.df), "p": wald.pvalue,
+                "ll_c": self.llf - lr.statistic / 2, "chi2_c": lr.statistic, "p_c": lr.pvalue}
+
+    def equations(self) -> pd.DataFrame:
+        """The estimates as Stata's e(b) holds them, each with its standard error, z (t with a dfmethod) and p-value:
+        the fixed effects in the response's equation, then a ``_cons`` equation per variance parameter in Stata's
+        estimation metric, level by level as the model lists them — ``lns{level}_{eq}_{k}`` (ln sd of the k-th
+        effect of the level's eq-th random-effects equation), ``atr{level}_{eq}_{i}_{j}`` (atanh of a correlation;
+        ``_1_1`` the shared one of an exchangeable block) and ``lnsig_e`` (ln σ). Their statistics are z tests of
+        the coordinate: where they are what ``estimates table`` compares across models. A correlation held at ±1 has
+        coordinate ±inf and no SE. Columns a coefficient table does not estimate (collinear, or empty interaction
+        cells) are rows with their ``status`` and missing values. A residual structure beyond σ²I has equations of
+        its own in Stata that are not reproduced here: for such a fit only the fixed and random-effects equations
+        are returned (see :attr:`random_effects` for its parameters)."""
+        d, re = self.design, self.random_effects
+        table = dict(zip(d.fe_names, self.coef_table))
+        rows = [(d.response, term, *(table[c.name][:4] if not c.status else (np.nan,) * 4), c.status)
+                for term, c in _terms(d.coefs).items()]
+        se = np.where(re.edge != 0, np.nan, np.sqrt(np.abs(np.diag(re.phi_cov))))
+        coord = np.where(re.edge != 0, np.copysign(np.inf, re.edge), re.phi)
+        starts = np.cumsum([0] + [b.n_theta for b in d.blocks])
+        numbered = [self.spec.levels.index(d.level_names[lvl]) if self.spec.all_factors else lvl
+                    for lvl in d.block_levels]
+        variance = []
+        for k in sorted(range(len(d.blocks)), key=lambda k: numbered[k]):  # Stata's levels: as the model lists them
+            b, level = d.blocks[k], numbered[k] + 1
+            eq = 1 + sum(1 for j in range(k) if numbered[j] == numbered[k])
+            names = [f"lns{level}_{eq}_{i + 1}" for i in range(b.n_variances)]
+            names += ([f"atr{level}_{eq}_1_1"] if b.kind == "exchangeable" else
+                      [f"atr{level}_{eq}_{i + 1}_{j + 1}" for i, j in b.pairs] if b.kind == "unstructured" else [])
+            variance += [(name, starts[k] + i) for i, name in enumerate(names)]
+        if not isinstance(d.residual, (Strata, Serial)):
+            variance.append(("lnsig_e", len(re.phi) - 1))
+        for name, i in variance:
+            z = coord[i] / se[i]
+            rows.append((name, "_cons", coord[i], se[i], z, 2.0 * special.ndtr(-abs(z)), ""))
+        frame = pd.DataFrame(rows, columns=["equation", "term", "coef", "std_err", "statistic", "pvalue", "status"])
+        return frame.set_index(["equation", "term"])
+
     def ic(self) -> pd.DataFrame:
         """Stata's ``estat ic``: N is the number of observations."""
         return pd.DataFrame({"N": [self.nobs], "ll(null)": [np.nan], "ll(model)": [self.llf],
@@ -1244,6 +1293,119 @@ def _comparable(command: str, models: Sequence[MixedResult]) -> None:
         if a.reml and a.design.fe_names != b.design.fe_names:
             raise ComparisonError("REML likelihoods of models with different fixed effects are not comparable; "
                                   "refit them with reml=False")
+
+
+def _terms(coefs: Sequence[Coef]) -> dict[str, Coef]:
+    """The fixed effects by their names in Stata's e(b): a column left out (collinear, or an empty cell) carries the
+    omitted operator (``o.ses``, ``1o.sector``, ``co.ses#co.sector``). A column a term list repeats is one entry."""
+    def omitted(part: str) -> str:
+        level = re.fullmatch(r"(\d+)\.(.+)", part)
+        return f"{level.group(1)}o.{level.group(2)}" if level else "co." + part[2:] if part.startswith("c.") else "o." + part
+
+    out: dict[str, Coef] = {}
+    for c in coefs:
+        out.setdefault("#".join(map(omitted, c.name.split("#"))) if c.status else c.name, c)
+    return out
+
+
+#: Stata's default significance levels of ``estimates table, star``: *, ** and ***.
+STARS = (0.05, 0.01, 0.001)
+
+
+@dataclass(frozen=True)
+class EstimatesTable:
+    """Stata's ``estimates table``: several models' :meth:`MixedResult.equations` side by side, rows the union of
+    their coefficients (each model's order kept), with the statistics asked for under them."""
+
+    names: tuple[str, ...]
+    equations: tuple[pd.DataFrame, ...]  # each model's, on the rows shown (missing where it lacks one)
+    fixed: tuple[tuple[str, str, Coef], ...]  # the response equations' rows (equation, term, coef): their layout
+    cells: tuple[str, ...]  # "b" and any of "se", "t", "p", in Stata's order
+    formats: dict[str, str | None]  # Stata display formats of the cells and of the statistics ("stats")
+    stats: pd.DataFrame  # one row per statistic, one column per model
+    star: tuple[float, float, float] | None = None
+
+    def __str__(self) -> str:
+        return render.estimates_table_text(self)
+
+
+def _merged(sequences: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """The union of ``sequences`` with each one's order kept: an item new to the union goes right after the item
+    before it in its own sequence, so that factor levels and equations stay together."""
+    union: list[tuple[str, str]] = []
+    for seq in sequences:
+        at = -1
+        for item in seq:
+            if item in union:
+                at = union.index(item)
+            else:
+                at += 1
+                union.insert(at, item)
+    first = {eq: k for k, (eq, _) in reversed(list(enumerate(union)))}
+    return sorted(union, key=lambda key: first[key[0]])  # stable: each equation's rows together
+
+
+def _picked(keys: list[tuple[str, str]], tokens: str, option: str) -> list[tuple[str, str]]:
+    """The rows a ``keep()`` or ``drop()`` coefficient list names, in its order: ``eq:`` (a whole equation),
+    ``eq:name`` or ``name`` (in any equation)."""
+    out: list[tuple[str, str]] = []
+    for token in tokens.split():
+        eq, colon, name = token.rpartition(":")
+        hits = [k for k in keys if (k[0] == eq or not colon) and (k[1] == name or (colon and not name))]
+        if not hits:
+            raise JaxhlmError(f"{option}({token}): no such coefficient in the models; coefficients are named as "
+                              "in the coefficient table (ses, 2.sized, 1.female#1.sector), equations with a colon "
+                              "(lns1_1_1: or lnsig_e:_cons)")
+        out += [k for k in hits if k not in out]
+    return out
+
+
+def estimates_table(models: Mapping[str, MixedResult], se: bool | str = False, t: bool | str = False,
+                    p: bool | str = False, b: str | None = None, stats: Sequence[str] = (), stfmt: str | None = None,
+                    star: bool | Sequence[float] = False, keep: str | None = None, drop: str | None = None
+                    ) -> EstimatesTable:
+    """Models side by side, as Stata's ``estimates table NAMES [, se t p b(%fmt) stats() star keep() drop()]``:
+    the coefficients of :meth:`MixedResult.equations` (each variance parameter in Stata's estimation metric), and
+    under each the standard error, t or z statistic and p-value when asked (``True``, or a Stata format such as
+    ``"%9.3f"``). ``stats`` names rows of e() scalars (:attr:`MixedResult.e_scalars`) plus ``aic`` and ``bic``;
+    ``star`` marks p below .05, .01 and .001 (or three levels given) and goes without the other cells, as in
+    Stata. ``keep``/``drop``: coefficient lists (``ses 2.sized lns1_1_1: lnsig_e:_cons``), kept in keep's
+    order."""
+    if not models:
+        raise JaxhlmError("estimates table needs at least one model")
+    cells = ("b",) + tuple(c for c, on in (("se", se), ("t", t), ("p", p)) if on)
+    if star is not False and len(cells) > 1:
+        raise JaxhlmError("star may not be combined with se, t or p: show stars alone, or the statistics without them")
+    levels = None if star is False else STARS if star is True else tuple(float(x) for x in star)
+    if levels is not None and (len(levels) != 3 or not 1 > levels[0] > levels[1] > levels[2] > 0):
+        raise JaxhlmError(f"star() takes three decreasing significance levels between 0 and 1, e.g. star(.05 .01 .001); "
+                          f"got {' '.join(f'{x:g}' for x in levels)}")
+    frames = {name: m.equations() for name, m in models.items()}
+    keys = _merged([list(f.index) for f in frames.values()])
+    if keep is not None:
+        keys = _picked(keys, keep, "keep")
+        first = {eq: k for k, (eq, _) in reversed(list(enumerate(keys)))}
+        keys = sorted(keys, key=lambda key: first[key[0]])
+    if drop is not None:
+        gone = set(_picked(keys, drop, "drop"))
+        keys = [k for k in keys if k not in gone]
+    coefs = {(m.design.response, term): c for m in models.values() for term, c in _terms(m.design.coefs).items()}
+    index = pd.MultiIndex.from_tuples(keys, names=["equation", "term"])
+    known = sorted({*next(iter(models.values())).e_scalars, "aic", "bic"})
+    for stat in stats:
+        if stat not in known:
+            raise JaxhlmError(f"stats({stat}): not a statistic of these models; choose from {', '.join(known)}")
+    values = {name: {**m.e_scalars, "aic": m.aic, "bic": m.bic} for name, m in models.items()}
+    for fmt in (b, se, t, p, stfmt):
+        if isinstance(fmt, str):
+            render.format_width(fmt)  # refuses a format it cannot render
+    formats = {"b": b, "se": se if isinstance(se, str) else b, "t": t if isinstance(t, str) else "%7.2f",
+               "p": p if isinstance(p, str) else "%7.4f", "stats": stfmt if stfmt is not None else b}
+    return EstimatesTable(
+        names=tuple(models), equations=tuple(f.reindex(index) for f in frames.values()),
+        fixed=tuple((*k, coefs[k]) for k in keys if k in coefs), cells=cells, formats=formats,
+        stats=pd.DataFrame({name: [v.get(s, np.nan) for s in stats] for name, v in values.items()}, index=list(stats)),
+        star=levels)
 
 
 def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None) -> LRTest:
