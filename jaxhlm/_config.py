@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,26 @@ from typing import Any
 # level the user chose.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# XLA:CPU's fusion emitters, its default code generator, take about 1.4 times as long as its loop emitters to compile
-# jaxhlm's programs (Newton iterations over autodiff Hessians: a first fit of an HSB model 4.0 s against 2.8 s, and
-# twice as long at the test suite's backend optimisation level 0) and the programs run no faster (12 ms a refit
-# either way). The flag changes only XLA:CPU's code generation, before the backend starts; a choice of the user's
-# in XLA_FLAGS stands, and JAXHLM_XLA_DEFAULTS=0 leaves XLA_FLAGS alone.
-if (os.environ.get("JAXHLM_XLA_DEFAULTS", "").strip() != "0"
-        and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "")):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
+
+def _loop_emitters() -> None:
+    """Select XLA:CPU's loop emitters. Its fusion emitters, the default code generator, take about 1.4 times as long
+    to compile jaxhlm's programs (Newton iterations over autodiff Hessians; twice as long at the test suite's backend
+    optimisation level 0), and the programs run no faster (experiments/bench_compile.py). The flag changes only
+    XLA:CPU's code generation and must be set before the backend starts. XLA aborts the process on a flag it does
+    not know, so it is set only for the jaxlib releases checked to have it (0.7 to 0.9); a choice of the user's in
+    XLA_FLAGS stands, and JAXHLM_XLA_DEFAULTS=0 leaves XLA_FLAGS alone."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if os.environ.get("JAXHLM_XLA_DEFAULTS", "").strip() == "0" or "xla_cpu_use_fusion_emitters" in flags:
+        return
+    try:
+        release = tuple(int(part) for part in metadata.version("jaxlib").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return
+    if (0, 7) <= release < (0, 10):
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_use_fusion_emitters=false").strip()
+
+
+_loop_emitters()
 
 import jax  # noqa: E402
 

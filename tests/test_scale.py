@@ -198,6 +198,22 @@ def test_compilation_cache_is_on_by_default_and_can_be_turned_off(tmp_path):
     assert off.stdout.split() == ["None", "None"]
 
 
+@pytest.mark.parametrize("flags, release, opt_out, expected", [
+    ("", "0.9.2", "", "--xla_cpu_use_fusion_emitters=false"),
+    ("--xla_backend_optimization_level=0", "0.7.0",
+     "", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"),
+    ("--xla_cpu_use_fusion_emitters=true", "0.9.2", "", "--xla_cpu_use_fusion_emitters=true"),  # the user's choice
+    ("", "0.9.2", "0", ""),  # JAXHLM_XLA_DEFAULTS=0
+    ("", "0.11.2", "", ""),  # a release not checked for the flag, which XLA would abort on if it lacked it
+])
+def test_loop_emitters_are_chosen_only_where_known(monkeypatch, flags, release, opt_out, expected):
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    monkeypatch.setenv("JAXHLM_XLA_DEFAULTS", opt_out)
+    monkeypatch.setattr(jaxhlm._config.metadata, "version", lambda name: release)
+    jaxhlm._config._loop_emitters()
+    assert os.environ["XLA_FLAGS"] == expected
+
+
 # ---- many groups ----------------------------------------------------------------------------------------
 def _avals(jaxpr):
     for eqn in jaxpr.eqns:
