@@ -326,23 +326,35 @@ class Session:
             raise JaxhlmError("lrtest compares two models: lrtest A B (a '.' is the active model)")
         models = [self._active() if n == "." else self._stored(n) for n in names]
         boot: dict[str, int] = {}
+        stats, df = False, None
         for o, arg in options(opts):
             if o in ("bootstrap", "seed") and arg is not None and arg.strip().isdigit():
                 boot[o] = int(arg)
+            elif abbreviates(o, "stats", 2) and arg is None:
+                stats = True
+            elif o == "df" and arg is not None:
+                try:
+                    df = float(arg)
+                except ValueError:
+                    raise JaxhlmError(f"df({arg}): the degrees of freedom of an LR test are a positive whole number") from None
             else:
-                raise JaxhlmError(f"option {o} not allowed; lrtest accepts bootstrap(#) and seed(#)")
+                raise JaxhlmError(f"option {o} not allowed; lrtest accepts stats, df(#), and (a jaxhlm extension) "
+                                  "bootstrap(#) with seed(#)")
         if "seed" in boot and "bootstrap" not in boot:
             raise JaxhlmError("seed() goes with bootstrap(#)")
+        if boot and df is not None:
+            raise JaxhlmError("df() sets the degrees of freedom of the asymptotic test; the bootstrap needs none")
         if boot:
             from .batch import bootstrap_lrtest
 
             result: object = bootstrap_lrtest(models[0], models[1], B=boot["bootstrap"], seed=boot.get("seed", 0),
                                               names=(names[0], names[1]))
         else:
-            result = lrtest(models[0], models[1], names=(names[0], names[1]))
+            result = lrtest(models[0], models[1], names=(names[0], names[1]), df=df)
         self.active_name = "."  # Stata's lrtest leaves the active results unnamed
         self.returned = {"chi2": result.statistic, "df": float(result.df), "p": result.pvalue}  # type: ignore[attr-defined]
-        return str(result)
+        # stats: the models' estat ic table under the test, in the order named
+        return str(result) + ("\n\n" + render.ic_text(list(zip(names, models))) if stats else "")
 
     def test(self, args: str) -> str:
         body, _, opts = args.partition(",")

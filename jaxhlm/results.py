@@ -1408,13 +1408,15 @@ def estimates_table(models: Mapping[str, MixedResult], se: bool | str = False, t
         star=levels)
 
 
-def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None) -> LRTest:
+def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None, df: int | None = None) -> LRTest:
     """LR test of two models fitted to the same observations; the one with fewer parameters is the null.
 
-    df is the difference in estimated parameters (as ``estat ic`` counts them). The test is conservative when
-    the null puts a variance on the boundary, as the printed note says. ``names`` (of ``a`` and ``b``) add
-    Stata's "Assumption: small nested within big" line.
+    df is the difference in estimated parameters (as ``estat ic`` counts them), or ``df`` where given (Stata's
+    ``df(#)``). The test is conservative when the null puts a variance on the boundary, as the printed note says.
+    ``names`` (of ``a`` and ``b``) add Stata's "Assumption: small nested within big" line.
     """
+    if df is not None and (not float(df).is_integer() or df < 1):
+        raise JaxhlmError(f"df({df}): the degrees of freedom of an LR test are a positive whole number")
     _comparable("lrtest", (a, b))
     if a.df_modelwc == b.df_modelwc:
         raise ComparisonError("the models have the same number of parameters, so neither is nested in the other")
@@ -1426,7 +1428,7 @@ def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None)
             "not nested, or a fit did not converge"
         )
     stat = max(stat, 0.0)
-    df = big.df_modelwc - small.df_modelwc
+    df = big.df_modelwc - small.df_modelwc if df is None else int(df)
     return LRTest(stat, df, float(special.chdtrc(df, stat)),
                   f"{small_name} nested within {big_name}" if names else "")
 

@@ -15,10 +15,14 @@ from pathlib import Path
 import pytest
 import stata_log
 from conftest import PRINTOUT
+from scipy import stats
 from test_reference_log import EXACT_FE, printed, sig
 
+import jaxhlm
+from jaxhlm import render
 from jaxhlm.cli import main
 from jaxhlm.dofile import DoFileError, commands, run_do
+from jaxhlm.render import stata_g
 
 DEMO = Path(__file__).parents[1] / "examples" / "hsb_model_building.do"
 Z = 1.959963984540054
@@ -100,6 +104,30 @@ def test_estat_ic(demo):
 def test_lrtest(demo):
     for mine, theirs in zip(stata_log.lrtests(demo), stata_log.lrtests(), strict=True):
         assert mine == theirs  # assumption, LR chi2, df, p
+
+
+def test_lrtest_stats_and_df(hsb):
+    m0 = jaxhlm.mixed("mathach ses || id:", hsb)
+    m1 = jaxhlm.mixed("mathach ses || id: ses, cov(unstr)", hsb)
+    log = run_do("quietly mixed mathach ses || id:\nestimates store m0\nquietly mixed mathach ses || id: ses, "
+                 "cov(unstr)\nestimates store m1\nlrtest m0 m1, stats\ndisplay r(df)\nlrtest m0 m1, df(1)\n"
+                 "display r(df) \" \" r(p)", hsb)
+    lr = jaxhlm.lrtest(m0, m1)
+    first = log.split(". lrtest m0 m1, stats\n")[1].split(". display")[0]
+    # the test, then the two models' estat ic table in the order named
+    assert first.startswith("\n" + str(jaxhlm.lrtest(m0, m1, names=("m0", "m1"))) + "\n\n")
+    assert first.rstrip("\n").endswith(render.ic_text([("m0", m0), ("m1", m1)]))
+    assert f"          m0 |      7,185          . {stata_g(m0.llf):>10}       4" in first
+    assert f"          m1 |      7,185          . {stata_g(m1.llf):>10}       6" in first
+    one = jaxhlm.lrtest(m0, m1, df=1)
+    assert one.df == 1 and one.statistic == lr.statistic and one.pvalue == pytest.approx(stats.chi2.sf(lr.statistic, 1))
+    assert " LR chi2(1) = " in log.split(". lrtest m0 m1, df(1)")[1]
+    assert f"\n1 {stata_g(one.pvalue, 8)}\n" in log
+    for options, message in (("df(0)", r"df\(0.0\): the degrees of freedom"), ("df(1) bootstrap(10)", "df\\(\\) sets"),
+                             ("dir", "option dir not allowed; lrtest accepts stats, df")):
+        with pytest.raises(DoFileError, match=message):
+            run_do(f"quietly mixed mathach ses || id:\nestimates store m0\nquietly mixed mathach ses || id: ses, "
+                   f"cov(unstr)\nlrtest m0 ., {options}", hsb)
 
 
 def test_test_commands(demo):
