@@ -30,7 +30,7 @@ from .errors import DataError, FormulaError, JaxhlmError
 from .infer import sd_corr
 from .results import MixedResult, WaldTest, estimates_table, lrtest
 from .expressions import Subset, evaluate, parse_expression
-from .stata import Columns, abbreviates, confidence_level, options, parse_mixed, split_qualifiers, split_top
+from .stata import Columns, abbreviates, confidence_level, options, parse_mixed, replay_display, split_qualifiers, split_top
 
 
 class DoFileError(JaxhlmError):
@@ -167,6 +167,9 @@ class Session:
     def mixed(self, args: str) -> str:
         if not args.strip():
             return str(self._active())  # replay
+        if args.strip().startswith(","):  # replay with display options: mixed, stddeviations
+            model = self._active()
+            return render.summary_text(replace(model, spec=replace(model.spec, display=replay_display(args.strip()[1:]))))
         from .pipeline import fit_spec
 
         self.active = fit_spec(parse_mixed(args, self.data.columns), self.data)
@@ -998,8 +1001,7 @@ class Session:
         return value if isinstance(value, str) else float(value)
 
     def quietly(self, args: str) -> str:
-        cmd, _, rest = args.strip().lstrip(":").strip().partition(" ")
-        self.run(cmd, rest)
+        self.run(*_command_word(args.strip().lstrip(":")))
         return ""
 
     def capture(self, args: str) -> str:
@@ -1137,6 +1139,13 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 #: tables start after a blank line.
 _INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
            Session.save, Session.count)
+
+
+def _command_word(text: str) -> tuple[str, str]:
+    """A command line's first word and the rest: the word ends at a space or a comma (``mixed, stddeviations``)."""
+    found = re.match(r"\s*([^\s,]*)\s*(.*)", text, re.S)
+    assert found is not None  # the pattern matches any text
+    return found.group(1), found.group(2)
 
 
 def _handler(cmd: str) -> Callable[[Session, str], str]:
@@ -1418,7 +1427,7 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
                         emit("\n")
                     printed |= passes
                     continue
-                word, _, args = session.expand(cmd.text).strip().partition(" ")
+                word, args = _command_word(session.expand(cmd.text))
                 output = session.run(word, args)
             except DoFileError:
                 raise

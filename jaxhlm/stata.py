@@ -491,6 +491,24 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
                        "pweight(varname)")
 
 
+def replay_display(text: str) -> Display:
+    """The display of a replay, ``mixed, stddeviations`` (Stata's replay options: level(#), variance,
+    stddeviations, noheader, nogroup, nofetable, noretable, nolrtest), from the defaults up: estimation options
+    need a new fit."""
+    settings: dict = {"display": {}}
+    for name, arg in options(text):
+        display = ((abbreviates(name, "level", 1) and arg is not None) or (arg is None and (
+            abbreviates(name, "stddeviations", 6) or name in _OMIT or abbreviates(name, "variance", 3)
+            or abbreviates(name, "nolog", 4) or abbreviates(name, "log", 3))))
+        if not display:
+            shown = name + (f"({arg})" if arg is not None else "")
+            raise FormulaError(f"option {shown} not allowed when replaying results; replay takes level(#), variance, "
+                               "stddeviations, noheader, nogroup, nofetable, noretable and nolrtest (refit the model "
+                               "to change how it is estimated)")
+        _global_option(name, arg, settings)
+    return Display(**settings["display"])
+
+
 def mixed(command: str, data: Data) -> MixedResult:
     """Fit a model written in Stata's ``mixed`` syntax; the result reports with Stata's names and layout.
 

@@ -130,6 +130,19 @@ def test_lrtest_stats_and_df(hsb):
                    f"cov(unstr)\nlrtest m0 ., {options}", hsb)
 
 
+def test_replay_with_display_options(hsb):
+    log = run_do("quietly mixed mathach ses || id: ses, cov(unstr)\nmixed, stddev level(90) noheader\nmixed,nogroup", hsb)
+    want = jaxhlm.mixed("mathach ses || id: ses, cov(unstr) stddeviations level(90) noheader", hsb)
+    replayed = log.split(". mixed, stddev level(90) noheader\n")[1].split(". mixed,nogroup")[0]
+    assert replayed.strip("\n") == str(want).strip("\n") and "sd(ses)" in replayed and "[90% conf. interval]" in replayed
+    plain = jaxhlm.mixed("mathach ses || id: ses, cov(unstr) nogroup", hsb)
+    assert log.split(". mixed,nogroup\n")[1].strip("\n") == str(plain).strip("\n")
+    assert "Group variable: id" in str(jaxhlm.mixed("mathach ses || id: ses, cov(unstr)", hsb)) and \
+        "Group variable" not in str(plain)  # the options reach the report
+    with pytest.raises(DoFileError, match="option reml not allowed when replaying results; replay takes level"):
+        run_do("quietly mixed mathach ses || id:\nmixed, reml", hsb)
+
+
 def test_test_commands(demo):
     for mine, theirs in zip(stata_log.tests(demo), stata_log.tests(), strict=True):
         assert mine == theirs  # constraint lines, df, chi2, p

@@ -93,6 +93,14 @@ def test_equations_of_three_levels_and_exchangeable_blocks(hsb):
     assert list(ar.equations().index.get_level_values(0).unique()) == ["mathach", "lns1_1_1"]
 
 
+def test_equations_of_a_robust_fit_carry_the_sandwich(hsb):
+    m = jaxhlm.mixed("mathach ses || id:, vce(robust)", hsb)
+    eq = m.equations()
+    assert eq.loc[("mathach", "ses"), "std_err"] == pytest.approx(m.bse["ses"], rel=1e-12)
+    assert 2 * m.params["var(_cons)"] * eq.loc[("lns1_1_1", "_cons"), "std_err"] == pytest.approx(
+        m.bse["var(_cons)"], rel=1e-10)
+
+
 def test_estimates_table_layout(pair):
     small, slope = pair
     log = jaxhlm.run_do(f"quietly mixed {MODELS['M3 (noslope)']}\nestimates store noslope\n"
