@@ -1,7 +1,7 @@
 """Run Stata do-files: the subset of commands a ``mixed`` model-building session uses.
 
 ``use`` (a .dta or CSV file), ``clear``, ``capture``, ``log using``/``log close``, ``mixed``, ``estimates
-store|restore|stats|table``, ``lrtest``, ``estat ic|icc|group|sd|recovariance``, ``test``, ``testparm``, ``lincom``, ``margins``,
+store|restore|stats|table``, ``lrtest``, ``estat ic|icc|group|sd|recovariance``, ``test``, ``testparm``, ``lincom``, ``nlcom``, ``margins``,
 ``tabulate`` (with ``generate()``), ``generate``, ``replace``, ``egen`` (with ``by()`` or the ``by``/``bysort``
 prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``collapse``, ``save``,
 ``tempfile``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
@@ -296,6 +296,21 @@ class Session:
         if not math.isinf(result.df):
             self.returned["df"] = result.df
         return str(result)
+
+    def nlcom(self, args: str) -> str:
+        """``nlcom exp [, level(#)]`` or ``nlcom (name: exp) (exp) ... [, level(#)]`` (:meth:`MixedResult.nlcom`):
+        the options follow the last comma outside parentheses."""
+        parts = split_top(args, ",")
+        body, opts = (",".join(parts[:-1]), parts[-1]) if len(parts) > 1 else (args, "")
+        groups = _parenthesized(body)
+        expressions: str | dict[str, str] = body.strip()
+        if groups is not None:  # (name: exp) (exp) ...: a function each
+            expressions = {}
+            for k, group in enumerate(groups):
+                head, colon, rest = group.partition(":")
+                named = bool(colon) and re.fullmatch(r"\s*[A-Za-z_]\w*\s*", head) is not None
+                expressions[head.strip() if named else f"_nl_{k + 1}"] = rest if named else group
+        return str(self._active().nlcom(expressions, alpha=_alpha(opts, "nlcom")))
 
     def margins(self, args: str) -> str:
         """``margins [marginlist] [, at(var=(numlist) ...) dydx(var) pwcompare[(effects)] level(#)]``: a table per term
@@ -1122,7 +1137,7 @@ class Session:
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
-    ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("tabulate", 2, Session.tabulate),
+    ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("nlcom", 5, Session.nlcom), ("tabulate", 2, Session.tabulate),
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
@@ -1139,6 +1154,26 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 #: tables start after a blank line.
 _INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
            Session.save, Session.count)
+
+
+def _parenthesized(text: str) -> list[str] | None:
+    """The contents of ``(a) (b) ...`` when ``text`` is nothing but parenthesized groups (nlcom's list of
+    functions); None for anything else, such as one expression that starts with a parenthesis."""
+    groups: list[str] = []
+    depth, start = 0, 0
+    for i, c in enumerate(text):
+        if depth == 0 and c.isspace():
+            continue
+        if depth == 0 and c != "(":
+            return None
+        if c == "(":
+            start = i + 1 if depth == 0 else start
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                groups.append(text[start:i])
+    return groups if groups and depth == 0 else None
 
 
 def _command_word(text: str) -> tuple[str, str]:

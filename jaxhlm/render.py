@@ -22,7 +22,8 @@ from .residual import ByStratum, Serial
 if TYPE_CHECKING:
     from .factor import Coef
     from .infer import ParameterTable
-    from .results import EstimatesTable, GroupInfluence, IntraclassCorrelation, LinearCombination, Margins, MixedResult
+    from .results import (EstimatesTable, GroupInfluence, IntraclassCorrelation, LinearCombination, Margins,
+                          MixedResult, NonlinearCombinations)
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -229,6 +230,15 @@ def lincom_text(lc: "LinearCombination") -> str:
     note = [] if math.isinf(lc.df) else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom "
                                          f"({DFMETHOD_NAMES[lc.dfmethod]})."]
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
+
+
+def nlcom_text(nl: "NonlinearCombinations") -> str:
+    """Stata's ``nlcom`` output: each function's name and expression, then a coefficient table of them."""
+    w = _name_width([nl.response, *nl.names])
+    head = _coef_head(nl.response, w, nl.confidence)
+    rows = [_coef_line(f"{_abbrev(name, w):>{w}}", *row) for name, row in zip(nl.names, nl.table)]
+    return "\n".join([f"{_abbrev(name, w):>{w}}:  {text}" for name, text in zip(nl.names, nl.expressions)] + [""]
+                     + head + rows + ["-" * (w + 66)])
 
 
 def margins_text(m: "Margins") -> str:

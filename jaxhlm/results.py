@@ -713,6 +713,15 @@ class MixedResult:
                 for term, c in _terms(d.coefs).items()]
         se = np.where(re.edge != 0, np.nan, np.sqrt(np.abs(np.diag(re.phi_cov))))
         coord = np.where(re.edge != 0, np.copysign(np.inf, re.edge), re.phi)
+        for name, i in self._variance_equations():
+            z = coord[i] / se[i]
+            rows.append((name, "_cons", coord[i], se[i], z, 2.0 * special.ndtr(-abs(z)), ""))
+        frame = pd.DataFrame(rows, columns=["equation", "term", "coef", "std_err", "statistic", "pvalue", "status"])
+        return frame.set_index(["equation", "term"])
+
+    def _variance_equations(self) -> list[tuple[str, int]]:
+        """Stata's name of each variance equation (:meth:`equations`) and its coordinate's place in φ."""
+        d, re = self.design, self.random_effects
         starts = np.cumsum([0] + [b.n_theta for b in d.blocks])
         numbered = [self.spec.levels.index(d.level_names[lvl]) if self.spec.all_factors else lvl
                     for lvl in d.block_levels]
@@ -723,14 +732,81 @@ class MixedResult:
             names = [f"lns{level}_{eq}_{i + 1}" for i in range(b.n_variances)]
             names += ([f"atr{level}_{eq}_1_1"] if b.kind == "exchangeable" else
                       [f"atr{level}_{eq}_{i + 1}_{j + 1}" for i, j in b.pairs] if b.kind == "unstructured" else [])
-            variance += [(name, starts[k] + i) for i, name in enumerate(names)]
+            variance += [(name, int(starts[k]) + i) for i, name in enumerate(names)]
         if not isinstance(d.residual, (Strata, Serial)):
             variance.append(("lnsig_e", len(re.phi) - 1))
-        for name, i in variance:
-            z = coord[i] / se[i]
-            rows.append((name, "_cons", coord[i], se[i], z, 2.0 * special.ndtr(-abs(z)), ""))
-        frame = pd.DataFrame(rows, columns=["equation", "term", "coef", "std_err", "statistic", "pvalue", "status"])
-        return frame.set_index(["equation", "term"])
+        return variance
+
+    def nlcom(self, expressions: str | Sequence[str] | Mapping[str, str], alpha: float = 0.05
+              ) -> "NonlinearCombinations":
+        """Stata's ``nlcom``: functions of the estimates with delta-method standard errors, z tests and ``1 - alpha``
+        intervals. Coefficients are written as in Stata, ``_b[ses]``, ``_b[1.sector#c.ses]``, or an equation's
+        ``_b[lns1_1_1:_cons]`` (:meth:`equations`), inside any expression ``display`` evaluates:
+        ``"exp(2*_b[lns1_1_1:_cons])"`` is var(_cons), ``"_b[ses]/_b[female]"`` a ratio. Several expressions (a
+        list, or a mapping from names to expressions) share one covariance, as Stata's ``nlcom (a: …) (b: …)``;
+        unnamed ones are ``_nl_1``, ``_nl_2``, … The gradient is by central differences, as Stata's; e(V) is
+        block-diagonal in the fixed effects (their covariance, robust for a robust fit) and the variance coordinates
+        (the inverse information of φ)."""
+        from .expressions import evaluate, parse_expression
+
+        _check_alpha(alpha)
+        named = (dict(expressions) if isinstance(expressions, Mapping) else
+                 {f"_nl_{k + 1}": e for k, e in enumerate([expressions] if isinstance(expressions, str) else expressions)})
+        if not named or any(not str(e).strip() for e in named.values()):
+            raise JaxhlmError("nlcom needs an expression of the coefficients, e.g. nlcom _b[ses]/_b[female] or "
+                              "nlcom exp(2*_b[lns1_1_1:_cons])")
+        keys = [(self.design.response, n) for n in self.design.fe_names]
+        variance = self._variance_equations()
+        keys += [(name, "_cons") for name, _ in variance]
+        re_, at = self.random_effects, [i for _, i in variance]
+        edge = re_.edge[at]  # a correlation held at ±1: coordinate ±inf, no variance
+        b = np.concatenate([np.asarray(self.fit.beta), np.where(edge != 0, np.copysign(np.inf, edge), re_.phi[at])])
+        V = np.zeros((len(b), len(b)))
+        p = len(self.design.fe_names)
+        V[:p, :p] = self._vcov_beta
+        V[p:, p:] = np.where((edge[:, None] != 0) | (edge[None, :] != 0), np.nan, re_.phi_cov[np.ix_(at, at)])
+
+        def place(token: str, text: str) -> int:
+            eq, colon, name = token.partition(":")
+            key = (eq.strip(), name.strip()) if colon else (self.design.response, token.strip())
+            if key not in keys:
+                raise JaxhlmError(f"nlcom {text!r}: [{token}] not found; coefficients are "
+                                  + ", ".join(f"_b[{k[1]}]" for k in keys[:p]) + "; equations "
+                                  + ", ".join(f"_b[{k[0]}:_cons]" for k in keys[p:]))
+            return keys.index(key)
+
+        rows = []
+        for name, text in named.items():
+            used: list[int] = []
+
+            def slot(m: re.Match[str]) -> str:
+                k = place(m.group(1), text)
+                if k not in used:
+                    used.append(k)
+                return f"__b{k}"
+
+            def known(word: str) -> str:
+                if not re.fullmatch(r"__b\d+", word):
+                    raise JaxhlmError(f"nlcom {text!r}: {word} is not a coefficient; write coefficients as _b[name]")
+                return word
+
+            node = parse_expression(re.sub(r"_b\[([^\]]*)\]", slot, str(text)), known)
+            if not used:
+                raise JaxhlmError(f"nlcom {text!r} involves no coefficient")
+            step = 1e-6 * np.maximum(np.abs(b[used]), 1.0)
+            points = np.repeat(b[used][None, :], 1 + 2 * len(used), axis=0)
+            points[1 + np.arange(len(used)), np.arange(len(used))] += step
+            points[1 + len(used) + np.arange(len(used)), np.arange(len(used))] -= step
+            values = evaluate(node, pd.DataFrame(points, columns=[f"__b{k}" for k in used]))
+            if not np.all(np.isfinite(values)):
+                raise JaxhlmError(f"nlcom {text!r} is not defined at the estimates (or next to them)")
+            g = (values[1:1 + len(used)] - values[1 + len(used):]) / (2 * step)
+            rows.append((name, str(text).strip(), values[0], math.sqrt(max(g @ V[np.ix_(used, used)] @ g, 0.0))))
+        est = np.array([r[2] for r in rows])
+        se = np.array([r[3] for r in rows])
+        table = coefficient_table(est, np.diag(se**2), alpha, None)
+        return NonlinearCombinations(tuple(r[0] for r in rows), tuple(r[1] for r in rows), self.design.response,
+                                     table, 1 - alpha)
 
     def ic(self) -> pd.DataFrame:
         """Stata's ``estat ic``: N is the number of observations."""
@@ -1157,6 +1233,25 @@ class LinearCombination:
 
     def __str__(self) -> str:
         return render.lincom_text(self)
+
+
+@dataclass(frozen=True)
+class NonlinearCombinations:
+    """Functions of the estimates (:meth:`MixedResult.nlcom`): each one's name and expression, and a coefficient table
+    row (estimate, SE, z, p, interval) per function."""
+
+    names: tuple[str, ...]
+    expressions: tuple[str, ...]
+    response: str
+    table: np.ndarray  # (k, 6): estimate, std. err., z, P>|z|, lower, upper
+    confidence: float
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.table, index=list(self.names),
+                            columns=["estimate", "std_err", "z", "pvalue", "ci_lower", "ci_upper"])
+
+    def __str__(self) -> str:
+        return render.nlcom_text(self)
 
 
 #: The most values a variable of ``margins(over=...)`` may take (a factor's levels).

@@ -1,6 +1,6 @@
 """Postestimation: intraclass correlations (``MixedResult.icc``, ``estat icc``), standard deviations and
 correlations (``MixedResult.varcorr``, ``estat sd``), linear combinations of
-coefficients (``MixedResult.lincom``, ``lincom``) and Satterthwaite's degrees of freedom
+coefficients (``MixedResult.lincom``, ``lincom``), nonlinear ones (``MixedResult.nlcom``, ``nlcom``) and Satterthwaite's degrees of freedom
 (``MixedResult.satterthwaite``, and ``dfmethod="satterthwaite"`` of ``lincom`` and ``test``) and Kenward and
 Roger's (``dfmethod="kroger"``).
 
@@ -198,6 +198,70 @@ def test_lincom_in_a_do_file():
 def test_lincom_bad_input(m0, expr, message):
     with pytest.raises(jaxhlm.JaxhlmError, match=message):
         m0.lincom(expr)
+
+
+def test_nlcom_is_the_delta_method_on_statas_coefficients(m0):
+    p = m0.params
+    nl = m0.nlcom({"var": "exp(2*_b[lns1_1_1:_cons])", "ratio": "_b[ses]/_b[1.sector#c.ses]",
+                   "sum": "_b[ses] + _b[1.sector#c.ses]",
+                   "icc": "exp(2*_b[lns1_1_1:_cons])/(exp(2*_b[lns1_1_1:_cons]) + exp(2*_b[lnsig_e:_cons]))"})
+    frame = nl.frame()
+    # var(_cons) = exp(2 lns): its delta-method SE is the random-effects table's (an exact identity at the optimum);
+    # the central differences carry ~1e-9
+    assert frame.loc["var", "estimate"] == pytest.approx(p["var(_cons)"], rel=1e-12)
+    assert frame.loc["var", "std_err"] == pytest.approx(m0.bse["var(_cons)"], rel=1e-7)
+    # a linear function is lincom
+    lc = m0.lincom("ses + 1.sector#c.ses")
+    assert frame.loc["sum", "estimate"] == pytest.approx(lc.estimate, rel=1e-12)
+    assert frame.loc["sum", "std_err"] == pytest.approx(lc.se, rel=1e-7)
+    # a ratio: gradient (1/d, -n/d²) against the coefficients' covariance
+    n, d = p["ses"], p["1.sector#c.ses"]
+    V = m0.cov_params().loc[["ses", "1.sector#c.ses"], ["ses", "1.sector#c.ses"]].to_numpy()
+    g = np.array([1 / d, -n / d**2])
+    assert frame.loc["ratio", "estimate"] == pytest.approx(n / d, rel=1e-12)
+    assert frame.loc["ratio", "std_err"] == pytest.approx(math.sqrt(g @ V @ g), rel=1e-7)
+    # the ICC from lns and lnsig_e: estat icc's estimate and delta-method SE (computed from the variances)
+    icc = m0.icc()
+    assert frame.loc["icc", "estimate"] == pytest.approx(icc.icc, rel=1e-12)
+    assert frame.loc["icc", "std_err"] == pytest.approx(icc.se, rel=1e-7)
+    assert frame.loc["icc", "z"] == pytest.approx(icc.icc / frame.loc["icc", "std_err"], rel=1e-12)
+
+
+def test_nlcom_in_a_do_file(m0):
+    log = jaxhlm.run_do("quietly mixed mathach c.ses##i.sector || id:\nnlcom exp(2*_b[lns1_1_1:_cons])\n"
+                        "nlcom (ratio: _b[ses]/_b[1.sector#c.ses]) (_b[ses]^2), level(90)\nnlcom (_b[ses] + 1)/2")
+    lines = log.splitlines()
+    at = lines.index(". nlcom exp(2*_b[lns1_1_1:_cons])")
+    var = m0.nlcom("exp(2*_b[lns1_1_1:_cons])").table[0]
+    assert lines[at + 1:at + 9] == [
+        "", "       _nl_1:  exp(2*_b[lns1_1_1:_cons])", "", "-" * 78,
+        "     mathach | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]",
+        "-------------+----------------------------------------------------------------",
+        f"       _nl_1 | {stata_g(var[0]):>10} {stata_g(var[1]):>10} {var[2]:>8.2f} {var[3]:>7.3f}    "
+        f"{stata_g(var[4]):>9}   {stata_g(var[5]):>9}", "-" * 78]
+    at = lines.index(". nlcom (ratio: _b[ses]/_b[1.sector#c.ses]) (_b[ses]^2), level(90)")
+    assert lines[at + 2:at + 4] == ["       ratio:  _b[ses]/_b[1.sector#c.ses]", "       _nl_2:  _b[ses]^2"]
+    assert lines[at + 6].endswith("[90% conf. interval]")
+    two = m0.nlcom({"ratio": "_b[ses]/_b[1.sector#c.ses]", "_nl_2": "_b[ses]^2"}, alpha=0.10).table
+    assert lines[at + 8].startswith(f"       ratio | {stata_g(two[0, 0]):>10} {stata_g(two[0, 1]):>10}")
+    assert lines[at + 9].startswith(f"       _nl_2 | {stata_g(two[1, 0]):>10} {stata_g(two[1, 1]):>10}")
+    # one expression that opens with a parenthesis is one function
+    at = lines.index(". nlcom (_b[ses] + 1)/2")
+    assert lines[at + 2] == "       _nl_1:  (_b[ses] + 1)/2"
+    assert lines[at + 7].startswith(f"       _nl_1 | {stata_g((m0.fe_params['ses'] + 1) / 2):>10}")
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("_b[nosuch]", r"\[nosuch\] not found; coefficients are _b\[ses\]"),
+    ("_b[lns9_1_1:_cons]", r"equations _b\[lns1_1_1:_cons\], _b\[lnsig_e:_cons\]"),
+    ("ses*2", "ses is not a coefficient; write coefficients as _b"),
+    ("2 + 3", "involves no coefficient"),
+    ("1/(_b[ses] - _b[ses])", "is not defined at the estimates"),
+    ("", "nlcom needs an expression"),
+])
+def test_nlcom_bad_input(m0, expr, message):
+    with pytest.raises(jaxhlm.JaxhlmError, match=message):
+        m0.nlcom(expr)
 
 
 SATTERTHWAITE = json.loads((FIXTURES / "satterthwaite_reference.json").read_text())["fits"]
