@@ -397,8 +397,11 @@ class Session:
     def tabulate(self, args: str) -> str:
         body, _, opts = args.partition(",")
         names = self._varlist(body)
+        if len(names) == 2:
+            return self._tabulate2(names, opts)
         if len(names) != 1:
-            raise JaxhlmError("tabulate here makes one-way tables: tabulate VAR [, generate(STUB)]")
+            raise JaxhlmError("tabulate makes one-way tables (tabulate VAR [, generate(STUB)]) and two-way ones "
+                              "(tabulate ROWVAR COLVAR)")
         var = names[0]
         stub = None
         for o, arg in options(opts):
@@ -413,6 +416,20 @@ class Session:
         if stub is not None:
             self._generate(var, stub, counts.index)
         return render.tabulate_text(self.labels.get(var, var), list(counts.index), list(counts.to_numpy()))
+
+    def _tabulate2(self, names: list[str], opts: str) -> str:
+        """``tabulate ROWVAR COLVAR``: frequencies of each pair of values, observations missing either left out."""
+        if opts.strip():
+            raise JaxhlmError(f"option {opts.strip()} not allowed; a two-way tabulate here shows frequencies only")
+        pairs = self.data[names].dropna()
+        if pairs.empty:
+            raise JaxhlmError("no observations")
+        counts = pd.crosstab(pairs[names[0]], pairs[names[1]])
+        if counts.shape[1] > render.TABULATE_COLUMNS:
+            raise JaxhlmError(f"{names[1]} takes {counts.shape[1]} values, more columns than a two-way table here shows "
+                              f"on one line ({render.TABULATE_COLUMNS}); put the variable with fewer values second")
+        return render.tabulate2_text(self.labels.get(names[0], names[0]), self.labels.get(names[1], names[1]),
+                                     list(counts.index), list(counts.columns), counts.to_numpy())
 
     # ---- data management: generate, replace, egen, drop, keep -------------------------------------
     def generate(self, args: str) -> str:

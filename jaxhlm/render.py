@@ -524,6 +524,11 @@ def summarize_text(rows: Sequence[tuple[str, int, float, float, float, float]]) 
     return "\n".join(lines)
 
 
+def _value_text(value: object) -> str:
+    """A variable's value as tabulate labels it: a number in %9.0g, a string as it is."""
+    return stata_g(float(value)) if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
+
 def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) -> str:
     """Stata's one-way ``tabulate``: frequency, percent and cumulative percent of each level."""
     total = int(sum(counts))
@@ -533,9 +538,32 @@ def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) ->
     cum = 0
     for level, n in zip(levels, counts):
         cum += n
-        lines.append(f"{stata_g(float(level)):>11} |{_fmt_int(int(n)):>11}{100 * n / total:>12.2f}"
+        lines.append(f"{_abbrev(_value_text(level), 11):>11} |{_fmt_int(int(n)):>11}{100 * n / total:>12.2f}"
                      f"{100 * cum / total:>12.2f}")
     lines += ["-" * 12 + "+" + "-" * 35, f"{'Total':>11} |{_fmt_int(total):>11}{100:>12.2f}"]
+    return "\n".join(lines)
+
+
+#: The most columns of a two-way tabulate that fit Stata's 79-character line beside the labels and the totals.
+TABULATE_COLUMNS = 5
+
+
+def tabulate2_text(row_label: str, col_label: str, rows: Sequence[float], cols: Sequence[float],
+                   counts: np.ndarray) -> str:
+    """Stata's two-way ``tabulate``: the column variable's name centred over its values, a frequency per cell in
+    columns 11 wide, totals on the right and at the bottom."""
+    block = 11 * len(cols)
+    rule = "-" * 11 + "+" + "-" * block + "+" + "-" * 10
+    pad = max(block - len(col_label), 0) // 2
+
+    def line(label: str, cells: Sequence[str], total: str) -> str:
+        return f"{_abbrev(label, 10):>10} |" + "".join(f"{c:>10} " for c in cells) + f"|{total:>10}"
+
+    lines = [f"{'':10} |{' ' * pad}{col_label}".rstrip(),
+             line(row_label, [_abbrev(_value_text(c), 10) for c in cols], "Total"), rule]
+    lines += [line(_value_text(r), [_fmt_int(int(n)) for n in row], _fmt_int(int(row.sum())))
+              for r, row in zip(rows, counts)]
+    lines += [rule, line("Total", [_fmt_int(int(n)) for n in counts.sum(axis=0)], _fmt_int(int(counts.sum())))]
     return "\n".join(lines)
 
 

@@ -201,3 +201,33 @@ def test_egen_group_tag_and_std(session):
     np.testing.assert_array_equal(d["tf"], (girls & ~hsb["id"].where(girls).duplicated()).astype(float))
     with pytest.raises(jaxhlm.JaxhlmError, match=r"egen group\(\) takes a varlist, not by\(\)"):
         _run(session, "egen h = group(id), by(sector)")
+
+
+def test_two_way_tabulate_counts_each_pair(session):
+    hsb = jaxhlm.datasets.hsb()
+    counts = pd.crosstab(hsb["sized"], hsb["female"])
+    out = _run(session, "tabulate sized female", 'generate s = cond(female, "girl", "boy")', "tab s sector", "tab s")
+    rule = "-" * 11 + "+" + "-" * 22 + "+" + "-" * 10
+    assert out[0].splitlines() == [
+        "           |        female",  # the column variable centred over its values
+        "     sized |         0          1 |     Total",
+        rule,
+        *[f"{k:>10} |{counts.loc[k, 0]:>10,} {counts.loc[k, 1]:>10,} |{counts.loc[k].sum():>10,}" for k in (1, 2, 3)],
+        rule,
+        f"     Total |{counts[0].sum():>10,} {counts[1].sum():>10,} |{len(hsb):>10,}",
+    ]
+    by_sector = pd.crosstab(np.where(hsb["female"] == 1, "girl", "boy"), hsb["sector"])
+    assert out[2].splitlines()[3] == f"       boy |{by_sector.loc['boy', 0]:>10,} {by_sector.loc['boy', 1]:>10,} |" \
+                                     f"{by_sector.loc['boy'].sum():>10,}"
+    # a string variable's values label the rows of a one-way table too
+    assert out[3].splitlines()[2].startswith(f"        boy |{(hsb['female'] == 0).sum():>11,}")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("tabulate female id", "id takes 160 values, more columns than a two-way table here shows on one line"),
+    ("tabulate female sector, row", "option row not allowed; a two-way tabulate here shows frequencies only"),
+    ("tabulate female sector sized", "tabulate makes one-way tables"),
+])
+def test_two_way_tabulate_refusals(session, line, message):
+    with pytest.raises(jaxhlm.JaxhlmError, match=message):
+        _run(session, line)
