@@ -28,7 +28,7 @@ import pandas as pd
 from . import render
 from .errors import DataError, FormulaError, JaxhlmError
 from .infer import sd_corr
-from .results import MixedResult, WaldTest, estimates_table, lrtest
+from .results import MixedResult, WaldTest, coefficient_references, estimates_table, lrtest
 from .expressions import Subset, evaluate, parse_expression
 from .stata import Columns, abbreviates, confidence_level, options, parse_mixed, replay_display, split_qualifiers, split_top
 
@@ -1020,7 +1020,7 @@ class Session:
             return f'"{value}"' if isinstance(value, str) else number(value)
 
         written = text.strip()
-        text = re.sub(r"(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)", scalar, text)
+        text = re.sub(r"(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)", scalar, coefficient_references(text))
         text = re.sub(r"\b_pi\b", number(math.pi), text)
         text = re.sub(r"\b_N\b", number(float(len(self.data))), text)
         text = re.sub(r'"[^"]*"|\bscalar\(\s*([A-Za-z_]\w*)\s*\)|\b([A-Za-z_]\w*)\b(?!\s*\()', named, text)

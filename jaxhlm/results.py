@@ -790,7 +790,7 @@ class MixedResult:
                     raise JaxhlmError(f"nlcom {text!r}: {word} is not a coefficient; write coefficients as _b[name]")
                 return word
 
-            node = parse_expression(re.sub(r"_b\[([^\]]*)\]", slot, str(text)), known)
+            node = parse_expression(re.sub(r"_b\[([^\]]*)\]", slot, coefficient_references(str(text))), known)
             if not used:
                 raise JaxhlmError(f"nlcom {text!r} involves no coefficient")
             step = 1e-6 * np.maximum(np.abs(b[used]), 1.0)
@@ -1094,6 +1094,16 @@ def _check_alpha(alpha: float) -> None:
 # ---- linear hypotheses ------------------------------------------------------------------------------
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _B = re.compile(r"^_b\[(?:(?P<eq>[^:\]]+):)?(?P<name>[^\]]+)\]$|^\[(?P<eq2>[^\]]+)\](?P<name2>.+)$")
+
+
+#: Stata's other ways to name an equation's coefficient: [eq]name, [eq]_b[name] and [eq]_se[name].
+_EQUATION_REFERENCE = re.compile(r"(?<![\w\]])\[(\w+)\](?:_(b|se)\[([^\]]+)\]|([\w.#]+))")
+
+
+def coefficient_references(text: str) -> str:
+    """``text`` with Stata's ``[eq]name``, ``[eq]_b[name]`` and ``[eq]_se[name]`` written as ``_b[eq:name]``
+    (``_se[eq:name]``), the one form expressions here read."""
+    return _EQUATION_REFERENCE.sub(lambda m: f"_{m[2] or 'b'}[{m[1]}:{m[3] or m[4]}]", text)
 
 
 def _split_terms(expr: str) -> list[str]:

@@ -76,6 +76,11 @@ def test_display_of_an_equations_coefficient(pair):
     eq = small.equations()
     assert out[2] == stata_g(math.exp(2 * eq.loc[("lns1_1_1", "_cons"), "coef"]), 8) == stata_g(small.params["var(_cons)"], 8)
     assert out[5] == stata_g(eq.loc[("lnsig_e", "_cons"), "std_err"], 8) + " " + stata_g(small.fe_params["ses"], 8)
+    # Stata's other spellings of the same coefficients
+    other = jaxhlm.run_do(f"quietly mixed {MODELS['M3 (noslope)']}\ndisplay exp(2*[lns1_1_1]_cons) \" \" "
+                          "[lnsig_e]_se[_cons] \" \" [mathach]_b[ses] \" \" [mathach]ses").splitlines()
+    assert other[2] == " ".join([out[2], out[5].split()[0], out[5].split()[1], out[5].split()[1]])
+    assert small.nlcom("exp(2*[lns1_1_1]_cons)").table[0, 0] == pytest.approx(small.params["var(_cons)"], rel=1e-12)
     with pytest.raises(jaxhlm.DoFileError, match=r"\[lns9:_cons\] not found: the equations are mathach, lns1_1_1, lnsig_e"):
         jaxhlm.run_do(f"quietly mixed {MODELS['M3 (noslope)']}\ndisplay _b[lns9:_cons]")
 
