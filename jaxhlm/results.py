@@ -701,41 +701,59 @@ class MixedResult:
         the fixed effects in the response's equation, then a ``_cons`` equation per variance parameter in Stata's
         estimation metric, level by level as the model lists them — ``lns{level}_{eq}_{k}`` (ln sd of the k-th
         effect of the level's eq-th random-effects equation), ``atr{level}_{eq}_{i}_{j}`` (atanh of a correlation;
-        ``_1_1`` the shared one of an exchangeable block) and ``lnsig_e`` (ln σ). Their statistics are z tests of
-        the coordinate: where they are what ``estimates table`` compares across models. A correlation held at ±1 has
-        coordinate ±inf and no SE. Columns a coefficient table does not estimate (collinear, or empty interaction
-        cells) are rows with their ``status`` and missing values. A residual structure beyond σ²I has equations of
-        its own in Stata that are not reproduced here: for such a fit only the fixed and random-effects equations
-        are returned (see :attr:`random_effects` for its parameters)."""
-        d, re = self.design, self.random_effects
+        ``_1_1`` the shared one of an exchangeable block), with a residual variance per stratum (``residuals_by``)
+        ``r_lns{s}ose`` (ln of stratum s's σ over the first's), and ``lnsig_e`` (ln σ, the first stratum's). Their
+        statistics are z tests of the coordinate: where they are what ``estimates table`` compares across models. A
+        correlation held at ±1 has coordinate ±inf and no SE. Columns a coefficient table does not estimate
+        (collinear, or empty interaction cells) are rows with their ``status`` and missing values. Residuals
+        correlated within series have equations of their own in Stata that are not reproduced here: for such a fit
+        only the fixed and random-effects equations are returned (see :attr:`random_effects` for its parameters)."""
+        d = self.design
         table = dict(zip(d.fe_names, self.coef_table))
         rows = [(d.response, term, *(table[c.name][:4] if not c.status else (np.nan,) * 4), c.status)
                 for term, c in _terms(d.coefs).items()]
-        se = np.where(re.edge != 0, np.nan, np.sqrt(np.abs(np.diag(re.phi_cov))))
-        coord = np.where(re.edge != 0, np.copysign(np.inf, re.edge), re.phi)
-        for name, i in self._variance_equations():
-            z = coord[i] / se[i]
-            rows.append((name, "_cons", coord[i], se[i], z, 2.0 * special.ndtr(-abs(z)), ""))
+        names, coord, V = self._variance_equations()
+        se = np.sqrt(np.abs(np.diag(V)))
+        for name, b, s in zip(names, coord, se):
+            z = b / s
+            rows.append((name, "_cons", b, s, z, 2.0 * special.ndtr(-abs(z)), ""))
         frame = pd.DataFrame(rows, columns=["equation", "term", "coef", "std_err", "statistic", "pvalue", "status"])
         return frame.set_index(["equation", "term"])
 
-    def _variance_equations(self) -> list[tuple[str, int]]:
-        """Stata's name of each variance equation (:meth:`equations`) and its coordinate's place in φ."""
+    def _variance_equations(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Stata's names of the variance equations (:meth:`equations`), their coordinates and covariance: linear in
+        φ — the random effects' coordinates themselves, and for residual variances per stratum ln σ₁ (``lnsig_e``)
+        and each ln(σₛ/σ₁) (``r_lns{s}ose``, the ratio to the first stratum's). A correlation held at ±1 has
+        coordinate ±inf and missing covariances."""
         d, re = self.design, self.random_effects
         starts = np.cumsum([0] + [b.n_theta for b in d.blocks])
         numbered = [self.spec.levels.index(d.level_names[lvl]) if self.spec.all_factors else lvl
                     for lvl in d.block_levels]
-        variance = []
+        names: list[str] = []
+        rows: list[np.ndarray] = []
+        unit = np.eye(len(re.phi))
         for k in sorted(range(len(d.blocks)), key=lambda k: numbered[k]):  # Stata's levels: as the model lists them
             b, level = d.blocks[k], numbered[k] + 1
             eq = 1 + sum(1 for j in range(k) if numbered[j] == numbered[k])
-            names = [f"lns{level}_{eq}_{i + 1}" for i in range(b.n_variances)]
-            names += ([f"atr{level}_{eq}_1_1"] if b.kind == "exchangeable" else
+            block = [f"lns{level}_{eq}_{i + 1}" for i in range(b.n_variances)]
+            block += ([f"atr{level}_{eq}_1_1"] if b.kind == "exchangeable" else
                       [f"atr{level}_{eq}_{i + 1}_{j + 1}" for i, j in b.pairs] if b.kind == "unstructured" else [])
-            variance += [(name, int(starts[k]) + i) for i, name in enumerate(names)]
-        if not isinstance(d.residual, (Strata, Serial)):
-            variance.append(("lnsig_e", len(re.phi) - 1))
-        return variance
+            names += block
+            rows += [unit[starts[k] + i] for i in range(len(block))]
+        tail = len(re.phi) - re.n_residual
+        if isinstance(d.residual, Strata):  # Stata's by(): each stratum's ln sd relative to the first's
+            names += [f"r_lns{s + 1}ose" for s in range(1, re.n_residual)]
+            rows += [unit[tail + s] - unit[tail] for s in range(1, re.n_residual)]
+        if not isinstance(d.residual, Serial):
+            names.append("lnsig_e")
+            rows.append(unit[tail])
+        W = np.array(rows).reshape(len(rows), len(re.phi))
+        held = (np.abs(W) @ (re.edge != 0)) > 0
+        coord = np.where(held, np.copysign(np.inf, W @ re.edge), W @ re.phi)
+        V = W @ re.phi_cov @ W.T
+        V[held, :] = np.nan
+        V[:, held] = np.nan
+        return names, coord, V
 
     def nlcom(self, expressions: str | Sequence[str] | Mapping[str, str], alpha: float = 0.05
               ) -> "NonlinearCombinations":
@@ -756,15 +774,13 @@ class MixedResult:
             raise JaxhlmError("nlcom needs an expression of the coefficients, e.g. nlcom _b[ses]/_b[female] or "
                               "nlcom exp(2*_b[lns1_1_1:_cons])")
         keys = [(self.design.response, n) for n in self.design.fe_names]
-        variance = self._variance_equations()
-        keys += [(name, "_cons") for name, _ in variance]
-        re_, at = self.random_effects, [i for _, i in variance]
-        edge = re_.edge[at]  # a correlation held at ±1: coordinate ±inf, no variance
-        b = np.concatenate([np.asarray(self.fit.beta), np.where(edge != 0, np.copysign(np.inf, edge), re_.phi[at])])
+        names, coord, V_phi = self._variance_equations()
+        keys += [(name, "_cons") for name in names]
+        b = np.concatenate([np.asarray(self.fit.beta), coord])
         V = np.zeros((len(b), len(b)))
         p = len(self.design.fe_names)
         V[:p, :p] = self._vcov_beta
-        V[p:, p:] = np.where((edge[:, None] != 0) | (edge[None, :] != 0), np.nan, re_.phi_cov[np.ix_(at, at)])
+        V[p:, p:] = V_phi
 
         def place(token: str, text: str) -> int:
             eq, colon, name = token.partition(":")

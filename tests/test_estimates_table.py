@@ -93,7 +93,24 @@ def test_equations_of_three_levels_and_exchangeable_blocks(hsb):
     assert list(eq.index.get_level_values(0))[-3:] == ["lns1_1_1", "atr1_1_1_1", "lnsig_e"]
     assert math.tanh(eq.loc[("atr1_1_1_1", "_cons"), "coef"]) == pytest.approx(
         exch.varcorr().loc["corr(ses female _cons)", "estimate"], rel=1e-10)
-    # a residual structure beyond σ²I keeps its parameters out (Stata names them its own way)
+    # a residual variance per stratum: Stata's by() metric, ln σ₁ (lnsig_e) and ln(σₛ/σ₁) (r_lns{s}ose)
+    by = jaxhlm.mixed("mathach ses || id:, residuals(independent, by(sized))", hsb)
+    eq, p = by.equations(), by.params
+    assert list(eq.index.get_level_values(0))[-4:] == ["lns1_1_1", "r_lns2ose", "r_lns3ose", "lnsig_e"]
+    lnsig = eq.loc[("lnsig_e", "_cons")]
+    assert math.exp(2 * lnsig["coef"]) == pytest.approx(p["var(Residual[sized=1])"], rel=1e-12)
+    assert 2 * p["var(Residual[sized=1])"] * lnsig["std_err"] == pytest.approx(by.bse["var(Residual[sized=1])"],
+                                                                               rel=1e-10)
+    for s in (2, 3):
+        ratio = eq.loc[(f"r_lns{s}ose", "_cons"), "coef"]
+        assert math.exp(2 * (lnsig["coef"] + ratio)) == pytest.approx(p[f"var(Residual[sized={s}])"], rel=1e-12)
+    # the SE of a difference of coordinates: the variance table's SEs and the covariance of the two coordinates
+    u = by.random_effects.phi[-3:]
+    C = by.random_effects.phi_cov[-3:, -3:]
+    assert eq.loc[("r_lns2ose", "_cons"), "std_err"] == pytest.approx(math.sqrt(C[0, 0] + C[1, 1] - 2 * C[0, 1]),
+                                                                       rel=1e-12)
+    assert math.exp(2 * u[1]) == pytest.approx(p["var(Residual[sized=2])"], rel=1e-12)
+    # residuals correlated within series keep their parameters out (Stata names them its own way)
     ar = jaxhlm.mixed("mathach ses || id:, residuals(ar 1, t(t))", hsb.assign(t=hsb.groupby("id").cumcount()))
     assert list(ar.equations().index.get_level_values(0).unique()) == ["mathach", "lns1_1_1"]
 
