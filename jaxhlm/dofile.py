@@ -209,7 +209,10 @@ class Session:
             elif abbreviates(o, "stats", 2) and arg is not None:
                 given["stats"] = tuple(str(value).split())
             elif o == "star":
-                given["star"] = True if arg is None else [float(x) for x in str(value).split()]
+                try:
+                    given["star"] = True if arg is None else [float(x) for x in str(value).split()]
+                except ValueError:
+                    raise JaxhlmError(f"star({value}): give three significance levels, e.g. star(.05 .01 .001)") from None
             elif o in ("keep", "drop") and arg is not None:
                 given[o] = value
             else:

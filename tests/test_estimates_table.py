@@ -189,6 +189,7 @@ def test_union_keeps_factor_levels_together(hsb):
     ("b(%9.3e)", "format %9.3e is not one jaxhlm renders"),
     ("star(.01 .05 .001)", r"star\(\) takes three decreasing significance levels"),
     ("eform", "option eform not allowed; estimates table accepts b"),
+    ("star(a b c)", r"star\(a b c\): give three significance levels"),
 ])
 def test_estimates_table_bad_input(options, message):
     with pytest.raises(jaxhlm.DoFileError, match=message) as exc:
