@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import itertools
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -297,6 +298,10 @@ def fixed_variables(fixed: str | FixedTerms) -> frozenset[str]:
         raise FormulaError(f"cannot parse the fixed part {fixed!r}: {exc}") from None
 
 
+#: formulaic's name of the constant column
+CONSTANT_FORMULA = "Intercept"
+
+
 class _Formulaic:
     """Encodes chunks with formulaic: the first chunk fixes the encoding (levels, transform state)."""
 
@@ -341,7 +346,7 @@ class _Formulaic:
         return [(j, Coef(name, order=name.count(":") + 1)) for j, name in enumerate(self.names)]
 
     def constant(self) -> str | None:
-        return "Intercept" if "Intercept" in self.names else None
+        return CONSTANT_FORMULA if CONSTANT_FORMULA in self.names else None
 
 
 class _Factors:
@@ -757,6 +762,59 @@ def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors
     sampling = _sampling(spec, frame, pw, codes[0]) if spec.sampled else None
     return _Chunk(frame, y, encoder.columns(frame), _random_design(spec, frame), codes, weights, missing, zero,
                   sampling)
+
+
+def type3_contrasts(d: "Design") -> dict[str, np.ndarray]:
+    """Each fixed-effect term's type III hypothesis: rows L over the estimated coefficients with Lβ = 0 the term's
+    null, as lmerTest's ``anova(m)`` forms them (``get_contrasts_type3``). The coefficients are those of the
+    overparameterised design — the intercept and every term's full set of dummies, ``0 + term`` — expressed in
+    the estimated ones (L = (X⁺ X̃)ᵀ), each term's then made orthogonal, over those dummies, to the terms that contain
+    it (higher-order terms first; a term contains another when it has all of its variables and more, with the same
+    numeric ones), and read at the estimated columns: a hypothesis that, unlike a test of the term's own
+    coefficients, does not depend on which level is the base. Formula models with treatment coding (formulaic's
+    default), whose encoding names each term's dummies."""
+    enc = d.encoding
+    if enc is None or not isinstance(enc.encoder, _Formulaic):
+        raise FormulaError("type III tests of terms are computed for models written as formulas; for Stata syntax "
+                           "test a term's coefficients with testparm")
+    spec = enc.encoder.spec
+    coding = {str(type(c.contrasts).__name__) for c in spec.factor_contrasts.values()} if spec.factor_contrasts else set()
+    if coding - {"TreatmentContrasts"}:
+        raise FormulaError("type III tests here need treatment coding of the categorical variables (formulaic's "
+                           "default); refit without explicit contrasts")
+    import formulaic
+
+    rows = d.rows()
+    frame = d.source.iloc[rows.position]
+    names = [enc.encoder.names[j] for j in enc.kept]
+    terms = [t for t in spec.term_indices if str(t) != "1"]
+    categorical = {str(f) for f in spec.factor_contrasts}
+    columns = {str(t): [enc.kept.index(j) for j in spec.term_indices[t] if j in enc.kept] for t in terms}
+    variables = {str(t): {str(f) for f in t.factors} for t in terms}
+    full, labels = [], []
+    if CONSTANT_FORMULA in names:
+        full.append(np.ones((len(frame), 1)))
+        labels.append(CONSTANT_FORMULA)
+    for t in terms:
+        M = formulaic.model_matrix(f"0 + {t}", frame)
+        full.append(np.asarray(M, dtype=float))
+        labels += [str(c) for c in M.columns]
+    L = (np.linalg.pinv(rows.X) @ np.hstack(full)).T  # rows: the full design's columns; columns: the estimated ones
+    L[np.abs(L) < 1e-10 * np.abs(L).max()] = 0.0
+    numeric = {k: v - categorical for k, v in variables.items()}
+    for t in sorted(columns, key=lambda k: -len(variables[k])):  # higher-order terms first
+        within = [o for o in columns if variables[t] < variables[o] and numeric[t] == numeric[o]]
+        cols = columns[t]
+        if within and cols:
+            A = L[:, [c for o in within for c in columns[o]]]
+            L[:, cols] -= A @ np.linalg.lstsq(A, L[:, cols], rcond=None)[0]
+    at = [labels.index(re.sub(r"\[T\.", "[", n)) for n in names]  # the estimated columns among the full design's
+    L = L[at]
+    out = {}
+    for t, cols in columns.items():
+        Lt = L[:, cols].T
+        out[t] = Lt[np.abs(Lt).sum(axis=1) > 1e-8]
+    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -326,7 +326,7 @@ def kenward_roger_f(R: np.ndarray, r: np.ndarray, beta: np.ndarray, cov_beta: np
     diff = L @ beta - rhs
     q = L.shape[0]
     F = scale * float(diff @ np.linalg.solve(L @ kr.cov_beta @ L.T, diff)) / q
-    return FTest(F, q, ddf, float(special.fdtrc(q, ddf, F)))
+    return FTest(F, q, ddf, float(special.fdtrc(q, ddf, F)), scale)
 
 
 SMALL_SAMPLE_NEEDS = (
@@ -391,12 +391,14 @@ class ChiTest:
 
 @dataclass(frozen=True)
 class FTest:
-    """An F test on (df, ddf) degrees of freedom."""
+    """An F test on (df, ddf) degrees of freedom; ``scaling`` is Kenward and Roger's factor on the Wald F (1 for
+    other tests)."""
 
     statistic: float
     df: int
     ddf: float
     pvalue: float
+    scaling: float = 1.0
 
 
 def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray, alpha: float = 0.05, df: np.ndarray | None = None

@@ -883,6 +883,26 @@ class MixedResult:
             stat, df, ddf, p = f.statistic, f.df, f.ddf, f.pvalue
         return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf, dfmethod)
 
+    def anova(self, ddf: str = "satterthwaite") -> "TermTests":
+        """lmerTest's ``anova(m)``: each fixed-effect term's type III F test (:func:`~jaxhlm.design.type3_contrasts`),
+        on Satterthwaite's denominator degrees of freedom or, with ``ddf="kroger"`` (REML), Kenward and Roger's.
+        Sum Sq and Mean Sq are W·NumDF·σ̂² and W·σ̂², W the Wald F (Kenward and Roger's before their scaling), as
+        lmerTest reports them. Formula models only (in Stata syntax, ``testparm`` tests a term's coefficients)."""
+        from .design import type3_contrasts
+
+        check_dfmethod(ddf, self.reml)
+        small = self._small_sample(ddf)
+        rows = {}
+        for term, L in type3_contrasts(self.design).items():
+            if not len(L):
+                continue
+            f = small.f_test(L, np.zeros(len(L)))
+            wald = f.statistic / f.scaling
+            rows[term] = (wald * f.df * self.scale, wald * self.scale, f.df, f.ddf, f.statistic, f.pvalue)
+        table = pd.DataFrame.from_dict(rows, orient="index",
+                                       columns=["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"])
+        return TermTests(table, DFMETHOD_NAMES[ddf])
+
     def satterthwaite(self, alpha: float = 0.05) -> pd.DataFrame:
         """The fixed effects with t tests on Satterthwaite's degrees of freedom, as lmerTest computes them (its
         default): coef, std_err, df, t, P>|t| and the ``1 - alpha`` interval from t(df).
@@ -1242,6 +1262,22 @@ class WaldTest:
 
 
 @dataclass(frozen=True)
+class TermTests:
+    """lmerTest's type III analysis-of-variance table (:meth:`MixedResult.anova`): a row per fixed-effect term."""
+
+    table: pd.DataFrame  # Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)
+    method: str  # of the denominator degrees of freedom
+
+    def __str__(self) -> str:
+        t = self.table
+        shown = pd.DataFrame({
+            **{c: t[c].map(lambda v: f"{v:.4g}") for c in ("Sum Sq", "Mean Sq")}, "NumDF": t["NumDF"].map(str),
+            "DenDF": t["DenDF"].map(lambda v: f"{v:.2f}"), "F value": t["F value"].map(lambda v: f"{v:.4f}"),
+            "Pr(>F)": t["Pr(>F)"].map(lambda v: f"{v:.4g}")}, index=t.index)
+        return f"Type III Analysis of Variance Table with {self.method}'s method\n" + shown.to_string()
+
+
+@dataclass(frozen=True)
 class LinearCombination:
     """A linear combination of fixed effects (:meth:`MixedResult.lincom`) and its z test and interval."""
 
@@ -1578,8 +1614,10 @@ class ModelComparison:
         return "\n".join(head + [shown.to_string(), "", _BOUNDARY_NOTE])
 
 
-def anova(*models: MixedResult, names: Sequence[str] | None = None, refit: bool = True) -> ModelComparison:
-    """Likelihood-ratio tests of a sequence of models, as lme4's ``anova(m1, m2, ...)`` reports them.
+def anova(*models: MixedResult, names: Sequence[str] | None = None, refit: bool = True,
+          ddf: str = "satterthwaite") -> "ModelComparison | TermTests":
+    """Likelihood-ratio tests of a sequence of models, as lme4's ``anova(m1, m2, ...)`` reports them; of one model,
+    lmerTest's ``anova(m)``, the type III F test of each fixed-effect term (:meth:`MixedResult.anova`, on ``ddf``).
 
     The models are ordered by their number of parameters (``npar``, Stata's df) and each is tested against the
     one before it: Chisq = 2 (logLik − the previous logLik), floored at 0, on Df = the difference in npar. With
@@ -1587,8 +1625,10 @@ def anova(*models: MixedResult, names: Sequence[str] | None = None, refit: bool 
     with different fixed effects cannot be compared; that needs the data they were fitted from in memory.
     ``names`` label the rows (default ``m1``, ``m2``, … in the order given).
     """
+    if len(models) == 1 and isinstance(models[0], MixedResult):
+        return models[0].anova(ddf)
     if len(models) < 2:
-        raise ComparisonError(f"anova compares two or more fitted models; got {len(models)}")
+        raise ComparisonError("anova tests the terms of one fitted model, or compares two or more; got none")
     names = [f"m{k + 1}" for k in range(len(models))] if names is None else [str(n) for n in names]
     if len(names) != len(models) or len(set(names)) != len(names):
         raise ComparisonError(f"anova needs one distinct name per model; got {names} for {len(models)} models")

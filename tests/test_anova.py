@@ -1,8 +1,14 @@
-"""Comparing several models: lme4's ``anova(m1, m2, ...)`` (:func:`jaxhlm.anova`) and Stata's ``estimates stats``.
+"""Comparing several models: lme4's ``anova(m1, m2, ...)`` (:func:`jaxhlm.anova`) and Stata's ``estimates stats``;
+and testing one model's terms: lmerTest's ``anova(m)`` (:meth:`jaxhlm.MixedResult.anova`, type III F tests).
 
 Reference values: tests/fixtures/anova_reference.json, written by tests/fixtures/anova_reference.R
 (``Rscript tests/fixtures/anova_reference.R``; lme4 version in the JSON): sleepstudy fitted by REML (anova refits
-by ML first) and HSB by ML.
+by ML first) and HSB by ML. tests/fixtures/anova_type3_reference.json, written by
+tests/fixtures/anova_type3_reference.R (lmerTest 3.1-3, pbkrtest 0.5.2): HSB with factor-by-numeric and
+factor-by-factor interactions (REML and ML) and Orthodont. lmerTest differentiates numerically for Satterthwaite's
+DenDF (its errors reach ~1e-5 relative; tests/test_postestimation.py), so DenDF and what depends on it are asked
+to 2e-5; F, whose hypothesis L is exact, to 1e-6 (lmerTest rounds L to 7 digits); pbkrtest's Kenward-Roger is
+analytic, its DenDF to 1e-6.
 """
 
 from __future__ import annotations
@@ -51,8 +57,9 @@ def test_anova_printout_and_its_refusals():
         jaxhlm.anova(m0, jaxhlm.fit("Reaction ~ 1 + (1 | Subject)", sleep, reml=True), refit=False)
     with pytest.raises(ComparisonError, match="different observations"):
         jaxhlm.anova(m0, jaxhlm.fit("Reaction ~ Days + (1 | Subject)", sleep.iloc[:170], reml=True))
-    with pytest.raises(ComparisonError, match="two or more"):
-        jaxhlm.anova(m0)
+    with pytest.raises(ComparisonError, match="tests the terms of one fitted model, or compares two or more"):
+        jaxhlm.anova()
+    assert jaxhlm.anova(m0).table.equals(m0.anova().table)  # one model: its terms' F tests
     with pytest.raises(ComparisonError, match="one distinct name per model"):
         jaxhlm.anova(m0, m1, names=["a", "a"])
     with pytest.raises(ComparisonError, match="fitted models, got str"):
@@ -78,3 +85,56 @@ def test_estimates_stats_lists_stored_models_as_stata_does():
     assert [r.split("|")[0].strip() for r in tables[1].splitlines() if "|" in r][1:] == ["sector"]
     with pytest.raises(jaxhlm.DoFileError, match="no stored estimation results match z"):
         jaxhlm.run_do("quietly mixed mathach ses || id:\nestimates stats z*", jaxhlm.datasets.hsb())
+
+
+TYPE3 = {f["name"]: f for f in json.loads((FIXTURES / "anova_type3_reference.json").read_text())["fits"]}
+
+
+def _term_key(label: str) -> frozenset[str]:
+    """A term's variables whichever way the formula names them (R's factor(x) is formulaic's C(x))."""
+    return frozenset(part.replace("factor(", "C(") for part in label.split(":"))
+
+
+@pytest.mark.parametrize("name", list(TYPE3))
+def test_type3_tests_of_terms_match_lmertest(name):
+    ref = TYPE3[name]
+    data = jaxhlm.datasets.hsb() if ref["data"] == "hsb" else pd.read_csv(FIXTURES / ref["data"])
+    m = jaxhlm.fit(ref["formula"], data, reml=ref["reml"])
+    assert m.llf == pytest.approx(ref["loglik"], abs=1e-6)
+    for ddf, key in (("satterthwaite", "satterthwaite"), ("kroger", "kenward_roger")):
+        want = ref[key]
+        if not want:
+            continue
+        got = m.anova(ddf).table
+        order = {_term_key(t): t for t in got.index}
+        got = got.loc[[order[_term_key(t)] for t in want["terms"]]]
+        np.testing.assert_array_equal(got["NumDF"], want["numdf"])
+        np.testing.assert_allclose(got["F value"], want["F"], rtol=1e-6)
+        np.testing.assert_allclose(got["DenDF"], want["dendf"], rtol=2e-5 if ddf == "satterthwaite" else 1e-6)
+        np.testing.assert_allclose(got["Pr(>F)"], want["p"], rtol=2e-4)
+        np.testing.assert_allclose(got["Sum Sq"], want["sum_sq"], rtol=1e-6)
+        np.testing.assert_allclose(got["Mean Sq"], want["mean_sq"], rtol=1e-6)
+
+
+def test_type3_hypotheses_do_not_depend_on_the_base_level(hsb):
+    # Recoding sized so that another level is the base changes every coefficient of C(sized) and its interactions,
+    # not the type III tests; the test of a term's own coefficients (testparm's) would change.
+    m = jaxhlm.fit("mathach ~ ses*C(sized) + (1 | id)", hsb, reml=True)
+    flipped = jaxhlm.fit("mathach ~ ses*C(r) + (1 | id)", hsb.assign(r=4 - hsb["sized"]), reml=True)
+    a, b = m.anova().table, flipped.anova().table
+    np.testing.assert_allclose(a[["Sum Sq", "NumDF", "F value"]].to_numpy(float),
+                               b[["Sum Sq", "NumDF", "F value"]].to_numpy(float), rtol=1e-6)
+    # (Satterthwaite's DenDF of a multi-df test depends on the basis of the hypothesis' rows, as lmerTest's does:
+    # it combines the df of L V Lᵀ's eigenvectors)
+    np.testing.assert_allclose(a["DenDF"], b["DenDF"], rtol=1e-3)
+    own = m.test(["ses"])  # the ses coefficient alone: the slope at the base level
+    assert own.statistic != pytest.approx(a.loc["ses", "F value"], rel=1e-3)
+    text = str(m.anova())
+    assert text.startswith("Type III Analysis of Variance Table with Satterthwaite's method")
+    assert "ses:C(sized)" in text
+
+
+def test_type3_tests_are_for_formula_models(hsb):
+    m = jaxhlm.mixed("mathach ses i.sized || id:", hsb)
+    with pytest.raises(jaxhlm.JaxhlmError, match="type III tests of terms are computed for models written as formulas"):
+        m.anova()
