@@ -764,33 +764,79 @@ def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors
                   sampling)
 
 
-def type3_contrasts(d: "Design") -> dict[str, np.ndarray]:
-    """Each fixed-effect term's type III hypothesis: rows L over the estimated coefficients with Lβ = 0 the term's
-    null, as lmerTest's ``anova(m)`` forms them (``get_contrasts_type3``). The coefficients are those of the
-    overparameterised design — the intercept and every term's full set of dummies, ``0 + term`` — expressed in
-    the estimated ones (L = (X⁺ X̃)ᵀ), each term's then made orthogonal, over those dummies, to the terms that contain
-    it (higher-order terms first; a term contains another when it has all of its variables and more, with the same
-    numeric ones), and read at the estimated columns: a hypothesis that, unlike a test of the term's own
-    coefficients, does not depend on which level is the base. Formula models with treatment coding (formulaic's
-    default), whose encoding names each term's dummies."""
+def _doolittle(A: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """The unit lower-triangular factor of A = LU without pivoting, entries below ``eps`` zeroed, as lmerTest's
+    ``doolittle`` forms it (its type I and II hypotheses are rows of Lᵀ)."""
+    n = len(A)
+    L, U = np.eye(n), np.zeros((n, n))
+    for i in range(n):
+        U[i] = A[i] - L[i, :i] @ U[:i]
+        for j in range(i + 1, n):
+            L[j, i] = 0.0 if abs(U[i, i]) < eps else (A[j, i] - L[j, :i] @ U[:i, i]) / U[i, i]
+    L[np.abs(L) < eps] = 0.0
+    return L
+
+
+def term_contrasts(d: "Design", kind: int = 3) -> dict[str, np.ndarray]:
+    """Each fixed-effect term's hypothesis of type I, II or III: rows L over the estimated coefficients with Lβ = 0
+    the term's null, as lmerTest's ``anova(m, type=)`` forms them.
+
+    * I (sequential): the term's rows of Lᵀ, L the unit lower factor of XᵀX (:func:`_doolittle`), terms in the
+      design's order (main effects, then interactions).
+    * II: a term no other contains, its own coefficients; one that others contain, the type I rows with the
+      columns reordered to put it after every other term except its containers.
+    * III: the coefficients of the overparameterised design (the intercept and every term's full set of dummies,
+      ``0 + term``) expressed in the estimated ones (L = (X⁺ X̃)ᵀ), each term's made orthogonal, over those
+      dummies, to the terms that contain it (higher-order terms first), read at the estimated columns: hypotheses
+      that do not depend on which level is the base.
+
+    A term contains another when it has all of its variables and more, with the same numeric ones. Formula models
+    with treatment coding (formulaic's default), whose encoding names each term's columns."""
     enc = d.encoding
     if enc is None or not isinstance(enc.encoder, _Formulaic):
-        raise FormulaError("type III tests of terms are computed for models written as formulas; for Stata syntax "
+        raise FormulaError("tests of terms by type are computed for models written as formulas; for Stata syntax "
                            "test a term's coefficients with testparm")
+    if kind not in (1, 2, 3):
+        raise FormulaError(f"type {kind}: the types of tests of terms are 1, 2 and 3")
     spec = enc.encoder.spec
-    coding = {str(type(c.contrasts).__name__) for c in spec.factor_contrasts.values()} if spec.factor_contrasts else set()
-    if coding - {"TreatmentContrasts"}:
-        raise FormulaError("type III tests here need treatment coding of the categorical variables (formulaic's "
+    if {type(c.contrasts).__name__ for c in spec.factor_contrasts.values()} - {"TreatmentContrasts"}:
+        raise FormulaError("tests of terms here need treatment coding of the categorical variables (formulaic's "
                            "default); refit without explicit contrasts")
-    import formulaic
-
     rows = d.rows()
-    frame = d.source.iloc[rows.position]
-    names = [enc.encoder.names[j] for j in enc.kept]
+    X = rows.X
     terms = [t for t in spec.term_indices if str(t) != "1"]
-    categorical = {str(f) for f in spec.factor_contrasts}
     columns = {str(t): [enc.kept.index(j) for j in spec.term_indices[t] if j in enc.kept] for t in terms}
     variables = {str(t): {str(f) for f in t.factors} for t in terms}
+    numeric = {k: v - {str(f) for f in spec.factor_contrasts} for k, v in variables.items()}
+    within = {t: [o for o in columns if variables[t] < variables[o] and numeric[t] == numeric[o]] for t in columns}
+    p = X.shape[1]
+    if kind == 1:
+        L = _doolittle(X.T @ X).T
+        out = {t: L[cols] for t, cols in columns.items()}
+    elif kind == 2:
+        out = {}
+        for t, cols in columns.items():
+            if not within[t]:
+                out[t] = np.eye(p)[cols]
+                continue
+            last = cols + [c for o in within[t] for c in columns[o]]
+            order = [c for c in range(p) if c not in last] + last
+            Lr = _doolittle(X[:, order].T @ X[:, order]).T  # rows and columns in the reordered design
+            picked = Lr[[order.index(c) for c in cols]]
+            out[t] = picked[:, np.argsort(order)]
+    else:
+        out = _type3(d, rows, terms, columns, variables, numeric, within)
+    return {t: L[np.abs(L).sum(axis=1) > 1e-8] for t, L in out.items()}
+
+
+def _type3(d: "Design", rows: Rows, terms: list, columns: dict[str, list[int]], variables: dict[str, set[str]],
+           numeric: dict[str, set[str]], within: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """Type III hypotheses (:func:`term_contrasts`)."""
+    import formulaic
+
+    enc = d.encoding
+    frame = d.source.iloc[rows.position]
+    names = [enc.encoder.names[j] for j in enc.kept]
     full, labels = [], []
     if CONSTANT_FORMULA in names:
         full.append(np.ones((len(frame), 1)))
@@ -801,20 +847,13 @@ def type3_contrasts(d: "Design") -> dict[str, np.ndarray]:
         labels += [str(c) for c in M.columns]
     L = (np.linalg.pinv(rows.X) @ np.hstack(full)).T  # rows: the full design's columns; columns: the estimated ones
     L[np.abs(L) < 1e-10 * np.abs(L).max()] = 0.0
-    numeric = {k: v - categorical for k, v in variables.items()}
     for t in sorted(columns, key=lambda k: -len(variables[k])):  # higher-order terms first
-        within = [o for o in columns if variables[t] < variables[o] and numeric[t] == numeric[o]]
         cols = columns[t]
-        if within and cols:
-            A = L[:, [c for o in within for c in columns[o]]]
+        if within[t] and cols:
+            A = L[:, [c for o in within[t] for c in columns[o]]]
             L[:, cols] -= A @ np.linalg.lstsq(A, L[:, cols], rcond=None)[0]
-    at = [labels.index(re.sub(r"\[T\.", "[", n)) for n in names]  # the estimated columns among the full design's
-    L = L[at]
-    out = {}
-    for t, cols in columns.items():
-        Lt = L[:, cols].T
-        out[t] = Lt[np.abs(Lt).sum(axis=1) > 1e-8]
-    return out
+    L = L[[labels.index(re.sub(r"\[T\.", "[", n)) for n in names]]  # the estimated columns among the full design's
+    return {t: L[:, cols].T for t, cols in columns.items()}
 
 
 @dataclass(frozen=True, eq=False)

@@ -883,17 +883,19 @@ class MixedResult:
             stat, df, ddf, p = f.statistic, f.df, f.ddf, f.pvalue
         return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf, dfmethod)
 
-    def anova(self, ddf: str = "satterthwaite") -> "TermTests":
-        """lmerTest's ``anova(m)``: each fixed-effect term's type III F test (:func:`~jaxhlm.design.type3_contrasts`),
-        on Satterthwaite's denominator degrees of freedom or, with ``ddf="kroger"`` (REML), Kenward and Roger's.
+    def anova(self, ddf: str = "satterthwaite", type: int = 3) -> "TermTests":
+        """lmerTest's ``anova(m)``: each fixed-effect term's F test, of type III by default (``type`` 1 or 2 for the
+        sequential or type II hypotheses; :func:`~jaxhlm.design.term_contrasts`), on Satterthwaite's denominator
+        degrees of freedom or, with ``ddf="kroger"`` (REML), Kenward and Roger's.
         Sum Sq and Mean Sq are W·NumDF·σ̂² and W·σ̂², W the Wald F (Kenward and Roger's before their scaling), as
         lmerTest reports them. Formula models only (in Stata syntax, ``testparm`` tests a term's coefficients)."""
-        from .design import type3_contrasts
+        from .design import term_contrasts
 
         check_dfmethod(ddf, self.reml)
+        contrasts = term_contrasts(self.design, type)
         small = self._small_sample(ddf)
         rows = {}
-        for term, L in type3_contrasts(self.design).items():
+        for term, L in contrasts.items():
             if not len(L):
                 continue
             f = small.f_test(L, np.zeros(len(L)))
@@ -901,7 +903,7 @@ class MixedResult:
             rows[term] = (wald * f.df * self.scale, wald * self.scale, f.df, f.ddf, f.statistic, f.pvalue)
         table = pd.DataFrame.from_dict(rows, orient="index",
                                        columns=["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"])
-        return TermTests(table, DFMETHOD_NAMES[ddf])
+        return TermTests(table, DFMETHOD_NAMES[ddf], type)
 
     def satterthwaite(self, alpha: float = 0.05) -> pd.DataFrame:
         """The fixed effects with t tests on Satterthwaite's degrees of freedom, as lmerTest computes them (its
@@ -1263,10 +1265,12 @@ class WaldTest:
 
 @dataclass(frozen=True)
 class TermTests:
-    """lmerTest's type III analysis-of-variance table (:meth:`MixedResult.anova`): a row per fixed-effect term."""
+    """lmerTest's analysis-of-variance table of a model's terms (:meth:`MixedResult.anova`): a row per fixed-effect
+    term."""
 
     table: pd.DataFrame  # Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)
     method: str  # of the denominator degrees of freedom
+    type: int = 3  # of the hypotheses: 1 (sequential), 2 or 3
 
     def __str__(self) -> str:
         t = self.table
@@ -1274,7 +1278,8 @@ class TermTests:
             **{c: t[c].map(lambda v: f"{v:.4g}") for c in ("Sum Sq", "Mean Sq")}, "NumDF": t["NumDF"].map(str),
             "DenDF": t["DenDF"].map(lambda v: f"{v:.2f}"), "F value": t["F value"].map(lambda v: f"{v:.4f}"),
             "Pr(>F)": t["Pr(>F)"].map(lambda v: f"{v:.4g}")}, index=t.index)
-        return f"Type III Analysis of Variance Table with {self.method}'s method\n" + shown.to_string()
+        kind = {1: "I", 2: "II", 3: "III"}[self.type]
+        return f"Type {kind} Analysis of Variance Table with {self.method}'s method\n" + shown.to_string()
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Comparing several models: lme4's ``anova(m1, m2, ...)`` (:func:`jaxhlm.anova`) and Stata's ``estimates stats``;
-and testing one model's terms: lmerTest's ``anova(m)`` (:meth:`jaxhlm.MixedResult.anova`, type III F tests).
+and testing one model's terms: lmerTest's ``anova(m)`` (:meth:`jaxhlm.MixedResult.anova`, F tests of types I-III).
 
 Reference values: tests/fixtures/anova_reference.json, written by tests/fixtures/anova_reference.R
 (``Rscript tests/fixtures/anova_reference.R``; lme4 version in the JSON): sleepstudy fitted by REML (anova refits
 by ML first) and HSB by ML. tests/fixtures/anova_type3_reference.json, written by
 tests/fixtures/anova_type3_reference.R (lmerTest 3.1-3, pbkrtest 0.5.2): HSB with factor-by-numeric and
-factor-by-factor interactions (REML and ML) and Orthodont. lmerTest differentiates numerically for Satterthwaite's
+factor-by-factor interactions (REML and ML) and Orthodont, types I, II and III. lmerTest differentiates numerically for Satterthwaite's
 DenDF (its errors reach ~1e-5 relative; tests/test_postestimation.py), so DenDF and what depends on it are asked
 to 2e-5; F, whose hypothesis L is exact, to 1e-6 (lmerTest rounds L to 7 digits); pbkrtest's Kenward-Roger is
 analytic, its DenDF to 1e-6.
@@ -96,16 +96,17 @@ def _term_key(label: str) -> frozenset[str]:
 
 
 @pytest.mark.parametrize("name", list(TYPE3))
-def test_type3_tests_of_terms_match_lmertest(name):
+def test_tests_of_terms_match_lmertest(name):
     ref = TYPE3[name]
     data = jaxhlm.datasets.hsb() if ref["data"] == "hsb" else pd.read_csv(FIXTURES / ref["data"])
     m = jaxhlm.fit(ref["formula"], data, reml=ref["reml"])
     assert m.llf == pytest.approx(ref["loglik"], abs=1e-6)
-    for ddf, key in (("satterthwaite", "satterthwaite"), ("kroger", "kenward_roger")):
+    for ddf, kind, key in (("satterthwaite", 3, "satterthwaite"), ("kroger", 3, "kenward_roger"),
+                           ("satterthwaite", 1, "type1"), ("satterthwaite", 2, "type2")):
         want = ref[key]
         if not want:
             continue
-        got = m.anova(ddf).table
+        got = m.anova(ddf, type=kind).table
         order = {_term_key(t): t for t in got.index}
         got = got.loc[[order[_term_key(t)] for t in want["terms"]]]
         np.testing.assert_array_equal(got["NumDF"], want["numdf"])
@@ -136,5 +137,9 @@ def test_type3_hypotheses_do_not_depend_on_the_base_level(hsb):
 
 def test_type3_tests_are_for_formula_models(hsb):
     m = jaxhlm.mixed("mathach ses i.sized || id:", hsb)
-    with pytest.raises(jaxhlm.JaxhlmError, match="type III tests of terms are computed for models written as formulas"):
+    with pytest.raises(jaxhlm.JaxhlmError, match="tests of terms by type are computed for models written as formulas"):
         m.anova()
+    with pytest.raises(jaxhlm.JaxhlmError, match="the types of tests of terms are 1, 2 and 3"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb).anova(type=4)
+    with pytest.raises(jaxhlm.JaxhlmError, match="Kenward and Roger's method needs REML"):
+        jaxhlm.fit("mathach ~ ses + (1 | id)", hsb).anova("kroger")
