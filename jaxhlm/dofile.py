@@ -992,6 +992,8 @@ class Session:
             return "(.)" if not np.isfinite(x) else f"({float(x)!r})"
 
         def scalar(m: re.Match[str]) -> str:
+            if m.group(1) is None and m.group(3) is None:  # quoted text: as it is
+                return m.group()
             kind, key = m.group(1) or m.group(3), (m.group(2) or m.group(4)).strip()
             if kind in ("_b", "_se") and ":" in key:  # an equation's coefficient: _b[lns1_1_1:_cons]
                 frame = self._active().equations()
@@ -1023,7 +1025,7 @@ class Session:
             return f'"{value}"' if isinstance(value, str) else number(value)
 
         written = text.strip()
-        text = re.sub(r"(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)", scalar, coefficient_references(text))
+        text = re.sub(r'"[^"]*"|(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)', scalar, coefficient_references(text))
         text = re.sub(r"\b_pi\b", number(math.pi), text)
         text = re.sub(r"\b_N\b", number(float(len(self.data))), text)
         text = re.sub(r'"[^"]*"|\bscalar\(\s*([A-Za-z_]\w*)\s*\)|\b([A-Za-z_]\w*)\b(?!\s*\()', named, text)

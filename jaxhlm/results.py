@@ -1134,14 +1134,16 @@ _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _B = re.compile(r"^_b\[(?:(?P<eq>[^:\]]+):)?(?P<name>[^\]]+)\]$|^\[(?P<eq2>[^\]]+)\](?P<name2>.+)$")
 
 
-#: Stata's other ways to name an equation's coefficient: [eq]name, [eq]_b[name] and [eq]_se[name].
-_EQUATION_REFERENCE = re.compile(r"(?<![\w\]])\[(\w+)\](?:_(b|se)\[([^\]]+)\]|([\w.#]+))")
+#: Stata's other ways to name an equation's coefficient: [eq]name, [eq]_b[name] and [eq]_se[name] (quoted text
+#: first, to be left as it is).
+_EQUATION_REFERENCE = re.compile(r'"[^"]*"|(?<![\w\]])\[(\w+)\](?:_(b|se)\[([^\]]+)\]|([\w.#]+))')
 
 
 def coefficient_references(text: str) -> str:
     """``text`` with Stata's ``[eq]name``, ``[eq]_b[name]`` and ``[eq]_se[name]`` written as ``_b[eq:name]``
-    (``_se[eq:name]``), the one form expressions here read."""
-    return _EQUATION_REFERENCE.sub(lambda m: f"_{m[2] or 'b'}[{m[1]}:{m[3] or m[4]}]", text)
+    (``_se[eq:name]``), the one form expressions here read; quoted text is left alone."""
+    return _EQUATION_REFERENCE.sub(lambda m: m[0] if m[1] is None else f"_{m[2] or 'b'}[{m[1]}:{m[3] or m[4]}]",
+                                   text)
 
 
 def _split_terms(expr: str) -> list[str]:

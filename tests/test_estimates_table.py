@@ -81,6 +81,9 @@ def test_display_of_an_equations_coefficient(pair):
                           "[lnsig_e]_se[_cons] \" \" [mathach]_b[ses] \" \" [mathach]ses").splitlines()
     assert other[2] == " ".join([out[2], out[5].split()[0], out[5].split()[1], out[5].split()[1]])
     assert small.nlcom("exp(2*[lns1_1_1]_cons)").table[0, 0] == pytest.approx(small.params["var(_cons)"], rel=1e-12)
+    # quoted text is text, whatever it looks like
+    quoted = jaxhlm.run_do(f"quietly mixed {MODELS['M3 (noslope)']}\ndisplay \"[a]b _b[ses] e(N)\" e(N)").splitlines()
+    assert quoted[2] == "[a]b _b[ses] e(N)7185"
     with pytest.raises(jaxhlm.DoFileError, match=r"\[lns9:_cons\] not found: the equations are mathach, lns1_1_1, lnsig_e"):
         jaxhlm.run_do(f"quietly mixed {MODELS['M3 (noslope)']}\ndisplay _b[lns9:_cons]")
 
