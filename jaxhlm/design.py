@@ -781,40 +781,34 @@ def term_contrasts(d: "Design", kind: int = 3) -> dict[str, np.ndarray]:
     """Each fixed-effect term's hypothesis of type I, II or III: rows L over the estimated coefficients with Lβ = 0
     the term's null, as lmerTest's ``anova(m, type=)`` forms them.
 
-    * I (sequential): the term's rows of Lᵀ, L the unit lower factor of XᵀX (:func:`_doolittle`), terms in the
-      design's order (main effects, then interactions).
+    * I (sequential): the term's rows of Lᵀ, L the unit lower factor of XᵀX (:func:`_doolittle`), with the
+      constant first and the terms by order (main effects, then interactions; as written within an order).
     * II: a term no other contains, its own coefficients; one that others contain, the type I rows with the
       columns reordered to put it after every other term except its containers.
-    * III: the coefficients of the overparameterised design (the intercept and every term's full set of dummies,
-      ``0 + term``) expressed in the estimated ones (L = (X⁺ X̃)ᵀ), each term's made orthogonal, over those
-      dummies, to the terms that contain it (higher-order terms first), read at the estimated columns: hypotheses
-      that do not depend on which level is the base.
+    * III: the coefficients of the overparameterised design (the intercept and every cell of every term, base
+      cells included) expressed in the estimated ones (L = (X⁺ X̃)ᵀ), each term's made orthogonal, over those cells,
+      to the terms that contain it (higher-order terms first), read at the estimated columns: hypotheses that do
+      not depend on which level is the base.
 
-    A term contains another when it has all of its variables and more, with the same numeric ones. Formula models
-    with treatment coding (formulaic's default), whose encoding names each term's columns."""
-    enc = d.encoding
-    if enc is None or not isinstance(enc.encoder, _Formulaic):
-        raise FormulaError("tests of terms by type are computed for models written as formulas; for Stata syntax "
-                           "test a term's coefficients with testparm")
+    A term contains another when it has all of its variables and more, with the same continuous ones. Formula
+    models need treatment coding (formulaic's default); Stata's factor variables are coded so."""
     if kind not in (1, 2, 3):
         raise FormulaError(f"type {kind}: the types of tests of terms are 1, 2 and 3")
-    spec = enc.encoder.spec
-    if {type(c.contrasts).__name__ for c in spec.factor_contrasts.values()} - {"TreatmentContrasts"}:
-        raise FormulaError("tests of terms here need treatment coding of the categorical variables (formulaic's "
-                           "default); refit without explicit contrasts")
     rows = d.rows()
     X = rows.X
-    terms = [t for t in spec.term_indices if str(t) != "1"]
-    columns = {str(t): [enc.kept.index(j) for j in spec.term_indices[t] if j in enc.kept] for t in terms}
-    variables = {str(t): {str(f) for f in t.factors} for t in terms}
-    numeric = {k: v - {str(f) for f in spec.factor_contrasts} for k, v in variables.items()}
-    within = {t: [o for o in columns if variables[t] < variables[o] and numeric[t] == numeric[o]] for t in columns}
+    columns, variables, full, at = _term_layout(d, rows)
+    continuous = {t: {v for v, is_factor in vs if not is_factor} for t, vs in variables.items()}
+    within = {t: [o for o in columns if variables[t] < variables[o] and continuous[t] == continuous[o]]
+              for t in columns}
     p = X.shape[1]
-    if kind == 1:
-        L = _doolittle(X.T @ X).T
-        out = {t: L[cols] for t, cols in columns.items()}
+    out: dict[str, np.ndarray] = {}
+    if kind == 1:  # the constant first, then the terms by order (main effects, then interactions), as R's design
+        termed = [c for cols in columns.values() for c in cols]
+        sequence = [c for c in range(p) if c not in termed] + [
+            c for t in sorted(columns, key=lambda t: len(variables[t])) for c in columns[t]]
+        Ls = _doolittle(X[:, sequence].T @ X[:, sequence]).T
+        out = {t: Ls[[sequence.index(c) for c in cols]][:, np.argsort(sequence)] for t, cols in columns.items()}
     elif kind == 2:
-        out = {}
         for t, cols in columns.items():
             if not within[t]:
                 out[t] = np.eye(p)[cols]
@@ -822,38 +816,60 @@ def term_contrasts(d: "Design", kind: int = 3) -> dict[str, np.ndarray]:
             last = cols + [c for o in within[t] for c in columns[o]]
             order = [c for c in range(p) if c not in last] + last
             Lr = _doolittle(X[:, order].T @ X[:, order]).T  # rows and columns in the reordered design
-            picked = Lr[[order.index(c) for c in cols]]
-            out[t] = picked[:, np.argsort(order)]
+            out[t] = Lr[[order.index(c) for c in cols]][:, np.argsort(order)]
     else:
-        out = _type3(d, rows, terms, columns, variables, numeric, within)
-    return {t: L[np.abs(L).sum(axis=1) > 1e-8] for t, L in out.items()}
+        L = (np.linalg.pinv(X) @ full).T  # rows: the overparameterised design's columns; columns: the estimated
+        L[np.abs(L) < 1e-10 * np.abs(L).max()] = 0.0
+        for t in sorted(columns, key=lambda k: -len(variables[k])):  # higher-order terms first
+            cols = columns[t]
+            if within[t] and cols:
+                A = L[:, [c for o in within[t] for c in columns[o]]]
+                L[:, cols] -= A @ np.linalg.lstsq(A, L[:, cols], rcond=None)[0]
+        L = L[at]
+        out = {t: L[:, cols].T for t, cols in columns.items()}
+    ordered = sorted(columns, key=lambda t: len(variables[t]))  # main effects, then interactions, as R's table
+    return {t: out[t][np.abs(out[t]).sum(axis=1) > 1e-8] for t in ordered if len(columns[t])}
 
 
-def _type3(d: "Design", rows: Rows, terms: list, columns: dict[str, list[int]], variables: dict[str, set[str]],
-           numeric: dict[str, set[str]], within: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """Type III hypotheses (:func:`term_contrasts`)."""
-    import formulaic
-
+def _term_layout(d: "Design", rows: Rows) -> tuple[dict[str, list[int]], dict[str, frozenset[tuple[str, bool]]],
+                                                    np.ndarray, list[int]]:
+    """The fixed part's terms, by label: each one's estimated columns (places in X) and variables (name, whether a
+    factor); the overparameterised design (intercept, then every cell of every term) and the places of X's
+    columns in it. (A term Stata syntax repeats is one label: its repeat's columns are omitted as collinear.)"""
     enc = d.encoding
     frame = d.source.iloc[rows.position]
-    names = [enc.encoder.names[j] for j in enc.kept]
-    full, labels = [], []
-    if CONSTANT_FORMULA in names:
-        full.append(np.ones((len(frame), 1)))
-        labels.append(CONSTANT_FORMULA)
-    for t in terms:
-        M = formulaic.model_matrix(f"0 + {t}", frame)
-        full.append(np.asarray(M, dtype=float))
-        labels += [str(c) for c in M.columns]
-    L = (np.linalg.pinv(rows.X) @ np.hstack(full)).T  # rows: the full design's columns; columns: the estimated ones
-    L[np.abs(L) < 1e-10 * np.abs(L).max()] = 0.0
-    for t in sorted(columns, key=lambda k: -len(variables[k])):  # higher-order terms first
-        cols = columns[t]
-        if within[t] and cols:
-            A = L[:, [c for o in within[t] for c in columns[o]]]
-            L[:, cols] -= A @ np.linalg.lstsq(A, L[:, cols], rcond=None)[0]
-    L = L[[labels.index(re.sub(r"\[T\.", "[", n)) for n in names]]  # the estimated columns among the full design's
-    return {t: L[:, cols].T for t, cols in columns.items()}
+    if isinstance(enc.encoder, _Formulaic):
+        import formulaic
+
+        spec = enc.encoder.spec
+        if {type(c.contrasts).__name__ for c in spec.factor_contrasts.values()} - {"TreatmentContrasts"}:
+            raise FormulaError("tests of terms here need treatment coding of the categorical variables (formulaic's "
+                               "default); refit without explicit contrasts")
+        terms = [t for t in spec.term_indices if str(t) != "1"]
+        categorical = {str(f) for f in spec.factor_contrasts}
+        columns = {str(t): [enc.kept.index(j) for j in spec.term_indices[t] if j in enc.kept] for t in terms}
+        variables = {str(t): frozenset((str(f), str(f) in categorical) for f in t.factors) for t in terms}
+        names = [enc.encoder.names[j] for j in enc.kept]
+        parts, full_names = [], []
+        if CONSTANT_FORMULA in names:
+            parts.append(np.ones((len(frame), 1)))
+            full_names.append(CONSTANT_FORMULA)
+        for t in terms:
+            M = formulaic.model_matrix(f"0 + {t}", frame)
+            parts.append(np.asarray(M, dtype=float))
+            full_names += [str(c) for c in M.columns]
+        at = [full_names.index(re.sub(r"\[T\.", "[", n)) for n in names]  # treatment columns among the full ones
+        return columns, variables, np.hstack(parts), at
+    fixed: FixedTerms = enc.encoder.fixed
+    every = enc.encoder.columns(frame)  # the constant, then every cell of every term, base cells included
+    first = 0 if fixed.constant else 1
+    cell_term = [None] + [cell[0] for cell in enc.encoder.cells]
+    columns = {t.header: [] for t in fixed.terms}
+    for place, c in enumerate(enc.kept):
+        if c:
+            columns[fixed.terms[cell_term[c]].header].append(place)
+    variables = {t.header: frozenset((v.name, v.factor) for v in t.vars) for t in fixed.terms}
+    return columns, variables, every[:, first:], [c - first for c in enc.kept]
 
 
 @dataclass(frozen=True, eq=False)

@@ -886,9 +886,10 @@ class MixedResult:
     def anova(self, ddf: str = "satterthwaite", type: int = 3) -> "TermTests":
         """lmerTest's ``anova(m)``: each fixed-effect term's F test, of type III by default (``type`` 1 or 2 for the
         sequential or type II hypotheses; :func:`~jaxhlm.design.term_contrasts`), on Satterthwaite's denominator
-        degrees of freedom or, with ``ddf="kroger"`` (REML), Kenward and Roger's.
+        degrees of freedom or, with ``ddf="kroger"`` (REML), Kenward and Roger's. Terms are labelled as the model
+        writes them (``ses:C(sized)`` in a formula, ``sized#c.ses`` in Stata syntax).
         Sum Sq and Mean Sq are W·NumDF·σ̂² and W·σ̂², W the Wald F (Kenward and Roger's before their scaling), as
-        lmerTest reports them. Formula models only (in Stata syntax, ``testparm`` tests a term's coefficients)."""
+        lmerTest reports them."""
         from .design import term_contrasts
 
         check_dfmethod(ddf, self.reml)

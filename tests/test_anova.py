@@ -135,10 +135,21 @@ def test_type3_hypotheses_do_not_depend_on_the_base_level(hsb):
     assert "ses:C(sized)" in text
 
 
-def test_type3_tests_are_for_formula_models(hsb):
-    m = jaxhlm.mixed("mathach ses i.sized || id:", hsb)
-    with pytest.raises(jaxhlm.JaxhlmError, match="tests of terms by type are computed for models written as formulas"):
-        m.anova()
+def test_stata_syntax_terms_get_the_same_tests(hsb):
+    # One model in both syntaxes: Stata's factor variables are treatment-coded cells, and its duplicated ses (omitted
+    # as collinear) changes nothing.
+    formula = jaxhlm.fit("mathach ~ ses*sector + ses*C(sized) + female*C(sized) + (1 | id)", hsb, reml=True)
+    stata = jaxhlm.mixed("mathach c.ses##c.sector c.ses##i.sized c.female##i.sized || id:, reml", hsb)
+    names = {"ses": "ses", "sector": "sector", "C(sized)": "sized", "female": "female", "ses:sector": "c.ses#c.sector",
+             "ses:C(sized)": "sized#c.ses", "female:C(sized)": "sized#c.female"}
+    for kind in (1, 2, 3):
+        a, b = formula.anova(type=kind).table, stata.anova(type=kind).table
+        b = b.loc[[names[t] for t in a.index]]
+        if kind == 1:  # sequential: both put main effects first as written, then interactions (Stata's written
+            # order, c.ses#c.sector before sized#c.ses, is the formula's too)
+            assert list(stata.anova(type=1).table.index[:4]) == ["ses", "sector", "sized", "female"]
+        np.testing.assert_allclose(a[["NumDF", "F value"]].to_numpy(float), b[["NumDF", "F value"]].to_numpy(float),
+                                   rtol=1e-7)
     with pytest.raises(jaxhlm.JaxhlmError, match="the types of tests of terms are 1, 2 and 3"):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb).anova(type=4)
     with pytest.raises(jaxhlm.JaxhlmError, match="Kenward and Roger's method needs REML"):
