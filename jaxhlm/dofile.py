@@ -6,7 +6,7 @@ store|restore|stats|table``, ``lrtest``, ``estat ic|icc|group|sd|recovariance``,
 prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``collapse``, ``save``,
 ``tempfile``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
 ``mixed``), ``count``, ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
-``forvalues`` loops, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
+``forvalues`` loops, ``if``/``else`` blocks, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
 and ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///``
 continuation follow Stata's rules. Each command is echoed with ``. `` and its output follows, as in a Stata log. A
 command outside the subset, or any error, stops the run with the line number.
@@ -77,43 +77,76 @@ def commands(text: str) -> list[Command]:
 
 
 @dataclass
-class Loop:
-    """``foreach``/``forvalues`` ``{`` … ``}``: its header, the commands (and loops) of its body, its closing line."""
+class Block:
+    """A braced block: a loop (``foreach``/``forvalues``) or a branch (``if exp``, ``else``, ``else if exp``), with
+    its header, the commands (and blocks) of its body and its closing ``}``."""
 
     header: Command
-    body: list["Command | Loop"]
+    body: list["Command | Block"]
     close: Command
 
+    @property
+    def is_loop(self) -> bool:
+        return _is_loop(self.header.text.split(" ", 1)[0])
+
     def lines(self) -> list[Command]:
-        """The body's lines as Stata numbers them in the log (nested loops' included), then the closing ``}``."""
+        """The body's lines as Stata numbers them in a loop's echo (nested blocks' included), then the closing ``}``."""
         out: list[Command] = []
         for item in self.body:
-            out += [item.header] + item.lines() if isinstance(item, Loop) else [item]
+            out += [item.header] + item.lines() if isinstance(item, Block) else [item]
         return out + [self.close]
 
 
-def blocks(cmds: list[Command]) -> list[Command | Loop]:
-    """The commands with each loop's body gathered under it: a ``foreach`` or ``forvalues`` line ending in ``{`` opens
-    a loop, a line holding only ``}`` closes the innermost one."""
-    out: list[Command | Loop] = []
-    open_: list[tuple[Command, list[Command | Loop], list[Command | Loop]]] = []
+def _is_loop(word: str) -> bool:
+    return word == "foreach" or abbreviates(word, "forvalues", 4)
+
+
+def blocks(cmds: list[Command]) -> list[Command | Block]:
+    """The commands with each block's body gathered under it: a ``foreach``, ``forvalues``, ``if`` or ``else`` line
+    ending in ``{`` opens one, a line holding only ``}`` closes the innermost."""
+    out: list[Command | Block] = []
+    open_: list[tuple[Command, list[Command | Block], list[Command | Block]]] = []
     current = out
     for c in cmds:
         word = c.text.split(" ", 1)[0]
-        if c.text.endswith("{") and (word == "foreach" or abbreviates(word, "forvalues", 4)):
+        if c.text.endswith("{") and (_is_loop(word) or word in ("if", "else")):
             open_.append((c, current, []))
             current = open_[-1][2]
         elif c.text == "}":
             if not open_:
-                raise DoFileError("unexpected }: no foreach or forvalues loop is open", c.line)
+                raise DoFileError("unexpected }: no loop or if block is open", c.line)
             header, parent, body = open_.pop()
-            parent.append(Loop(header, body, c))
+            parent.append(Block(header, body, c))
             current = parent
         else:
             current.append(c)
     if open_:
-        raise DoFileError("the loop opened here is not closed: } missing on a line of its own", open_[-1][0].line)
+        raise DoFileError("the block opened here is not closed: } missing on a line of its own", open_[-1][0].line)
     return out
+
+
+def _branch(text: str) -> tuple[str, str | None, str]:
+    """An ``if``/``else`` line: (``if`` or ``else``, its condition or None, the command it carries on the line, or
+    ``{`` for a block). ``else if exp`` is an else with a condition."""
+    word, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if word == "else":
+        if rest.split(" ", 1)[0] != "if":
+            return "else", None, rest
+        rest = rest[2:].strip()
+    if rest.endswith("{"):
+        return word, rest[:-1].strip(), "{"
+    if word == "else":
+        raise JaxhlmError("else if needs a block here: else if exp {")
+    # the single-line form, if exp command: the condition ends where a word that names a command begins
+    for gap in re.finditer(r"\s+", rest):
+        command = rest[gap.end():].split(" ", 1)[0]
+        try:
+            _handler(command)
+        except JaxhlmError:
+            continue
+        return word, rest[:gap.start()], rest[gap.end():]
+    raise JaxhlmError("if needs a condition and then a command (if exp command), or a block (if exp {)")
 
 
 @dataclass
@@ -1178,6 +1211,13 @@ _INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Ses
            Session.save, Session.count)
 
 
+def _true(value: float | str, condition: str) -> bool:
+    """An ``if`` condition's truth: nonzero (a missing value, Stata's largest number, counts as true)."""
+    if isinstance(value, str):
+        raise JaxhlmError(f"if {condition}: type mismatch; the condition must be a number (nonzero is true)")
+    return value != 0
+
+
 def _parenthesized(text: str) -> list[str] | None:
     """The contents of ``(a) (b) ...`` when ``text`` is nothing but parenthesized groups (nlcom's list of
     functions); None for anything else, such as one expression that starts with a parenthesis."""
@@ -1461,20 +1501,51 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
     def echo(cmd: Command, mark: str) -> str:
         return "\n".join([f"{mark}{cmd.echo[0]}"] + [f"> {e}" for e in cmd.echo[1:]]) + "\n"
 
-    def execute(items: list[Command | Loop], echoed: bool) -> bool:
-        """Run ``items``; at the top level each is echoed first, a loop with its body's lines numbered as Stata's
-        log numbers them, before the output of all its passes (one after another; a blank line ends them, as it
-        ends each top-level command's output). Whether anything was printed."""
+    def run(cmd: Command, text: str, echoed: bool) -> bool:
+        """Run one command line (``text``, its macros unexpanded) and print its output. Whether it printed."""
+        word, args = _command_word(session.expand(text))
+        output = session.run(word, args)
+        if output:
+            emit(("" if _handler(word) in _INLINE else "\n") + output.strip("\n") + ("\n\n" if echoed else "\n"))
+        return bool(output)
+
+    def execute(items: list[Command | Block], echoed: bool) -> bool:
+        """Run ``items``; at the top level each is echoed first. A loop is echoed with its body's lines numbered as
+        Stata's log numbers them, before the output of all its passes (one after another; a blank line ends them,
+        as it ends each top-level command's output). An ``if``/``else`` runs its body when its condition holds
+        (nonzero) and no earlier branch of its chain ran: at the top level its lines are echoed as they are read,
+        those of a branch not taken without running (nor expanding their macros). Whether anything was printed."""
         printed = False
+        chain: bool | None = None  # whether a branch of the current if/else chain ran; None outside a chain
         for item in items:
-            cmd = item.header if isinstance(item, Loop) else item
-            if echoed:
+            cmd = item.header if isinstance(item, Block) else item
+            branch = cmd.text.split(" ", 1)[0] in ("if", "else") and not (isinstance(item, Block) and item.is_loop)
+            if echoed and not (isinstance(item, Block) and branch):
                 emit(echo(cmd, ". ") + ("".join(echo(c, f"{k:>3}. ") for k, c in enumerate(item.lines(), start=2))
-                                        if isinstance(item, Loop) else ""))
+                                        if isinstance(item, Block) else ""))
             if not cmd.text:
                 continue
             try:
-                if isinstance(item, Loop):
+                if branch:
+                    kind, condition, carried = _branch(cmd.text)
+                    if kind == "else" and chain is None:
+                        raise JaxhlmError("else without an if before it")
+                    done = kind == "else" and chain  # an earlier branch of the chain ran
+                    taken = not done and (condition is None or
+                                          _true(session._value(session.expand(condition)), condition))
+                    chain = None if kind == "else" and condition is None else bool(done or taken)
+                    if not isinstance(item, Block):
+                        printed |= taken and run(cmd, carried, echoed)
+                        continue
+                    if echoed:
+                        emit(echo(cmd, ". ") + ("" if taken else "".join(echo(c, ". ") for c in item.lines())))
+                    if taken:
+                        printed |= execute(item.body, echoed)
+                        if echoed:
+                            emit(echo(item.close, ". "))
+                    continue
+                chain = None
+                if isinstance(item, Block):
                     name, values = session.loop(session.expand(cmd.text))
                     passes = False
                     for value in values:
@@ -1484,15 +1555,11 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
                         emit("\n")
                     printed |= passes
                     continue
-                word, args = _command_word(session.expand(cmd.text))
-                output = session.run(word, args)
+                printed |= run(cmd, cmd.text, echoed)
             except DoFileError:
                 raise
             except JaxhlmError as exc:
                 raise DoFileError(str(exc), cmd.line, "".join(log)) from None
-            if output:
-                emit(("" if _handler(word) in _INLINE else "\n") + output.strip("\n") + ("\n\n" if echoed else "\n"))
-                printed = True
         return printed
 
     try:

@@ -121,7 +121,7 @@ def test_loops_run_their_body_with_the_macro_set(hsb):
 
 @pytest.mark.parametrize("text, line, words", [
     ("forvalues k = 1/2 {\n  di `k'\n", 1, "not closed: } missing"),
-    ("di 1\n}\n", 2, "unexpected }: no foreach or forvalues loop is open"),
+    ("di 1\n}\n", 2, "unexpected }: no loop or if block is open"),
     ("forvalues k = 1/2 {\n  foreach v in a b {\n    di nosuch`k'\n  }\n}\n", 3, "cannot evaluate 'nosuch1'"),
     ("forvalues k = a/b {\n}\n", 1, "forvalues needs: forvalues name = a/b"),
     ("foreach v at x y {\n}\n", 1, "foreach needs: foreach name in list"),
@@ -151,3 +151,34 @@ def test_count_and_its_r_n(hsb):
     log = run_do('count if sector == 1\ndi r(N)\ncount', hsb)
     n = int((hsb["sector"] == 1).sum())
     assert f". count if sector == 1\n  {n:,}\n" in log and f". di r(N)\n{n}\n" in log and "\n  7,185\n" in log
+
+
+def test_if_else_blocks_run_the_branch_whose_condition_holds():
+    log = run_do('local n = 3\nif `n\' > 2 {\n    display "big"\n    local m = `n\' * 2\n}\nelse {\n    bogus command\n}\n'
+                 'display `m\'\nif `n\' == 1 {\n    di "one"\n}\nelse if `n\' == 3 {\n    di "three"\n}\n'
+                 'else if `n\' > 0 {\n    di "positive"\n}\nelse {\n    di "other"\n}\n'
+                 'if `n\' < 0 di "negative"\nif `n\' > 0 di "positive"\nelse di "not positive"\n'
+                 'forvalues i = 1/3 {\n    if `i\' == 2 {\n        di "two"\n    }\n    else di "not two: `i\'"\n}\n')
+    lines = log.splitlines()
+    # the branch taken runs (its local is set, 6); the other is echoed, not run (its bogus command is never read)
+    assert lines[:6] == [". local n = 3", ". if `n' > 2 {", '. display "big"', "big", "", ". local m = `n' * 2"]
+    assert lines[6:12] == [". }", ". else {", ". bogus command", ". }", ". display `m'", "6"]
+    # the first branch of a chain whose condition holds, and no other
+    assert "three" in lines and "positive" in lines and "other" not in lines and "one" not in lines
+    assert lines.count("positive") == 1 and "negative" not in lines and "not positive" not in lines
+    # inside a loop, as the loop's numbered lines, then each pass's output
+    at = lines.index(". forvalues i = 1/3 {")
+    assert lines[at + 1:at + 9] == ["  2. if `i' == 2 {", '  3. di "two"', "  4. }", '  5. else di "not two: `i\'"',
+                                    "  6. }", "not two: 1", "two", "not two: 3"]
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ('else {\n di "x"\n}', 1, "else without an if before it"),
+    ('if "a" {\n di "x"\n}', 1, "type mismatch; the condition must be a number"),
+    ('if 1 {\n di "x"', 1, "the block opened here is not closed"),
+    ("if 1", 1, "if needs a condition and then a command"),
+])
+def test_if_else_bad_input(text, line, message):
+    with pytest.raises(DoFileError, match=message) as exc:
+        run_do(text)
+    assert exc.value.line == line
