@@ -10,6 +10,8 @@ Stata syntax. FILE is CSV, Parquet or a Stata dataset (.dta); with ``--chunksize
 nested models, each a Stata ``mixed`` command or an lme4 formula;
 ``jaxhlm influence MODEL [--exact] [--top N] [--data FILE]`` — each group's influence on the fixed effects
 (Cook's distance, DFBETAS), most influential first;
+``jaxhlm anova MODEL [--type 1|2|3] [--ddf satterthwaite|kroger] [--reml] [--data FILE]`` — F tests of the
+fixed-effect terms (lmerTest's ``anova``);
 ``jaxhlm confint MODEL [--method profile|bootstrap|wald] [--level 95] [--B 1000] [--seed 0] [--data FILE]`` —
 confidence intervals of every parameter, and of the standard deviations and correlations.
 
@@ -92,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument("model", help="Stata syntax ('mathach ses || id: ses') or a formula (with '~')")
         t.add_argument("--reml", action="store_true", help="fit a formula by REML (ranova then compares REML fits)")
         t.add_argument("--data", help=data_help)
+    a = sub.add_parser("anova", help="F tests of the fixed-effect terms (lmerTest's anova: type III by default)")
+    a.add_argument("model", help="Stata syntax ('mathach i.sized##c.ses || id:') or a formula (with '~')")
+    a.add_argument("--reml", action="store_true", help="fit a formula by REML (needed for --ddf kroger)")
+    a.add_argument("--type", type=int, choices=[1, 2, 3], default=3, help="type of the hypotheses (default 3)")
+    a.add_argument("--ddf", choices=["satterthwaite", "kroger"], default="satterthwaite",
+                   help="denominator degrees of freedom: Satterthwaite's (default) or Kenward and Roger's (REML)")
+    a.add_argument("--data", help=data_help)
     c = sub.add_parser("confint", help="confidence intervals of every parameter: profile likelihood (lme4's "
                                        "default), parametric bootstrap, or Wald (Stata's)")
     c.add_argument("model", help="Stata syntax ('mathach ses || id: ses, cov(un)') or a formula (with '~')")
@@ -143,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("drop1", "ranova"):
             fitted = fit(args.model, data, reml=args.reml) if "~" in args.model else mixed(args.model, data)
             print((drop1 if args.command == "drop1" else ranova)(fitted))
+            return 0
+        if args.command == "anova":
+            fitted = fit(args.model, data, reml=args.reml) if "~" in args.model else mixed(args.model, data)
+            print(fitted.anova(args.ddf, type=args.type))
             return 0
         if args.command == "bootstrap":
             if args.B < 1:

@@ -154,3 +154,14 @@ def test_stata_syntax_terms_get_the_same_tests(hsb):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb).anova(type=4)
     with pytest.raises(jaxhlm.JaxhlmError, match="Kenward and Roger's method needs REML"):
         jaxhlm.fit("mathach ~ ses + (1 | id)", hsb).anova("kroger")
+
+
+def test_command_line_prints_the_table(hsb, capsys):
+    from jaxhlm.cli import main
+
+    assert main(["anova", "mathach ~ ses*C(sized) + (1 | id)", "--reml", "--ddf", "kroger", "--type", "2"]) == 0
+    want = jaxhlm.fit("mathach ~ ses*C(sized) + (1 | id)", hsb, reml=True).anova("kroger", type=2)
+    assert capsys.readouterr().out.strip() == str(want).strip()
+    assert str(want).startswith("Type II Analysis of Variance Table with Kenward-Roger's method")
+    assert main(["anova", "mathach ses || id:", "--ddf", "kroger"]) == 2
+    assert "Kenward and Roger's method needs REML" in capsys.readouterr().err
