@@ -6,7 +6,7 @@ store|restore|stats|table``, ``lrtest``, ``estat ic|icc|group|sd|recovariance``,
 prefix), ``drop``, ``keep``, ``sort``, ``rename``, ``merge``, ``reshape``, ``collapse``, ``save``,
 ``tempfile``, ``preserve``/``restore``, ``label variable``, ``predict`` (after
 ``mixed``), ``count``, ``summarize``, ``local`` and ``global`` macros (expanded in every later command), ``foreach`` and
-``forvalues`` loops, ``if``/``else`` blocks, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
+``forvalues`` and ``while`` loops, ``if``/``else`` blocks, ``scalar``, ``display`` (with ``_b[]``, ``_se[]``, ``e()``, ``r()``), the ``quietly`` prefix,
 and ``version``/``set more`` (which change nothing here). Comments (``*``, ``//``, ``/* */``) and ``///``
 continuation follow Stata's rules. Each command is echoed with ``. `` and its output follows, as in a Stata log. A
 command outside the subset, or any error, stops the run with the line number.
@@ -78,7 +78,7 @@ def commands(text: str) -> list[Command]:
 
 @dataclass
 class Block:
-    """A braced block: a loop (``foreach``/``forvalues``) or a branch (``if exp``, ``else``, ``else if exp``), with
+    """A braced block: a loop (``foreach``/``forvalues``/``while``) or a branch (``if exp``, ``else``, ``else if exp``), with
     its header, the commands (and blocks) of its body and its closing ``}``."""
 
     header: Command
@@ -98,12 +98,17 @@ class Block:
 
 
 def _is_loop(word: str) -> bool:
-    return word == "foreach" or abbreviates(word, "forvalues", 4)
+    return word in ("foreach", "while") or abbreviates(word, "forvalues", 4)
+
+
+#: The most passes a ``while`` loop may make before the run stops with a message (a condition that never turns
+#: false would otherwise hang it).
+WHILE_PASSES = 100_000
 
 
 def blocks(cmds: list[Command]) -> list[Command | Block]:
-    """The commands with each block's body gathered under it: a ``foreach``, ``forvalues``, ``if`` or ``else`` line
-    ending in ``{`` opens one, a line holding only ``}`` closes the innermost."""
+    """The commands with each block's body gathered under it: a ``foreach``, ``forvalues``, ``while``, ``if`` or
+    ``else`` line ending in ``{`` opens one, a line holding only ``}`` closes the innermost."""
     out: list[Command | Block] = []
     open_: list[tuple[Command, list[Command | Block], list[Command | Block]]] = []
     current = out
@@ -1545,6 +1550,19 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
                             emit(echo(item.close, ". "))
                     continue
                 chain = None
+                if isinstance(item, Block) and cmd.text.startswith("while "):
+                    condition = cmd.text[len("while "):].rstrip("{").strip()
+                    passes, count = False, 0
+                    while _true(session._value(session.expand(condition)), condition):
+                        count += 1
+                        if count > WHILE_PASSES:
+                            raise JaxhlmError(f"while {condition}: still true after {WHILE_PASSES:,} passes; the "
+                                              "body must change what the condition reads")
+                        passes |= execute(item.body, False)
+                    if passes and echoed:
+                        emit("\n")
+                    printed |= passes
+                    continue
                 if isinstance(item, Block):
                     name, values = session.loop(session.expand(cmd.text))
                     passes = False

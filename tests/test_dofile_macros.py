@@ -172,6 +172,17 @@ def test_if_else_blocks_run_the_branch_whose_condition_holds():
                                     "  6. }", "not two: 1", "two", "not two: 3"]
 
 
+def test_while_loops_until_the_condition_fails(monkeypatch):
+    log = run_do("local i = 1\nwhile `i' <= 3 {\n    di \"pass `i'\"\n    local i = `i' + 1\n}\ndi `i'")
+    assert log.splitlines()[:10] == [". local i = 1", ". while `i' <= 3 {", "  2. di \"pass `i'\"",
+                                     "  3. local i = `i' + 1", "  4. }", "pass 1", "pass 2", "pass 3", "", ". di `i'"]
+    assert log.splitlines()[10] == "4"
+    monkeypatch.setattr(jaxhlm.dofile, "WHILE_PASSES", 50)
+    with pytest.raises(DoFileError, match="while 1: still true after 50 passes") as exc:
+        run_do("local k = 0\nwhile 1 {\n    local k = `k' + 1\n}")
+    assert exc.value.line == 2
+
+
 @pytest.mark.parametrize("text, line, message", [
     ('else {\n di "x"\n}', 1, "else without an if before it"),
     ('if "a" {\n di "x"\n}', 1, "type mismatch; the condition must be a number"),
