@@ -858,7 +858,12 @@ def _term_layout(d: "Design", rows: Rows) -> tuple[dict[str, list[int]], dict[st
             M = formulaic.model_matrix(f"0 + {t}", frame)
             parts.append(np.asarray(M, dtype=float))
             full_names += [str(c) for c in M.columns]
-        at = [full_names.index(re.sub(r"\[T\.", "[", n)) for n in names]  # treatment columns among the full ones
+        full = {name: k for k, name in enumerate(full_names)}
+        missing = [n for n in names if re.sub(r"\[T\.", "[", n) not in full]
+        if missing:
+            raise FormulaError(f"type III tests need each column of the design among its terms' full sets of "
+                               f"dummies, and {', '.join(missing)} is not; write the categorical variables as C(x)")
+        at = [full[re.sub(r"\[T\.", "[", n)] for n in names]  # the treatment columns among the full ones
         return columns, variables, np.hstack(parts), at
     fixed: FixedTerms = enc.encoder.fixed
     every = enc.encoder.columns(frame)  # the constant, then every cell of every term, base cells included
