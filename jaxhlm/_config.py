@@ -34,9 +34,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _loop_emitters() -> None:
-    """Select XLA:CPU's loop emitters. Its fusion emitters, the default code generator, take about 1.4 times as long
-    to compile jaxhlm's programs (Newton iterations over autodiff Hessians; twice as long at the test suite's backend
-    optimisation level 0), and the programs run no faster (experiments/bench_compile.py). The flag changes only
+    """Select XLA:CPU's loop emitters. With its fusion emitters, the default code generator, a first call of
+    jaxhlm's programs (Newton iterations over autodiff Hessians) took 1.2-1.4 times as long, 1.3-2 times at the test
+    suite's backend optimisation level 0, and the programs ran no faster (experiments/bench_compile.py). The flag changes only
     XLA:CPU's code generation and must be set before the backend starts. XLA aborts the process on a flag it does
     not know, so it is set only for the jaxlib releases checked to have it (0.7 to 0.9); a choice of the user's in
     XLA_FLAGS stands, and JAXHLM_XLA_DEFAULTS=0 leaves XLA_FLAGS alone."""

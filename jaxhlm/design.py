@@ -777,6 +777,13 @@ def _doolittle(A: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return L
 
 
+def _sequential(X: np.ndarray, order: list[int], cols: list[int]) -> np.ndarray:
+    """The sequential hypothesis of columns ``cols`` when X's columns enter in ``order``: their rows of Lᵀ, L the
+    unit lower factor of the reordered XᵀX (:func:`_doolittle`), over X's columns in their own order."""
+    L = _doolittle(X[:, order].T @ X[:, order]).T
+    return L[[order.index(c) for c in cols]][:, np.argsort(order)]
+
+
 def term_contrasts(d: "Design", kind: int = 3) -> dict[str, np.ndarray]:
     """Each fixed-effect term's hypothesis of type I, II or III: rows L over the estimated coefficients with Lβ = 0
     the term's null, as lmerTest's ``anova(m, type=)`` forms them.
@@ -806,17 +813,12 @@ def term_contrasts(d: "Design", kind: int = 3) -> dict[str, np.ndarray]:
         termed = [c for cols in columns.values() for c in cols]
         sequence = [c for c in range(p) if c not in termed] + [
             c for t in sorted(columns, key=lambda t: len(variables[t])) for c in columns[t]]
-        Ls = _doolittle(X[:, sequence].T @ X[:, sequence]).T
-        out = {t: Ls[[sequence.index(c) for c in cols]][:, np.argsort(sequence)] for t, cols in columns.items()}
+        out = {t: _sequential(X, sequence, cols) for t, cols in columns.items()}
     elif kind == 2:
         for t, cols in columns.items():
-            if not within[t]:
-                out[t] = np.eye(p)[cols]
-                continue
             last = cols + [c for o in within[t] for c in columns[o]]
-            order = [c for c in range(p) if c not in last] + last
-            Lr = _doolittle(X[:, order].T @ X[:, order]).T  # rows and columns in the reordered design
-            out[t] = Lr[[order.index(c) for c in cols]][:, np.argsort(order)]
+            out[t] = (_sequential(X, [c for c in range(p) if c not in last] + last, cols) if within[t]
+                      else np.eye(p)[cols])
     else:
         L = (np.linalg.pinv(X) @ full).T  # rows: the overparameterised design's columns; columns: the estimated
         L[np.abs(L) < 1e-10 * np.abs(L).max()] = 0.0

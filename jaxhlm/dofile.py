@@ -1506,7 +1506,7 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
     def echo(cmd: Command, mark: str) -> str:
         return "\n".join([f"{mark}{cmd.echo[0]}"] + [f"> {e}" for e in cmd.echo[1:]]) + "\n"
 
-    def run(cmd: Command, text: str, echoed: bool) -> bool:
+    def run_line(cmd: Command, text: str, echoed: bool) -> bool:
         """Run one command line (``text``, its macros unexpanded) and print its output. Whether it printed."""
         word, args = _command_word(session.expand(text))
         output = session.run(word, args)
@@ -1540,7 +1540,7 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
                                           _true(session._value(session.expand(condition)), condition))
                     chain = None if kind == "else" and condition is None else bool(done or taken)
                     if not isinstance(item, Block):
-                        printed |= taken and run(cmd, carried, echoed)
+                        printed |= taken and run_line(cmd, carried, echoed)
                         continue
                     if echoed:
                         emit(echo(cmd, ". ") + ("" if taken else "".join(echo(c, ". ") for c in item.lines())))
@@ -1573,7 +1573,7 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
                         emit("\n")
                     printed |= passes
                     continue
-                printed |= run(cmd, cmd.text, echoed)
+                printed |= run_line(cmd, cmd.text, echoed)
             except DoFileError:
                 raise
             except JaxhlmError as exc:

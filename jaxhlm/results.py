@@ -1506,8 +1506,13 @@ def _merged(sequences: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, s
             else:
                 at += 1
                 union.insert(at, item)
-    first = {eq: k for k, (eq, _) in reversed(list(enumerate(union)))}
-    return sorted(union, key=lambda key: first[key[0]])  # stable: each equation's rows together
+    return _by_equation(union)
+
+
+def _by_equation(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``keys`` with each equation's rows together, equations in order of first appearance (a stable sort)."""
+    first = {eq: k for k, (eq, _) in reversed(list(enumerate(keys)))}
+    return sorted(keys, key=lambda key: first[key[0]])
 
 
 def _picked(keys: list[tuple[str, str]], tokens: str, option: str) -> list[tuple[str, str]]:
@@ -1548,19 +1553,17 @@ def estimates_table(models: Mapping[str, MixedResult], se: bool | str = False, t
     frames = {name: m.equations() for name, m in models.items()}
     keys = _merged([list(f.index) for f in frames.values()])
     if keep is not None:
-        keys = _picked(keys, keep, "keep")
-        first = {eq: k for k, (eq, _) in reversed(list(enumerate(keys)))}
-        keys = sorted(keys, key=lambda key: first[key[0]])
+        keys = _by_equation(_picked(keys, keep, "keep"))
     if drop is not None:
         gone = set(_picked(keys, drop, "drop"))
         keys = [k for k in keys if k not in gone]
     coefs = {(m.design.response, term): c for m in models.values() for term, c in _terms(m.design.coefs).items()}
     index = pd.MultiIndex.from_tuples(keys, names=["equation", "term"])
-    known = sorted({*next(iter(models.values())).e_scalars, "aic", "bic"})
+    values = {name: {**m.e_scalars, "aic": m.aic, "bic": m.bic} for name, m in models.items()}
+    known = sorted(next(iter(values.values())))
     for stat in stats:
         if stat not in known:
             raise JaxhlmError(f"stats({stat}): not a statistic of these models; choose from {', '.join(known)}")
-    values = {name: {**m.e_scalars, "aic": m.aic, "bic": m.bic} for name, m in models.items()}
     for fmt in (b, se, t, p, stfmt):
         if isinstance(fmt, str):
             render.format_width(fmt)  # refuses a format it cannot render
