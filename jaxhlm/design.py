@@ -909,6 +909,14 @@ class Encoding:
                     weights=precision, freq=freq if c.sampling is None else c.sampling.rows,
                     sampling=c.sampling, position=position), check.digest()
 
+    def full_columns(self, frame: pd.DataFrame) -> np.ndarray:
+        """Every column the encoder builds for rows without missing values, the collinear ones the fit omitted
+        included (a Stata model's base cells too): the space in which a linear function of the coefficients is
+        estimable or not. Levels of a factor the fit has not seen are refused."""
+        if isinstance(self.encoder, _Factors):
+            self.encoder.check_known(frame)
+        return self.encoder.columns(frame)
+
     def predictors(self, data: pd.DataFrame, random: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
         """(complete, X, Z, codes per grouping level) for the rows of ``data`` with no missing predictor
@@ -925,9 +933,7 @@ class Encoding:
                             "need" + (" (random=False predicts without the random effects)" if random else ""))
         complete = _complete(data, needed)
         frame = data.loc[complete]
-        if isinstance(self.encoder, _Factors):
-            self.encoder.check_known(frame)
-        X = self.encoder.columns(frame)[:, self.kept]
+        X = self.full_columns(frame)[:, self.kept]
         if not random:
             unseen = np.full(len(frame), -1)
             return complete, X, np.zeros((len(frame), len(spec.re_names))), (unseen,) * len(self.ranks)

@@ -376,6 +376,22 @@ class Session:
         terms = [[self._resolve(re.sub(r"^i\.", "", v)) for v in term.split("#")] for term in body.split()]
         return "\n\n".join(str(model.margins(over, at, dydx, pwcompare, alpha)) for over in terms or [[]])
 
+    def contrast(self, args: str) -> str:
+        """``contrast termlist [, overall asobserved noeffects]``: the ANOVA-style Wald tests of terms
+        (:meth:`MixedResult.contrast`)."""
+        body, _, opts = args.partition(",")
+        given = {}
+        for o, arg in options(opts):
+            if arg is None and abbreviates(o, "overall", 4):
+                given["overall"] = True
+            elif arg is None and abbreviates(o, "asobserved", 5):
+                given["asobserved"] = True
+            elif arg is None and abbreviates(o, "noeffects", 5):
+                pass  # a termlist without contrast operators shows no table of effects anyway
+            else:
+                raise JaxhlmError(f"option {o} not allowed; contrast accepts overall, asobserved and noeffects")
+        return str(self._active().contrast(body, **given))
+
     def lrtest(self, args: str) -> str:
         body, _, opts = args.partition(",")
         names = body.split()
@@ -1197,7 +1213,8 @@ class Session:
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
-    ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("nlcom", 5, Session.nlcom), ("tabulate", 2, Session.tabulate),
+    ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("nlcom", 5, Session.nlcom),
+    ("contrast", 8, Session.contrast), ("tabulate", 2, Session.tabulate),
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),

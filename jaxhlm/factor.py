@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -52,9 +53,9 @@ class Term:
     vars: tuple[FVar, ...]
 
     @property
-    def key(self) -> frozenset[tuple[str, bool]]:
-        """The term's identity for hierarchy checks: which variables, each as factor or continuous."""
-        return frozenset((v.name, v.factor) for v in self.vars)
+    def key(self) -> frozenset[tuple]:
+        """The term's identity for hierarchy checks (:func:`term_key`)."""
+        return term_key((v.name, v.factor) for v in self.vars)
 
     @property
     def header(self) -> str:
@@ -65,6 +66,18 @@ class Term:
 
     def __str__(self) -> str:
         return "#".join(map(str, self.vars))
+
+
+def term_key(variables: Iterable[tuple[str, bool]]) -> frozenset[tuple]:
+    """A term's variables, each as factor or continuous, as a set in which a repeat counts (``c.ses#c.ses`` is
+    {(ses, continuous), (ses, continuous, 2)}): set inclusion is then the terms' containment (``sized#c.ses`` within
+    ``sized#c.ses#c.ses``) and set difference what is left of a term without some of its variables."""
+    seen: dict[tuple[str, bool], int] = {}
+    out = set()
+    for v in variables:
+        seen[v] = seen.get(v, 0) + 1
+        out.add(v if seen[v] == 1 else (*v, seen[v]))
+    return frozenset(out)
 
 
 def term(*fvars: FVar) -> Term:

@@ -22,7 +22,7 @@ from .residual import ByStratum, Serial
 if TYPE_CHECKING:
     from .factor import Coef
     from .infer import ParameterTable
-    from .results import (EstimatesTable, GroupInfluence, IntraclassCorrelation, LinearCombination, Margins,
+    from .results import (Contrasts, EstimatesTable, GroupInfluence, IntraclassCorrelation, LinearCombination, Margins,
                           MixedResult, NonlinearCombinations)
 
 WIDTH = 78
@@ -277,6 +277,24 @@ def margins_text(m: "Margins") -> str:
         lines.append(_coef_line(text, row[0], row.std_err, getattr(row, stat), row.p, row.ci_lower, row.ci_upper))
     lines.append("-" * (w + 66))
     return "\n".join(lines)
+
+
+def contrast_text(c: "Contrasts") -> str:
+    """Stata's ``contrast`` table of Wald tests after ``mixed``: the response as the equation's header row, then a
+    row per term (df, chi2, P>chi2), the label column widened to the longest label, as published Stata 17-18 logs
+    show for one term. Between several terms (and before ``Overall``) a blank row, as Stata's other tables of
+    terms; that part is unverified against a log."""
+    labels = list(c.table.index)
+    w = _name_width([c.response, *labels])
+    rule = "-" * (w + 1)
+    lines = ["Contrasts of marginal linear predictions", "", f"Margins: {c.margins}", "", rule + "-" * 35,
+             f"{'':{w}} |{'df':>11}{'chi2':>12}{'P>chi2':>11}", rule + "+" + "-" * 34,
+             f"{_abbrev(c.response, w):<{w}} |"]
+    for k, (label, row) in enumerate(c.table.iterrows()):
+        if k:
+            lines.append(f"{'':{w}} |")
+        lines.append(f"{_abbrev(str(label), w):>{w}} |{int(row['df']):>11}{row['chi2']:>12.2f}{row['P>chi2']:>11.4f}")
+    return "\n".join(lines + [rule + "-" * 35])
 
 
 def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: float = 95.0) -> list[str]:

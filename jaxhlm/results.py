@@ -23,7 +23,7 @@ from . import _config, functional, influence, render
 from .deviance import conditional_modes, level_modes, relative_factor
 from .design import Design, Rows, fixed_variables, residual_data
 from .errors import ComparisonError, DataError, JaxhlmError
-from .factor import CONSTANT, Coef, FixedTerms
+from .factor import CONSTANT, Coef, FixedTerms, term_key
 from .estimate import Fit
 from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, check_vce, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
@@ -1005,7 +1005,7 @@ class MixedResult:
         at_values = list(itertools.product(*at.values()))
         combos = list(itertools.product(*at.values(), *levels))
         L = _margin_rows(d, frame, np.ones(len(frame)) if rows.freq is None else rows.freq,
-                         [dict(zip(names, combo)) for combo in combos], dydx)
+                         [dict(zip(names, combo)) for combo in combos], {dydx: 1} if dydx else None)[:, d.encoding.kept]
         index = pd.MultiIndex.from_tuples(combos, names=names) if names else pd.Index(["_cons"])
         # Stata's row labels: the _at number, then the over variables' values
         per_at = len(combos) // max(len(at_values), 1)
@@ -1034,6 +1034,75 @@ class MixedResult:
         return Margins(frame, tuple(labels), tuple(over), tuple(at), tuple(at_values) if at else (), d.response,
                        self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
                        adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare)
+
+    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False) -> "Contrasts":
+        """Stata's ``contrast termlist``: for each term (``sector``, ``sized#sector``, ``sized##sector`` for both
+        main effects and their interaction, ``sector#c.ses`` for the slopes of ses across sectors), the joint Wald
+        chi-squared test that the term's effect is nil, ANOVA-style. Its hypotheses are on the term's cell margins:
+        the margins of its factors' level combinations, each the mean of the linear prediction with the term's
+        factors set to that cell, every other factor averaged over its levels with equal weights (Stata's
+        ``asbalanced``; ``asobserved``: as in the sample instead) and continuous variables as observed, so at their
+        means (not at 0, where type III tests of :meth:`anova` place them). A main effect compares its levels'
+        margins; an interaction, the differences of differences; with continuous variables in the term, their
+        coefficient in each cell's margin takes the margin's place. Factor-only models thus get type III
+        hypotheses. Stata reports chi-squared after ``mixed`` whatever its ``dfmethod``, and so does this.
+        ``overall`` adds the joint test of all the terms. A term's hypotheses must be estimable: a cell that no
+        data informs (an empty cell of an interaction) is refused by name. For models written in Stata syntax."""
+        from .stata import contrast_terms  # the Stata front end builds on results
+
+        fixed, d = self.spec.fixed, self.design
+        if not isinstance(fixed, FixedTerms):
+            raise JaxhlmError("contrast reads Stata factor-variable terms, and this model was written as a formula; "
+                              "its terms' tests are anova()")
+        if self.spec.sampled:
+            raise JaxhlmError("contrast averages predictions over the estimation sample, which is not computed for "
+                              "fits with sampling weights (see margins)")
+        if d.source is None:
+            raise DataError("contrast averages the predictions over the estimation sample, and this fit's data were "
+                            "read in chunks; pass the data as a DataFrame")
+        factors = {v.name for t in fixed.terms for v in t.vars if v.factor}
+        model_terms = {t.key for t in fixed.terms}
+        rows = d.rows()
+        frame = d.source.iloc[rows.position]
+        w = np.ones(len(frame)) if rows.freq is None else rows.freq
+        encoder = d.encoding.encoder
+        X = d.encoding.full_columns(frame)
+        _, sv, Vt = np.linalg.svd(X, full_matrices=False)
+        space = Vt[sv > 1e-10 * sv[0]]  # the rows of X span the estimable functions
+        beta, V = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
+        tests: dict[str, tuple[np.ndarray, ChiTest]] = {}
+        for t in contrast_terms(terms, d.source.columns):
+            if t.key not in model_terms:
+                raise JaxhlmError(f"contrast {t.header}: not a term of the model (its terms: "
+                                  f"{', '.join(mt.header for mt in fixed.terms)})")
+            own = [v.name for v in t.vars if v.factor]
+            if not own:
+                raise JaxhlmError(f"contrast {t.header}: a term of continuous variables only has no levels to "
+                                  "contrast; test its coefficient with test")
+            others = [] if asobserved else sorted(factors - set(own))
+            levels = [list(encoder.levels[n]) for n in own]
+            balance = list(itertools.product(*(encoder.levels[n] for n in others)))
+            settings = [dict(zip(own + others, cell + rest)) for cell in itertools.product(*levels) for rest in balance]
+            orders = {v.name: sum(u.name == v.name for u in t.vars) for v in t.vars if not v.factor}
+            cells = _margin_rows(d, frame, w, settings, orders).reshape(-1, len(balance), X.shape[1]).mean(axis=1)
+            # each factor's levels against its first, combined across the term's factors (differences of differences)
+            D = np.ones((1, 1))
+            for lv in levels:
+                D = np.kron(D, np.hstack([-np.ones((len(lv) - 1, 1)), np.eye(len(lv) - 1)]))
+            C = D @ cells
+            C[np.abs(C) < 1e-10 * max(np.abs(C).max(), 1.0)] = 0.0
+            if np.abs(C - C @ space.T @ space).max() > 1e-8 * max(np.abs(C).max(), 1.0):
+                raise JaxhlmError(f"contrast {t.header}: not estimable, for a cell its margins need (of this term "
+                                  "or of an interaction with another factor) has no observations; test the "
+                                  "coefficients the data do inform with test or testparm")
+            C = C[:, d.encoding.kept]
+            tests[t.header] = (C, linear_hypothesis(C, np.zeros(len(C)), beta, V))
+        if overall and len(tests) > 1:
+            C = np.vstack([c for c, _ in tests.values()])
+            tests["Overall"] = (C, linear_hypothesis(C, np.zeros(len(C)), beta, V))
+        table = pd.DataFrame([(float(t.df), t.statistic, t.pvalue) for _, t in tests.values()],
+                             index=pd.Index(list(tests), name="term"), columns=["df", "chi2", "P>chi2"])
+        return Contrasts(table, d.response, "asobserved" if asobserved else "asbalanced")
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -1164,14 +1233,12 @@ def _split_terms(expr: str) -> list[str]:
     return [t.replace(" ", "") for t in terms]
 
 
-def _coefficient_key(name: str) -> frozenset[tuple[str, bool]]:
+def _coefficient_key(name: str) -> frozenset[tuple]:
     """A Stata coefficient's variables, each as factor or continuous (``2.sized#c.ses`` → sized a factor, ses
     continuous): the identity of the term it belongs to (:attr:`jaxhlm.factor.Term.key`)."""
-    key = set()
-    for part in name.split("#"):
-        level = re.fullmatch(r"\d+[bno]*\.(.+)", part)
-        key.add((level[1], True) if level else (part.removeprefix("c."), False))
-    return frozenset(key)
+    levels = [re.fullmatch(r"\d+[bno]*\.(.+)", part) for part in name.split("#")]
+    return term_key((level[1], True) if level else (part.removeprefix("c."), False)
+                    for part, level in zip(name.split("#"), levels))
 
 
 def _coefficient(token: str, design: Design, text: str) -> int:
@@ -1328,19 +1395,44 @@ class NonlinearCombinations:
 MARGIN_LEVELS = 50
 
 
-def _margin_rows(d: Design, frame: pd.DataFrame, w: np.ndarray, settings: list[dict], dydx: str | None) -> np.ndarray:
-    """(settings, p): per setting of some variables, the ``w``-weighted mean design row of ``frame`` with them set,
-    x̄ (a margin is x̄ᵀβ); with ``dydx``, the mean row's derivative in that variable by central differences (exact
-    for terms up to quadratic in it), at its set value or, unset, at each row's own."""
-    def mean_row(setting: dict) -> np.ndarray:
-        return w @ d.predictors(frame.assign(**setting), random=False)[1] / w.sum()
+def _margin_rows(d: Design, frame: pd.DataFrame, w: np.ndarray, settings: list[dict],
+                 orders: Mapping[str, int] | None = None) -> np.ndarray:
+    """(settings, p̃) over every column of the design (:meth:`~jaxhlm.design.Encoding.full_columns`, omitted ones
+    included): per setting of some variables, the ``w``-weighted mean design row of ``frame`` with them set, x̄ (a
+    margin is x̄ᵀβ). With ``orders`` ({continuous variable: k}), the mean row's coefficient of ∏ xᵏ as a polynomial in
+    those variables instead (order 1: dydx's slope; ``c.age#c.age``: order 2), by k-th central differences divided
+    by k!·hᵏ, exact for terms up to degree k + 1 in each: at a variable's set value or, unset, at each row's own."""
+    orders = dict(orders or {})
+    values = {v: pd.to_numeric(frame[v], errors="coerce").to_numpy(dtype=float) for v in orders}
+    steps = {v: 1e-3 * (float(np.std(x)) or 1.0) for v, x in values.items()}
 
-    if dydx is None:
-        return np.stack([mean_row(s) for s in settings])
-    x = pd.to_numeric(frame[dydx], errors="coerce").to_numpy(dtype=float)
-    h = 1e-3 * (float(np.std(x)) or 1.0)
-    return np.stack([(mean_row({**s, dydx: s.get(dydx, x) + h}) - mean_row({**s, dydx: s.get(dydx, x) - h})) / (2 * h)
-                     for s in settings])
+    def mean_row(setting: dict) -> np.ndarray:
+        return w @ d.encoding.full_columns(frame.assign(**setting)) / w.sum()
+
+    def row(setting: dict) -> np.ndarray:
+        total = 0.0
+        for offsets in itertools.product(*(range(k + 1) for k in orders.values())):
+            shifted, weight = dict(setting), 1.0
+            for (v, k), j in zip(orders.items(), offsets):
+                shifted[v] = setting.get(v, values[v]) + (k / 2 - j) * steps[v]
+                weight *= (-1) ** j * math.comb(k, j) / (math.factorial(k) * steps[v] ** k)
+            total = total + weight * mean_row(shifted)
+        return np.asarray(total)
+
+    return np.stack([row(s) for s in settings])
+
+
+@dataclass(frozen=True)
+class Contrasts:
+    """Stata's ``contrast`` table (:meth:`MixedResult.contrast`): a row per term (and ``Overall``), with the df,
+    chi-squared statistic and p-value of its joint Wald test."""
+
+    table: pd.DataFrame
+    response: str
+    margins: str  # "asbalanced" or "asobserved", Stata's "Margins:" line
+
+    def __str__(self) -> str:
+        return render.contrast_text(self)
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,25 @@ def parse_varlist(text: str, columns: Columns) -> list[Term]:
     return _VarlistParser(text, columns).items()
 
 
+#: Stata's contrast operators (r.sector, ar.sector, ...): named contrasts, not ANOVA-style tests of terms
+_CONTRAST_OPERATOR = re.compile(r"(?<![\w.])(?:a|ar|r|rb\w*|g|gw|h|j|p|q|pw|qw)\.", re.I)
+
+
+def contrast_terms(text: str, columns: Sequence[str]) -> list[Term]:
+    """The terms of contrast's termlist: a factor-variable varlist in which a variable without an operator is a
+    factor (``contrast sector`` is ``contrast i.sector``) and ``c.`` marks a continuous one."""
+    if _CONTRAST_OPERATOR.search(text):
+        raise FormulaError(f"contrast {text.strip()}: contrast operators (r., a., g., p., ...) are not supported; "
+                           "contrast tests each term's joint hypothesis, and margins ..., pwcompare gives the "
+                           "differences of its levels' margins")
+    continuous = set(re.findall(r"(?<![\w.])c\.(\w+)", text))
+    terms = parse_varlist(text, Columns(list(map(str, columns))))
+    if not terms:
+        raise FormulaError("contrast needs a term: contrast sector, contrast sector#sized, contrast sector#c.ses")
+    return [term(*(FVar(v.name, True, v.base) if not v.factor and v.name not in continuous else v for v in t.vars))
+            for t in terms]
+
+
 # ---- the command ----------------------------------------------------------------------------------------
 def split_top(text: str, sep: str) -> list[str]:
     """Split at ``sep`` outside parentheses."""
