@@ -887,6 +887,11 @@ class Session:
             notes.append(_missing_note(new))
         return "\n".join(n for n in notes if n)
 
+    def graph(self, args: str) -> str:
+        """A graph command (``histogram``, ``twoway``, ``marginsplot``, ...): jaxhlm draws no graphs, so the run
+        notes that and goes on to the next command, as a do-file's analyses rarely depend on its graphs."""
+        return "(graph not drawn: jaxhlm draws no graphs; the run goes on)"
+
     def count(self, args: str) -> str:
         """``count [if] [in]``: the number of rows selected, as Stata prints it; r(N) holds it."""
         body, subset = split_qualifiers(args, self._columns())
@@ -1209,6 +1214,10 @@ class Session:
         return self.stored[name]
 
 
+#: Stata's graph commands (name, shortest abbreviation), which a run notes and passes over
+GRAPH_COMMANDS = (("graph", 2), ("twoway", 2), ("scatter", 2), ("line", 4), ("histogram", 4), ("kdensity", 5),
+                  ("qnorm", 5), ("pnorm", 5), ("marginsplot", 11), ("rvfplot", 7), ("lvr2plot", 8))
+
 #: (command, shortest abbreviation, handler), as Stata abbreviates them.
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
@@ -1224,12 +1233,13 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
     ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
     ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    *((name, shortest, Session.graph) for name, shortest in GRAPH_COMMANDS),
 ]
 
 
 #: The commands whose output follows their echo directly in Stata's log (a note, display's text); the others'
 #: tables start after a blank line.
-_INLINE = (Session.display, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
+_INLINE = (Session.display, Session.graph, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
            Session.save, Session.count)
 
 

@@ -187,6 +187,14 @@ def test_log_echoes_and_state(hsb, tmp_path):
     assert [r[0] for r in tab] == ["0", "1"] and sum(r[1] for r in tab) == len(subset)
 
 
+def test_graph_commands_are_noted_and_passed_over(hsb):
+    log = run_do("hist mathach, normal\ntw (scatter mathach ses) (lfit mathach ses)\nquietly mixed mathach ses || id:\n"
+                 "marginsplot\ngraph export fig.png, replace\ncount\n", hsb)
+    note = "(graph not drawn: jaxhlm draws no graphs; the run goes on)\n\n"
+    assert log.startswith(". hist mathach, normal\n" + note + ". tw (scatter mathach ses) (lfit mathach ses)\n" + note)
+    assert ". marginsplot\n" + note + ". graph export fig.png, replace\n" + note + ". count\n  7,185\n\n" in log
+
+
 def test_tab_generate_labels_and_clash(hsb):
     log = run_do("tab sized, gen(s_)\ntab s_3\n", hsb)
     assert "sized==" in log and "3.0000" in log  # the generated variable's label, over two lines
