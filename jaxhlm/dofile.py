@@ -360,7 +360,7 @@ class Session:
         their pairwise differences, shown with tests (as Stata's ``pwcompare(effects)``)."""
         body, _, opts = args.partition(",")
         at: dict[str, list[float]] = {}
-        rest, dydx, pwcompare = [], None, False
+        rest, dydx, pwcompare, mcompare = [], None, False, "noadjust"
         for o, arg in options(opts):
             if o == "at" and arg:
                 for name, values in _at_values(arg):
@@ -369,12 +369,38 @@ class Session:
                 dydx = self._resolve(re.sub(r"^c\.", "", arg.strip()))
             elif o == "pwcompare" and (arg is None or arg.strip() in ("effects", "eff")):
                 pwcompare = True
+            elif abbreviates(o, "mcompare", 3) and arg is not None:
+                mcompare = _mcompare(arg)
             else:
                 rest.append(o if arg is None else f"{o}({arg})")
-        alpha = _alpha(" ".join(rest), "margins (besides at(), dydx() and pwcompare)")
+        alpha = _alpha(" ".join(rest), "margins (besides at(), dydx(), pwcompare and mcompare())")
         model = self._active()
         terms = [[self._resolve(re.sub(r"^i\.", "", v)) for v in term.split("#")] for term in body.split()]
-        return "\n\n".join(str(model.margins(over, at, dydx, pwcompare, alpha)) for over in terms or [[]])
+        # after mixed, Stata's margins are z tests on e(V) whatever the fit's dfmethod
+        return "\n\n".join(str(model.margins(over, at, dydx, pwcompare, alpha, mcompare=mcompare, large_sample=True))
+                           for over in terms or [[]])
+
+    def pwcompare(self, args: str) -> str:
+        """``pwcompare termlist [, mcompare(method) cieffects pveffects effects asobserved level(#)]``: the pairwise
+        differences of each term's cell margins (:meth:`MixedResult.pwcompare`), shown as Stata's default table
+        (cieffects) or the one asked for."""
+        body, _, opts = args.partition(",")
+        given: dict = {}
+        show, rest = "cieffects", []
+        for o, arg in options(opts):
+            if arg is None and o in render.EFFECTS:
+                show = o
+            elif arg is None and abbreviates(o, "asobserved", 5):
+                given["asobserved"] = True
+            elif abbreviates(o, "mcompare", 3) and arg is not None:
+                given["mcompare"] = _mcompare(arg)
+            elif abbreviates(o, "level", 1):
+                rest.append(f"{o}({arg})" if arg is not None else o)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; pwcompare accepts mcompare(noadjust|bonferroni|sidak|"
+                                  "scheffe), cieffects, pveffects, effects, asobserved and level(#)")
+        alpha = _alpha(" ".join(rest), "pwcompare")
+        return self._active().pwcompare(body, alpha=alpha, **given).text(show)
 
     def contrast(self, args: str) -> str:
         """``contrast termlist [, overall asobserved noeffects]``: the ANOVA-style Wald tests of terms
@@ -1223,7 +1249,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
     ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("nlcom", 5, Session.nlcom),
-    ("contrast", 8, Session.contrast), ("tabulate", 2, Session.tabulate),
+    ("contrast", 8, Session.contrast), ("pwcompare", 9, Session.pwcompare), ("tabulate", 2, Session.tabulate),
     ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
@@ -1241,6 +1267,15 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 #: tables start after a blank line.
 _INLINE = (Session.display, Session.graph, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
            Session.save, Session.count)
+
+
+def _mcompare(arg: str) -> str:
+    """mcompare()'s method, as Stata abbreviates it (``bon``, ``sid``, ``sch``, ``noadj``)."""
+    word = arg.strip().lower()
+    for method, shortest in (("noadjust", 5), ("bonferroni", 3), ("sidak", 3), ("scheffe", 3)):
+        if abbreviates(word, method, shortest):
+            return method
+    raise JaxhlmError(f"mcompare({arg.strip()}): the methods here are noadjust, bonferroni, sidak and scheffe")
 
 
 def _true(value: float | str, condition: str) -> bool:

@@ -16,14 +16,14 @@ import pandas as pd
 
 from .errors import JaxhlmError
 from .formula import DFMETHOD_NAMES
-from .infer import sd_corr
+from .infer import MCOMPARE, sd_corr
 from .residual import ByStratum, Serial
 
 if TYPE_CHECKING:
     from .factor import Coef
     from .infer import ParameterTable
     from .results import (Contrasts, EstimatesTable, GroupInfluence, IntraclassCorrelation, LinearCombination, Margins,
-                          MixedResult, NonlinearCombinations)
+                          MixedResult, NonlinearCombinations, PairwiseComparisons)
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -263,10 +263,13 @@ def margins_text(m: "Margins") -> str:
                       for j, (name, v) in enumerate(zip(m.at, values))]
     lines.append("")
     group, labels = "#".join((["_at"] if m.at else []) + list(m.over)), m.labels
+    if m.mcompare != "noadjust":
+        lines += comparisons_table([(group, len(labels))]) + [""]
     w = _name_width([group, *(f"{label} " for label in labels), m.dydx or ""])  # rows are indented by one
     first = "Contrast" if m.pwcompare else "Margin" if m.dydx is None else "dy/dx"
-    head = [f"{'':{w}} |{'Delta-method':>24}",
-            f"{'':{w}} | {first:>10}  std. err.      {stat}    P>|{stat}|{_level_title(m.confidence):>25}"]
+    adjustment = f"{MCOMPARE[m.mcompare]:>14}{MCOMPARE[m.mcompare]:>21}" if m.pwcompare else ""
+    head = [f"{'':{w}} |{'Delta-method':>24}{adjustment}",
+            f"{'':{w}} | {first:>10}   std. err.      {stat}    P>|{stat}|{_level_title(m.confidence):>25}"]
     lines += ["-" * (w + 66)] + head + ["-" * (w + 1) + "+" + "-" * 64]
     if m.dydx is not None and group:
         lines.append(f"{_abbrev(m.dydx, w):<{w}} |")
@@ -295,6 +298,47 @@ def contrast_text(c: "Contrasts") -> str:
             lines.append(f"{'':{w}} |")
         lines.append(f"{_abbrev(str(label), w):>{w}} |{int(row['df']):>11}{row['chi2']:>12.2f}{row['P>chi2']:>11.4f}")
     return "\n".join(lines + [rule + "-" * 35])
+
+
+def comparisons_table(terms: Sequence[tuple[str, int]]) -> list[str]:
+    """Stata's table of the number of comparisons per term, printed when they are adjusted for multiplicity."""
+    w = _name_width([t for t, _ in terms])
+    rule = "-" * (w + 1)
+    return ([rule + "-" * 14, f"{'':{w}} |{'Number of':>13}", f"{'':{w}} |{'comparisons':>13}", rule + "+" + "-" * 13]
+            + [f"{_abbrev(t, w):>{w}} |{k:>13}" for t, k in terms] + [rule + "-" * 14])
+
+
+#: pwcompare's tables of effects: which columns each shows (Stata's cieffects, the default, pveffects and effects)
+EFFECTS = ("cieffects", "pveffects", "effects")
+
+
+def pwcompare_text(pw: "PairwiseComparisons", show: str = "effects") -> str:
+    """Stata's ``pwcompare`` table after ``mixed``: the title, the margins' balancing, the number of comparisons when
+    adjusted, then the response as the equation row and each term's rows ("1 vs 0") under the adjustment's name.
+    ``show``: the columns, as Stata's ``effects`` (contrast, SE, z, p, interval: the layout of a published Stata 18
+    log, one term), ``cieffects`` (no z or p) or ``pveffects`` (no interval); the last two, and blank rows between
+    several terms, follow the same grid unverified."""
+    labels = [str(label) for t in pw.tables for label in t.index]
+    terms = [str(t.index.name) for t in pw.tables]
+    w = _name_width([pw.response, *terms, *(f"{label} " for label in labels)])
+    name, interval = MCOMPARE[pw.mcompare], _level_title(pw.confidence)
+    head, width = {"effects": (f"{name:>38}{name:>21}", 64), "pveffects": (f"{name:>38}", 39),
+                   "cieffects": (f"{name:>43}", 48)}[show]
+    title = {"effects": f"      z    P>|z|{interval:>25}", "pveffects": "      z    P>|z|",
+             "cieffects": f"{interval:>25}"}[show]
+    lines = ["Pairwise comparisons of marginal linear predictions", "", f"Margins: {pw.margins}", ""]
+    if pw.mcompare != "noadjust":
+        lines += comparisons_table([(t, len(table)) for t, table in zip(terms, pw.tables)]) + [""]
+    lines += ["-" * (w + 2 + width), f"{'':{w}} |{head}", f"{'':{w}} |   Contrast   Std. err.{title}",
+              "-" * (w + 1) + "+" + "-" * width, f"{_abbrev(pw.response, w):<{w}} |"]
+    for k, (term, table) in enumerate(zip(terms, pw.tables)):
+        lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
+        for label, (b, se, z, p, lo, hi) in zip(table.index, table.to_numpy()):
+            line = _coef_line(f"{label:>{w - 1}} ", b, se, z, p, lo, hi)
+            cut = len(line) - 42  # the end of the SE column
+            lines.append({"effects": line, "pveffects": line[:len(line) - 25],
+                          "cieffects": line[:cut] + f"     {stata_g(lo):>9}   {stata_g(hi):>9}"}[show])
+    return "\n".join(lines + ["-" * (w + 2 + width)])
 
 
 def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: float = 95.0) -> list[str]:

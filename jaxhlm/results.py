@@ -23,11 +23,11 @@ from . import _config, functional, influence, render
 from .deviance import conditional_modes, level_modes, relative_factor
 from .design import Design, Rows, fixed_variables, residual_data
 from .errors import ComparisonError, DataError, JaxhlmError
-from .factor import CONSTANT, Coef, FixedTerms, term_key
+from .factor import CONSTANT, Coef, FixedTerms, Term, term_key
 from .estimate import Fit
 from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, check_vce, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
-                    linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
+                    MCOMPARE, linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
 from .residual import ByStratum, Serial, SerialRows, Strata, Unstructured
@@ -954,8 +954,8 @@ class MixedResult:
                                  math.inf if df is None else float(df[0]), dfmethod)
 
     def margins(self, over: str | Sequence[str] | None = None, at: Mapping[str, float | Sequence[float]] | None = None,
-                dydx: str | None = None, pwcompare: bool = False, alpha: float = 0.05, dfmethod: str | None = None
-                ) -> "Margins":
+                dydx: str | None = None, pwcompare: bool = False, alpha: float = 0.05, dfmethod: str | None = None,
+                mcompare: str = "noadjust", large_sample: bool = False) -> "Margins":
         """Stata's ``margins`` of the linear prediction's fixed portion (xb): the mean over the estimation sample of
         Xβ̂ with each variable of ``over`` set to each of its values in the sample (``margins sector``; several
         variables: every combination, ``margins sector#female``) and each of ``at`` set to the given value or values
@@ -970,10 +970,21 @@ class MixedResult:
 
         ``pwcompare``: every pairwise difference of the margins instead (Stata's ``margins sector, pwcompare(effects)``;
         rows "1 vs 0", cells in parentheses when they have several values, the at() values by their ``_at`` number),
-        unadjusted for multiple comparisons, as Stata's default."""
+        unadjusted for multiple comparisons, as Stata's default; ``mcompare`` adjusts them (``bonferroni``,
+        ``sidak``, ``scheffe``; :func:`~jaxhlm.infer.coefficient_table`), which needs z tests.
+
+        ``large_sample``: z tests on the reported Cov(β̂) whatever the fit's ``dfmethod``, as Stata's ``margins``
+        after ``mixed`` (the do-file runner's)."""
         _check_alpha(alpha)
         check_dfmethod(dfmethod, self.reml)
-        dfmethod = dfmethod or self.spec.dfmethod
+        if mcompare not in MCOMPARE:
+            raise JaxhlmError(f"mcompare({mcompare}): the adjustments are {', '.join(MCOMPARE)}")
+        if mcompare != "noadjust" and not pwcompare:
+            raise JaxhlmError("mcompare adjusts pairwise comparisons: give pwcompare too")
+        dfmethod = None if large_sample else dfmethod or self.spec.dfmethod
+        if mcompare != "noadjust" and dfmethod is not None:
+            raise JaxhlmError(f"mcompare({mcompare}) adjusts z tests, and these are t tests by {dfmethod}'s degrees "
+                              "of freedom; pass large_sample=True for z tests")
         d = self.design
         if self.spec.sampled:
             raise JaxhlmError("margins are not computed for fits with sampling weights: the population's mean needs "
@@ -1021,11 +1032,11 @@ class MixedResult:
             L = np.stack([L[j] - L[i] for i, j in pairs])
             labels = [f"{cell(cells[j])} vs {cell(cells[i])}" for i, j in pairs]
             index = pd.Index(labels, name="#".join((["_at"] if at else []) + over))
-        beta, V, df = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), None
+        beta, V, df = np.asarray(self.fit.beta), self._vcov_beta, None
         if dfmethod is not None:
             small = self._small_sample(dfmethod)
             V, df = small.vcov, small.df(L)
-        table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df)
+        table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df, mcompare)
         stat = "z" if df is None else "t"
         what = "contrast" if pwcompare else "margin" if dydx is None else "dydx"
         frame = pd.DataFrame(table, index=index, columns=[what, "std_err", stat, "p", "ci_lower", "ci_upper"])
@@ -1033,76 +1044,113 @@ class MixedResult:
             frame["df"] = df
         return Margins(frame, tuple(labels), tuple(over), tuple(at), tuple(at_values) if at else (), d.response,
                        self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
-                       adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare)
+                       adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare, mcompare=mcompare)
 
-    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False) -> "Contrasts":
-        """Stata's ``contrast termlist``: for each term (``sector``, ``sized#sector``, ``sized##sector`` for both
-        main effects and their interaction, ``sector#c.ses`` for the slopes of ses across sectors), the joint Wald
-        chi-squared test that the term's effect is nil, ANOVA-style. Its hypotheses are on the term's cell margins:
-        the margins of its factors' level combinations, each the mean of the linear prediction with the term's
-        factors set to that cell, every other factor averaged over its levels with equal weights (Stata's
-        ``asbalanced``; ``asobserved``: as in the sample instead) and continuous variables as observed, so at their
-        means (not at 0, where type III tests of :meth:`anova` place them). A main effect compares its levels'
-        margins; an interaction, the differences of differences; with continuous variables in the term, their
-        coefficient in each cell's margin takes the margin's place. Factor-only models thus get type III
-        hypotheses. Stata reports chi-squared after ``mixed`` whatever its ``dfmethod``, and so does this.
-        ``overall`` adds the joint test of all the terms. A term's hypotheses must be estimable: a cell that no
-        data informs (an empty cell of an interaction) is refused by name. For models written in Stata syntax."""
+    def _term_cells(self, terms: str, asobserved: bool, command: str
+                    ) -> list[tuple[Term, list[list[int]], np.ndarray, np.ndarray]]:
+        """For each term of a Stata termlist (:func:`~jaxhlm.stata.contrast_terms`), its factors' levels and its
+        cells' margins as rows over the estimated coefficients: per combination of the term's factors' levels, the
+        mean design row with those set, every other factor of the model averaged over its levels with equal
+        weights (Stata's ``asbalanced``; ``asobserved``: left as in the sample) and continuous variables as
+        observed; with continuous variables in the term, the row's coefficient of their product instead (a slope,
+        ``sector#c.ses``). Also each cell row's part outside the estimable functions (the row space of the full
+        design, omitted columns included), for :func:`_estimable` to refuse what no data inform."""
         from .stata import contrast_terms  # the Stata front end builds on results
 
         fixed, d = self.spec.fixed, self.design
         if not isinstance(fixed, FixedTerms):
-            raise JaxhlmError("contrast reads Stata factor-variable terms, and this model was written as a formula; "
-                              "its terms' tests are anova()")
+            raise JaxhlmError(f"{command} reads Stata factor-variable terms, and this model was written as a formula; "
+                              "its terms' tests are anova(), its margins' differences margins(pwcompare=True)")
         if self.spec.sampled:
-            raise JaxhlmError("contrast averages predictions over the estimation sample, which is not computed for "
+            raise JaxhlmError(f"{command} averages predictions over the estimation sample, which is not computed for "
                               "fits with sampling weights (see margins)")
         if d.source is None:
-            raise DataError("contrast averages the predictions over the estimation sample, and this fit's data were "
-                            "read in chunks; pass the data as a DataFrame")
+            raise DataError(f"{command} averages the predictions over the estimation sample, and this fit's data "
+                            "were read in chunks; pass the data as a DataFrame")
         factors = {v.name for t in fixed.terms for v in t.vars if v.factor}
         model_terms = {t.key for t in fixed.terms}
         rows = d.rows()
         frame = d.source.iloc[rows.position]
         w = np.ones(len(frame)) if rows.freq is None else rows.freq
-        encoder = d.encoding.encoder
-        X = d.encoding.full_columns(frame)
-        _, sv, Vt = np.linalg.svd(X, full_matrices=False)
+        levels_of = d.encoding.encoder.levels
+        _, sv, Vt = np.linalg.svd(d.encoding.full_columns(frame), full_matrices=False)
         space = Vt[sv > 1e-10 * sv[0]]  # the rows of X span the estimable functions
-        beta, V = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta)
-        tests: dict[str, tuple[np.ndarray, ChiTest]] = {}
+        out = []
         for t in contrast_terms(terms, d.source.columns):
             if t.key not in model_terms:
-                raise JaxhlmError(f"contrast {t.header}: not a term of the model (its terms: "
+                raise JaxhlmError(f"{command} {t.header}: not a term of the model (its terms: "
                                   f"{', '.join(mt.header for mt in fixed.terms)})")
             own = [v.name for v in t.vars if v.factor]
             if not own:
-                raise JaxhlmError(f"contrast {t.header}: a term of continuous variables only has no levels to "
-                                  "contrast; test its coefficient with test")
+                raise JaxhlmError(f"{command} {t.header}: a term of continuous variables only has no levels to "
+                                  "compare; test its coefficient with test")
             others = [] if asobserved else sorted(factors - set(own))
-            levels = [list(encoder.levels[n]) for n in own]
-            balance = list(itertools.product(*(encoder.levels[n] for n in others)))
+            levels = [[int(v) for v in levels_of[n]] for n in own]
+            balance = list(itertools.product(*(levels_of[n] for n in others)))
             settings = [dict(zip(own + others, cell + rest)) for cell in itertools.product(*levels) for rest in balance]
             orders = {v.name: sum(u.name == v.name for u in t.vars) for v in t.vars if not v.factor}
-            cells = _margin_rows(d, frame, w, settings, orders).reshape(-1, len(balance), X.shape[1]).mean(axis=1)
-            # each factor's levels against its first, combined across the term's factors (differences of differences)
-            D = np.ones((1, 1))
+            full = _margin_rows(d, frame, w, settings, orders)
+            cells = full.reshape(-1, len(balance), full.shape[1]).mean(axis=1)
+            out.append((t, levels, cells, cells - cells @ space.T @ space))
+        return out
+
+    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False) -> "Contrasts":
+        """Stata's ``contrast termlist``: for each term (``sector``, ``sized#sector``, ``sized##sector`` for both
+        main effects and their interaction, ``sector#c.ses`` for the slopes of ses across sectors), the joint Wald
+        chi-squared test that the term's effect is nil, ANOVA-style. Its hypotheses are on the term's cell margins
+        (:meth:`_term_cells`): every other factor balanced (``asobserved``: as in the sample), continuous variables
+        as observed, so at their means (not at 0, where type III tests of :meth:`anova` place them). A main effect
+        compares its levels' margins; an interaction, the differences of differences; with continuous variables in
+        the term, their coefficient in each cell's margin takes the margin's place. Factor-only models thus get
+        type III hypotheses. Stata reports chi-squared after ``mixed`` whatever its ``dfmethod`` (on e(V), the
+        reported Cov(β̂)), and so does this. ``overall`` adds the joint test of all the terms. A term's hypotheses
+        must be estimable: a cell that no data inform (an empty cell of an interaction) is refused by name. For
+        models written in Stata syntax."""
+        beta, V = np.asarray(self.fit.beta), self._vcov_beta
+        tests: dict[str, tuple[np.ndarray, ChiTest]] = {}
+        for t, levels, cells, outside in self._term_cells(terms, asobserved, "contrast"):
+            D = np.ones((1, 1))  # each factor's levels against its first, across factors differences of differences
             for lv in levels:
                 D = np.kron(D, np.hstack([-np.ones((len(lv) - 1, 1)), np.eye(len(lv) - 1)]))
-            C = D @ cells
-            C[np.abs(C) < 1e-10 * max(np.abs(C).max(), 1.0)] = 0.0
-            if np.abs(C - C @ space.T @ space).max() > 1e-8 * max(np.abs(C).max(), 1.0):
-                raise JaxhlmError(f"contrast {t.header}: not estimable, for a cell its margins need (of this term "
-                                  "or of an interaction with another factor) has no observations; test the "
-                                  "coefficients the data do inform with test or testparm")
-            C = C[:, d.encoding.kept]
+            C = _estimable(self.design, D @ cells, D @ outside, f"contrast {t.header}")
             tests[t.header] = (C, linear_hypothesis(C, np.zeros(len(C)), beta, V))
         if overall and len(tests) > 1:
             C = np.vstack([c for c, _ in tests.values()])
             tests["Overall"] = (C, linear_hypothesis(C, np.zeros(len(C)), beta, V))
         table = pd.DataFrame([(float(t.df), t.statistic, t.pvalue) for _, t in tests.values()],
                              index=pd.Index(list(tests), name="term"), columns=["df", "chi2", "P>chi2"])
-        return Contrasts(table, d.response, "asobserved" if asobserved else "asbalanced")
+        return Contrasts(table, self.design.response, "asobserved" if asobserved else "asbalanced")
+
+    def pwcompare(self, terms: str, mcompare: str = "noadjust", alpha: float = 0.05, asobserved: bool = False
+                  ) -> "PairwiseComparisons":
+        """Stata's ``pwcompare termlist``: every pairwise difference of each term's cell margins (as
+        :meth:`contrast` forms them: other factors balanced, or ``asobserved``; ``sector#c.ses``: of the slopes),
+        with z tests and intervals on e(V), as Stata after ``mixed``. Rows "1 vs 0", "2 vs 0", "2 vs 1" (cells of
+        several factors in parentheses, "(1 2) vs (1 1)"). ``mcompare`` adjusts the p-values and intervals for the
+        number of comparisons k within each term: ``noadjust`` (the default), ``bonferroni`` (p·k, the interval at
+        α/k), ``sidak`` (1 − (1 − p)ᵏ, the interval at 1 − (1 − α)^(1/k)) or ``scheffe`` (z² against χ² on the
+        rank of the term's comparisons, r = its cells less one: simultaneous over every contrast of the cells)."""
+        _check_alpha(alpha)
+        if mcompare not in MCOMPARE:
+            raise JaxhlmError(f"mcompare({mcompare}): the adjustments are {', '.join(MCOMPARE)}")
+        beta, V = np.asarray(self.fit.beta), self._vcov_beta
+        blocks = []
+        for t, levels, cells, outside in self._term_cells(terms, asobserved, "pwcompare"):
+            combos = list(itertools.product(*levels))
+            if len(combos) < 2:
+                raise JaxhlmError(f"pwcompare {t.header}: one cell, nothing to compare")
+            pairs = [(i, j) for i in range(len(combos)) for j in range(i + 1, len(combos))]
+            D = np.zeros((len(pairs), len(combos)))
+            for k, (i, j) in enumerate(pairs):
+                D[k, i], D[k, j] = -1.0, 1.0
+            L = _estimable(self.design, D @ cells, D @ outside, f"pwcompare {t.header}")
+            table = coefficient_table(L @ beta, L @ V @ L.T, alpha, mcompare=mcompare)
+            cell = lambda c: str(c[0]) if len(c) == 1 else f"({' '.join(map(str, c))})"  # noqa: E731
+            index = pd.Index([f"{cell(combos[j])} vs {cell(combos[i])}" for i, j in pairs], name=t.header)
+            blocks.append(pd.DataFrame(table, index=index, columns=["contrast", "std_err", "z", "p", "ci_lower",
+                                                                    "ci_upper"]))
+        return PairwiseComparisons(tuple(blocks), self.design.response, mcompare, 1 - alpha,
+                                   "asobserved" if asobserved else "asbalanced")
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
@@ -1422,6 +1470,20 @@ def _margin_rows(d: Design, frame: pd.DataFrame, w: np.ndarray, settings: list[d
     return np.stack([row(s) for s in settings])
 
 
+def _estimable(d: Design, C: np.ndarray, outside: np.ndarray, what: str) -> np.ndarray:
+    """Rows ``C`` of linear functions over the full design's columns, as rows over the estimated coefficients (the
+    omitted columns, fixed at 0, dropped), when each is estimable: ``outside``, its part beyond the functions X's
+    rows span, is nil. Otherwise a message: some cell they need has no observations."""
+    scale = max(np.abs(C).max(), 1.0)
+    if np.abs(outside).max() > 1e-8 * scale:
+        raise JaxhlmError(f"{what}: not estimable, for a cell its margins need (of this term or of an interaction "
+                          "with another factor) has no observations; test the coefficients the data do inform with "
+                          "test or testparm")
+    C = C[:, d.encoding.kept]
+    C[np.abs(C) < 1e-10 * scale] = 0.0
+    return C
+
+
 @dataclass(frozen=True)
 class Contrasts:
     """Stata's ``contrast`` table (:meth:`MixedResult.contrast`): a row per term (and ``Overall``), with the df,
@@ -1433,6 +1495,28 @@ class Contrasts:
 
     def __str__(self) -> str:
         return render.contrast_text(self)
+
+
+@dataclass(frozen=True)
+class PairwiseComparisons:
+    """Stata's ``pwcompare`` (:meth:`MixedResult.pwcompare`): a table per term (its name the index's), a row per
+    pair of cells with the difference, its SE, z, p-value and interval, adjusted by ``mcompare``."""
+
+    tables: tuple[pd.DataFrame, ...]
+    response: str
+    mcompare: str
+    confidence: float
+    margins: str  # "asbalanced" or "asobserved"
+
+    def text(self, show: str = "effects") -> str:
+        """The table as Stata prints it with ``show`` one of ``cieffects`` (Stata's default), ``pveffects`` and
+        ``effects`` (every column, the printed form of this object)."""
+        if show not in render.EFFECTS:
+            raise JaxhlmError(f"show={show!r}: one of {', '.join(render.EFFECTS)}")
+        return render.pwcompare_text(self, show)
+
+    def __str__(self) -> str:
+        return self.text()
 
 
 @dataclass(frozen=True)
@@ -1453,6 +1537,7 @@ class Margins:
     adjusted: bool  # every variable of the fixed part fixed by at(): Stata's "Adjusted predictions"
     dydx: str | None = None  # the variable of average marginal effects (Stata's dydx()), None for margins
     pwcompare: bool = False  # the rows are the pairwise differences of the margins ("1 vs 0")
+    mcompare: str = "noadjust"  # their adjustment for multiple comparisons (infer.MCOMPARE)
 
     def __str__(self) -> str:
         return render.margins_text(self)

@@ -1,12 +1,15 @@
-"""Stata's ``contrast`` after ``mixed`` (:meth:`jaxhlm.MixedResult.contrast`): ANOVA-style Wald tests of terms on
-their cell margins, factors balanced.
+"""Stata's ``contrast`` and ``pwcompare`` after ``mixed`` (:meth:`jaxhlm.MixedResult.contrast`, ``.pwcompare``):
+ANOVA-style Wald tests of terms and pairwise differences of their cell margins, factors balanced; and the
+multiple-comparison adjustments they and ``margins`` share.
 
-References: for a model of factors (and a covariate that interacts with none), the hypotheses are type III's, so
-the chi-squared statistics are lmerTest's type III F times its numerator df (an ML fit: F is the Wald statistic over
-its df); fixture tests/fixtures/anova_type3_reference.json (lmerTest 3.1-3, written by
-tests/fixtures/anova_type3_reference.R). With a covariate in an interaction, the main effect is at the covariate's
-mean: the type III test of the model with the covariate centred. The table's layout is that of published Stata
-17-18 logs (``contrast agent_code`` after ``mixed``: the response as the equation row, df, chi2, P>chi2).
+References: tests/fixtures/pwcompare_reference.json (emmeans 1.8.4 on lme4 1.1-31 ML fits of HSB, z tests; written by
+tests/fixtures/pwcompare_reference.R): emmeans' reference grid (other factors weighted equally, covariates at their
+means) is Stata's asbalanced margins, its ``joint_tests`` are contrast's tests and its ``pairs(..., adjust=)`` are
+pwcompare's, unadjusted and Bonferroni-, Sidak- and Scheffe-adjusted. For a model of factors (and a covariate that
+interacts with none), the hypotheses are type III's too: lmerTest's type III F times its df (an ML fit: F is the Wald
+statistic over its df); tests/fixtures/anova_type3_reference.json (lmerTest 3.1-3). The tables' layout is that of
+published Stata 17-18 logs (``contrast agent_code``; ``pwcompare i.AgentType, effects``; ``margins agent_code,
+pwcompare(effects) mcompare(bonferroni)``, whose numbers also check the Bonferroni intervals below).
 """
 
 from __future__ import annotations
@@ -111,3 +114,135 @@ def test_refusals_name_the_problem(hsb):
     # without the interaction, the same data's margins of sized are estimable
     additive = jaxhlm.mixed("mathach i.sized i.sector || id:", part)
     assert additive.contrast("sized").table["df"].iloc[0] == 2
+
+
+PW = json.loads((FIXTURES / "pwcompare_reference.json").read_text())["fits"]
+STATA = {"additive": "mathach ses i.sized##i.sector || id:",
+         "slopes": "mathach i.sized##c.ses i.sector || id: ses, cov(unstr)"}
+
+
+@pytest.fixture(scope="module")
+def models(hsb):
+    return {name: jaxhlm.mixed(command, hsb) for name, command in STATA.items()}
+
+
+def _label(emmeans: str) -> str:
+    """emmeans' "sized3 sector0 - sized1 sector0" as Stata's "(3 0) vs (1 0)" ("sized2 - sized1": "2 vs 1")."""
+    cells = [[v.lstrip("abcdefghijklmnopqrstuvwxyz") for v in side.split()] for side in emmeans.split(" - ")]
+    cell = [c[0] if len(c) == 1 else f"({' '.join(c)})" for c in cells]
+    return f"{cell[0]} vs {cell[1]}"
+
+
+@pytest.mark.parametrize("name", list(PW))
+def test_contrast_matches_emmeans_joint_tests(models, name):
+    ref, m = PW[name], models[name]
+    assert m.llf == pytest.approx(ref["loglik"], abs=1e-6)
+    terms = {"sized": "sized", "sector": "sector", "sized:sector": "sized#sector", "sized:ses": "sized#c.ses"}
+    want = {terms[t]: (df, chi2) for t, df, chi2 in zip(ref["joint"]["term"], ref["joint"]["df"], ref["joint"]["chi2"])
+            if t in terms}
+    got = m.contrast(" ".join(want)).table
+    np.testing.assert_array_equal(got["df"], [df for df, _ in want.values()])
+    np.testing.assert_allclose(got["chi2"], [chi2 for _, chi2 in want.values()], rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", list(PW))
+@pytest.mark.parametrize("adjust", ["none", "bonferroni", "sidak", "scheffe"])
+def test_pwcompare_matches_emmeans_pairs(models, name, adjust):
+    ref = PW[name][f"sized_{adjust}"]
+    pw = models[name].pwcompare("sized", mcompare="noadjust" if adjust == "none" else adjust)
+    got = pw.tables[0]
+    assert list(got.index) == [_label(c) for c in ref["contrast"]] == ["2 vs 1", "3 vs 1", "3 vs 2"]
+    for column, key in (("contrast", "estimate"), ("std_err", "se"), ("z", "z"), ("ci_lower", "lower"),
+                        ("ci_upper", "upper")):
+        # lme4's optimum and this one differ in the coefficients' eighth digit (the contrast of ~0.002 below)
+        np.testing.assert_allclose(got[column], ref[key], rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(got["p"], ref["p"], rtol=2e-5)
+
+
+def test_pwcompare_of_cells_matches_emmeans(models):
+    ref = PW["additive"]["cells_bonferroni"]
+    got = models["additive"].pwcompare("sized#sector", mcompare="bonferroni").tables[0]
+    assert len(got) == 15 and got.index[0] == "(1 1) vs (1 0)"  # Stata's order: the last factor varies fastest
+    # emmeans orders the cells with sized fastest, so some of its "later minus earlier" pairs are Stata's reversed
+    labels = [_label(c) for c in ref["contrast"]]
+    flipped = [label not in got.index for label in labels]
+    labels = [" vs ".join(label.split(" vs ")[::-1]) if f else label for label, f in zip(labels, flipped)]
+    sign = np.where(flipped, -1.0, 1.0)
+    got = got.loc[labels]
+    assert sum(flipped) == 3
+    np.testing.assert_allclose(sign * got["contrast"], ref["estimate"], rtol=2e-6)
+    np.testing.assert_allclose(got["std_err"], ref["se"], rtol=2e-6)
+    lower = np.where(flipped, -got["ci_upper"], got["ci_lower"])
+    upper = np.where(flipped, -got["ci_lower"], got["ci_upper"])
+    np.testing.assert_allclose(np.column_stack([lower, upper]), np.column_stack([ref["lower"], ref["upper"]]),
+                               rtol=2e-6)
+    np.testing.assert_allclose(got["p"], ref["p"], rtol=2e-5)
+
+
+def test_bonferroni_intervals_reproduce_a_stata_log():
+    # margins agent_code, pwcompare(effects) mcompare(bonferroni) after mixed (a published Stata 18 log): three
+    # comparisons, each printed with its contrast and SE; their Bonferroni intervals and p-values follow from those.
+    from jaxhlm.infer import coefficient_table
+
+    b, se = np.array([-1.457746, -1.375, .0827465]), .1433917
+    t = coefficient_table(b, np.eye(3) * se**2, mcompare="bonferroni")
+    np.testing.assert_allclose(t[:, 4:], [[-1.801023, -1.11447], [-1.718277, -1.031723], [-.2605303, .4260232]],
+                               atol=1e-6)
+    np.testing.assert_allclose(t[:, 3], [0.0, 0.0, 1.0], atol=5e-4)  # printed 0.000, 0.000, 1.000
+
+
+def test_margins_and_pwcompare_agree_as_observed(models):
+    m = models["additive"]
+    a = m.margins("sized", pwcompare=True, mcompare="sidak").table
+    b = m.pwcompare("sized", mcompare="sidak", asobserved=True).tables[0]
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-9)
+
+
+def test_do_file_prints_pwcompare_and_adjusted_margins(hsb):
+    log = jaxhlm.run_do("quietly mixed mathach ses i.sized##i.sector || id:, reml dfmethod(kroger)\n"
+                        "margins sized, pwcompare(effects) mcompare(bonferroni)\n"
+                        "pwcompare sized, effects mcompare(bon)\npwcompare sector", hsb)
+    comparisons = ("---------------------------\n"
+                   "             |    Number of\n"
+                   "             |  comparisons\n"
+                   "-------------+-------------\n"
+                   "       sized |            3\n"
+                   "---------------------------\n\n")
+    margins, pw, default = log.split("\n. ")[1:]
+    assert comparisons + ("------------------------------------------------------------------------------\n"
+                          "             |            Delta-method    Bonferroni           Bonferroni\n"
+                          "             |   Contrast   std. err.      z    P>|z|     [95% conf. interval]\n"
+                          "-------------+----------------------------------------------------------------\n"
+                          "       sized |\n"
+                          "     2 vs 1  |") in margins  # z tests after a dfmethod fit, as Stata's margins
+    assert pw.startswith("pwcompare sized, effects mcompare(bon)\n\nPairwise comparisons of marginal linear "
+                         "predictions\n\nMargins: asbalanced\n\n" + comparisons)
+    assert ("             |                            Bonferroni           Bonferroni\n"
+            "             |   Contrast   Std. err.      z    P>|z|     [95% conf. interval]\n"
+            "-------------+----------------------------------------------------------------\n"
+            "mathach      |\n"
+            "       sized |\n"
+            "     2 vs 1  |") in pw
+    assert ("             |                                 Unadjusted\n"  # Stata's default: cieffects
+            "             |   Contrast   Std. err.     [95% conf. interval]\n"
+            "-------------+------------------------------------------------\n") in default
+    for bad, message in (("pwcompare sized, mcompare(tukey)", "mcompare\\(tukey\\): the methods here are noadjust"),
+                         ("pwcompare sized, sort", "option sort not allowed; pwcompare accepts"),
+                         ("margins sized, mcompare(bon)", "mcompare adjusts pairwise comparisons: give pwcompare")):
+        with pytest.raises(jaxhlm.DoFileError, match=message):
+            jaxhlm.run_do("quietly mixed mathach i.sized || id:\n" + bad, hsb)
+
+
+def test_adjustments_need_z_tests_and_two_cells(hsb):
+    m = jaxhlm.mixed("mathach i.sized i.sector || id:, reml dfmethod(satterthwaite)", hsb)
+    with pytest.raises(JaxhlmError, match="adjusts z tests, and these are t tests by satterthwaite"):
+        m.margins("sized", pwcompare=True, mcompare="bonferroni")
+    z = m.margins("sized", pwcompare=True, mcompare="bonferroni", large_sample=True).table
+    assert "z" in z.columns and "df" not in z.columns
+    with pytest.raises(JaxhlmError, match="mcompare\\(holm\\): the adjustments are noadjust, bonferroni"):
+        m.pwcompare("sized", mcompare="holm")
+    with pytest.raises(JaxhlmError, match="margins\\(pwcompare=True\\)"):
+        jaxhlm.fit("mathach ~ C(sized) + (1 | id)", hsb).pwcompare("sized")
+    one = jaxhlm.mixed("mathach i.sized || id:", hsb[hsb["sized"] == 1])
+    with pytest.raises(JaxhlmError, match="pwcompare sized: one cell, nothing to compare"):
+        one.pwcompare("sized")
