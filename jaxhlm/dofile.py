@@ -949,6 +949,27 @@ class Session:
             rows.append((name, len(x), float(x.mean()), sd, float(x.min()), float(x.max())))
         return render.summarize_text(rows)
 
+    def list_(self, args: str) -> str:
+        """``list [varlist] [if] [in] [, noobs clean separator(#)]``: the selected rows of the variables (all without
+        a varlist) in Stata's boxed table, observation numbers at the left, a rule every 5 rows."""
+        body, *rest = split_top(args, ",")
+        body, subset = split_qualifiers(body, self._columns())
+        names = self._varlist(body) if body.strip() else [str(c) for c in self.data.columns]
+        given = {"obs_numbers": True, "box": True, "separator": 5}
+        for o, arg in options(",".join(rest)):
+            if arg is None and o == "noobs":
+                given["obs_numbers"] = False
+            elif arg is None and o == "clean":
+                given["box"] = False
+            elif abbreviates(o, "separator", 3) and arg is not None and arg.strip().isdigit():
+                given["separator"] = int(arg)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; list accepts noobs, clean and separator(#)")
+        at = np.flatnonzero(self._selected(subset))
+        frame = self.data.iloc[at][names]
+        cells = [[render.list_value(v) for v in row] for row in frame.itertuples(index=False)]
+        return render.list_text(names, cells, (at + 1).tolist(), **given)
+
     def _columns(self) -> Columns:
         return Columns(self.data.columns)
 
@@ -1258,7 +1279,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
     ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
-    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("preserve", 8, Session.preserve), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("preserve", 8, Session.preserve), ("list", 1, Session.list_), ("restore", 7, Session.restore), ("label", 2, Session.label),
     *((name, shortest, Session.graph) for name, shortest in GRAPH_COMMANDS),
 ]
 

@@ -591,6 +591,42 @@ def _value_text(value: object) -> str:
     return stata_g(float(value)) if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
 
 
+def list_value(value: object) -> str:
+    """A value as ``list`` shows it: a number in %9.0g (missing as ``.``), a string as it is."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return stata_g(float(value))
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def list_text(names: Sequence[str], rows: Sequence[Sequence[str]], obs: Sequence[int], obs_numbers: bool = True,
+              box: bool = True, separator: int = 5) -> str:
+    """Stata's ``list``: a column per variable, right-aligned, as wide as its name (abbreviated past 8
+    characters unless the values are wider) or its widest value, 3 spaces apart; each row numbered ``1.``; with
+    ``box`` the rows framed and a rule every ``separator`` rows (0: none), else (``clean``) unframed. A table wider
+    than Stata's line is printed on one line, not in Stata's wrapped form."""
+    widths = [max([min(len(n), 8), *(len(r[j]) for r in rows)]) for j, n in enumerate(names)]
+    heads = [n if len(n) <= w else _abbrev(n, w) for n, w in zip(names, widths)]
+    digits = max([3, *(len(str(k)) for k in obs)]) if obs_numbers else 0
+    lead = " " * (digits + 2)
+
+    def line(cells: Sequence[str]) -> str:
+        return "   ".join(f"{c:>{w}}" for c, w in zip(cells, widths))
+
+    inner = len(line(heads)) + 2
+    if not box:
+        out = [lead + " " + line(heads)] + [(f"{k}.".rjust(digits + 1) + " " if obs_numbers else "") + " " + line(r)
+                                           for k, r in zip(obs, rows)]
+        return "\n".join(out)
+    out = [lead + "+" + "-" * inner + "+", lead + "| " + line(heads) + " |", lead + "|" + "-" * inner + "|"]
+    for i, (k, r) in enumerate(zip(obs, rows)):
+        if i and separator and i % separator == 0:
+            out.append(lead + "|" + "-" * inner + "|")
+        out.append((f"{k}.".rjust(digits + 1) + " " if obs_numbers else lead) + "| " + line(r) + " |")
+    return "\n".join(out + [lead + "+" + "-" * inner + "+"])
+
+
 def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) -> str:
     """Stata's one-way ``tabulate``: frequency, percent and cumulative percent of each level."""
     total = int(sum(counts))

@@ -180,6 +180,36 @@ def test_summarize_prints_statas_table():
     assert "         ses |      7,185    .0001434    .7793552     -3.758      2.692" in hsb
 
 
+def test_list_prints_statas_boxed_table():
+    # The layout of Stata logs' list output: a 5-space margin, observation numbers, columns 3 apart and
+    # right-aligned (strings too), a rule every 5 rows.
+    log = jaxhlm.run_do("list id mathach ses in 1/6\nlist id sector if mathach > 24.98, noobs")
+    assert ("     +-------------------------+\n"
+            "     |   id   mathach      ses |\n"
+            "     |-------------------------|\n"
+            "  1. | 1224     5.876   -1.528 |\n"
+            "  2. | 1224    19.708    -.588 |\n") in log
+    assert ("  5. | 1224    17.898    -.158 |\n"
+            "     |-------------------------|\n"
+            "  6. | 1224     4.583     .022 |\n"
+            "     +-------------------------+\n") in log
+    hsb = jaxhlm.datasets.hsb()
+    top = hsb[hsb["mathach"] > 24.98]
+    assert ("  +---------------+\n  |   id   sector |\n  |---------------|\n"
+                              f"  | {top['id'].iloc[0]}        {top['sector'].iloc[0]} |\n") in log
+    data = pd.DataFrame({"make": ["AMC Concord", "Buick"], "price": [4099.0, np.nan], "long_variable_name": [1, 2]})
+    out = jaxhlm.run_do("list\nlist price, clean\ncapture list, sort\nlist price, sep(1)", data)
+    assert ("     +--------------------------------+\n"
+            "     |        make   price   long_v~e |\n"
+            "     |--------------------------------|\n"
+            "  1. | AMC Concord    4099          1 |\n"
+            "  2. |       Buick       .          2 |\n") in out
+    assert "\n      price\n  1.   4099\n  2.      .\n" in out  # clean: the same columns, unframed
+    assert "  1. |  4099 |\n     |-------|\n  2. |     . |\n" in out
+    with pytest.raises(DoFileError, match="option sort not allowed; list accepts noobs, clean and separator"):
+        jaxhlm.run_do("list, sort", data)
+
+
 def test_egen_group_tag_and_std(session):
     """group() numbers the distinct values in ascending order, tag() marks each's first row, std() standardises
     (within by() groups too); rows not selected are missing (group, std) or 0 (tag), as in Stata."""
