@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from . import render
 from .errors import DataError, FormulaError, JaxhlmError
@@ -501,9 +502,23 @@ class Session:
         return render.tabulate_text(self.labels.get(var, var), list(counts.index), list(counts.to_numpy()))
 
     def _tabulate2(self, names: list[str], opts: str) -> str:
-        """``tabulate ROWVAR COLVAR``: frequencies of each pair of values, observations missing either left out."""
-        if opts.strip():
-            raise JaxhlmError(f"option {opts.strip()} not allowed; a two-way tabulate here shows frequencies only")
+        """``tabulate ROWVAR COLVAR [, row column cell nofreq chi2 lrchi2]``: frequencies of each pair of values
+        (observations missing either left out), the percentages asked for, and Pearson's and the likelihood-ratio
+        chi-squared tests of independence."""
+        shown, tests = ["freq"], []
+        for o, arg in options(opts):
+            full = next((w for w, k in (("row", 3), ("column", 3), ("cell", 4)) if abbreviates(o, w, k)), None)
+            if arg is None and full is not None:
+                shown.append(full)
+            elif arg is None and abbreviates(o, "nofreq", 5):
+                shown.remove("freq")
+            elif arg is None and o in ("chi2", "lrchi2"):
+                tests.append(o)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; a two-way tabulate here accepts row, column, cell, nofreq, "
+                                  "chi2 and lrchi2")
+        if not shown:
+            raise JaxhlmError("nofreq leaves nothing to show: give row, column or cell too")
         pairs = self.data[names].dropna()
         if pairs.empty:
             raise JaxhlmError("no observations")
@@ -511,8 +526,14 @@ class Session:
         if counts.shape[1] > render.TABULATE_COLUMNS:
             raise JaxhlmError(f"{names[1]} takes {counts.shape[1]} values, more columns than a two-way table here shows "
                               f"on one line ({render.TABULATE_COLUMNS}); put the variable with fewer values second")
+        table = counts.to_numpy()
+        kinds = [t for t in ("chi2", "lrchi2") if t in tests]  # Pearson's first, as Stata prints them
+        lines = [_independence(table, kind) for kind in kinds]
+        self.returned = {"N": float(table.sum()), "r": float(table.shape[0]), "c": float(table.shape[1])}
+        for kind, (_, stat, p) in zip(kinds, lines):
+            self.returned.update({"chi2": stat, "p": p} if kind == "chi2" else {"chi2_lr": stat, "p_lr": p})
         return render.tabulate2_text(self.labels.get(names[0], names[0]), self.labels.get(names[1], names[1]),
-                                     list(counts.index), list(counts.columns), counts.to_numpy())
+                                     list(counts.index), list(counts.columns), table, shown, lines)
 
     # ---- data management: generate, replace, egen, drop, keep -------------------------------------
     def generate(self, args: str) -> str:
@@ -1288,6 +1309,19 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 #: tables start after a blank line.
 _INLINE = (Session.display, Session.graph, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
            Session.save, Session.count)
+
+
+def _independence(table: np.ndarray, kind: str) -> tuple[str, float, float]:
+    """A two-way table's test of independence as tabulate prints it: Pearson's chi2 (``chi2``) or the
+    likelihood-ratio one (``lrchi2``), on (rows − 1)(columns − 1) degrees of freedom."""
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    df = (table.shape[0] - 1) * (table.shape[1] - 1)
+    if kind == "chi2":
+        stat, label = float(((table - expected) ** 2 / expected).sum()), f"Pearson chi2({df})"
+    else:
+        seen = table > 0
+        stat, label = float(2 * (table[seen] * np.log(table[seen] / expected[seen])).sum()), f"likelihood-ratio chi2({df})"
+    return label, stat, float(special.chdtrc(df, stat))
 
 
 def _mcompare(arg: str) -> str:

@@ -646,22 +646,52 @@ def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) ->
 TABULATE_COLUMNS = 5
 
 
+#: two-way tabulate's cell contents besides the frequency, as its key names them
+TABULATE_CELLS = {"row": "row percentage", "column": "column percentage", "cell": "cell percentage"}
+
+
 def tabulate2_text(row_label: str, col_label: str, rows: Sequence[float], cols: Sequence[float],
-                   counts: np.ndarray) -> str:
-    """Stata's two-way ``tabulate``: the column variable's name centred over its values, a frequency per cell in
-    columns 11 wide, totals on the right and at the bottom."""
+                   counts: np.ndarray, shown: Sequence[str] = ("freq",),
+                   tests: Sequence[tuple[str, float, float]] = ()) -> str:
+    """Stata's two-way ``tabulate``: the column variable's name centred over its values, each cell's ``shown``
+    contents (``freq`` and any of :data:`TABULATE_CELLS`, one line each, under a key when more than the frequency)
+    in columns 11 wide, totals on the right and at the bottom, a rule between rows when cells have several lines;
+    then each test's line (label, statistic, p-value). As a published Stata 18 log prints ``tab q6 agent_code,
+    chi2 row``."""
     block = 11 * len(cols)
     rule = "-" * 11 + "+" + "-" * block + "+" + "-" * 10
-    pad = max(block - len(col_label), 0) // 2
+    pad = max(block - len(col_label) + 1, 0) // 2
+    grand, totals_c = counts.sum(), counts.sum(axis=0)
 
-    def line(label: str, cells: Sequence[str], total: str) -> str:
-        return f"{_abbrev(label, 10):>10} |" + "".join(f"{c:>10} " for c in cells) + f"|{total:>10}"
+    def line(label: str, cells: Sequence[str], total: str, end: str = " ") -> str:
+        return f"{_abbrev(label, 10):>10} |" + "".join(f"{c:>10} " for c in cells) + f"|{total:>10}{end}"
 
-    lines = [f"{'':10} |{' ' * pad}{col_label}".rstrip(),
-             line(row_label, [_abbrev(_value_text(c), 10) for c in cols], "Total"), rule]
-    lines += [line(_value_text(r), [_fmt_int(int(n)) for n in row], _fmt_int(int(row.sum())))
-              for r, row in zip(rows, counts)]
-    lines += [rule, line("Total", [_fmt_int(int(n)) for n in counts.sum(axis=0)], _fmt_int(int(counts.sum())))]
+    def contents(label: str, cells: np.ndarray) -> list[str]:
+        """A row's lines (the Total row's too): its cells and its total, as counts or percentages."""
+        total, out = cells.sum(), []
+        for k, what in enumerate(shown):
+            if what == "freq":
+                values, whole = [_fmt_int(int(n)) for n in cells], _fmt_int(int(total))
+            else:
+                base = {"row": (total, total), "column": (totals_c, grand), "cell": (grand, grand)}[what]
+                values = [f"{x:.2f}" for x in 100 * cells / base[0]]
+                whole = f"{100 * total / base[1]:.2f}"
+            out.append(line(label if k == 0 else "", values, whole))
+        return out
+
+    lines = []
+    if len(shown) > 1:
+        names = ["frequency" if w == "freq" else TABULATE_CELLS[w] for w in shown]
+        inner = max(len(n) for n in names) + 2
+        lines += ["+" + "-" * inner + "+", "| " + f"{'Key':<{inner - 1}}" + "|", "|" + "-" * inner + "|"]
+        lines += ["|" + f"{n:^{inner}}" + "|" for n in names] + ["+" + "-" * inner + "+", ""]
+    lines += [f"{'':10} |{' ' * pad}{col_label}".rstrip(),
+              line(row_label, [_abbrev(_value_text(c), 10) for c in cols], "Total", ""), rule]
+    for i, (r, row) in enumerate(zip(rows, counts)):
+        lines += [rule] * bool(i and len(shown) > 1) + contents(_value_text(r), row)
+    lines += [rule] + contents("Total", totals_c)
+    if tests:
+        lines += [""] + [f"{label:>25} = {stat:8.4f}   Pr = {p:5.3f}" for label, stat, p in tests]
     return "\n".join(lines)
 
 

@@ -242,20 +242,49 @@ def test_two_way_tabulate_counts_each_pair(session):
         "           |        female",  # the column variable centred over its values
         "     sized |         0          1 |     Total",
         rule,
-        *[f"{k:>10} |{counts.loc[k, 0]:>10,} {counts.loc[k, 1]:>10,} |{counts.loc[k].sum():>10,}" for k in (1, 2, 3)],
+        *[f"{k:>10} |{counts.loc[k, 0]:>10,} {counts.loc[k, 1]:>10,} |{counts.loc[k].sum():>10,} " for k in (1, 2, 3)],
         rule,
-        f"     Total |{counts[0].sum():>10,} {counts[1].sum():>10,} |{len(hsb):>10,}",
+        f"     Total |{counts[0].sum():>10,} {counts[1].sum():>10,} |{len(hsb):>10,} ",  # numbers end with a space
     ]
     by_sector = pd.crosstab(np.where(hsb["female"] == 1, "girl", "boy"), hsb["sector"])
     assert out[2].splitlines()[3] == f"       boy |{by_sector.loc['boy', 0]:>10,} {by_sector.loc['boy', 1]:>10,} |" \
-                                     f"{by_sector.loc['boy'].sum():>10,}"
+                                     f"{by_sector.loc['boy'].sum():>10,} "
     # a string variable's values label the rows of a one-way table too
     assert out[3].splitlines()[2].startswith(f"        boy |{(hsb['female'] == 0).sum():>11,}")
 
 
+def test_two_way_tabulate_percentages_and_tests_as_a_stata_log():
+    # tab q6 agent_code, chi2 row in a published Stata 18 log (value labels aside): its counts give its percentages,
+    # its Pearson chi2 and the likelihood-ratio chi2 the same log prints for the same table
+    counts = [38, 70, 67, 83, 50, 51]
+    data = pd.DataFrame({"q6": np.repeat([0, 0, 0, 1, 1, 1], counts), "agent_code": np.repeat([1, 2, 3] * 2, counts)})
+    log = jaxhlm.run_do("tab q6 agent_code, chi2 row\ntab q6 agent_code, nofreq col cell lrchi2 chi2\n"
+                        "display r(chi2_lr) \" \" r(p_lr) \" \" r(N)", data)
+    rule = "-----------+---------------------------------+----------\n"
+    assert ("+----------------+\n| Key            |\n|----------------|\n|   frequency    |\n| row percentage |\n"
+            "+----------------+\n\n"
+            "           |            agent_code\n"
+            "        q6 |         1          2          3 |     Total\n" + rule +
+            "         0 |        38         70         67 |       175 \n"
+            "           |     21.71      40.00      38.29 |    100.00 \n" + rule +
+            "         1 |        83         50         51 |       184 \n"
+            "           |     45.11      27.17      27.72 |    100.00 \n" + rule +
+            "     Total |       121        120        118 |       359 \n"
+            "           |     33.70      33.43      32.87 |    100.00 \n\n"
+            "          Pearson chi2(2) =  22.0266   Pr = 0.000\n") in log
+    assert ("| column percentage |\n|  cell percentage  |\n" in log
+            and "         0 |     31.40      58.33      56.78 |     48.75 \n"
+                "           |     10.58      19.50      18.66 |     48.75 \n" in log
+            and "     Total |    100.00     100.00     100.00 |    100.00 \n" in log
+            and "          Pearson chi2(2) =  22.0266   Pr = 0.000\n"
+                " likelihood-ratio chi2(2) =  22.4439   Pr = 0.000\n" in log)
+    assert "22.443873 .00001338 359" in log  # chi2(2) tail: exp(-22.443873 / 2)
+
+
 @pytest.mark.parametrize("line, message", [
     ("tabulate female id", "id takes 160 values, more columns than a two-way table here shows on one line"),
-    ("tabulate female sector, row", "option row not allowed; a two-way tabulate here shows frequencies only"),
+    ("tabulate female sector, exact", "option exact not allowed; a two-way tabulate here accepts row, column"),
+    ("tabulate female sector, nofreq", "nofreq leaves nothing to show"),
     ("tabulate female sector sized", "tabulate makes one-way tables"),
 ])
 def test_two_way_tabulate_refusals(session, line, message):
