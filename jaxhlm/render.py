@@ -436,8 +436,9 @@ def summary_text(r: "MixedResult") -> str:
     d = r.spec.display
     lines = [n for n in r.design.notes if n.startswith("note:")] + [""]
     lines += (header(r, d.group) + [""] if d.header else []) + (coefficient_table(r, d.level) if d.fixed_table else [])
-    lines += ((random_table(r, _random_rows(r, d.level, d.stddeviations), d.level) if d.random_table else [])
-              + (lr_line(r) if d.lr_test and r.lr_linear.df and r.robust is None else []))
+    if d.random_table:  # a blank line between the two tables, as in Stata's logs
+        lines += [""] * d.fixed_table + random_table(r, _random_rows(r, d.level, d.stddeviations), d.level)
+    lines += lr_line(r) if d.lr_test and r.lr_linear.df and r.robust is None else []
     extra = [n for n in r.design.notes if not n.startswith("note:")] + list(r.random_effects.notes)
     extra += [f"Warning: {w}" for w in r.warnings]
     if extra:

@@ -1073,8 +1073,9 @@ class MixedResult:
         frame = d.source.iloc[rows.position]
         w = np.ones(len(frame)) if rows.freq is None else rows.freq
         levels_of = d.encoding.encoder.levels
-        _, sv, Vt = np.linalg.svd(d.encoding.full_columns(frame), full_matrices=False)
-        space = Vt[sv > 1e-10 * sv[0]]  # the rows of X span the estimable functions
+        X = d.encoding.full_columns(frame)
+        ev, U = np.linalg.eigh(X.T @ X)
+        space = U[:, ev > 1e-10 * ev.max()].T  # X's rows span the estimable functions: XᵀX's range
         out = []
         for t in contrast_terms(terms, d.source.columns):
             if t.key not in model_terms:

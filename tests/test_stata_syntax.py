@@ -191,8 +191,12 @@ def test_display_options_level_and_stddeviations():
 
 def test_display_options_leave_out_parts_of_the_report():
     hsb = jaxhlm.datasets.hsb()
+    full = str(jaxhlm.mixed("mathach ses || id:", hsb))
+    rule = "-" * 78
+    # a blank line between the fixed- and random-effects tables, as Stata's logs show them
+    assert f"{rule}\n\n{rule}\n  Random-effects parameters  |" in full
     text = str(jaxhlm.mixed("mathach ses, noheader nofetable nolrtest || id:", hsb))
-    assert "Random-effects parameters" in text
+    assert text.lstrip("\n").startswith(f"{rule}\n  Random-effects parameters  |")
     assert not any(w in text for w in ("Number of obs", "Coefficient", "LR test"))
     text = str(jaxhlm.mixed("mathach ses || school: || id:, nogroup noretable", hsb.assign(school=hsb["id"] % 10)))
     assert "Number of obs" in text and "Coefficient" in text and "LR test" in text
