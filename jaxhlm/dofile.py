@@ -332,7 +332,11 @@ class Session:
         if not body.strip():
             raise JaxhlmError("lincom needs an expression: lincom EXP [, level(#)], e.g. "
                               "lincom ses + 1.sector#c.ses")
-        result = self._active().lincom(body.strip(), alpha=_alpha(opts, "lincom"))
+        small = any(abbreviates(o, "small", 5) and arg is None for o, arg in options(opts))
+        rest = " ".join(o if arg is None else f"{o}({arg})" for o, arg in options(opts) if not abbreviates(o, "small", 5))
+        model = self._active()
+        result = model.lincom(body.strip(), alpha=_alpha(rest, "lincom (besides small)"),
+                              **_small_sample(model, small, "lincom"))
         self.returned = {"estimate": result.estimate, "se": result.se, "z" if math.isinf(result.df) else "t":
                          result.statistic, "p": result.pvalue, "lb": result.ci_lower, "ub": result.ci_upper}
         if not math.isinf(result.df):
@@ -395,11 +399,13 @@ class Session:
                 given["asobserved"] = True
             elif abbreviates(o, "mcompare", 3) and arg is not None:
                 given["mcompare"] = _mcompare(arg)
+            elif arg is None and abbreviates(o, "small", 5):
+                given["small"] = True
             elif abbreviates(o, "level", 1):
                 rest.append(f"{o}({arg})" if arg is not None else o)
             else:
                 raise JaxhlmError(f"option {o} not allowed; pwcompare accepts mcompare(noadjust|bonferroni|sidak|"
-                                  "scheffe), cieffects, pveffects, effects, asobserved and level(#)")
+                                  "scheffe), cieffects, pveffects, effects, asobserved, small and level(#)")
         alpha = _alpha(" ".join(rest), "pwcompare")
         return self._active().pwcompare(body, alpha=alpha, **given).text(show)
 
@@ -415,8 +421,10 @@ class Session:
                 given["asobserved"] = True
             elif arg is None and abbreviates(o, "noeffects", 5):
                 pass  # a termlist without contrast operators shows no table of effects anyway
+            elif arg is None and abbreviates(o, "small", 5):
+                given["small"] = True
             else:
-                raise JaxhlmError(f"option {o} not allowed; contrast accepts overall, asobserved and noeffects")
+                raise JaxhlmError(f"option {o} not allowed; contrast accepts overall, asobserved, noeffects and small")
         return str(self._active().contrast(body, **given))
 
     def lrtest(self, args: str) -> str:
@@ -460,23 +468,25 @@ class Session:
 
     def test(self, args: str) -> str:
         body, _, opts = args.partition(",")
-        accumulate = _flag(opts, "accumulate", 1, "test")
+        given = _flags(opts, {"accumulate": 1, "small": 5}, "test")
+        accumulate = "accumulate" in given
         model = self._active()
         previous = None
         if accumulate:
             if self.last_test is None or self.last_test[0] is not model:
                 raise JaxhlmError("nothing to accumulate: no earlier test of the active estimates")
             previous = self.last_test[1]
-        result = model.test(_constraints(body), accumulate=previous)
+        result = model.test(_constraints(body), accumulate=previous, **_small_sample(model, "small" in given, "test"))
         self.last_test = (model, result)
         self.returned = ({"chi2": result.statistic} if math.isinf(result.ddf) else
                          {"F": result.statistic, "df_r": result.ddf}) | {"df": float(result.df), "p": result.pvalue}
         return str(result)
 
     def testparm(self, args: str) -> str:
-        """``testparm varlist [, equal]``."""
+        """``testparm varlist [, equal small]``."""
         body, _, opts = args.partition(",")
-        return str(self._active().testparm(body, equal=_flag(opts, "equal", 2, "testparm")))
+        given, model = _flags(opts, {"equal": 2, "small": 5}, "testparm"), self._active()
+        return str(model.testparm(body, equal="equal" in given, **_small_sample(model, "small" in given, "testparm")))
 
     def tabulate(self, args: str) -> str:
         body, _, opts = args.partition(",")
@@ -1572,15 +1582,24 @@ def _alpha(opts: str, command: str) -> float:
     return 1 - level / 100
 
 
-def _flag(opts: str, name: str, shortest: int, command: str) -> bool:
-    """Whether the options text gives ``command``'s one option ``name`` (abbreviated to ``shortest`` letters or
-    more); any other option is refused."""
-    given = False
-    for o, _ in options(opts):
-        if not abbreviates(o, name, shortest):
-            raise JaxhlmError(f"option {o} not allowed; {command} accepts {name}")
-        given = True
+def _flags(opts: str, names: dict[str, int], command: str) -> set[str]:
+    """Which of ``command``'s options ``names`` (each with its shortest abbreviation) the options text gives; any
+    other option is refused."""
+    given = set()
+    for o, arg in options(opts):
+        found = next((n for n, k in names.items() if abbreviates(o, n, k)), None)
+        if found is None or arg is not None:
+            raise JaxhlmError(f"option {o} not allowed; {command} accepts " + " and ".join(names))
+        given.add(found)
     return given
+
+
+def _small_sample(model: MixedResult, small: bool, command: str) -> dict[str, object]:
+    """Stata's ``small`` option of ``test``, ``testparm`` and ``lincom`` after ``mixed``: t and F tests on the fit's
+    small-sample degrees of freedom, which it must have; without it, large-sample z and chi-squared tests."""
+    if small and model.spec.dfmethod is None:
+        raise JaxhlmError(f"{command}: small needs a fit with dfmethod(satterthwaite) or dfmethod(kroger) (and reml)")
+    return {"large_sample": not small}
 
 
 def _constraints(body: str) -> list[str]:

@@ -408,28 +408,31 @@ MCOMPARE = {"noadjust": "Unadjusted", "bonferroni": "Bonferroni", "sidak": "Sida
 def coefficient_table(beta: np.ndarray, cov_beta: np.ndarray, alpha: float = 0.05, df: np.ndarray | None = None,
                       mcompare: str = "noadjust") -> np.ndarray:
     """Columns: coef, SE, z, P>|z|, and the ``1 - alpha`` CI (low, high); with ``df`` (one per coefficient), t
-    statistics with p-values and intervals from t(df) instead of the normal. ``mcompare`` (z tests only) adjusts
-    the p-values and intervals for the k rows tested together: Bonferroni (p·k, the interval at α/k), Šidák
-    (1 − (1 − p)ᵏ, at 1 − (1 − α)^(1/k)) or Scheffé (z² against χ²(r), simultaneous over every linear function
-    of the rows; r the rank of their covariance, the dimension they span)."""
+    statistics with p-values and intervals from t(df) instead of the normal. ``mcompare`` adjusts the p-values and
+    intervals for the k rows tested together: Bonferroni (p·k, the interval at α/k), Šidák (1 − (1 − p)ᵏ, at
+    1 − (1 − α)^(1/k)) or Scheffé (simultaneous over every linear function of the rows: z² against χ²(r), or with
+    ``df`` t²/r against F(r, df); r the rank of their covariance, the dimension they span)."""
     se = np.sqrt(np.diag(cov_beta))
     z = beta / se
     k = len(beta)
-    if df is not None:
-        if mcompare != "noadjust":
-            raise ValueError("multiple-comparison adjustments here are for z tests")
-        p, q = 2.0 * special.stdtr(df, -np.abs(z)), special.stdtrit(df, 1 - alpha / 2)
-    elif mcompare == "scheffe":
+    if df is None:
+        tail, quantile = (lambda x: 2.0 * special.ndtr(-np.abs(x))), (lambda a: special.ndtri(1 - a / 2))
+    else:
+        tail, quantile = (lambda x: 2.0 * special.stdtr(df, -np.abs(x))), (lambda a: special.stdtrit(df, 1 - a / 2))
+    if mcompare == "scheffe":
         w = np.linalg.eigvalsh(cov_beta)
         r = int(np.sum(w > 1e-10 * w.max()))
-        p, q = special.chdtrc(r, z**2), np.sqrt(special.chdtri(r, alpha))
+        if df is None:
+            p, q = special.chdtrc(r, z**2), np.sqrt(special.chdtri(r, alpha))
+        else:
+            p, q = special.fdtrc(r, df, z**2 / r), np.sqrt(r * special.fdtri(r, df, 1 - alpha))
     else:
-        p, level = 2.0 * special.ndtr(-np.abs(z)), alpha
+        p, level = tail(z), alpha
         if mcompare == "bonferroni":
             p, level = np.minimum(p * k, 1.0), alpha / k
         elif mcompare == "sidak":
             p, level = -np.expm1(k * np.log1p(-p)), -np.expm1(np.log1p(-alpha) / k)
-        q = special.ndtri(1 - level / 2)
+        q = quantile(level)
     return np.column_stack([beta, se, z, p, beta - q * se, beta + q * se])
 
 

@@ -251,7 +251,8 @@ def margins_text(m: "Margins") -> str:
         title = "Conditional marginal effects" if m.adjusted else "Average marginal effects"
     if m.pwcompare:
         title = f"Pairwise comparisons of {title[0].lower()}{title[1:]}"
-    lines = [f"{title}{'Number of obs = ' + _fmt_int(m.nobs):>{WIDTH - len(title)}}", f"Model VCE: {m.vce}", "",
+    lines = [f"{title}{'Number of obs = ' + _fmt_int(m.nobs):>{WIDTH - len(title)}}",
+             *([f"Model VCE: {m.vce}"] if m.vce else []), "",
              "Expression: Linear prediction, fixed portion, predict()"]
     if m.dydx is not None:
         lines.append(f"dy/dx wrt:  {m.dydx}")
@@ -284,27 +285,33 @@ def margins_text(m: "Margins") -> str:
 
 def contrast_text(c: "Contrasts") -> str:
     """Stata's ``contrast`` table of Wald tests after ``mixed``: the response as the equation's header row, then a
-    row per term (df, chi2, P>chi2), the label column widened to the longest label, as published Stata 17-18 logs
-    show for one term. Between several terms (and before ``Overall``) a blank row, as Stata's other tables of
+    row per term (df, chi2, P>chi2; with ``small``, df, ddf, F, P>F), the label column widened to the longest label,
+    as published Stata 17-18 logs show for one term. Between several terms (and before ``Overall``) a blank row, as Stata's other tables of
     terms; that part is unverified against a log."""
     labels = list(c.table.index)
     w = _name_width([c.response, *labels])
     rule = "-" * (w + 1)
-    lines = ["Contrasts of marginal linear predictions", "", f"Margins: {c.margins}", "", rule + "-" * 35,
-             f"{'':{w}} |{'df':>11}{'chi2':>12}{'P>chi2':>11}", rule + "+" + "-" * 34,
-             f"{_abbrev(c.response, w):<{w}} |"]
+    F = "F" in c.table.columns  # small: F tests, their denominator df beside the numerator's
+    width = 45 if F else 34
+    head = f"{'df':>11}{'ddf':>11}{'F':>12}{'P>F':>11}" if F else f"{'df':>11}{'chi2':>12}{'P>chi2':>11}"
+    lines = ["Contrasts of marginal linear predictions", "", f"Margins: {c.margins}", "", rule + "-" * (width + 1),
+             f"{'':{w}} |{head}", rule + "+" + "-" * width, f"{_abbrev(c.response, w):<{w}} |"]
     for k, (label, row) in enumerate(c.table.iterrows()):
         if k:
             lines.append(f"{'':{w}} |")
-        lines.append(f"{_abbrev(str(label), w):>{w}} |{int(row['df']):>11}{row['chi2']:>12.2f}{row['P>chi2']:>11.4f}")
-    return "\n".join(lines + [rule + "-" * 35])
+        stat = f"{row['ddf']:>11.2f}{row['F']:>12.2f}{row['P>F']:>11.4f}" if F else \
+            f"{row['chi2']:>12.2f}{row['P>chi2']:>11.4f}"
+        lines.append(f"{_abbrev(str(label), w):>{w}} |{int(row['df']):>11}{stat}")
+    return "\n".join(lines + [rule + "-" * (width + 1)])
 
 
-def comparisons_table(terms: Sequence[tuple[str, int]]) -> list[str]:
-    """Stata's table of the number of comparisons per term, printed when they are adjusted for multiplicity."""
-    w = _name_width([t for t, _ in terms])
+def comparisons_table(terms: Sequence[tuple[str, int]], equation: str | None = None) -> list[str]:
+    """Stata's table of the number of comparisons per term, printed when they are adjusted for multiplicity; under
+    the equation's row for ``pwcompare`` (not for ``margins``), as Stata's logs show it."""
+    w = _name_width([t for t, _ in terms] + ([equation] if equation else []))
     rule = "-" * (w + 1)
     return ([rule + "-" * 14, f"{'':{w}} |{'Number of':>13}", f"{'':{w}} |{'comparisons':>13}", rule + "+" + "-" * 13]
+            + ([f"{_abbrev(equation, w):<{w}} |"] if equation else [])
             + [f"{_abbrev(t, w):>{w}} |{k:>13}" for t, k in terms] + [rule + "-" * 14])
 
 
@@ -322,18 +329,19 @@ def pwcompare_text(pw: "PairwiseComparisons", show: str = "effects") -> str:
     terms = [str(t.index.name) for t in pw.tables]
     w = _name_width([pw.response, *terms, *(f"{label} " for label in labels)])
     name, interval = MCOMPARE[pw.mcompare], _level_title(pw.confidence)
+    stat = "t" if "t" in pw.tables[0].columns else "z"  # t tests with small
     head, width = {"effects": (f"{name:>38}{name:>21}", 64), "pveffects": (f"{name:>38}", 39),
                    "cieffects": (f"{name:>43}", 48)}[show]
-    title = {"effects": f"      z    P>|z|{interval:>25}", "pveffects": "      z    P>|z|",
+    title = {"effects": f"      {stat}    P>|{stat}|{interval:>25}", "pveffects": f"      {stat}    P>|{stat}|",
              "cieffects": f"{interval:>25}"}[show]
     lines = ["Pairwise comparisons of marginal linear predictions", "", f"Margins: {pw.margins}", ""]
     if pw.mcompare != "noadjust":
-        lines += comparisons_table([(t, len(table)) for t, table in zip(terms, pw.tables)]) + [""]
+        lines += comparisons_table([(t, len(table)) for t, table in zip(terms, pw.tables)], pw.response) + [""]
     lines += ["-" * (w + 2 + width), f"{'':{w}} |{head}", f"{'':{w}} |   Contrast   Std. err.{title}",
               "-" * (w + 1) + "+" + "-" * width, f"{_abbrev(pw.response, w):<{w}} |"]
     for k, (term, table) in enumerate(zip(terms, pw.tables)):
         lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
-        for label, (b, se, z, p, lo, hi) in zip(table.index, table.to_numpy()):
+        for label, (b, se, z, p, lo, hi) in zip(table.index, table.to_numpy()[:, :6]):
             line = _coef_line(f"{label:>{w - 1}} ", b, se, z, p, lo, hi)
             cut = len(line) - 42  # the end of the SE column
             lines.append({"effects": line, "pveffects": line[:len(line) - 25],

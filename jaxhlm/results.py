@@ -831,7 +831,7 @@ class MixedResult:
 
     # ---- tests ----------------------------------------------------------------------------------
     def test(self, constraints: str | Sequence[str], accumulate: "WaldTest | None" = None,
-             dfmethod: str | None = None) -> "WaldTest":
+             dfmethod: str | None = None, large_sample: bool = False) -> "WaldTest":
         """Wald test of linear constraints on the fixed effects, e.g. ``["2.sized = 3.sized"]``.
 
         Each constraint is ``expr = expr`` (or ``expr``, meaning ``= 0``) with terms ``[number*]name``; a name
@@ -839,18 +839,22 @@ class MixedResult:
         ``accumulate`` stacks these rows under a previous test's rows, as Stata's ``test …, accumulate``.
         ``dfmethod``: ``"satterthwaite"`` (lmerTest's ``contest``) or ``"kroger"`` (pbkrtest's ``KRmodcomp``)
         for an F test on small-sample denominator degrees of freedom instead of the chi-squared test; by
-        default, the fit's own ``dfmethod``.
+        default, the fit's own ``dfmethod``. ``large_sample``: the chi-squared test on the reported Cov(β̂) whatever
+        the fit's ``dfmethod``, as Stata's ``test`` without its ``small`` option.
         """
         if isinstance(constraints, str):
             constraints = [constraints]
         rows = [] if accumulate is None else list(accumulate.rows)
-        return self._wald(rows + [_parse_constraint(c, self.design) for c in constraints], dfmethod)
+        return self._wald(rows + [_parse_constraint(c, self.design) for c in constraints],
+                          self._small(dfmethod, large_sample))
 
-    def testparm(self, varlist: str, equal: bool = False, dfmethod: str | None = None) -> "WaldTest":
+    def testparm(self, varlist: str, equal: bool = False, dfmethod: str | None = None, large_sample: bool = False
+                 ) -> "WaldTest":
         """Stata's ``testparm``: the Wald test that the coefficients of the terms in a factor-variable varlist are all
         0 (``"i.sized"``: 2.sized and 3.sized, not their interactions; ``"c.ses#c.sector"``, ``"x*"``), or with
         ``equal`` that they are equal to each other. Base and omitted coefficients take no part. For models
-        written in Stata syntax (a formula's coefficients are tested by name with :meth:`test`)."""
+        written in Stata syntax (a formula's coefficients are tested by name with :meth:`test`). ``dfmethod`` and
+        ``large_sample`` as :meth:`test`'s."""
         from .stata import Columns, parse_varlist  # the Stata front end builds on results
 
         fixed = self.spec.fixed
@@ -866,22 +870,36 @@ class MixedResult:
                                                          if not picked else "equal needs two coefficients or more"))
         eye = np.eye(len(self.design.fe_names))
         rows = ([(eye[j] - eye[picked[0]], 0.0) for j in picked[1:]] if equal else [(eye[j], 0.0) for j in picked])
-        return self._wald(rows, dfmethod)
+        return self._wald(rows, self._small(dfmethod, large_sample))
 
-    def _wald(self, rows: list[tuple[np.ndarray, float]], dfmethod: str | None) -> "WaldTest":
-        """The joint test of the constraints ``rows`` (R row, value): chi-squared, or F by ``dfmethod`` (default:
-        the fit's own)."""
+    def _small(self, dfmethod: str | None, large_sample: bool) -> SmallSample | None:
+        """The small-sample inference a test of the fixed effects uses: that of ``dfmethod``, or by default the fit's
+        own; none (z and chi-squared tests on the reported Cov(β̂), Stata's e(V)) with ``large_sample`` or when
+        neither names a method."""
         check_dfmethod(dfmethod, self.reml)
-        dfmethod = dfmethod or self.spec.dfmethod
+        method = None if large_sample else dfmethod or self.spec.dfmethod
+        return None if method is None else self._small_sample(method)
+
+    def _stata_small(self, small: bool, command: str) -> SmallSample | None:
+        """Stata's ``small`` option of its tests after ``mixed``: the fit's small-sample inference, which it must
+        have; without it, large-sample tests."""
+        if small and self.spec.dfmethod is None:
+            raise JaxhlmError(f"{command}: small needs a fit with dfmethod(satterthwaite) or dfmethod(kroger) (and "
+                              "reml)")
+        return self._small(None, not small)
+
+    def _wald(self, rows: list[tuple[np.ndarray, float]], small: SmallSample | None) -> "WaldTest":
+        """The joint test of the constraints ``rows`` (R row, value): chi-squared, or F by ``small``'s method."""
         R = np.array([r for r, _ in rows])
         q = np.array([v for _, v in rows])
-        if dfmethod is None:
-            res = linear_hypothesis(R, q, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta))
+        if small is None:
+            res = linear_hypothesis(R, q, np.asarray(self.fit.beta), self._vcov_beta)
             stat, df, ddf, p = res.statistic, res.df, math.inf, res.pvalue
         else:
-            f = self._small_sample(dfmethod).f_test(R, q)
+            f = small.f_test(R, q)
             stat, df, ddf, p = f.statistic, f.df, f.ddf, f.pvalue
-        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf, dfmethod)
+        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf,
+                        None if small is None else small.method)
 
     def anova(self, ddf: str = "satterthwaite", type: int = 3) -> "TermTests":
         """lmerTest's ``anova(m)``: each fixed-effect term's F test, of type III by default (``type`` 1 or 2 for the
@@ -928,14 +946,15 @@ class MixedResult:
         return small_sample(method, np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), self.random_effects,
                             self._data, self.design.blocks)
 
-    def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None) -> "LinearCombination":
+    def lincom(self, expr: str, alpha: float = 0.05, dfmethod: str | None = None, large_sample: bool = False
+               ) -> "LinearCombination":
         """Stata's ``lincom``: a linear combination of the fixed effects with its SE, z test and ``1 - alpha``
         interval, e.g. ``"ses + 1.sector#c.ses"`` (the ses slope in sector 1). Terms as in :meth:`test`.
         ``dfmethod`` (``"satterthwaite"``, ``"kroger"``): a t test on small-sample degrees of freedom instead (see
-        :meth:`satterthwaite`; Kenward and Roger's also adjusts the SE); by default, the fit's own ``dfmethod``."""
+        :meth:`satterthwaite`; Kenward and Roger's also adjusts the SE); by default, the fit's own ``dfmethod``.
+        ``large_sample``: the z test whatever the fit's ``dfmethod``, as Stata's ``lincom`` without ``small``."""
         _check_alpha(alpha)
-        check_dfmethod(dfmethod, self.reml)
-        dfmethod = dfmethod or self.spec.dfmethod
+        small = self._small(dfmethod, large_sample)
         if "=" in expr:
             raise JaxhlmError(f"lincom {expr!r}: give an expression, not an equation (test compares with '=')")
         row, const = _linear(expr, self.design, expr)
@@ -944,14 +963,18 @@ class MixedResult:
                               "of coefficients (add the constant to its estimate and interval)")
         if not np.any(row):
             raise JaxhlmError(f"lincom {expr!r} involves no coefficient")
-        beta, V, df = np.asarray(self.fit.beta), np.asarray(self.fit.cov_beta), None
-        if dfmethod is not None:
-            small = self._small_sample(dfmethod)
-            V, df = small.vcov, small.df(row[None])
+        beta, V, df = self._tested(row[None], small)
         b, se, z, p, lo, hi = coefficient_table(np.array([row @ beta]), np.array([[row @ V @ row]]), alpha, df)[0]
         return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self.design.response),
                                  self.design.response, b, se, z, p, lo, hi, 1 - alpha,
-                                 math.inf if df is None else float(df[0]), dfmethod)
+                                 math.inf if df is None else float(df[0]), None if small is None else small.method)
+
+    def _tested(self, L: np.ndarray, small: SmallSample | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(β̂, the Cov(β̂) tests of the rows ``L`` use, their t tests' df or None for z tests): ``small``'s, or the
+        reported Cov(β̂) with normal tests."""
+        if small is None:
+            return np.asarray(self.fit.beta), self._vcov_beta, None
+        return np.asarray(self.fit.beta), small.vcov, small.df(L)
 
     def margins(self, over: str | Sequence[str] | None = None, at: Mapping[str, float | Sequence[float]] | None = None,
                 dydx: str | None = None, pwcompare: bool = False, alpha: float = 0.05, dfmethod: str | None = None,
@@ -976,15 +999,11 @@ class MixedResult:
         ``large_sample``: z tests on the reported Cov(β̂) whatever the fit's ``dfmethod``, as Stata's ``margins``
         after ``mixed`` (the do-file runner's)."""
         _check_alpha(alpha)
-        check_dfmethod(dfmethod, self.reml)
+        small = self._small(dfmethod, large_sample)
         if mcompare not in MCOMPARE:
             raise JaxhlmError(f"mcompare({mcompare}): the adjustments are {', '.join(MCOMPARE)}")
         if mcompare != "noadjust" and not pwcompare:
             raise JaxhlmError("mcompare adjusts pairwise comparisons: give pwcompare too")
-        dfmethod = None if large_sample else dfmethod or self.spec.dfmethod
-        if mcompare != "noadjust" and dfmethod is not None:
-            raise JaxhlmError(f"mcompare({mcompare}) adjusts z tests, and these are t tests by {dfmethod}'s degrees "
-                              "of freedom; pass large_sample=True for z tests")
         d = self.design
         if self.spec.sampled:
             raise JaxhlmError("margins are not computed for fits with sampling weights: the population's mean needs "
@@ -1032,18 +1051,17 @@ class MixedResult:
             L = np.stack([L[j] - L[i] for i, j in pairs])
             labels = [f"{cell(cells[j])} vs {cell(cells[i])}" for i, j in pairs]
             index = pd.Index(labels, name="#".join((["_at"] if at else []) + over))
-        beta, V, df = np.asarray(self.fit.beta), self._vcov_beta, None
-        if dfmethod is not None:
-            small = self._small_sample(dfmethod)
-            V, df = small.vcov, small.df(L)
+        beta, V, df = self._tested(L, small)
         table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df, mcompare)
         stat = "z" if df is None else "t"
         what = "contrast" if pwcompare else "margin" if dydx is None else "dydx"
         frame = pd.DataFrame(table, index=index, columns=[what, "std_err", stat, "p", "ci_lower", "ci_upper"])
         if df is not None:
             frame["df"] = df
+        # Stata's logs of margins after a dfmethod fit show no "Model VCE:" line
+        vce = None if self.spec.dfmethod is not None else "Robust" if self.robust is not None else "OIM"
         return Margins(frame, tuple(labels), tuple(over), tuple(at), tuple(at_values) if at else (), d.response,
-                       self.nobs, "Robust" if self.robust is not None else "OIM", 1 - alpha,
+                       self.nobs, vce, 1 - alpha,
                        adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare, mcompare=mcompare)
 
     def _term_cells(self, terms: str, asobserved: bool, command: str
@@ -1095,7 +1113,8 @@ class MixedResult:
             out.append((t, levels, cells, cells - cells @ space.T @ space))
         return out
 
-    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False) -> "Contrasts":
+    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False, small: bool = False
+                 ) -> "Contrasts":
         """Stata's ``contrast termlist``: for each term (``sector``, ``sized#sector``, ``sized##sector`` for both
         main effects and their interaction, ``sector#c.ses`` for the slopes of ses across sectors), the joint Wald
         chi-squared test that the term's effect is nil, ANOVA-style. Its hypotheses are on the term's cell margins
@@ -1104,37 +1123,40 @@ class MixedResult:
         compares its levels' margins; an interaction, the differences of differences; with continuous variables in
         the term, their coefficient in each cell's margin takes the margin's place. Factor-only models thus get
         type III hypotheses. Stata reports chi-squared after ``mixed`` whatever its ``dfmethod`` (on e(V), the
-        reported Cov(β̂)), and so does this. ``overall`` adds the joint test of all the terms. A term's hypotheses
+        reported Cov(β̂)), and so does this; ``small`` gives F tests on the fit's small-sample denominator df
+        instead (Stata's option of that name). ``overall`` adds the joint test of all the terms. A term's hypotheses
         must be estimable: a cell that no data inform (an empty cell of an interaction) is refused by name. For
         models written in Stata syntax."""
-        beta, V = np.asarray(self.fit.beta), self._vcov_beta
-        tests: dict[str, tuple[np.ndarray, ChiTest]] = {}
+        method = self._stata_small(small, "contrast")
+        rows: dict[str, np.ndarray] = {}
         for t, levels, cells, outside in self._term_cells(terms, asobserved, "contrast"):
             D = np.ones((1, 1))  # each factor's levels against its first, across factors differences of differences
             for lv in levels:
                 D = np.kron(D, np.hstack([-np.ones((len(lv) - 1, 1)), np.eye(len(lv) - 1)]))
-            C = _estimable(self.design, D @ cells, D @ outside, f"contrast {t.header}")
-            tests[t.header] = (C, linear_hypothesis(C, np.zeros(len(C)), beta, V))
-        if overall and len(tests) > 1:
-            C = np.vstack([c for c, _ in tests.values()])
-            tests["Overall"] = (C, linear_hypothesis(C, np.zeros(len(C)), beta, V))
-        table = pd.DataFrame([(float(t.df), t.statistic, t.pvalue) for _, t in tests.values()],
-                             index=pd.Index(list(tests), name="term"), columns=["df", "chi2", "P>chi2"])
+            rows[t.header] = _estimable(self.design, D @ cells, D @ outside, f"contrast {t.header}")
+        if overall and len(rows) > 1:
+            rows["Overall"] = np.vstack(list(rows.values()))
+        tests = {term: self._wald([(r, 0.0) for r in C], method) for term, C in rows.items()}
+        columns = ["df", "chi2", "P>chi2"] if method is None else ["df", "ddf", "F", "P>F"]
+        table = pd.DataFrame([(float(w.df), w.statistic, w.pvalue) if method is None else
+                              (float(w.df), w.ddf, w.statistic, w.pvalue) for w in tests.values()],
+                             index=pd.Index(list(tests), name="term"), columns=columns)
         return Contrasts(table, self.design.response, "asobserved" if asobserved else "asbalanced")
 
-    def pwcompare(self, terms: str, mcompare: str = "noadjust", alpha: float = 0.05, asobserved: bool = False
-                  ) -> "PairwiseComparisons":
+    def pwcompare(self, terms: str, mcompare: str = "noadjust", alpha: float = 0.05, asobserved: bool = False,
+                  small: bool = False) -> "PairwiseComparisons":
         """Stata's ``pwcompare termlist``: every pairwise difference of each term's cell margins (as
         :meth:`contrast` forms them: other factors balanced, or ``asobserved``; ``sector#c.ses``: of the slopes),
         with z tests and intervals on e(V), as Stata after ``mixed``. Rows "1 vs 0", "2 vs 0", "2 vs 1" (cells of
         several factors in parentheses, "(1 2) vs (1 1)"). ``mcompare`` adjusts the p-values and intervals for the
         number of comparisons k within each term: ``noadjust`` (the default), ``bonferroni`` (p·k, the interval at
         α/k), ``sidak`` (1 − (1 − p)ᵏ, the interval at 1 − (1 − α)^(1/k)) or ``scheffe`` (z² against χ² on the
-        rank of the term's comparisons, r = its cells less one: simultaneous over every contrast of the cells)."""
+        rank of the term's comparisons, r = its cells less one: simultaneous over every contrast of the cells).
+        ``small``: t tests on the fit's small-sample degrees of freedom instead (Stata's option of that name)."""
         _check_alpha(alpha)
         if mcompare not in MCOMPARE:
             raise JaxhlmError(f"mcompare({mcompare}): the adjustments are {', '.join(MCOMPARE)}")
-        beta, V = np.asarray(self.fit.beta), self._vcov_beta
+        method = self._stata_small(small, "pwcompare")
         blocks = []
         for t, levels, cells, outside in self._term_cells(terms, asobserved, "pwcompare"):
             combos = list(itertools.product(*levels))
@@ -1145,11 +1167,15 @@ class MixedResult:
             for k, (i, j) in enumerate(pairs):
                 D[k, i], D[k, j] = -1.0, 1.0
             L = _estimable(self.design, D @ cells, D @ outside, f"pwcompare {t.header}")
-            table = coefficient_table(L @ beta, L @ V @ L.T, alpha, mcompare=mcompare)
+            beta, V, df = self._tested(L, method)
+            table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df, mcompare)
             cell = lambda c: str(c[0]) if len(c) == 1 else f"({' '.join(map(str, c))})"  # noqa: E731
             index = pd.Index([f"{cell(combos[j])} vs {cell(combos[i])}" for i, j in pairs], name=t.header)
-            blocks.append(pd.DataFrame(table, index=index, columns=["contrast", "std_err", "z", "p", "ci_lower",
-                                                                    "ci_upper"]))
+            frame = pd.DataFrame(table, index=index, columns=["contrast", "std_err", "z" if df is None else "t", "p",
+                                                              "ci_lower", "ci_upper"])
+            if df is not None:
+                frame["df"] = df
+            blocks.append(frame)
         return PairwiseComparisons(tuple(blocks), self.design.response, mcompare, 1 - alpha,
                                    "asobserved" if asobserved else "asbalanced")
 
@@ -1533,7 +1559,7 @@ class Margins:
     at_values: tuple[tuple[float, ...], ...]  # the combinations of at() values, Stata's 1._at, 2._at, …
     response: str
     nobs: int
-    vce: str  # "OIM" or "Robust", as Stata's "Model VCE:" line
+    vce: str | None  # "OIM" or "Robust", as Stata's "Model VCE:" line (None: not shown, after a dfmethod fit)
     confidence: float
     adjusted: bool  # every variable of the fixed part fixed by at(): Stata's "Adjusted predictions"
     dydx: str | None = None  # the variable of average marginal effects (Stata's dydx()), None for margins

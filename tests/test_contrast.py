@@ -209,14 +209,19 @@ def test_do_file_prints_pwcompare_and_adjusted_margins(hsb):
                    "       sized |            3\n"
                    "---------------------------\n\n")
     margins, pw, default = log.split("\n. ")[1:]
+    # as Stata's logs of margins after a dfmethod fit: no "Model VCE:" line
+    assert margins.startswith("margins sized, pwcompare(effects) mcompare(bonferroni)\n\nPairwise comparisons of "
+                              "predictive margins               Number of obs = 7,185\n\nExpression: Linear")
     assert comparisons + ("------------------------------------------------------------------------------\n"
                           "             |            Delta-method    Bonferroni           Bonferroni\n"
                           "             |   Contrast   std. err.      z    P>|z|     [95% conf. interval]\n"
                           "-------------+----------------------------------------------------------------\n"
                           "       sized |\n"
                           "     2 vs 1  |") in margins  # z tests after a dfmethod fit, as Stata's margins
+    # pwcompare's table of comparisons has the equation's row, as Stata's logs show
     assert pw.startswith("pwcompare sized, effects mcompare(bon)\n\nPairwise comparisons of marginal linear "
-                         "predictions\n\nMargins: asbalanced\n\n" + comparisons)
+                         "predictions\n\nMargins: asbalanced\n\n" + comparisons.replace(
+                             "-------------+-------------\n", "-------------+-------------\nmathach      |\n"))
     assert ("             |                            Bonferroni           Bonferroni\n"
             "             |   Contrast   Std. err.      z    P>|z|     [95% conf. interval]\n"
             "-------------+----------------------------------------------------------------\n"
@@ -233,10 +238,16 @@ def test_do_file_prints_pwcompare_and_adjusted_margins(hsb):
             jaxhlm.run_do("quietly mixed mathach i.sized || id:\n" + bad, hsb)
 
 
-def test_adjustments_need_z_tests_and_two_cells(hsb):
+def test_adjustments_of_t_tests_and_refusals(hsb):
     m = jaxhlm.mixed("mathach i.sized i.sector || id:, reml dfmethod(satterthwaite)", hsb)
-    with pytest.raises(JaxhlmError, match="adjusts z tests, and these are t tests by satterthwaite"):
-        m.margins("sized", pwcompare=True, mcompare="bonferroni")
+    plain = m.margins("sized", pwcompare=True).table  # t tests on the fit's Satterthwaite df
+    t = m.margins("sized", pwcompare=True, mcompare="bonferroni").table
+    np.testing.assert_allclose(t["p"], np.minimum(3 * plain["p"], 1.0), rtol=1e-12)
+    from scipy import stats
+    np.testing.assert_allclose(t["ci_upper"] - t["contrast"], stats.t.ppf(1 - 0.05 / 6, t["df"]) * t["std_err"],
+                               rtol=1e-10)
+    scheffe = m.margins("sized", pwcompare=True, mcompare="scheffe").table  # t²/2 against F(2, df)
+    np.testing.assert_allclose(scheffe["p"], stats.f.sf(plain["t"] ** 2 / 2, 2, plain["df"]), rtol=1e-10)
     z = m.margins("sized", pwcompare=True, mcompare="bonferroni", large_sample=True).table
     assert "z" in z.columns and "df" not in z.columns
     with pytest.raises(JaxhlmError, match="mcompare\\(holm\\): the adjustments are noadjust, bonferroni"):
@@ -246,3 +257,28 @@ def test_adjustments_need_z_tests_and_two_cells(hsb):
     one = jaxhlm.mixed("mathach i.sized || id:", hsb[hsb["sized"] == 1])
     with pytest.raises(JaxhlmError, match="pwcompare sized: one cell, nothing to compare"):
         one.pwcompare("sized")
+
+
+def test_small_gives_the_fits_small_sample_tests(hsb):
+    # Stata's small option (contrast i.AgentType, small: df, ddf, F, P>F; pwcompare ..., small: t): the F tests of
+    # a factors-only model's terms are its type III tests by Kenward and Roger, which anova() checks against pbkrtest
+    m = jaxhlm.mixed("mathach ses i.sized##i.sector || id:, reml dfmethod(kroger)", hsb)
+    got = m.contrast("sized##sector", small=True).table
+    want = m.anova("kroger", type=3).table.loc[["sized", "sector", "sized#sector"]]
+    np.testing.assert_allclose(got["F"], want["F value"], rtol=1e-6)
+    np.testing.assert_allclose(got["ddf"], want["DenDF"], rtol=1e-6)
+    assert list(got.columns) == ["df", "ddf", "F", "P>F"]
+    assert "             |         df        ddf           F        P>F\n" in str(m.contrast("sized", small=True))
+    additive = jaxhlm.mixed("mathach ses i.sized i.sector || id:, reml dfmethod(kroger)", hsb)
+    row = additive.pwcompare("sized", small=True, mcompare="bonferroni").tables[0].loc["3 vs 2"]
+    one = additive.lincom("3.sized - 2.sized")  # the fit's Kenward-Roger t test
+    assert row["contrast"] == pytest.approx(one.estimate, rel=1e-10) and row["df"] == pytest.approx(one.df, rel=1e-10)
+    assert row["p"] == pytest.approx(min(1.0, 3 * one.pvalue), rel=1e-8)
+    from scipy import stats
+    half = stats.t.ppf(1 - 0.05 / 6, one.df) * one.se
+    assert (row["ci_lower"], row["ci_upper"]) == pytest.approx((one.estimate - half, one.estimate + half), rel=1e-8)
+    # without small, chi-squared on e(V) (Kenward and Roger's adjusted covariance for this fit)
+    assert additive.contrast("sized").table["chi2"].iloc[0] == pytest.approx(
+        additive.test(["2.sized = 0", "3.sized = 0"], large_sample=True).statistic, rel=1e-8)
+    with pytest.raises(JaxhlmError, match="small needs a fit with dfmethod"):
+        jaxhlm.mixed("mathach i.sized || id:", hsb).contrast("sized", small=True)

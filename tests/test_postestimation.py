@@ -423,7 +423,8 @@ def test_estat_sd_holds_a_boundary_correlation():
 def test_dfmethod_satterthwaite_fit_reports_t_and_f_tests():
     # lmerTest's values for this model (satterthwaite_reference.json, hsb_covariates): df 155.11, 6843.11, 148.01,
     # 6719.70 (average 3466.48), and F = 205.04 on (3, 422.65) for all coefficients but the intercept.
-    log = jaxhlm.run_do("mixed mathach c.ses##c.sector || id:, reml dfmethod(satterthwaite)\nlincom ses")
+    log = jaxhlm.run_do("mixed mathach c.ses##c.sector || id:, reml dfmethod(satterthwaite)\nlincom ses, small\n"
+                        "lincom ses\ntest ses\ntest ses, small")
     lines = log.splitlines()
     assert lines[8:13] == [
         "DF method: Satterthwaite                        DF:           min =     148.01",
@@ -434,6 +435,11 @@ def test_dfmethod_satterthwaite_fit_reports_t_and_f_tests():
     ]
     assert "       mathach | Coefficient  Std. err.      t    P>|t|     [95% conf. interval]" in lines
     assert "Note: t test on 6843.11 degrees of freedom (Satterthwaite)." in lines
+    # without small, Stata's lincom and test after mixed are large-sample: z and chi-squared
+    plain = log.split(". lincom ses\n")[1]
+    assert "     mathach | Coefficient  Std. err.      z    P>|z|     [95% conf. interval]" in plain
+    assert "           chi2(  1) =" in plain.split(". test ses, small")[0]
+    assert "       F(  1,  6843.11) =" in plain.split(". test ses, small")[1]
 
     ref = next(f for f in SATTERTHWAITE if f["name"] == "hsb_covariates")
     r = jaxhlm.fit(ref["formula"], _data("hsb"), reml=True, dfmethod="satterthwaite")
