@@ -994,7 +994,7 @@ class MixedResult:
         ``pwcompare``: every pairwise difference of the margins instead (Stata's ``margins sector, pwcompare(effects)``;
         rows "1 vs 0", cells in parentheses when they have several values, the at() values by their ``_at`` number),
         unadjusted for multiple comparisons, as Stata's default; ``mcompare`` adjusts them (``bonferroni``,
-        ``sidak``, ``scheffe``; :func:`~jaxhlm.infer.coefficient_table`), which needs z tests.
+        ``sidak``, ``scheffe``; :func:`~jaxhlm.infer.coefficient_table`), z or t tests alike.
 
         ``large_sample``: z tests on the reported Cov(β̂) whatever the fit's ``dfmethod``, as Stata's ``margins``
         after ``mixed`` (the do-file runner's)."""
@@ -1514,7 +1514,7 @@ def _estimable(d: Design, C: np.ndarray, outside: np.ndarray, what: str) -> np.n
 @dataclass(frozen=True)
 class Contrasts:
     """Stata's ``contrast`` table (:meth:`MixedResult.contrast`): a row per term (and ``Overall``), with the df,
-    chi-squared statistic and p-value of its joint Wald test."""
+    chi-squared statistic and p-value of its joint Wald test (with ``small``: df, ddf, F and p-value)."""
 
     table: pd.DataFrame
     response: str
