@@ -18,7 +18,7 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from scipy import special
 
 from . import render
 from .errors import DataError, FormulaError, JaxhlmError
+from .factor import FixedTerms
 from .infer import sd_corr
 from .results import MixedResult, WaldTest, coefficient_references, estimates_table, lrtest
 from .expressions import Subset, evaluate, parse_expression
@@ -162,6 +163,9 @@ class Session:
     data: pd.DataFrame
     base_dir: Path = field(default_factory=Path.cwd)
     labels: dict[str, str] = field(default_factory=dict)
+    #: value labels: the sets label define makes (name: {code: text}), and which set each variable shows
+    value_labels: dict[str, dict[int, str]] = field(default_factory=dict)
+    label_values: dict[str, str] = field(default_factory=dict)
     changed: bool = False
     active: MixedResult | None = None
     active_name: str = "."  # '.' until `estimates store` names the active results
@@ -173,7 +177,8 @@ class Session:
     scalars: dict[str, float | str] = field(default_factory=dict)
     log_file: TextIO | None = None  # a log using file, open
     log_paused: bool = False  # log off
-    preserved: tuple[pd.DataFrame, dict[str, str], bool] | None = None  # preserve's copy: data, labels, changed
+    #: preserve's copy: data, variable labels, value label sets and attachments, changed
+    preserved: tuple[pd.DataFrame, dict[str, str], dict[str, dict[int, str]], dict[str, str], bool] | None = None
     scratch: Any = None  # tempfile's directory (a tempfile.TemporaryDirectory), made on first use
 
     def expand(self, text: str) -> str:
@@ -199,7 +204,10 @@ class Session:
         if self.changed and not clear:
             raise JaxhlmError("no; dataset in memory has changed since last saved (add ', clear' to use)")
         self.data = self._read(path, "use")
-        self.labels, self.changed = {}, False
+        file = self._file(path)
+        self.labels, self.value_labels, self.label_values = _dta_labels(file) if file.suffix.lower() == ".dta" \
+            else ({}, {}, {})
+        self.changed = False
         self.active, self.active_name, self.stored, self.last_test = None, ".", {}, None
         return ""
 
@@ -211,7 +219,8 @@ class Session:
             return render.summary_text(replace(model, spec=replace(model.spec, display=replay_display(args.strip()[1:]))))
         from .pipeline import fit_spec
 
-        self.active = fit_spec(parse_mixed(args, self.data.columns), self.data)
+        fitted = fit_spec(parse_mixed(args, self.data.columns), self.data)
+        self.active = replace(fitted, value_labels=self._level_labels(fitted))
         self.active_name = "."
         return str(self.active)
 
@@ -509,7 +518,8 @@ class Session:
             raise JaxhlmError("no observations")
         if stub is not None:
             self._generate(var, stub, counts.index)
-        return render.tabulate_text(self.labels.get(var, var), list(counts.index), list(counts.to_numpy()))
+        return render.tabulate_text(self.labels.get(var, var), self._shown(var, list(counts.index)),
+                                    list(counts.to_numpy()))
 
     def _tabulate2(self, names: list[str], opts: str) -> str:
         """``tabulate ROWVAR COLVAR [, row column cell nofreq chi2 lrchi2]``: frequencies of each pair of values
@@ -543,7 +553,8 @@ class Session:
         for kind, (_, stat, p) in zip(kinds, lines):
             self.returned.update({"chi2": stat, "p": p} if kind == "chi2" else {"chi2_lr": stat, "p_lr": p})
         return render.tabulate2_text(self.labels.get(names[0], names[0]), self.labels.get(names[1], names[1]),
-                                     list(counts.index), list(counts.columns), table, shown, lines)
+                                     self._shown(names[0], list(counts.index)), self._shown(names[1], list(counts.columns)),
+                                     table, shown, lines)
 
     # ---- data management: generate, replace, egen, drop, keep -------------------------------------
     def generate(self, args: str) -> str:
@@ -640,8 +651,9 @@ class Session:
         if not re.fullmatch(r"[A-Za-z_]\w{0,31}", new):
             raise JaxhlmError(f"{new} invalid name")
         self.data, self.changed = self.data.rename(columns={old[0]: new}), True
-        if old[0] in self.labels:
-            self.labels[new] = self.labels.pop(old[0])
+        for attached in (self.labels, self.label_values):
+            if old[0] in attached:
+                attached[new] = attached.pop(old[0])
         return ""
 
     def merge(self, args: str) -> str:
@@ -786,7 +798,7 @@ class Session:
         grouped = rows.groupby(by, sort=True) if by else rows.groupby(np.zeros(len(rows)))
         out = pd.DataFrame({new: grouped[source].agg(_COLLAPSE[stat]) for new, source, stat in targets})
         self.data = out.reset_index(drop=not by)
-        self.labels, self.changed = {}, True
+        self.labels, self.label_values, self.changed = {}, {}, True
         return ""
 
     def save(self, args: str) -> str:
@@ -801,8 +813,11 @@ class Session:
             raise JaxhlmError(f"save writes Stata datasets (.dta); {name} is not one")
         if file.exists() and "replace" not in flags:
             raise JaxhlmError(f"file {name} already exists; add replace")
-        try:
-            self.data.to_stata(file, write_index=False)
+        values = {var: dict(self._value_label(var)) for var in self.label_values if var in self.data.columns}
+        try:  # the variables' labels and value labels go with the data, as Stata saves them
+            self.data.to_stata(file, write_index=False, variable_labels={v: t[:80] for v, t in self.labels.items()
+                                                                          if v in self.data.columns},
+                               value_labels={v: m for v, m in values.items() if m} or None)
         except (ValueError, OSError) as exc:
             raise JaxhlmError(f"cannot save {name}: {exc}") from None
         self.changed = False
@@ -827,26 +842,93 @@ class Session:
             raise JaxhlmError("preserve takes no arguments")
         if self.preserved is not None:
             raise JaxhlmError("already preserved; restore first")
-        self.preserved = (self.data.copy(), dict(self.labels), self.changed)
+        self.preserved = (self.data.copy(), dict(self.labels), {k: dict(v) for k, v in self.value_labels.items()},
+                          dict(self.label_values), self.changed)
         return ""
 
     def restore(self, args: str) -> str:
         if self.preserved is None:
             raise JaxhlmError("nothing to restore: run preserve first")
-        (self.data, self.labels, self.changed), self.preserved = self.preserved, None
+        (self.data, self.labels, self.value_labels, self.label_values, self.changed), self.preserved = \
+            self.preserved, None
         return ""
 
     def label(self, args: str) -> str:
-        """``label variable var "text"``: the variable's label, shown as ``tabulate``'s header."""
-        found = re.fullmatch(r'\s*var(?:iable|iabl|iab|ia|i)?\s+(\S+)(?:\s+"([^"]*)")?\s*', args)
+        """``label variable var "text"`` (tabulate's header); value labels: ``label define name # "text" [# "text"
+        ...] [, add modify replace]``, ``label values varlist [name]`` (none: detached), ``label list [names]`` and
+        ``label drop names|_all``. Tables show a labelled variable's values by their labels, as Stata's do."""
+        sub, _, rest = args.strip().partition(" ")
+        if abbreviates(sub, "variable", 3):
+            found = re.fullmatch(r'\s*(\S+)(?:\s+"([^"]*)")?\s*', rest)
+            if found is None:
+                raise JaxhlmError('label variable needs a variable and its text: label variable var "text"')
+            var = self._varlist(found.group(1))
+            if len(var) != 1:
+                raise JaxhlmError(f"label variable: {found.group(1)} names {len(var)} variables; name one")
+            self.labels[var[0]] = found.group(2) or ""
+            return ""
+        if abbreviates(sub, "define", 3):
+            return self._label_define(rest)
+        if abbreviates(sub, "values", 3):
+            words = rest.split()
+            if not words:
+                raise JaxhlmError("label values needs variables: label values varlist [lblname]")
+            name = words[-1] if len(words) > 1 and words[-1] not in self.data.columns else None
+            for var in self._varlist(" ".join(words[:-1] if name else words)):
+                if name is None or name == ".":
+                    self.label_values.pop(var, None)
+                else:
+                    self.label_values[var] = name
+            return ""
+        if abbreviates(sub, "list", 1):
+            names = rest.split() or list(self.value_labels)
+            missing = [n for n in names if n not in self.value_labels]
+            if missing:
+                raise JaxhlmError(f"value label {missing[0]} not found")
+            return "\n".join(f"{n}:\n" + "\n".join(f"{c:>12} {t}" for c, t in
+                                                    sorted(self.value_labels[n].items())) for n in names)
+        if abbreviates(sub, "drop", 4):
+            names = list(self.value_labels) if rest.split() == ["_all"] else rest.split()
+            for n in names:
+                if self.value_labels.pop(n, None) is None:
+                    raise JaxhlmError(f"value label {n} not found")
+            return ""
+        raise JaxhlmError(f"label {sub} is not supported; label variable, label define, label values, label list and "
+                          "label drop are")
+
+    def _label_define(self, text: str) -> str:
+        """``label define name # "text" [# "text" ...] [, add modify replace]``."""
+        body, _, opts = text.partition(",")
+        given = _flags(opts, {"add": 3, "modify": 6, "replace": 7}, "label define")
+        found = re.fullmatch(r"\s*([A-Za-z_]\w*)((?:\s+-?\d+\s+(?:\"[^\"]*\"|\S+))*)\s*", body)
         if found is None:
-            raise JaxhlmError("only label variable var \"text\" is supported (value labels, label define and "
-                              "label values, are not: tabulate shows the codes)")
-        var = self._varlist(found.group(1))
-        if len(var) != 1:
-            raise JaxhlmError(f"label variable: {found.group(1)} names {len(var)} variables; name one")
-        self.labels[var[0]] = found.group(2) or ""
+            raise JaxhlmError('label define needs a name and code-text pairs: label define yesno 0 "No" 1 "Yes"')
+        name = found.group(1)
+        pairs = {int(c): t.strip('"') for c, t in re.findall(r'(-?\d+)\s+("[^"]*"|\S+)', found.group(2))}
+        if name in self.value_labels and not given:
+            raise JaxhlmError(f"label {name} already defined; add, modify or replace it")
+        current = {} if "replace" in given or name not in self.value_labels else self.value_labels[name]
+        clash = [c for c in pairs if c in current and "modify" not in given]
+        if clash and "add" in given:
+            raise JaxhlmError(f"{clash[0]} already labelled in {name}; modify to change it")
+        self.value_labels[name] = {**current, **pairs}
         return ""
+
+    def _value_label(self, var: str) -> dict[int, str]:
+        """The value labels a variable shows (none: an empty mapping)."""
+        return self.value_labels.get(self.label_values.get(var, ""), {})
+
+    def _shown(self, var: str, values: Sequence[object]) -> list[object]:
+        """Values as tables show them: by their label where the variable has one for the value."""
+        labels = self._value_label(var)
+        return [labels.get(int(v), v) if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer()
+                else v for v in values]
+
+    def _level_labels(self, model: MixedResult) -> dict[str, dict[int, str]]:
+        """The value labels of a model's factor variables, for its tables' level rows."""
+        fixed = model.spec.fixed
+        factors = {v.name for t in fixed.terms for v in t.vars if v.factor} if isinstance(fixed, FixedTerms) else set()
+        return {v: dict(self._value_label(v)) for v in sorted(factors) if self._value_label(v)}
 
     def drop(self, args: str) -> str:
         return self._drop_or_keep(args, drop=True)
@@ -998,7 +1080,7 @@ class Session:
                 raise JaxhlmError(f"option {o} not allowed; list accepts noobs, clean and separator(#)")
         at = np.flatnonzero(self._selected(subset))
         frame = self.data.iloc[at][names]
-        cells = [[render.list_value(v) for v in row] for row in frame.itertuples(index=False)]
+        cells = list(zip(*(map(render.list_value, self._shown(n, frame[n].tolist())) for n in names)))
         return render.list_text(names, cells, (at + 1).tolist(), **given)
 
     def _columns(self) -> Columns:
@@ -1192,7 +1274,7 @@ class Session:
         every = args.strip() in ("all", "*")
         if args.strip() and not every:
             raise JaxhlmError(f"clear {args.strip()} is not supported; use clear or clear all")
-        self.data, self.labels, self.changed = pd.DataFrame(), {}, False
+        self.data, self.labels, self.value_labels, self.label_values, self.changed = pd.DataFrame(), {}, {}, {}, False
         if every:
             self.active, self.active_name, self.stored, self.last_test = None, ".", {}, None
             self.scalars, self.returned = {}, {}
@@ -1241,11 +1323,16 @@ class Session:
                 (f"{event} on", when)]
         return "\n".join(f"{k:>10}:  {v}" for k, v in rows)
 
-    def _read(self, name: str, command: str) -> pd.DataFrame:
-        """The data file a command reads (``use``, ``merge … using``): a Stata dataset (.dta, added where the name
-        has no extension, as Stata adds it) or a CSV file, as given or else under the do-file's directory."""
+    def _file(self, name: str) -> Path:
+        """The file a data file's name means: .dta added where it has no extension (as Stata adds it), as given or
+        else under the do-file's directory."""
         file = _named(name, ".dta")
-        file = file if file.is_absolute() or file.exists() else self.base_dir / file
+        return file if file.is_absolute() or file.exists() else self.base_dir / file
+
+    def _read(self, name: str, command: str) -> pd.DataFrame:
+        """The data file a command reads (``use``, ``merge … using``): a Stata dataset or a CSV file
+        (:meth:`_file`)."""
+        file = self._file(name)
         if file.suffix.lower() not in (".dta", ".csv"):
             raise JaxhlmError(f"{command} reads Stata datasets (.dta) and CSV files; {name} is neither")
         if not file.is_file():
@@ -1332,6 +1419,19 @@ def _independence(table: np.ndarray, kind: str) -> tuple[str, float, float]:
         seen = table > 0
         stat, label = float(2 * (table[seen] * np.log(table[seen] / expected[seen])).sum()), f"likelihood-ratio chi2({df})"
     return label, stat, float(special.chdtrc(df, stat))
+
+
+def _dta_labels(path: Path) -> tuple[dict[str, str], dict[str, dict[int, str]], dict[str, str]]:
+    """A Stata dataset's variable labels, value label sets and the set each variable shows, as ``use`` loads
+    them (what the reader cannot tell is left out)."""
+    with pd.io.stata.StataReader(path) as reader:
+        reader.read(nrows=1, convert_categoricals=False)
+        variables = {k: v for k, v in reader.variable_labels().items() if v}
+        sets = {name: {int(c): str(t) for c, t in codes.items()} for name, codes in reader.value_labels().items()}
+        names = getattr(reader, "_lbllist", None) or []  # the set each variable shows, in the variables' order
+        columns = list(reader.variable_labels())
+    attached = {col: name for col, name in zip(columns, names) if name and name in sets}
+    return variables, sets, attached
 
 
 def _mcompare(arg: str) -> str:

@@ -9,7 +9,7 @@ import dataclasses
 import math
 import re
 import textwrap
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -200,10 +200,29 @@ def _coef_line(text: str, b: float, se: float, z: float, p: float, lo: float, hi
             f"    {stata_g(lo):>9}   {stata_g(hi):>9}")
 
 
+def _labelled(coefs: Sequence["Coef"], labels: "Mapping[str, Mapping[int, str]]") -> list["Coef"]:
+    """The coefficients with their factor levels shown by the variables' value labels, as Stata's tables show
+    them: a row of a factor group reads its cell's labels (joined by ``#``), and a factor with one level shown
+    inline (``1.sector``) gets its group's header and the label instead (``sector`` over ``Catholic``)."""
+    out = []
+    for c in coefs:
+        inline = re.fullmatch(r"(\d+)\.(\w+)", c.name) if c.group is None else None
+        if inline and inline.group(2) in labels and int(inline.group(1)) in labels[inline.group(2)]:
+            c = dataclasses.replace(c, group=inline.group(2), level=labels[inline.group(2)][int(inline.group(1))])
+        elif c.group is not None:
+            factors = [v for v in c.group.split("#") if not v.startswith("c.")]
+            values = c.level.split()
+            if len(factors) == len(values) and any(v in labels for v in factors):
+                c = dataclasses.replace(c, level="#".join(labels.get(v, {}).get(int(x), x) for v, x in zip(factors, values)))
+        out.append(c)
+    return out
+
+
 def coefficient_table(r: "MixedResult", level: float = 95.0) -> list[str]:
     """The coefficient table, with ``level``% intervals."""
-    rows = _coef_rows(r.design.coefs)
-    w = _name_width([r.design.response, *(label for label, _ in rows)])
+    rows = _coef_rows(_labelled(r.design.coefs, r.value_labels))
+    # a group's rows are indented by one
+    w = _name_width([r.design.response, *(f"{label} " if c is not None and c.group else label for label, c in rows)])
     lines = _adjusted(r, w + 66) + _coef_head(r.design.response, w, level / 100, stat="z" if r.ddf is None else "t",
                                               robust=r.robust is not None)
     coef = r.coef_table.copy()

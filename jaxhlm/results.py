@@ -98,6 +98,9 @@ class MixedResult:
     psi: np.ndarray | None = None
     #: with robust standard errors (``vce="robust"``), the clusters they are over; None for model-based ones
     robust: Clusters | None = None
+    #: value labels of factor variables ({variable: {level: text}}): tables show those levels by them, as Stata's
+    #: do (the do-file runner passes a dataset's labels on)
+    value_labels: Mapping[str, Mapping[int, str]] = dataclasses.field(default_factory=dict)
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -1039,7 +1042,7 @@ class MixedResult:
         index = pd.MultiIndex.from_tuples(combos, names=names) if names else pd.Index(["_cons"])
         # Stata's row labels: the _at number, then the over variables' values
         per_at = len(combos) // max(len(at_values), 1)
-        cells = [[str(k // per_at + 1)] * bool(at) + [render.stata_g(float(v), 7) for v in combo[len(at):]]
+        cells = [[str(k // per_at + 1)] * bool(at) + [self._level_text(name, v) for name, v in zip(over, combo[len(at):])]
                  for k, combo in enumerate(combos)]
         labels = [" ".join(c) for c in cells] if names else ["_cons" if dydx is None else dydx]
         if pwcompare:
@@ -1169,8 +1172,10 @@ class MixedResult:
             L = _estimable(self.design, D @ cells, D @ outside, f"pwcompare {t.header}")
             beta, V, df = self._tested(L, method)
             table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df, mcompare)
-            cell = lambda c: str(c[0]) if len(c) == 1 else f"({' '.join(map(str, c))})"  # noqa: E731
-            index = pd.Index([f"{cell(combos[j])} vs {cell(combos[i])}" for i, j in pairs], name=t.header)
+            own = [v.name for v in t.vars if v.factor]
+            texts = [[self._level_text(n, v) for n, v in zip(own, c)] for c in combos]
+            cell = lambda c: c[0] if len(c) == 1 else f"({' '.join(c)})"  # noqa: E731
+            index = pd.Index([f"{cell(texts[j])} vs {cell(texts[i])}" for i, j in pairs], name=t.header)
             frame = pd.DataFrame(table, index=index, columns=["contrast", "std_err", "z" if df is None else "t", "p",
                                                               "ci_lower", "ci_upper"])
             if df is not None:
@@ -1178,6 +1183,11 @@ class MixedResult:
             blocks.append(frame)
         return PairwiseComparisons(tuple(blocks), self.design.response, mcompare, 1 - alpha,
                                    "asobserved" if asobserved else "asbalanced")
+
+    def _level_text(self, variable: str, value: float) -> str:
+        """A variable's value as tables label it: its value label, else the number in %9.0g."""
+        labels = self.value_labels.get(variable, {})
+        return labels[int(value)] if float(value).is_integer() and int(value) in labels else render.stata_g(float(value))
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":

@@ -210,6 +210,49 @@ def test_list_prints_statas_boxed_table():
         jaxhlm.run_do("list, sort", data)
 
 
+def test_value_labels_show_in_tables(tmp_path):
+    # Stata shows a labelled factor's levels by their labels: tabulate, list, and the coefficient table (a one-level
+    # factor under its header, as regress price i.foreign shows "foreign" over "Foreign"), margins and pwcompare rows
+    # ("RL vs DMP" in a published log)
+    log = jaxhlm.run_do("\n".join([
+        'label define sec 0 "Public" 1 "Catholic"', "label values sector sec",
+        'label define sz 1 "Small" 2 "Medium"', 'label define sz 3 "Large", add', "label values sized sz",
+        "label list sz", "tab sector", "tab sized sector", "list sector sized in 1",
+        "quietly mixed mathach ses i.sector##i.sized || id:", "mixed", "margins sized", "pwcompare sized, effects",
+        "label values sector", "tab sector"]))
+    assert "sz:\n           1 Small\n           2 Medium\n           3 Large\n" in log
+    assert "     Public |      3,642       50.69       50.69\n" in log
+    assert "     sized |    Public   Catholic |     Total\n" in log and "     Large |     2,012        665 |" in log
+    assert "  1. | Public   Medium |\n" in log
+    assert ("          sector |\n       Catholic  |   1.738945    .754332     2.31   0.021" in log
+            and "           sized |\n         Medium  |   .5940173" in log
+            and "    sector#sized |\nCatholic#Medium  |   .4254506" in log and " Catholic#Large  |     1.3715" in log)
+    assert "      Small  |" in log.split(". margins sized")[1] and "Large vs Medium  |" in log
+    assert "          0 |      3,642       50.69       50.69\n" in log.split(". label values sector\n")[1]
+    for bad, message in (('label define sz 1 "S"', "label sz already defined; add, modify or replace it"),
+                         ('label define sz 1 "S", add', "1 already labelled in sz; modify to change it"),
+                         ("label list nope", "value label nope not found"),
+                         ('label save sz using f', "label save is not supported")):
+        with pytest.raises(DoFileError, match=message):
+            jaxhlm.run_do('label define sz 1 "Small"\n' + bad)
+    replaced = jaxhlm.run_do('label define sz 1 "Small"\nlabel define sz 1 "S", modify\nlabel list sz')
+    assert "sz:\n           1 S\n" in replaced
+    with pytest.raises(DoFileError, match="line 3: value label sz not found"):
+        jaxhlm.run_do('label define sz 1 "Small"\nlabel drop _all\nlabel list sz')
+    # a Stata dataset's labels come with it
+    data = pd.DataFrame({"g": np.repeat(np.arange(20), 5), "female": np.tile([0, 1, 1, 0, 1], 20).astype("int8"),
+                         "y": np.random.default_rng(1).normal(size=100)})
+    data.to_stata(tmp_path / "d.dta", write_index=False, value_labels={"female": {0: "Male", 1: "Female"}},
+                  variable_labels={"female": "Respondent sex"})
+    out = jaxhlm.run_do(f'use "{tmp_path / "d.dta"}"\ntab female\nquietly mixed y i.female || g:\nmixed')
+    assert "Respondent |" in out and "       Male |         40" in out
+    assert "      female |\n     Female  |" in out
+    # and save writes them: a round trip keeps the labels
+    back = jaxhlm.run_do(f'use "{tmp_path / "d.dta"}"\nlabel define yes 1 "yes"\nlabel values female yes\n'
+                         f'save "{tmp_path / "e.dta"}"\nuse "{tmp_path / "e.dta"}", clear\ntab female')
+    assert "          0 |         40" in back and "        yes |         60" in back
+
+
 def test_egen_group_tag_and_std(session):
     """group() numbers the distinct values in ascending order, tag() marks each's first row, std() standardises
     (within by() groups too); rows not selected are missing (group, std) or 0 (tag), as in Stata."""
