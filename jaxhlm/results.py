@@ -1044,15 +1044,15 @@ class MixedResult:
         per_at = len(combos) // max(len(at_values), 1)
         cells = [[str(k // per_at + 1)] * bool(at) + [self._level_text(name, v) for name, v in zip(over, combo[len(at):])]
                  for k, combo in enumerate(combos)]
-        labels = [" ".join(c) for c in cells] if names else ["_cons" if dydx is None else dydx]
+        joined = any(v in self.value_labels for v in over)
+        labels = [_cell_text(c, joined) for c in cells] if names else ["_cons" if dydx is None else dydx]
         if pwcompare:
             if len(combos) < 2:
                 raise JaxhlmError("pwcompare compares margins pairwise, and there is one; give margins over a "
                                   "factor, or several at() values")
-            cell = lambda c: c[0] if len(c) == 1 else f"({' '.join(c)})"  # noqa: E731
             pairs = [(i, j) for i in range(len(combos)) for j in range(i + 1, len(combos))]
             L = np.stack([L[j] - L[i] for i, j in pairs])
-            labels = [f"{cell(cells[j])} vs {cell(cells[i])}" for i, j in pairs]
+            labels = [_pair_text(cells[j], cells[i], joined) for i, j in pairs]
             index = pd.Index(labels, name="#".join((["_at"] if at else []) + over))
         beta, V, df = self._tested(L, small)
         table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df, mcompare)
@@ -1174,8 +1174,8 @@ class MixedResult:
             table = coefficient_table(L @ beta, L @ V @ L.T, alpha, df, mcompare)
             own = [v.name for v in t.vars if v.factor]
             texts = [[self._level_text(n, v) for n, v in zip(own, c)] for c in combos]
-            cell = lambda c: c[0] if len(c) == 1 else f"({' '.join(c)})"  # noqa: E731
-            index = pd.Index([f"{cell(texts[j])} vs {cell(texts[i])}" for i, j in pairs], name=t.header)
+            joined = any(n in self.value_labels for n in own)
+            index = pd.Index([_pair_text(texts[j], texts[i], joined) for i, j in pairs], name=t.header)
             frame = pd.DataFrame(table, index=index, columns=["contrast", "std_err", "z" if df is None else "t", "p",
                                                               "ci_lower", "ci_upper"])
             if df is not None:
@@ -1505,6 +1505,19 @@ def _margin_rows(d: Design, frame: pd.DataFrame, w: np.ndarray, settings: list[d
         return np.asarray(total)
 
     return np.stack([row(s) for s in settings])
+
+
+def _cell_text(values: Sequence[str], labelled: bool) -> str:
+    """A cell of several variables' values as Stata's tables label it: numbers apart by spaces (``1 2``), value
+    labels joined by ``#`` (``Catholic#Medium``), as in the coefficient table."""
+    return ("#" if labelled else " ").join(values)
+
+
+def _pair_text(a: Sequence[str], b: Sequence[str], labelled: bool) -> str:
+    """A pairwise comparison's label, ``a vs b``, each cell of several values in parentheses."""
+    def one(cell: Sequence[str]) -> str:
+        return cell[0] if len(cell) == 1 else f"({_cell_text(cell, labelled)})"
+    return f"{one(a)} vs {one(b)}"
 
 
 def _estimable(d: Design, C: np.ndarray, outside: np.ndarray, what: str) -> np.ndarray:
