@@ -28,11 +28,12 @@ from scipy import special
 
 from . import render
 from .errors import DataError, FormulaError, JaxhlmError
-from .factor import FixedTerms
+from .datasets import LABELS
 from .infer import sd_corr
 from .results import MixedResult, WaldTest, coefficient_references, estimates_table, lrtest
 from .expressions import Subset, evaluate, parse_expression
-from .stata import Columns, abbreviates, confidence_level, options, parse_mixed, replay_display, split_qualifiers, split_top
+from .stata import (Columns, abbreviates, confidence_level, level_labels, options, parse_mixed, replay_display,
+                    split_qualifiers, split_top)
 
 
 class DoFileError(JaxhlmError):
@@ -204,9 +205,7 @@ class Session:
         if self.changed and not clear:
             raise JaxhlmError("no; dataset in memory has changed since last saved (add ', clear' to use)")
         self.data = self._read(path, "use")
-        file = self._file(path)
-        self.labels, self.value_labels, self.label_values = _dta_labels(file) if file.suffix.lower() == ".dta" \
-            else ({}, {}, {})
+        self._take_labels()
         self.changed = False
         self.active, self.active_name, self.stored, self.last_test = None, ".", {}, None
         return ""
@@ -220,7 +219,7 @@ class Session:
         from .pipeline import fit_spec
 
         fitted = fit_spec(parse_mixed(args, self.data.columns), self.data)
-        self.active = replace(fitted, value_labels=self._level_labels(fitted))
+        self.active = level_labels(fitted, {v: self._value_label(v) for v in self.label_values})
         self.active_name = "."
         return str(self.active)
 
@@ -924,11 +923,12 @@ class Session:
         return [labels.get(int(v), v) if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer()
                 else v for v in values]
 
-    def _level_labels(self, model: MixedResult) -> dict[str, dict[int, str]]:
-        """The value labels of a model's factor variables, for its tables' level rows."""
-        fixed = model.spec.fixed
-        factors = {v.name for t in fixed.terms for v in t.vars if v.factor} if isinstance(fixed, FixedTerms) else set()
-        return {v: dict(self._value_label(v)) for v in sorted(factors) if self._value_label(v)}
+    def _take_labels(self) -> None:
+        """The labels of data read from a Stata dataset (:data:`~jaxhlm.datasets.LABELS`); none for other data."""
+        labels = self.data.attrs.get(LABELS, {})
+        self.labels = dict(labels.get("variables", {}))
+        self.value_labels = {k: dict(v) for k, v in labels.get("sets", {}).items()}
+        self.label_values = dict(labels.get("values", {}))
 
     def drop(self, args: str) -> str:
         return self._drop_or_keep(args, drop=True)
@@ -1421,19 +1421,6 @@ def _independence(table: np.ndarray, kind: str) -> tuple[str, float, float]:
     return label, stat, float(special.chdtrc(df, stat))
 
 
-def _dta_labels(path: Path) -> tuple[dict[str, str], dict[str, dict[int, str]], dict[str, str]]:
-    """A Stata dataset's variable labels, value label sets and the set each variable shows, as ``use`` loads
-    them (what the reader cannot tell is left out)."""
-    with pd.io.stata.StataReader(path) as reader:
-        reader.read(nrows=1, convert_categoricals=False)
-        variables = {k: v for k, v in reader.variable_labels().items() if v}
-        sets = {name: {int(c): str(t) for c, t in codes.items()} for name, codes in reader.value_labels().items()}
-        names = getattr(reader, "_lbllist", None) or []  # the set each variable shows, in the variables' order
-        columns = list(reader.variable_labels())
-    attached = {col: name for col, name in zip(columns, names) if name and name in sets}
-    return variables, sets, attached
-
-
 def _mcompare(arg: str) -> str:
     """mcompare()'s method, as Stata abbreviates it (``bon``, ``sid``, ``sch``, ``noadj``)."""
     word = arg.strip().lower()
@@ -1730,6 +1717,7 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
 
         data = datasets.hsb()
     session = Session(data, Path(base_dir) if base_dir is not None else Path.cwd())
+    session._take_labels()  # data read from a Stata dataset brings its labels
     log: list[str] = []
 
     def emit(chunk: str) -> None:

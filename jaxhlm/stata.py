@@ -20,6 +20,7 @@ import fnmatch
 import itertools
 import math
 import re
+from dataclasses import replace
 from typing import Sequence
 
 
@@ -540,8 +541,19 @@ def mixed(command: str, data: Data) -> MixedResult:
       >>> list(r.fe_params.index)
       ['ses', '1.sector', '1.sector#c.ses', '_cons']
     """
+    from .datasets import value_labels
     from .design import with_columns
     from .pipeline import fit_spec
 
+    labels = value_labels(data)  # a Stata dataset's, which the tables show its factors' levels by
     columns, data = with_columns(data)
-    return fit_spec(parse_mixed(command, columns), data)
+    result = fit_spec(parse_mixed(command, columns), data)
+    return level_labels(result, labels)
+
+
+def level_labels(result: MixedResult, labels: dict[str, dict[int, str]]) -> MixedResult:
+    """``result`` with the value labels of its factor variables (:attr:`MixedResult.value_labels`)."""
+    fixed = result.spec.fixed
+    factors = {v.name for t in fixed.terms for v in t.vars if v.factor} if isinstance(fixed, FixedTerms) else set()
+    shown = {v: labels[v] for v in sorted(factors) if labels.get(v)}
+    return replace(result, value_labels=shown) if shown else result

@@ -247,6 +247,11 @@ def test_value_labels_show_in_tables(tmp_path):
     out = jaxhlm.run_do(f'use "{tmp_path / "d.dta"}"\ntab female\nquietly mixed y i.female || g:\nmixed')
     assert "Respondent |" in out and "       Male |         40" in out
     assert "      female |\n     Female  |" in out
+    # the same for a fit from Python or the command line on the data read from that file
+    read = jaxhlm.datasets.read_dta(str(tmp_path / "d.dta"))
+    assert read.attrs[jaxhlm.datasets.LABELS]["variables"] == {"female": "Respondent sex"}
+    fitted = jaxhlm.mixed("y i.female || g:", read)
+    assert fitted.value_labels == {"female": {0: "Male", 1: "Female"}} and "     Female  |" in str(fitted)
     # and save writes them: a round trip keeps the labels
     back = jaxhlm.run_do(f'use "{tmp_path / "d.dta"}"\nlabel define yes 1 "yes"\nlabel values female yes\n'
                          f'save "{tmp_path / "e.dta"}"\nuse "{tmp_path / "e.dta"}", clear\ntab female')

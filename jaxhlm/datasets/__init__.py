@@ -58,15 +58,34 @@ def _csv_error(path: str, exc: Exception) -> DataError:
     return DataError(f"cannot read {path!r} as CSV ({type(exc).__name__}: {str(exc).splitlines()[0]})")
 
 
+#: where a DataFrame read from a Stata dataset keeps its labels (``DataFrame.attrs``): {"variables": {var: text},
+#: "sets": {set name: {code: text}}, "values": {var: set name}}; Stata-syntax fits and do-files show them
+LABELS = "stata_labels"
+
+
 def read_dta(path: str) -> pd.DataFrame:
     """A Stata dataset (.dta) as Stata's ``use`` loads it: value-labelled variables keep their numeric codes, and
-    missing values (``.`` and ``.a``–``.z``) are NaN."""
+    missing values (``.`` and ``.a``–``.z``) are NaN. Its variable and value labels are kept in the frame's
+    ``attrs[LABELS]``, for tables to show levels by their labels as Stata's do."""
     p = _existing(path)
     try:
-        return pd.read_stata(p, convert_categoricals=False)
+        with pd.io.stata.StataReader(p) as reader:
+            frame = reader.read(convert_categoricals=False)
+            variables = {k: v for k, v in reader.variable_labels().items() if v}
+            sets = {name: {int(c): str(t) for c, t in codes.items()} for name, codes in reader.value_labels().items()}
+            names = getattr(reader, "_lbllist", None) or []  # the set each variable shows, in the variables' order
     except (ValueError, OSError, UnicodeDecodeError, struct.error) as exc:  # what pandas' reader raises on a bad file
         raise DataError(f"cannot read {path!r} as a Stata dataset ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else 'not a .dta file'})") from None
+    values = {col: name for col, name in zip(frame.columns, names) if name and name in sets}
+    frame.attrs[LABELS] = {"variables": variables, "sets": sets, "values": values}
+    return frame
+
+
+def value_labels(data: object) -> dict[str, dict[int, str]]:
+    """The value labels a DataFrame read from a Stata dataset shows ({variable: {code: text}}; none: empty)."""
+    labels = getattr(data, "attrs", {}).get(LABELS, {}) if isinstance(data, pd.DataFrame) else {}
+    return {var: dict(labels["sets"][name]) for var, name in labels.get("values", {}).items()}
 
 
 def read(path: str, chunksize: int | None = None, in_memory: bool = False) -> pd.DataFrame | str | Iterator[pd.DataFrame]:
