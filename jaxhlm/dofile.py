@@ -367,13 +367,14 @@ class Session:
         return str(self._active().nlcom(expressions, alpha=_alpha(opts, "nlcom")))
 
     def margins(self, args: str) -> str:
-        """``margins [marginlist] [, at(var=(numlist) ...) dydx(var) pwcompare[(effects)] level(#)]``: a table per term
+        """``margins [marginlist] [, at(var=(numlist) ...) dydx(var) pwcompare[(effects)] mcompare(method) nopvalues
+        level(#)]``: a table per term
         of the marginlist (a variable, or variables joined by ``#``; ``i.`` allowed), each over the at() values
         (:meth:`MixedResult.margins`); with dydx(), the average marginal effects of that variable; with pwcompare,
         their pairwise differences, shown with tests (as Stata's ``pwcompare(effects)``)."""
         body, _, opts = args.partition(",")
         at: dict[str, list[float]] = {}
-        rest, dydx, pwcompare, mcompare = [], None, False, "noadjust"
+        rest, dydx, pwcompare, mcompare, pvalues = [], None, False, "noadjust", True
         for o, arg in options(opts):
             if o == "at" and arg:
                 for name, values in _at_values(arg):
@@ -384,13 +385,16 @@ class Session:
                 pwcompare = True
             elif abbreviates(o, "mcompare", 3) and arg is not None:
                 mcompare = _mcompare(arg)
+            elif abbreviates(o, "nopvalues", 5) and arg is None:
+                pvalues = False
             else:
                 rest.append(o if arg is None else f"{o}({arg})")
-        alpha = _alpha(" ".join(rest), "margins (besides at(), dydx(), pwcompare and mcompare())")
+        alpha = _alpha(" ".join(rest), "margins (besides at(), dydx(), pwcompare, mcompare() and nopvalues)")
         model = self._active()
         terms = [[self._resolve(re.sub(r"^i\.", "", v)) for v in term.split("#")] for term in body.split()]
         # after mixed, Stata's margins are z tests on e(V) whatever the fit's dfmethod
-        return "\n\n".join(str(model.margins(over, at, dydx, pwcompare, alpha, mcompare=mcompare, large_sample=True))
+        return "\n\n".join(render.margins_text(model.margins(over, at, dydx, pwcompare, alpha, mcompare=mcompare,
+                                                                 large_sample=True), pvalues)
                            for over in terms or [[]])
 
     def pwcompare(self, args: str) -> str:

@@ -260,9 +260,11 @@ def nlcom_text(nl: "NonlinearCombinations") -> str:
                      + head + rows + ["-" * (w + 66)])
 
 
-def margins_text(m: "Margins") -> str:
-    """Stata's ``margins`` output: the title and Number of obs, the VCE, the expression, each ``_at``'s values, and a
-    table of margins (effects, contrasts) under "Delta-method" standard errors, rows labelled as ``m.labels``."""
+def margins_text(m: "Margins", pvalues: bool = True) -> str:
+    """Stata's ``margins`` output: the title and Number of obs, the VCE (robust only: Stata's logs of ``mixed``
+    show none for model-based ones), the expression, each ``_at``'s values, and a table of margins (effects,
+    contrasts) under "Delta-method" standard errors, rows labelled as ``m.labels``; without ``pvalues`` (Stata's
+    ``nopvalues``) the statistics and p-values left out, as a published log shows."""
     t, stat = m.table, "z" if "z" in m.table.columns else "t"
     if m.dydx is None:
         title = "Adjusted predictions" if m.adjusted else "Predictive margins"
@@ -287,19 +289,35 @@ def margins_text(m: "Margins") -> str:
         lines += comparisons_table([(group, len(labels))]) + [""]
     w = _name_width([group, *(f"{label} " for label in labels), m.dydx or ""])  # rows are indented by one
     first = "Contrast" if m.pwcompare else "Margin" if m.dydx is None else "dy/dx"
-    adjustment = f"{MCOMPARE[m.mcompare]:>14}{MCOMPARE[m.mcompare]:>21}" if m.pwcompare else ""
+    show = "effects" if pvalues else "cieffects"
+    width = 64 if pvalues else 48
+    name = MCOMPARE[m.mcompare]
+    adjustment = ({"effects": f"{name:>14}{name:>21}", "cieffects": f"{name:>19}"}[show] if m.pwcompare else "")
+    tests = f"      {stat}    P>|{stat}|" if pvalues else ""
     head = [f"{'':{w}} |{'Delta-method':>24}{adjustment}",
-            f"{'':{w}} | {first:>10}   std. err.      {stat}    P>|{stat}|{_level_title(m.confidence):>25}"]
-    lines += ["-" * (w + 66)] + head + ["-" * (w + 1) + "+" + "-" * 64]
+            f"{'':{w}} | {first:>10}   std. err.{tests}{_level_title(m.confidence):>25}"]
+    lines += ["-" * (w + 2 + width)] + head + ["-" * (w + 1) + "+" + "-" * width]
     if m.dydx is not None and group:
         lines.append(f"{_abbrev(m.dydx, w):<{w}} |")
     if group:
         lines.append(f"{_abbrev(group, w):>{w}} |")
     for label, row in zip(labels, t.itertuples(index=False)):
         text = f"{label:>{w - 1}} " if group else f"{label:>{w}}"
-        lines.append(_coef_line(text, row[0], row.std_err, getattr(row, stat), row.p, row.ci_lower, row.ci_upper))
-    lines.append("-" * (w + 66))
+        lines.append(_effects_line(text, (row[0], row.std_err, getattr(row, stat), row.p, row.ci_lower, row.ci_upper),
+                                   show))
+    lines.append("-" * (w + 2 + width))
     return "\n".join(lines)
+
+
+def _effects_line(text: str, row: Sequence[float], show: str) -> str:
+    """A row of estimates with ``show``'s columns (:data:`EFFECTS`): every one (``effects``), no interval
+    (``pveffects``), or no statistic and p-value (``cieffects``, margins' ``nopvalues``)."""
+    line = _coef_line(text, *row)
+    if show == "pveffects":
+        return line[:len(line) - 25]
+    if show == "cieffects":
+        return line[:len(line) - 42] + f"     {stata_g(row[4]):>9}   {stata_g(row[5]):>9}"
+    return line
 
 
 def contrast_text(c: "Contrasts") -> str:
@@ -360,11 +378,8 @@ def pwcompare_text(pw: "PairwiseComparisons", show: str = "effects") -> str:
               "-" * (w + 1) + "+" + "-" * width, f"{_abbrev(pw.response, w):<{w}} |"]
     for k, (term, table) in enumerate(zip(terms, pw.tables)):
         lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
-        for label, (b, se, z, p, lo, hi) in zip(table.index, table.to_numpy()[:, :6]):
-            line = _coef_line(f"{label:>{w - 1}} ", b, se, z, p, lo, hi)
-            cut = len(line) - 42  # the end of the SE column
-            lines.append({"effects": line, "pveffects": line[:len(line) - 25],
-                          "cieffects": line[:cut] + f"     {stata_g(lo):>9}   {stata_g(hi):>9}"}[show])
+        lines += [_effects_line(f"{label:>{w - 1}} ", row, show) for label, row in
+                  zip(table.index, table.to_numpy()[:, :6])]
     return "\n".join(lines + ["-" * (w + 2 + width)])
 
 

@@ -1061,8 +1061,8 @@ class MixedResult:
         frame = pd.DataFrame(table, index=index, columns=[what, "std_err", stat, "p", "ci_lower", "ci_upper"])
         if df is not None:
             frame["df"] = df
-        # Stata's logs of margins after a dfmethod fit show no "Model VCE:" line
-        vce = None if self.spec.dfmethod is not None else "Robust" if self.robust is not None else "OIM"
+        # Stata's logs of margins after mixed show no "Model VCE:" line for model-based standard errors
+        vce = "Robust" if self.robust is not None else None
         return Margins(frame, tuple(labels), tuple(over), tuple(at), tuple(at_values) if at else (), d.response,
                        self.nobs, vce, 1 - alpha,
                        adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare, mcompare=mcompare)
@@ -1582,7 +1582,7 @@ class Margins:
     at_values: tuple[tuple[float, ...], ...]  # the combinations of at() values, Stata's 1._at, 2._at, …
     response: str
     nobs: int
-    vce: str | None  # "OIM" or "Robust", as Stata's "Model VCE:" line (None: not shown, after a dfmethod fit)
+    vce: str | None  # "Robust", Stata's "Model VCE:" line after a robust fit; None for model-based SEs (no line)
     confidence: float
     adjusted: bool  # every variable of the fixed part fixed by at(): Stata's "Adjusted predictions"
     dydx: str | None = None  # the variable of average marginal effects (Stata's dydx()), None for margins

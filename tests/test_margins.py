@@ -91,12 +91,21 @@ def test_layout(ml):
     text = str(ml.margins("sector", at={"ses": [-1, 1]}))
     lines = text.splitlines()
     assert lines[0].startswith("Predictive margins") and lines[0].endswith("Number of obs = 7,185")
-    assert lines[1] == "Model VCE: OIM" and "Expression: Linear prediction, fixed portion, predict()" in lines
+    # no "Model VCE:" line for model-based SEs, as Stata's logs of margins after mixed show
+    assert lines[1] == "" and lines[2] == "Expression: Linear prediction, fixed portion, predict()"
     assert "1._at: ses = -1" in lines and "2._at: ses = 1" in lines
     assert any(line.strip() == "_at#sector |" for line in lines)
     row = next(line for line in lines if line.strip().startswith("2 1 "))
     assert "15.49762" in row and ".3080704" in row
     assert str(ml.margins(at={"ses": 0.5, "sector": 1, "female": 0})).startswith("Adjusted predictions")
+    # nopvalues: the layout of a published Stata log (margins month#group, nopvalues)
+    log = jaxhlm.run_do("quietly mixed mathach ses i.sector##i.female || id:\nmargins sector#female, nopvalues")
+    assert ("---------------------------------------------------------------\n"
+            "              |            Delta-method\n"
+            "              |     Margin   std. err.     [95% conf. interval]\n"
+            "--------------+------------------------------------------------\n"
+            "sector#female |\n"
+            "         0 0  |") in log
 
 
 def test_frequency_weights_weight_the_mean(hsb):
