@@ -422,22 +422,31 @@ class Session:
         return self._active().pwcompare(body, alpha=alpha, **given).text(show)
 
     def contrast(self, args: str) -> str:
-        """``contrast termlist [, overall asobserved noeffects]``: the ANOVA-style Wald tests of terms
-        (:meth:`MixedResult.contrast`)."""
+        """``contrast termlist [, overall asobserved small nowald noeffects effects pveffects cieffects level(#)]``:
+        the ANOVA-style Wald tests of terms and, for terms with contrast operators (``r.sized``), the table of the
+        named contrasts (:meth:`MixedResult.contrast`), shown as Stata shows them by default or as asked."""
         body, _, opts = args.partition(",")
-        given = {}
+        given, wald, show, level = {}, True, "cieffects", []
         for o, arg in options(opts):
             if arg is None and abbreviates(o, "overall", 4):
                 given["overall"] = True
             elif arg is None and abbreviates(o, "asobserved", 5):
                 given["asobserved"] = True
-            elif arg is None and abbreviates(o, "noeffects", 5):
-                pass  # a termlist without contrast operators shows no table of effects anyway
             elif arg is None and abbreviates(o, "small", 5):
                 given["small"] = True
+            elif arg is None and o == "nowald":
+                wald = False
+            elif arg is None and abbreviates(o, "noeffects", 5):
+                show = None
+            elif arg is None and (o in render.EFFECTS or abbreviates(o, "effects", 3)):
+                show = o if o in render.EFFECTS else "effects"
+            elif abbreviates(o, "level", 1):
+                level.append(f"{o}({arg})" if arg is not None else o)
             else:
-                raise JaxhlmError(f"option {o} not allowed; contrast accepts overall, asobserved, noeffects and small")
-        return str(self._active().contrast(body, **given))
+                raise JaxhlmError(f"option {o} not allowed; contrast accepts overall, asobserved, small, nowald, "
+                                  "noeffects, effects, pveffects, cieffects and level(#)")
+        result = self._active().contrast(body, alpha=_alpha(" ".join(level), "contrast"), **given)
+        return result.text(wald, show)
 
     def lrtest(self, args: str) -> str:
         body, _, opts = args.partition(",")

@@ -320,26 +320,52 @@ def _effects_line(text: str, row: Sequence[float], show: str) -> str:
     return line
 
 
-def contrast_text(c: "Contrasts") -> str:
-    """Stata's ``contrast`` table of Wald tests after ``mixed``: the response as the equation's header row, then a
-    row per term (df, chi2, P>chi2; with ``small``, df, ddf, F, P>F), the label column widened to the longest label,
-    as published Stata 17-18 logs show for one term. Between several terms (and before ``Overall``) a blank row, as Stata's other tables of
-    terms; that part is unverified against a log."""
-    labels = list(c.table.index)
-    w = _name_width([c.response, *labels])
-    rule = "-" * (w + 1)
-    F = "F" in c.table.columns  # small: F tests, their denominator df beside the numerator's
-    width = 45 if F else 34
-    head = f"{'df':>11}{'ddf':>11}{'F':>12}{'P>F':>11}" if F else f"{'df':>11}{'chi2':>12}{'P>chi2':>11}"
-    lines = ["Contrasts of marginal linear predictions", "", f"Margins: {c.margins}", "", rule + "-" * (width + 1),
-             f"{'':{w}} |{head}", rule + "+" + "-" * width, f"{_abbrev(c.response, w):<{w}} |"]
-    for k, (label, row) in enumerate(c.table.iterrows()):
-        if k:
-            lines.append(f"{'':{w}} |")
-        stat = f"{row['ddf']:>11.2f}{row['F']:>12.2f}{row['P>F']:>11.4f}" if F else \
-            f"{row['chi2']:>12.2f}{row['P>chi2']:>11.4f}"
-        lines.append(f"{_abbrev(str(label), w):>{w}} |{int(row['df']):>11}{stat}")
-    return "\n".join(lines + [rule + "-" * (width + 1)])
+def contrast_text(c: "Contrasts", wald: bool = True, show: str | None = "cieffects") -> str:
+    """Stata's ``contrast`` output after ``mixed``: the table of Wald tests (``wald``), the response as the
+    equation's header row, then a row per term (df, chi2, P>chi2; with ``small``, df, ddf, F, P>F) or, for a term
+    with contrast operators, its header and a row per named contrast and ``Joint``; then, for named contrasts, the
+    table of their estimates with ``show``'s columns (None: none). As published Stata 17-18 logs show them: the
+    label column widened to the longest label, rows under a term indented by one; a blank row between terms is
+    this layout's choice."""
+    lines = ["Contrasts of marginal linear predictions", "", f"Margins: {c.margins}"]
+    terms = list(dict.fromkeys(t for t, _ in c.table.index))
+    if wald:
+        t = c.table
+        F = "F" in t.columns  # small: F tests, their denominator df beside the numerator's
+        width = 45 if F else 34
+        head = f"{'df':>11}{'ddf':>11}{'F':>12}{'P>F':>11}" if F else f"{'df':>11}{'chi2':>12}{'P>chi2':>11}"
+        named = [f"{row} " for _, row in t.index if row]
+        w = _name_width([c.response, *terms, *named])
+        rule = "-" * (w + 1)
+        lines += ["", rule + "-" * (width + 1), f"{'':{w}} |{head}", rule + "+" + "-" * width,
+                  f"{_abbrev(c.response, w):<{w}} |"]
+        for k, term in enumerate(terms):
+            block = t.loc[term]
+            lines += [f"{'':{w}} |"] * bool(k)
+            if list(block.index) != [""]:
+                lines.append(f"{_abbrev(term, w):>{w}} |")
+            for row, values in block.iterrows():
+                label = f"{_abbrev(str(row), w - 1):>{w - 1}} " if row else f"{_abbrev(term, w):>{w}}"
+                stat = (f"{values['ddf']:>11.2f}{values['F']:>12.2f}{values['P>F']:>11.4f}" if F else
+                        f"{values['chi2']:>12.2f}{values['P>chi2']:>11.4f}")
+                lines.append(f"{label} |{int(values['df']):>11}{stat}")
+        lines.append(rule + "-" * (width + 1))
+    if show is not None and c.effects is not None:
+        e = c.effects
+        stat = "t" if "t" in e.columns else "z"
+        width = {"effects": 64, "pveffects": 39, "cieffects": 48}[show]
+        title = {"effects": f"      {stat}    P>|{stat}|{_level_title(c.confidence):>25}",
+                 "pveffects": f"      {stat}    P>|{stat}|", "cieffects": f"{_level_title(c.confidence):>25}"}[show]
+        named = list(dict.fromkeys(t for t, _ in e.index))
+        w = _name_width([c.response, *named, *(f"{row} " for _, row in e.index)])
+        lines += ["", "-" * (w + 2 + width), f"{'':{w}} |   Contrast   Std. err.{title}",
+                  "-" * (w + 1) + "+" + "-" * width, f"{_abbrev(c.response, w):<{w}} |"]
+        for k, term in enumerate(named):
+            lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
+            lines += [_effects_line(f"{_abbrev(str(row), w - 1):>{w - 1}} ", values[:6], show)
+                      for row, values in zip(e.loc[term].index, e.loc[term].to_numpy())]
+        lines.append("-" * (w + 2 + width))
+    return "\n".join(lines)
 
 
 def comparisons_table(terms: Sequence[tuple[str, int]], equation: str | None = None) -> list[str]:

@@ -1068,14 +1068,15 @@ class MixedResult:
                        adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare, mcompare=mcompare)
 
     def _term_cells(self, terms: str, asobserved: bool, command: str
-                    ) -> list[tuple[Term, list[list[int]], np.ndarray, np.ndarray]]:
+                    ) -> list[tuple[Term, dict[str, str], list[list[int]], np.ndarray, np.ndarray]]:
         """For each term of a Stata termlist (:func:`~jaxhlm.stata.contrast_terms`), its factors' levels and its
         cells' margins as rows over the estimated coefficients: per combination of the term's factors' levels, the
         mean design row with those set, every other factor of the model averaged over its levels with equal
         weights (Stata's ``asbalanced``; ``asobserved``: left as in the sample) and continuous variables as
         observed; with continuous variables in the term, the row's coefficient of their product instead (a slope,
-        ``sector#c.ses``). Also each cell row's part outside the estimable functions (the row space of the full
-        design, omitted columns included), for :func:`_estimable` to refuse what no data inform."""
+        ``sector#c.ses``). Also the term's contrast operators ({variable: operator}) and each cell row's part
+        outside the estimable functions (the row space of the full design, omitted columns included), for
+        :func:`_estimable` to refuse what no data inform."""
         from .stata import contrast_terms  # the Stata front end builds on results
 
         fixed, d = self.spec.fixed, self.design
@@ -1098,7 +1099,7 @@ class MixedResult:
         ev, U = np.linalg.eigh(X.T @ X)
         space = U[:, ev > 1e-10 * ev.max()].T  # X's rows span the estimable functions: XᵀX's range
         out = []
-        for t in contrast_terms(terms, d.source.columns):
+        for t, operators in contrast_terms(terms, d.source.columns):
             if t.key not in model_terms:
                 raise JaxhlmError(f"{command} {t.header}: not a term of the model (its terms: "
                                   f"{', '.join(mt.header for mt in fixed.terms)})")
@@ -1113,11 +1114,11 @@ class MixedResult:
             orders = {v.name: sum(u.name == v.name for u in t.vars) for v in t.vars if not v.factor}
             full = _margin_rows(d, frame, w, settings, orders)
             cells = full.reshape(-1, len(balance), full.shape[1]).mean(axis=1)
-            out.append((t, levels, cells, cells - cells @ space.T @ space))
+            out.append((t, operators, levels, cells, cells - cells @ space.T @ space))
         return out
 
-    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False, small: bool = False
-                 ) -> "Contrasts":
+    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False, small: bool = False,
+                 alpha: float = 0.05) -> "Contrasts":
         """Stata's ``contrast termlist``: for each term (``sector``, ``sized#sector``, ``sized##sector`` for both
         main effects and their interaction, ``sector#c.ses`` for the slopes of ses across sectors), the joint Wald
         chi-squared test that the term's effect is nil, ANOVA-style. Its hypotheses are on the term's cell margins
@@ -1128,23 +1129,53 @@ class MixedResult:
         type III hypotheses. Stata reports chi-squared after ``mixed`` whatever its ``dfmethod`` (on e(V), the
         reported Cov(β̂)), and so does this; ``small`` gives F tests on the fit's small-sample denominator df
         instead (Stata's option of that name). ``overall`` adds the joint test of all the terms. A term's hypotheses
-        must be estimable: a cell that no data inform (an empty cell of an interaction) is refused by name. For
-        models written in Stata syntax."""
+        must be estimable: a cell that no data inform (an empty cell of an interaction) is refused by name.
+
+        Contrast operators name the contrasts of a factor's levels (:func:`_operator_rows`): ``r.sized`` (each
+        level against the first; ``rb3.`` against level 3), ``a.``/``ar.`` (adjacent levels), ``g.`` (against the
+        mean of the levels), ``h.``/``j.`` (Helmert, reverse Helmert); in an interaction, a factor without one is
+        taken against its base (``(2 vs 1) (1 vs base)``). Each contrast is then tested on its own, with their joint
+        test, and estimated (``effects``, with ``1 - alpha`` intervals). For models written in Stata syntax."""
+        _check_alpha(alpha)
         method = self._stata_small(small, "contrast")
-        rows: dict[str, np.ndarray] = {}
-        for t, levels, cells, outside in self._term_cells(terms, asobserved, "contrast"):
-            D = np.ones((1, 1))  # each factor's levels against its first, across factors differences of differences
-            for lv in levels:
-                D = np.kron(D, np.hstack([-np.ones((len(lv) - 1, 1)), np.eye(len(lv) - 1)]))
-            rows[t.header] = _estimable(self.design, D @ cells, D @ outside, f"contrast {t.header}")
+        rows: dict[str, tuple[np.ndarray, list[str]]] = {}
+        for t, operators, levels, cells, outside in self._term_cells(terms, asobserved, "contrast"):
+            own = [v for v in t.vars if v.factor]
+            D, labels = np.ones((1, 1)), [""]
+            for v, lv in zip(own, levels):
+                texts = [self._level_text(v.name, x) for x in lv]
+                if operators:
+                    C, names = _operator_rows(operators.get(v.name), lv, texts, v.base)
+                else:  # a joint test: each level against the first, differences of differences across factors
+                    C, names = np.hstack([-np.ones((len(lv) - 1, 1)), np.eye(len(lv) - 1)]), [""] * (len(lv) - 1)
+                D, labels = np.kron(D, C), [" ".join(filter(None, (a, b))) for a in labels for b in names]
+            rows[t.header] = (_estimable(self.design, D @ cells, D @ outside, f"contrast {t.header}"),
+                              labels if operators else [])
         if overall and len(rows) > 1:
-            rows["Overall"] = np.vstack(list(rows.values()))
-        tests = {term: self._wald([(r, 0.0) for r in C], method) for term, C in rows.items()}
+            rows["Overall"] = (np.vstack([C for C, _ in rows.values()]), [])
+        beta = np.asarray(self.fit.beta)
+        tests, effects = [], []
+        for term, (C, labels) in rows.items():
+            for k, label in enumerate(labels):  # each named contrast on its own
+                tests.append((term, label, self._wald([(C[k], 0.0)], method)))
+            tests.append((term, "Joint" if labels else "", self._wald([(r, 0.0) for r in C], method)))
+            if labels:
+                _, V, df = self._tested(C, method)
+                table = coefficient_table(C @ beta, C @ V @ C.T, alpha, df)
+                table = table if df is None else np.column_stack([table, df])
+                effects += [(term, label, *row) for label, row in zip(labels, table)]
         columns = ["df", "chi2", "P>chi2"] if method is None else ["df", "ddf", "F", "P>F"]
         table = pd.DataFrame([(float(w.df), w.statistic, w.pvalue) if method is None else
-                              (float(w.df), w.ddf, w.statistic, w.pvalue) for w in tests.values()],
-                             index=pd.Index(list(tests), name="term"), columns=columns)
-        return Contrasts(table, self.design.response, "asobserved" if asobserved else "asbalanced")
+                              (float(w.df), w.ddf, w.statistic, w.pvalue) for _, _, w in tests],
+                             index=pd.MultiIndex.from_tuples([(t, c) for t, c, _ in tests], names=["term", "contrast"]),
+                             columns=columns)
+        frame = None
+        if effects:
+            stat = "z" if method is None else "t"
+            frame = pd.DataFrame([e[2:] for e in effects], columns=["contrast", "std_err", stat, "p", "ci_lower",
+                                                                    "ci_upper", *([] if method is None else ["df"])],
+                                 index=pd.MultiIndex.from_tuples([e[:2] for e in effects], names=["term", "contrast"]))
+        return Contrasts(table, self.design.response, "asobserved" if asobserved else "asbalanced", frame, 1 - alpha)
 
     def pwcompare(self, terms: str, mcompare: str = "noadjust", alpha: float = 0.05, asobserved: bool = False,
                   small: bool = False) -> "PairwiseComparisons":
@@ -1161,7 +1192,10 @@ class MixedResult:
             raise JaxhlmError(f"mcompare({mcompare}): the adjustments are {', '.join(MCOMPARE)}")
         method = self._stata_small(small, "pwcompare")
         blocks = []
-        for t, levels, cells, outside in self._term_cells(terms, asobserved, "pwcompare"):
+        for t, operators, levels, cells, outside in self._term_cells(terms, asobserved, "pwcompare"):
+            if operators:
+                raise JaxhlmError(f"pwcompare {t.header}: contrast operators belong to contrast; pwcompare compares "
+                                  "every pair of levels")
             combos = list(itertools.product(*levels))
             if len(combos) < 2:
                 raise JaxhlmError(f"pwcompare {t.header}: one cell, nothing to compare")
@@ -1507,6 +1541,38 @@ def _margin_rows(d: Design, frame: pd.DataFrame, w: np.ndarray, settings: list[d
     return np.stack([row(s) for s in settings])
 
 
+def _operator_rows(op: str | None, levels: list[int], texts: list[str], base: object = None
+                   ) -> tuple[np.ndarray, list[str]]:
+    """A contrast operator's rows over a factor's levels and Stata's labels for them: ``r`` each level against the
+    first (``rb#``: against level #), ``a`` each against the next, ``ar`` each against the previous, ``g`` each
+    against the levels' mean, ``h`` each against the mean of the later ones, ``j`` each against the mean of the
+    earlier ones; None (a factor without an operator in an interaction with one) each against its base level,
+    labelled ``vs base``."""
+    m, eye = len(levels), np.eye(len(levels))
+    if op is None or op == "r" or op.startswith("rb"):
+        wanted = int(op[2:]) if op and op.startswith("rb") else base if isinstance(base, int) else None
+        if wanted is not None and wanted not in levels:
+            raise JaxhlmError(f"{'rb' if op else 'ib'}{wanted}.: {wanted} is not a level in the estimation sample "
+                              f"(levels: {', '.join(map(str, levels))})")
+        b = levels.index(wanted) if wanted is not None else m - 1 if base == "last" else 0
+        other = "base" if op is None else texts[b]
+        return (np.stack([eye[j] - eye[b] for j in range(m) if j != b]),
+                [f"({texts[j]} vs {other})" for j in range(m) if j != b])
+    if op == "a":
+        return np.stack([eye[j] - eye[j + 1] for j in range(m - 1)]), [f"({texts[j]} vs {texts[j + 1]})"
+                                                                       for j in range(m - 1)]
+    if op == "ar":
+        return np.stack([eye[j] - eye[j - 1] for j in range(1, m)]), [f"({texts[j]} vs {texts[j - 1]})"
+                                                                      for j in range(1, m)]
+    if op == "g":
+        return eye - 1 / m, [f"({t} vs mean)" for t in texts]
+    if op == "h":
+        return (np.stack([eye[j] - eye[j + 1:].mean(axis=0) for j in range(m - 1)]),
+                [f"({texts[j]} vs >{texts[j]})" for j in range(m - 1)])
+    return (np.stack([eye[j] - eye[:j].mean(axis=0) for j in range(1, m)]),  # j: reverse Helmert
+            [f"({texts[j]} vs <{texts[j]})" for j in range(1, m)])
+
+
 def _cell_text(values: Sequence[str], labelled: bool) -> str:
     """A cell of several variables' values as Stata's tables label it: numbers apart by spaces (``1 2``), value
     labels joined by ``#`` (``Catholic#Medium``), as in the coefficient table."""
@@ -1536,15 +1602,25 @@ def _estimable(d: Design, C: np.ndarray, outside: np.ndarray, what: str) -> np.n
 
 @dataclass(frozen=True)
 class Contrasts:
-    """Stata's ``contrast`` table (:meth:`MixedResult.contrast`): a row per term (and ``Overall``), with the df,
-    chi-squared statistic and p-value of its joint Wald test (with ``small``: df, ddf, F and p-value)."""
+    """Stata's ``contrast`` tables (:meth:`MixedResult.contrast`): a row per term (and ``Overall``), with the df,
+    chi-squared statistic and p-value of its joint Wald test (with ``small``: df, ddf, F and p-value), and for a
+    term with contrast operators a row per named contrast and their joint test, with a table of their effects."""
 
-    table: pd.DataFrame
+    table: pd.DataFrame  # index (term, contrast): contrast "" for a term's joint test, "Joint" beside named ones
     response: str
     margins: str  # "asbalanced" or "asobserved", Stata's "Margins:" line
+    effects: pd.DataFrame | None = None  # the named contrasts' estimates, SEs, tests and intervals, if any
+    confidence: float = 0.95
+
+    def text(self, wald: bool = True, show: str | None = "cieffects") -> str:
+        """Stata's output: the table of Wald tests (``wald``) and, for named contrasts, that of their estimates
+        with ``show``'s columns (:data:`~jaxhlm.render.EFFECTS`; None: left out), Stata's default both."""
+        if show is not None and show not in render.EFFECTS:
+            raise JaxhlmError(f"show={show!r}: one of {', '.join(render.EFFECTS)}, or None")
+        return render.contrast_text(self, wald, show)
 
     def __str__(self) -> str:
-        return render.contrast_text(self)
+        return self.text()
 
 
 @dataclass(frozen=True)

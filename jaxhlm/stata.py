@@ -200,22 +200,36 @@ def parse_varlist(text: str, columns: Columns) -> list[Term]:
 
 
 #: Stata's contrast operators (r.sector, ar.sector, ...): named contrasts, not ANOVA-style tests of terms
-_CONTRAST_OPERATOR = re.compile(r"(?<![\w.])(?:a|ar|r|rb\w*|g|gw|h|j|p|q|pw|qw)\.", re.I)
+#: Stata's contrast operators this reads: reference (r., rb#. for level # as base), adjacent (a.), reverse
+#: adjacent (ar.), grand mean (g.), Helmert (h.) and reverse Helmert (j.)
+_CONTRAST_OPERATOR = re.compile(r"(?<![\w.])(r|rb\d+|a|ar|g|h|j)\.(?=[A-Za-z_(])", re.I)
+#: those it does not (weighted and polynomial contrasts)
+_OTHER_OPERATOR = re.compile(r"(?<![\w.])(gw|hw|jw|p|q|pw|qw)\.", re.I)
 
 
-def contrast_terms(text: str, columns: Sequence[str]) -> list[Term]:
-    """The terms of contrast's termlist: a factor-variable varlist in which a variable without an operator is a
-    factor (``contrast sector`` is ``contrast i.sector``) and ``c.`` marks a continuous one."""
-    if _CONTRAST_OPERATOR.search(text):
-        raise FormulaError(f"contrast {text.strip()}: contrast operators (r., a., g., p., ...) are not supported; "
-                           "contrast tests each term's joint hypothesis, and margins ..., pwcompare gives the "
-                           "differences of its levels' margins")
-    continuous = set(re.findall(r"(?<![\w.])c\.(\w+)", text))
-    terms = parse_varlist(text, Columns(list(map(str, columns))))
+def contrast_terms(text: str, columns: Sequence[str]) -> list[tuple[Term, dict[str, str]]]:
+    """The terms of contrast's termlist, each with its factors' contrast operators ({variable: "r", "rb2", "ar",
+    ...}; a factor without one is tested jointly): a factor-variable varlist in which a variable without an
+    operator is a factor (``contrast sector`` is ``contrast i.sector``) and ``c.`` marks a continuous one."""
+    other = _OTHER_OPERATOR.search(text)
+    if other:
+        raise FormulaError(f"contrast {text.strip()}: the {other.group(1)}. operator is not supported; the operators "
+                           "here are r. (rb#.), a., ar., g., h. and j.")
+    operators: dict[str, str] = {}
+    for op, var in re.findall(r"(?<![\w.])(r|rb\d+|a|ar|g|h|j)\.([A-Za-z_]\w*)", text, flags=re.I):
+        if operators.setdefault(var, op.lower()) != op.lower():
+            raise FormulaError(f"contrast {text.strip()}: {var} has two contrast operators ({operators[var]}. and "
+                               f"{op.lower()}.); give one per contrast command")
+    plain = _CONTRAST_OPERATOR.sub("", text)
+    continuous = set(re.findall(r"(?<![\w.])c\.(\w+)", plain))
+    terms = parse_varlist(plain, Columns(list(map(str, columns))))
     if not terms:
         raise FormulaError("contrast needs a term: contrast sector, contrast sector#sized, contrast sector#c.ses")
-    return [term(*(FVar(v.name, True, v.base) if not v.factor and v.name not in continuous else v for v in t.vars))
-            for t in terms]
+    out = []
+    for t in terms:
+        t = term(*(FVar(v.name, True, v.base) if not v.factor and v.name not in continuous else v for v in t.vars))
+        out.append((t, {v.name: operators[v.name] for v in t.vars if v.factor and v.name in operators}))
+    return out
 
 
 # ---- the command ----------------------------------------------------------------------------------------

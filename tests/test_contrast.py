@@ -31,7 +31,7 @@ def test_terms_of_factors_get_lmertests_type_iii_tests(hsb):
     ref = TYPE3["hsb_two_factors_ml"]  # mathach ~ ses + C(sized)*C(sector) + (ses | id), ML
     m = jaxhlm.mixed("mathach ses i.sized##i.sector || id: ses, cov(unstr)", hsb)
     assert m.llf == pytest.approx(ref["loglik"], abs=1e-6)
-    got = m.contrast("sized##sector", overall=True).table
+    got = m.contrast("sized##sector", overall=True).table.droplevel("contrast")
     want = ref["satterthwaite"]
     assert list(got.index) == ["sized", "sector", "sized#sector", "Overall"]
     np.testing.assert_array_equal(got["df"], [*want["numdf"][1:], 5])
@@ -39,6 +39,7 @@ def test_terms_of_factors_get_lmertests_type_iii_tests(hsb):
     assert got["P>chi2"].iloc[0] == pytest.approx(0.016544, abs=5e-6)  # chi2(2) = 8.2036
     # the terms one at a time give the same rows; i. and a base level change nothing
     np.testing.assert_allclose(m.contrast("i.sector").table["chi2"], got.loc[["sector"], "chi2"], rtol=1e-10)
+    assert m.contrast("sector").table.index.tolist() == [("sector", "")]  # a term's joint test has no contrast name
     recoded = jaxhlm.mixed("mathach ses ib3.sized##i.sector || id: ses, cov(unstr)", hsb)
     np.testing.assert_allclose(recoded.contrast("sector#sized").table["chi2"], got.loc[["sized#sector"], "chi2"],
                                rtol=1e-6)
@@ -49,7 +50,7 @@ def test_a_main_effect_is_tested_at_the_covariates_mean(hsb):
     m = jaxhlm.mixed("mathach i.sector##c.x || id:", data)
     centred = jaxhlm.mixed("mathach i.sector##c.cx || id:", data.assign(cx=data["x"] - data["x"].mean()))
     assert centred.llf == pytest.approx(m.llf, abs=1e-7)
-    got = m.contrast("sector sector#c.x").table["chi2"]
+    got = m.contrast("sector sector#c.x").table.droplevel("contrast")["chi2"]
     # type III places the covariate at 0: the centred model's test is the one at the mean
     assert got["sector"] == pytest.approx(centred.anova(type=3).table.loc["sector", "F value"], rel=1e-7)
     assert got["sector"] != pytest.approx(m.anova(type=3).table.loc["sector", "F value"], rel=0.1)
@@ -90,8 +91,8 @@ def test_do_file_prints_statas_table(hsb):
     assert ("sized#sector |          2        4.01     0.1344\n"
             "             |\n"
             "     Overall |          5       74.05     0.0000\n") in log
-    with pytest.raises(jaxhlm.DoFileError, match="option level not allowed; contrast accepts overall"):
-        jaxhlm.run_do("quietly mixed mathach i.sector || id:\ncontrast sector, level(90)", hsb)
+    with pytest.raises(jaxhlm.DoFileError, match="option sort not allowed; contrast accepts overall"):
+        jaxhlm.run_do("quietly mixed mathach i.sector || id:\ncontrast sector, sort", hsb)
 
 
 def test_refusals_name_the_problem(hsb):
@@ -100,8 +101,14 @@ def test_refusals_name_the_problem(hsb):
         m.contrast("sized")
     with pytest.raises(JaxhlmError, match="continuous variables only has no levels"):
         m.contrast("c.ses")
-    with pytest.raises(JaxhlmError, match="contrast operators \\(r., a., g., p., ...\\) are not supported"):
-        m.contrast("r.sector")
+    with pytest.raises(JaxhlmError, match="the p. operator is not supported; the operators here are r."):
+        m.contrast("p.sector")
+    with pytest.raises(JaxhlmError, match="sector has two contrast operators \\(r. and a.\\)"):
+        m.contrast("r.sector a.sector")
+    with pytest.raises(JaxhlmError, match="rb5.: 5 is not a level in the estimation sample"):
+        m.contrast("rb5.sector")
+    with pytest.raises(JaxhlmError, match="contrast operators belong to contrast"):
+        m.pwcompare("r.sector")
     with pytest.raises(JaxhlmError, match="this model was written as a formula; its terms' tests are anova"):
         jaxhlm.fit("mathach ~ ses + C(sector) + (1 | id)", hsb).contrast("sector")
     # no small school in the Catholic sector: that cell of sized#sector is empty (its coefficient omitted), and
@@ -140,7 +147,7 @@ def test_contrast_matches_emmeans_joint_tests(models, name):
     terms = {"sized": "sized", "sector": "sector", "sized:sector": "sized#sector", "sized:ses": "sized#c.ses"}
     want = {terms[t]: (df, chi2) for t, df, chi2 in zip(ref["joint"]["term"], ref["joint"]["df"], ref["joint"]["chi2"])
             if t in terms}
-    got = m.contrast(" ".join(want)).table
+    got = m.contrast(" ".join(want)).table.droplevel("contrast")
     np.testing.assert_array_equal(got["df"], [df for df, _ in want.values()])
     np.testing.assert_allclose(got["chi2"], [chi2 for _, chi2 in want.values()], rtol=2e-6)
 
@@ -263,7 +270,7 @@ def test_small_gives_the_fits_small_sample_tests(hsb):
     # Stata's small option (contrast i.AgentType, small: df, ddf, F, P>F; pwcompare ..., small: t): the F tests of
     # a factors-only model's terms are its type III tests by Kenward and Roger, which anova() checks against pbkrtest
     m = jaxhlm.mixed("mathach ses i.sized##i.sector || id:, reml dfmethod(kroger)", hsb)
-    got = m.contrast("sized##sector", small=True).table
+    got = m.contrast("sized##sector", small=True).table.droplevel("contrast")
     want = m.anova("kroger", type=3).table.loc[["sized", "sector", "sized#sector"]]
     np.testing.assert_allclose(got["F"], want["F value"], rtol=1e-6)
     np.testing.assert_allclose(got["ddf"], want["DenDF"], rtol=1e-6)
@@ -282,3 +289,67 @@ def test_small_gives_the_fits_small_sample_tests(hsb):
         additive.test(["2.sized = 0", "3.sized = 0"], large_sample=True).statistic, rel=1e-8)
     with pytest.raises(JaxhlmError, match="small needs a fit with dfmethod"):
         jaxhlm.mixed("mathach i.sized || id:", hsb).contrast("sized", small=True)
+
+
+def test_contrast_operators_name_their_contrasts(models):
+    # Each named contrast is a combination of the term's balanced margins, whose differences pwcompare gives (checked
+    # against emmeans above): m2 - m1, m3 - m1, m3 - m2
+    m = models["additive"]
+    pw = m.pwcompare("sized").tables[0]
+    d21, d31, d32 = pw["contrast"]
+    expected = {
+        "r.sized": (["(2 vs 1)", "(3 vs 1)"], [d21, d31]),
+        "rb3.sized": (["(1 vs 3)", "(2 vs 3)"], [-d31, -d32]),
+        "a.sized": (["(1 vs 2)", "(2 vs 3)"], [-d21, -d32]),
+        "ar.sized": (["(2 vs 1)", "(3 vs 2)"], [d21, d32]),
+        "g.sized": (["(1 vs mean)", "(2 vs mean)", "(3 vs mean)"],
+                    [-(d21 + d31) / 3, (2 * d21 - d31) / 3, (2 * d31 - d21) / 3]),
+        "h.sized": (["(1 vs >1)", "(2 vs >2)"], [-(d21 + d31) / 2, -d32]),
+        "j.sized": (["(2 vs <2)", "(3 vs <3)"], [d21, d31 - d21 / 2]),
+    }
+    joint = m.contrast("sized").table.loc[("sized", ""), "chi2"]
+    for spec, (labels, values) in expected.items():
+        c = m.contrast(spec)
+        assert list(c.effects.index) == [("sized", label) for label in labels]
+        np.testing.assert_allclose(c.effects["contrast"], values, rtol=1e-9)
+        # every set of contrasts spans the same hypothesis: the term's joint test
+        assert c.table.loc[("sized", "Joint"), "chi2"] == pytest.approx(joint, rel=1e-8)
+        for label in labels:  # each contrast's own test is its z squared
+            z = c.effects.loc[("sized", label), "z"]
+            assert c.table.loc[("sized", label), "chi2"] == pytest.approx(z**2, rel=1e-8)
+    np.testing.assert_allclose(m.contrast("r.sized").effects["std_err"], pw["std_err"][:2], rtol=1e-9)
+    # a factor without an operator beside one with it is taken against its base: the interaction coefficients
+    e = m.contrast("ar.sized#sector").effects
+    b = m.fe_params
+    assert list(e.index.get_level_values(1)) == ["(2 vs 1) (1 vs base)", "(3 vs 2) (1 vs base)"]
+    np.testing.assert_allclose(e["contrast"], [b["2.sized#1.sector"], b["3.sized#1.sector"] - b["2.sized#1.sector"]],
+                               rtol=1e-9)
+
+
+def test_do_file_prints_named_contrasts(hsb):
+    # the layouts of published logs: contrast r.incomecat (Wald rows and Joint, then the effects with intervals) and
+    # contrast ar.month, nowald effects
+    log = jaxhlm.run_do("quietly mixed mathach ses i.sized##i.sector || id:\ncontrast r.sized\n"
+                        "contrast ar.sized, nowald effects", hsb)
+    first, second = log.split(". contrast ")[1:]
+    assert ("-------------+----------------------------------\n"
+            "mathach      |\n"
+            "       sized |\n"
+            "   (2 vs 1)  |          1        3.08     0.0792\n"
+            "   (3 vs 1)  |          1        7.20     0.0073\n"
+            "      Joint  |          2        7.21     0.0271\n"
+            "------------------------------------------------\n\n"
+            "--------------------------------------------------------------\n"
+            "             |   Contrast   Std. err.     [95% conf. interval]\n"
+            "-------------+------------------------------------------------\n"
+            "mathach      |\n"
+            "       sized |\n"
+            "   (2 vs 1)  |   .8067426   .4595849     -.0940271    1.707512\n") in first
+    assert second.startswith("ar.sized, nowald effects\n\nContrasts of marginal linear predictions\n\n"
+                             "Margins: asbalanced\n\n"
+                             "------------------------------------------------------------------------------\n"
+                             "             |   Contrast   Std. err.      z    P>|z|     [95% conf. interval]\n"
+                             "-------------+----------------------------------------------------------------\n"
+                             "mathach      |\n"
+                             "       sized |\n"
+                             "   (2 vs 1)  |   .8067426   .4595849     1.76   0.079")
