@@ -1101,6 +1101,11 @@ class MixedResult:
         out = []
         for t, operators in contrast_terms(terms, d.source.columns):
             if t.key not in model_terms:
+                continuous = [v.name for v in t.vars if v.factor and v.name not in factors and
+                              v.name in fixed.variables]
+                if continuous:
+                    raise JaxhlmError(f"{command} {t.header}: {', '.join(continuous)} enters the model as continuous "
+                                      f"(c.); {command} compares the levels of factor variables (i.)")
                 raise JaxhlmError(f"{command} {t.header}: not a term of the model (its terms: "
                                   f"{', '.join(mt.header for mt in fixed.terms)})")
             own = [v.name for v in t.vars if v.factor]

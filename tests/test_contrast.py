@@ -101,6 +101,8 @@ def test_refusals_name_the_problem(hsb):
         m.contrast("sized")
     with pytest.raises(JaxhlmError, match="continuous variables only has no levels"):
         m.contrast("c.ses")
+    with pytest.raises(JaxhlmError, match="pwcompare ses: ses enters the model as continuous"):
+        m.pwcompare("ses")
     with pytest.raises(JaxhlmError, match="the p. operator is not supported; the operators here are r."):
         m.contrast("p.sector")
     with pytest.raises(JaxhlmError, match="sector has two contrast operators \\(r. and a.\\)"):
