@@ -1065,7 +1065,8 @@ class MixedResult:
         vce = "Robust" if self.robust is not None else None
         return Margins(frame, tuple(labels), tuple(over), tuple(at), tuple(at_values) if at else (), d.response,
                        self.nobs, vce, 1 - alpha,
-                       adjusted=bool(known) and set(at) >= known, dydx=dydx, pwcompare=pwcompare, mcompare=mcompare)
+                       adjusted=bool(known) and set(at) | set(over) >= known, dydx=dydx, pwcompare=pwcompare,
+                       mcompare=mcompare)
 
     def _term_cells(self, terms: str, asobserved: bool, command: str
                     ) -> list[tuple[Term, dict[str, str], list[list[int]], np.ndarray, np.ndarray]]:
@@ -1665,7 +1666,7 @@ class Margins:
     nobs: int
     vce: str | None  # "Robust", Stata's "Model VCE:" line after a robust fit; None for model-based SEs (no line)
     confidence: float
-    adjusted: bool  # every variable of the fixed part fixed by at(): Stata's "Adjusted predictions"
+    adjusted: bool  # every variable of the fixed part set, by at() or as a margin: Stata's "Adjusted predictions"
     dydx: str | None = None  # the variable of average marginal effects (Stata's dydx()), None for margins
     pwcompare: bool = False  # the rows are the pairwise differences of the margins ("1 vs 0")
     mcompare: str = "noadjust"  # their adjustment for multiple comparisons (infer.MCOMPARE)

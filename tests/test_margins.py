@@ -98,6 +98,9 @@ def test_layout(ml):
     row = next(line for line in lines if line.strip().startswith("2 1 "))
     assert "15.49762" in row and ".3080704" in row
     assert str(ml.margins(at={"ses": 0.5, "sector": 1, "female": 0})).startswith("Adjusted predictions")
+    # every variable set, by at() or as a margin: Stata's title for margins month#group after mixed sleep
+    # i.group##i.month in a published log
+    assert str(ml.margins(["sector", "female"], at={"ses": 0})).startswith("Adjusted predictions")
     # nopvalues: the layout of a published Stata log (margins month#group, nopvalues)
     log = jaxhlm.run_do("quietly mixed mathach ses i.sector##i.female || id:\nmargins sector#female, nopvalues")
     assert ("---------------------------------------------------------------\n"
