@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 _BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
                   "boundary of the parameter space. If this is not true, then the reported test is\n"
                   "conservative.")
+#: Stata's lrtest after REML fits (wrapped as the boundary note above is)
+_REML_NOTE = ("Note: LR tests based on REML are valid only when the fixed-effects\n"
+              "specification is identical for both models.")
 
 
 @dataclass(frozen=True)
@@ -722,6 +725,11 @@ class MixedResult:
             rows.append((name, "_cons", b, s, z, 2.0 * special.ndtr(-abs(z)), ""))
         frame = pd.DataFrame(rows, columns=["equation", "term", "coef", "std_err", "statistic", "pvalue", "status"])
         return frame.set_index(["equation", "term"])
+
+    @property
+    def _k_rs(self) -> int:
+        """Stata's e(k_rs): the random effects' variance parameters (ln sd's), covariances and residual ones apart."""
+        return sum(b.n_variances for b in self.design.blocks)
 
     def _variance_equations(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Stata's names of the variance equations (:meth:`equations`), their coordinates and covariance: linear in
@@ -1727,11 +1735,16 @@ class LRTest:
     df: int
     pvalue: float
     assumption: str = ""  # "A nested within B" when the models were named
+    conservative: bool = True  # the models' random-effects variances differ: the null may be on the boundary
+    reml: bool = False  # REML fits: their criteria compare only under one fixed-effects specification
 
     def __str__(self) -> str:
+        """As Stata's ``lrtest`` prints it: the boundary note when the random-effects variances differ (its
+        ``e(k_rs)``), the REML note after REML fits."""
         head = ["Likelihood-ratio test"] + ([f"Assumption: {self.assumption}"] if self.assumption else [])
+        notes = [_BOUNDARY_NOTE] * self.conservative + [_REML_NOTE] * self.reml
         return "\n".join(head + ["", f" LR chi2({self.df}) = {self.statistic:>6.2f}",
-                                  f"Prob > chi2 = {self.pvalue:.4f}", "", _BOUNDARY_NOTE])
+                                  f"Prob > chi2 = {self.pvalue:.4f}"] + [""] * bool(notes) + notes)
 
 
 def _fitted(command: str, models: Sequence[MixedResult]) -> None:
@@ -1889,7 +1902,9 @@ def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None,
     """LR test of two models fitted to the same observations; the one with fewer parameters is the null.
 
     df is the difference in estimated parameters (as ``estat ic`` counts them), or ``df`` where given (Stata's
-    ``df(#)``). The test is conservative when the null puts a variance on the boundary, as the printed note says.
+    ``df(#)``). The test is conservative when the null puts a variance on the boundary: the printed note says so
+    when the models' random-effects variances differ (Stata's rule: their ``e(k_rs)``, the variances' count, not
+    the covariances'), and another note reminds that REML criteria compare only under one fixed part.
     ``names`` (of ``a`` and ``b``) add Stata's "Assumption: small nested within big" line.
     """
     if df is not None and (not float(df).is_integer() or df < 1):
@@ -1906,8 +1921,8 @@ def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None,
         )
     stat = max(stat, 0.0)
     df = big.df_modelwc - small.df_modelwc if df is None else int(df)
-    return LRTest(stat, df, float(special.chdtrc(df, stat)),
-                  f"{small_name} nested within {big_name}" if names else "")
+    return LRTest(stat, df, float(special.chdtrc(df, stat)), f"{small_name} nested within {big_name}" if names else "",
+                  conservative=small._k_rs != big._k_rs, reml=big.reml)
 
 
 def _cells(column: pd.Series, fmt: str) -> pd.Series:

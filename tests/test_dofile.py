@@ -130,6 +130,25 @@ def test_lrtest_stats_and_df(hsb):
                    f"cov(unstr)\nlrtest m0 ., {options}", hsb)
 
 
+def test_lrtest_notes_as_statas_lrtest(hsb):
+    # lrtest.ado's rules: the boundary note when the models' random-effects variances differ (e(k_rs)), not when
+    # only fixed effects or a covariance differ; the REML note after REML fits (both in a published Stata 18 log of
+    # lrtest ri . after REML fits)
+    boundary = "Note: The reported degrees of freedom assumes the null hypothesis is not on the"
+    reml_note = "Note: LR tests based on REML are valid only when the fixed-effects\nspecification is identical"
+    ri, slope = jaxhlm.mixed("mathach ses || id:", hsb), jaxhlm.mixed("mathach ses || id: ses", hsb)
+    text = str(jaxhlm.lrtest(ri, slope))
+    assert boundary in text and "REML" not in text
+    fixed = str(jaxhlm.lrtest(ri, jaxhlm.mixed("mathach ses female || id:", hsb)))
+    assert fixed.endswith("Prob > chi2 = 0.0000") and "Note" not in fixed
+    covariance = str(jaxhlm.lrtest(slope, jaxhlm.mixed("mathach ses || id: ses, cov(un)", hsb)))
+    assert "Note" not in covariance
+    reml = str(jaxhlm.lrtest(jaxhlm.mixed("mathach ses || id:, reml", hsb),
+                             jaxhlm.mixed("mathach ses || id: ses, reml", hsb)))
+    assert reml.endswith(boundary.split(" not on")[0] + " not on the\nboundary of the parameter space. If this is "
+                         "not true, then the reported test is\nconservative.\n" + reml_note + " for both models.")
+
+
 def test_replay_with_display_options(hsb):
     log = run_do("quietly mixed mathach ses || id: ses, cov(unstr)\nmixed, stddev level(90) noheader\nmixed,nogroup", hsb)
     want = jaxhlm.mixed("mathach ses || id: ses, cov(unstr) stddeviations level(90) noheader", hsb)
