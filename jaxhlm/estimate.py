@@ -36,7 +36,9 @@ class Fit(NamedTuple):
     solution: Solution  # the optimiser's answer, certified at θ̂ (after snapping; see minimise)
     theta: Array  # θ̂
     deviance: Array  # d(θ̂): -2 log L (ML) or the REML criterion
-    deviance_linear: Array  # d(0): the same criterion for the linear model with the same X
+    deviance_linear: Array  # d(0): the same criterion for the linear model with the same X (and residual structure)
+    #: the criterion of the linear regression, θ = 0 and residuals σ²I (ψ = 0): Stata's "LR test vs. linear model"
+    deviance_ols: Array
     beta: Array  # (p,) fixed effects
     cov_beta: Array  # (p, p) (XᵀV⁻¹X)⁻¹
     sigma2: Array  # residual variance
@@ -81,9 +83,9 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
     theta = _at_optimum(partial(_deviance_of, reml=reml), lower, (stats, T), sol.x)
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
+    linear = _deviance(jnp.zeros_like(theta), stats, T, reml)
     return Fit(
-        solution=sol, theta=theta, deviance=objective(f, stats, reml),
-        deviance_linear=_deviance(jnp.zeros_like(theta), stats, T, reml),
+        solution=sol, theta=theta, deviance=objective(f, stats, reml), deviance_linear=linear, deviance_ols=linear,
         beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2,
     )
 
@@ -149,6 +151,7 @@ def fit_residual(data: GroupStats, structure: Structure, blocks: cov.Structure, 
     f = factorize(relative_factor(theta, T), stats)
     s2 = residual_variance(f, stats, reml)
     return ResidualFit(Fit(solution=sol, theta=theta, deviance=sol.value, deviance_linear=linear.value,
+                           deviance_ols=dev(jnp.zeros(n_theta + k)),
                            beta=fixed_effects(f), cov_beta=fixed_effects_cov(f, s2), sigma2=s2), psi)
 
 

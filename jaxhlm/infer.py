@@ -485,9 +485,13 @@ def model_wald(beta: np.ndarray, cov_beta: np.ndarray, intercept_index: int | No
     return small.f_test(R, np.zeros(len(idx)))
 
 
-def lr_vs_linear(deviance_linear: float, deviance: float, n_cov_params: int) -> ChiTest:
-    """LR test against the linear model: chibar2(01) for one variance component, else chi2(k) (conservative)."""
-    stat = max(float(deviance_linear - deviance), 0.0)
-    if n_cov_params == 1:
+def lr_vs_linear(deviance_ols: float, deviance: float, n_cov_params: int, n_residual: int = 0) -> ChiTest:
+    """Stata's LR test against the linear model, the linear regression (no random effects, residuals σ²I): on the
+    random effects' parameters and the residual structure's beyond σ² (Stata's chi2(7) for an unstructured 3×3 and a
+    second stratum's variance); chibar2(01) for one random-effects variance alone, else chi2(k) (conservative where
+    a variance is on the boundary under the null)."""
+    stat = max(float(deviance_ols - deviance), 0.0)
+    k = n_cov_params + n_residual
+    if n_cov_params == 1 and n_residual == 0:
         return ChiTest(stat, 1, 0.5 * float(special.chdtrc(1, stat)) if stat > 0 else 1.0, chibar=True)
-    return ChiTest(stat, n_cov_params, float(special.chdtrc(n_cov_params, stat)))
+    return ChiTest(stat, k, float(special.chdtrc(k, stat)))

@@ -193,7 +193,7 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     # The statistics are those of the rows scaled by √aᵢ (precision weights): their likelihood lacks ½ Σ fᵢ log aᵢ.
     ldw = design.stats.log_weights
     f = Fit(solution=raw.solution, theta=np.asarray(raw.theta), deviance=raw.deviance - ldw,
-            deviance_linear=raw.deviance_linear - ldw, beta=np.asarray(raw.beta)[:p],
+            deviance_linear=raw.deviance_linear - ldw, deviance_ols=raw.deviance_ols - ldw, beta=np.asarray(raw.beta)[:p],
             cov_beta=np.asarray(raw.cov_beta)[:p, :p], sigma2=raw.sigma2)
     sol = raw.solution
     conv = Convergence(RESULTS(int(sol.result)), int(sol.steps), float(np.max(np.abs(sol.grad), initial=0.0)),
@@ -204,7 +204,8 @@ def fit_spec(spec: ModelSpec, data: Data) -> MixedResult:
     model = MixedResult(
         spec=spec, design=design, fit=f, random_effects=re, small=small,
         wald=model_wald(f.beta, f.cov_beta, icpt, small),
-        lr_linear=lr_vs_linear(float(f.deviance_linear), float(f.deviance), cov.n_cov_params(design.blocks)),
+        lr_linear=lr_vs_linear(float(f.deviance_ols), float(f.deviance), cov.n_cov_params(design.blocks),
+                               0 if psi is None else len(psi)),
         convergence=conv, psi=psi,
     )
     if spec.vce == "oim":

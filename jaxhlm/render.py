@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 WIDTH = 78
 DASH = "-" * WIDTH
+#: Stata's note on a chi-squared test whose null may put a parameter on its boundary, wrapped as its log wraps it
+BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
+                 "boundary of the parameter space. If this is not true, then the reported test is\n"
+                 "conservative.")
 
 
 def stata_g(x: float, digits: int = 7) -> str:
@@ -483,8 +487,10 @@ def lr_line(r: "MixedResult") -> list[str]:
         left = f"LR test vs. linear model: chi2({t.df}) = {t.statistic:.2f}"
         right = f"Prob > chi2 = {t.pvalue:.4f}"
     out = [left + right.rjust(max(WIDTH - len(left), len(right) + 1))]
-    if not t.chibar:
-        out += ["", "Note: LR test is conservative and provided only for reference."]
+    if not t.chibar:  # with random effects some variance is on its boundary under the null; without, Stata says
+        # only that the df assume it is not (its logs of residual-structure models without random effects)
+        out += ["", "Note: LR test is conservative and provided only for reference." if r.design.blocks
+                else BOUNDARY_NOTE]
     return out
 
 

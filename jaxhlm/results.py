@@ -36,10 +36,8 @@ from .stats import CrossedStats, GroupStats, NestedStats, group_totals, pair_tot
 if TYPE_CHECKING:
     from .batch import BatchFit
 
-_BOUNDARY_NOTE = ("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
-                  "boundary of the parameter space. If this is not true, then the reported test is\n"
-                  "conservative.")
-#: Stata's lrtest after REML fits (wrapped as the boundary note above is)
+_BOUNDARY_NOTE = render.BOUNDARY_NOTE
+#: Stata's lrtest after REML fits (wrapped as the boundary note is)
 _REML_NOTE = ("Note: LR tests based on REML are valid only when the fixed-effects\n"
               "specification is identical for both models.")
 

@@ -42,3 +42,20 @@ def gls_loglik(X: np.ndarray, y: np.ndarray, groups: list[np.ndarray], V: list[n
     quad = sum(e[i] @ Vi @ e[i] for i, Vi in zip(groups, inverses))
     logdet = sum(np.linalg.slogdet(v)[1] for v in V)
     return -0.5 * (len(y) * np.log(2 * np.pi) + logdet + quad), np.linalg.inv(A)
+
+
+def ols_loglik(X: np.ndarray, y: np.ndarray, reml: bool = False) -> float:
+    """The linear regression's log likelihood (ML: σ̂² = RSS/n) or REML criterion (σ̃² = RSS/(n − p), with
+    −½ log|XᵀX|), written out: the model Stata's "LR test vs. linear model" compares a mixed model with."""
+    n, p = X.shape
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    rss = float(((y - X @ beta) ** 2).sum())
+    if not reml:
+        return -n / 2 * (np.log(2 * np.pi * rss / n) + 1)
+    return -(n - p) / 2 * (np.log(2 * np.pi * rss / (n - p)) + 1) - 0.5 * np.linalg.slogdet(X.T @ X)[1]
+
+
+def lr_vs_ols(m) -> float:
+    """A fitted model's LR statistic against the linear regression on its own rows (:func:`ols_loglik`)."""
+    rows = m.design.rows()
+    return 2 * (m.llf - ols_loglik(rows.X, rows.y, m.reml))

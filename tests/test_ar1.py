@@ -22,7 +22,7 @@ from jaxhlm import DataError, FormulaError, JaxhlmError
 from jaxhlm.dofile import Session
 from ar1_cases import FIXTURES, FORMULAS, REF, THREE, fit_all
 from ar1_cases import data as _data
-from finite_differences import differences, gls_loglik
+from finite_differences import differences, gls_loglik, lr_vs_ols
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,9 @@ def test_matches_nlme(fits, name):
     assert list(m.params.index[-2:]) == ["rho(Residual)", "var(Residual)"]
     assert m.params["rho(Residual)"] == pytest.approx(ref["rho"], abs=2e-6)
     assert m.scale == pytest.approx(ref["sigma2"], rel=5e-6)
-    # The LR test vs. linear model keeps the AR(1) residuals in the linear model (nlme's gls).
-    assert m.lr_linear.statistic == pytest.approx(2 * (ref["loglik"] - ref["loglik_linear"]), abs=1e-6)
+    # Stata's LR test vs. linear model: against the linear regression, on the random effects' and ρ's parameters
+    assert m.lr_linear.statistic == pytest.approx(lr_vs_ols(m), abs=1e-6)
+    assert m.lr_linear.df == m.random_effects.estimate.size - 1 and not m.lr_linear.chibar
     assert m.df_modelwc == len(ref["beta"]) + m.random_effects.estimate.size
     blups = m.ranef()
     np.testing.assert_allclose(blups.loc[[int(g) for g in ref["groups"]]].to_numpy()[:, first], ref["blups"],
@@ -124,7 +125,8 @@ def test_stata_syntax_report_and_do_file(fits):
             "Residual: AR(1)              |\n"
             "                         rho |   .4764564   .0753607      .3160998    .6103456\n"
             "                      var(e) |   2.066655   .2951791      1.562037     2.73429\n") in text
-    assert "LR test vs. linear model: chi2(3) = 42.27" in text
+    assert f"LR test vs. linear model: chi2(4) = {lr_vs_ols(m):.2f}" in text  # 3 random-effects parameters and ρ
+    assert "Note: LR test is conservative and provided only for reference." in text
     assert "                       sd(e) |   1.437587" in str(jaxhlm.mixed(
         "y time x || id: time, cov(unstr) res(ar 1, t(time)) stddeviations", d))
     assert jaxhlm.mixed("y time x || id:, residuals(ar, t(time))", d).llf == pytest.approx(
@@ -207,7 +209,7 @@ def test_three_levels_match_nlme():
     np.testing.assert_allclose(m.bse_fe, THREE["se"], rtol=1e-7)
     np.testing.assert_allclose(m.random_effects.estimate, [*THREE["variances"], THREE["rho"], THREE["sigma2"]],
                                rtol=1e-6)
-    assert m.lr_linear.statistic == pytest.approx(2 * (THREE["loglik"] - THREE["loglik_linear"]), abs=1e-8)
+    assert m.lr_linear.statistic == pytest.approx(lr_vs_ols(m), abs=1e-8)
     stata = jaxhlm.mixed("y time x || school: || student:, residuals(ar 1, t(time))", d)
     assert stata.llf == pytest.approx(m.llf, abs=1e-9)
     np.testing.assert_allclose(stata.random_effects.se, m.random_effects.se, rtol=1e-7)

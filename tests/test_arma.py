@@ -124,7 +124,7 @@ def test_dense_likelihood_is_at_its_maximum_with_the_reported_information(fits, 
 def test_stata_report(fits):
     out = str(fits["ar2_intercept_ml"])
     for line in ["Residual: AR(2)              |", "                        phi1 |", "                        phi2 |",
-                 "                      var(e) |", "LR test vs. linear model: chibar2(01)"]:
+                 "                      var(e) |", "LR test vs. linear model: chi2(3)"]:
         assert line in out
     out = str(fits["ma2_slope_reml"])
     assert "Residual: MA(2)              |" in out and "                      theta2 |" in out

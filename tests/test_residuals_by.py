@@ -20,7 +20,7 @@ import pytest
 import jaxhlm
 from jaxhlm import DataError, FormulaError, JaxhlmError
 from jaxhlm.dofile import Session
-from finite_differences import differences, gls_loglik
+from finite_differences import differences, gls_loglik, lr_vs_ols
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = {f["name"]: f for f in json.loads((FIXTURES / "residuals_by_reference.json").read_text())["fits"]}
@@ -62,8 +62,11 @@ def test_matches_nlme(fits, name):
     # observations each, are pinned by so flat a likelihood that nlme's stop leaves them 2.4e-6 (relative) apart.
     np.testing.assert_allclose(m.random_effects.estimate[-k:], ref["residual_variance"], rtol=1e-5)
     assert list(m.params.index[-k:]) == [f"var(Residual[{ref['by']}={v}])" for v in m.design.strata_labels]
-    # The LR test vs. linear model keeps the strata's residual variances in the linear model (nlme's gls).
-    assert m.lr_linear.statistic == pytest.approx(2 * (ref["loglik"] - ref["loglik_linear"]), abs=2e-6)
+    # Stata's LR test vs. linear model: against the linear regression (one residual variance), on the random
+    # effects' parameters and the strata's variances beyond the first (chi2(7) in a published Stata log of an
+    # unstructured 3×3 with two strata)
+    assert m.lr_linear.statistic == pytest.approx(lr_vs_ols(m), abs=2e-6)
+    assert m.lr_linear.df == m.random_effects.estimate.size - 1
     assert m.df_modelwc == len(ref["beta"]) + m.random_effects.estimate.size
     if m.design.inner is not None:  # a three-level model's BLUPs: test_three_level_stata_syntax
         return
@@ -155,7 +158,7 @@ def test_stata_syntax_report_and_do_file():
             "    by sector                |\n"
             "                   0: var(e) |   40.29306   .9572108      38.45997    42.21353\n"
             "                   1: var(e) |   33.67795   .8120796      32.12333    35.30781\n") in text
-    assert "LR test vs. linear model: chibar2(01) = 344.55" in text
+    assert f"LR test vs. linear model: chi2(2) = {lr_vs_ols(m):.2f}" in text
     sd = str(jaxhlm.mixed("mathach ses i.sector || id:, res(ind, by(sector)) stddeviations", hsb))
     assert "                    0: sd(e) |   6.347682" in sd
     assert jaxhlm.mixed("mathach ses || id:, residuals(independent)", hsb).random_effects.n_residual == 1
@@ -194,7 +197,9 @@ def test_comparisons_and_refits(fits):
     # Leaving out the last random term leaves the linear model with the strata's two residual variances.
     ra = jaxhlm.ranova(het).table
     assert ra.loc["(1 | id)", "npar"] == 3 + 2 and ra.loc["(1 | id)", "Df"] == 1
-    assert ra.loc["(1 | id)", "LRT"] == pytest.approx(het.lr_linear.statistic, rel=1e-12)
+    # ranova's model without the random effects keeps the strata's variances (nlme's gls)
+    assert ra.loc["(1 | id)", "LRT"] == pytest.approx(2 * (het.llf - REF["hsb_intercept_ml"]["loglik_linear"]),
+                                                      abs=2e-6)
     assert ra.loc["(1 | id)", "logLik"] == pytest.approx(REF["hsb_intercept_ml"]["loglik_linear"], abs=1e-8)
     drop = jaxhlm.drop1(het).table
     assert drop.loc["sector", "LRT"] == pytest.approx(

@@ -24,7 +24,7 @@ import jaxhlm
 from jaxhlm import DataError, FormulaError, JaxhlmError
 from ar1_cases import FIXTURES
 from ar1_cases import data as _data
-from finite_differences import differences, gls_loglik
+from finite_differences import differences, gls_loglik, lr_vs_ols
 
 REF = {f["name"]: f for f in json.loads((FIXTURES / "serial_reference.json").read_text())["fits"]}
 
@@ -161,10 +161,17 @@ def test_stata_report(fits):
     for line in ["Mixed-effects REML regression", "Group variable: id", "id:                  (empty) |",
                  "Residual: Unstructured       |", "                     var(e0) |", "                  cov(e3,e4) |"]:
         assert line in out
-    assert "LR test vs. linear model" not in out  # no random effects to test
+    # without random effects, against the linear regression on the residual structure's parameters, with the
+    # note Stata prints for it (its logs of residuals(un) models with || id:, noconstant)
+    m = fits["unstructured_reml"]
+    assert f"LR test vs. linear model: chi2({m.lr_linear.df}) = {lr_vs_ols(m):.2f}" in out
+    assert m.lr_linear.df == m.random_effects.estimate.size - 1
+    assert out.rstrip().endswith("Note: The reported degrees of freedom assumes the null hypothesis is not on the\n"
+                                 "boundary of the parameter space. If this is not true, then the reported test is\n"
+                                 "conservative.")
     out = str(fits["toeplitz_ml"])
     assert "Residual: Toeplitz(2)        |" in out and "                        rho2 |" in out
-    assert "LR test vs. linear model: chibar2(01)" in out
+    assert "LR test vs. linear model: chi2(3)" in out  # the intercept's variance, rho1 and rho2
     assert "Residual: Banded(1)" in str(fits["banded_ml"])
     out = str(fits["exchangeable_ml"])
     assert "                      var(e) |" in out and "                      cov(e) |" in out
