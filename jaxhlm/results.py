@@ -1074,7 +1074,7 @@ class MixedResult:
                        adjusted=bool(known) and set(at) | set(over) >= known, dydx=dydx, pwcompare=pwcompare,
                        mcompare=mcompare)
 
-    def _term_cells(self, terms: str, asobserved: bool, command: str
+    def _term_cells(self, terms: str | Sequence[str], asobserved: bool, command: str
                     ) -> list[tuple[Term, dict[str, str], list[list[int]], np.ndarray, np.ndarray]]:
         """For each term of a Stata termlist (:func:`~jaxhlm.stata.contrast_terms`), its factors' levels and its
         cells' margins as rows over the estimated coefficients: per combination of the term's factors' levels, the
@@ -1087,6 +1087,11 @@ class MixedResult:
         from .stata import contrast_terms  # the Stata front end builds on results
 
         fixed, d = self.spec.fixed, self.design
+        if not isinstance(terms, str):
+            if not (isinstance(terms, Sequence) and all(isinstance(t, str) for t in terms)):
+                raise JaxhlmError(f"{command} takes its terms as text, 'sized sector' or ['sized', 'sector'], not "
+                                  f"{type(terms).__name__}")
+            terms = " ".join(terms)
         if not isinstance(fixed, FixedTerms):
             raise JaxhlmError(f"{command} reads Stata factor-variable terms, and this model was written as a formula; "
                               "its terms' tests are anova(), its margins' differences margins(pwcompare=True)")
@@ -1106,7 +1111,7 @@ class MixedResult:
         ev, U = np.linalg.eigh(X.T @ X)
         space = U[:, ev > 1e-10 * ev.max()].T  # X's rows span the estimable functions: XᵀX's range
         out = []
-        for t, operators in contrast_terms(terms, d.source.columns):
+        for t, operators in contrast_terms(terms, d.source.columns, command):
             if t.key not in model_terms:
                 continuous = [v.name for v in t.vars if v.factor and v.name not in factors and
                               v.name in fixed.variables]
@@ -1129,7 +1134,7 @@ class MixedResult:
             out.append((t, operators, levels, cells, cells - cells @ space.T @ space))
         return out
 
-    def contrast(self, terms: str, overall: bool = False, asobserved: bool = False, small: bool = False,
+    def contrast(self, terms: str | Sequence[str], overall: bool = False, asobserved: bool = False, small: bool = False,
                  alpha: float = 0.05) -> "Contrasts":
         """Stata's ``contrast termlist``: for each term (``sector``, ``sized#sector``, ``sized##sector`` for both
         main effects and their interaction, ``sector#c.ses`` for the slopes of ses across sectors), the joint Wald
@@ -1189,7 +1194,7 @@ class MixedResult:
                                  index=pd.MultiIndex.from_tuples([e[:2] for e in effects], names=["term", "contrast"]))
         return Contrasts(table, self.design.response, "asobserved" if asobserved else "asbalanced", frame, 1 - alpha)
 
-    def pwcompare(self, terms: str, mcompare: str = "noadjust", alpha: float = 0.05, asobserved: bool = False,
+    def pwcompare(self, terms: str | Sequence[str], mcompare: str = "noadjust", alpha: float = 0.05, asobserved: bool = False,
                   small: bool = False) -> "PairwiseComparisons":
         """Stata's ``pwcompare termlist``: every pairwise difference of each term's cell margins (as
         :meth:`contrast` forms them: other factors balanced, or ``asobserved``; ``sector#c.ses``: of the slopes),

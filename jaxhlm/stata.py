@@ -207,24 +207,25 @@ _CONTRAST_OPERATOR = re.compile(r"(?<![\w.])(r|rb\d+|a|ar|g|h|j)\.(?=[A-Za-z_(])
 _OTHER_OPERATOR = re.compile(r"(?<![\w.])(gw|hw|jw|p|q|pw|qw)\.", re.I)
 
 
-def contrast_terms(text: str, columns: Sequence[str]) -> list[tuple[Term, dict[str, str]]]:
+def contrast_terms(text: str, columns: Sequence[str], command: str = "contrast") -> list[tuple[Term, dict[str, str]]]:
     """The terms of contrast's termlist, each with its factors' contrast operators ({variable: "r", "rb2", "ar",
     ...}; a factor without one is tested jointly): a factor-variable varlist in which a variable without an
     operator is a factor (``contrast sector`` is ``contrast i.sector``) and ``c.`` marks a continuous one."""
     other = _OTHER_OPERATOR.search(text)
     if other:
-        raise FormulaError(f"contrast {text.strip()}: the {other.group(1)}. operator is not supported; the operators "
+        raise FormulaError(f"{command} {text.strip()}: the {other.group(1)}. operator is not supported; the operators "
                            "here are r. (rb#.), a., ar., g., h. and j.")
     operators: dict[str, str] = {}
     for op, var in re.findall(r"(?<![\w.])(r|rb\d+|a|ar|g|h|j)\.([A-Za-z_]\w*)", text, flags=re.I):
         if operators.setdefault(var, op.lower()) != op.lower():
-            raise FormulaError(f"contrast {text.strip()}: {var} has two contrast operators ({operators[var]}. and "
+            raise FormulaError(f"{command} {text.strip()}: {var} has two contrast operators ({operators[var]}. and "
                                f"{op.lower()}.); give one per contrast command")
     plain = _CONTRAST_OPERATOR.sub("", text)
     continuous = set(re.findall(r"(?<![\w.])c\.(\w+)", plain))
     terms = parse_varlist(plain, Columns(list(map(str, columns))))
     if not terms:
-        raise FormulaError("contrast needs a term: contrast sector, contrast sector#sized, contrast sector#c.ses")
+        raise FormulaError(f"{command} needs a term: {command} sector, {command} sector#sized, {command} "
+                           "sector#c.ses")
     out = []
     for t in terms:
         t = term(*(FVar(v.name, True, v.base) if not v.factor and v.name not in continuous else v for v in t.vars))

@@ -111,6 +111,11 @@ def test_refusals_name_the_problem(hsb):
         m.contrast("rb5.sector")
     with pytest.raises(JaxhlmError, match="contrast operators belong to contrast"):
         m.pwcompare("r.sector")
+    with pytest.raises(JaxhlmError, match="contrast takes its terms as text, 'sized sector' or"):
+        m.contrast(3)
+    with pytest.raises(JaxhlmError, match="pwcompare needs a term: pwcompare sector"):
+        m.pwcompare("")
+    assert m.contrast(["sector"]).table.equals(m.contrast("sector").table)
     with pytest.raises(JaxhlmError, match="this model was written as a formula; its terms' tests are anova"):
         jaxhlm.fit("mathach ~ ses + C(sector) + (1 | id)", hsb).contrast("sector")
     # no small school in the Catholic sector: that cell of sized#sector is empty (its coefficient omitted), and
