@@ -75,7 +75,9 @@ class MixedResult:
     stratum with ``residuals_by``): ``params``, ``bse``, ``conf_int()`` (Wald, ``method="profile"`` or
     ``"bootstrap"``). Fit: ``llf``, ``aic``, ``bic``, ``nobs``, ``ngroups``, ``converged``, ``singular``.
     Postestimation: ``ic()``, ``icc()``, ``r2()``, ``varcorr()``, ``test()``, ``testparm()``, ``lincom()``,
-    ``margins()`` (predictive margins, marginal effects and their pairwise differences), ``satterthwaite()``;
+    ``nlcom()``, ``margins()`` (predictive margins, marginal effects and their pairwise differences),
+    ``contrast()`` (tests of terms, named contrasts) and ``pwcompare()`` (pairwise differences of a term's balanced
+    margins), ``anova()``, ``satterthwaite()``;
     :func:`jaxhlm.drop1` and :func:`jaxhlm.ranova` refit it without each term.
     Groups: ``ranef()`` (BLUPs), ``ranef_cov()`` (their conditional covariances), ``ranef_se()`` (their standard
     errors, as Stata's reses), ``marginal_cov()`` and
