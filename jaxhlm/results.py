@@ -1077,13 +1077,14 @@ class MixedResult:
                        mcompare=mcompare)
 
     def _term_cells(self, terms: str | Sequence[str], asobserved: bool, command: str
-                    ) -> list[tuple[Term, dict[str, str], list[list[int]], np.ndarray, np.ndarray]]:
+                    ) -> list[tuple[Term, dict[str, str], tuple[str, ...], list[list[int]], np.ndarray, np.ndarray]]:
         """For each term of a Stata termlist (:func:`~jaxhlm.stata.contrast_terms`), its factors' levels and its
         cells' margins as rows over the estimated coefficients: per combination of the term's factors' levels, the
         mean design row with those set, every other factor of the model averaged over its levels with equal
         weights (Stata's ``asbalanced``; ``asobserved``: left as in the sample) and continuous variables as
         observed; with continuous variables in the term, the row's coefficient of their product instead (a slope,
-        ``sector#c.ses``). Also the term's contrast operators ({variable: operator}) and each cell row's part
+        ``sector#c.ses``). Also the term's contrast operators ({variable: operator}), the factors its effects are
+        taken within (``@``, the term's last factors), and each cell row's part
         outside the estimable functions (the row space of the full design, omitted columns included), for
         :func:`_estimable` to refuse what no data inform."""
         from .stata import contrast_terms  # the Stata front end builds on results
@@ -1113,7 +1114,7 @@ class MixedResult:
         ev, U = np.linalg.eigh(X.T @ X)
         space = U[:, ev > 1e-10 * ev.max()].T  # X's rows span the estimable functions: XᵀX's range
         out = []
-        for t, operators in contrast_terms(terms, d.source.columns, command):
+        for t, operators, within in contrast_terms(terms, d.source.columns, command):
             if t.key not in model_terms:
                 continuous = [v.name for v in t.vars if v.factor and v.name not in factors and
                               v.name in fixed.variables]
@@ -1133,7 +1134,7 @@ class MixedResult:
             orders = {v.name: sum(u.name == v.name for u in t.vars) for v in t.vars if not v.factor}
             full = _margin_rows(d, frame, w, settings, orders)
             cells = full.reshape(-1, len(balance), full.shape[1]).mean(axis=1)
-            out.append((t, operators, levels, cells, cells - cells @ space.T @ space))
+            out.append((t, operators, within, levels, cells, cells - cells @ space.T @ space))
         return out
 
     def contrast(self, terms: str | Sequence[str], overall: bool = False, asobserved: bool = False, small: bool = False,
@@ -1157,32 +1158,44 @@ class MixedResult:
         test, and estimated (``effects``, with ``1 - alpha`` intervals). For models written in Stata syntax."""
         _check_alpha(alpha)
         method = self._stata_small(small, "contrast")
-        rows: dict[str, tuple[np.ndarray, list[str]]] = {}
-        for t, operators, levels, cells, outside in self._term_cells(terms, asobserved, "contrast"):
+        # each term's rows, its tests by name (label, the rows tested together), and whether those are named contrasts
+        rows: dict[str, tuple[np.ndarray, list[tuple[str, list[int]]], bool]] = {}
+        for t, operators, within, levels, cells, outside in self._term_cells(terms, asobserved, "contrast"):
             own = [v for v in t.vars if v.factor]
+            inner = len(own) - len(within)
             D, labels = np.ones((1, 1)), [""]
-            for v, lv in zip(own, levels):
+            for v, lv in zip(own[:inner], levels[:inner]):
                 texts = [self._level_text(v.name, x) for x in lv]
                 if operators:
                     C, names = _operator_rows(operators.get(v.name), lv, texts, v.base)
                 else:  # a joint test: each level against the first, differences of differences across factors
                     C, names = np.hstack([-np.ones((len(lv) - 1, 1)), np.eye(len(lv) - 1)]), [""] * (len(lv) - 1)
                 D, labels = np.kron(D, C), [" ".join(filter(None, (a, b))) for a in labels for b in names]
-            rows[t.header] = (_estimable(self.design, D @ cells, D @ outside, f"contrast {t.header}"),
-                              labels if operators else [])
+            header, groups = t.header, [(label, [k]) for k, label in enumerate(labels)] if operators else []
+            if within:  # the contrasts at each cell of the within factors (theirs the cells' last, fastest)
+                at = list(itertools.product(*levels[inner:]))
+                names = [" ".join(self._level_text(n, x) for n, x in zip(within, cell)) for cell in at]
+                D = np.vstack([np.kron(D, np.eye(len(at))[j]) for j in range(len(at))])
+                r = len(labels)
+                groups = ([(f"{label} {w}", [j * r + k]) for j, w in enumerate(names) for k, label in enumerate(labels)]
+                          if operators else [(w, list(range(j * r, (j + 1) * r))) for j, w in enumerate(names)])
+                header = f"{Term(tuple(own[:inner]) + tuple(v for v in t.vars if not v.factor)).header}@" \
+                         f"{'#'.join(within)}"
+            rows[header] = (_estimable(self.design, D @ cells, D @ outside, f"contrast {header}"), groups,
+                            bool(operators))
         if overall and len(rows) > 1:
-            rows["Overall"] = (np.vstack([C for C, _ in rows.values()]), [])
+            rows["Overall"] = (np.vstack([C for C, _, _ in rows.values()]), [], False)
         beta = np.asarray(self.fit.beta)
         tests, effects = [], []
-        for term, (C, labels) in rows.items():
-            for k, label in enumerate(labels):  # each named contrast on its own
-                tests.append((term, label, self._wald([(C[k], 0.0)], method)))
-            tests.append((term, "Joint" if labels else "", self._wald([(r, 0.0) for r in C], method)))
-            if labels:
+        for term, (C, groups, named) in rows.items():
+            for label, at in groups:  # each named contrast (or each within cell's) on its own
+                tests.append((term, label, self._wald([(C[k], 0.0) for k in at], method)))
+            tests.append((term, "Joint" if groups else "", self._wald([(r, 0.0) for r in C], method)))
+            if named:  # named contrasts: their estimates
                 _, V, df = self._tested(C, method)
                 table = coefficient_table(C @ beta, C @ V @ C.T, alpha, df)
                 table = table if df is None else np.column_stack([table, df])
-                effects += [(term, label, *row) for label, row in zip(labels, table)]
+                effects += [(term, label, *table[at[0]]) for label, at in groups]
         columns = ["df", "chi2", "P>chi2"] if method is None else ["df", "ddf", "F", "P>F"]
         table = pd.DataFrame([(float(w.df), w.statistic, w.pvalue) if method is None else
                               (float(w.df), w.ddf, w.statistic, w.pvalue) for _, _, w in tests],
@@ -1211,10 +1224,10 @@ class MixedResult:
             raise JaxhlmError(f"mcompare({mcompare}): the adjustments are {', '.join(MCOMPARE)}")
         method = self._stata_small(small, "pwcompare")
         blocks = []
-        for t, operators, levels, cells, outside in self._term_cells(terms, asobserved, "pwcompare"):
-            if operators:
-                raise JaxhlmError(f"pwcompare {t.header}: contrast operators belong to contrast; pwcompare compares "
-                                  "every pair of levels")
+        for t, operators, within, levels, cells, outside in self._term_cells(terms, asobserved, "pwcompare"):
+            if operators or within:
+                raise JaxhlmError(f"pwcompare {t.header}: contrast operators and @ belong to contrast; pwcompare "
+                                  "compares every pair of levels")
             combos = list(itertools.product(*levels))
             if len(combos) < 2:
                 raise JaxhlmError(f"pwcompare {t.header}: one cell, nothing to compare")

@@ -207,10 +207,31 @@ _CONTRAST_OPERATOR = re.compile(r"(?<![\w.])(r|rb\d+|a|ar|g|h|j)\.(?=[A-Za-z_(])
 _OTHER_OPERATOR = re.compile(r"(?<![\w.])(gw|hw|jw|p|q|pw|qw)\.", re.I)
 
 
-def contrast_terms(text: str, columns: Sequence[str], command: str = "contrast") -> list[tuple[Term, dict[str, str]]]:
+def contrast_terms(text: str, columns: Sequence[str], command: str = "contrast"
+                   ) -> list[tuple[Term, dict[str, str], tuple[str, ...]]]:
     """The terms of contrast's termlist, each with its factors' contrast operators ({variable: "r", "rb2", "ar",
-    ...}; a factor without one is tested jointly): a factor-variable varlist in which a variable without an
-    operator is a factor (``contrast sector`` is ``contrast i.sector``) and ``c.`` marks a continuous one."""
+    ...}; a factor without one is tested jointly) and the factors its effects are taken within (Stata's ``@``:
+    ``sector@sized`` is sector's effect at each size, the term being ``sector#sized``): a factor-variable varlist in
+    which a variable without an operator is a factor (``contrast sector`` is ``contrast i.sector``) and ``c.``
+    marks a continuous one."""
+    if "@" in text:
+        out = []
+        for token in text.split():
+            left, at, right = token.partition("@")
+            if not at:
+                out += contrast_terms(left, columns, command)
+                continue
+            if "@" in right or "##" in token or not right:
+                raise FormulaError(f"{command} {token}: the within operator takes one term on each side, "
+                                   "a@b or a#b@c (no ##)")
+            inner = contrast_terms(left, columns, command)
+            within = [t for t, _, _ in contrast_terms(right, columns, command)]
+            if len(inner) != 1 or len(within) != 1 or not all(v.factor for v in within[0].vars):
+                raise FormulaError(f"{command} {token}: the within operator takes one term on each side, and factors "
+                                   "after the @")
+            (t, operators, _), names = inner[0], tuple(v.name for v in within[0].vars)
+            out.append((term(*t.vars, *within[0].vars), operators, names))
+        return out
     other = _OTHER_OPERATOR.search(text)
     if other:
         raise FormulaError(f"{command} {text.strip()}: the {other.group(1)}. operator is not supported; the operators "
@@ -229,7 +250,7 @@ def contrast_terms(text: str, columns: Sequence[str], command: str = "contrast")
     out = []
     for t in terms:
         t = term(*(FVar(v.name, True, v.base) if not v.factor and v.name not in continuous else v for v in t.vars))
-        out.append((t, {v.name: operators[v.name] for v in t.vars if v.factor and v.name in operators}))
+        out.append((t, {v.name: operators[v.name] for v in t.vars if v.factor and v.name in operators}, ()))
     return out
 
 

@@ -109,7 +109,7 @@ def test_refusals_name_the_problem(hsb):
         m.contrast("r.sector a.sector")
     with pytest.raises(JaxhlmError, match="rb5.: 5 is not a level in the estimation sample"):
         m.contrast("rb5.sector")
-    with pytest.raises(JaxhlmError, match="contrast operators belong to contrast"):
+    with pytest.raises(JaxhlmError, match="contrast operators and @ belong to contrast"):
         m.pwcompare("r.sector")
     with pytest.raises(JaxhlmError, match="contrast takes its terms as text, 'sized sector' or"):
         m.contrast(3)
@@ -360,3 +360,32 @@ def test_do_file_prints_named_contrasts(hsb):
                              "mathach      |\n"
                              "       sized |\n"
                              "   (2 vs 1)  |   .8067426   .4595849     1.76   0.079")
+
+
+def test_simple_effects_within_another_factor(models):
+    # contrast sector@sized: sector's effect at each size (as Stata's treat@depstat; its Wald rows under the term's
+    # header, then Joint, in a published log), the simple effects lincom gives from the coefficients
+    m = models["additive"]  # mathach ses i.sized##i.sector || id:
+    simple = ["1.sector", "1.sector + 2.sized#1.sector", "1.sector + 3.sized#1.sector"]
+    c = m.contrast("sector@sized")
+    got = c.table.loc["sector@sized"]
+    assert list(got.index) == ["1", "2", "3", "Joint"] and c.effects is None
+    np.testing.assert_allclose(got["chi2"].iloc[:3], [(m.lincom(e).estimate / m.lincom(e).se) ** 2 for e in simple],
+                               rtol=1e-8)
+    assert got.loc["Joint", "chi2"] == pytest.approx(m.test(["1.sector", "2.sized#1.sector", "3.sized#1.sector"])
+                                                     .statistic, rel=1e-8)
+    named = m.contrast("r.sector@sized").effects.loc["sector@sized"]
+    assert list(named.index) == ["(1 vs 0) 1", "(1 vs 0) 2", "(1 vs 0) 3"]
+    np.testing.assert_allclose(named["contrast"], [m.lincom(e).estimate for e in simple], rtol=1e-9)
+    # a factor of several levels within another: its joint test at each level
+    within = m.contrast("sized@sector").table.loc["sized@sector"]
+    assert list(within["df"]) == [2, 2, 4]
+    assert within.loc["1", "chi2"] == pytest.approx(m.test(["2.sized + 2.sized#1.sector = 0",
+                                                            "3.sized + 3.sized#1.sector = 0"]).statistic, rel=1e-8)
+    text = str(c)
+    assert ("sector@sized |\n          1  |          1        5.31     0.0212\n" in text
+            and "      Joint  |          3       44.83     0.0000\n" in text)
+    with pytest.raises(JaxhlmError, match="the within operator takes one term on each side"):
+        m.contrast("sector@sized@ses")
+    with pytest.raises(JaxhlmError, match="contrast operators and @ belong to contrast"):
+        m.pwcompare("sector@sized")
