@@ -356,20 +356,32 @@ def contrast_text(c: "Contrasts", wald: bool = True, show: str | None = "cieffec
         lines.append(rule + "-" * (width + 1))
     if show is not None and c.effects is not None:
         e = c.effects
-        stat = "t" if "t" in e.columns else "z"
-        width = {"effects": 64, "pveffects": 39, "cieffects": 48}[show]
-        title = {"effects": f"      {stat}    P>|{stat}|{_level_title(c.confidence):>25}",
-                 "pveffects": f"      {stat}    P>|{stat}|", "cieffects": f"{_level_title(c.confidence):>25}"}[show]
-        named = list(dict.fromkeys(t for t, _ in e.index))
-        w = _name_width([c.response, *named, *(f"{row} " for _, row in e.index)])
-        lines += ["", "-" * (w + 2 + width), f"{'':{w}} |   Contrast   Std. err.{title}",
-                  "-" * (w + 1) + "+" + "-" * width, f"{_abbrev(c.response, w):<{w}} |"]
-        for k, term in enumerate(named):
-            lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
-            lines += [_effects_line(f"{_abbrev(str(row), w - 1):>{w - 1}} ", values[:6], show)
-                      for row, values in zip(e.loc[term].index, e.loc[term].to_numpy())]
-        lines.append("-" * (w + 2 + width))
+        blocks = [(term, list(zip(e.loc[term].index, e.loc[term].to_numpy()[:, :6])))
+                  for term in dict.fromkeys(t for t, _ in e.index)]
+        lines += [""] + _effects_table(c.response, blocks, show, c.confidence, "t" if "t" in e.columns else "z")
     return "\n".join(lines)
+
+
+def _effects_table(response: str, blocks: Sequence[tuple[str, Sequence[tuple[str, Sequence[float]]]]], show: str,
+                   confidence: float, stat: str, adjustment: str | None = None) -> list[str]:
+    """A table of estimated contrasts as ``contrast`` and ``pwcompare`` print it: ``show``'s columns
+    (:data:`EFFECTS`), pwcompare's ``adjustment`` named over its tests and interval, the response as the equation's
+    row, then each term's header and its rows (label, (estimate, SE, statistic, p, lower, upper))."""
+    labels = [str(label) for _, rows in blocks for label, _ in rows]
+    w = _name_width([response, *(term for term, _ in blocks), *(f"{label} " for label in labels)])
+    width = {"effects": 64, "pveffects": 39, "cieffects": 48}[show]
+    title = {"effects": f"      {stat}    P>|{stat}|{_level_title(confidence):>25}",
+             "pveffects": f"      {stat}    P>|{stat}|", "cieffects": f"{_level_title(confidence):>25}"}[show]
+    lines = ["-" * (w + 2 + width)]
+    if adjustment is not None:
+        a = adjustment
+        lines.append(f"{'':{w}} |" + {"effects": f"{a:>38}{a:>21}", "pveffects": f"{a:>38}", "cieffects": f"{a:>43}"}[show])
+    lines += [f"{'':{w}} |   Contrast   Std. err.{title}", "-" * (w + 1) + "+" + "-" * width,
+              f"{_abbrev(response, w):<{w}} |"]
+    for k, (term, rows) in enumerate(blocks):
+        lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
+        lines += [_effects_line(f"{_abbrev(str(label), w - 1):>{w - 1}} ", row, show) for label, row in rows]
+    return lines + ["-" * (w + 2 + width)]
 
 
 def comparisons_table(terms: Sequence[tuple[str, int]], equation: str | None = None) -> list[str]:
@@ -392,25 +404,13 @@ def pwcompare_text(pw: "PairwiseComparisons", show: str = "effects") -> str:
     ``show``: the columns, as Stata's ``effects`` (contrast, SE, z, p, interval: the layout of a published Stata 18
     log, one term), ``cieffects`` (no z or p) or ``pveffects`` (no interval); the last two, and blank rows between
     several terms, follow the same grid unverified."""
-    labels = [str(label) for t in pw.tables for label in t.index]
     terms = [str(t.index.name) for t in pw.tables]
-    w = _name_width([pw.response, *terms, *(f"{label} " for label in labels)])
-    name, interval = MCOMPARE[pw.mcompare], _level_title(pw.confidence)
-    stat = "t" if "t" in pw.tables[0].columns else "z"  # t tests with small
-    head, width = {"effects": (f"{name:>38}{name:>21}", 64), "pveffects": (f"{name:>38}", 39),
-                   "cieffects": (f"{name:>43}", 48)}[show]
-    title = {"effects": f"      {stat}    P>|{stat}|{interval:>25}", "pveffects": f"      {stat}    P>|{stat}|",
-             "cieffects": f"{interval:>25}"}[show]
     lines = ["Pairwise comparisons of marginal linear predictions", "", f"Margins: {pw.margins}", ""]
     if pw.mcompare != "noadjust":
         lines += comparisons_table([(t, len(table)) for t, table in zip(terms, pw.tables)], pw.response) + [""]
-    lines += ["-" * (w + 2 + width), f"{'':{w}} |{head}", f"{'':{w}} |   Contrast   Std. err.{title}",
-              "-" * (w + 1) + "+" + "-" * width, f"{_abbrev(pw.response, w):<{w}} |"]
-    for k, (term, table) in enumerate(zip(terms, pw.tables)):
-        lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
-        lines += [_effects_line(f"{label:>{w - 1}} ", row, show) for label, row in
-                  zip(table.index, table.to_numpy()[:, :6])]
-    return "\n".join(lines + ["-" * (w + 2 + width)])
+    blocks = [(term, list(zip(table.index, table.to_numpy()[:, :6]))) for term, table in zip(terms, pw.tables)]
+    stat = "t" if "t" in pw.tables[0].columns else "z"  # t tests with small
+    return "\n".join(lines + _effects_table(pw.response, blocks, show, pw.confidence, stat, MCOMPARE[pw.mcompare]))
 
 
 def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: float = 95.0) -> list[str]:
