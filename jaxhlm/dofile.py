@@ -930,11 +930,10 @@ class Session:
         """The value labels a variable shows (none: an empty mapping)."""
         return self.value_labels.get(self.label_values.get(var, ""), {})
 
-    def _shown(self, var: str, values: Sequence[object]) -> list[object]:
-        """Values as tables show them: by their label where the variable has one for the value."""
+    def _shown(self, var: str, values: Sequence[object]) -> list[str]:
+        """Values as tables show them (:func:`~jaxhlm.render.level_text`): by the variable's value labels."""
         labels = self._value_label(var)
-        return [labels.get(int(v), v) if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer()
-                else v for v in values]
+        return [render.level_text(v, labels) for v in values]
 
     def _take_labels(self) -> None:
         """The labels of data read from a Stata dataset (:data:`~jaxhlm.datasets.LABELS`); none for other data."""
@@ -1093,7 +1092,7 @@ class Session:
                 raise JaxhlmError(f"option {o} not allowed; list accepts noobs, clean and separator(#)")
         at = np.flatnonzero(self._selected(subset))
         frame = self.data.iloc[at][names]
-        cells = list(zip(*(map(render.list_value, self._shown(n, frame[n].tolist())) for n in names)))
+        cells = list(zip(*(self._shown(n, frame[n].tolist()) for n in names)))
         return render.list_text(names, cells, (at + 1).tolist(), **given)
 
     def _columns(self) -> Columns:

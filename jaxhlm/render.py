@@ -217,7 +217,7 @@ def _labelled(coefs: Sequence["Coef"], labels: "Mapping[str, Mapping[int, str]]"
             factors = [v for v in c.group.split("#") if not v.startswith("c.")]
             values = c.level.split()
             if len(factors) == len(values) and any(v in labels for v in factors):
-                c = dataclasses.replace(c, level="#".join(labels.get(v, {}).get(int(x), x) for v, x in zip(factors, values)))
+                c = dataclasses.replace(c, level="#".join(level_text(int(x), labels.get(v)) for v, x in zip(factors, values)))
         out.append(c)
     return out
 
@@ -661,18 +661,13 @@ def summarize_text(rows: Sequence[tuple[str, int, float, float, float, float]]) 
     return "\n".join(lines)
 
 
-def _value_text(value: object) -> str:
-    """A variable's value as tabulate labels it: a number in %9.0g, a string as it is."""
-    return stata_g(float(value)) if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
-
-
-def list_value(value: object) -> str:
-    """A value as ``list`` shows it: a number in %9.0g (missing as ``.``), a string as it is."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return stata_g(float(value))
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+def level_text(value: object, labels: Mapping[int, str] | None = None) -> str:
+    """A variable's value as Stata's tables show it: by its value label where ``labels`` has one, else a number
+    in %9.0g (missing as ``.``, a boolean as 0 or 1) and a string as it is (a missing one empty)."""
+    if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
+        x = float(value)
+        return labels[int(x)] if labels and x.is_integer() and int(x) in labels else stata_g(x)
+    return "" if value is None else str(value)
 
 
 def list_text(names: Sequence[str], rows: Sequence[Sequence[str]], obs: Sequence[int], obs_numbers: bool = True,
@@ -711,7 +706,7 @@ def tabulate_text(label: str, levels: Sequence[float], counts: Sequence[int]) ->
     cum = 0
     for level, n in zip(levels, counts):
         cum += n
-        lines.append(f"{_abbrev(_value_text(level), 11):>11} |{_fmt_int(int(n)):>11}{100 * n / total:>12.2f}"
+        lines.append(f"{_abbrev(level_text(level), 11):>11} |{_fmt_int(int(n)):>11}{100 * n / total:>12.2f}"
                      f"{100 * cum / total:>12.2f}")
     lines += ["-" * 12 + "+" + "-" * 35, f"{'Total':>11} |{_fmt_int(total):>11}{100:>12.2f}"]
     return "\n".join(lines)
@@ -761,9 +756,9 @@ def tabulate2_text(row_label: str, col_label: str, rows: Sequence[float], cols: 
         lines += ["+" + "-" * inner + "+", "| " + f"{'Key':<{inner - 1}}" + "|", "|" + "-" * inner + "|"]
         lines += ["|" + f"{n:^{inner}}" + "|" for n in names] + ["+" + "-" * inner + "+", ""]
     lines += [f"{'':10} |{' ' * pad}{col_label}".rstrip(),
-              line(row_label, [_abbrev(_value_text(c), 10) for c in cols], "Total", ""), rule]
+              line(row_label, [_abbrev(level_text(c), 10) for c in cols], "Total", ""), rule]
     for i, (r, row) in enumerate(zip(rows, counts)):
-        lines += [rule] * bool(i and len(shown) > 1) + contents(_value_text(r), row)
+        lines += [rule] * bool(i and len(shown) > 1) + contents(level_text(r), row)
     lines += [rule] + contents("Total", totals_c)
     if tests:
         lines += [""] + [f"{label:>25} = {stat:8.4f}   Pr = {p:5.3f}" for label, stat, p in tests]

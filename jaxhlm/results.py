@@ -1252,8 +1252,7 @@ class MixedResult:
 
     def _level_text(self, variable: str, value: float) -> str:
         """A variable's value as tables label it: its value label, else the number in %9.0g."""
-        labels = self.value_labels.get(variable, {})
-        return labels[int(value)] if float(value).is_integer() and int(value) in labels else render.stata_g(float(value))
+        return render.level_text(value, self.value_labels.get(variable))
 
     # ---- output ---------------------------------------------------------------------------------
     def summary(self) -> "Summary":
