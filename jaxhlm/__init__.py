@@ -5,6 +5,7 @@ High level::
     import jaxhlm
     r = jaxhlm.mixed("mathach c.ses##i.sector || id: ses, cov(unstr)", jaxhlm.datasets.hsb())   # Stata syntax
     r = jaxhlm.fit("mathach ~ ses*sector + (1 + ses | id)", jaxhlm.datasets.hsb())             # lme4 formula
+    ols = jaxhlm.regress("mathach ses i.sector", jaxhlm.datasets.hsb())                         # Stata's regress
     print(r.summary())
     print(jaxhlm.run_do(open("analysis.do").read()))                                           # a do-file
 
@@ -39,12 +40,14 @@ from .formula import parse_formula as parse_formula
 from .optimize import RESULTS as RESULTS
 from .optimize import Solution as Solution
 from .results import MixedResult as MixedResult
+from .results import Regression as Regression
 from .results import anova as anova
 from .results import drop1 as drop1
 from .results import estimates_table as estimates_table
 from .results import lrtest as lrtest
 from .results import ranova as ranova
 from .stata import mixed as mixed
+from .stata import regress as regress
 from .stats import GroupStats as GroupStats
 from .stats import group_stats as group_stats
 from .stats import pad_groups as pad_groups
@@ -52,7 +55,7 @@ from .stats import pad_groups as pad_groups
 __version__ = "0.1.0"
 
 __all__ = [
-    "Block", "ComparisonError", "functional", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult",
+    "Block", "ComparisonError", "functional", "DataError", "DoFileError", "Fit", "FormulaError", "GroupStats", "JaxhlmError", "MixedResult", "Regression",
     "ModelSpec", "RESULTS", "Solution", "datasets", "fit", "fit_stats", "group_stats", "anova", "drop1", "estimates_table", "lrtest", "ranova", "pad_groups",
-    "mixed", "parse_formula", "profiled_deviance", "run_do", "bootstrap_lrtest", "refit_batch", "simulate",
+    "mixed", "regress", "parse_formula", "profiled_deviance", "run_do", "bootstrap_lrtest", "refit_batch", "simulate",
 ]

@@ -10,7 +10,7 @@ Stata syntax. FILE is CSV, Parquet or a Stata dataset (.dta); with ``--chunksize
 nested models, each a Stata ``mixed`` command or an lme4 formula;
 ``jaxhlm influence MODEL [--exact] [--top N] [--data FILE]`` — each group's influence on the fixed effects
 (Cook's distance, DFBETAS), most influential first;
-``jaxhlm anova MODEL [--type 1|2|3] [--ddf satterthwaite|kroger] [--reml] [--data FILE]`` — F tests of the
+``jaxhlm anova MODEL [--type 1|2|3] [--ddf satterthwaite|kroger|residual] [--reml] [--data FILE]`` — F tests of the
 fixed-effect terms (lmerTest's ``anova``);
 ``jaxhlm confint MODEL [--method profile|bootstrap|wald] [--level 95] [--B 1000] [--seed 0] [--data FILE]`` —
 confidence intervals of every parameter, and of the standard deviations and correlations.
@@ -41,9 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--chunksize", type=int, help=chunk_help)
     f.add_argument("--reml", action="store_true", help="fit by restricted maximum likelihood")
     f.add_argument("--cov", help="covariance structure: identity, independent, exchangeable, unstructured")
-    f.add_argument("--dfmethod", choices=["satterthwaite", "kroger"],
-                   help="t and F tests on Satterthwaite's or Kenward and Roger's degrees of freedom (kroger: with "
-                        "--reml) instead of z and chi2 tests")
+    f.add_argument("--dfmethod", choices=["satterthwaite", "kroger", "residual"],
+                   help="t and F tests on Satterthwaite's, Kenward and Roger's or N - rank(X) degrees of freedom "
+                        "(each with --reml) instead of z and chi2 tests")
     f.add_argument("--weights", help="column of precision weights (residual variance sigma^2/w; lme4's weights)")
     f.add_argument("--freq-weights", help="column of frequency weights (each row stands for that many observations)")
     f.add_argument("--residuals-by", help="column whose values each get their own residual variance (Stata's "
@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("model", help="Stata syntax ('mathach i.sized##c.ses || id:') or a formula (with '~')")
     a.add_argument("--reml", action="store_true", help="fit a formula by REML (needed for --ddf kroger)")
     a.add_argument("--type", type=int, choices=[1, 2, 3], default=3, help="type of the hypotheses (default 3)")
-    a.add_argument("--ddf", choices=["satterthwaite", "kroger"], default="satterthwaite",
+    a.add_argument("--ddf", choices=["satterthwaite", "kroger", "residual"], default="satterthwaite",
                    help="denominator degrees of freedom: Satterthwaite's (default) or Kenward and Roger's (REML)")
     a.add_argument("--data", help=data_help)
     c = sub.add_parser("confint", help="confidence intervals of every parameter: profile likelihood (lme4's "

@@ -35,7 +35,7 @@ from . import covariance as cov
 from . import factor
 from .errors import DataError, FormulaError
 from .factor import CONSTANT, Coef, FixedTerms
-from .formula import ModelSpec
+from .formula import OBSERVATIONS, ModelSpec
 from .residual import (AR, AR1, INDEPENDENT, MA, SLABS, ByStratum, Exchangeable, Exponential, Linear, Serial,
                        SerialRows, Strata, Structure, Toeplitz, Unstructured)
 from .stats import (Accumulator, GroupedData, GroupStats, HostStats, Sampling, device_stats, inverse_permutation,
@@ -423,7 +423,7 @@ def _check_columns(spec: ModelSpec, columns: list[str], fixed_vars: frozenset[st
             )
 
     missing([spec.response], "response")
-    missing(list(dict.fromkeys(v for key in spec.level_keys for v in key)), "grouping variable")
+    missing(list(dict.fromkeys(v for key in spec.level_keys for v in key if v != OBSERVATIONS)), "grouping variable")
     missing([n for t in spec.random for n in t.slopes], "random-effect variable")
     missing(fixed_vars, "variable")
     missing([n for n in (spec.weights, spec.freq_weights, spec.pweights, *spec.level_pweights) if n is not None],
@@ -450,7 +450,7 @@ def used_columns(spec: ModelSpec, columns: Iterable[Any]) -> list[str]:
     """The columns the model reads, after checking that they exist (a :class:`FormulaError` names any absent)."""
     fixed_vars = fixed_variables(spec.fixed)
     _check_columns(spec, [str(c) for c in columns], fixed_vars)
-    return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key),
+    return list(dict.fromkeys([spec.response, *(v for key in spec.level_keys for v in key if v != OBSERVATIONS),
                                *[n for t in spec.random for n in t.slopes],
                                *sorted(fixed_vars),
                                *(n for n in (spec.weights, spec.freq_weights, spec.residual_by, spec.residual_time,
@@ -741,6 +741,8 @@ def _encode(spec: ModelSpec, frame: pd.DataFrame, encoder: _Formulaic | _Factors
             offset: int = 0, total: int | None = None) -> _Chunk:
     """One chunk's rows in the estimation sample, encoded (possibly none): those ``spec.subset`` selects (the
     chunk's rows are ``offset``… of ``total``), less those with a missing value or a zero weight."""
+    if spec.linear:  # each observation its own group (formula.OBSERVATIONS)
+        frame = frame.assign(**{OBSERVATIONS: offset + np.arange(len(frame))})
     if spec.subset is not None:
         frame = frame.loc[spec.subset.mask(frame, offset, total)]
     complete = _complete(frame, used_columns(spec, frame.columns))
@@ -924,6 +926,7 @@ class Encoding:
         needed; the grouping variables only when ``random``. Levels of a factor the fit has not seen are refused:
         they have no estimated effect."""
         spec = self.spec
+        random = random and not spec.linear  # without random effects, the prediction is Xβ̂ either way
         needed = sorted(fixed_variables(spec.fixed))
         if random:
             needed += [*self.levels.variables] + [n for t in spec.random for n in t.slopes]
@@ -1207,11 +1210,18 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
     Whether a second grouping factor named by its own variables is nested in the first or crossed with it is
     known only once every row has been seen; crossed factors need other statistics, so the data are then read a
     second time (which an iterator of chunks cannot be)."""
-    empty = [level for level in spec.levels if not any(t.names for t in spec.random if t.group == level)]
+    empty = [level for level in spec.levels if not any(t.names for t in spec.random if t.group == level)
+             and level != OBSERVATIONS]
     if empty and spec.residual_kind == "independent":
         raise FormulaError(f"the random part for {empty[0]} has no effects; a level without random effects only names "
                            "the groups within which residuals are correlated (residuals(rspec, t()) in Stata syntax, "
-                           "residuals= in fit()); add a random effect, or drop the level")
+                           "residuals= in fit()); add a random effect, or drop the level (a model without random effects "
+                           "is written without a random part: mixed y x, or y ~ x)")
+    if spec.linear and spec.residual_kind != "independent":
+        raise FormulaError(f"{spec.residual_kind} residuals are correlated within groups, and a model without random "
+                           "effects names none; name them by a level without random effects: mixed y x || id:, "
+                           f"noconstant residuals({spec.residual_kind}, t(time)) in Stata syntax, y ~ x + (0 | id) "
+                           "with residuals= in fit()")
     if spec.residual_kind == "independent" and spec.residual_time is not None:
         raise FormulaError(f"independent residuals take no time variable ({spec.residual_time!r}); name the "
                            "correlation structure over it: residuals(ar 1, t(var)) in Stata syntax, residuals= in fit()")

@@ -30,9 +30,9 @@ from . import render
 from .errors import DataError, FormulaError, JaxhlmError
 from .datasets import LABELS
 from .infer import sd_corr
-from .results import MixedResult, WaldTest, coefficient_references, estimates_table, lrtest
+from .results import MixedResult, Regression, WaldTest, coefficient_references, estimates_table, lrtest
 from .expressions import Subset, evaluate, parse_expression
-from .stata import (Columns, abbreviates, confidence_level, level_labels, options, parse_mixed, replay_display,
+from .stata import (Columns, abbreviates, confidence_level, level_labels, options, parse_mixed, parse_regress, replay_display,
                     split_qualifiers, split_top)
 
 
@@ -212,16 +212,37 @@ class Session:
 
     def mixed(self, args: str) -> str:
         if not args.strip():
-            return str(self._active())  # replay
+            return str(self._replayed("mixed"))
         if args.strip().startswith(","):  # replay with display options: mixed, stddeviations
-            model = self._active()
-            return render.summary_text(replace(model, spec=replace(model.spec, display=replay_display(args.strip()[1:]))))
+            model = self._replayed("mixed")
+            return str(replace(model, spec=replace(model.spec, display=replay_display(args.strip()[1:]))))
         from .pipeline import fit_spec
 
-        fitted = fit_spec(parse_mixed(args, self.data.columns), self.data)
+        return self._estimated(fit_spec(parse_mixed(args, self.data.columns), self.data))
+
+    def regress(self, args: str) -> str:
+        """``regress depvar [indepvars] [if] [in] [fweight] [, noconstant vce(robust | cluster var) level(#)]``
+        (:func:`~jaxhlm.stata.parse_regress`); ``regress`` alone replays."""
+        if not args.strip():
+            return str(self._replayed("regress"))
+        from .pipeline import fit_spec
+
+        return self._estimated(Regression.of(fit_spec(parse_regress(args, self.data.columns), self.data)))
+
+    def _estimated(self, fitted: MixedResult) -> str:
+        """Make a new fit the active results (unnamed), with the data's value labels; its output."""
         self.active = level_labels(fitted, {v: self._value_label(v) for v in self.label_values})
         self.active_name = "."
         return str(self.active)
+
+    def _replayed(self, command: str) -> MixedResult:
+        """The active results, which ``command`` alone replays: its own, as Stata's ``last estimates not found``
+        otherwise."""
+        model = self._active()
+        if model.command != command:
+            raise JaxhlmError(f"{command} replays its own results, and the active ones are {model.command}'s; type "
+                              f"{model.command} to see them")
+        return model
 
     def estimates(self, args: str) -> str:
         sub, _, rest = args.strip().partition(" ")
@@ -392,9 +413,10 @@ class Session:
         alpha = _alpha(" ".join(rest), "margins (besides at(), dydx(), pwcompare, mcompare() and nopvalues)")
         model = self._active()
         terms = [[self._resolve(re.sub(r"^i\.", "", v)) for v in term.split("#")] for term in body.split()]
-        # after mixed, Stata's margins are z tests on e(V) whatever the fit's dfmethod
+        # after mixed, Stata's margins are z tests on e(V) whatever the fit's dfmethod (after regress, t tests)
+        large = model._stata_large(False, "margins")
         return "\n\n".join(render.margins_text(model.margins(over, at, dydx, pwcompare, alpha, mcompare=mcompare,
-                                                                 large_sample=True), pvalues)
+                                                                 large_sample=large), pvalues)
                            for over in terms or [[]])
 
     def pwcompare(self, args: str) -> str:
@@ -457,10 +479,12 @@ class Session:
             raise JaxhlmError("lrtest compares two models: lrtest A B (a '.' is the active model)")
         models = [self._active() if n == "." else self._stored(n) for n in names]
         boot: dict[str, int] = {}
-        stats, df = False, None
+        stats, df, force = False, None, False
         for o, arg in options(opts):
             if o in ("bootstrap", "seed") and arg is not None and arg.strip().isdigit():
                 boot[o] = int(arg)
+            elif o == "force" and arg is None:
+                force = True
             elif abbreviates(o, "stats", 2) and arg is None:
                 stats = True
             elif o == "df" and arg is not None:
@@ -469,7 +493,7 @@ class Session:
                 except ValueError:
                     raise JaxhlmError(f"df({arg}): the degrees of freedom of an LR test are a positive whole number") from None
             else:
-                raise JaxhlmError(f"option {o} not allowed; lrtest accepts stats, df(#), and (a jaxhlm extension) "
+                raise JaxhlmError(f"option {o} not allowed; lrtest accepts stats, df(#), force, and (a jaxhlm extension) "
                                   "bootstrap(#) with seed(#)")
         if "seed" in boot and "bootstrap" not in boot:
             raise JaxhlmError("seed() goes with bootstrap(#)")
@@ -481,7 +505,7 @@ class Session:
             result: object = bootstrap_lrtest(models[0], models[1], B=boot["bootstrap"], seed=boot.get("seed", 0),
                                               names=(names[0], names[1]))
         else:
-            result = lrtest(models[0], models[1], names=(names[0], names[1]), df=df)
+            result = lrtest(models[0], models[1], names=(names[0], names[1]), df=df, force=force)
         self.active_name = "."  # Stata's lrtest leaves the active results unnamed
         self.returned = {"chi2": result.statistic, "df": float(result.df), "p": result.pvalue}  # type: ignore[attr-defined]
         # stats: the models' estat ic table under the test, in the order named
@@ -983,18 +1007,22 @@ class Session:
                 relevel = arg.strip()
             elif o == "reses" and arg:
                 reses = arg
-            elif arg is None and o in _PREDICT:
-                chosen.append(o)
+            elif arg is None and any(abbreviates(o, n, k) for n, k in _PREDICT.items()):
+                chosen.append(next(n for n, k in _PREDICT.items() if abbreviates(o, n, k)))
             else:
                 raise JaxhlmError(f"option {o} not allowed; predict accepts {', '.join(_PREDICT)}, relevel(levelvar) "
                                   "and reses(newvars)")
         if len(chosen) > 1:
             raise JaxhlmError(f"only one statistic may be predicted; got {', '.join(chosen)}")
         what = chosen[0] if chosen else "xb"
+        if model.command == "regress" and what not in ("xb", "residuals", "stdp"):
+            raise JaxhlmError(f"predict, {what} is not available after regress here; it predicts xb, residuals and stdp")
         if (relevel is not None or reses is not None) and what != "reffects":
             raise JaxhlmError(f"{'relevel()' if relevel is not None else 'reses()'} goes with reffects")
         d = model.design
         levels = list(range(len(d.level_names)))
+        if what in ("reffects", "reses"):
+            model._grouped(f"predict, {what}")
         if relevel is not None:
             if relevel not in d.level_names:
                 raise JaxhlmError(f"relevel({relevel}): the model's levels are {', '.join(d.level_names)}")
@@ -1024,7 +1052,7 @@ class Session:
                 out[complete] = value
             else:
                 out = model.predict(self.data, random=what != "xb").to_numpy(copy=True)
-            if what not in ("xb", "stdp"):  # a group without a BLUP has no fitted value
+            if what not in ("xb", "stdp") and not model.spec.linear:  # a group without a BLUP has no fitted value
                 out[np.flatnonzero(complete)[np.any(np.stack(codes) < 0, axis=0)]] = np.nan
             if what in ("residuals", "rstandard"):
                 out = self.data[d.response].to_numpy(dtype=float) - out
@@ -1274,12 +1302,17 @@ class Session:
 
     def capture(self, args: str) -> str:
         """``capture command``: runs it without its output, and an error it raises stops nothing (``capture drop
-        x``, ``capture log close``)."""
+        x``, ``capture log close``); ``capture noisily command`` shows its output, or the error's message."""
+        word, rest = _command_word(args.strip().lstrip(":"))
+        shown = abbreviates(word, "noisily", 1)
         try:
-            self.quietly(args)
-        except JaxhlmError:
-            pass
-        return ""
+            return self.noisily(rest) if shown else self.quietly(args)
+        except JaxhlmError as exc:
+            return str(exc) if shown else ""
+
+    def noisily(self, args: str) -> str:
+        """``noisily command``: the command, its output shown."""
+        return self.run(*_command_word(args.strip().lstrip(":")))
 
     def clear(self, args: str) -> str:
         """``clear``: no data in memory; ``clear all`` (or ``clear *``) forgets estimates and scalars too."""
@@ -1397,11 +1430,11 @@ GRAPH_COMMANDS = (("graph", 2), ("twoway", 2), ("scatter", 2), ("line", 4), ("hi
 
 #: (command, shortest abbreviation, handler), as Stata abbreviates them.
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
-    ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed),
+    ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed), ("regress", 3, Session.regress),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
     ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("nlcom", 5, Session.nlcom),
     ("contrast", 8, Session.contrast), ("pwcompare", 9, Session.pwcompare), ("tabulate", 2, Session.tabulate),
-    ("quietly", 3, Session.quietly), ("version", 4, Session.version), ("set", 3, Session.set),
+    ("quietly", 3, Session.quietly), ("noisily", 1, Session.noisily), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
     ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
     ("predict", 4, Session.predict), ("summarize", 2, Session.summarize), ("margins", 7, Session.margins),
@@ -1474,6 +1507,21 @@ def _command_word(text: str) -> tuple[str, str]:
     found = re.match(r"\s*([^\s,]*)\s*(.*)", text, re.S)
     assert found is not None  # the pattern matches any text
     return found.group(1), found.group(2)
+
+
+def _inline(word: str, args: str) -> bool:
+    """Whether a command's output follows its echo directly (:data:`_INLINE`): a prefix's (noisily, capture
+    noisily) is its command's, and an unknown command's message stands apart."""
+    try:
+        handler = _handler(word)
+    except JaxhlmError:
+        return False
+    if handler in (Session.noisily, Session.capture):
+        inner, rest = _command_word(args.strip().lstrip(":"))
+        if handler is Session.capture:  # only capture noisily shows anything
+            inner, rest = _command_word(rest.strip().lstrip(":"))
+        return bool(inner) and _inline(inner, rest)
+    return handler in _INLINE
 
 
 def _handler(cmd: str) -> Callable[[Session, str], str]:
@@ -1559,7 +1607,8 @@ def _formatted(value: float | str, fmt: str | None) -> str:
     return text.ljust(width) if fmt.startswith("%-") else text.rjust(width)
 
 #: predict's statistics after mixed.
-_PREDICT = ("xb", "fitted", "residuals", "rstandard", "reffects", "reses", "stdp")
+#: predict's statistics and their shortest abbreviations
+_PREDICT = {"xb": 2, "fitted": 3, "residuals": 3, "rstandard": 4, "reffects": 3, "reses": 5, "stdp": 4}
 
 
 def _new_names(text: str, count: int, existing: Any) -> list[str]:
@@ -1694,11 +1743,8 @@ def _flags(opts: str, names: dict[str, int], command: str) -> set[str]:
 
 
 def _small_sample(model: MixedResult, small: bool, command: str) -> dict[str, object]:
-    """Stata's ``small`` option of ``test``, ``testparm`` and ``lincom`` after ``mixed``: t and F tests on the fit's
-    small-sample degrees of freedom, which it must have; without it, large-sample z and chi-squared tests."""
-    if small and model.spec.dfmethod is None:
-        raise JaxhlmError(f"{command}: small needs a fit with dfmethod(satterthwaite) or dfmethod(kroger) (and reml)")
-    return {"large_sample": not small}
+    """Stata's ``small`` option of ``test``, ``testparm`` and ``lincom`` (:meth:`MixedResult._stata_large`)."""
+    return {"large_sample": model._stata_large(small, command)}
 
 
 def _constraints(body: str) -> list[str]:
@@ -1747,7 +1793,7 @@ def run_do(text: str, data: pd.DataFrame | None = None, *, base_dir: str | Path 
         word, args = _command_word(session.expand(text))
         output = session.run(word, args)
         if output:
-            emit(("" if _handler(word) in _INLINE else "\n") + output.strip("\n") + ("\n\n" if echoed else "\n"))
+            emit(("" if _inline(word, args) else "\n") + output.strip("\n") + ("\n\n" if echoed else "\n"))
         return bool(output)
 
     def execute(items: list[Command | Block], echoed: bool) -> bool:

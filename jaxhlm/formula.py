@@ -42,16 +42,25 @@ class RandomTerm:
         return self.slopes + ((CONSTANT,) if self.intercept else ())
 
 
+#: The level of a model without random effects (Stata's ``mixed y x`` with no random-effects equation, and
+#: ``regress``): each observation a group of its own with no effects, so that the fit, robust standard errors
+#: (a cluster per observation) and every later stage need no case of their own. Stata's name for the
+#: observation number.
+OBSERVATIONS = "_n"
+
+
 #: Small-sample degrees of freedom for tests of the fixed effects (Stata's ``dfmethod()`` names).
-DFMETHODS = ("satterthwaite", "kroger")
-DFMETHOD_NAMES = {"satterthwaite": "Satterthwaite", "kroger": "Kenward-Roger"}
+DFMETHODS = ("satterthwaite", "kroger", "residual")
+DFMETHOD_NAMES = {"satterthwaite": "Satterthwaite", "kroger": "Kenward-Roger", "residual": "Residual"}
+DFMETHOD_PHRASES = {"satterthwaite": "Satterthwaite's method", "kroger": "Kenward-Roger's method",
+                    "residual": "the residual method, N - rank(X)"}
 
 
 def check_dfmethod(dfmethod: str | None, reml: bool) -> None:
     """A known method, and Kenward and Roger's only with REML (their adjustment is derived for it)."""
     if dfmethod not in (None, *DFMETHODS):
         raise FormulaError(f"dfmethod {dfmethod!r} is not available; use None (large-sample z and chi2 tests), "
-                           "'satterthwaite' or 'kroger' (Kenward-Roger)")
+                           "'satterthwaite', 'kroger' (Kenward-Roger) or 'residual' (N − rank(X))")
     if dfmethod == "kroger" and not reml:
         raise FormulaError("Kenward and Roger's method needs REML estimation, as in Stata and pbkrtest: fit "
                            "with reml=True")
@@ -206,6 +215,11 @@ class ModelSpec:
         return self.levels[0]
 
     @property
+    def linear(self) -> bool:
+        """Whether the model has no random effects (its one level is :data:`OBSERVATIONS`)."""
+        return self.levels == (OBSERVATIONS,)
+
+    @property
     def level_keys(self) -> tuple[tuple[str, ...], ...]:
         """The variables whose values identify each level's groups: the level's own (``a:b`` is both a and b),
         and with :attr:`relative` those of the levels above too."""
@@ -327,11 +341,8 @@ def parse_formula(formula: str, cov: str | None = None, reml: bool = False, dfme
     if not _NAME.match(lhs):
         raise FormulaError(f"the response {lhs!r} must be a single variable name")
     fixed, bodies = _extract_random(rhs)
-    if not bodies:
-        raise FormulaError(
-            f"no random-effects term in {formula!r}; add one such as (1 | group) for a random intercept"
-        )
-    terms = [t for b in bodies for t in _parse_random(b, cov)]
+    # without a random-effects term, a linear regression (as lm's; the baseline of a likelihood-ratio test)
+    terms = [t for b in bodies for t in _parse_random(b, cov)] or [random_term([], False, OBSERVATIONS, "identity")]
     # The outer level first: of two grouping factors, the one whose variables are among the other's (a in a:b),
     # else as written.
     levels = list(dict.fromkeys(t.group for t in terms))

@@ -338,8 +338,9 @@ SMALL_SAMPLE_NEEDS = (
 @dataclass(frozen=True)
 class SmallSample:
     """t and F tests of the fixed effects on small-sample degrees of freedom, by one method, at one fit:
-    ``"satterthwaite"`` (lmerTest's computation; covariance (XᵀV⁻¹X)⁻¹) or ``"kroger"`` (Kenward and Roger:
-    their adjusted covariance and degrees of freedom; REML)."""
+    ``"satterthwaite"`` (lmerTest's computation; covariance (XᵀV⁻¹X)⁻¹), ``"kroger"`` (Kenward and Roger:
+    their adjusted covariance and degrees of freedom; REML) or ``"residual"`` (Stata's: N − rank(X) for every
+    test, exact for a linear regression)."""
 
     method: str
     beta: np.ndarray
@@ -348,6 +349,9 @@ class SmallSample:
     stats: GroupStats  # what the residual structure whitens (:func:`~jaxhlm.estimate.fit_residual`)
     blocks: cov.Structure
     kr: KenwardRoger | None = None
+    #: ``"residual"``'s degrees of freedom where they are not N − rank(X): a regression's with clustered standard
+    #: errors have G − 1 (G clusters), as Stata's ``regress``
+    ddf: float | None = None
 
     @property
     def vcov(self) -> np.ndarray:
@@ -356,11 +360,22 @@ class SmallSample:
 
     def df(self, L: np.ndarray) -> np.ndarray:
         """Degrees of freedom of the t test of each row of ``L``."""
+        if self.method == "residual":
+            return np.full(len(L), self.residual_df)
         if self.kr is None:
             return satterthwaite_df(L, self.cov_beta, self.re, self.stats, self.blocks)
         return kenward_roger_df(L, self.cov_beta, self.kr)
 
+    @property
+    def residual_df(self) -> float:
+        """N − rank(X), unless :attr:`ddf` says otherwise."""
+        return float(self.stats.n) - float(self.stats.p) if self.ddf is None else self.ddf
+
     def f_test(self, R: np.ndarray, r: np.ndarray) -> FTest:
+        if self.method == "residual":
+            _, w, proj = _principal(R, r, self.beta, self.cov_beta)
+            F, ddf = float(np.sum(proj**2 / w)) / len(w), self.residual_df
+            return FTest(F, len(w), ddf, float(special.fdtrc(len(w), ddf, F)))
         if self.kr is None:
             return satterthwaite_f(R, r, self.beta, self.cov_beta, self.re, self.stats, self.blocks)
         return kenward_roger_f(R, r, self.beta, self.cov_beta, self.kr)
@@ -369,8 +384,8 @@ class SmallSample:
 def small_sample(method: str, beta: np.ndarray, cov_beta: np.ndarray, re: RandomEffects, stats: GroupStats,
                  blocks: cov.Structure) -> SmallSample:
     """:class:`SmallSample` for ``method`` (one of ``formula.DFMETHODS``); refuses a boundary optimum, where the
-    variance components have no information matrix."""
-    if not np.all(np.isfinite(re.phi_cov)):
+    variance components have no information matrix (but for ``"residual"``, which does not use it)."""
+    if method != "residual" and not np.all(np.isfinite(re.phi_cov)):
         raise JaxhlmError(SMALL_SAMPLE_NEEDS)
     if method == "kroger" and re.structure != INDEPENDENT:
         raise JaxhlmError("Kenward and Roger's adjustment is computed here for independent residuals with one residual variance; "

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import JaxhlmError
-from .formula import DFMETHOD_NAMES
+from .formula import DFMETHOD_NAMES, OBSERVATIONS
 from .infer import MCOMPARE, sd_corr
 from .residual import ByStratum, Serial
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .factor import Coef
     from .infer import ParameterTable
     from .results import (Contrasts, EstimatesTable, GroupInfluence, IntraclassCorrelation, LinearCombination, Margins,
-                          MixedResult, NonlinearCombinations, PairwiseComparisons)
+                          MixedResult, NonlinearCombinations, PairwiseComparisons, Regression)
 
 WIDTH = 78
 DASH = "-" * WIDTH
@@ -99,10 +99,9 @@ def header(r: "MixedResult", groups: bool = True) -> list[str]:
     # With robust standard errors the likelihood only gives the estimates (Stata's name for it then).
     ll_label = "Log restricted-likelihood" if r.reml else "Log pseudolikelihood" if r.robust else "Log likelihood"
     first = (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs)))
-    levels = stata_levels(r)
-    if not groups:
+    if not groups or r.spec.linear:
         rows, lead = [first], []
-    elif len(levels) == 1:
+    elif len(levels := stata_levels(r)) == 1:
         name, (n, low, avg, high) = levels.index[0], levels.iloc[0]
         rows = [first,
                 (f"Group variable: {name}", _header_right("Number of groups", _fmt_int(int(n)))),
@@ -194,7 +193,7 @@ def _coef_head(response: str, w: int, confidence: float = 0.95, stat: str = "z",
 
 def _adjusted(r: "MixedResult", width: int) -> list[str]:
     """Stata's line over a table of robust standard errors, naming their clusters."""
-    if r.robust is None:
+    if r.robust is None or r.robust.variable == OBSERVATIONS:  # a sandwich over observations names no clusters
         return []
     return [f"(Std. err. adjusted for {_fmt_int(r.robust.count)} clusters in {r.robust.variable})".rjust(width)]
 
@@ -250,7 +249,7 @@ def lincom_text(lc: "LinearCombination") -> str:
     w = _name_width([lc.response])
     head = _coef_head(lc.response, w, lc.confidence, "z" if math.isinf(lc.df) else "t")
     row = _coef_line(f"{'(1)':>{w}}", lc.estimate, lc.se, lc.statistic, lc.pvalue, lc.ci_lower, lc.ci_upper)
-    note = [] if math.isinf(lc.df) else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom "
+    note = [] if lc.dfmethod is None else [f"Note: t test on {stata_g(lc.df, 6)} degrees of freedom "
                                          f"({DFMETHOD_NAMES[lc.dfmethod]})."]
     return "\n".join([f" ( 1)  {lc.constraint}", ""] + head + [row, "-" * (w + 66)] + note)
 
@@ -278,7 +277,7 @@ def margins_text(m: "Margins", pvalues: bool = True) -> str:
         title = f"Pairwise comparisons of {title[0].lower()}{title[1:]}"
     lines = [f"{title}{'Number of obs = ' + _fmt_int(m.nobs):>{WIDTH - len(title)}}",
              *([f"Model VCE: {m.vce}"] if m.vce else []), "",
-             "Expression: Linear prediction, fixed portion, predict()"]
+             f"Expression: {m.expression}"]
     if m.dydx is not None:
         lines.append(f"dy/dx wrt:  {m.dydx}")
     if m.at:
@@ -430,7 +429,8 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
     if written:
         sections.sort(key=lambda s: r.spec.levels.index(names[s[1]]))
     # A level without random effects (it names the series of correlated residuals): Stata's "(empty)" row.
-    sections += [(None, level, 0) for level in range(len(names)) if level not in r.design.block_levels]
+    sections += [(None, level, 0) for level in range(len(names))
+                 if level not in r.design.block_levels and names[level] != OBSERVATIONS]
     if not written:
         sections.sort(key=lambda s: s[1])
     for i, (b, level, at) in enumerate(sections):
@@ -447,7 +447,7 @@ def random_table(r: "MixedResult", re: "ParameterTable | None" = None, level: fl
     k = r.random_effects.n_residual
     tail = range(len(re.labels) - k, len(re.labels))
     kind = "sd(e)" if re.labels[-1].startswith("sd(") else "var(e)"
-    lines.append("-" * 29 + "+" + "-" * 48)
+    lines += ["-" * 29 + "+" + "-" * 48] if sections else []
     if isinstance(r.design.residual, ByStratum):  # residuals(rspec, t() by()): each value's rows in turn
         lines += [f"{'Residual: ' + r.design.residual.title + ',':<28} |", f"{'    by ' + r.spec.residual_by:<28} |"]
         per = len(r.design.residual.inner.kinds)
@@ -518,6 +518,31 @@ def summary_text(r: "MixedResult") -> str:
     if extra:
         lines += [""] + [textwrap.fill(e, WIDTH, subsequent_indent=" " * (e.find(": ") + 2)) for e in extra]
     return "\n".join(lines)
+
+
+def regress_text(r: "Regression") -> str:
+    """Stata's ``regress`` output: the analysis-of-variance table beside the fit statistics (with robust standard
+    errors, which make the sums of squares no basis for a test, the statistics alone under "Linear regression"),
+    then the coefficient table with t tests."""
+    F = f"F({r.df_model:.0f}, {r.df_r:.0f})"
+    stats = [("Number of obs", _fmt_int(r.nobs)), (F, _fixed(r.wald.statistic, 2)),
+             ("Prob > F", _fixed(r.wald.pvalue, 4)), ("R-squared", f"{r.rsquared:.4f}")]
+    root = ("Root MSE", stata_g(math.sqrt(r.mse_resid), 5))
+    if r.robust is None:
+        n, k = float(r.design.stats.n), r.df_model
+        rows = [("Model", r.ess, k), ("Residual", r.ssr, n - k - (r.design.constant is not None)),
+                ("Total", r.centered_tss, n - (r.design.constant is not None))]
+        cells = [f"{name:>12} |{stata_g(ss, 9):>12}{_fmt_int(int(df)):>10}{stata_g(ss / df, 9) if df else '.':>12}"
+                 for name, ss, df in rows]
+        rule = "-" * 13 + "+" + "-" * 34
+        right = [f"   {label:<16}={value:>10}" for label, value in stats + [("Adj R-squared", f"{r.rsquared_adj:.4f}"), root]]
+        head = [f"{'Source':>12} |       SS           df       MS   " + right[0], rule + right[1], cells[0] + right[2],
+                cells[1] + right[3], rule + right[4], cells[2] + right[5]]
+    else:
+        head = [_pair("Linear regression" if i == 0 else "", _header_right(label, value))
+                for i, (label, value) in enumerate(stats + [root])]
+    d = r.spec.display
+    return "\n".join(head + [""] + coefficient_table(r, d.level))
 
 
 def ic_text(models: Sequence[tuple[str, "MixedResult"]]) -> str:

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +25,9 @@ from .design import Design, Rows, fixed_variables, residual_data
 from .errors import ComparisonError, DataError, JaxhlmError
 from .factor import CONSTANT, Coef, FixedTerms, Term, term_key
 from .estimate import Fit
-from .formula import DFMETHOD_NAMES, ModelSpec, check_dfmethod, check_vce, droppable_terms, reducible_terms
+from .formula import DFMETHOD_NAMES, DFMETHOD_PHRASES, OBSERVATIONS, ModelSpec, check_dfmethod, check_vce, droppable_terms, reducible_terms
 from .infer import (ChiTest, FTest, RandomEffects, SmallSample, coefficient_table, intraclass,
-                    MCOMPARE, linear_hypothesis, sd_corr, small_sample, variance_decomposition, wald_interval)
+                    MCOMPARE, linear_hypothesis, model_wald, sd_corr, small_sample, variance_decomposition, wald_interval)
 from .optimize import RESULTS, converged
 from .profile import ProfileIntervals, profile_intervals
 from .residual import ByStratum, Serial, SerialRows, Strata, Unstructured
@@ -105,6 +105,9 @@ class MixedResult:
     #: do (the do-file runner passes a dataset's labels on)
     value_labels: Mapping[str, Mapping[int, str]] = dataclasses.field(default_factory=dict)
 
+    #: Stata's e(cmd): the command whose results these are (likelihood-ratio tests compare like with like)
+    command: ClassVar[str] = "mixed"
+
     # ---- sizes ----------------------------------------------------------------------------------
     @property
     def reml(self) -> bool:
@@ -126,6 +129,7 @@ class MixedResult:
     def group_info(self) -> pd.DataFrame:
         """Stata's ``estat group``: per grouping level, outermost first, the number of groups and the fewest,
         average and most observations in a group."""
+        self._grouped("estat group")
         d = self.design
         sizes, names = list(d.level_sizes), list(d.level_names)
         if d.inner is None and d.n_clusters:  # an inner level without random effects: the series it names
@@ -229,6 +233,7 @@ class MixedResult:
         """The random effects' covariance matrix of each grouping level, outermost first (Stata's ``estat
         recovariance``): :attr:`cov_re` split by level, since a three-level model has a ``_cons`` at each. With
         ``correlation``, the correlations (missing where a variance is zero)."""
+        self._grouped("estat recovariance")
         out, at = {}, 0
         for level, names in zip(self.design.level_names, self.design.level_effects):
             block = self.random_effects.sigma[at:at + len(names), at:at + len(names)]
@@ -356,7 +361,14 @@ class MixedResult:
         """:meth:`_modes_at` the estimates."""
         return tuple((np.asarray(b), np.asarray(V)) for b, V in self._modes_at(jnp.asarray(self.fit.beta)))
 
+    def _grouped(self, what: str) -> None:
+        """Refuse ``what``, which needs groups, for a model without random effects (a linear regression)."""
+        if self.spec.linear:
+            raise JaxhlmError(f"{what} needs random effects, and this model has none (a linear regression); fit a "
+                              "model with a random-effects equation (|| id: in Stata syntax, (1 | id) in a formula)")
+
     def _level(self, level: int | str) -> int:
+        self._grouped("predicted random effects")
         names = self.design.level_names
         if level in names:
             return names.index(level)
@@ -630,6 +642,7 @@ class MixedResult:
         var class) / total, labelled ``class|school`` as Stata labels it. Two crossed factors have one row each:
         two responses of one subject (on different items), var subject / total, and of one item.
         """
+        self._grouped("the intraclass correlation")
         self.design.require_independent("intraclass correlations")
         d = self.design
         per_level = d.level_effects
@@ -891,13 +904,33 @@ class MixedResult:
         method = None if large_sample else dfmethod or self.spec.dfmethod
         return None if method is None else self._small_sample(method)
 
-    def _stata_small(self, small: bool, command: str) -> SmallSample | None:
-        """Stata's ``small`` option of its tests after ``mixed``: the fit's small-sample inference, which it must
-        have; without it, large-sample tests."""
+    def _stata_large(self, small: bool, command: str) -> bool:
+        """Whether Stata's ``command`` (test, lincom, margins, ...) after this fit gives large-sample z and chi2 tests:
+        after ``mixed`` it does unless its ``small`` option asks for the fit's small-sample ones, which it must have."""
         if small and self.spec.dfmethod is None:
-            raise JaxhlmError(f"{command}: small needs a fit with dfmethod(satterthwaite) or dfmethod(kroger) (and "
-                              "reml)")
-        return self._small(None, not small)
+            raise JaxhlmError(f"{command}: small needs a fit with a dfmethod() (and reml)")
+        return not small
+
+    def _stata_small(self, small: bool, command: str) -> SmallSample | None:
+        """The small-sample inference of Stata's ``command`` with or without its ``small`` option (None: z tests)."""
+        return self._small(None, self._stata_large(small, command))
+
+    def _method_shown(self, small: SmallSample | None) -> str | None:
+        """The name a test's output gives its degrees of freedom (None: exact ones, named by nothing)."""
+        return None if small is None else small.method
+
+    @property
+    def _equation(self) -> str:
+        """The equation that names the coefficients in Stata's constraints, ``[mathach]ses``."""
+        return self.design.response
+
+    @property
+    def _margins_vce(self) -> str | None:
+        """Stata's "Model VCE:" line of margins: none for model-based standard errors after mixed (as its logs show)."""
+        return "Robust" if self.robust is not None else None
+
+    #: what margins predict, as Stata's "Expression:" line names it
+    _prediction: ClassVar[str] = "Linear prediction, fixed portion, predict()"
 
     def _wald(self, rows: list[tuple[np.ndarray, float]], small: SmallSample | None) -> "WaldTest":
         """The joint test of the constraints ``rows`` (R row, value): chi-squared, or F by ``small``'s method."""
@@ -909,8 +942,7 @@ class MixedResult:
         else:
             f = small.f_test(R, q)
             stat, df, ddf, p = f.statistic, f.df, f.ddf, f.pvalue
-        return WaldTest(tuple(rows), self.design.fe_names, self.design.response, stat, df, p, ddf,
-                        None if small is None else small.method)
+        return WaldTest(tuple(rows), self.design.fe_names, self._equation, stat, df, p, ddf, self._method_shown(small))
 
     def anova(self, ddf: str = "satterthwaite", type: int = 3) -> "TermTests":
         """lmerTest's ``anova(m)``: each fixed-effect term's F test, of type III by default (``type`` 1 or 2 for the
@@ -976,9 +1008,9 @@ class MixedResult:
             raise JaxhlmError(f"lincom {expr!r} involves no coefficient")
         beta, V, df = self._tested(row[None], small)
         b, se, z, p, lo, hi = coefficient_table(np.array([row @ beta]), np.array([[row @ V @ row]]), alpha, df)[0]
-        return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self.design.response),
+        return LinearCombination(constraint_text(row, 0.0, self.design.fe_names, self._equation),
                                  self.design.response, b, se, z, p, lo, hi, 1 - alpha,
-                                 math.inf if df is None else float(df[0]), None if small is None else small.method)
+                                 math.inf if df is None else float(df[0]), self._method_shown(small))
 
     def _tested(self, L: np.ndarray, small: SmallSample | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(β̂, the Cov(β̂) tests of the rows ``L`` use, their t tests' df or None for z tests): ``small``'s, or the
@@ -1069,12 +1101,10 @@ class MixedResult:
         frame = pd.DataFrame(table, index=index, columns=[what, "std_err", stat, "p", "ci_lower", "ci_upper"])
         if df is not None:
             frame["df"] = df
-        # Stata's logs of margins after mixed show no "Model VCE:" line for model-based standard errors
-        vce = "Robust" if self.robust is not None else None
         return Margins(frame, tuple(labels), tuple(over), tuple(at), tuple(at_values) if at else (), d.response,
-                       self.nobs, vce, 1 - alpha,
+                       self.nobs, self._margins_vce, 1 - alpha,
                        adjusted=bool(known) and set(at) | set(over) >= known, dydx=dydx, pwcompare=pwcompare,
-                       mcompare=mcompare)
+                       mcompare=mcompare, expression=self._prediction)
 
     def _term_cells(self, terms: str | Sequence[str], asobserved: bool, command: str
                     ) -> list[tuple[Term, dict[str, str], tuple[str, ...], list[list[int]], np.ndarray, np.ndarray]]:
@@ -1300,6 +1330,140 @@ class MixedResult:
         }
 
 
+@dataclass(frozen=True, eq=False)
+class Regression(MixedResult):
+    """Stata's ``regress``: least squares, reported as ``regress`` reports it, with every postestimation method of a
+    :class:`MixedResult` (test, lincom, margins, contrast, predict, ...).
+
+    It is a model without random effects fitted by ML, so ``llf`` is Stata's e(ll), the Gaussian log likelihood at
+    σ̂² = RSS/N, and a likelihood-ratio test against a mixed model needs no conversion. What differs from that fit is
+    what ``regress`` reports: Cov(β̂) = s²(XᵀX)⁻¹ with s² = RSS/(N − k), or the robust sandwich with Stata's factor
+    (N − 1)/(N − k) · G/(G − 1) (HC1 over observations, G the clusters); t and F tests on e(df_r), N − k, or G − 1
+    with clustered standard errors; and the parameters counted as e(rank) = k, the coefficients alone (Stata's
+    ``estat ic`` and ``lrtest`` after ``regress``). Built by :meth:`of`."""
+
+    command = "regress"
+
+    @classmethod
+    def of(cls, model: MixedResult) -> "Regression":
+        """The regression of a fit without random effects (ML; ``vce`` model-based or robust)."""
+        if not model.spec.linear or model.reml:
+            raise JaxhlmError("a regression is an ML fit without random effects")
+        n, k = float(model.design.stats.n), len(model.design.fe_names)
+        if n <= k:
+            raise DataError(f"{n:.0f} observations for {k} coefficients: a regression needs more observations than "
+                            "coefficients to estimate its residual variance")
+        scale = n / (n - k) if model.robust is None else (n - 1) / (n - k)
+        f = model.fit._replace(cov_beta=np.asarray(model.fit.cov_beta) * scale)
+        df_r = n - k if model.robust is None or model.robust.variable == OBSERVATIONS else model.robust.count - 1.0
+        small = SmallSample("residual", np.asarray(f.beta), np.asarray(f.cov_beta), model.random_effects, model._data,
+                            model.design.blocks, ddf=df_r)
+        icpt = model.design.fe_names.index(model.design.constant) if model.design.constant else None
+        return cls(**{**{field.name: getattr(model, field.name) for field in dataclasses.fields(model)},
+                      "fit": f, "small": small, "wald": model_wald(np.asarray(f.beta), np.asarray(f.cov_beta), icpt, small)})
+
+    # ---- what regress reports ----------------------------------------------------------------------
+    @property
+    def df_r(self) -> float:
+        """Residual degrees of freedom of the t and F tests: N − k, or G − 1 with clustered standard errors."""
+        return float(self.small.ddf)
+
+    @property
+    def ssr(self) -> float:
+        """The residual sum of squares."""
+        return float(self.fit.sigma2) * float(self.design.stats.n)
+
+    @property
+    def centered_tss(self) -> float:
+        """The total sum of squares about the mean (uncentred, Σy², for a model without a constant, as Stata's)."""
+        st = self.design.stats
+        if self.design.constant is None:
+            return float(st.yty)
+        total = float(st.Xty[self.design.fe_names.index(self.design.constant)])
+        return float(st.yty) - total**2 / float(st.n)
+
+    @property
+    def ess(self) -> float:
+        """The model (explained) sum of squares."""
+        return self.centered_tss - self.ssr
+
+    @property
+    def df_model(self) -> float:
+        """The coefficients less the constant."""
+        return float(len(self.design.fe_names) - (self.design.constant is not None))
+
+    @property
+    def rsquared(self) -> float:
+        return self.ess / self.centered_tss
+
+    @property
+    def rsquared_adj(self) -> float:
+        n, k = float(self.design.stats.n), len(self.design.fe_names)
+        return 1.0 - (1.0 - self.rsquared) * (n - (self.design.constant is not None)) / (n - k)
+
+    @property
+    def mse_resid(self) -> float:
+        """s² = RSS/(N − k), the square of Stata's Root MSE."""
+        return self.ssr / (float(self.design.stats.n) - len(self.design.fe_names))
+
+    @property
+    def llf_null(self) -> float:
+        """e(ll_0): the log likelihood of the model with the constant alone (NaN without a constant)."""
+        if self.design.constant is None:
+            return math.nan
+        n = float(self.design.stats.n)
+        return -0.5 * n * (1.0 + math.log(2.0 * math.pi * self.centered_tss / n))
+
+    @property
+    def df_modelwc(self) -> int:
+        """e(rank): the coefficients (regress counts no variance parameter)."""
+        return len(self.design.fe_names)
+
+    @property
+    def e_scalars(self) -> dict[str, float]:
+        """Stata's e() scalars after ``regress``."""
+        return {"N": float(self.nobs), "df_m": self.df_model, "df_r": self.df_r, "F": self.wald.statistic,
+                "r2": self.rsquared, "rmse": math.sqrt(self.mse_resid), "mss": self.ess, "rss": self.ssr,
+                "r2_a": self.rsquared_adj, "ll": self.llf, "ll_0": self.llf_null, "rank": float(self.df_modelwc)}
+
+    # ---- tests: t and F on df_r, whatever Stata's small option says --------------------------------
+    def _stata_large(self, small: bool, command: str) -> bool:
+        return False
+
+    def _small(self, dfmethod: str | None, large_sample: bool) -> SmallSample | None:
+        """t and F tests on df_r, or with ``large_sample`` z and chi-squared ones."""
+        return None if large_sample else self._small_sample(dfmethod or "residual")
+
+    def _small_sample(self, method: str) -> SmallSample:
+        if method != "residual":
+            raise JaxhlmError(f"a regression's t and F tests have its residual degrees of freedom, N - k (G - 1 with "
+                              f"clustered standard errors); dfmethod {method!r} is for mixed models")
+        return self.small
+
+    def _method_shown(self, small: SmallSample | None) -> str | None:
+        return None
+
+    @property
+    def _equation(self) -> str:
+        return ""
+
+    @property
+    def _margins_vce(self) -> str | None:
+        return "Robust" if self.robust is not None else "OLS"
+
+    _prediction = "Linear prediction, predict()"
+
+    def _variance_equations(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """None: e(b) after ``regress`` holds the coefficients alone."""
+        return [], np.zeros(0), np.zeros((0, 0))
+
+    def summary(self) -> "Summary":
+        return Summary(render.regress_text(self))
+
+    def __str__(self) -> str:
+        return render.regress_text(self)
+
+
 @dataclass(frozen=True)
 class GroupInfluence:
     """Influence of each group on the fixed effects (:meth:`MixedResult.influence`).
@@ -1443,14 +1607,15 @@ def _parse_constraint(text: str, design: Design) -> tuple[np.ndarray, float]:
 
 
 def constraint_text(row: np.ndarray, value: float, names: Sequence[str], response: str) -> str:
-    """Stata's display of a constraint: ``[mathach]2.sized - [mathach]3.sized = 0``."""
+    """Stata's display of a constraint: ``[mathach]2.sized - [mathach]3.sized = 0``; ``2.sized - 3.sized = 0``
+    where ``response`` is empty (a single-equation model's)."""
     parts = []
     for c, name in zip(row, names):
         if c == 0:
             continue
         mag = "" if abs(c) == 1 else f"{render.stata_g(abs(c))}*"
         sign = ("-" if c < 0 else "") if not parts else ("- " if c < 0 else "+ ")
-        parts.append(f"{sign}{mag}[{response}]{name}")
+        parts.append(f"{sign}{mag}{f'[{response}]' if response else ''}{name}")
     return f"{' '.join(parts)} = {render.stata_g(value)}"
 
 
@@ -1477,10 +1642,12 @@ class WaldTest:
         if math.isinf(self.ddf):
             return "\n".join(lines + ["", f"           chi2({self.df:>3}) ={self.statistic:>8.2f}",
                                       f"         Prob > chi2 ={self.pvalue:>10.4f}"])
+        if self.dfmethod is None:  # exact degrees of freedom (a regression's), as Stata's test prints them
+            return "\n".join(lines + ["", f"       F({self.df:>3},{self.ddf:>6.0f}) ={self.statistic:>8.2f}",
+                                      f"{'Prob > F':>20} ={self.pvalue:>10.4f}"])
         return "\n".join(lines + ["", f"       F({self.df:>3}, {self.ddf:>8.2f}) ={self.statistic:>8.2f}",
                                   f"{'Prob > F':>20} ={self.pvalue:>10.4f}",
-                                  f"Note: denominator degrees of freedom by {DFMETHOD_NAMES[self.dfmethod]}'s "
-                                  "method."])
+                                  f"Note: denominator degrees of freedom by {DFMETHOD_PHRASES[self.dfmethod]}."])
 
 
 @dataclass(frozen=True)
@@ -1689,12 +1856,13 @@ class Margins:
     at_values: tuple[tuple[float, ...], ...]  # the combinations of at() values, Stata's 1._at, 2._at, …
     response: str
     nobs: int
-    vce: str | None  # "Robust", Stata's "Model VCE:" line after a robust fit; None for model-based SEs (no line)
+    vce: str | None  # Stata's "Model VCE:" line ("Robust", "OLS"); None for none (model-based SEs after mixed)
     confidence: float
     adjusted: bool  # every variable of the fixed part set, by at() or as a margin: Stata's "Adjusted predictions"
     dydx: str | None = None  # the variable of average marginal effects (Stata's dydx()), None for margins
     pwcompare: bool = False  # the rows are the pairwise differences of the margins ("1 vs 0")
     mcompare: str = "noadjust"  # their adjustment for multiple comparisons (infer.MCOMPARE)
+    expression: str = "Linear prediction, fixed portion, predict()"  # Stata's "Expression:" line
 
     def __str__(self) -> str:
         return render.margins_text(self)
@@ -1915,17 +2083,24 @@ def estimates_table(models: Mapping[str, MixedResult], se: bool | str = False, t
         star=levels)
 
 
-def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None, df: int | None = None) -> LRTest:
+def lrtest(a: MixedResult, b: MixedResult, names: tuple[str, str] | None = None, df: int | None = None,
+           force: bool = False) -> LRTest:
     """LR test of two models fitted to the same observations; the one with fewer parameters is the null.
 
     df is the difference in estimated parameters (as ``estat ic`` counts them), or ``df`` where given (Stata's
     ``df(#)``). The test is conservative when the null puts a variance on the boundary: the printed note says so
     when the models' random-effects variances differ (Stata's rule: their ``e(k_rs)``, the variances' count, not
     the covariances'), and another note reminds that REML criteria compare only under one fixed part.
-    ``names`` (of ``a`` and ``b``) add Stata's "Assumption: small nested within big" line.
+    ``names`` (of ``a`` and ``b``) add Stata's "Assumption: small nested within big" line. Results of two commands
+    (a :class:`Regression` and a mixed model) are compared only with ``force``, as Stata's ``lrtest, force``; df
+    then counts a regression's coefficients alone (its e(rank)), as Stata's does.
     """
     if df is not None and (not float(df).is_integer() or df < 1):
         raise JaxhlmError(f"df({df}): the degrees of freedom of an LR test are a positive whole number")
+    if a.command != b.command and not force:
+        raise ComparisonError(f"test involves different estimators: {a.command} vs. {b.command}; test them anyway "
+                              "with force (lrtest A B, force), or fit the linear model with mixed (no random-effects "
+                              "equation), whose parameters count its residual variance")
     _comparable("lrtest", (a, b))
     if a.df_modelwc == b.df_modelwc:
         raise ComparisonError("the models have the same number of parameters, so neither is nested in the other")

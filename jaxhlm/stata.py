@@ -27,9 +27,9 @@ from typing import Sequence
 from .design import Data
 from .errors import FormulaError
 from .factor import FixedTerms, FVar, Term, term
-from .formula import Display, ModelSpec, RandomTerm, random_term
+from .formula import OBSERVATIONS, Display, ModelSpec, RandomTerm, random_term
 from .expressions import Subset, parse_subset
-from .results import MixedResult
+from .results import MixedResult, Regression
 
 _TOKEN = re.compile(
     r"\s+|(?P<ff>##)|(?P<f>#)|(?P<open>\()|(?P<close>\))"
@@ -295,9 +295,6 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
     cols = Columns(columns)
     text = re.sub(r"^\s*(?:xt)?mixed\b", "", " ".join(command.split()))
     equations = split_top(text, "||")
-    if len(equations) < 2:
-        raise FormulaError("no random-effects equation: add one such as '|| id:' for a random intercept "
-                           "by id")
     settings: dict = {"reml": False, "dfmethod": None, "display": {}, "residual_by": None,
                       "residual_kind": "independent", "residual_order": None, "residual_time": None,
                       "vce": None, "cluster": None, "pwscale": None}
@@ -353,6 +350,9 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                                "create the variables first (tabulate x, generate(x_))")
         slopes = [n for tok in varlist.split() for n in cols.resolve(tok)]
         random.append(random_term(slopes, intercept, group, kind))
+    if not random:  # no random-effects equation: a linear regression
+        random.append(random_term([], False, OBSERVATIONS, "identity"))
+        level_pweights.append(None)
     if settings["dfmethod"] and not settings["reml"]:
         raise FormulaError(f"dfmethod({settings['dfmethod']}) requires REML estimation, as in Stata: add the reml "
                            "option")
@@ -526,11 +526,11 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
         return
     if arg is not None and abbreviates(name, "dfmethod", 3):
         word = arg.strip().lower()
-        method = next((m for m, shortest in (("satterthwaite", 4), ("kroger", 2)) if abbreviates(word, m, shortest)),
+        method = next((m for m, shortest in (("satterthwaite", 4), ("kroger", 2), ("residual", 3)) if abbreviates(word, m, shortest)),
                       None)
         if method is None:
-            raise FormulaError(f"dfmethod({arg}) is not available; jaxhlm computes dfmethod(satterthwaite) and "
-                               "dfmethod(kroger)")
+            raise FormulaError(f"dfmethod({arg}) is not available; jaxhlm computes dfmethod(satterthwaite), "
+                               "dfmethod(kroger) and dfmethod(residual)")
         settings["dfmethod"] = method
         return
     for key, (full, shortest) in _GLOBAL.items():
@@ -539,7 +539,7 @@ def _global_option(name: str, arg: str | None, settings: dict) -> None:
                 settings["reml"] = key == "reml"
             return
     shown = name + (f"({arg})" if arg is not None else "")
-    raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger), "
+    raise FormulaError(f"option {shown} not allowed; mixed here accepts mle, reml, dfmethod(satterthwaite|kroger|residual), "
                        "vce(oim|robust|cluster clustvar), pwscale(size|effective|gk), "
                        f"residuals(rspec[, by(varname) t(varname)]) with rspec {_RESIDUALS_AVAILABLE}, "
                        "nolog, level(#), variance, stddeviations, noheader, nogroup, nofetable, noretable, nolrtest, "
@@ -585,6 +585,53 @@ def mixed(command: str, data: Data) -> MixedResult:
     columns, data = with_columns(data)
     result = fit_spec(parse_mixed(command, columns), data)
     return level_labels(result, labels)
+
+
+def parse_regress(command: str, columns: Sequence[str]) -> ModelSpec:
+    """Parse a ``regress`` command (the word optional): ``depvar [indepvars] [if] [in] [fweight=var] [, noconstant
+    vce(robust | cluster clustvar) robust cluster(clustvar) level(#)]``, a model without random effects fitted by ML
+    (which :class:`~jaxhlm.results.Regression` reports as ``regress`` does)."""
+    text = re.sub(r"^\s*reg(?:r(?:e(?:ss?)?)?)?\b", "", " ".join(command.split()))
+    body, *rest = split_top(text, ",")
+    if "||" in body:
+        raise FormulaError("regress fits no random effects; use mixed for a model with a random-effects equation")
+    weight = re.search(r"\[\s*(\w+)\s*=", body)
+    if weight and weight.group(1).lower() not in ("fw", "fweight", "frequency"):
+        raise FormulaError(f"[{weight.group(1)}=...]: regress here takes frequency weights only ([fweight=var]); "
+                           "analytic and sampling weights are not available")
+    passed = []
+    for name, arg in options(",".join(rest)):
+        if abbreviates(name, "robust", 1) and arg is None:
+            passed.append("vce(robust)")
+        elif abbreviates(name, "cluster", 2) and arg is not None:
+            passed.append(f"vce(cluster {arg})")
+        elif (abbreviates(name, *_NOCONS) and arg is None) or (name == "vce" and arg is not None) or (
+                abbreviates(name, "level", 1) and arg is not None):
+            passed.append(name if arg is None else f"{name}({arg})")
+        else:
+            raise FormulaError(f"option {name} not allowed; regress accepts noconstant, vce(robust), "
+                               "vce(cluster clustvar) (or robust and cluster(clustvar)) and level(#)")
+    return parse_mixed(body + ", " + " ".join(passed), columns)
+
+
+def regress(command: str, data: Data) -> Regression:
+    """Fit a linear regression written in Stata's ``regress`` syntax (:func:`parse_regress`); the result reports as
+    ``regress`` does, and compares with mixed models by likelihood-ratio tests (``lrtest(..., force=True)``, as
+    Stata needs ``force`` for two commands' results).
+
+    Example:
+      >>> import jaxhlm
+      >>> r = jaxhlm.regress("mathach ses i.sector", jaxhlm.datasets.hsb())
+      >>> round(r.rsquared, 4)
+      0.1492
+    """
+    from .datasets import value_labels
+    from .design import with_columns
+    from .pipeline import fit_spec
+
+    labels = value_labels(data)
+    columns, data = with_columns(data)
+    return level_labels(Regression.of(fit_spec(parse_regress(command, columns), data)), labels)
 
 
 def level_labels(result: MixedResult, labels: dict[str, dict[int, str]]) -> MixedResult:

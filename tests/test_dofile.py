@@ -225,7 +225,8 @@ def test_tab_generate_labels_and_clash(hsb):
 @pytest.mark.parametrize(
     "text, line, words",
     [
-        ("mixed mathach ses || id:\nregress mathach ses\n", 2, ["command regress is not supported"]),
+        ("mixed mathach ses || id:\nxtreg mathach ses\n", 2, ["command xtreg is not supported"]),
+        ("mixed mathach ses || id:\nregress\n", 2, ["regress replays its own results, and the active ones are mixed's"]),
         ("estat ic\n", 1, ["last estimates not found"]),
         ("mixed mathach ses || id:\nlrtest nope .\n", 2, ["estimation result nope not found"]),
         ("mixed mathach ses || id:\n\ntest bogus = 0\n", 3, ["'bogus' is not a coefficient", "ses, _cons"]),

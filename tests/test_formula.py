@@ -106,7 +106,7 @@ def test_docstring_examples():
     import jaxhlm.pipeline
     import jaxhlm.stata
 
-    for module, examples in ((jaxhlm.pipeline, 3), (jaxhlm.stata, 3)):
+    for module, examples in ((jaxhlm.pipeline, 3), (jaxhlm.stata, 6)):
         result = doctest.testmod(module, raise_on_error=True)
         assert result.failed == 0 and result.attempted == examples
 

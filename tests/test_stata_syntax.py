@@ -69,12 +69,16 @@ def test_random_part_and_options():
     assert parse_mixed("mathach ses || id:, reml dfm(satt)", COLUMNS.names).dfmethod == "satterthwaite"
     assert parse_mixed("mathach ses || id:, reml dfmethod(kr)", COLUMNS.names).dfmethod == "kroger"
     assert parse_mixed("mathach ses || id:, reml", COLUMNS.names).dfmethod is None
+    assert parse_mixed("mathach ses || id:, reml dfm(res)", COLUMNS.names).dfmethod == "residual"
+    # no random-effects equation: a linear regression, each observation a group of its own without effects
+    spec = parse_mixed("mathach ses, reml", COLUMNS.names)
+    assert spec.linear and spec.levels == ("_n",) and spec.re_names == () and spec.reml
+    assert not parse_mixed("mathach ses || id:", COLUMNS.names).linear
 
 
 @pytest.mark.parametrize(
     "command, words",
     [
-        ("mathach ses", ["no random-effects equation", "|| id:"]),
         ("mathach ses || id", ["needs a level variable and a colon"]),
         ("mathach ses || id: i.sector", ["factor-variable notation is not allowed in the random part"]),
         ("mathach ses || id:, cov(banded)", ["covariance(banded) is not a covariance structure"]),
