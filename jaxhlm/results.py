@@ -1384,8 +1384,8 @@ class Regression(MixedResult):
 
     @property
     def ess(self) -> float:
-        """The model (explained) sum of squares."""
-        return self.centered_tss - self.ssr
+        """The model (explained) sum of squares: none for the constant alone (not its rounding error)."""
+        return self.centered_tss - self.ssr if self.df_model else 0.0
 
     @property
     def df_model(self) -> float:
