@@ -1102,6 +1102,35 @@ class Session:
             rows.append((name, len(x), float(x.mean()), sd, float(x.min()), float(x.max())))
         return render.summarize_text(rows)
 
+    def correlate(self, args: str) -> str:
+        """``correlate [varlist] [if] [in] [, covariance]``: the correlations (or covariances) of the variables over the
+        rows where none is missing (listwise, as Stata's); r(N), and r(rho) of two variables (r(cov_12), r(Var_1) and
+        r(Var_2) with covariance)."""
+        body, *rest = split_top(args, ",")
+        covariance = False
+        for o, arg in options(",".join(rest)):
+            if abbreviates(o, "covariance", 3) and arg is None:
+                covariance = True
+            else:
+                raise JaxhlmError(f"option {o} not allowed; correlate accepts covariance")
+        body, subset = split_qualifiers(body, self._columns())
+        names = self._varlist(body) if body.strip() else [
+            str(c) for c in self.data.columns if pd.api.types.is_numeric_dtype(self.data[c])]
+        text = [n for n in names if not (pd.api.types.is_numeric_dtype(self.data[n])
+                                         or pd.api.types.is_bool_dtype(self.data[n]))]
+        if text:
+            raise JaxhlmError(f"{text[0]} is a string variable; correlate needs numeric variables (encode it first)")
+        x = self.data.loc[self._selected(subset), names].to_numpy(dtype=float)
+        x = x[~np.isnan(x).any(axis=1)]
+        if len(x) < 2:
+            raise JaxhlmError("no observations: correlate needs two or more rows without a missing value")
+        matrix = np.atleast_2d(np.cov(x, rowvar=False) if covariance else np.corrcoef(x, rowvar=False))
+        self.returned = {"N": float(len(x))}
+        if len(names) == 2:
+            self.returned.update({"cov_12": matrix[0, 1], "Var_1": matrix[0, 0], "Var_2": matrix[1, 1]}
+                                 if covariance else {"rho": matrix[0, 1]})
+        return render.correlate_text(names, matrix, len(x), covariance)
+
     def list_(self, args: str) -> str:
         """``list [varlist] [if] [in] [, noobs clean separator(#)]``: the selected rows of the variables (all without
         a varlist) in Stata's boxed table, observation numbers at the left, a rule every 5 rows."""
@@ -1442,7 +1471,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
     ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
-    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("preserve", 8, Session.preserve), ("list", 1, Session.list_), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("correlate", 3, Session.correlate), ("preserve", 8, Session.preserve), ("list", 1, Session.list_), ("restore", 7, Session.restore), ("label", 2, Session.label),
     *((name, shortest, Session.graph) for name, shortest in GRAPH_COMMANDS),
 ]
 
@@ -1450,7 +1479,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 #: The commands whose output follows their echo directly in Stata's log (a note, display's text); the others'
 #: tables start after a blank line.
 _INLINE = (Session.display, Session.graph, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
-           Session.save, Session.count)
+           Session.save, Session.count, Session.correlate)
 
 
 def _independence(table: np.ndarray, kind: str) -> tuple[str, float, float]:

@@ -126,7 +126,8 @@ def check_sampling(spec: "ModelSpec") -> None:
 class Display:
     """How a fit is reported: Stata's display options of ``mixed``. ``level`` sets the confidence level of both
     tables; ``stddeviations`` shows the random effects as standard deviations and correlations; the rest leave
-    out a part of the report (``noheader``, ``nogroup``, ``nofetable``, ``noretable``, ``nolrtest``)."""
+    out a part of the report (``noheader``, ``nogroup``, ``nofetable``, ``noretable``, ``nolrtest``); ``beta``
+    (``regress``'s) shows the standardized coefficients in place of the intervals."""
 
     level: float = 95.0
     stddeviations: bool = False
@@ -135,6 +136,7 @@ class Display:
     fixed_table: bool = True
     random_table: bool = True
     lr_test: bool = True
+    beta: bool = False
 
 
 @dataclass(frozen=True)

@@ -181,12 +181,13 @@ def _level_title(confidence: float) -> str:
     return f"[{round(100 * confidence, 4):g}% conf. interval]"
 
 
-def _coef_head(response: str, w: int, confidence: float = 0.95, stat: str = "z", robust: bool = False
-               ) -> list[str]:
+def _coef_head(response: str, w: int, confidence: float = 0.95, stat: str = "z", robust: bool = False,
+               beta: bool = False) -> list[str]:
     """The coefficient table's top rule, column titles and rule under them, for a first column ``w`` wide;
-    ``stat`` is "z" or "t"; ``robust`` titles the standard errors as Stata titles sandwich ones."""
+    ``stat`` is "z" or "t"; ``robust`` titles the standard errors as Stata titles sandwich ones; ``beta``: the
+    standardized coefficients in the intervals' place (regress's ``beta``)."""
     head = (f"{_abbrev(response, w):>{w}} | Coefficient  {'std. err.' if robust else 'Std. err.'}      {stat}    "
-            f"P>|{stat}|{_level_title(confidence):>25}")
+            f"P>|{stat}|{'Beta' if beta else _level_title(confidence):>25}")
     over = [f"{'':{w}} |{'Robust':>21}"] if robust else []
     return ["-" * (w + 66)] + over + [head, "-" * (w + 1) + "+" + "-" * 64]
 
@@ -198,9 +199,10 @@ def _adjusted(r: "MixedResult", width: int) -> list[str]:
     return [f"(Std. err. adjusted for {_fmt_int(r.robust.count)} clusters in {r.robust.variable})".rjust(width)]
 
 
-def _coef_line(text: str, b: float, se: float, z: float, p: float, lo: float, hi: float) -> str:
-    return (f"{text} | {stata_g(b):>10} {stata_g(se):>10} {z:>8.2f} {p:>7.3f}"
-            f"    {stata_g(lo):>9}   {stata_g(hi):>9}")
+def _coef_line(text: str, b: float, se: float, z: float, p: float, lo: float, hi: float,
+               beta: float | None = None) -> str:
+    tail = f"{stata_g(beta):>25}" if beta is not None else f"    {stata_g(lo):>9}   {stata_g(hi):>9}"
+    return f"{text} | {stata_g(b):>10} {stata_g(se):>10} {z:>8.2f} {p:>7.3f}" + tail
 
 
 def _labelled(coefs: Sequence["Coef"], labels: "Mapping[str, Mapping[int, str]]") -> list["Coef"]:
@@ -221,13 +223,13 @@ def _labelled(coefs: Sequence["Coef"], labels: "Mapping[str, Mapping[int, str]]"
     return out
 
 
-def coefficient_table(r: "MixedResult", level: float = 95.0) -> list[str]:
-    """The coefficient table, with ``level``% intervals."""
+def coefficient_table(r: "MixedResult", level: float = 95.0, beta: "pd.Series | None" = None) -> list[str]:
+    """The coefficient table, with ``level``% intervals, or the standardized coefficients ``beta`` in their place."""
     rows = _coef_rows(_labelled(r.design.coefs, r.value_labels))
     # a group's rows are indented by one
     w = _name_width([r.design.response, *(f"{label} " if c is not None and c.group else label for label, c in rows)])
     lines = _adjusted(r, w + 66) + _coef_head(r.design.response, w, level / 100, stat="z" if r.ddf is None else "t",
-                                              robust=r.robust is not None)
+                                              robust=r.robust is not None, beta=beta is not None)
     coef = r.coef_table.copy()
     if level != 95.0:
         coef[:, 4:] = r.conf_int(1 - level / 100).to_numpy()[:len(coef)]
@@ -239,7 +241,7 @@ def coefficient_table(r: "MixedResult", level: float = 95.0) -> list[str]:
         elif c.status:
             lines.append(f"{text} | {'0':>10}  ({c.status})")
         else:
-            lines.append(_coef_line(text, *table[c.name]))
+            lines.append(_coef_line(text, *table[c.name], beta=None if beta is None else beta[c.name]))
     lines.append("-" * (w + 66))
     return lines
 
@@ -542,7 +544,7 @@ def regress_text(r: "Regression") -> str:
         head = [_pair("Linear regression" if i == 0 else "", _header_right(label, value))
                 for i, (label, value) in enumerate(stats + [root])]
     d = r.spec.display
-    return "\n".join(head + [""] + coefficient_table(r, d.level))
+    return "\n".join(head + [""] + coefficient_table(r, d.level, r.standardized if d.beta else None))
 
 
 def ic_text(models: Sequence[tuple[str, "MixedResult"]]) -> str:
@@ -671,6 +673,17 @@ def _wrap_label(label: str, width: int) -> list[str]:
         else:
             lines.append(word)
     return lines or [""]
+
+
+def correlate_text(names: Sequence[str], matrix: np.ndarray, n: int, covariance: bool = False) -> str:
+    """Stata's ``correlate``: the observation count, then the lower triangle, names abbreviated to 8 over the
+    columns and 12 beside the rows, correlations as %9.4f, covariances with 6 significant digits. A matrix wider
+    than the line stays on one line (Stata would wrap it at its line size)."""
+    cell = (lambda v: f"{stata_g(v, 6):>9}") if covariance else (lambda v: f"{v:9.4f}")
+    return "\n".join([f"(obs={_fmt_int(n)})", "", f"{'':12} |" + "".join(f"{_abbrev(v, 8):>9}" for v in names),
+                      "-" * 13 + "+" + "-" * (9 * len(names))] +
+                     [f"{_abbrev(v, 12):>12} |" + "".join(cell(matrix[i, j]) for j in range(i + 1))
+                      for i, v in enumerate(names)])
 
 
 def summarize_text(rows: Sequence[tuple[str, int, float, float, float, float]]) -> str:

@@ -1414,6 +1414,23 @@ class Regression(MixedResult):
         n = float(self.design.stats.n)
         return -0.5 * n * (1.0 + math.log(2.0 * math.pi * self.centered_tss / n))
 
+    @cached_property
+    def standardized(self) -> pd.Series:
+        """The standardized coefficients (regress's ``beta``): each b·sd(x)/sd(y) over the estimation sample (its
+        frequency weights counted), NaN for the constant."""
+        rows = self.design.rows()
+        w = np.ones(len(rows.y)) if rows.freq is None else rows.freq
+
+        def sd(x: np.ndarray) -> np.ndarray:
+            mean = np.average(x, axis=0, weights=w)
+            return np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
+
+        beta = np.asarray(self.fit.beta) * sd(rows.X) / sd(rows.y)
+        names = list(self.design.fe_names)
+        if self.design.constant is not None:
+            beta[names.index(self.design.constant)] = np.nan
+        return pd.Series(beta, index=names, name="beta")
+
     @property
     def df_modelwc(self) -> int:
         """e(rank): the coefficients (regress counts no variance parameter)."""

@@ -589,8 +589,8 @@ def mixed(command: str, data: Data) -> MixedResult:
 
 def parse_regress(command: str, columns: Sequence[str]) -> ModelSpec:
     """Parse a ``regress`` command (the word optional): ``depvar [indepvars] [if] [in] [fweight=var] [, noconstant
-    vce(robust | cluster clustvar) robust cluster(clustvar) level(#)]``, a model without random effects fitted by ML
-    (which :class:`~jaxhlm.results.Regression` reports as ``regress`` does)."""
+    vce(robust | cluster clustvar) robust cluster(clustvar) level(#) beta]``, a model without random effects fitted by
+    ML (which :class:`~jaxhlm.results.Regression` reports as ``regress`` does)."""
     text = re.sub(r"^\s*reg(?:r(?:e(?:ss?)?)?)?\b", "", " ".join(command.split()))
     body, *rest = split_top(text, ",")
     if "||" in body:
@@ -599,9 +599,11 @@ def parse_regress(command: str, columns: Sequence[str]) -> ModelSpec:
     if weight and weight.group(1).lower() not in ("fw", "fweight", "frequency"):
         raise FormulaError(f"[{weight.group(1)}=...]: regress here takes frequency weights only ([fweight=var]); "
                            "analytic and sampling weights are not available")
-    passed = []
+    passed, beta = [], False
     for name, arg in options(",".join(rest)):
-        if abbreviates(name, "robust", 1) and arg is None:
+        if name == "beta" and arg is None:
+            beta = True
+        elif abbreviates(name, "robust", 1) and arg is None:
             passed.append("vce(robust)")
         elif abbreviates(name, "cluster", 2) and arg is not None:
             passed.append(f"vce(cluster {arg})")
@@ -610,8 +612,9 @@ def parse_regress(command: str, columns: Sequence[str]) -> ModelSpec:
             passed.append(name if arg is None else f"{name}({arg})")
         else:
             raise FormulaError(f"option {name} not allowed; regress accepts noconstant, vce(robust), "
-                               "vce(cluster clustvar) (or robust and cluster(clustvar)) and level(#)")
-    return parse_mixed(body + ", " + " ".join(passed), columns)
+                               "vce(cluster clustvar) (or robust and cluster(clustvar)), level(#) and beta")
+    spec = parse_mixed(body + ", " + " ".join(passed), columns)
+    return replace(spec, display=replace(spec.display, beta=True)) if beta else spec
 
 
 def regress(command: str, data: Data) -> Regression:

@@ -338,3 +338,23 @@ def test_two_way_tabulate_percentages_and_tests_as_a_stata_log():
 def test_two_way_tabulate_refusals(session, line, message):
     with pytest.raises(jaxhlm.JaxhlmError, match=message):
         _run(session, line)
+
+
+def test_correlate_prints_statas_table(session):
+    """correlate: listwise over the variables (and if/in), the lower triangle as Stata's logs show it; r(rho) and
+    r(N). The reference is pandas' corr and cov on the same rows."""
+    hsb = jaxhlm.datasets.hsb()
+    text = _run(session, "correlate mathach ses meanses")[0].splitlines()
+    r = hsb[["mathach", "ses", "meanses"]].corr().to_numpy()
+    assert text[:4] == ["(obs=7,185)", "", "             |  mathach      ses  meanses",
+                        "-------------+---------------------------"]
+    assert text[5] == f"         ses |{r[1, 0]:9.4f}   1.0000" and text[6] == f"     meanses |{r[2, 0]:9.4f}{r[2, 1]:9.4f}   1.0000"
+    _run(session, "replace ses = . in 1/10", "corr mathach ses if sector == 1")
+    kept = hsb.iloc[10:].query("sector == 1")
+    assert session.returned["N"] == len(kept)
+    assert session.returned["rho"] == pytest.approx(kept["mathach"].corr(kept["ses"]), rel=1e-12)
+    cov = _run(session, "corr mathach ses, cov")[0].splitlines()
+    assert cov[5] == f"         ses |{jaxhlm.render.stata_g(hsb.iloc[10:]['mathach'].cov(hsb.iloc[10:]['ses']), 6):>9}" \
+        f"{jaxhlm.render.stata_g(hsb.iloc[10:]['ses'].var(), 6):>9}"
+    with pytest.raises(jaxhlm.JaxhlmError, match="option spearman not allowed; correlate accepts covariance"):
+        _run(session, "corr mathach ses, spearman")

@@ -218,3 +218,17 @@ def test_capture_noisily(hsb):
                         data=hsb)
     assert "nothere" in out.split(". noisily")[0] and out.count("nothere") == 3  # two echoes and one message
     assert ". noisily display 1 + 1\n2" in out
+
+
+def test_regress_beta(hsb):
+    """regress's beta: b·sd(x)/sd(y) in the intervals' place, the constant's missing (pandas' standard deviations
+    of the indicator and product columns as the reference)."""
+    r = jaxhlm.regress("mathach ses i.sector c.ses#i.sector, beta", hsb)
+    columns = {"ses": hsb["ses"], "1.sector": hsb["sector"], "1.sector#c.ses": hsb["ses"] * hsb["sector"]}
+    for name, x in columns.items():
+        assert r.standardized[name] == pytest.approx(r.fe_params[name] * x.std() / hsb["mathach"].std(), rel=1e-10)
+    assert math.isnan(r.standardized["_cons"])
+    lines = str(r).splitlines()
+    assert lines[8] == "     mathach | Coefficient  Std. err.      t    P>|t|                     Beta"
+    assert lines[10] == "         ses |   3.459632   .1331325    25.99   0.000                 .3920014"
+    assert lines[16] == "       _cons |   11.86764   .1066915   111.23   0.000                        ."
