@@ -227,7 +227,7 @@ def _lr_one(x: tuple[Array, Array, Array], shared: tuple[Array, Simulator, Share
     (θ, ψ)_big start); the big model starts from the better of its start, the small optimum and its EM start.
     ``shared`` ends with where each row sits in the small model's layout and in the big model's, and the big
     layout's shape, when the two differ (a two-level null against a three-level model or one with AR(1)
-    residuals), else None."""
+    residuals, a linear regression against a random-intercept model), else None."""
     r, start_small, start_big = x
     key, sim, small, big, layouts = shared
     key_r = jax.random.fold_in(key, r)
@@ -658,7 +658,8 @@ def bootstrap_lrtest(small: MixedResult, big: MixedResult, B: int = 1000, seed: 
                               "or independent residuals within correlated ones")
     shared_small, shared_big = _shared(ds, rows_small), _shared(db, rows_big)
     layouts = None
-    if type(shared_big.data) is not type(shared_small.data):  # noqa: E721 (the layouts of a response differ)
+    # The layouts of a response differ with the kind of data, or with its groups (a linear null model's are its rows).
+    if type(shared_big.data) is not type(shared_small.data) or ds.group_name != db.group_name:  # noqa: E721
         layouts = (tuple(map(jnp.asarray, _layout(ds, rows_small, shared_small.data))),
                    tuple(map(jnp.asarray, _layout(db, rows_big, shared_big.data))),
                    jnp.zeros(_response_shape(shared_big.data)))

@@ -93,7 +93,7 @@ def fit_stats(stats: GroupStats, blocks: cov.Structure, reml: bool = False, em_s
 def _best_start(dev: Callable[[Array], Array], x0: Array, start: Array | None) -> Array:
     """Of EM's warm start x0 and the given starts (one, or several stacked), the one with the lowest finite
     deviance (x0 on a tie)."""
-    if start is None:
+    if start is None or x0.shape[0] == 0:  # a model without variance parameters starts where it ends
         return x0
     candidates = jnp.concatenate([x0[None], jnp.reshape(start, (-1, x0.shape[0]))])
     devs = jax.vmap(dev)(candidates)

@@ -72,3 +72,17 @@ def test_unconverged_fit_is_flagged(hsb):
     assert "convergence not achieved" in str(bad.summary())
     assert "maximum number of Newton steps" in bad.warnings[-1]
     assert bad.to_dict()["converged"] is False
+
+
+def test_no_stop_within_eps_of_the_bound(hsb):
+    """A coordinate held within ε of its bound (Bertsekas' active set) but not on it still has its projected step
+    to take: random-intercept fits to responses drawn without random effects, whose EM starts land near σ_u = 0,
+    once stopped at the start, up to 1.3 below the linear model's own log likelihood. Each must now be at least as
+    good as the linear model (its boundary) and certified."""
+    lin = jaxhlm.mixed("mathach ses", hsb)
+    Y = np.asarray(jaxhlm.simulate(lin, 8, seed=4)).T
+    for r in range(Y.shape[1]):
+        data = hsb.assign(mathach=Y[:, r])
+        big, small = jaxhlm.mixed("mathach ses || id:", data), jaxhlm.mixed("mathach ses", data)
+        assert big.llf >= small.llf - 1e-9
+        assert big.converged and big.convergence.decrement < 1e-6

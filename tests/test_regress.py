@@ -232,3 +232,22 @@ def test_regress_beta(hsb):
     assert lines[8] == "     mathach | Coefficient  Std. err.      t    P>|t|                     Beta"
     assert lines[10] == "         ses |   3.459632   .1331325    25.99   0.000                 .3920014"
     assert lines[16] == "       _cons |   11.86764   .1066915   111.23   0.000                        ."
+
+
+def test_bootstrap_of_the_random_intercept_against_the_linear_model(hsb):
+    """The parametric bootstrap of the LR test vs. the linear model (the boundary test Stata's chibar2(01)
+    approximates): the null is a model without random effects, whose groups (its rows) differ from the bigger
+    model's. Each replicate equals single fits on the same draw; the closed-form ML regression is the small one."""
+    lin, ri = jaxhlm.mixed("mathach ses", hsb), jaxhlm.mixed("mathach ses || id:", hsb)
+    boot = jaxhlm.bootstrap_lrtest(lin, ri, B=200, seed=4, progress=False)
+    assert boot.failed == 0 and boot.df == 1 and boot.chibar_pvalue is not None
+    assert boot.statistic == pytest.approx(ri.lr_linear.statistic, abs=1e-6)
+    assert np.all(boot.replicates >= 0) and 0.4 < np.mean(boot.replicates < 1e-6) < 0.75
+    Y = np.asarray(jaxhlm.simulate(lin, 3, seed=4)).T  # the same draws as replicates 0..2
+    X = np.column_stack([hsb["ses"], np.ones(len(hsb))])
+    for r in range(3):
+        resid = Y[:, r] - X @ np.linalg.lstsq(X, Y[:, r], rcond=None)[0]
+        n = len(resid)
+        assert boot.small_fits.llf[r] == pytest.approx(-0.5 * n * (1 + np.log(2 * np.pi * resid @ resid / n)), abs=1e-6)
+        big = jaxhlm.mixed("mathach ses || id:", hsb.assign(mathach=Y[:, r]))
+        assert boot.big_fits.llf[r] == pytest.approx(max(big.llf, boot.small_fits.llf[r]), abs=1e-6)
