@@ -4,7 +4,8 @@
 [--pweights VAR] [--group-pweights LEVEL=VAR ...] [--pwscale size|effective|gk] [--json]``
 — an lme4-style formula;
 ``jaxhlm mixed 'depvar indepvars || group: [varlist] [, options]' [--data FILE] [--chunksize N] [--json]`` —
-Stata syntax. FILE is CSV, Parquet or a Stata dataset (.dta); with ``--chunksize`` a CSV file is read and reduced N rows at a time;
+Stata syntax; ``jaxhlm regress 'depvar indepvars [, options]' [--data FILE] [--json]`` — Stata's regress.
+FILE is CSV, Parquet or a Stata dataset (.dta); with ``--chunksize`` a CSV file is read and reduced N rows at a time;
 ``jaxhlm run FILE.do [--data FILE]`` — a do-file, printed as a Stata log;
 ``jaxhlm bootstrap SMALL BIG [--B 1000] [--seed 0] [--data FILE]`` — parametric-bootstrap LR test of two
 nested models, each a Stata ``mixed`` command or an lme4 formula;
@@ -69,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--data", help=data_help)
     m.add_argument("--chunksize", type=int, help=chunk_help)
     m.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    g = sub.add_parser("regress", help="fit a linear regression written in Stata's regress syntax")
+    g.add_argument("model", help="e.g. 'mathach ses i.sector, vce(cluster id)'")
+    g.add_argument("--data", help=data_help)
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     r = sub.add_parser("run", help="run a Stata do-file (use, mixed, estimates, lrtest, estat ic|icc|group|sd, "
                                    "test, testparm, lincom, tabulate, generate, replace, egen, drop, keep, predict, "
                                    "summarize) and print its log")
@@ -128,7 +133,7 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import bootstrap_lrtest, datasets, drop1, fit, mixed, ranova
+    from . import bootstrap_lrtest, datasets, drop1, fit, mixed, ranova, regress
     from .dofile import DoFileError, run_do
     from .errors import JaxhlmError
     from .render import confint_text, influence_text
@@ -178,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       residuals=args.residuals, time=args.time, vce=args.vce, cluster=args.cluster,
                       pweights=args.pweights, group_pweights=_pairs(args.group_pweights, "--group-pweights"),
                       pwscale=args.pwscale)
-                  if args.command == "fit" else mixed(args.model, data))
+                  if args.command == "fit" else regress(args.model, data) if args.command == "regress"
+                  else mixed(args.model, data))
     except JaxhlmError as exc:
         print(f"jaxhlm: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -119,7 +119,8 @@ class MixedResult:
 
     @property
     def ngroups(self) -> int:
-        return self.design.n_groups
+        """The outermost level's groups (none without random effects)."""
+        return 0 if self.spec.linear else self.design.n_groups
 
     @property
     def group_sizes(self) -> dict[str, float]:
@@ -1311,8 +1312,9 @@ class MixedResult:
         nan_none = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
         re = self.random_effects
         return {
-            "llf": self.llf, "nobs": self.nobs, "ngroups": self.ngroups,
-            "groups": {name: len(s) for name, s in zip(self.design.level_names, self.design.level_sizes)},
+            "command": self.command, "llf": self.llf, "nobs": self.nobs, "ngroups": self.ngroups,
+            "groups": {} if self.spec.linear else {name: len(s) for name, s in zip(self.design.level_names,
+                                                                                 self.design.level_sizes)},
             "converged": self.converged,
             "singular": self.singular, "reml": self.reml,
             "fixed": fixed,
@@ -1325,7 +1327,8 @@ class MixedResult:
                             "observations": self.spec.pweights, "pwscale": self.spec.pwscale,
                             **{level: w for level, w in zip(self.spec.levels, self.spec.level_pweights) if w}}},
             "vce": self.spec.vce,
-            "clusters": None if self.robust is None else {self.robust.variable: self.robust.count},
+            "clusters": None if self.robust is None or self.robust.variable == OBSERVATIONS
+            else {self.robust.variable: self.robust.count},
             "warnings": list(self.warnings),
         }
 
@@ -1473,6 +1476,10 @@ class Regression(MixedResult):
     def _variance_equations(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """None: e(b) after ``regress`` holds the coefficients alone."""
         return [], np.zeros(0), np.zeros((0, 0))
+
+    def to_dict(self) -> dict:
+        """The JSON document of ``jaxhlm regress --json``: a mixed model's, and Stata's e() after regress."""
+        return {**super().to_dict(), "e": self.e_scalars}
 
     def summary(self) -> "Summary":
         return Summary(render.regress_text(self))

@@ -250,8 +250,8 @@ def test_errors_name_the_line(hsb, text, line, words):
 
 def test_error_keeps_the_log_so_far(hsb):
     with pytest.raises(DoFileError) as info:
-        run_do("mixed mathach ses || id:\ncorrelate ses\n", hsb)
-    assert "Mixed-effects ML regression" in info.value.output and ". correlate" in info.value.output
+        run_do("mixed mathach ses || id:\nxtreg mathach ses\n", hsb)
+    assert "Mixed-effects ML regression" in info.value.output and ". xtreg" in info.value.output
 
 
 def test_cli_run_and_mixed(tmp_path, capsys):

@@ -251,3 +251,17 @@ def test_bootstrap_of_the_random_intercept_against_the_linear_model(hsb):
         assert boot.small_fits.llf[r] == pytest.approx(-0.5 * n * (1 + np.log(2 * np.pi * resid @ resid / n)), abs=1e-6)
         big = jaxhlm.mixed("mathach ses || id:", hsb.assign(mathach=Y[:, r]))
         assert boot.big_fits.llf[r] == pytest.approx(max(big.llf, boot.small_fits.llf[r]), abs=1e-6)
+
+
+def test_regress_command_line(capsys):
+    from jaxhlm.cli import main
+
+    assert main(["regress", "mathach ses i.sector, vce(cluster id)"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Linear regression") and "(Std. err. adjusted for 160 clusters in id)" in out
+    assert main(["regress", "mathach ses", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["command"] == "regress" and doc["ngroups"] == 0 and doc["groups"] == {} and doc["clusters"] is None
+    assert doc["e"]["df_r"] == 7183 and doc["e"]["rank"] == 2 and doc["fixed"]["ses"]["df"] == 7183
+    assert main(["regress", "mathach ses || id:"]) == 2
+    assert "regress fits no random effects" in capsys.readouterr().err
