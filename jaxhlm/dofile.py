@@ -290,6 +290,10 @@ class Session:
 
     def estat(self, args: str) -> str:
         body, comma, opts = args.partition(",")
+        if body.split() == ["vif"]:
+            return self._estat_vif(opts)
+        if body.split()[:1] == ["hettest"]:
+            return self._estat_hettest(body.split(None, 1)[1] if len(body.split()) > 1 else "", opts)
         if body.split() == ["ic"] and not comma:
             return render.ic_text([(self.active_name, self._active())])
         if body.split() == ["group"] and not comma:
@@ -302,6 +306,49 @@ class Session:
             raise JaxhlmError(f"estat {args.strip()} is not supported; estat ic, estat icc [, level(#)], "
                               "estat group, estat sd and estat recovariance [, relevel(levelvar) correlation] are")
         return str(self._active().icc(alpha=_alpha(opts, "estat icc")))
+
+    def _regression(self, command: str) -> Regression:
+        model = self._active()
+        if not isinstance(model, Regression):
+            raise JaxhlmError(f"{command} is for regress results; the active ones are {model.command}'s")
+        return model
+
+    def _estat_hettest(self, varlist: str, opts: str) -> str:
+        """``estat hettest [varlist] [, rhs iid]`` (or ``hettest``) after ``regress``; r(chi2), r(df), r(p)."""
+        model = self._regression("estat hettest")
+        given = _flags(opts, {"rhs": 3, "iid": 3}, "estat hettest")
+        names = self._varlist(varlist) if varlist.strip() else None
+        if names and "rhs" in given:
+            raise JaxhlmError("estat hettest takes a varlist or rhs, not both")
+        test = model.hettest(names, rhs="rhs" in given, iid="iid" in given)
+        self.returned = {"chi2": test.statistic, "df": float(test.df), "p": test.pvalue}
+        shown = (f"Variable: Fitted values of {model.design.response}" if not names and "rhs" not in given else
+                 "Variables: All independent variables" if "rhs" in given else
+                 f"Variable{'s' if len(names) > 1 else ''}: {' '.join(names)}")
+        return "\n".join(["Breusch–Pagan/Cook–Weisberg test for heteroskedasticity ",
+                          f"Assumption: {'i.i.d.' if 'iid' in given else 'Normal'} error terms", shown, "",
+                          "H0: Constant variance", "", f"    chi2({test.df}) = {test.statistic:6.2f}",
+                          f"Prob > chi2 = {test.pvalue:6.4f}"])
+
+    def hettest(self, args: str) -> str:
+        """``hettest``: Stata's older name of ``estat hettest``."""
+        body, _, opts = args.partition(",")
+        return self._estat_hettest(body, opts)
+
+    def vif(self, args: str) -> str:
+        """``vif``: Stata's older name of ``estat vif``."""
+        return self._estat_vif(args.partition(",")[2])
+
+    def _estat_vif(self, opts: str) -> str:
+        """``estat vif [, uncentered]`` after ``regress``."""
+        model = self._regression("estat vif")
+        uncentered = False
+        for o, arg in options(opts):
+            if abbreviates(o, "uncentered", 5) and arg is None:
+                uncentered = True
+            else:
+                raise JaxhlmError(f"option {o} not allowed; estat vif accepts uncentered")
+        return render.vif_text(model, model.vif(uncentered))
 
     def _estat_recovariance(self, opts: str) -> str:
         """``estat recovariance [, relevel(levelvar) correlation]``; r(relevels) is the number of levels."""
@@ -1015,8 +1062,12 @@ class Session:
         if len(chosen) > 1:
             raise JaxhlmError(f"only one statistic may be predicted; got {', '.join(chosen)}")
         what = chosen[0] if chosen else "xb"
-        if model.command == "regress" and what not in ("xb", "residuals", "stdp"):
-            raise JaxhlmError(f"predict, {what} is not available after regress here; it predicts xb, residuals and stdp")
+        if model.command == "regress" and what not in _REGRESS_PREDICT:
+            raise JaxhlmError(f"predict, {what} is not available after regress here; it predicts "
+                              + ", ".join(_REGRESS_PREDICT))
+        if model.command != "regress" and what in ("rstudent", "cooksd", "leverage", "hat"):
+            raise JaxhlmError(f"predict, {what} is a regression diagnostic, for regress results; after mixed, "
+                              "influence() gives each group's Cook's distance and DFBETAS")
         if (relevel is not None or reses is not None) and what != "reffects":
             raise JaxhlmError(f"{'relevel()' if relevel is not None else 'reses()'} goes with reffects")
         d = model.design
@@ -1045,6 +1096,10 @@ class Session:
                         out = np.full(len(self.data), np.nan)
                         out[complete] = np.where(codes[k] >= 0, values[np.maximum(codes[k], 0), j], np.nan)
                         columns.append(out)
+        elif isinstance(model, Regression) and what in ("rstandard", "rstudent", "cooksd", "leverage", "hat"):
+            # the regression diagnostics, of the estimation sample's observations
+            stat = "leverage" if what == "hat" else what
+            columns.append(model.diagnostics()[stat].reindex(self.data.index).to_numpy(dtype=float))
         else:
             if what == "stdp":
                 value = np.sqrt(np.einsum("ni,ij,nj->n", X, model.cov_params().to_numpy(), X))
@@ -1460,6 +1515,7 @@ GRAPH_COMMANDS = (("graph", 2), ("twoway", 2), ("scatter", 2), ("line", 4), ("hi
 #: (command, shortest abbreviation, handler), as Stata abbreviates them.
 _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("use", 3, Session.use), ("mixed", 5, Session.mixed), ("xtmixed", 7, Session.mixed), ("regress", 3, Session.regress),
+    ("hettest", 7, Session.hettest), ("vif", 3, Session.vif),
     ("estimates", 3, Session.estimates), ("estat", 5, Session.estat), ("lrtest", 6, Session.lrtest),
     ("test", 4, Session.test), ("testparm", 8, Session.testparm), ("lincom", 6, Session.lincom), ("nlcom", 5, Session.nlcom),
     ("contrast", 8, Session.contrast), ("pwcompare", 9, Session.pwcompare), ("tabulate", 2, Session.tabulate),
@@ -1637,7 +1693,10 @@ def _formatted(value: float | str, fmt: str | None) -> str:
 
 #: predict's statistics after mixed.
 #: predict's statistics and their shortest abbreviations
-_PREDICT = {"xb": 2, "fitted": 3, "residuals": 3, "rstandard": 4, "reffects": 3, "reses": 5, "stdp": 4}
+_PREDICT = {"xb": 2, "fitted": 3, "residuals": 3, "rstandard": 4, "reffects": 3, "reses": 5, "stdp": 4,
+            "rstudent": 4, "cooksd": 6, "leverage": 3, "hat": 3}
+#: predict's statistics after regress: the regression diagnostics besides the linear prediction
+_REGRESS_PREDICT = ("xb", "residuals", "stdp", "rstandard", "rstudent", "cooksd", "leverage", "hat")
 
 
 def _new_names(text: str, count: int, existing: Any) -> list[str]:

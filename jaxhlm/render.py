@@ -547,6 +547,23 @@ def regress_text(r: "Regression") -> str:
     return "\n".join(head + [""] + coefficient_table(r, d.level, r.standardized if d.beta else None))
 
 
+def vif_text(r: "Regression", vif: pd.Series) -> str:
+    """Stata's ``estat vif``: VIF and 1/VIF per coefficient, largest first, or with factor variables in the model's
+    order under their groups' headers (as Stata's logs show both), then their mean."""
+    coefs = [c for c in r.design.coefs if c.name in vif.index]
+    factors = any(c.group is not None or "." in c.name for c in coefs)
+    if not factors:
+        coefs.sort(key=lambda c: -vif[c.name])
+    lines = [f"{'Variable':>12} |       VIF       1/VIF  ", "-" * 13 + "+" + "-" * 22]
+    for label, c in _coef_rows(_labelled(coefs, r.value_labels)):
+        if c is None and label:  # a group's header; Stata's VIF table has no blank separators
+            lines.append(f"{_abbrev(label, 12):>12} |")
+        elif c is not None:
+            text = f"{_abbrev(label, 11):>11} " if c.group is not None else f"{_abbrev(label, 12):>12}"
+            lines.append(f"{text} |{vif[c.name]:>10.2f}{1 / vif[c.name]:>12.6f}")
+    return "\n".join(lines + ["-" * 13 + "+" + "-" * 22, f"{'Mean VIF':>12} |{vif.mean():>10.2f}"])
+
+
 def ic_text(models: Sequence[tuple[str, "MixedResult"]]) -> str:
     """Stata's ``estat ic`` (one model) and ``estimates stats`` (several): a row per (name, result)."""
     return "\n".join([

@@ -1434,6 +1434,67 @@ class Regression(MixedResult):
             beta[names.index(self.design.constant)] = np.nan
         return pd.Series(beta, index=names, name="beta")
 
+    def vif(self, uncentered: bool = False) -> pd.Series:
+        """Stata's ``estat vif``: each coefficient's variance inflation factor 1/(1 − R²ⱼ), R²ⱼ that of its column
+        regressed on the others (the diagonal of the inverse correlation matrix of the columns), over the estimation
+        sample with its frequency weights. ``uncentered``: R²ⱼ about zero, the constant's row included (the only
+        form for a model without a constant)."""
+        if self.design.constant is None and not uncentered:
+            raise JaxhlmError("estat vif: the centred VIF needs a constant in the model; use estat vif, uncentered")
+        rows = self.design.rows()
+        w = np.ones(len(rows.y)) if rows.freq is None else rows.freq
+        names = list(self.design.fe_names)
+        keep = [j for j, n in enumerate(names) if uncentered or n != self.design.constant]
+        X = rows.X[:, keep]
+        if not uncentered:
+            X = X - np.average(X, axis=0, weights=w)
+        cross = (X * w[:, None]).T @ X
+        return pd.Series(np.diag(np.linalg.inv(cross)) * np.diag(cross), index=[names[j] for j in keep], name="VIF")
+
+    def hettest(self, variables: Sequence[str] | None = None, rhs: bool = False, iid: bool = False) -> ChiTest:
+        """Stata's ``estat hettest``: the Breusch–Pagan/Cook–Weisberg score test that the residual variance does
+        not change with the fitted values (or with the data's ``variables``, or with the model's own columns,
+        ``rhs``): half the explained sum of squares of e²/σ̂² regressed on them, chi2 on their number; ``iid``
+        (Koenker's studentized form, not assuming normal errors) N·R² of that regression."""
+        rows = self.design.rows()
+        if rows.freq is not None:
+            raise JaxhlmError("estat hettest is computed here for regressions without weights")
+        beta = np.asarray(self.fit.beta)
+        fitted = rows.X @ beta
+        if variables:
+            Z = np.column_stack([self.design.source[v].iloc[rows.position].to_numpy(dtype=float) for v in variables])
+        elif rhs:
+            Z = rows.X[:, [j for j, n in enumerate(self.design.fe_names) if n != self.design.constant]]
+        else:
+            Z = fitted[:, None]
+        if np.isnan(Z).any():
+            raise DataError("estat hettest: a variable is missing in the estimation sample")
+        e2 = (rows.y - fitted) ** 2
+        u = e2 / e2.mean()
+        A = np.column_stack([np.ones(len(u)), Z])
+        coef, *_ = np.linalg.lstsq(A, u, rcond=None)
+        explained = float(np.sum((A @ coef - u.mean()) ** 2))
+        df = np.linalg.matrix_rank(Z - Z.mean(axis=0))
+        stat = len(u) * explained / float(np.sum((u - u.mean()) ** 2)) if iid else explained / 2
+        return ChiTest(stat, int(df), float(special.chdtrc(df, stat)))
+
+    def diagnostics(self) -> pd.DataFrame:
+        """Stata's ``predict`` statistics of the estimation sample's observations after ``regress``: leverage
+        (the hat matrix's diagonal), rstandard (e/(s√(1 − h))), rstudent (the same with s of the fit without the
+        observation) and cooksd (Cook's distance)."""
+        rows = self.design.rows()
+        if rows.freq is not None:
+            raise JaxhlmError("leverage, rstandard, rstudent and cooksd are computed here for regressions without weights")
+        Q, _ = np.linalg.qr(rows.X)
+        h = np.sum(Q**2, axis=1)
+        e = rows.y - rows.X @ np.asarray(self.fit.beta)
+        n, k = len(e), rows.X.shape[1]
+        s2 = float(e @ e) / (n - k)
+        standard = e / np.sqrt(s2 * (1 - h))
+        s2_without = ((n - k) * s2 - e**2 / (1 - h)) / (n - k - 1)
+        return pd.DataFrame({"leverage": h, "rstandard": standard, "rstudent": e / np.sqrt(s2_without * (1 - h)),
+                             "cooksd": standard**2 * h / ((1 - h) * k)}, index=rows.index)
+
     @property
     def df_modelwc(self) -> int:
         """e(rank): the coefficients (regress counts no variance parameter)."""

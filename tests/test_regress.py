@@ -265,3 +265,38 @@ def test_regress_command_line(capsys):
     assert doc["e"]["df_r"] == 7183 and doc["e"]["rank"] == 2 and doc["fixed"]["ses"]["df"] == 7183
     assert main(["regress", "mathach ses || id:"]) == 2
     assert "regress fits no random effects" in capsys.readouterr().err
+
+
+def test_regression_diagnostics(hsb):
+    """estat vif, estat hettest and predict's leverage, rstandard, rstudent and cooksd after regress, against car,
+    lmtest and R's influence measures (the fixture's diagnostics)."""
+    ref = REFERENCE["diagnostics"]
+    r = jaxhlm.regress("mathach ses meanses female", hsb)
+    vif = r.vif()
+    for name, value in ref["vif"].items():
+        assert vif[name] == pytest.approx(value, rel=1e-9)
+    for key, kwargs in (("bp", {}), ("bp_iid", {"iid": True}), ("bp_vars", {"variables": ["ses", "female"]}),
+                        ("bp_rhs", {"rhs": True})):
+        test = r.hettest(**kwargs)
+        assert test.statistic == pytest.approx(ref[key]["chi2"], rel=1e-9) and test.df == ref[key]["df"]
+        assert test.pvalue == pytest.approx(ref[key]["p"], rel=1e-7)
+    diag = r.diagnostics()
+    for ours, theirs in (("leverage", "hat"), ("rstandard", "rstandard"), ("rstudent", "rstudent"), ("cooksd", "cooksd")):
+        np.testing.assert_allclose(diag[ours].to_numpy()[:20], ref[theirs]["head"], rtol=1e-8)
+        assert diag[ours].sum() == pytest.approx(ref[theirs]["sum"], rel=1e-8, abs=1e-9)
+        assert diag[ours].max() == pytest.approx(ref[theirs]["max"], rel=1e-8)
+    # uncentred VIF: the diagonal of (XᵀX)⁻¹ times that of XᵀX, the constant's row included
+    X = np.column_stack([hsb["ses"], hsb["meanses"], hsb["female"], np.ones(len(hsb))])
+    cross = X.T @ X
+    np.testing.assert_allclose(r.vif(uncentered=True), np.diag(np.linalg.inv(cross)) * np.diag(cross), rtol=1e-10)
+    out = jaxhlm.run_do("regress mathach ses meanses female\nestat vif\nestat hettest\npredict d, cooksd\n"
+                        "summarize d\nmixed mathach ses || id:\ncapture noisily estat vif", data=hsb)
+    assert "    Variable |       VIF       1/VIF  \n-------------+----------------------\n" \
+           "         ses |      1.39    0.717096\n     meanses |      1.39    0.717913" in out
+    assert "    Mean VIF |      1.26" in out
+    assert ("Breusch–Pagan/Cook–Weisberg test for heteroskedasticity \nAssumption: Normal error terms\n"
+            "Variable: Fitted values of mathach\n\nH0: Constant variance\n\n    chi2(1) =   4.53\nProb > chi2 = 0.0333") in out
+    assert "           d |      7,185    .0001373" in out
+    assert "estat vif is for regress results; the active ones are mixed's" in out
+    with pytest.raises(JaxhlmError, match="the centred VIF needs a constant"):
+        jaxhlm.regress("mathach ses female, noconstant", hsb).vif()
