@@ -646,7 +646,7 @@ class Session:
         if name in self.data.columns:
             raise JaxhlmError(f"variable {name} already defined")
         body, subset = split_qualifiers(text, self._columns())
-        value = evaluate(parse_expression(body, self._resolve), self.data)
+        value = evaluate(parse_expression(self._substituted(body), self._resolve), self.data)
         new = _stored(kind, value, name)
         new = np.where(self._selected(subset), new, _missing(new))
         self._set({name: new})
@@ -662,7 +662,7 @@ class Session:
         body, subset = split_qualifiers(text, self._columns())
         old = self.data[name].to_numpy()
         text_var = not (pd.api.types.is_numeric_dtype(self.data[name]) or pd.api.types.is_bool_dtype(self.data[name]))
-        value = evaluate(parse_expression(body, self._resolve), self.data)
+        value = evaluate(parse_expression(self._substituted(body), self._resolve), self.data)
         if (value.dtype == object) != text_var:
             raise JaxhlmError(f"type mismatch: {name} is a {'string' if text_var else 'numeric'} variable")
         new = np.where(self._selected(subset), value, old)
@@ -1136,26 +1136,34 @@ class Session:
         return f"  {n:,}"
 
     def summarize(self, args: str) -> str:
-        """``summarize [varlist] [if] [in]``: each variable's non-missing count, mean, standard deviation, minimum
-        and maximum over the rows selected (all variables without a varlist)."""
+        """``summarize [varlist] [if] [in] [, detail meanonly]``: each variable's non-missing count, mean, standard
+        deviation, minimum and maximum over the rows selected (all variables without a varlist); with ``detail``
+        also Stata's percentiles, the four smallest and largest values, variance, skewness and kurtosis; with
+        ``meanonly`` nothing shown. r() holds the last variable's, as Stata's: N, sum_w, mean, Var, sd, min, max,
+        sum (meanonly: N, sum_w, mean, min, max, sum; detail adds p1 … p99, skewness, kurtosis), so that ``gen
+        ses_c = ses - r(mean)`` centres as in Stata."""
         body, *rest = split_top(args, ",")
-        if "".join(rest).strip():
-            raise JaxhlmError("summarize options are not supported here; summarize [varlist] [if] [in]")
+        given = _flags(",".join(rest), {"detail": 1, "meanonly": 4}, "summarize")
+        if len(given) > 1:
+            raise JaxhlmError("summarize takes detail or meanonly, not both")
         body, subset = split_qualifiers(body, self._columns())
         names = self._varlist(body) if body.strip() else [str(c) for c in self.data.columns]
         frame = self.data.loc[self._selected(subset)]
-        rows = []
+        rows, details = [], []
         for name in names:
             col = frame[name]
             numeric = pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
             x = col.to_numpy(dtype=float) if numeric else np.zeros(0)  # a string variable counts no observations
-            x = x[~np.isnan(x)]
-            if len(x) == 0:
-                rows.append((name, 0, np.nan, np.nan, np.nan, np.nan))
-                continue
-            sd = float(x.std(ddof=1)) if len(x) > 1 else np.nan
-            rows.append((name, len(x), float(x.mean()), sd, float(x.min()), float(x.max())))
-        return render.summarize_text(rows)
+            stats = _summary(x[~np.isnan(x)], "detail" in given)
+            self.returned = {k: v for k, v in stats.items() if "meanonly" not in given or k in _MEANONLY}
+            rows.append((name, int(stats["N"]), stats.get("mean", np.nan), stats.get("sd", np.nan),
+                         stats.get("min", np.nan), stats.get("max", np.nan)))
+            if "detail" in given:
+                details.append(render.summarize_detail_text(self.labels.get(name) or name, np.sort(x[~np.isnan(x)]),
+                                                            stats))
+        if "meanonly" in given:
+            return ""
+        return "\n\n".join(details) if "detail" in given else render.summarize_text(rows)
 
     def correlate(self, args: str) -> str:
         """``correlate [varlist] [if] [in] [, covariance]``: the correlations (or covariances) of the variables over the
@@ -1328,9 +1336,21 @@ class Session:
         return "".join(out)
 
     def _value(self, text: str) -> float | str:
-        """An expression's value in a scalar context (``display``, ``local name = exp``, ``scalar``): with the
-        active results' ``_b[]``, ``_se[]`` and ``e()``, the last test's ``r()``, the scalars defined, ``_pi`` and
-        ``_N``; a variable stands for its first observation's value, as in Stata."""
+        """An expression's value in a scalar context (``display``, ``local name = exp``, ``scalar``)
+        (:meth:`_substituted`); a variable stands for its first observation's value, as in Stata."""
+        written = text.strip()
+        rows = self.data.iloc[:1] if len(self.data) else pd.DataFrame(index=[0])
+        try:
+            value = evaluate(parse_expression(self._substituted(text), self._resolve), rows)[0]
+        except (FormulaError, DataError, KeyError) as exc:
+            raise JaxhlmError(f"cannot evaluate {written!r}; {exc} (one expression at a time: separate expressions "
+                              'with quoted text, di e(ll) " " e(N))') from None
+        return value if isinstance(value, str) else float(value)
+
+    def _substituted(self, text: str) -> str:
+        """An expression with the active results' ``_b[]``, ``_se[]`` and ``e()``, the last command's ``r()``, the
+        scalars defined (where no variable has the name), ``_pi`` and ``_N`` written in as numbers: what Stata's
+        expressions see in ``display`` and in ``generate`` (``gen ses_c = ses - r(mean)``) alike."""
         def number(x: float) -> str:
             return "(.)" if not np.isfinite(x) else f"({float(x)!r})"
 
@@ -1355,7 +1375,7 @@ class Session:
             values = self._active().e_scalars if kind == "e" else self.returned
             if key not in values:
                 raise JaxhlmError(f"{kind}({key}) not found; {kind}() holds "
-                                  + (", ".join(values) if values else "nothing yet (run lrtest, test, lincom or count)"))
+                                  + (", ".join(values) if values else "nothing yet (run summarize, lrtest, test, lincom or count)"))
             return number(values[key])
 
         def named(m: re.Match[str]) -> str:  # a scalar by its name (a variable of that name comes first), or scalar()
@@ -1367,18 +1387,10 @@ class Session:
             value = self.scalars[name]
             return f'"{value}"' if isinstance(value, str) else number(value)
 
-        written = text.strip()
         text = re.sub(r'"[^"]*"|(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)', scalar, coefficient_references(text))
         text = re.sub(r"\b_pi\b", number(math.pi), text)
         text = re.sub(r"\b_N\b", number(float(len(self.data))), text)
-        text = re.sub(r'"[^"]*"|\bscalar\(\s*([A-Za-z_]\w*)\s*\)|\b([A-Za-z_]\w*)\b(?!\s*\()', named, text)
-        rows = self.data.iloc[:1] if len(self.data) else pd.DataFrame(index=[0])
-        try:
-            value = evaluate(parse_expression(text, self._resolve), rows)[0]
-        except (FormulaError, DataError, KeyError) as exc:
-            raise JaxhlmError(f"cannot evaluate {written!r}; {exc} (one expression at a time: separate expressions "
-                              'with quoted text, di e(ll) " " e(N))') from None
-        return value if isinstance(value, str) else float(value)
+        return re.sub(r'"[^"]*"|\bscalar\(\s*([A-Za-z_]\w*)\s*\)|\b([A-Za-z_]\w*)\b(?!\s*\()', named, text)
 
     def quietly(self, args: str) -> str:
         self.run(*_command_word(args.strip().lstrip(":")))
@@ -1765,6 +1777,36 @@ def _stored(kind: str | None, value: np.ndarray, name: str) -> np.ndarray:
     if kind in ("byte", "int", "long"):
         return np.trunc(value)
     return value if kind == "double" else value.astype(np.float32).astype(float)
+
+
+#: the r() results of summarize, meanonly
+_MEANONLY = ("N", "sum_w", "mean", "min", "max", "sum")
+#: summarize, detail's percentiles
+PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+def _summary(x: np.ndarray, detail: bool) -> dict[str, float]:
+    """summarize's r() of the values ``x`` (non-missing): with ``detail`` Stata's percentiles (the average of the two
+    order statistics where n·p/100 is whole, else the next one up), skewness m₃/m₂^1.5 and kurtosis m₄/m₂²."""
+    n = len(x)
+    out = {"N": float(n), "sum_w": float(n)}
+    if n == 0:
+        return {**out, "sum": 0.0}
+    mean = float(x.mean())
+    out.update({"mean": mean, "Var": float(x.var(ddof=1)) if n > 1 else np.nan, "min": float(x.min()),
+                "max": float(x.max()), "sum": float(x.sum())})
+    out["sd"] = math.sqrt(out["Var"]) if n > 1 else np.nan
+    if detail:
+        s = np.sort(x)
+        for p in PERCENTILES:
+            P = n * p / 100
+            i = int(math.floor(P))
+            out[f"p{p}"] = float((s[i - 1] + s[i]) / 2) if P == i and 0 < i < n else float(s[min(i, n - 1)])
+        d = x - mean
+        m2 = float(np.mean(d**2))
+        out["skewness"] = float(np.mean(d**3)) / m2**1.5 if m2 > 0 else np.nan
+        out["kurtosis"] = float(np.mean(d**4)) / m2**2 if m2 > 0 else np.nan
+    return out
 
 
 def _missing(values: np.ndarray) -> Any:

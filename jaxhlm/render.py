@@ -692,6 +692,30 @@ def _wrap_label(label: str, width: int) -> list[str]:
     return lines or [""]
 
 
+def summarize_detail_text(title: str, values: np.ndarray, stats: Mapping[str, float]) -> str:
+    """Stata's ``summarize, detail`` block of one variable (its label, else its name, centred over the rule): the
+    percentiles with the four smallest and largest values beside them, then N, the sum of weights, mean, standard
+    deviation, variance, skewness and kurtosis."""
+    if not len(values):
+        return "\n".join([" " * ((61 - len(title)) // 2) + title, "-" * 61, "no observations"])
+    side = {10: ("Obs", _fmt_int(int(stats["N"]))), 25: ("Sum of wgt.", _fmt_int(int(stats["sum_w"]))),
+            50: ("Mean", stata_g(stats["mean"])), 90: ("Variance", stata_g(stats["Var"])),
+            95: ("Skewness", stata_g(stats["skewness"])), 99: ("Kurtosis", stata_g(stats["kurtosis"]))}
+    lines = [" " * ((61 - len(title)) // 2) + title, "-" * 61, "      Percentiles      Smallest"]
+    for k, p in enumerate((1, 5, 10, 25, 50, 75, 90, 95, 99)):
+        if p == 50:
+            lines.append("")
+        extreme = values[k] if k < 4 and k < len(values) else values[len(values) - 9 + k] if k >= 5 and 9 - k <= len(values) else None
+        line = f"{f'{p}%':>3}{stata_g(stats[f'p{p}']):>13}{'' if extreme is None else stata_g(float(extreme)):>15}"
+        if p in side:
+            label, value = side[p]
+            line = f"{line:<38}{label}{value:>{23 - len(label)}}"
+        lines.append(line.rstrip())
+        if p == 50:
+            lines.append(f"{'Largest':>31}       Std. dev.{stata_g(stats['sd']):>14}")
+    return "\n".join(lines)
+
+
 def correlate_text(names: Sequence[str], matrix: np.ndarray, n: int, covariance: bool = False) -> str:
     """Stata's ``correlate``: the observation count, then the lower triangle, names abbreviated to 8 over the
     columns and 12 beside the rows, correlations as %9.4f, covariances with 6 significant digits. A matrix wider

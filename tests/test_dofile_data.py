@@ -358,3 +358,36 @@ def test_correlate_prints_statas_table(session):
         f"{jaxhlm.render.stata_g(hsb.iloc[10:]['ses'].var(), 6):>9}"
     with pytest.raises(jaxhlm.JaxhlmError, match="option spearman not allowed; correlate accepts covariance"):
         _run(session, "corr mathach ses, spearman")
+
+
+def test_summarize_detail_meanonly_and_r(session):
+    """summarize, detail: Stata's percentiles (R's quantile type 2, which averages where n·p/100 is whole: checked
+    here on a sample of 8), the four smallest and largest values, moments as Stata's; r() of the last variable, which
+    generate reads (grand-mean centring with r(mean)); meanonly shows nothing."""
+    hsb = jaxhlm.datasets.hsb()
+    text = _run(session, "summarize ses, detail")[0].splitlines()
+    assert text[0] == " " * 29 + "ses" and text[1] == "-" * 61 and text[2] == "      Percentiles      Smallest"
+    assert text[3] == " 1%       -1.848         -3.758"
+    assert text[5] == "10%       -1.038         -2.508       Obs               7,185"
+    assert text[8] == "50%         .002                      Mean           .0001434"
+    assert text[9] == "                        Largest       Std. dev.      .7793552"
+    assert text[13] == "99%        1.512          2.692       Kurtosis       2.620279"
+    x = hsb["ses"].to_numpy()
+    d = x - x.mean()
+    r = session.returned
+    assert r["skewness"] == pytest.approx(np.mean(d**3) / np.mean(d**2) ** 1.5, rel=1e-12)
+    assert r["kurtosis"] == pytest.approx(np.mean(d**4) / np.mean(d**2) ** 2, rel=1e-12)
+    assert (r["p50"], r["p99"], r["N"], r["sum_w"]) == (0.002, 1.512, 7185.0, 7185.0)
+    assert r["Var"] == pytest.approx(x.var(ddof=1), rel=1e-12)
+    # percentiles where n·p/100 is whole: the average of the two order statistics (R: quantile(1:8, type = 2))
+    eight = Session(pd.DataFrame({"v": np.arange(1.0, 9.0)}))
+    _run(eight, "summarize v, d")
+    assert [eight.returned[f"p{p}"] for p in (1, 5, 10, 25, 50, 75, 90, 95, 99)] == [1, 1, 1, 2.5, 4.5, 6.5, 8, 8, 8]
+    assert _run(session, "summarize mathach ses, meanonly") == [""]
+    assert set(session.returned) == {"N", "sum_w", "mean", "min", "max", "sum"}
+    assert session.returned["mean"] == pytest.approx(x.mean(), rel=1e-12)
+    _run(session, "summarize ses", "generate ses_c = ses - r(mean)", "summarize ses_c")
+    assert abs(session.returned["mean"]) < 1e-8
+    np.testing.assert_allclose(session.data["ses_c"], (x - x.mean()).astype(np.float32), rtol=0, atol=0)
+    with pytest.raises(jaxhlm.JaxhlmError, match="summarize takes detail or meanonly, not both"):
+        _run(session, "summarize ses, detail meanonly")
