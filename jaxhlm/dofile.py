@@ -255,7 +255,7 @@ class Session:
             return ""
         if abbreviates(sub, "restore", 1):
             self.active, self.active_name = self._stored(name), name
-            return ""
+            return f"(results {name} are active now)"
         if abbreviates(sub, "stats", 4):
             return render.ic_text(self._named(name))
         if abbreviates(sub, "table", 3):
@@ -1618,6 +1618,8 @@ def _inline(word: str, args: str) -> bool:
         if handler is Session.capture:  # only capture noisily shows anything
             inner, rest = _command_word(rest.strip().lstrip(":"))
         return bool(inner) and _inline(inner, rest)
+    if handler is Session.estimates:  # estimates restore's note; its tables follow a blank line
+        return abbreviates(args.split()[0], "restore", 1) if args.split() else False
     return handler in _INLINE
 
 

@@ -199,6 +199,7 @@ def test_log_echoes_and_state(hsb, tmp_path):
                  "tab female, gen(fem)\n"
                  "mixed mathach fem2 || id:\n")
     assert f'. use "{small}", clear\n' in log and ". quietly mixed mathach ses || id:\n. est store a\n" in log
+    assert ". estimates restore a\n(results a are active now)\n\n. estat ic" in log  # as Stata's logs show it
     ic = stata_log.estat_ic(log)
     assert [(row[0], row[1]) for row in ic] == [("a", len(subset))]  # the restored, named estimates, used data
     assert stata_log.printouts(log)[-1].coef.keys() == {"fem2", "_cons"}
