@@ -1194,6 +1194,48 @@ class Session:
                                  if covariance else {"rho": matrix[0, 1]})
         return render.correlate_text(names, matrix, len(x), covariance)
 
+    def pwcorr(self, args: str) -> str:
+        """``pwcorr [varlist] [if] [in] [, obs sig star(#) print(#) listwise]``: the correlations of each pair over the
+        rows where both are present (all the variables', with listwise), with their t tests' p-values; r(rho) and
+        r(N) of two variables."""
+        body, *rest = split_top(args, ",")
+        flags, star, shown = set(), None, None
+        for o, arg in options(",".join(rest)):
+            if o in ("obs", "sig") and arg is None:
+                flags.add(o)
+            elif abbreviates(o, "listwise", 4) and arg is None:
+                flags.add("listwise")
+            elif o in ("star", "print") and arg is not None:
+                try:
+                    level = float(arg)
+                except ValueError:
+                    raise JaxhlmError(f"{o}({arg}): give a significance level, e.g. {o}(.05)") from None
+                star, shown = (level, shown) if o == "star" else (star, level)
+            else:
+                raise JaxhlmError(f"option {o} not allowed; pwcorr accepts obs, sig, star(#), print(#) and listwise")
+        body, subset = split_qualifiers(body, self._columns())
+        names = self._varlist(body) if body.strip() else [
+            str(c) for c in self.data.columns if pd.api.types.is_numeric_dtype(self.data[c])]
+        x = self.data.loc[self._selected(subset), names].to_numpy(dtype=float)
+        if "listwise" in flags:
+            x = x[~np.isnan(x).any(axis=1)]
+        k = len(names)
+        rho, p, n = np.eye(k), np.zeros((k, k)), np.zeros((k, k))
+        for i in range(k):
+            for j in range(i + 1):
+                both = ~np.isnan(x[:, i]) & ~np.isnan(x[:, j])
+                n[i, j] = n[j, i] = both.sum()
+                if i != j and both.sum() > 2:
+                    r = float(np.corrcoef(x[both, i], x[both, j])[0, 1])
+                    t = r * math.sqrt((both.sum() - 2) / max(1 - r * r, 1e-300))
+                    rho[i, j] = rho[j, i] = r
+                    p[i, j] = p[j, i] = 2 * special.stdtr(both.sum() - 2, -abs(t))
+                elif i != j:
+                    rho[i, j] = rho[j, i] = p[i, j] = p[j, i] = np.nan
+        if k == 2:
+            self.returned = {"rho": rho[1, 0], "N": n[1, 0]}
+        return render.pwcorr_text(names, rho, p, n, "sig" in flags, "obs" in flags, star, shown)
+
     def list_(self, args: str) -> str:
         """``list [varlist] [if] [in] [, noobs clean separator(#)]``: the selected rows of the variables (all without
         a varlist) in Stata's boxed table, observation numbers at the left, a rule every 5 rows."""
@@ -1539,7 +1581,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
     ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
-    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("correlate", 3, Session.correlate), ("preserve", 8, Session.preserve), ("list", 1, Session.list_), ("restore", 7, Session.restore), ("label", 2, Session.label),
+    ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("correlate", 3, Session.correlate), ("pwcorr", 6, Session.pwcorr), ("preserve", 8, Session.preserve), ("list", 1, Session.list_), ("restore", 7, Session.restore), ("label", 2, Session.label),
     *((name, shortest, Session.graph) for name, shortest in GRAPH_COMMANDS),
 ]
 

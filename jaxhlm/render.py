@@ -9,7 +9,7 @@ import dataclasses
 import math
 import re
 import textwrap
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -716,15 +716,54 @@ def summarize_detail_text(title: str, values: np.ndarray, stats: Mapping[str, fl
     return "\n".join(lines)
 
 
+#: the columns of a correlation matrix that fit Stata's line; wider ones continue in blocks below
+MATRIX_COLUMNS = 7
+
+
+def _lower_triangle(names: Sequence[str], rows: Callable[[int, int, int], list[str]]) -> list[str]:
+    """A lower-triangular table as Stata's correlate and pwcorr print it, in blocks of :data:`MATRIX_COLUMNS`
+    columns (a block's rows start at its first column's variable): names abbreviated to 8 over the columns and to 12
+    beside the rows; ``rows(i, first, last)`` gives row i's lines for the block of columns first..last."""
+    lines: list[str] = []
+    for first in range(0, len(names), MATRIX_COLUMNS):
+        last = min(first + MATRIX_COLUMNS, len(names)) - 1
+        lines += [""] * bool(lines) + [f"{'':12} |" + "".join(f"{_abbrev(v, 8):>9}" for v in names[first:last + 1]),
+                                       "-" * 13 + "+" + "-" * (9 * (last - first + 1))]
+        for i in range(first, len(names)):
+            lines += rows(i, first, min(i, last))
+    return lines
+
+
 def correlate_text(names: Sequence[str], matrix: np.ndarray, n: int, covariance: bool = False) -> str:
-    """Stata's ``correlate``: the observation count, then the lower triangle, names abbreviated to 8 over the
-    columns and 12 beside the rows, correlations as %9.4f, covariances with 6 significant digits. A matrix wider
-    than the line stays on one line (Stata would wrap it at its line size)."""
+    """Stata's ``correlate``: the observation count, then the lower triangle (:func:`_lower_triangle`),
+    correlations as %9.4f, covariances with 6 significant digits."""
     cell = (lambda v: f"{stata_g(v, 6):>9}") if covariance else (lambda v: f"{v:9.4f}")
-    return "\n".join([f"(obs={_fmt_int(n)})", "", f"{'':12} |" + "".join(f"{_abbrev(v, 8):>9}" for v in names),
-                      "-" * 13 + "+" + "-" * (9 * len(names))] +
-                     [f"{_abbrev(v, 12):>12} |" + "".join(cell(matrix[i, j]) for j in range(i + 1))
-                      for i, v in enumerate(names)])
+    return "\n".join([f"(obs={_fmt_int(n)})", ""] + _lower_triangle(
+        names, lambda i, a, b: [f"{_abbrev(names[i], 12):>12} |" + "".join(cell(matrix[i, j]) for j in range(a, b + 1))]))
+
+
+def pwcorr_text(names: Sequence[str], rho: np.ndarray, p: np.ndarray, n: np.ndarray, sig: bool, obs: bool,
+                star: float | None, shown: float | None) -> str:
+    """Stata's ``pwcorr``: each pair's correlation over its own complete rows, as %8.4f cells each followed by its
+    star (``star``: p below it) or a space; with ``sig`` the p-values under them and with ``obs`` the counts, each
+    variable's block then closed by an empty row; ``shown`` (print()) blanks those with p not below it."""
+    def cells(values: list[str]) -> str:
+        return " " + "".join(values)
+
+    def rows(i: int, a: int, b: int) -> list[str]:
+        keep = [j for j in range(a, b + 1)]
+        blank = [shown is not None and i != j and not p[i, j] < shown for j in keep]
+        out = [f"{_abbrev(names[i], 12):>12} |" + cells([
+            " " * 9 if hide else f"{rho[i, j]:8.4f}" + ("*" if star is not None and i != j and p[i, j] < star else " ")
+            for j, hide in zip(keep, blank)])]
+        if sig:  # nothing under the diagonal's 1.0000
+            values = [" " * 9 if hide else f"{p[i, j]:8.4f} " for j, hide in zip(keep, blank) if j != i]
+            out.append(f"{'':12} |" + (cells(values) if values else ""))
+        if obs:
+            out.append(f"{'':12} |" + cells([" " * 9 if hide else f"{int(n[i, j]):8d} " for j, hide in zip(keep, blank)]))
+        return out + [f"{'':12} |"] * (sig or obs)
+
+    return "\n".join(_lower_triangle(names, rows))
 
 
 def summarize_text(rows: Sequence[tuple[str, int, float, float, float, float]]) -> str:

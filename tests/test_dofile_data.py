@@ -391,3 +391,29 @@ def test_summarize_detail_meanonly_and_r(session):
     np.testing.assert_allclose(session.data["ses_c"], (x - x.mean()).astype(np.float32), rtol=0, atol=0)
     with pytest.raises(jaxhlm.JaxhlmError, match="summarize takes detail or meanonly, not both"):
         _run(session, "summarize ses, detail meanonly")
+
+
+def test_pwcorr_pairwise_with_significance(session):
+    """pwcorr: each pair over its own complete rows (pandas' pairwise corr), t-test p-values (scipy's pearsonr), stars,
+    and the layout of Stata's logs: %8.4f cells each followed by its star or a space, the p-values under them, an
+    empty row closing each variable. correlate and pwcorr continue a matrix wider than 7 columns in a block below."""
+    from scipy import stats
+
+    _run(session, "replace ses = . in 1/5")
+    data = session.data
+    text = _run(session, "pwcorr mathach ses female, sig star(.05)")[0].splitlines()
+    r = data[["mathach", "ses", "female"]].corr()
+    both = data[["mathach", "ses"]].dropna()
+    assert text[:4] == ["             |  mathach      ses   female", "-------------+---------------------------",
+                        "     mathach |   1.0000 ", "             |"]
+    assert text[5] == f"         ses |{r.loc['ses', 'mathach']:9.4f}*  1.0000 "
+    assert text[6] == f"             |{stats.pearsonr(both['mathach'], both['ses'])[1]:9.4f} "
+    assert session.returned == {} or "rho" not in session.returned  # three variables: no r(rho)
+    _run(session, "pwcorr female size")
+    pair = data[["female", "size"]].dropna()
+    assert session.returned["rho"] == pytest.approx(stats.pearsonr(pair["female"], pair["size"])[0], rel=1e-12)
+    shown = _run(session, "pwcorr female size, print(.001)")[0].splitlines()
+    assert shown[3] == "        size |            1.0000 "  # p = 0.0010 is not below .001: blanked
+    wide = _run(session, "corr mathach ses meanses female minority size sector pracad disclim")[0].splitlines()
+    assert wide[2].endswith("   sector") and len(wide[4 + 8]) == 14 + 9 * 7  # disclim's row: seven columns
+    assert wide[13] == "" and wide[14] == "             |   pracad  disclim" and wide[16] == "      pracad |   1.0000"
