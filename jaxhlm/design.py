@@ -1203,6 +1203,11 @@ def _crossed_order(spec: ModelSpec, n_first: int, n_second: int) -> ModelSpec:
     return dataclasses.replace(spec, random=spec.level_terms(1) + spec.level_terms(0))
 
 
+#: The least-squares residual sum of squares, relative to Σy², at or below which the response counts as an exact
+#: linear function of the fixed effects (a float-stored copy of a predictor leaves 1e-14).
+PERFECT_FIT = 1e-12
+
+
 def build_design(spec: ModelSpec, data: Data) -> Design:
     """Validate ``data`` against ``spec`` and reduce it to sufficient statistics; raise :class:`DataError`
     with a remedy for bad input.
@@ -1265,6 +1270,12 @@ def build_design(spec: ModelSpec, data: Data) -> Design:
         raise DataError("the fixed-effects design is singular: every column is zero")
     if stats.n <= p:
         raise DataError(f"{stats.n} observations cannot identify {p} fixed effects plus variance components")
+    XtX = (stats.R.T @ stats.R)[np.ix_(kept, kept)]
+    rss = stats.yty - float(stats.Xty[kept] @ np.linalg.solve(XtX, stats.Xty[kept]))
+    if rss <= PERFECT_FIT * stats.yty:
+        raise DataError(f"the response {spec.response!r} is an exact linear function of the fixed effects (every "
+                        "residual is zero, to rounding), so no variance is left to estimate; check that the response "
+                        "is not among the predictors or computed from them")
     inner_sums = () if stats.inner is None else (stats.inner.WtW.sum(axis=0),)
     for names, ZtZ in zip((spec.re_names[:q1], spec.re_names[q1:]), (stats.ZtZ.sum(axis=0), *inner_sums)):
         if names and np.linalg.matrix_rank(ZtZ, tol=COLLINEARITY_TOL**2 * np.max(np.abs(ZtZ))) < ZtZ.shape[0]:

@@ -1535,7 +1535,7 @@ class Session:
     # ---- helpers --------------------------------------------------------------------------------
     def _active(self) -> MixedResult:
         if self.active is None:
-            raise JaxhlmError("last estimates not found; run mixed first")
+            raise JaxhlmError("last estimates not found; fit a model first (mixed or regress)")
         return self.active
 
     def _named(self, names: str) -> list[tuple[str, MixedResult]]:

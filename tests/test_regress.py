@@ -160,6 +160,9 @@ def test_without_random_effects_refusals(hsb):
                            ("mathach ses, reml", "option reml not allowed; regress accepts noconstant")):
         with pytest.raises(FormulaError, match=words):
             jaxhlm.regress(command, hsb)
+    for command, data in (("mathach ses mathach", hsb), ("y ses || id:", hsb.assign(y=2 * hsb["ses"] + 1))):
+        with pytest.raises(jaxhlm.DataError, match="is an exact linear function of the fixed effects"):
+            (jaxhlm.regress if "||" not in command else jaxhlm.mixed)(command, data)
     with pytest.raises(JaxhlmError, match="dfmethod 'satterthwaite' is for mixed models"):
         jaxhlm.regress("mathach ses", hsb).test("ses", dfmethod="satterthwaite")
 
