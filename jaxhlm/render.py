@@ -119,7 +119,7 @@ def header(r: "MixedResult", groups: bool = True) -> list[str]:
         df = r.ddf
         rows += [(f"DF method: {DFMETHOD_NAMES[r.spec.dfmethod]}", f"{'DF:':<14}min = {df.min():>10,.2f}"),
                  ("", f"{'avg':>17} = {df.mean():>10,.2f}"), ("", f"{'max':>17} = {df.max():>10,.2f}"),
-                 ("", _header_right(f"F({r.wald.df},{r.wald.ddf:9.2f})", _fixed(r.wald.statistic, 2))),
+                 ("", _header_right(f"F({r.wald.df},{_fixed(r.wald.ddf, 2):>9})", _fixed(r.wald.statistic, 2))),
                  (f"{ll_label} = {stata_g(r.llf, 8)}", _header_right("Prob > F", _fixed(r.wald.pvalue, 4)))]
     return lead + [_pair(left, right) for left, right in rows]
 
@@ -259,7 +259,7 @@ def lincom_text(lc: "LinearCombination") -> str:
 def nlcom_text(nl: "NonlinearCombinations") -> str:
     """Stata's ``nlcom`` output: each function's name and expression, then a coefficient table of them."""
     w = _name_width([nl.response, *nl.names])
-    head = _coef_head(nl.response, w, nl.confidence)
+    head = _coef_head(nl.response, w, nl.confidence, "z" if math.isinf(nl.df) else "t")
     rows = [_coef_line(f"{_abbrev(name, w):>{w}}", *row) for name, row in zip(nl.names, nl.table)]
     return "\n".join([f"{_abbrev(name, w):>{w}}:  {text}" for name, text in zip(nl.names, nl.expressions)] + [""]
                      + head + rows + ["-" * (w + 66)])
@@ -337,13 +337,16 @@ def contrast_text(c: "Contrasts", wald: bool = True, show: str | None = "cieffec
     if wald:
         t = c.table
         F = "F" in t.columns  # small: F tests, their denominator df beside the numerator's
-        width = 45 if F else 34
-        head = f"{'df':>11}{'ddf':>11}{'F':>12}{'P>F':>11}" if F else f"{'df':>11}{'chi2':>12}{'P>chi2':>11}"
+        # After regress (no equation named) one denominator serves every test: Stata's "Denominator" row
+        denominator = F and not c.response
+        width = 45 if F and not denominator else 34
+        head = (f"{'df':>11}{'F':>12}{'P>F':>11}" if denominator else f"{'df':>11}{'ddf':>11}{'F':>12}{'P>F':>11}" if F
+                else f"{'df':>11}{'chi2':>12}{'P>chi2':>11}")
         named = [f"{row} " for _, row in t.index if row]
-        w = _name_width([c.response, *terms, *named])
+        w = _name_width([c.response, *terms, *named, *(["Denominator"] if denominator else [])])
         rule = "-" * (w + 1)
-        lines += ["", rule + "-" * (width + 1), f"{'':{w}} |{head}", rule + "+" + "-" * width,
-                  f"{_abbrev(c.response, w):<{w}} |"]
+        lines += ["", rule + "-" * (width + 1), f"{'':{w}} |{head}", rule + "+" + "-" * width]
+        lines += [f"{_abbrev(c.response, w):<{w}} |"] if c.response else []
         for k, term in enumerate(terms):
             block = t.loc[term]
             lines += [f"{'':{w}} |"] * bool(k)
@@ -351,9 +354,12 @@ def contrast_text(c: "Contrasts", wald: bool = True, show: str | None = "cieffec
                 lines.append(f"{_abbrev(term, w):>{w}} |")
             for row, values in block.iterrows():
                 label = f"{_abbrev(str(row), w - 1):>{w - 1}} " if row else f"{_abbrev(term, w):>{w}}"
-                stat = (f"{values['ddf']:>11.2f}{values['F']:>12.2f}{values['P>F']:>11.4f}" if F else
+                stat = (f"{values['F']:>12.2f}{values['P>F']:>11.4f}" if denominator else
+                        f"{values['ddf']:>11.2f}{values['F']:>12.2f}{values['P>F']:>11.4f}" if F else
                         f"{values['chi2']:>12.2f}{values['P>chi2']:>11.4f}")
                 lines.append(f"{label} |{int(values['df']):>11}{stat}")
+        if denominator:
+            lines += [f"{'':{w}} |", f"{'Denominator':>{w}} |{int(t['ddf'].iloc[0]):>11}"]
         lines.append(rule + "-" * (width + 1))
     if show is not None and c.effects is not None:
         e = c.effects
@@ -377,8 +383,8 @@ def _effects_table(response: str, blocks: Sequence[tuple[str, Sequence[tuple[str
     if adjustment is not None:
         a = adjustment
         lines.append(f"{'':{w}} |" + {"effects": f"{a:>38}{a:>21}", "pveffects": f"{a:>38}", "cieffects": f"{a:>43}"}[show])
-    lines += [f"{'':{w}} |   Contrast   Std. err.{title}", "-" * (w + 1) + "+" + "-" * width,
-              f"{_abbrev(response, w):<{w}} |"]
+    lines += [f"{'':{w}} |   Contrast   Std. err.{title}", "-" * (w + 1) + "+" + "-" * width]
+    lines += [f"{_abbrev(response, w):<{w}} |"] if response else []  # a single-equation model (regress) names none
     for k, (term, rows) in enumerate(blocks):
         lines += [f"{'':{w}} |"] * bool(k) + [f"{_abbrev(term, w):>{w}} |"]
         lines += [_effects_line(f"{_abbrev(str(label), w - 1):>{w - 1}} ", row, show) for label, row in rows]

@@ -845,9 +845,11 @@ class MixedResult:
             rows.append((name, str(text).strip(), values[0], math.sqrt(max(g @ V[np.ix_(used, used)] @ g, 0.0))))
         est = np.array([r[2] for r in rows])
         se = np.array([r[3] for r in rows])
-        table = coefficient_table(est, np.diag(se**2), alpha, None)
+        # Stata's nlcom: z tests after mixed, t tests on the residual degrees of freedom after regress
+        df = None if self._stata_large(False, "nlcom") else self.small.df(np.ones((len(rows), 1)))
+        table = coefficient_table(est, np.diag(se**2), alpha, df)
         return NonlinearCombinations(tuple(r[0] for r in rows), tuple(r[1] for r in rows), self.design.response,
-                                     table, 1 - alpha)
+                                     table, 1 - alpha, math.inf if df is None else float(df[0]))
 
     def ic(self) -> pd.DataFrame:
         """Stata's ``estat ic``: N is the number of observations."""
@@ -1238,7 +1240,7 @@ class MixedResult:
             frame = pd.DataFrame([e[2:] for e in effects], columns=["contrast", "std_err", stat, "p", "ci_lower",
                                                                     "ci_upper", *([] if method is None else ["df"])],
                                  index=pd.MultiIndex.from_tuples([e[:2] for e in effects], names=["term", "contrast"]))
-        return Contrasts(table, self.design.response, "asobserved" if asobserved else "asbalanced", frame, 1 - alpha)
+        return Contrasts(table, self._equation, "asobserved" if asobserved else "asbalanced", frame, 1 - alpha)
 
     def pwcompare(self, terms: str | Sequence[str], mcompare: str = "noadjust", alpha: float = 0.05, asobserved: bool = False,
                   small: bool = False) -> "PairwiseComparisons":
@@ -1278,7 +1280,7 @@ class MixedResult:
             if df is not None:
                 frame["df"] = df
             blocks.append(frame)
-        return PairwiseComparisons(tuple(blocks), self.design.response, mcompare, 1 - alpha,
+        return PairwiseComparisons(tuple(blocks), self._equation, mcompare, 1 - alpha,
                                    "asobserved" if asobserved else "asbalanced")
 
     def _level_text(self, variable: str, value: float) -> str:
@@ -1782,12 +1784,14 @@ class NonlinearCombinations:
     names: tuple[str, ...]
     expressions: tuple[str, ...]
     response: str
-    table: np.ndarray  # (k, 6): estimate, std. err., z, P>|z|, lower, upper
+    table: np.ndarray  # (k, 6): estimate, std. err., z (or t), p, lower, upper
     confidence: float
+    df: float = math.inf  # of the t tests (a regression's residual df); inf: z tests
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.table, index=list(self.names),
-                            columns=["estimate", "std_err", "z", "pvalue", "ci_lower", "ci_upper"])
+                            columns=["estimate", "std_err", "z" if math.isinf(self.df) else "t", "pvalue",
+                                     "ci_lower", "ci_upper"])
 
     def __str__(self) -> str:
         return render.nlcom_text(self)

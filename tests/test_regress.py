@@ -303,3 +303,30 @@ def test_regression_diagnostics(hsb):
     assert "estat vif is for regress results; the active ones are mixed's" in out
     with pytest.raises(JaxhlmError, match="the centred VIF needs a constant"):
         jaxhlm.regress("mathach ses female, noconstant", hsb).vif()
+
+
+def test_contrast_pwcompare_and_nlcom_after_regress(hsb):
+    """After regress, Stata's single-equation layouts: contrast's F tests with one Denominator row, no equation row
+    over pwcompare's terms, and nlcom's t tests on the residual df (each against its own computation here)."""
+    from scipy import stats
+
+    r = jaxhlm.regress("mathach i.sized##i.sector ses", hsb)
+    c = r.contrast("sized sector")
+    text = c.text().splitlines()
+    assert text[4:7] == ["------------------------------------------------",
+                         "             |         df           F        P>F",
+                         "-------------+----------------------------------"]
+    assert text[-3:-1] == ["             |", " Denominator |       7178"]
+    assert "mathach" not in c.text()
+    # sector's balanced effect: its effect averaged over the sizes (a scaled constraint tests the same)
+    F = c.table.loc[("sector", ""), "F"]
+    assert F == pytest.approx(r.test("3*1.sector + 2.sized#1.sector + 3.sized#1.sector = 0").statistic, rel=1e-9)
+    pw = str(r.pwcompare("sized", mcompare="bonferroni"))
+    assert "mathach" not in pw and "       sized |            3" in pw
+    nl = r.nlcom("_b[ses]/_b[_cons]")
+    assert nl.df == 7178
+    est, se, t, p = nl.table[0, :4]
+    assert t == pytest.approx(est / se) and p == pytest.approx(2 * stats.t.sf(abs(t), 7178), rel=1e-9)
+    assert "      t    P>|t|" in str(nl)
+    mixed = jaxhlm.mixed("mathach i.sized ses || id:", hsb)
+    assert math.isinf(mixed.nlcom("_b[ses]/_b[_cons]").df) and "\nmathach      |" in mixed.contrast("sized").text()
