@@ -31,7 +31,7 @@ from .errors import DataError, FormulaError, JaxhlmError
 from .datasets import LABELS
 from .infer import sd_corr
 from .results import MixedResult, Regression, WaldTest, coefficient_references, estimates_table, lrtest
-from .expressions import Subset, evaluate, parse_expression
+from .expressions import Subset, evaluate, parse_expression, with_rows
 from .stata import (Columns, abbreviates, confidence_level, level_labels, options, parse_mixed, parse_regress, replay_display,
                     split_qualifiers, split_top)
 
@@ -181,6 +181,8 @@ class Session:
     #: preserve's copy: data, variable labels, value label sets and attachments, changed
     preserved: tuple[pd.DataFrame, dict[str, str], dict[str, dict[int, str]], dict[str, str], bool] | None = None
     scratch: Any = None  # tempfile's directory (a tempfile.TemporaryDirectory), made on first use
+    #: the by-groups of the command a ``by varlist:`` prefix runs, within which its _n, _N and subscripts count
+    by_groups: list[str] | None = None
 
     def expand(self, text: str) -> str:
         """``text`` with its macros substituted, as Stata does before it runs a command: `name' (a local;
@@ -645,8 +647,8 @@ class Session:
         kind, name, text = _assignment(args, "generate")
         if name in self.data.columns:
             raise JaxhlmError(f"variable {name} already defined")
-        body, subset = split_qualifiers(text, self._columns())
-        value = evaluate(parse_expression(self._substituted(body), self._resolve), self.data)
+        body, subset = self._qualifiers(text)
+        value = self._rowwise(body)
         new = _stored(kind, value, name)
         new = np.where(self._selected(subset), new, _missing(new))
         self._set({name: new})
@@ -659,10 +661,10 @@ class Session:
             raise JaxhlmError("replace takes no storage type; the variable keeps its own")
         if name not in self.data.columns:
             raise JaxhlmError(f"variable {name} not found")
-        body, subset = split_qualifiers(text, self._columns())
+        body, subset = self._qualifiers(text)
         old = self.data[name].to_numpy()
         text_var = not (pd.api.types.is_numeric_dtype(self.data[name]) or pd.api.types.is_bool_dtype(self.data[name]))
-        value = evaluate(parse_expression(self._substituted(body), self._resolve), self.data)
+        value = self._rowwise(body)
         if (value.dtype == object) != text_var:
             raise JaxhlmError(f"type mismatch: {name} is a {'string' if text_var else 'numeric'} variable")
         new = np.where(self._selected(subset), value, old)
@@ -682,7 +684,7 @@ class Session:
                 by = self._varlist(arg)
             else:
                 raise JaxhlmError(f"option {o} not allowed; egen accepts by(varlist)")
-        body, subset = split_qualifiers(text, self._columns())
+        body, subset = self._qualifiers(text)
         found = re.fullmatch(r"\s*([a-z]+)\((.*)\)\s*", body, re.S)
         if found is None or found.group(1) not in (*_EGEN, "group", "tag"):
             raise JaxhlmError(f"egen computes {', '.join(f + '()' for f in (*_EGEN, 'group', 'tag'))}; got "
@@ -704,13 +706,40 @@ class Session:
         self._set({name: new})
         return _missing_note(new)
 
-    def by(self, args: str) -> str:
-        """The ``by varlist:`` / ``bysort varlist:`` prefix, for egen (the order of the rows does not matter to it)."""
+    def by(self, args: str, sort: bool = False) -> str:
+        """The ``by varlist [, sort]:`` prefix of egen, generate, replace, drop and keep: egen's statistics by group,
+        and the others' _n, _N and explicit subscripts counted within each group (``bysort id: gen first = _n == 1``,
+        ``by id: gen lag = y[_n-1]``). The data must be sorted by the varlist, unless ``sort`` (or ``bysort``) sorts
+        them, by the varlist and then by the variables in parentheses after it (``bysort id (time):``), stably."""
         head, colon, rest = args.partition(":")
         cmd, _, cmd_args = rest.strip().partition(" ")
-        if not colon or not abbreviates(cmd, "egen", 4):
-            raise JaxhlmError("by varlist: here prefixes egen, e.g. bysort id: egen m = mean(ses)")
-        return self.egen(cmd_args, self._varlist(head))
+        head, *opts = split_top(head, ",")
+        sort |= any(o == "sort" and a is None for o, a in options(",".join(opts)))
+        within = re.search(r"\(([^)]*)\)", head)
+        names = self._varlist(head[:within.start()] if within else head)
+        then = self._varlist(within.group(1)) if within else []
+        handler = _handler(cmd) if cmd else None
+        if not colon or not names or handler not in (Session.egen, Session.generate, Session.replace, Session.drop,
+                                                     Session.keep):
+            raise JaxhlmError("by varlist: here prefixes egen, generate, replace, drop and keep, e.g. bysort id: "
+                              "egen m = mean(ses), bysort id: gen first = _n == 1")
+        if handler is Session.egen:
+            return self.egen(cmd_args, names)
+        if sort:
+            self.data, self.changed = self.data.sort_values(names + then, kind="stable", na_position="last"), True
+        elif not self.data[names].apply(tuple, axis=1).is_monotonic_increasing if len(names) > 1 else \
+                not self.data[names[0]].is_monotonic_increasing:
+            raise JaxhlmError(f"not sorted: by {' '.join(names)}: needs the data sorted by it; use bysort (or sort "
+                              "first)")
+        self.by_groups = names
+        try:
+            return handler(self, cmd_args)
+        finally:
+            self.by_groups = None
+
+    def bysort(self, args: str) -> str:
+        """``bysort varlist [(varlist)]:``: ``by`` after sorting (:meth:`by`)."""
+        return self.by(args, sort=True)
 
     def sort(self, args: str) -> str:
         """``sort varlist``: the rows in ascending order of the variables (stable, as Stata's ``sort, stable``;
@@ -857,7 +886,7 @@ class Session:
                 by = self._varlist(arg)
             else:
                 raise JaxhlmError(f"option {o} not allowed; collapse accepts by(varlist)")
-        body, subset = split_qualifiers(body, self._columns())
+        body, subset = self._qualifiers(body)
         stat, targets = "mean", []
         for token in re.findall(r"\(\s*\w+\s*\)|\S+=\S+|\S+", body):
             if token.startswith("("):
@@ -1021,7 +1050,7 @@ class Session:
 
     def _drop_or_keep(self, args: str, drop: bool) -> str:
         """``drop``/``keep`` a varlist, or the rows ``if exp`` / ``in range`` selects."""
-        body, subset = split_qualifiers(args, self._columns())
+        body, subset = self._qualifiers(args)
         word = "drop" if drop else "keep"
         if subset is not None:
             if body.strip():
@@ -1047,7 +1076,7 @@ class Session:
         Stata's default type."""
         model = self._active()
         body, *rest = split_top(args, ",")
-        body, subset = split_qualifiers(body, self._columns())
+        body, subset = self._qualifiers(body)
         chosen, relevel, reses = [], None, None
         for o, arg in options(",".join(rest)):
             if o == "relevel" and arg:
@@ -1128,7 +1157,7 @@ class Session:
 
     def count(self, args: str) -> str:
         """``count [if] [in]``: the number of rows selected, as Stata prints it; r(N) holds it."""
-        body, subset = split_qualifiers(args, self._columns())
+        body, subset = self._qualifiers(args)
         if body.strip():
             raise JaxhlmError("count takes only if and in: count [if] [in]")
         n = int(self._selected(subset).sum())
@@ -1146,7 +1175,7 @@ class Session:
         given = _flags(",".join(rest), {"detail": 1, "meanonly": 4}, "summarize")
         if len(given) > 1:
             raise JaxhlmError("summarize takes detail or meanonly, not both")
-        body, subset = split_qualifiers(body, self._columns())
+        body, subset = self._qualifiers(body)
         names = self._varlist(body) if body.strip() else [str(c) for c in self.data.columns]
         frame = self.data.loc[self._selected(subset)]
         rows, details = [], []
@@ -1176,7 +1205,7 @@ class Session:
                 covariance = True
             else:
                 raise JaxhlmError(f"option {o} not allowed; correlate accepts covariance")
-        body, subset = split_qualifiers(body, self._columns())
+        body, subset = self._qualifiers(body)
         names = self._varlist(body) if body.strip() else [
             str(c) for c in self.data.columns if pd.api.types.is_numeric_dtype(self.data[c])]
         text = [n for n in names if not (pd.api.types.is_numeric_dtype(self.data[n])
@@ -1213,7 +1242,7 @@ class Session:
                 star, shown = (level, shown) if o == "star" else (star, level)
             else:
                 raise JaxhlmError(f"option {o} not allowed; pwcorr accepts obs, sig, star(#), print(#) and listwise")
-        body, subset = split_qualifiers(body, self._columns())
+        body, subset = self._qualifiers(body)
         names = self._varlist(body) if body.strip() else [
             str(c) for c in self.data.columns if pd.api.types.is_numeric_dtype(self.data[c])]
         x = self.data.loc[self._selected(subset), names].to_numpy(dtype=float)
@@ -1240,7 +1269,7 @@ class Session:
         """``list [varlist] [if] [in] [, noobs clean separator(#)]``: the selected rows of the variables (all without
         a varlist) in Stata's boxed table, observation numbers at the left, a rule every 5 rows."""
         body, *rest = split_top(args, ",")
-        body, subset = split_qualifiers(body, self._columns())
+        body, subset = self._qualifiers(body)
         names = self._varlist(body) if body.strip() else [str(c) for c in self.data.columns]
         given = {"obs_numbers": True, "box": True, "separator": 5}
         for o, arg in options(",".join(rest)):
@@ -1266,8 +1295,21 @@ class Session:
     def _varlist(self, text: str) -> list[str]:
         return list(dict.fromkeys(n for tok in text.split() for n in self._columns().resolve(tok)))
 
+    def _qualifiers(self, text: str) -> tuple[str, Subset | None]:
+        """A data command's text and its if/in qualifiers, whose expression may read _n, _N and subscripts."""
+        return split_qualifiers(text, self._columns(), rows=True)
+
     def _selected(self, subset: Subset | None) -> np.ndarray:
-        return np.ones(len(self.data), bool) if subset is None else subset.mask(self.data, 0, len(self.data))
+        """The rows the qualifiers select (_n and _N within the by-groups of a ``by`` prefix)."""
+        if subset is None:
+            return np.ones(len(self.data), bool)
+        return subset.mask(with_rows(self.data, self.by_groups or ()), 0, len(self.data))
+
+    def _rowwise(self, body: str) -> np.ndarray:
+        """An expression's value on each row (generate, replace): with Stata's results and scalars written in, and
+        _n, _N and subscripts counted within the by-groups of a ``by`` prefix."""
+        node = parse_expression(self._substituted(body, rows=True), self._resolve, rows=True)
+        return evaluate(node, with_rows(self.data, self.by_groups or ()))
 
     def _set(self, columns: dict[str, np.ndarray]) -> None:
         self.data = self.data.assign(**columns)
@@ -1379,20 +1421,25 @@ class Session:
 
     def _value(self, text: str) -> float | str:
         """An expression's value in a scalar context (``display``, ``local name = exp``, ``scalar``)
-        (:meth:`_substituted`); a variable stands for its first observation's value, as in Stata."""
+        (:meth:`_substituted`); a variable stands for its first observation's value, as in Stata, and ``x[5]`` for
+        its fifth's."""
         written = text.strip()
-        rows = self.data.iloc[:1] if len(self.data) else pd.DataFrame(index=[0])
         try:
-            value = evaluate(parse_expression(self._substituted(text), self._resolve), rows)[0]
+            node = parse_expression(self._substituted(text), self._resolve, rows=True)
+            # subscripts read other rows: the whole data then, else its first row
+            rows = (with_rows(self.data) if "[" in text else self.data.iloc[:1]) if len(self.data) else \
+                pd.DataFrame(index=[0])
+            value = evaluate(node, rows)[0]
         except (FormulaError, DataError, KeyError) as exc:
             raise JaxhlmError(f"cannot evaluate {written!r}; {exc} (one expression at a time: separate expressions "
                               'with quoted text, di e(ll) " " e(N))') from None
         return value if isinstance(value, str) else float(value)
 
-    def _substituted(self, text: str) -> str:
+    def _substituted(self, text: str, rows: bool = False) -> str:
         """An expression with the active results' ``_b[]``, ``_se[]`` and ``e()``, the last command's ``r()``, the
         scalars defined (where no variable has the name), ``_pi`` and ``_N`` written in as numbers: what Stata's
-        expressions see in ``display`` and in ``generate`` (``gen ses_c = ses - r(mean)``) alike."""
+        expressions see in ``display`` and in ``generate`` (``gen ses_c = ses - r(mean)``) alike. With ``rows``
+        (generate, replace) ``_N`` is left to count each by-group's rows."""
         def number(x: float) -> str:
             return "(.)" if not np.isfinite(x) else f"({float(x)!r})"
 
@@ -1431,7 +1478,8 @@ class Session:
 
         text = re.sub(r'"[^"]*"|(_b|_se)\[([^\]]*)\]|\b([er])\(\s*(\w+)\s*\)', scalar, coefficient_references(text))
         text = re.sub(r"\b_pi\b", number(math.pi), text)
-        text = re.sub(r"\b_N\b", number(float(len(self.data))), text)
+        if not rows:
+            text = re.sub(r"\b_N\b", number(float(len(self.data))), text)
         return re.sub(r'"[^"]*"|\bscalar\(\s*([A-Za-z_]\w*)\s*\)|\b([A-Za-z_]\w*)\b(?!\s*\()', named, text)
 
     def quietly(self, args: str) -> str:
@@ -1575,7 +1623,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("contrast", 8, Session.contrast), ("pwcompare", 9, Session.pwcompare), ("tabulate", 2, Session.tabulate),
     ("quietly", 3, Session.quietly), ("noisily", 1, Session.noisily), ("version", 4, Session.version), ("set", 3, Session.set),
     ("generate", 1, Session.generate), ("replace", 7, Session.replace), ("egen", 4, Session.egen),
-    ("bysort", 4, Session.by), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
+    ("bysort", 4, Session.bysort), ("by", 2, Session.by), ("drop", 4, Session.drop), ("keep", 4, Session.keep),
     ("predict", 4, Session.predict), ("summarize", 2, Session.summarize), ("margins", 7, Session.margins),
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
@@ -1588,7 +1636,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 
 #: The commands whose output follows their echo directly in Stata's log (a note, display's text); the others'
 #: tables start after a blank line.
-_INLINE = (Session.display, Session.graph, Session.generate, Session.replace, Session.egen, Session.by, Session.drop, Session.keep,
+_INLINE = (Session.display, Session.graph, Session.generate, Session.replace, Session.egen, Session.by, Session.bysort, Session.drop, Session.keep,
            Session.save, Session.count, Session.correlate)
 
 

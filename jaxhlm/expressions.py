@@ -40,7 +40,36 @@ _TOKEN = re.compile(r"""\s*(?:
     (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\.[a-z]?(?![\w]))
   | (?P<str>"[^"]*")
   | (?P<name>[A-Za-z_][\w]*)
-  | (?P<op>==|!=|~=|<=|>=|[-+*/^<>&|!~(),]))""", re.X)
+  | (?P<op>==|!=|~=|<=|>=|[-+*/^<>&|!~(),\[\]]))""", re.X)
+
+#: Hidden columns of a frame that give each row its place in its by-group (:func:`with_rows`): Stata's ``_n``,
+#: ``_N``, and the group's first row, which explicit subscripts (``x[_n-1]``) count from
+ROW_N, ROW_COUNT, ROW_START = "__n", "__N", "__start"
+
+
+def with_rows(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """``frame`` with each row's ``_n`` and ``_N`` within the runs of equal ``by`` values in the frame's order
+    (Stata's by-groups of sorted data; the whole frame without ``by``), for row-wise expressions."""
+    n = len(frame)
+    if by and n:
+        key = pd.MultiIndex.from_frame(frame[list(by)]) if len(by) > 1 else frame[by[0]]
+        values = key.to_numpy() if len(by) == 1 else np.asarray(list(key), dtype=object)
+        change = np.ones(n, bool)
+        change[1:] = [not _same(a, b) for a, b in zip(values[1:], values[:-1])]
+        start = np.maximum.accumulate(np.where(change, np.arange(n), 0))
+    else:
+        start = np.zeros(n, int)
+    ends = np.append(np.flatnonzero(np.diff(start)) + 1, n) if n else np.zeros(0, int)
+    sizes = np.diff(np.concatenate([[0], ends]))
+    return frame.assign(**{ROW_N: np.arange(n) - start + 1.0, ROW_COUNT: np.repeat(sizes, sizes).astype(float),
+                           ROW_START: start})
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two by-values are one group's (missing values, NaN, form one group as in Stata)."""
+    if isinstance(a, tuple):
+        return all(_same(x, y) for x, y in zip(a, b))
+    return a == b or (pd.isna(a) and pd.isna(b))
 
 _RELATIONAL = {"==": np.equal, "!=": np.not_equal, "~=": np.not_equal, "<": np.less, "<=": np.less_equal,
                ">": np.greater, ">=": np.greater_equal}
@@ -75,8 +104,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 class _Parser:
     """Recursive descent over Stata's precedence levels (module docstring)."""
 
-    def __init__(self, text: str, resolve: Callable[[str], str]):
-        self.text, self.toks, self.i, self.resolve = text, _tokens(text), 0, resolve
+    def __init__(self, text: str, resolve: Callable[[str], str], rows: bool = False):
+        self.text, self.toks, self.i, self.resolve, self.rows = text, _tokens(text), 0, resolve, rows
 
     def peek(self) -> str | None:
         return self.toks[self.i][1] if self.i < len(self.toks) else None
@@ -151,7 +180,18 @@ class _Parser:
             return _call(text, tuple(args))
         if kind == "name":
             if text in ("_n", "_N"):
-                raise FormulaError(f"{text} is not supported in if expressions here; use in f/l for row ranges")
+                if not self.rows:
+                    raise FormulaError(f"{text} is not supported in a model's if qualifier (its rows may be read in "
+                                       "chunks); use in f/l for row ranges, or generate a variable from it first")
+                return ("obs", text)
+            if self.peek() == "[":  # an explicit subscript: the value at row [exp] of the (by-)group
+                if not self.rows:
+                    raise FormulaError(f"{text}[...]: explicit subscripts are not supported in a model's if "
+                                       "qualifier; generate a variable from it first")
+                self.take("[")
+                index = self.binary(0)
+                self.take("]")
+                return ("sub", self.resolve(text), index)
             return ("var", self.resolve(text))
         raise FormulaError(f"unexpected {text!r} in the if expression {self.text.strip()!r}")
 
@@ -177,6 +217,10 @@ def variables(node: Node) -> set[str]:
         return {node[1]}
     if node[0] == "call":
         return set().union(*(variables(a) for a in node[2]))
+    if node[0] == "obs":
+        return set()
+    if node[0] == "sub":
+        return {node[1]} | variables(node[2])
     return set().union(*(variables(a) for a in node[1:] if isinstance(a, tuple)))
 
 
@@ -203,9 +247,11 @@ def _truth(v: Value) -> np.ndarray:
     return np.asarray(_number(v, "a logical operator")) != 0
 
 
-def parse_expression(text: str, resolve: Callable[[str], str]) -> Node:
-    """An expression's tree; ``resolve`` maps a variable name (or Stata's abbreviation of one) to a column."""
-    return _Parser(text, resolve).parse()
+def parse_expression(text: str, resolve: Callable[[str], str], rows: bool = False) -> Node:
+    """An expression's tree; ``resolve`` maps a variable name (or Stata's abbreviation of one) to a column. With
+    ``rows`` (a do-file's commands on the data in memory) it may read ``_n``, ``_N`` and explicit subscripts
+    ``var[exp]``, evaluated within the frame's by-groups (:func:`with_rows`)."""
+    return _Parser(text, resolve, rows).parse()
 
 
 def evaluate(node: Node, frame: pd.DataFrame) -> np.ndarray:
@@ -226,6 +272,17 @@ def _evaluate(node: Node, frame: pd.DataFrame) -> Value:
         return col.fillna("").astype(str).to_numpy(dtype=object)
     if op == "call":
         return _function(node[1], [_evaluate(a, frame) for a in node[2]])
+    if op in ("obs", "sub") and ROW_N not in frame.columns:
+        frame = with_rows(frame)
+    if op == "obs":
+        return frame[ROW_N if node[1] == "_n" else ROW_COUNT].to_numpy(dtype=float)
+    if op == "sub":  # the value at row [index] of the row's group, missing outside it
+        index = np.trunc(np.broadcast_to(np.asarray(_number(_evaluate(node[2], frame), "a subscript"), float),
+                                         (len(frame),)))
+        inside = (index >= 1) & (index <= frame[ROW_COUNT].to_numpy())
+        at = np.where(inside, frame[ROW_START].to_numpy() + np.nan_to_num(index) - 1, 0).astype(int)
+        values = _evaluate(("var", node[1]), frame)
+        return np.where(inside, values[at], "" if _is_text(values) else np.nan)
     args = [_evaluate(a, frame) for a in node[1:]]
     if op == "neg":
         return -np.asarray(_number(args[0], "'-'"))
@@ -314,12 +371,13 @@ class Subset:
         return keep
 
 
-def parse_subset(condition: str | None, in_range: str | None, resolve: Callable[[str], str]) -> Subset | None:
+def parse_subset(condition: str | None, in_range: str | None, resolve: Callable[[str], str], rows: bool = False
+                 ) -> Subset | None:
     """The qualifiers of a command, or None without any. ``resolve`` maps a variable name (or Stata's
-    abbreviation of one) to a column."""
+    abbreviation of one) to a column; ``rows`` as :func:`parse_expression`'s."""
     if condition is None and in_range is None:
         return None
-    node = parse_expression(condition, resolve) if condition is not None else None
+    node = parse_expression(condition, resolve, rows) if condition is not None else None
     first = last = None
     if in_range is not None:
         m = _RANGE.match(in_range)

@@ -377,9 +377,10 @@ def parse_mixed(command: str, columns: Sequence[str]) -> ModelSpec:
                      pwscale=settings["pwscale"])
 
 
-def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
+def split_qualifiers(text: str, cols: Columns, rows: bool = False) -> tuple[str, Subset | None]:
     """A command's text without its ``if exp`` and ``in range`` qualifiers (either order), and the
-    :class:`~jaxhlm.expressions.Subset` they select (None without them)."""
+    :class:`~jaxhlm.expressions.Subset` they select (None without them); ``rows``: the if expression may read
+    ``_n``, ``_N`` and subscripts (a do-file's data commands)."""
     found = re.search(r"\bin\s+((?:-?\d+|[fl])(?:\s*/\s*(?:-?\d+|[fl]))?)(?=\s|$)", text)
     in_range = None
     if found is not None:
@@ -392,7 +393,7 @@ def split_qualifiers(text: str, cols: Columns) -> tuple[str, Subset | None]:
             raise FormulaError("if needs an expression, e.g. if sector == 1")
     if re.search(r"\bin\b", text):
         raise FormulaError("in takes a range of rows: in #, in #/#, in f/l or in -#/l")
-    return text, parse_subset(condition, in_range, lambda name: cols.one(name, "variable"))
+    return text, parse_subset(condition, in_range, lambda name: cols.one(name, "variable"), rows)
 
 
 def _weight_clause(text: str, cols: Columns) -> tuple[str, tuple[str | None, str | None]]:

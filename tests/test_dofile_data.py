@@ -88,7 +88,9 @@ def test_drop_and_keep_rows_and_variables(session):
     ("generate _x = 1", "_x invalid name"),
     ("egen m = rank(ses)", "egen computes mean()"),
     ("egen m = mean(ses), over(id)", "option over not allowed"),
-    ("by id: generate m = 1", "prefixes egen"),
+    ("by id: summarize ses", "prefixes egen, generate, replace, drop and keep"),
+    ("by minority: generate m = _n", "not sorted: by minority: needs the data sorted by it; use bysort"),
+    ("generate m = ses[_n - 1", "expected ']'"),
     ("generate str3 s = ses", "type mismatch"),
     ("generate s = nosuch + 1", "variable nosuch not found"),
     ("drop", "needs a varlist or if/in"),
@@ -417,3 +419,28 @@ def test_pwcorr_pairwise_with_significance(session):
     wide = _run(session, "corr mathach ses meanses female minority size sector pracad disclim")[0].splitlines()
     assert wide[2].endswith("   sector") and len(wide[4 + 8]) == 14 + 9 * 7  # disclim's row: seven columns
     assert wide[13] == "" and wide[14] == "             |   pracad  disclim" and wide[16] == "      pracad |   1.0000"
+
+
+def test_by_groups_with_n_N_and_subscripts(session):
+    """Stata's _n and _N within by-groups and explicit subscripts (``x[_n-1]``), in generate, replace, keep and if;
+    the reference is the same computation in pandas (groupby cumcount, size and shift) on the same sorted rows."""
+    _run(session, "bysort id: generate first = _n == 1", "by id: generate nst = _N", "generate k = _n")
+    hsb = jaxhlm.datasets.hsb().sort_values("id", kind="stable")
+    data = session.data
+    assert list(data["id"]) == list(hsb["id"]) and data["first"].sum() == 160
+    np.testing.assert_array_equal(data["nst"], hsb.groupby("id")["id"].transform("size"))
+    np.testing.assert_array_equal(data["k"], np.arange(1, len(hsb) + 1))
+    _run(session, "sort id ses", "by id: generate lag = ses[_n-1]", "by id: generate top = ses[_N]",
+         "bysort id (ses): generate r = _n / _N")
+    ordered = hsb.sort_values(["id", "ses"], kind="stable")
+    lag = ordered.groupby("id")["ses"].shift(1)
+    np.testing.assert_array_equal(session.data["lag"].isna(), lag.isna())
+    np.testing.assert_allclose(session.data["lag"].dropna(), _single(lag.dropna()))
+    np.testing.assert_allclose(session.data["top"], _single(ordered.groupby("id")["ses"].transform("max")))
+    r = (ordered.groupby("id").cumcount() + 1) / ordered.groupby("id")["id"].transform("size")
+    np.testing.assert_allclose(session.data["r"], _single(r))
+    assert _run(session, "count if _n == 1")[0].strip() == "1"
+    assert _run(session, "bysort id: keep if _n <= 2")[0] == "(6,865 observations deleted)"
+    assert len(session.data) == 320 and session._value("k[3]") == session.data["k"].iloc[2]
+    with pytest.raises(jaxhlm.FormulaError, match="_n is not supported in a model's if qualifier"):
+        _run(session, "mixed mathach ses if _n < 100 || id:")
