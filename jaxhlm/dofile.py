@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any, Sequence, TextIO
 from dataclasses import dataclass, field, replace
@@ -686,11 +687,22 @@ class Session:
                 raise JaxhlmError(f"option {o} not allowed; egen accepts by(varlist)")
         body, subset = self._qualifiers(text)
         found = re.fullmatch(r"\s*([a-z]+)\((.*)\)\s*", body, re.S)
-        if found is None or found.group(1) not in (*_EGEN, "group", "tag"):
-            raise JaxhlmError(f"egen computes {', '.join(f + '()' for f in (*_EGEN, 'group', 'tag'))}; got "
-                              f"{body.strip()!r}")
+        if found is None or found.group(1) not in (*_EGEN, *_EGEN_ROW, "group", "tag"):
+            raise JaxhlmError(f"egen computes {', '.join(f + '()' for f in (*_EGEN, *_EGEN_ROW, 'group', 'tag'))}; "
+                              f"got {body.strip()!r}")
         fcn = found.group(1)
         keep = self._selected(subset)
+        if fcn in _EGEN_ROW:
+            if by:
+                raise JaxhlmError(f"egen {fcn}() works across a row's variables and takes no by()")
+            names = self._varlist(found.group(2))
+            text = [n for n in names if not pd.api.types.is_numeric_dtype(self.data[n])]
+            if not names or text:
+                raise JaxhlmError(f"egen {fcn}() needs numeric variables" + (f"; {text[0]} is a string" if text else ""))
+            value = _EGEN_ROW[fcn](self.data[names].to_numpy(dtype=float))
+            new = _stored(kind, np.where(keep, value, np.nan), name)
+            self._set({name: new})
+            return _missing_note(new)
         if fcn in ("group", "tag"):
             if by:
                 raise JaxhlmError(f"egen {fcn}() takes a varlist, not by()")
@@ -766,6 +778,94 @@ class Session:
         for attached in (self.labels, self.label_values):
             if old[0] in attached:
                 attached[new] = attached.pop(old[0])
+        return ""
+
+    def recode(self, args: str) -> str:
+        """``recode varlist (rule) [(rule) ...] [if] [in] [, generate(newvarlist) prefix(str)]``: each rule ``numlist =
+        #`` maps values (``a/b`` a range, with ``min`` and ``max``; ``missing``, ``nonmissing`` and ``else`` or ``*``)
+        to a number or ``.``, the first matching rule winning; a value no rule matches stays. A text after the new
+        value (``(1 = 0 "No")``) defines a value label for the new variable, as Stata's. Stata's notes: "(x: 3 changes
+        made)", or with generate "(3 differences between x and y)"."""
+        body, *rest = split_top(args, ",")
+        gen, prefix = None, None
+        for o, arg in options(",".join(rest)):
+            if abbreviates(o, "generate", 3) and arg:
+                gen = arg.split()
+            elif abbreviates(o, "prefix", 3) and arg:
+                prefix = arg.strip()
+            else:
+                raise JaxhlmError(f"option {o} not allowed; recode accepts generate(newvarlist) and prefix(str)")
+        rules_at = body.find("(")
+        if rules_at < 0:
+            raise JaxhlmError("recode needs rules in parentheses: recode x (1 = 0) (2/3 = 1)")
+        head, rule_text = body[:rules_at], body[rules_at:]
+        rule_text, subset = self._qualifiers(rule_text)
+        names = self._varlist(head)
+        if not names:
+            raise JaxhlmError("recode needs a varlist before its rules")
+        targets = gen if gen is not None else [prefix + n for n in names] if prefix else names
+        if len(targets) != len(names):
+            raise JaxhlmError(f"generate() names {len(targets)} variables for {len(names)} recoded")
+        rules, labels = _recode_rules(rule_text)
+        keep = self._selected(subset)
+        notes = []
+        for name, target in zip(names, targets):
+            if target != name and target in self.data.columns:
+                raise JaxhlmError(f"variable {target} already defined")
+            if not pd.api.types.is_numeric_dtype(self.data[name]):
+                raise JaxhlmError(f"recode works on numeric variables; {name} is a string")
+            old = self.data[name].to_numpy(dtype=float)
+            new = old.copy()
+            done = ~keep
+            for test, value in rules:
+                hit = ~done & test(old)
+                new[hit], done = value, done | hit
+            if target == name:
+                changed = int(np.sum(~((new == old) | (np.isnan(new) & np.isnan(old)))))
+                notes.append(f"({name}: {changed:,} change{'s' if changed != 1 else ''} made)")
+            else:
+                new = np.where(keep, new, np.nan)  # rows outside if/in: missing in the new variable
+                changed = int(np.sum(~((new == old) | (np.isnan(new) & np.isnan(old)))))
+                notes.append(f"({changed:,} difference{'s' if changed != 1 else ''} between {name} and {target})")
+            self._set({target: new})
+            if labels:
+                self.value_labels[target] = dict(labels)
+                self.label_values[target] = target
+        return "\n".join(notes)
+
+    def encode(self, args: str) -> str:
+        """``encode strvar [if] [in], generate(newvar) [label(name)]``: the strings numbered 1, 2, … in sorted order,
+        with a value label (named ``label()``, or as the new variable) giving each number its string back, as
+        Stata's (a string grouping variable becomes a numeric one: ``encode school, gen(schid)``)."""
+        body, *rest = split_top(args, ",")
+        gen, label = None, None
+        for o, arg in options(",".join(rest)):
+            if abbreviates(o, "generate", 3) and arg:
+                gen = arg.strip()
+            elif abbreviates(o, "label", 1) and arg:
+                label = arg.strip()
+            else:
+                raise JaxhlmError(f"option {o} not allowed; encode accepts generate(newvar) and label(name)")
+        body, subset = self._qualifiers(body)
+        names = self._varlist(body)
+        if len(names) != 1 or gen is None:
+            raise JaxhlmError("encode needs one string variable and generate(): encode school, generate(schid)")
+        if gen in self.data.columns:
+            raise JaxhlmError(f"variable {gen} already defined")
+        col = self.data[names[0]]
+        if pd.api.types.is_numeric_dtype(col):
+            raise JaxhlmError(f"{names[0]} is numeric; encode numbers a string variable's values")
+        text = col.fillna("").astype(str)
+        keep = self._selected(subset) & (text != "").to_numpy()
+        label = label or gen
+        current = self.value_labels.get(label, {})
+        codes = {t: c for c, t in current.items()}
+        for value in sorted(set(text[keep])):
+            if value not in codes:
+                codes[value] = max(codes.values(), default=0) + 1
+        self._set({gen: np.where(keep, text.map(codes).to_numpy(dtype=float), np.nan)})
+        self.value_labels[label] = {c: t for t, c in codes.items()}
+        self.label_values[gen] = label
         return ""
 
     def merge(self, args: str) -> str:
@@ -1628,7 +1728,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
-    ("merge", 5, Session.merge), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
+    ("merge", 5, Session.merge), ("recode", 5, Session.recode), ("encode", 6, Session.encode), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
     ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("correlate", 3, Session.correlate), ("pwcorr", 6, Session.pwcorr), ("preserve", 8, Session.preserve), ("list", 1, Session.list_), ("restore", 7, Session.restore), ("label", 2, Session.label),
     *((name, shortest, Session.graph) for name, shortest in GRAPH_COMMANDS),
 ]
@@ -1637,7 +1737,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
 #: The commands whose output follows their echo directly in Stata's log (a note, display's text); the others'
 #: tables start after a blank line.
 _INLINE = (Session.display, Session.graph, Session.generate, Session.replace, Session.egen, Session.by, Session.bysort, Session.drop, Session.keep,
-           Session.save, Session.count, Session.correlate)
+           Session.save, Session.count, Session.correlate, Session.recode)
 
 
 def _independence(table: np.ndarray, kind: str) -> tuple[str, float, float]:
@@ -1825,6 +1925,72 @@ _EGEN: dict[str, str | Callable[[pd.Series], pd.Series]] = {
     "mean": "mean", "sd": "std", "total": "sum", "count": "count", "min": "min", "max": "max", "median": "median",
     "std": lambda x: (x - x.mean()) / x.std(),
 }
+
+#: egen's row functions: a statistic across the variables of a varlist on each row, missing values left out (the
+#: mean, sd, min and max of a row with none are missing; its total is 0, as Stata's)
+_EGEN_ROW: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "rowmean": lambda x: _rows_or_missing(x, np.nanmean), "rowtotal": lambda x: np.nansum(x, axis=1),
+    "rowmin": lambda x: _rows_or_missing(x, np.nanmin), "rowmax": lambda x: _rows_or_missing(x, np.nanmax),
+    "rowsd": lambda x: _rows_or_missing(x, lambda v, axis: np.nanstd(v, axis=axis, ddof=1)),
+    "rownonmiss": lambda x: np.sum(~np.isnan(x), axis=1).astype(float),
+    "rowmiss": lambda x: np.sum(np.isnan(x), axis=1).astype(float),
+}
+
+
+def _recode_rules(text: str) -> tuple[list[tuple[Callable[[np.ndarray], np.ndarray], float]], dict[int, str]]:
+    """recode's rules, in order: (which values each matches, its new value), and the value labels the rules' texts
+    define."""
+    rules, labels = [], {}
+    parts = re.findall(r"\(([^()]*)\)", text)
+    if not parts or re.sub(r"\([^()]*\)", "", text).strip():
+        raise JaxhlmError(f"recode: cannot read the rules {text.strip()!r}; write them (1 = 0) (2/3 = 1)")
+    for part in parts:
+        source, eq, target = part.partition("=")
+        found = re.fullmatch(r'\s*(\.|-?\d*\.?\d+)\s*(?:"([^"]*)")?\s*', target)
+        if not eq or found is None:
+            raise JaxhlmError(f"recode: the rule ({part.strip()}) needs a number or . after '=': (1 = 0)")
+        value = np.nan if found.group(1) == "." else float(found.group(1))
+        if found.group(2) is not None and not np.isnan(value):
+            labels[int(value)] = found.group(2)
+        tests = []
+        for word in source.split():
+            if word in ("else", "*"):
+                tests.append(lambda x: np.ones(len(x), bool))
+            elif word in ("missing", "miss"):
+                tests.append(lambda x: np.isnan(x))
+            elif word in ("nonmissing", "nonmiss"):
+                tests.append(lambda x: ~np.isnan(x))
+            elif word == ".":
+                tests.append(lambda x: np.isnan(x))
+            elif "/" in word:
+                low, _, high = word.partition("/")
+                try:
+                    a = -np.inf if low == "min" else float(low)
+                    b = np.inf if high == "max" else float(high)
+                except ValueError:
+                    raise JaxhlmError(f"recode: {word} is not a range; write a/b, min/b or a/max") from None
+                tests.append(lambda x, a=a, b=b: ~np.isnan(x) & (x >= a) & (x <= b))
+            else:
+                try:
+                    v = float(word)
+                except ValueError:
+                    raise JaxhlmError(f"recode: {word} is not a value; rules map numbers, ranges a/b, missing, "
+                                      "nonmissing and else") from None
+                tests.append(lambda x, v=v: x == v)
+        if not tests:
+            raise JaxhlmError(f"recode: the rule ({part.strip()}) names no value to recode")
+        rules.append((lambda x, tests=tuple(tests): np.logical_or.reduce([t(x) for t in tests]), value))
+    return rules, labels
+
+
+def _rows_or_missing(x: np.ndarray, fcn: Callable[..., np.ndarray]) -> np.ndarray:
+    """``fcn`` across each row's non-missing values; missing where a row has none."""
+    out = np.full(len(x), np.nan)
+    some = ~np.all(np.isnan(x), axis=1)
+    with warnings.catch_warnings():  # a row of one value has no sd: missing, as Stata's
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out[some] = fcn(x[some], axis=1)
+    return out
 
 
 def _grouping(columns: pd.DataFrame, keep: np.ndarray, fcn: str) -> np.ndarray:

@@ -4,6 +4,8 @@ single precision)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -444,3 +446,35 @@ def test_by_groups_with_n_N_and_subscripts(session):
     assert len(session.data) == 320 and session._value("k[3]") == session.data["k"].iloc[2]
     with pytest.raises(jaxhlm.FormulaError, match="_n is not supported in a model's if qualifier"):
         _run(session, "mixed mathach ses if _n < 100 || id:")
+
+
+def test_egen_row_functions_recode_and_encode(session):
+    """egen's row functions (pandas' row-wise statistics of the same columns as the reference), recode's rules in
+    order with its notes and the value labels its texts define, and encode's sorted numbering with its labels."""
+    _run(session, "replace ses = . in 1", "egen rm = rowmean(ses meanses pracad)", "egen rt = rowtotal(ses meanses)",
+         "egen rs = rowsd(ses meanses pracad)", "egen nm = rowmiss(ses meanses)")
+    cols = session.data[["ses", "meanses", "pracad"]]
+    np.testing.assert_allclose(session.data["rm"], _single(cols.mean(axis=1)))
+    np.testing.assert_allclose(session.data["rt"], _single(cols[["ses", "meanses"]].sum(axis=1)))
+    np.testing.assert_allclose(session.data["rs"], _single(cols.std(axis=1)), rtol=1e-6)
+    assert session.data["nm"].tolist()[:2] == [1.0, 0.0]
+    sized = session.data["sized"].to_numpy()
+    note = _run(session, 'recode sized (1 = 0 "small") (2/3 = 1 "large"), generate(big)')[0]
+    assert note == f"({len(sized):,} differences between sized and big)"
+    np.testing.assert_array_equal(session.data["big"], np.where(sized == 1, 0.0, 1.0))
+    assert session.value_labels["big"] == {0: "small", 1: "large"} and session.label_values["big"] == "big"
+    # the first matching rule wins; unmatched values stay; min/max ranges
+    assert _run(session, "recode sized (3 = 1) (1/3 = 9)")[0] == f"(sized: {len(sized):,} changes made)"
+    np.testing.assert_array_equal(session.data["sized"], np.where(sized == 3, 1.0, 9.0))
+    _run(session, "recode ses (min/0 = 0) (0/max = 1) (missing = -1), gen(hi)")
+    assert set(session.data["hi"]) == {-1.0, 0.0, 1.0} and session.data["hi"].iloc[0] == -1
+    words = Session(pd.DataFrame({"school": ["b", "a", "c", "a", None], "y": range(5)}))
+    _run(words, "encode school, generate(sch)")
+    assert words.data["sch"].tolist()[:4] == [2.0, 1.0, 3.0, 1.0] and np.isnan(words.data["sch"].iloc[4])
+    assert words.value_labels["sch"] == {1: "a", 2: "b", 3: "c"}
+    for line, message in (("recode sized 1=0", "recode needs rules in parentheses"),
+                          ("recode sized (1 = x)", "needs a number or . after '='"),
+                          ("egen r = rowmean(ses), by(id)", "takes no by()"),
+                          ("encode sized, gen(z)", "sized is numeric")):
+        with pytest.raises(jaxhlm.JaxhlmError, match=re.escape(message)):
+            _run(session, line)
