@@ -719,8 +719,8 @@ class Session:
         return _missing_note(new)
 
     def by(self, args: str, sort: bool = False) -> str:
-        """The ``by varlist [, sort]:`` prefix of egen, generate, replace, drop and keep: egen's statistics by group,
-        and the others' _n, _N and explicit subscripts counted within each group (``bysort id: gen first = _n == 1``,
+        """The ``by varlist [, sort]:`` prefix of egen, generate, replace, drop and keep, as Stata's: egen's statistics
+        by group, and the others' _n, _N and explicit subscripts counted within each group (``bysort id: gen first = _n == 1``,
         ``by id: gen lag = y[_n-1]``). The data must be sorted by the varlist, unless ``sort`` (or ``bysort``) sorts
         them, by the varlist and then by the variables in parentheses after it (``bysort id (time):``), stably."""
         head, colon, rest = args.partition(":")
@@ -735,14 +735,14 @@ class Session:
                                                      Session.keep):
             raise JaxhlmError("by varlist: here prefixes egen, generate, replace, drop and keep, e.g. bysort id: "
                               "egen m = mean(ses), bysort id: gen first = _n == 1")
-        if handler is Session.egen:
-            return self.egen(cmd_args, names)
         if sort:
             self.data, self.changed = self.data.sort_values(names + then, kind="stable", na_position="last"), True
         elif not self.data[names].apply(tuple, axis=1).is_monotonic_increasing if len(names) > 1 else \
                 not self.data[names[0]].is_monotonic_increasing:
             raise JaxhlmError(f"not sorted: by {' '.join(names)}: needs the data sorted by it; use bysort (or sort "
                               "first)")
+        if handler is Session.egen:
+            return self.egen(cmd_args, names)
         self.by_groups = names
         try:
             return handler(self, cmd_args)
