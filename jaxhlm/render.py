@@ -98,7 +98,9 @@ def header(r: "MixedResult", groups: bool = True) -> list[str]:
     kind = "REML" if r.reml else "ML"
     # With robust standard errors the likelihood only gives the estimates (Stata's name for it then).
     ll_label = "Log restricted-likelihood" if r.reml else "Log pseudolikelihood" if r.robust else "Log likelihood"
-    first = (f"Mixed-effects {kind} regression", _header_right("Number of obs", _fmt_int(r.nobs)))
+    # With robust standard errors (or sampling weights, which imply them) Stata's title names no method (its logs).
+    title = "Mixed-effects regression" if r.robust else f"Mixed-effects {kind} regression"
+    first = (title, _header_right("Number of obs", _fmt_int(r.nobs)))
     if not groups or r.spec.linear:
         rows, lead = [first], []
     elif len(levels := stata_levels(r)) == 1:

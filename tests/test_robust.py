@@ -179,6 +179,8 @@ def test_stata_syntax_and_report():
     np.testing.assert_allclose(m.cov_params().loc[["ses", "sector", "_cons"], ["ses", "sector", "_cons"]],
                                np.array(ref["vcov_robust"])[np.ix_([1, 2, 0], [1, 2, 0])], rtol=1e-5)
     text = str(m)
+    # the title names no method with robust standard errors, as a Stata 17 log of mixed ..., vce(cluster) shows
+    assert text.splitlines()[1].startswith("Mixed-effects regression                        Number of obs")
     assert "Log pseudolikelihood = -23303.218" in text
     assert ("                                   (Std. err. adjusted for 160 clusters in id)\n"
             "------------------------------------------------------------------------------\n"
