@@ -584,10 +584,14 @@ class Session:
         return str(model.testparm(body, equal="equal" in given, **_small_sample(model, "small" in given, "testparm")))
 
     def tabulate(self, args: str) -> str:
+        """``tabulate var [if] [in] [, generate(stub)]`` and the two-way table (:meth:`_tabulate2`), of the rows the
+        qualifiers select."""
         body, _, opts = args.partition(",")
+        body, subset = self._qualifiers(body)
         names = self._varlist(body)
+        keep = self._selected(subset)
         if len(names) == 2:
-            return self._tabulate2(names, opts)
+            return self._tabulate2(names, opts, keep)
         if len(names) != 1:
             raise JaxhlmError("tabulate makes one-way tables (tabulate VAR [, generate(STUB)]) and two-way ones "
                               "(tabulate ROWVAR COLVAR)")
@@ -599,15 +603,15 @@ class Session:
             else:
                 raise JaxhlmError(f"option {o} not allowed; tabulate accepts generate(STUB)")
         col = self.data[var]
-        counts = col.dropna().value_counts().sort_index()
+        counts = col[keep].dropna().value_counts().sort_index()
         if counts.empty:
             raise JaxhlmError("no observations")
         if stub is not None:
-            self._generate(var, stub, counts.index)
+            self._generate(var, stub, counts.index, keep)
         return render.tabulate_text(self.labels.get(var, var), self._shown(var, list(counts.index)),
                                     list(counts.to_numpy()))
 
-    def _tabulate2(self, names: list[str], opts: str) -> str:
+    def _tabulate2(self, names: list[str], opts: str, keep: np.ndarray) -> str:
         """``tabulate ROWVAR COLVAR [, row column cell nofreq chi2 lrchi2]``: frequencies of each pair of values
         (observations missing either left out), the percentages asked for, and Pearson's and the likelihood-ratio
         chi-squared tests of independence."""
@@ -625,7 +629,7 @@ class Session:
                                   "chi2 and lrchi2")
         if not shown:
             raise JaxhlmError("nofreq leaves nothing to show: give row, column or cell too")
-        pairs = self.data[names].dropna()
+        pairs = self.data.loc[keep, names].dropna()
         if pairs.empty:
             raise JaxhlmError("no observations")
         counts = pd.crosstab(pairs[names[0]], pairs[names[1]])
@@ -1415,7 +1419,9 @@ class Session:
         self.data = self.data.assign(**columns)
         self.changed = True
 
-    def _generate(self, var: str, stub: str, levels: pd.Index) -> None:
+    def _generate(self, var: str, stub: str, levels: pd.Index, keep: np.ndarray) -> None:
+        """tabulate's generate(): an indicator per level, missing where the variable is or the row was not
+        tabulated."""
         new = [f"{stub}{k}" for k in range(1, len(levels) + 1)]
         clash = [n for n in new if n in self.data.columns]
         if clash:
@@ -1423,7 +1429,7 @@ class Session:
         col = self.data[var]
         fresh = {}
         for name, level in zip(new, levels):
-            fresh[name] = np.where(col.isna(), np.nan, (col == level).astype(float))
+            fresh[name] = np.where(col.isna() | ~keep, np.nan, (col == level).astype(float))
             shown = f"{level:.4f}" if isinstance(level, (int, float, np.number)) else str(level)
             self.labels[name] = f"{var}=={shown}"
         self._set(fresh)
@@ -1502,21 +1508,15 @@ class Session:
         """``display [items]``: quoted text and expressions (with ``_b[coef]``, ``_se[coef]``, ``e()``, ``r()``
         and Stata's functions, chi2tail() among them), each expression in Stata's default %10.0g or after a
         ``%w.df`` / ``%w.0g`` format; the items are joined as written, without spaces."""
-        out, fmt, pos = [], None, 0
-        for m in re.finditer(r'"[^"]*"|%-?\d+\.\d+[fg]|[^"%]+', args):
-            if m.start() != pos:
-                break
-            pos, item = m.end(), m.group()
-            if item.startswith('"'):
-                out.append(item[1:-1])
-            elif item.startswith("%"):
+        out, fmt = [], None
+        for kind, item in _display_items(args):
+            if kind == "text":
+                out.append(item)
+            elif kind == "format":
                 fmt = item
             elif item.strip():
                 out.append(_formatted(self._value(item), fmt))
                 fmt = None
-        if pos != len(args):
-            raise JaxhlmError(f"display: cannot read {args[pos:].strip()!r}; display takes \"text\", expressions "
-                              "and %w.df or %w.0g formats")
         return "".join(out)
 
     def _value(self, text: str) -> float | str:
@@ -1935,6 +1935,35 @@ _EGEN_ROW: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "rownonmiss": lambda x: np.sum(~np.isnan(x), axis=1).astype(float),
     "rowmiss": lambda x: np.sum(np.isnan(x), axis=1).astype(float),
 }
+
+
+def _display_items(args: str) -> list[tuple[str, str]]:
+    """display's items in order: ("text", quoted text), ("format", %w.df or %w.0g) and ("expression", text); a
+    quoted string inside an expression's parentheses belongs to it (``strpos(s, "a")``)."""
+    items: list[tuple[str, str]] = []
+    current, depth, i = "", 0, 0
+    while i < len(args):
+        c = args[i]
+        fmt = re.match(r"%-?\d+\.\d+[fg]", args[i:]) if depth == 0 and c == "%" else None
+        if c == '"':
+            end = args.find('"', i + 1)
+            if end < 0:
+                raise JaxhlmError(f"display: the quote at {args[i:].strip()!r} is not closed")
+            if depth == 0:
+                items, current = items + [("expression", current), ("text", args[i + 1:end])], ""
+            else:
+                current += args[i:end + 1]
+            i = end + 1
+        elif fmt is not None:
+            items, current = items + [("expression", current), ("format", fmt.group())], ""
+            i += fmt.end()
+        elif c == "%":
+            raise JaxhlmError(f"display: cannot read {args[i:].strip()!r}; display takes \"text\", expressions "
+                              "and %w.df or %w.0g formats")
+        else:
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            current, i = current + c, i + 1
+    return [(k, v) for k, v in items + [("expression", current)] if k != "expression" or v.strip()]
 
 
 def _recode_rules(text: str) -> tuple[list[tuple[Callable[[np.ndarray], np.ndarray], float]], dict[int, str]]:

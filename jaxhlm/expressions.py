@@ -196,9 +196,48 @@ class _Parser:
         raise FormulaError(f"unexpected {text!r} in the if expression {self.text.strip()!r}")
 
 
+#: Stata's string functions: (each value's result, the arguments' kinds: "s" a string, "n" a number)
+_STRING: dict[str, tuple[Callable[..., Any], str]] = {
+    "strlen": (len, "s"), "upper": (str.upper, "s"), "lower": (str.lower, "s"), "strtrim": (str.strip, "s"),
+    "trim": (str.strip, "s"), "ltrim": (str.lstrip, "s"), "rtrim": (str.rstrip, "s"),
+    "substr": (lambda s, a, n: _substr(s, a, n), "snn"),
+    "strpos": (lambda s, t: s.find(t) + 1, "ss"),
+    "subinstr": (lambda s, a, b, n: s.replace(a, b) if np.isnan(n) else s.replace(a, b, int(n)), "sssn"),
+    "real": (lambda s: _real(s), "s"), "string": (lambda x: _string(x), "n"),
+}
+
+
+def _substr(s: str, start: float, length: float) -> str:
+    """Stata's substr(s, n1, n2): n2 characters from position n1 (1-based; negative counts from the end; n2
+    missing: to the end); empty where n1 lies outside s."""
+    if np.isnan(start) or start == 0 or abs(start) > len(s):
+        return ""
+    at = int(start) - 1 if start > 0 else len(s) + int(start)
+    return s[at:] if np.isnan(length) else s[at:at + max(int(length), 0)]
+
+
+def _real(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        return np.nan
+
+
+def _string(x: float) -> str:
+    """Stata's string(n): a whole number's digits, else up to 8 significant digits without a leading zero
+    (``.5``), and ``.`` for missing."""
+    if np.isnan(x):
+        return "."
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    text = f"{x:.8g}"
+    return text.replace("0.", ".", 1) if text.startswith(("0.", "-0.")) and "e" not in text else text
+
+
 #: The functions an if expression may call, and how many arguments each takes (None: a variable number).
 _ARITY: dict[str, int | None] = {"missing": None, "inlist": None, "inrange": 3, "min": None, "max": None,
-                                 "round": None, "cond": None, **{f: n for f, (_, n) in _MATH.items()}}
+                                 "round": None, "cond": None, **{f: n for f, (_, n) in _MATH.items()},
+                                 **{f: len(kinds) for f, (_, kinds) in _STRING.items()}}
 
 
 def _call(name: str, args: tuple[Node, ...]) -> Node:
@@ -296,6 +335,8 @@ def _evaluate(node: Node, frame: pd.DataFrame) -> Value:
         if _is_text(a) != _is_text(b):
             raise DataError("type mismatch in the if expression: a string is compared with a number")
         return _RELATIONAL[op](_ordered(a), _ordered(b)).astype(float)
+    if op == "+" and _is_text(args[0]) and _is_text(args[1]):  # string concatenation
+        return np.char.add(np.asarray(args[0], dtype=str), np.asarray(args[1], dtype=str)).astype(object)
     a, b = (_number(x, f"'{op}'") for x in args)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = _ARITHMETIC[op](a, b)
@@ -316,6 +357,18 @@ def _function(name: str, args: Sequence[Value]) -> Value:
             raise DataError("type mismatch in cond(): its results must all be numbers or all strings")
         return np.choose(chosen, np.broadcast_arrays(*[np.asarray(a, dtype=object if _is_text(a) else float)
                                                        for a in (missing, args[1], args[2])]))
+    if name in _STRING:  # value by value, strings and numbers as the function wants them
+        fcn, kinds = _STRING[name]
+        for a, kind in zip(args, kinds):
+            if _is_text(a) != (kind == "s"):
+                raise DataError(f"type mismatch in {name}(): an argument needs {'a string' if kind == 's' else 'a number'}")
+        columns = np.broadcast_arrays(*[np.asarray(a, dtype=object if k == "s" else float) for a, k in zip(args, kinds)])
+        if columns[0].ndim == 0:  # constants: one value
+            value = fcn(*(c.item() for c in columns))
+            return value if isinstance(value, str) else float(value)
+        out = [fcn(*values) for values in zip(*columns)]
+        text = isinstance(out[0], str) if out else kinds[0] == "s" and name not in ("strlen", "strpos", "real")
+        return np.asarray(out, dtype=object if text else float)
     numbers = [np.asarray(_number(a, f"{name}()"), dtype=float) for a in args]
     if name == "inrange":  # Stata's rules: z missing gives 0; a missing bound is no bound
         z, a, b = numbers

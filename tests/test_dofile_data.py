@@ -478,3 +478,28 @@ def test_egen_row_functions_recode_and_encode(session):
                           ("encode sized, gen(z)", "sized is numeric")):
         with pytest.raises(jaxhlm.JaxhlmError, match=re.escape(message)):
             _run(session, line)
+
+
+def test_string_functions_and_tabulate_qualifiers(session):
+    """Stata's string functions and + joining strings, in generate and display (quoted arguments inside an
+    expression's parentheses); tabulate of the rows if/in select, its generated indicators missing elsewhere."""
+    from jaxhlm.expressions import evaluate, parse_expression
+
+    frame = pd.DataFrame({"s": ["  Ab-c ", "xyz", ""], "x": [1.0, 0.5, np.nan]})
+    def value(text):
+        return evaluate(parse_expression(text, lambda n: n), frame).tolist()
+    assert value("strlen(s)") == [7.0, 3.0, 0.0] and value("upper(strtrim(s))") == ["AB-C", "XYZ", ""]
+    assert value("substr(s, 3, 2)") == ["Ab", "z", ""] and value("substr(s, -2, .)") == ["c ", "yz", ""]
+    assert value("strpos(s, \"b\")") == [4.0, 0.0, 0.0] and value("subinstr(s, \"-\", \"+\", .)")[0] == "  Ab+c "
+    assert value("string(x)") == ["1", ".5", "."] and value("real(\"2.5\") + x")[:2] == [3.5, 3.0]
+    assert value("s + \"!\"") == ["  Ab-c !", "xyz!", "!"]
+    with pytest.raises(jaxhlm.DataError, match=r"type mismatch in strlen\(\)"):
+        value("strlen(x)")
+    _run(session, 'generate str8 school = "S" + string(id)')
+    assert session.data["school"].iloc[0] == "S" + str(int(session.data["id"].iloc[0]))
+    assert _run(session, 'display strpos("abc", "c") " " subinstr("a-b", "-", "", .)') == ["3 ab"]
+    text = _run(session, "tabulate sector if female == 1, generate(sec)")[0]
+    hsb = jaxhlm.datasets.hsb()
+    assert f"{(hsb['female'] == 1).sum():,} " in text.splitlines()[-1]
+    assert session.data.loc[hsb["female"] != 1, "sec1"].isna().all()
+    assert session.data.loc[hsb["female"] == 1, "sec2"].sum() == ((hsb["female"] == 1) & (hsb["sector"] == 1)).sum()
