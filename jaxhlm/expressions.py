@@ -51,25 +51,19 @@ def with_rows(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     """``frame`` with each row's ``_n`` and ``_N`` within the runs of equal ``by`` values in the frame's order
     (Stata's by-groups of sorted data; the whole frame without ``by``), for row-wise expressions."""
     n = len(frame)
+    start = np.zeros(n, int)
     if by and n:
-        key = pd.MultiIndex.from_frame(frame[list(by)]) if len(by) > 1 else frame[by[0]]
-        values = key.to_numpy() if len(by) == 1 else np.asarray(list(key), dtype=object)
-        change = np.ones(n, bool)
-        change[1:] = [not _same(a, b) for a, b in zip(values[1:], values[:-1])]
-        start = np.maximum.accumulate(np.where(change, np.arange(n), 0))
-    else:
-        start = np.zeros(n, int)
+        same = np.ones(n - 1, bool)  # a row continues its predecessor's group: equal in every by-variable
+        for name in by:  # (missing values, NaN, form one group, as in Stata)
+            s = frame[name].reset_index(drop=True)
+            a, b = s.iloc[1:].reset_index(drop=True), s.iloc[:-1].reset_index(drop=True)
+            same &= ((a == b) | (a.isna() & b.isna())).to_numpy()
+        start = np.maximum.accumulate(np.where(np.concatenate([[True], ~same]), np.arange(n), 0))
     ends = np.append(np.flatnonzero(np.diff(start)) + 1, n) if n else np.zeros(0, int)
     sizes = np.diff(np.concatenate([[0], ends]))
     return frame.assign(**{ROW_N: np.arange(n) - start + 1.0, ROW_COUNT: np.repeat(sizes, sizes).astype(float),
                            ROW_START: start})
 
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether two by-values are one group's (missing values, NaN, form one group as in Stata)."""
-    if isinstance(a, tuple):
-        return all(_same(x, y) for x, y in zip(a, b))
-    return a == b or (pd.isna(a) and pd.isna(b))
 
 _RELATIONAL = {"==": np.equal, "!=": np.not_equal, "~=": np.not_equal, "<": np.less, "<=": np.less_equal,
                ">": np.greater, ">=": np.greater_equal}
