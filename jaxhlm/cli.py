@@ -74,9 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("model", help="e.g. 'mathach ses i.sector, vce(cluster id)'")
     g.add_argument("--data", help=data_help)
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-    r = sub.add_parser("run", help="run a Stata do-file (use, mixed, estimates, lrtest, estat ic|icc|group|sd, "
-                                   "test, testparm, lincom, tabulate, generate, replace, egen, drop, keep, predict, "
-                                   "summarize) and print its log")
+    r = sub.add_parser("run", help="run a Stata do-file (mixed, regress, their postestimation commands and the "
+                                   "data commands the README lists) and print its log")
     r.add_argument("dofile", help="the do-file")
     r.add_argument("--data", help=data_help + "; a 'use' in the do-file replaces it")
     b = sub.add_parser("bootstrap", help="parametric-bootstrap LR test of two nested models")
