@@ -791,14 +791,8 @@ class Session:
         value (``(1 = 0 "No")``) defines a value label for the new variable, as Stata's. Stata's notes: "(x: 3 changes
         made)", or with generate "(3 differences between x and y)"."""
         body, *rest = split_top(args, ",")
-        gen, prefix = None, None
-        for o, arg in options(",".join(rest)):
-            if abbreviates(o, "generate", 3) and arg:
-                gen = arg.split()
-            elif abbreviates(o, "prefix", 3) and arg:
-                prefix = arg.strip()
-            else:
-                raise JaxhlmError(f"option {o} not allowed; recode accepts generate(newvarlist) and prefix(str)")
+        given = _arguments(",".join(rest), {"generate": 3, "prefix": 3}, "recode")
+        gen, prefix = given["generate"].split() if "generate" in given else None, given.get("prefix")
         rules_at = body.find("(")
         if rules_at < 0:
             raise JaxhlmError("recode needs rules in parentheses: recode x (1 = 0) (2/3 = 1)")
@@ -842,14 +836,8 @@ class Session:
         with a value label (named ``label()``, or as the new variable) giving each number its string back, as
         Stata's (a string grouping variable becomes a numeric one: ``encode school, gen(schid)``)."""
         body, *rest = split_top(args, ",")
-        gen, label = None, None
-        for o, arg in options(",".join(rest)):
-            if abbreviates(o, "generate", 3) and arg:
-                gen = arg.strip()
-            elif abbreviates(o, "label", 1) and arg:
-                label = arg.strip()
-            else:
-                raise JaxhlmError(f"option {o} not allowed; encode accepts generate(newvar) and label(name)")
+        given = _arguments(",".join(rest), {"generate": 3, "label": 1}, "encode")
+        gen, label = given.get("generate"), given.get("label")
         body, subset = self._qualifiers(body)
         names = self._varlist(body)
         if len(names) != 1 or gen is None:
@@ -2156,6 +2144,18 @@ def _flags(opts: str, names: dict[str, int], command: str) -> set[str]:
         if found is None or arg is not None:
             raise JaxhlmError(f"option {o} not allowed; {command} accepts " + " and ".join(names))
         given.add(found)
+    return given
+
+
+def _arguments(opts: str, names: dict[str, int], command: str) -> dict[str, str]:
+    """The arguments of ``command``'s options ``names`` (each with its shortest abbreviation) that the options text
+    gives; any other option, or one without its argument, is refused."""
+    given = {}
+    for o, arg in options(opts):
+        found = next((n for n, k in names.items() if abbreviates(o, n, k)), None)
+        if found is None or not arg or not arg.strip():
+            raise JaxhlmError(f"option {o} not allowed; {command} accepts " + " and ".join(f"{n}()" for n in names))
+        given[found] = arg.strip()
     return given
 
 
