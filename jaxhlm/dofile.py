@@ -184,6 +184,8 @@ class Session:
     scratch: Any = None  # tempfile's directory (a tempfile.TemporaryDirectory), made on first use
     #: the by-groups of the command a ``by varlist:`` prefix runs, within which its _n, _N and subscripts count
     by_groups: list[str] | None = None
+    #: xtset's panel variable and time variable (None: not set)
+    panel: tuple[str, str | None] | None = None
 
     def expand(self, text: str) -> str:
         """``text`` with its macros substituted, as Stata does before it runs a command: `name' (a local;
@@ -830,6 +832,45 @@ class Session:
                 self.value_labels[target] = dict(labels)
                 self.label_values[target] = target
         return "\n".join(notes)
+
+    def xtset(self, args: str) -> str:
+        """``xtset panelvar [timevar] [, clear]``: declares the panels (``xtset`` alone shows them), as Stata's logs
+        show it: "Panel variable: id (unbalanced)", and with a time variable its range, gaps and delta. jaxhlm's
+        models name their groups themselves (``|| id:``); do-files set panels before ``mixed`` too."""
+        body, *rest = split_top(args, ",")
+        if _flags(",".join(rest), {"clear": 5}, "xtset"):
+            self.panel = None
+            return ""
+        names = self._varlist(body) if body.strip() else []
+        if not names and self.panel is None:
+            raise JaxhlmError("panel variable not set; use xtset panelvar [timevar]")
+        if len(names) > 2:
+            raise JaxhlmError("xtset takes a panel variable and, optionally, a time variable")
+        panel, time = (names[0], names[1] if len(names) > 1 else None) if names else self.panel
+        frame = self.data[[panel] + ([time] if time else [])].dropna()
+        if not pd.api.types.is_numeric_dtype(frame[panel]):
+            raise JaxhlmError(f"xtset: the panel variable {panel} is a string; encode it first (encode {panel}, "
+                              f"generate(newvar))")
+        sizes = frame.groupby(panel).size()
+        kind = "balanced" if sizes.nunique() == 1 else "unbalanced"
+        lines = []
+        if time:
+            t = frame[time].to_numpy(dtype=float)
+            if frame.duplicated([panel, time]).any():
+                raise JaxhlmError(f"repeated time values within panel: {time} repeats within some {panel}")
+            steps = np.diff(np.unique(t))
+            delta = float(np.gcd.reduce(steps.astype(int))) if len(steps) and np.all(steps == np.round(steps)) else 1.0
+            sets = frame.groupby(panel)[time].apply(lambda s: tuple(sorted(s)))
+            if sizes.nunique() == 1:
+                kind = "strongly balanced" if sets.nunique() == 1 else "weakly balanced"
+            spans = frame.groupby(panel)[time].agg(["min", "max", "size"])
+            gaps = bool(((spans["max"] - spans["min"]) / delta + 1 > spans["size"]).any())
+            lines = [f" Time variable: {time}, {_int_text(t.min())} to {_int_text(t.max())}"
+                     + (", but with gaps" if gaps else ""),
+                     f"         Delta: {_int_text(delta)} unit" + ("s" if delta != 1 else "")]
+        self.panel = (panel, time)
+        self.returned = {"imin": float(sizes.index.min()), "imax": float(sizes.index.max())}
+        return "\n".join([f"Panel variable: {panel} ({kind})"] + lines)
 
     def encode(self, args: str) -> str:
         """``encode strvar [if] [in], generate(newvar) [label(name)]``: the strings numbered 1, 2, … in sorted order,
@@ -1716,7 +1757,7 @@ _COMMANDS: list[tuple[str, int, Callable[[Session, str], str]]] = [
     ("local", 3, Session.local), ("global", 2, Session.global_), ("display", 2, Session.display),
     ("scalar", 6, Session.scalar), ("capture", 3, Session.capture), ("clear", 5, Session.clear),
     ("log", 3, Session.log), ("sort", 3, Session.sort), ("rename", 3, Session.rename),
-    ("merge", 5, Session.merge), ("recode", 5, Session.recode), ("encode", 6, Session.encode), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
+    ("merge", 5, Session.merge), ("recode", 5, Session.recode), ("encode", 6, Session.encode), ("xtset", 5, Session.xtset), ("reshape", 7, Session.reshape), ("collapse", 8, Session.collapse),
     ("save", 4, Session.save), ("tempfile", 8, Session.tempfile), ("count", 3, Session.count), ("correlate", 3, Session.correlate), ("pwcorr", 6, Session.pwcorr), ("preserve", 8, Session.preserve), ("list", 1, Session.list_), ("restore", 7, Session.restore), ("label", 2, Session.label),
     *((name, shortest, Session.graph) for name, shortest in GRAPH_COMMANDS),
 ]
@@ -2145,6 +2186,11 @@ def _flags(opts: str, names: dict[str, int], command: str) -> set[str]:
             raise JaxhlmError(f"option {o} not allowed; {command} accepts " + " and ".join(names))
         given.add(found)
     return given
+
+
+def _int_text(x: float) -> str:
+    """A number as Stata shows a whole one: without decimals."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _arguments(opts: str, names: dict[str, int], command: str) -> dict[str, str]:

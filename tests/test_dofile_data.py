@@ -503,3 +503,21 @@ def test_string_functions_and_tabulate_qualifiers(session):
     assert f"{(hsb['female'] == 1).sum():,} " in text.splitlines()[-1]
     assert session.data.loc[hsb["female"] != 1, "sec1"].isna().all()
     assert session.data.loc[hsb["female"] == 1, "sec2"].sum() == ((hsb["female"] == 1) & (hsb["sector"] == 1)).sum()
+
+
+def test_xtset_declares_panels(session):
+    """xtset: the panels' balance as Stata words it (unbalanced HSB schools; strongly or weakly balanced with a time
+    variable, gaps noted), xtset alone replaying it, clear forgetting it."""
+    assert _run(session, "xtset id")[0] == "Panel variable: id (unbalanced)" and _run(session, "xtset")[0].startswith("Panel")
+    _run(session, "keep if id == 1224 | id == 1288", "bysort id: generate t = _n", "keep if t <= 3")
+    assert _run(session, "xtset id t")[0].splitlines() == [
+        "Panel variable: id (strongly balanced)", " Time variable: t, 1 to 3", "         Delta: 1 unit"]
+    _run(session, "replace t = 5 in 3")
+    assert _run(session, "xtset id t")[0].splitlines()[:2] == [
+        "Panel variable: id (weakly balanced)", " Time variable: t, 1 to 5, but with gaps"]
+    _run(session, "replace t = 1 in 2")
+    with pytest.raises(jaxhlm.JaxhlmError, match="repeated time values within panel"):
+        _run(session, "xtset id t")
+    _run(session, "xtset , clear")
+    with pytest.raises(jaxhlm.JaxhlmError, match="panel variable not set"):
+        _run(session, "xtset")
