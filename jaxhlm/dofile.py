@@ -743,8 +743,7 @@ class Session:
                               "egen m = mean(ses), bysort id: gen first = _n == 1")
         if sort:
             self.data, self.changed = self.data.sort_values(names + then, kind="stable", na_position="last"), True
-        elif not self.data[names].apply(tuple, axis=1).is_monotonic_increasing if len(names) > 1 else \
-                not self.data[names[0]].is_monotonic_increasing:
+        elif not _sorted_by(self.data, names):
             raise JaxhlmError(f"not sorted: by {' '.join(names)}: needs the data sorted by it; use bysort (or sort "
                               "first)")
         if handler is Session.egen:
@@ -1224,10 +1223,11 @@ class Session:
         if len(chosen) > 1:
             raise JaxhlmError(f"only one statistic may be predicted; got {', '.join(chosen)}")
         what = chosen[0] if chosen else "xb"
-        if model.command == "regress" and what not in _REGRESS_PREDICT:
+        regression = isinstance(model, Regression)
+        if regression and what not in _REGRESS_PREDICT:
             raise JaxhlmError(f"predict, {what} is not available after regress here; it predicts "
                               + ", ".join(_REGRESS_PREDICT))
-        if model.command != "regress" and what in ("rstudent", "cooksd", "leverage", "hat"):
+        if not regression and what in _DIAGNOSTICS and what != "rstandard":
             raise JaxhlmError(f"predict, {what} is a regression diagnostic, for regress results; after mixed, "
                               "influence() gives each group's Cook's distance and DFBETAS")
         if (relevel is not None or reses is not None) and what != "reffects":
@@ -1258,7 +1258,7 @@ class Session:
                         out = np.full(len(self.data), np.nan)
                         out[complete] = np.where(codes[k] >= 0, values[np.maximum(codes[k], 0), j], np.nan)
                         columns.append(out)
-        elif isinstance(model, Regression) and what in ("rstandard", "rstudent", "cooksd", "leverage", "hat"):
+        elif regression and what in _DIAGNOSTICS:
             # the regression diagnostics, of the estimation sample's observations
             stat = "leverage" if what == "hat" else what
             columns.append(model.diagnostics()[stat].reindex(self.data.index).to_numpy(dtype=float))
@@ -1554,9 +1554,11 @@ class Session:
         its fifth's."""
         written = text.strip()
         try:
-            node = parse_expression(self._substituted(text), self._resolve, rows=True)
-            # subscripts read other rows: the whole data then, else its first row
-            rows = (with_rows(self.data) if "[" in text else self.data.iloc[:1]) if len(self.data) else \
+            substituted = self._substituted(text)
+            node = parse_expression(substituted, self._resolve, rows=True)
+            # subscripts (what is left in brackets once _b[] and _se[] are numbers) read other rows: the whole data
+            # then, else its first row
+            rows = (with_rows(self.data) if "[" in substituted else self.data.iloc[:1]) if len(self.data) else \
                 pd.DataFrame(index=[0])
             value = evaluate(node, rows)[0]
         except (FormulaError, DataError, KeyError) as exc:
@@ -1924,12 +1926,13 @@ def _formatted(value: float | str, fmt: str | None) -> str:
     width = render.format_width(fmt)
     return text.ljust(width) if fmt.startswith("%-") else text.rjust(width)
 
-#: predict's statistics after mixed.
 #: predict's statistics and their shortest abbreviations
 _PREDICT = {"xb": 2, "fitted": 3, "residuals": 3, "rstandard": 4, "reffects": 3, "reses": 5, "stdp": 4,
             "rstudent": 4, "cooksd": 6, "leverage": 3, "hat": 3}
-#: predict's statistics after regress: the regression diagnostics besides the linear prediction
-_REGRESS_PREDICT = ("xb", "residuals", "stdp", "rstandard", "rstudent", "cooksd", "leverage", "hat")
+#: predict's regression diagnostics (rstandard after mixed is the residual over σ̂, after regress over s√(1 − h))
+_DIAGNOSTICS = ("rstandard", "rstudent", "cooksd", "leverage", "hat")
+#: predict's statistics after regress
+_REGRESS_PREDICT = ("xb", "residuals", "stdp", *_DIAGNOSTICS)
 
 
 def _new_names(text: str, count: int, existing: Any) -> list[str]:
@@ -2186,6 +2189,12 @@ def _flags(opts: str, names: dict[str, int], command: str) -> set[str]:
             raise JaxhlmError(f"option {o} not allowed; {command} accepts " + " and ".join(names))
         given.add(found)
     return given
+
+
+def _sorted_by(frame: pd.DataFrame, names: list[str]) -> bool:
+    """Whether the rows are in the order a stable sort by ``names`` (missing values last, as bysort's) leaves them."""
+    order = frame[names].reset_index(drop=True).sort_values(names, kind="stable", na_position="last").index
+    return bool(np.array_equal(order.to_numpy(), np.arange(len(frame))))
 
 
 def _int_text(x: float) -> str:
